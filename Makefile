@@ -1,0 +1,43 @@
+# One command runner; the README shows the same commands.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test test-fast lint format bench browser-deps clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+run: setup
+	$(BIN)/python -m server
+
+# the browser tests need Debian's chromium: installed here when missing
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: setup browser-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+	$(BIN)/python scripts/schemathesis_run.py
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not browser and not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python bench/api_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts

@@ -1,0 +1,1 @@
+"""Backprop Explorer: Karpathy's backprop-ninja lecture as a browsable computation graph."""

@@ -1,0 +1,142 @@
+"""Load a names file, build the lecture's vocabulary and its 80/10/10 (context, target) splits."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a names list is ~200 KiB; refuse anything absurd
+MAX_WORD_CHARS = 64  # longest line accepted
+MAX_VOCAB = 128  # characters + '.'; keeps every vocab-sized tensor small
+MIN_WORDS = 10  # fewer leaves the val or test split empty
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "names.txt"
+
+
+class DataError(ValueError):
+    """A names file that cannot be used, with a message for the person who passed it."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The (context, target) tensors of the three splits at one block size."""
+
+    Xtr: torch.Tensor  # (n_train, block_size) int64
+    Ytr: torch.Tensor  # (n_train,) int64
+    Xdev: torch.Tensor
+    Ydev: torch.Tensor
+    Xte: torch.Tensor
+    Yte: torch.Tensor
+
+
+@dataclass
+class Dataset:
+    """A validated list of words with the lecture's vocabulary and lazily built splits."""
+
+    path: Path
+    words: list[str]  # in file order
+    sha256: str
+    itos: dict[int, str]
+    stoi: dict[str, int]
+    _splits: dict[int, Splits] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def splits(self, block_size: int) -> Splits:
+        """The lecture's split at this block size (built once, then cached)."""
+        with self._lock:
+            if block_size not in self._splits:
+                self._splits[block_size] = build_splits(self.words, self.stoi, block_size)
+            return self._splits[block_size]
+
+
+def build_dataset(words: list[str], stoi: dict[str, int], block_size: int) -> tuple[list, list]:
+    """The lecture's build_dataset: every (context, next char) pair, contexts padded with '.'."""
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            ix = stoi[ch]
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    return X, Y
+
+
+def build_splits(words: list[str], stoi: dict[str, int], block_size: int) -> Splits:
+    """random.seed(42); random.shuffle(words); 80% / 10% / 10% as in the lecture."""
+    shuffled = list(words)
+    random.Random(42).shuffle(shuffled)
+    n1 = int(0.8 * len(shuffled))
+    n2 = int(0.9 * len(shuffled))
+    parts = []
+    for chunk in (shuffled[:n1], shuffled[n1:n2], shuffled[n2:]):
+        X, Y = build_dataset(chunk, stoi, block_size)
+        parts.append(torch.tensor(X, dtype=torch.int64).view(-1, block_size))
+        parts.append(torch.tensor(Y, dtype=torch.int64))
+    return Splits(*parts)
+
+
+def _check_char(ch: str, lineno: int) -> None:
+    if ch == ".":
+        raise DataError(f"line {lineno}: '.' is the end-of-word token and cannot appear in a word")
+    if ch.isspace() or unicodedata.category(ch)[0] in ("C", "Z"):
+        raise DataError(
+            f"line {lineno}: character {ch!r} (U+{ord(ch):04X}) is whitespace or a control "
+            "character and cannot be a token"
+        )
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read and validate a names file (one word per line; blank lines are skipped)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise DataError(f"{path}: holds NUL bytes: this looks like a binary file, not a names list")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    text = text.removeprefix("\ufeff")
+    words: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        word = line.strip()
+        if not word:
+            continue
+        if len(word) > MAX_WORD_CHARS:
+            raise DataError(f"line {lineno}: {len(word)} characters, over the limit of {MAX_WORD_CHARS}")
+        for ch in word:
+            _check_char(ch, lineno)
+        words.append(word)
+    if not words:
+        raise DataError(f"{path}: empty: no words found")
+    if len(words) < MIN_WORDS:
+        raise DataError(f"{path}: {len(words)} words; at least {MIN_WORDS} are needed for an 80/10/10 split")
+    chars = sorted(set("".join(words)))
+    if len(chars) + 1 > MAX_VOCAB:
+        raise DataError(f"{path}: {len(chars)} distinct characters, over the limit of {MAX_VOCAB - 1}")
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi["."] = 0
+    itos = {i: s for s, i in stoi.items()}
+    return Dataset(
+        path=path,
+        words=words,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        itos=dict(sorted(itos.items())),
+        stoi=stoi,
+    )

@@ -1,0 +1,249 @@
+"""Run the declared forward pass, its autograd reference and the manual backward, step by step."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import torch
+
+from .config import ModelConfig
+from .data import Dataset
+from .graph import NODES, Op, backward_schedule, contribution_counts, nodes_for_mode, ops_for_mode
+
+PARAM_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
+BN_DEFAULT_SEED = 67280421310721  # what torch.Generator() starts at: the lecture's unseeded draw
+NUMERIC_ENTRIES = 16  # entries per node checked by finite differences
+NUMERIC_SAMPLE_SEED = 1337  # the entries checked are a pure function of the config
+NUMERIC_ZERO = 1e-6  # below this |gradient| an entry is judged by absolute error
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
+    """The lecture's initialisation, in its order; returns the seeded generator for the batch draw."""
+    g = torch.Generator().manual_seed(config.seed)
+    ne, nh, bs = config.n_embd, config.n_hidden, config.block_size
+    C = torch.randn((vocab_size, ne), generator=g)
+    W1 = torch.randn((ne * bs, nh), generator=g) * (5 / 3) / ((ne * bs) ** 0.5)
+    b1 = torch.randn(nh, generator=g) * 0.1
+    W2 = torch.randn((nh, vocab_size), generator=g) * 0.1
+    b2 = torch.randn(vocab_size, generator=g) * 0.1
+    # the lecture draws these from the unseeded global RNG; a fresh Generator makes them reproducible
+    g_bn = torch.Generator()
+    bngain = torch.randn((1, nh), generator=g_bn) * 0.1 + 1.0
+    bnbias = torch.randn((1, nh), generator=g_bn) * 0.1
+    params = {"C": C, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "bngain": bngain, "bnbias": bnbias}
+    if config.init == "zero_bias":
+        params["b1"] = torch.zeros_like(b1)
+        params["b2"] = torch.zeros_like(b2)
+        params["bnbias"] = torch.zeros_like(bnbias)
+        params["bngain"] = torch.ones_like(bngain)
+    dtype = DTYPES[config.dtype]
+    return {k: t.to(dtype) for k, t in params.items()}, g
+
+
+def sample_batch(config: ModelConfig, dataset: Dataset, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The minibatch: indices drawn from the training split with the seeded generator."""
+    splits = dataset.splits(config.block_size)
+    ix = torch.randint(0, splits.Xtr.shape[0], (config.batch_size,), generator=g)
+    return splits.Xtr[ix], splits.Ytr[ix]  # (n, block_size), (n,)
+
+
+def run_forward(ops: list[Op], values: dict[str, object], start: int = 0) -> dict[str, object]:
+    """Execute ops[start:] in order, adding their outputs (and saved tensors) to `values`."""
+    v = SimpleNamespace(**values)
+    for op in ops[start:]:
+        out = op.forward(v)
+        produced = out if isinstance(out, dict) else {op.outputs[0]: out}
+        for name, tensor in produced.items():
+            setattr(v, name, tensor)
+    return vars(v)
+
+
+def compare(manual: torch.Tensor, ref: torch.Tensor) -> dict[str, object]:
+    """The lecture's cmp(): exact (bitwise), approx (torch.allclose), maxdiff, plus max relative error."""
+    if manual.shape != ref.shape:
+        return {"exact": False, "approx": False, "maxdiff": math.inf, "max_rel": math.inf, "shape_ok": False}
+    diff = (manual - ref).abs()
+    denom = torch.maximum(manual.abs(), ref.abs())
+    rel = torch.where(denom > 0, diff / denom, torch.where(diff == 0, 0.0, math.inf))
+    return {
+        "exact": bool(torch.equal(manual, ref)),
+        "approx": bool(torch.allclose(manual, ref)),
+        "maxdiff": diff.max().item() if diff.numel() else 0.0,
+        "max_rel": rel.max().item() if rel.numel() else 0.0,
+        "shape_ok": True,
+    }
+
+
+@dataclass
+class BackwardPass:
+    """One (config, mode): forward values, autograd's gradients and the manual gradients per step."""
+
+    config: ModelConfig
+    mode: str
+    ops: list[Op]
+    schedule: list[Op]
+    values: dict[str, object]  # detached forward tensors (+ n, n_embd)
+    ref_grads: dict[str, torch.Tensor]
+    history: dict[str, list[tuple[int, torch.Tensor]]]  # node -> [(step, gradient after that step)]
+    totals: dict[str, int]  # node -> number of contributions
+    cmp: dict[str, dict[str, object]]  # node -> comparison of the complete manual gradient
+    params: dict[str, torch.Tensor]
+    _numeric: dict[str, dict[str, object]] = field(default_factory=dict, repr=False)
+    _values64: dict[str, object] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.schedule)
+
+    @property
+    def loss(self) -> float:
+        return float(self.values["loss"])  # type: ignore[arg-type]
+
+    def node_names(self) -> list[str]:
+        return [node.name for node in nodes_for_mode(self.mode)]
+
+    def contributions_done(self, name: str, step: int) -> int:
+        return sum(1 for s, _ in self.history.get(name, ()) if 0 < s <= step)
+
+    def grad_at(self, name: str, step: int) -> torch.Tensor | None:
+        """The manual gradient of a node after `step` backward steps (None before its first)."""
+        latest = None
+        for s, grad in self.history.get(name, ()):
+            if s <= step:
+                latest = grad
+        return latest
+
+    def status(self, name: str, step: int) -> str:
+        if NODES[name].kind == "input":
+            return "none"
+        if name == "loss":
+            return "complete"  # dloss = 1 seeds the backward pass
+        done, total = self.contributions_done(name, step), self.totals.get(name, 0)
+        return "pending" if done == 0 else "partial" if done < total else "complete"
+
+    def numeric(self, name: str) -> dict[str, object] | None:
+        """Finite-difference check of the node's complete manual gradient (cached)."""
+        if NODES[name].kind == "input":
+            return None
+        with self._lock:
+            if name not in self._numeric:
+                self._numeric[name] = self._numeric_check(name)
+            return self._numeric[name]
+
+    def _forward64(self) -> dict[str, object]:
+        if self._values64 is None:
+            base = {k: t.to(torch.float64) for k, t in self.params.items()}
+            base.update(Xb=self.values["Xb"], Yb=self.values["Yb"], n=self.values["n"], n_embd=self.values["n_embd"])
+            self._values64 = run_forward(self.ops, base)
+        return self._values64
+
+    def _numeric_check(self, name: str) -> dict[str, object]:
+        # five-point central differences in float64, re-running the forward from the node onward
+        values64 = self._forward64()
+        start = next((i + 1 for i, op in enumerate(self.ops) if name in op.outputs), 0)
+        x = values64[name]
+        assert isinstance(x, torch.Tensor)
+        manual = self.grad_at(name, self.total_steps)
+        if name == "loss":
+            manual = torch.ones((), dtype=x.dtype)
+        assert manual is not None
+        manual = manual.to(torch.float64).reshape(-1)
+        flat_idx = _sample_entries(self.ref_grads[name].reshape(-1), x.numel())
+
+        def loss_with(idx: int, delta: float) -> float:
+            if name == "loss":
+                return float(x) + delta
+            perturbed = x.clone()
+            perturbed.view(-1)[idx] += delta
+            return float(run_forward(self.ops, {**values64, name: perturbed}, start)["loss"])
+
+        max_rel = near_zero_abs = 0.0
+        near_zero = 0
+        for idx in flat_idx:
+            h = 1e-3 * max(abs(float(x.reshape(-1)[idx])), 0.1)
+            f = [loss_with(idx, k * h) for k in (-2, -1, 1, 2)]
+            num = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h)
+            man = float(manual[idx])
+            err, scale = abs(man - num), max(abs(man), abs(num))
+            if scale < NUMERIC_ZERO:
+                # a ~0 gradient (b1 under batchnorm, logit_maxes): relative error means nothing there
+                near_zero += 1
+                near_zero_abs = max(near_zero_abs, err)
+            else:
+                max_rel = max(max_rel, err / scale)
+        return {
+            "max_rel_err": max_rel,
+            "entries_checked": len(flat_idx),
+            "near_zero_entries": near_zero,
+            "near_zero_max_abs_err": near_zero_abs,
+        }
+
+
+def _sample_entries(ref_grad: torch.Tensor, numel: int) -> list[int]:
+    """Half the entries with the largest |gradient| (the informative ones), half at random."""
+    k = min(NUMERIC_ENTRIES, numel)
+    top = ref_grad.abs().argsort(descending=True, stable=True)[: k // 2].tolist()
+    g = torch.Generator().manual_seed(NUMERIC_SAMPLE_SEED)
+    rest = [i for i in torch.randperm(numel, generator=g).tolist() if i not in set(top)]
+    return sorted(top + rest[: k - len(top)])
+
+
+def run_backward(config: ModelConfig, dataset: Dataset, mode: str) -> BackwardPass:
+    """Forward once with autograd (the reference), then the manual backward, one op at a time."""
+    params, g = init_params(config, dataset.vocab_size)
+    Xb, Yb = sample_batch(config, dataset, g)
+    return backward_from(config, mode, params, Xb, Yb)
+
+
+def backward_from(
+    config: ModelConfig, mode: str, params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor
+) -> BackwardPass:
+    """The manual and autograd backward of one batch through given parameters."""
+    ops = ops_for_mode(mode)
+    leaves = {k: t.detach().clone().requires_grad_(True) for k, t in params.items()}
+    values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, "n": config.batch_size, "n_embd": config.n_embd})
+    names = [node.name for node in nodes_for_mode(mode)]
+    for name in names:
+        t = values[name]
+        if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf:
+            t.retain_grad()
+    loss = values["loss"]
+    assert isinstance(loss, torch.Tensor)
+    loss.backward()
+    ref_grads = {n: values[n].grad for n in names if isinstance(values[n], torch.Tensor) and values[n].grad is not None}  # type: ignore[union-attr]
+    detached = {k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in values.items()}
+
+    schedule = backward_schedule(mode)
+    totals = contribution_counts(mode)
+    totals["loss"] = 1
+    v = SimpleNamespace(**detached)
+    d = SimpleNamespace(loss=torch.ones_like(detached["loss"]))  # type: ignore[arg-type]
+    history: dict[str, list[tuple[int, torch.Tensor]]] = {"loss": [(0, d.loss)]}
+    with torch.no_grad():
+        for step, op in enumerate(schedule, start=1):
+            contributions = [(rule.target, rule.fn(v, d)) for rule in op.rules]
+            for target, contribution in contributions:
+                previous = getattr(d, target, None)
+                grad = contribution if previous is None else previous + contribution
+                setattr(d, target, grad)
+                history.setdefault(target, []).append((step, grad))
+    cmp = {
+        name: compare(history[name][-1][1], ref_grads[name]) for name in names if name in ref_grads and name in history
+    }
+    return BackwardPass(
+        config=config,
+        mode=mode,
+        ops=ops,
+        schedule=schedule,
+        values=detached,
+        ref_grads=ref_grads,
+        history=history,
+        totals=totals,
+        cmp=cmp,
+        params={k: t.detach() for k, t in params.items()},
+    )

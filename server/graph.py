@@ -1,0 +1,590 @@
+"""The forward pass of the lecture, declared once as data.
+
+Every op is one forward line of the notebook, with its formula text, the code that runs it and,
+right next to it, the local backward rule for each of its inputs (the lecture's own line of code).
+The forward executor, the backward schedule, the graph JSON and the explanations are all derived
+from NODES and OPS; adding an op means adding one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .config import FUSED_BLOCKS
+
+# v: forward values by name (plus n, n_embd); d: manual gradients so far, d.x reads as "dx"
+Fn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A tensor of the forward pass."""
+
+    name: str
+    kind: str  # input | param | intermediate | loss
+    axes: tuple[str, ...]  # meaning of each dim: batch, vocab, context, embd, embcat, hidden, one
+    about: str  # one line for the learner
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The local backward rule for one input of an op: the lecture's line and its tensor code."""
+
+    target: str  # the input node receiving the gradient
+    code: str  # as written in the notebook
+    fn: Fn  # (v, d) -> this op's contribution to d.target
+    note: str = ""  # why the rule looks like this (broadcasts, reductions, ...)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One forward line; `block` names the fused op that replaces it, `fuses` the block it replaces."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    formula: str
+    forward: Fn  # v -> tensor, or dict of outputs (+ tensors saved for the backward)
+    rules: tuple[Rule, ...]
+    about: str
+    block: str | None = None
+    fuses: str | None = None
+
+
+NODE_LIST = [
+    Node("Xb", "input", ("batch", "context"), "the minibatch of contexts: n rows of block_size character indices"),
+    Node("Yb", "input", ("batch",), "the character that follows each context: the targets"),
+    Node("C", "param", ("vocab", "embd"), "the embedding table: one n_embd-vector per character"),
+    Node("W1", "param", ("embcat", "hidden"), "weights of the hidden layer, scaled by (5/3)/sqrt(fan_in) for tanh"),
+    Node("b1", "param", ("hidden",), "bias of the hidden layer (useless: batchnorm subtracts the mean)"),
+    Node("bngain", "param", ("one", "hidden"), "batchnorm gain, multiplies the normalised activations"),
+    Node("bnbias", "param", ("one", "hidden"), "batchnorm bias, added after the gain"),
+    Node("W2", "param", ("hidden", "vocab"), "weights of the output layer"),
+    Node("b2", "param", ("vocab",), "bias of the output layer"),
+    Node("emb", "intermediate", ("batch", "context", "embd"), "the embedding vector of every context character"),
+    Node("embcat", "intermediate", ("batch", "embcat"), "the context embeddings concatenated into one vector per row"),
+    Node("hprebn", "intermediate", ("batch", "hidden"), "hidden layer pre-activation, before batchnorm"),
+    Node("bnmeani", "intermediate", ("one", "hidden"), "batch mean of every hidden unit"),
+    Node("bndiff", "intermediate", ("batch", "hidden"), "pre-activations with the batch mean removed"),
+    Node("bndiff2", "intermediate", ("batch", "hidden"), "squared deviations from the batch mean"),
+    Node("bnvar", "intermediate", ("one", "hidden"), "batch variance, Bessel-corrected (divides by n-1)"),
+    Node("bnvar_inv", "intermediate", ("one", "hidden"), "1/sqrt(variance + eps)"),
+    Node("bnraw", "intermediate", ("batch", "hidden"), "the normalised activations: zero mean, unit variance"),
+    Node("hpreact", "intermediate", ("batch", "hidden"), "pre-activation after batchnorm's gain and bias"),
+    Node("h", "intermediate", ("batch", "hidden"), "the hidden layer's tanh activations"),
+    Node("logits", "intermediate", ("batch", "vocab"), "unnormalised log-probabilities of the next character"),
+    Node("logit_maxes", "intermediate", ("batch", "one"), "each row's largest logit, subtracted for stability"),
+    Node("norm_logits", "intermediate", ("batch", "vocab"), "logits shifted so each row's maximum is 0"),
+    Node("counts", "intermediate", ("batch", "vocab"), "exponentiated logits: unnormalised probabilities"),
+    Node("counts_sum", "intermediate", ("batch", "one"), "each row's total count"),
+    Node(
+        "counts_sum_inv", "intermediate", ("batch", "one"), "1 / counts_sum (the lecture avoids division for exactness)"
+    ),
+    Node("probs", "intermediate", ("batch", "vocab"), "the softmax: each row sums to 1"),
+    Node("logprobs", "intermediate", ("batch", "vocab"), "log-probability of every character"),
+    Node("loss", "loss", (), "the mean negative log-likelihood of the targets"),
+]
+NODES: dict[str, Node] = {node.name: node for node in NODE_LIST}
+
+BCAST_1 = "broadcast over dim 1 in the forward pass → sum over dim 1 here (keepdim)"
+BCAST_0 = "broadcast over dim 0 in the forward pass → sum over dim 0 here"
+SUM_1 = "summed over dim 1 in the forward pass → the gradient is copied (broadcast) along dim 1"
+SUM_0 = "summed over dim 0 in the forward pass → the gradient is copied (broadcast) along dim 0"
+
+
+def _fused_batchnorm(v: Any) -> dict[str, torch.Tensor]:
+    # saved tensors (bnraw, bnvar_inv) are what the closed-form backward needs, like autograd's ctx
+    bnmean = v.hprebn.mean(0, keepdim=True)  # (1, n_hidden)
+    bnvar = v.hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
+    bnvar_inv = (bnvar + 1e-5) ** -0.5  # (1, n_hidden)
+    bnraw = (v.hprebn - bnmean) * bnvar_inv  # (n, n_hidden)
+    return {"hpreact": v.bngain * bnraw + v.bnbias, "bnraw": bnraw, "bnvar_inv": bnvar_inv}
+
+
+def _dhprebn_fused(v: Any, d: Any) -> torch.Tensor:
+    n = v.n
+    dsum = d.hpreact.sum(0)  # (n_hidden,)
+    dproj = (d.hpreact * v.bnraw).sum(0)  # (n_hidden,)
+    return v.bngain * v.bnvar_inv / n * (n * d.hpreact - dsum - n / (n - 1) * v.bnraw * dproj)
+
+
+def _dlogits_fused(v: Any, d: Any) -> torch.Tensor:
+    dlogits = F.softmax(v.logits, 1)  # (n, vocab)
+    dlogits[range(v.n), v.Yb] -= 1
+    dlogits /= v.n
+    return dlogits
+
+
+def _dlogprobs(v: Any, d: Any) -> torch.Tensor:
+    dlogprobs = torch.zeros_like(v.logprobs)  # (n, vocab)
+    dlogprobs[range(v.n), v.Yb] = -1.0 / v.n
+    return dlogprobs
+
+
+def _dC(v: Any, d: Any) -> torch.Tensor:
+    dC = torch.zeros_like(v.C)  # (vocab, n_embd)
+    dC.index_add_(0, v.Xb.view(-1), d.emb.view(-1, v.n_embd))
+    return dC
+
+
+OPS: list[Op] = [
+    Op(
+        "emb",
+        ("C", "Xb"),
+        ("emb",),
+        "emb = C[Xb]",
+        lambda v: v.C[v.Xb],
+        (
+            Rule(
+                "C",
+                "dC = torch.zeros_like(C)\ndC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))",
+                _dC,
+                "a row of C is gathered once per occurrence of its character → scatter-add every use back",
+            ),
+        ),
+        "look up the embedding of every context character",
+    ),
+    Op(
+        "embcat",
+        ("emb",),
+        ("embcat",),
+        "embcat = emb.view(n, -1)",
+        lambda v: v.emb.view(v.n, -1),
+        (
+            Rule(
+                "emb",
+                "demb = dembcat.view(emb.shape)",
+                lambda v, d: d.embcat.view(v.emb.shape),
+                "a view only rearranges: the gradient is viewed back to the original shape",
+            ),
+        ),
+        "concatenate the block_size embeddings of each row",
+    ),
+    Op(
+        "hprebn",
+        ("embcat", "W1", "b1"),
+        ("hprebn",),
+        "hprebn = embcat @ W1 + b1",
+        lambda v: v.embcat @ v.W1 + v.b1,
+        (
+            Rule(
+                "embcat",
+                "dembcat = dhprebn @ W1.T",
+                lambda v, d: d.hprebn @ v.W1.T,
+                "matrix multiply: the shapes dictate the transpose",
+            ),
+            Rule(
+                "W1",
+                "dW1 = embcat.T @ dhprebn",
+                lambda v, d: v.embcat.T @ d.hprebn,
+                "matrix multiply: the shapes dictate the transpose",
+            ),
+            Rule("b1", "db1 = dhprebn.sum(0)", lambda v, d: d.hprebn.sum(0), BCAST_0),
+        ),
+        "linear layer 1",
+    ),
+    Op(
+        "bnmeani",
+        ("hprebn",),
+        ("bnmeani",),
+        "bnmeani = 1/n * hprebn.sum(0, keepdim=True)",
+        lambda v: 1 / v.n * v.hprebn.sum(0, keepdim=True),
+        (
+            Rule(
+                "hprebn",
+                "dhprebn += 1.0/n * (torch.ones_like(hprebn) * dbnmeani)",
+                lambda v, d: 1.0 / v.n * (torch.ones_like(v.hprebn) * d.bnmeani),
+                SUM_0,
+            ),
+        ),
+        "batchnorm: the batch mean",
+        block="bn",
+    ),
+    Op(
+        "bndiff",
+        ("hprebn", "bnmeani"),
+        ("bndiff",),
+        "bndiff = hprebn - bnmeani",
+        lambda v: v.hprebn - v.bnmeani,
+        (
+            Rule(
+                "hprebn",
+                "dhprebn = dbndiff.clone()",
+                lambda v, d: d.bndiff.clone(),
+                "subtraction passes the gradient through",
+            ),
+            Rule(
+                "bnmeani",
+                "dbnmeani = (-dbndiff).sum(0, keepdim=True)",
+                lambda v, d: (-d.bndiff).sum(0, keepdim=True),
+                BCAST_0 + " (keepdim), with a minus sign",
+            ),
+        ),
+        "batchnorm: centre",
+        block="bn",
+    ),
+    Op(
+        "bndiff2",
+        ("bndiff",),
+        ("bndiff2",),
+        "bndiff2 = bndiff**2",
+        lambda v: v.bndiff**2,
+        (Rule("bndiff", "dbndiff += (2*bndiff) * dbndiff2", lambda v, d: (2 * v.bndiff) * d.bndiff2, "power rule"),),
+        "batchnorm: square the deviations",
+        block="bn",
+    ),
+    Op(
+        "bnvar",
+        ("bndiff2",),
+        ("bnvar",),
+        "bnvar = 1/(n-1) * bndiff2.sum(0, keepdim=True)",
+        lambda v: 1 / (v.n - 1) * v.bndiff2.sum(0, keepdim=True),
+        (
+            Rule(
+                "bndiff2",
+                "dbndiff2 = (1.0/(n-1))*torch.ones_like(bndiff2) * dbnvar",
+                lambda v, d: (1.0 / (v.n - 1)) * torch.ones_like(v.bndiff2) * d.bnvar,
+                SUM_0,
+            ),
+        ),
+        "batchnorm: variance with Bessel's correction",
+        block="bn",
+    ),
+    Op(
+        "bnvar_inv",
+        ("bnvar",),
+        ("bnvar_inv",),
+        "bnvar_inv = (bnvar + 1e-5)**-0.5",
+        lambda v: (v.bnvar + 1e-5) ** -0.5,
+        (
+            Rule(
+                "bnvar",
+                "dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv",
+                lambda v, d: (-0.5 * (v.bnvar + 1e-5) ** -1.5) * d.bnvar_inv,
+                "power rule",
+            ),
+        ),
+        "batchnorm: inverse standard deviation",
+        block="bn",
+    ),
+    Op(
+        "bnraw",
+        ("bndiff", "bnvar_inv"),
+        ("bnraw",),
+        "bnraw = bndiff * bnvar_inv",
+        lambda v: v.bndiff * v.bnvar_inv,
+        (
+            Rule("bndiff", "dbndiff = bnvar_inv * dbnraw", lambda v, d: v.bnvar_inv * d.bnraw, "product rule"),
+            Rule(
+                "bnvar_inv",
+                "dbnvar_inv = (bndiff * dbnraw).sum(0, keepdim=True)",
+                lambda v, d: (v.bndiff * d.bnraw).sum(0, keepdim=True),
+                BCAST_0 + " (keepdim)",
+            ),
+        ),
+        "batchnorm: normalise",
+        block="bn",
+    ),
+    Op(
+        "hpreact",
+        ("bngain", "bnraw", "bnbias"),
+        ("hpreact",),
+        "hpreact = bngain * bnraw + bnbias",
+        lambda v: v.bngain * v.bnraw + v.bnbias,
+        (
+            Rule(
+                "bngain",
+                "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)",
+                lambda v, d: (v.bnraw * d.hpreact).sum(0, keepdim=True),
+                BCAST_0 + " (keepdim)",
+            ),
+            Rule("bnraw", "dbnraw = bngain * dhpreact", lambda v, d: v.bngain * d.hpreact, "product rule"),
+            Rule(
+                "bnbias",
+                "dbnbias = dhpreact.sum(0, keepdim=True)",
+                lambda v, d: d.hpreact.sum(0, keepdim=True),
+                BCAST_0 + " (keepdim)",
+            ),
+        ),
+        "batchnorm: scale and shift",
+        block="bn",
+    ),
+    Op(
+        "batchnorm",
+        ("hprebn", "bngain", "bnbias"),
+        ("hpreact",),
+        "hpreact = bngain * (hprebn - hprebn.mean(0, keepdim=True)) / torch.sqrt(hprebn.var(0, keepdim=True, unbiased=True) + 1e-5) + bnbias",
+        _fused_batchnorm,
+        (
+            Rule(
+                "hprebn",
+                "dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))",
+                _dhprebn_fused,
+                "Exercise 3: every atomic batchnorm line folded into one expression (Bessel-corrected variance)",
+            ),
+            Rule(
+                "bngain",
+                "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)",
+                lambda v, d: (v.bnraw * d.hpreact).sum(0, keepdim=True),
+                BCAST_0 + " (keepdim)",
+            ),
+            Rule(
+                "bnbias",
+                "dbnbias = dhpreact.sum(0, keepdim=True)",
+                lambda v, d: d.hpreact.sum(0, keepdim=True),
+                BCAST_0 + " (keepdim)",
+            ),
+        ),
+        "batchnorm in one op",
+        fuses="bn",
+    ),
+    Op(
+        "h",
+        ("hpreact",),
+        ("h",),
+        "h = torch.tanh(hpreact)",
+        lambda v: torch.tanh(v.hpreact),
+        (
+            Rule(
+                "hpreact",
+                "dhpreact = (1.0 - h**2) * dh",
+                lambda v, d: (1.0 - v.h**2) * d.h,
+                "tanh'(x) = 1 - tanh(x)², written with the output h",
+            ),
+        ),
+        "the hidden layer's non-linearity",
+    ),
+    Op(
+        "logits",
+        ("h", "W2", "b2"),
+        ("logits",),
+        "logits = h @ W2 + b2",
+        lambda v: v.h @ v.W2 + v.b2,
+        (
+            Rule(
+                "h",
+                "dh = dlogits @ W2.T",
+                lambda v, d: d.logits @ v.W2.T,
+                "matrix multiply: the shapes dictate the transpose",
+            ),
+            Rule(
+                "W2",
+                "dW2 = h.T @ dlogits",
+                lambda v, d: v.h.T @ d.logits,
+                "matrix multiply: the shapes dictate the transpose",
+            ),
+            Rule("b2", "db2 = dlogits.sum(0)", lambda v, d: d.logits.sum(0), BCAST_0),
+        ),
+        "linear layer 2: the output layer",
+    ),
+    Op(
+        "logit_maxes",
+        ("logits",),
+        ("logit_maxes",),
+        "logit_maxes = logits.max(1, keepdim=True).values",
+        lambda v: v.logits.max(1, keepdim=True).values,
+        (
+            Rule(
+                "logits",
+                "dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes",
+                lambda v, d: F.one_hot(v.logits.max(1).indices, num_classes=v.logits.shape[1]) * d.logit_maxes,
+                "max routes the gradient to the position of the maximum only",
+            ),
+        ),
+        "each row's maximum (for numerical stability)",
+        block="ce",
+    ),
+    Op(
+        "norm_logits",
+        ("logits", "logit_maxes"),
+        ("norm_logits",),
+        "norm_logits = logits - logit_maxes",
+        lambda v: v.logits - v.logit_maxes,
+        (
+            Rule(
+                "logits",
+                "dlogits = dnorm_logits.clone()",
+                lambda v, d: d.norm_logits.clone(),
+                "subtraction passes the gradient through",
+            ),
+            Rule(
+                "logit_maxes",
+                "dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)",
+                lambda v, d: (-d.norm_logits).sum(1, keepdim=True),
+                BCAST_1 + ", with a minus sign; ≈ 0, since the softmax ignores a shift",
+            ),
+        ),
+        "shift every row so its maximum is 0",
+        block="ce",
+    ),
+    Op(
+        "counts",
+        ("norm_logits",),
+        ("counts",),
+        "counts = norm_logits.exp()",
+        lambda v: v.norm_logits.exp(),
+        (
+            Rule(
+                "norm_logits",
+                "dnorm_logits = counts * dcounts",
+                lambda v, d: v.counts * d.counts,
+                "exp is its own derivative: reuse the output",
+            ),
+        ),
+        "exponentiate",
+        block="ce",
+    ),
+    Op(
+        "counts_sum",
+        ("counts",),
+        ("counts_sum",),
+        "counts_sum = counts.sum(1, keepdim=True)",
+        lambda v: v.counts.sum(1, keepdim=True),
+        (
+            Rule(
+                "counts",
+                "dcounts += torch.ones_like(counts) * dcounts_sum",
+                lambda v, d: torch.ones_like(v.counts) * d.counts_sum,
+                SUM_1,
+            ),
+        ),
+        "each row's normaliser",
+        block="ce",
+    ),
+    Op(
+        "counts_sum_inv",
+        ("counts_sum",),
+        ("counts_sum_inv",),
+        "counts_sum_inv = counts_sum**-1",
+        lambda v: v.counts_sum**-1,
+        (
+            Rule(
+                "counts_sum",
+                "dcounts_sum = (-counts_sum**-2) * dcounts_sum_inv",
+                lambda v, d: (-(v.counts_sum**-2)) * d.counts_sum_inv,
+                "power rule",
+            ),
+        ),
+        "its inverse",
+        block="ce",
+    ),
+    Op(
+        "probs",
+        ("counts", "counts_sum_inv"),
+        ("probs",),
+        "probs = counts * counts_sum_inv",
+        lambda v: v.counts * v.counts_sum_inv,
+        (
+            Rule(
+                "counts", "dcounts = counts_sum_inv * dprobs", lambda v, d: v.counts_sum_inv * d.probs, "product rule"
+            ),
+            Rule(
+                "counts_sum_inv",
+                "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)",
+                lambda v, d: (v.counts * d.probs).sum(1, keepdim=True),
+                BCAST_1,
+            ),
+        ),
+        "normalise: softmax",
+        block="ce",
+    ),
+    Op(
+        "logprobs",
+        ("probs",),
+        ("logprobs",),
+        "logprobs = probs.log()",
+        lambda v: v.probs.log(),
+        (
+            Rule(
+                "probs",
+                "dprobs = (1.0 / probs) * dlogprobs",
+                lambda v, d: (1.0 / v.probs) * d.logprobs,
+                "d log(x) = 1/x: a low probability for the target boosts its gradient",
+            ),
+        ),
+        "log of the probabilities",
+        block="ce",
+    ),
+    Op(
+        "loss",
+        ("logprobs", "Yb"),
+        ("loss",),
+        "loss = -logprobs[range(n), Yb].mean()",
+        lambda v: -v.logprobs[range(v.n), v.Yb].mean(),
+        (
+            Rule(
+                "logprobs",
+                "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n",
+                _dlogprobs,
+                "only the target's log-probability in each row enters the mean: -1/n there, 0 elsewhere",
+            ),
+        ),
+        "negative log-likelihood of the targets",
+        block="ce",
+    ),
+    Op(
+        "cross_entropy",
+        ("logits", "Yb"),
+        ("loss",),
+        "loss = F.cross_entropy(logits, Yb)",
+        lambda v: F.cross_entropy(v.logits, v.Yb),
+        (
+            Rule(
+                "logits",
+                "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n",
+                _dlogits_fused,
+                "Exercise 2: softmax minus one-hot of the target, divided by n",
+            ),
+        ),
+        "cross-entropy in one op",
+        fuses="ce",
+    ),
+]
+OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
+
+
+def ops_for_mode(mode: str) -> list[Op]:
+    """The forward ops of a mode, in forward order: fused ops replace their block of atomic lines."""
+    fused = FUSED_BLOCKS[mode]
+    chosen = [
+        op for op in OPS if (op.block is None or op.block not in fused) and (op.fuses is None or op.fuses in fused)
+    ]
+    # a fused op stands where the first line of its block stood
+    order = {op.name: i for i, op in enumerate(OPS)}
+    first_of_block = {}
+    for op in OPS:
+        if op.block is not None:
+            first_of_block.setdefault(op.block, order[op.name])
+
+    def position(op: Op) -> int:
+        return first_of_block[op.fuses] if op.fuses else order[op.name]
+
+    return sorted(chosen, key=position)
+
+
+def nodes_for_mode(mode: str) -> list[Node]:
+    """The nodes that exist in a mode, in declaration order."""
+    names = set()
+    for op in ops_for_mode(mode):
+        names.update(op.inputs)
+        names.update(op.outputs)
+    return [node for node in NODE_LIST if node.name in names]
+
+
+def backward_schedule(mode: str) -> list[Op]:
+    """The manual backward pass: one step per forward op, in reverse order."""
+    return list(reversed(ops_for_mode(mode)))
+
+
+def contribution_counts(mode: str) -> dict[str, int]:
+    """How many backward steps add to each node's gradient (2 for a node used twice)."""
+    counts: dict[str, int] = {}
+    for op in ops_for_mode(mode):
+        for rule in op.rules:
+            counts[rule.target] = counts.get(rule.target, 0) + 1
+    return counts

@@ -1,0 +1,157 @@
+"""What the explorer shows, as plain dicts: the graph, the state after k steps, one tensor in detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import MODE_TITLES
+from .data import Dataset
+from .engine import BackwardPass
+from .graph import NODES, nodes_for_mode
+from .serialize import cmp_public, finite_or_none, tensor_public
+
+
+class UnknownNode(LookupError):
+    """A tensor name that the mode's graph does not have."""
+
+
+def _shape(t: object) -> list[int]:
+    return list(t.shape) if isinstance(t, torch.Tensor) else []
+
+
+def _fmt(shape: list[int]) -> str:
+    return "(" + ",".join(str(s) for s in shape) + ")"
+
+
+def build_graph(bp: BackwardPass) -> dict[str, Any]:
+    """Nodes, ops with their backward rules (live shapes and notes) and the backward schedule."""
+    producer = {out: op for op in bp.ops for out in op.outputs}
+    nodes = []
+    for node in nodes_for_mode(bp.mode):
+        op = producer.get(node.name)
+        nodes.append(
+            {
+                "name": node.name,
+                "kind": node.kind,
+                "shape": _shape(bp.values[node.name]),
+                "op": op.name if op else None,
+                "inputs": list(op.inputs) if op else [],
+                "axes": list(node.axes),
+                "about": node.about,
+                "contributions": bp.totals.get(node.name, 0),
+            }
+        )
+    seen: dict[str, int] = {}
+    rules_by_op: dict[str, list[dict[str, Any]]] = {}
+    for op in bp.schedule:  # backward order decides which contribution comes first
+        out_shape = _shape(bp.values[op.outputs[0]])
+        rules = []
+        for rule in op.rules:
+            seen[rule.target] = seen.get(rule.target, 0) + 1
+            k, total = seen[rule.target], bp.totals[rule.target]
+            notes = [rule.note] if rule.note else []
+            if total > 1:
+                notes.append(
+                    f"contribution {k} of {total}: {rule.target} is used by {total} ops in the forward pass"
+                    + ("; the later contribution adds with +=" if k == 1 else "; second contribution: +=")
+                )
+            rules.append(
+                {
+                    "target": rule.target,
+                    "code": rule.code,
+                    "shapes": f"{_fmt(out_shape)}→{_fmt(_shape(bp.values[rule.target]))}",
+                    "contribution": k,
+                    "of": total,
+                    "notes": notes,
+                }
+            )
+        rules_by_op[op.name] = rules
+    ops = [
+        {
+            "name": op.name,
+            "inputs": list(op.inputs),
+            "outputs": list(op.outputs),
+            "formula": op.formula,
+            "about": op.about,
+            "fused": op.fuses is not None,
+            "rules": rules_by_op[op.name],
+        }
+        for op in bp.ops
+    ]
+    return {
+        "mode": bp.mode,
+        "mode_title": MODE_TITLES[bp.mode],
+        "nodes": nodes,
+        "ops": ops,
+        "schedule": [op.name for op in bp.schedule],
+    }
+
+
+def build_state(bp: BackwardPass, step: int) -> dict[str, Any]:
+    """Every node's status after `step` backward steps, and its comparison once complete."""
+    nodes = {}
+    for name in bp.node_names():
+        status = bp.status(name, step)
+        done = 1 if name == "loss" else bp.contributions_done(name, step)
+        nodes[name] = {
+            "status": status,
+            "contributions": [done, bp.totals.get(name, 0)],
+            "cmp": cmp_public(bp.cmp.get(name)) if status == "complete" else None,
+        }
+    return {
+        "mode": bp.mode,
+        "loss": finite_or_none(bp.loss),
+        "step": step,
+        "total_steps": bp.total_steps,
+        "op": bp.schedule[step - 1].name if step > 0 else None,
+        "next_op": bp.schedule[step].name if step < bp.total_steps else None,
+        "nodes": nodes,
+    }
+
+
+def axis_labels(bp: BackwardPass, dataset: Dataset, axis: str, size: int) -> list[str]:
+    """Tick labels: characters for vocab, 'emm→a' contexts for batch rows."""
+    itos = dataset.itos
+    if axis == "batch":
+        Xb, Yb = bp.values["Xb"], bp.values["Yb"]
+        assert isinstance(Xb, torch.Tensor) and isinstance(Yb, torch.Tensor)
+        return ["".join(itos[i] for i in row) + "→" + itos[y] for row, y in zip(Xb.tolist(), Yb.tolist(), strict=True)]
+    if axis == "vocab":
+        return [itos[i] for i in range(size)]
+    if axis == "embcat":
+        ne = bp.config.n_embd
+        return [f"c{i // ne}·e{i % ne}" for i in range(size)]
+    prefix = {"context": "c", "embd": "e", "hidden": "h", "one": ""}[axis]
+    return [f"{prefix}{i}" for i in range(size)]
+
+
+def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> dict[str, Any]:
+    """Value, manual gradient as of `step`, autograd's gradient, their difference and the checks."""
+    if name not in bp.node_names():
+        raise UnknownNode(f"no tensor {name!r} in mode {bp.mode}; it has: {', '.join(bp.node_names())}")
+    node = NODES[name]
+    value = bp.values[name]
+    assert isinstance(value, torch.Tensor)
+    manual = bp.grad_at(name, step)
+    ref = bp.ref_grads.get(name)
+    diff = manual - ref if manual is not None and ref is not None and manual.shape == ref.shape else None
+    status = bp.status(name, step)
+    return {
+        "name": name,
+        "kind": node.kind,
+        "about": node.about,
+        "shape": list(value.shape),
+        "axes": list(node.axes),
+        "labels": [axis_labels(bp, dataset, axis, size) for axis, size in zip(node.axes, value.shape, strict=True)],
+        "step": step,
+        "status": status,
+        "contributions": [1 if name == "loss" else bp.contributions_done(name, step), bp.totals.get(name, 0)],
+        "value": tensor_public(value),
+        "grad_manual": tensor_public(manual),
+        "grad_autograd": tensor_public(ref),
+        "diff": tensor_public(diff),
+        "cmp": cmp_public(bp.cmp.get(name)) if status == "complete" else None,
+        "numeric": cmp_public(bp.numeric(name)),
+    }

@@ -1,0 +1,1 @@
+"""The web layer: imports the core, never the reverse."""

@@ -1,0 +1,18 @@
+"""Build the app from the environment, so that every uvicorn worker process can import it."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from fastapi import FastAPI
+
+from ..data import DEFAULT_DATA, load_dataset
+from .app import create_app
+
+
+def app_from_env() -> FastAPI:
+    torch.set_num_threads(1)  # small tensors: one thread is fastest, and requests run concurrently
+    dataset = load_dataset(os.environ.get("BACKPROP_DATA", str(DEFAULT_DATA)))
+    dataset.splits(3)  # the default block size: build it before the first request
+    return create_app(dataset, cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")))

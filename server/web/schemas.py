@@ -1,0 +1,168 @@
+"""Pydantic schemas of the JSON API: XQuery for query strings, XPublic for responses."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import BOUNDS, ModelConfig
+
+_DEFAULTS = ModelConfig()
+
+
+def _bounded(name: str, about: str) -> Any:
+    low, high = BOUNDS[name]
+    return Field(getattr(_DEFAULTS, name), ge=low, le=high, description=about)
+
+
+class PassQuery(BaseModel):
+    """The config and mode of one forward/backward pass, carried in the query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = _bounded("seed", "torch.Generator seed for parameters and the batch")
+    batch_size: int = _bounded("batch_size", "n, the minibatch size")
+    n_embd: int = _bounded("n_embd", "embedding dimensions per character")
+    n_hidden: int = _bounded("n_hidden", "hidden layer size")
+    block_size: int = _bounded("block_size", "context length")
+    dtype: Literal["float32", "float64"] = Field(_DEFAULTS.dtype, description="precision of the pass")
+    init: Literal["lecture", "zero_bias"] = Field(_DEFAULTS.init, description="zero_bias: b1=b2=bnbias=0, bngain=1")
+    mode: Literal["atomic", "fused_ce", "fused_bn", "fused"] = Field(
+        "atomic", description="atomic (Ex. 1), fused_ce (Ex. 2), fused_bn (Ex. 3), fused (both)"
+    )
+
+    def to_config(self) -> ModelConfig:
+        return ModelConfig(**self.model_dump(exclude={"mode", "step"}))
+
+
+class StepQuery(PassQuery):
+    """A pass plus how many backward steps have been taken (omitted: all of them)."""
+
+    step: int | None = Field(None, ge=0, le=1000, description="backward steps taken; 0 = forward only")
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+    cached_passes: int
+
+
+class SplitSizesPublic(BaseModel):
+    train: int
+    val: int
+    test: int
+
+
+class DatasetPublic(BaseModel):
+    file: str
+    words: int
+    vocab: list[str]
+    vocab_size: int
+    block_size: int
+    splits: SplitSizesPublic
+    sha256: str
+
+
+class TensorPublic(BaseModel):
+    """A tensor on the wire: nested lists, non-finite entries as null, min/max over finite ones."""
+
+    shape: list[int]
+    data: Any
+    min: float | None
+    max: float | None
+    nonfinite: dict[str, int]
+
+
+class CmpPublic(BaseModel):
+    """The lecture's comparison line: exact (bitwise), approx (torch.allclose), maxdiff."""
+
+    exact: bool
+    approx: bool
+    maxdiff: float | None
+    max_rel: float | None
+    shape_ok: bool
+
+
+class NumericPublic(BaseModel):
+    """Finite differences in float64 on a sample of entries (five-point stencil)."""
+
+    max_rel_err: float | None
+    entries_checked: int
+    near_zero_entries: int
+    near_zero_max_abs_err: float | None
+
+
+class NodePublic(BaseModel):
+    name: str
+    kind: Literal["input", "param", "intermediate", "loss"]
+    shape: list[int]
+    op: str | None
+    inputs: list[str]
+    axes: list[str]
+    about: str
+    contributions: int
+
+
+class RulePublic(BaseModel):
+    target: str
+    code: str
+    shapes: str
+    contribution: int
+    of: int
+    notes: list[str]
+
+
+class OpPublic(BaseModel):
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    formula: str
+    about: str
+    fused: bool
+    rules: list[RulePublic]
+
+
+class GraphPublic(BaseModel):
+    mode: str
+    mode_title: str
+    nodes: list[NodePublic]
+    ops: list[OpPublic]
+    schedule: list[str]
+
+
+class NodeStatePublic(BaseModel):
+    status: Literal["none", "pending", "partial", "complete"]
+    contributions: list[int]
+    cmp: CmpPublic | None
+
+
+class StatePublic(BaseModel):
+    mode: str
+    loss: float | None
+    step: int
+    total_steps: int
+    op: str | None
+    next_op: str | None
+    nodes: dict[str, NodeStatePublic]
+
+
+class TensorDetailPublic(BaseModel):
+    name: str
+    kind: str
+    about: str
+    shape: list[int]
+    axes: list[str]
+    labels: list[list[str]]
+    step: int
+    status: str
+    contributions: list[int]
+    value: TensorPublic
+    grad_manual: TensorPublic | None
+    grad_autograd: TensorPublic | None
+    diff: TensorPublic | None
+    cmp: CmpPublic | None
+    numeric: NumericPublic | None
+
+
+class ErrorPublic(BaseModel):
+    detail: Any
