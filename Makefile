@@ -10,9 +10,10 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,data]'
 
-run: setup
+run: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	$(BIN)/python -m server
 
 # the browser tests need Debian's chromium: installed here when missing
@@ -23,7 +24,6 @@ test: setup browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
-	$(BIN)/python scripts/schemathesis_run.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not browser and not slow"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from .. import views
 from ..cache import PassCache
@@ -30,7 +31,9 @@ def _step(bp: BackwardPass, step: int | None) -> int:
     if step is None:
         return bp.total_steps
     if step > bp.total_steps:
-        raise HTTPException(422, f"step {step} is past the end: mode {bp.mode} has {bp.total_steps} backward steps")
+        # shaped like FastAPI's own 422s, so the response matches the OpenAPI schema
+        message = f"step {step} is past the end: mode {bp.mode} has {bp.total_steps} backward steps"
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "step"), "msg": message, "input": step}])
     return step
 
 

@@ -6,9 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import BOUNDS, ModelConfig
+from ..config import BOUNDS, MODES, ModelConfig
+from ..graph import ops_for_mode
 
 _DEFAULTS = ModelConfig()
+MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule
 
 
 def _bounded(name: str, about: str) -> Any:
@@ -39,7 +41,9 @@ class PassQuery(BaseModel):
 class StepQuery(PassQuery):
     """A pass plus how many backward steps have been taken (omitted: all of them)."""
 
-    step: int | None = Field(None, ge=0, le=1000, description="backward steps taken; 0 = forward only")
+    step: int | None = Field(
+        None, ge=0, le=MAX_STEPS, description="backward steps taken; 0 = forward only; at most the mode's schedule"
+    )
 
 
 class HealthPublic(BaseModel):

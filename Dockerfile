@@ -1,0 +1,18 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+# CPU-only torch first, from PyTorch's CPU index, so pip does not pull a CUDA build
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+COPY pyproject.toml README.md ./
+COPY server ./server
+COPY frontend ./frontend
+COPY data ./data
+RUN pip install -e . && useradd --create-home --uid 10001 explorer
+USER explorer
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4).status != 200)"
+CMD ["python", "-m", "server", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

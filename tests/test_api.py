@@ -1,0 +1,173 @@
+"""The JSON API over the lecture's data: lecture numbers, permalinks, validation, no 500s."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+import server.engine as engine
+from server.web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def client(lecture_dataset):
+    with TestClient(create_app(lecture_dataset), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_health_and_dataset(client):
+    assert client.get("/api/health").json()["status"] == "ok"
+    ds = client.get("/api/dataset").json()
+    assert ds["words"] == 32033
+    assert ds["splits"] == {"train": 182625, "val": 22655, "test": 22866}
+    assert ds["vocab"][:3] == [".", "a", "b"] and ds["vocab_size"] == 27
+    assert ds["sha256"] == "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+
+
+@pytest.mark.parametrize(
+    ("mode", "n_nodes", "n_steps"), [("atomic", 29, 20), ("fused_ce", 22, 13), ("fused_bn", 23, 14), ("fused", 16, 7)]
+)
+def test_graph_per_mode(client, mode, n_nodes, n_steps):
+    g = client.get("/api/graph", params={"mode": mode}).json()
+    assert len(g["nodes"]) == n_nodes
+    assert len(g["schedule"]) == n_steps == len(g["ops"])
+    assert g["schedule"] == [op["name"] for op in reversed(g["ops"])]
+    kinds = {n["name"]: n["kind"] for n in g["nodes"]}
+    assert kinds["Xb"] == "input" and kinds["W1"] == "param" and kinds["loss"] == "loss"
+    shapes = {n["name"]: n["shape"] for n in g["nodes"]}
+    assert shapes["logits"] == [32, 27] and shapes["W1"] == [30, 64] and shapes["loss"] == []
+
+
+def test_graph_rule_text_and_notes(client):
+    g = client.get("/api/graph").json()
+    ops = {op["name"]: op for op in g["ops"]}
+    rule = ops["probs"]["rules"][1]
+    assert rule["code"] == "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)"
+    assert rule["shapes"] == "(32,27)→(32,1)"
+    assert any("broadcast over dim 1 in the forward pass → sum over dim 1" in n for n in rule["notes"])
+    second = ops["counts_sum"]["rules"][0]
+    assert second["target"] == "counts" and (second["contribution"], second["of"]) == (2, 2)
+    assert any("second contribution: +=" in n for n in second["notes"])
+    nodes = {n["name"]: n for n in g["nodes"]}
+    assert nodes["hprebn"]["op"] == "hprebn" and nodes["hprebn"]["inputs"] == ["embcat", "W1", "b1"]
+    assert nodes["counts"]["contributions"] == 2
+
+
+def test_state_steps_and_statuses(client):
+    s0 = client.get("/api/state", params={"step": 0}).json()
+    assert s0["step"] == 0 and s0["total_steps"] == 20 and s0["op"] is None and s0["next_op"] == "loss"
+    assert s0["nodes"]["logprobs"]["status"] == "pending"
+    s3 = client.get("/api/state", params={"step": 3}).json()
+    assert s3["op"] == "probs"
+    assert s3["nodes"]["counts"] == {"status": "partial", "contributions": [1, 2], "cmp": None}
+    assert s3["nodes"]["counts_sum_inv"]["status"] == "complete"
+    full = client.get("/api/state").json()
+    assert full["step"] == 20
+    for name, node in full["nodes"].items():
+        if name in ("Xb", "Yb"):
+            continue
+        assert node["status"] == "complete" and node["cmp"]["approx"], name
+    for name in ("logprobs", "probs", "counts", "logits", "h", "W2", "b2"):
+        assert full["nodes"][name]["cmp"]["exact"] is True, name
+    assert full["nodes"]["hpreact"]["cmp"]["exact"] is False
+    assert math.isclose(full["loss"], s0["loss"])
+
+
+def test_tensor_detail(client):
+    t = client.get("/api/tensor/counts", params={"step": 3}).json()
+    assert t["status"] == "partial" and t["contributions"] == [1, 2]
+    assert t["shape"] == [32, 27] and t["cmp"] is None
+    assert t["grad_manual"]["shape"] == [32, 27] and t["grad_autograd"]["shape"] == [32, 27]
+    assert t["labels"][1][:3] == [".", "a", "b"]
+    assert all("→" in label for label in t["labels"][0]) and len(t["labels"][0]) == 32
+    manual = torch.tensor(t["grad_manual"]["data"])
+    ref = torch.tensor(t["grad_autograd"]["data"])
+    assert torch.allclose(torch.tensor(t["diff"]["data"]), manual - ref)
+    assert t["numeric"]["entries_checked"] == 16
+    before = client.get("/api/tensor/probs", params={"step": 1}).json()
+    assert before["grad_manual"] is None and before["status"] == "pending"
+    emb = client.get("/api/tensor/emb").json()
+    assert emb["shape"] == [32, 3, 10] and emb["axes"] == ["batch", "context", "embd"]
+    xb = client.get("/api/tensor/Xb").json()
+    assert xb["grad_manual"] is None and xb["numeric"] is None
+    assert len(xb["value"]["data"][0]) == 3 and all(0 <= i < 27 for i in xb["value"]["data"][0])
+
+
+def test_first_batch_targets_through_the_api(client):
+    yb = client.get("/api/tensor/Yb").json()
+    assert yb["value"]["data"][:8] == [8, 14, 15, 22, 0, 19, 9, 14]
+    assert yb["labels"][0][0].endswith("→h")  # 8 = 'h'
+
+
+def test_permalink_is_deterministic(client):
+    params = {"seed": 7, "batch_size": 8, "n_hidden": 16, "step": 5}
+    a = client.get("/api/tensor/hprebn", params=params).json()
+    client.get("/api/state", params={"seed": 8})
+    b = client.get("/api/tensor/hprebn", params=params).json()
+    assert a == b
+
+
+def test_float64_and_zero_bias(client):
+    s = client.get("/api/state", params={"dtype": "float64"}).json()
+    assert s["nodes"]["hpreact"]["cmp"]["maxdiff"] < 1e-15
+    t = client.get("/api/tensor/b2", params={"init": "zero_bias"}).json()
+    assert t["value"]["min"] == 0 and t["value"]["max"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "needle"),
+    [
+        ("/api/state", {"batch_size": 1}, 422, "batch_size"),
+        ("/api/state", {"batch_size": 257}, 422, "batch_size"),
+        ("/api/state", {"n_hidden": 513}, 422, "n_hidden"),
+        ("/api/state", {"n_embd": 0}, 422, "n_embd"),
+        ("/api/state", {"block_size": 9}, 422, "block_size"),
+        ("/api/state", {"seed": -1}, 422, "seed"),
+        ("/api/state", {"seed": "abc"}, 422, "seed"),
+        ("/api/state", {"mode": "nope"}, 422, "mode"),
+        ("/api/state", {"dtype": "float16"}, 422, "dtype"),
+        ("/api/state", {"init": "kaiming"}, 422, "init"),
+        ("/api/state", {"step": 21}, 422, "past the end"),
+        ("/api/state", {"step": -1}, 422, "step"),
+        ("/api/state", {"data": "/etc/passwd"}, 422, "data"),
+        ("/api/graph", {"path": "../shared/data/names.txt"}, 422, "path"),
+        ("/api/tensor/nope", {}, 404, "no tensor 'nope'"),
+        ("/api/tensor/bnraw", {"mode": "fused_bn"}, 404, "no tensor 'bnraw' in mode fused_bn"),
+    ],
+)
+def test_bad_requests_get_a_reason(client, path, params, status, needle):
+    r = client.get(path, params=params)
+    assert r.status_code == status
+    assert needle in r.text
+    assert client.get("/api/health").status_code == 200
+
+
+def test_body_size_capped(client):
+    r = client.request("GET", "/api/health", content=b"x" * (70 * 1024))
+    assert r.status_code == 413
+
+
+def test_nonfinite_tensors_never_500(lecture_dataset, monkeypatch):
+    real = engine.init_params
+
+    def poisoned(config, vocab_size):
+        params, g = real(config, vocab_size)
+        params["W2"] = params["W2"].clone()
+        params["W2"][0, 0] = math.inf
+        return params, g
+
+    monkeypatch.setattr(engine, "init_params", poisoned)
+    with TestClient(create_app(lecture_dataset), raise_server_exceptions=False) as c:
+        s = c.get("/api/state")
+        assert s.status_code == 200
+        t = c.get("/api/tensor/logits")
+        assert t.status_code == 200
+        body = t.json()
+        assert body["value"]["nonfinite"]["posinf"] + body["value"]["nonfinite"]["neginf"] > 0
+        assert None in [x for row in body["value"]["data"] for x in row]
+        w2 = c.get("/api/tensor/W2").json()
+        assert w2["value"]["nonfinite"]["posinf"] == 1 and w2["value"]["data"][0][0] is None
+        assert c.get("/api/graph").status_code == 200

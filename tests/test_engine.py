@@ -1,0 +1,175 @@
+"""The lecture's numbers, every manual rule against autograd in float64, and finite differences."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from server.config import MODES, ModelConfig
+from server.engine import init_params, run_backward, run_forward, sample_batch
+from server.graph import OPS, backward_schedule, contribution_counts, nodes_for_mode, ops_for_mode
+
+LECTURE = ModelConfig()
+# the lecture's Exercise 1 check: these gradients come out bitwise equal to autograd
+EXACT_IN_LECTURE = [
+    "logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits",
+    "logit_maxes", "logits", "h", "W2", "b2",
+]  # fmt: skip
+
+
+def test_parameter_count_and_first_batch(lecture_dataset):
+    params, g = init_params(LECTURE, lecture_dataset.vocab_size)
+    assert sum(p.numel() for p in params.values()) == 4137
+    _, Yb = sample_batch(LECTURE, lecture_dataset, g)
+    assert Yb[:8].tolist() == [8, 14, 15, 22, 0, 19, 9, 14]  # as read out in the lecture
+
+
+def test_bn_params_come_from_a_default_seeded_generator(lecture_dataset):
+    params, _ = init_params(LECTURE, lecture_dataset.vocab_size)
+    g = torch.Generator().manual_seed(67280421310721)
+    assert torch.equal(params["bngain"], torch.randn((1, 64), generator=g) * 0.1 + 1.0)
+    assert torch.equal(params["bnbias"], torch.randn((1, 64), generator=g) * 0.1)
+
+
+def test_global_rng_is_not_used(lecture_dataset):
+    torch.manual_seed(0)
+    a = run_backward(LECTURE, lecture_dataset, "atomic")
+    torch.manual_seed(12345)
+    b = run_backward(LECTURE, lecture_dataset, "atomic")
+    assert a.loss == b.loss
+    for name in a.ref_grads:
+        assert torch.equal(a.grad_at(name, a.total_steps), b.grad_at(name, b.total_steps))
+
+
+def test_float64_casts_the_float32_draw(lecture_dataset):
+    p32, _ = init_params(LECTURE, lecture_dataset.vocab_size)
+    p64, _ = init_params(replace(LECTURE, dtype="float64"), lecture_dataset.vocab_size)
+    for k in p32:
+        assert p64[k].dtype == torch.float64
+        assert torch.equal(p64[k], p32[k].double())
+
+
+def test_zero_bias_init_keeps_weights_and_batch(lecture_dataset):
+    p, g = init_params(LECTURE, lecture_dataset.vocab_size)
+    z, gz = init_params(replace(LECTURE, init="zero_bias"), lecture_dataset.vocab_size)
+    assert torch.equal(p["W1"], z["W1"]) and torch.equal(p["C"], z["C"])
+    assert not z["b1"].any() and not z["b2"].any() and not z["bnbias"].any()
+    assert torch.equal(z["bngain"], torch.ones(1, 64))
+    assert torch.equal(sample_batch(LECTURE, lecture_dataset, g)[1], sample_batch(LECTURE, lecture_dataset, gz)[1])
+
+
+def test_atomic_float32_matches_the_lecture(lecture_dataset):
+    bp = run_backward(LECTURE, lecture_dataset, "atomic")
+    assert 3.2 < bp.loss < 3.5  # ~ -log(1/27) = 3.30 at init
+    for name in EXACT_IN_LECTURE:
+        assert bp.cmp[name]["exact"], name
+    params_and_intermediates = [n.name for n in nodes_for_mode("atomic") if n.kind != "input"]
+    assert set(bp.cmp) == set(params_and_intermediates)
+    for name, cmp in bp.cmp.items():
+        assert cmp["approx"], name
+        assert cmp["maxdiff"] < 1e-8, (name, cmp["maxdiff"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "node"), [("fused_ce", "logits"), ("fused", "logits"), ("fused_bn", "hprebn"), ("fused", "hprebn")]
+)
+def test_fused_gradients_float32(lecture_dataset, mode, node):
+    bp = run_backward(LECTURE, lecture_dataset, mode)
+    assert bp.cmp[node]["approx"]
+    assert bp.cmp[node]["maxdiff"] < 1e-8
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_node_agrees_with_finite_differences_float64(lecture_dataset, mode):
+    bp = run_backward(replace(LECTURE, dtype="float64"), lecture_dataset, mode)
+    for name in bp.node_names():
+        result = bp.numeric(name)
+        if result is None:
+            assert name in ("Xb", "Yb")
+            continue
+        assert result["entries_checked"] == min(16, bp.values[name].numel())
+        assert result["max_rel_err"] < 1e-6, (name, result)
+        assert result["near_zero_max_abs_err"] < 1e-9, (name, result)
+
+
+def test_finite_differences_catch_a_wrong_gradient(lecture_dataset):
+    bp = run_backward(replace(LECTURE, dtype="float64"), lecture_dataset, "atomic")
+    step, grad = bp.history["W2"][-1]
+    bp.history["W2"][-1] = (step, grad * 1.01)
+    assert bp.numeric("W2")["max_rel_err"] > 5e-3
+
+
+def _random_inputs(op, values, g):
+    """Float64 leaves for every float input of the op, taken from a real forward pass."""
+    leaves = {}
+    for name in op.inputs:
+        t = values[name]
+        leaves[name] = t.double().clone().requires_grad_(True) if t.is_floating_point() else t
+    return leaves
+
+
+OP_MODE = [(op.name, next(m for m in MODES if op in ops_for_mode(m))) for op in OPS]
+
+
+@pytest.mark.parametrize(("op_name", "mode"), OP_MODE)
+def test_each_rule_is_the_vector_jacobian_product(lecture_dataset, op_name, mode):
+    """micrograd style: each op's local rule against torch.autograd.grad of its own forward, float64."""
+    bp = run_backward(replace(LECTURE, dtype="float64"), lecture_dataset, mode)
+    op = next(o for o in bp.ops if o.name == op_name)
+    g = torch.Generator().manual_seed(0)
+    leaves = _random_inputs(op, bp.values, g)
+    v = SimpleNamespace(**{**bp.values, **leaves})
+    out = run_forward([op], vars(v))
+    y = out[op.outputs[0]]
+    # the loss is the root: its rules start from dloss = 1, as in the lecture
+    upstream = torch.ones_like(y) if op.outputs == ("loss",) else torch.randn(y.shape, generator=g, dtype=torch.float64)
+    # the fused rules need their saved tensors; they are in `out`
+    vd = SimpleNamespace(**{k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in out.items()})
+    d = SimpleNamespace(**{op.outputs[0]: upstream})
+    targets = [r.target for r in op.rules]
+    expected = torch.autograd.grad(y, [leaves[t] for t in targets], upstream)
+    with torch.no_grad():
+        for rule, want in zip(op.rules, expected, strict=True):
+            got = rule.fn(vd, d)
+            assert got.shape == want.shape, rule.target
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_schedule_and_partial_status(lecture_dataset, mode):
+    bp = run_backward(LECTURE, lecture_dataset, mode)
+    assert [op.name for op in bp.schedule] == [op.name for op in backward_schedule(mode)]
+    assert bp.total_steps == len(ops_for_mode(mode))
+    totals = contribution_counts(mode)
+    reused = {name for name, k in totals.items() if k == 2}
+    expected_reused = {"atomic": {"counts", "logits", "bndiff", "hprebn"}, "fused_ce": {"bndiff", "hprebn"},
+                       "fused_bn": {"counts", "logits"}, "fused": set()}[mode]  # fmt: skip
+    assert reused == expected_reused
+    for name in reused:
+        steps = [s for s, _ in bp.history[name]]
+        first, second = steps
+        assert bp.status(name, first - 1) == "pending"
+        assert bp.status(name, first) == "partial"
+        assert bp.status(name, second) == "complete"
+        # the partial value is the first contribution alone: not yet autograd's gradient (for logits
+        # it nearly is: dlogit_maxes is ~0 because the softmax ignores a shift)
+        if name != "logits":
+            assert not torch.allclose(bp.grad_at(name, first), bp.ref_grads[name])
+    for name in bp.node_names():
+        expected = "none" if name in ("Xb", "Yb") else "complete"
+        assert bp.status(name, bp.total_steps) == expected
+        if name not in ("Xb", "Yb", "loss"):
+            assert bp.status(name, 0) == "pending"
+
+
+def test_atomic_step_counts_and_first_steps(lecture_dataset):
+    bp = run_backward(LECTURE, lecture_dataset, "atomic")
+    assert bp.total_steps == 20
+    assert [op.name for op in bp.schedule[:4]] == ["loss", "logprobs", "probs", "counts_sum_inv"]
+    dlogprobs = bp.grad_at("logprobs", 1)
+    n = LECTURE.batch_size
+    assert torch.equal(dlogprobs.sum(1), torch.full((n,), -1.0 / n))
+    assert bp.grad_at("probs", 1) is None
