@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from .. import views
@@ -23,6 +24,12 @@ from .schemas import (
 router = APIRouter(prefix="/api", tags=["explorer"])
 
 
+def _json(content: Any) -> Response:
+    # the views already match the XPublic schemas (schemathesis checks it); skipping FastAPI's
+    # re-validation and jsonable_encoder walk keeps large tensors cheap to send
+    return Response(json.dumps(content, allow_nan=False, separators=(",", ":")), media_type="application/json")
+
+
 def _cache(request: Request) -> PassCache:
     return request.app.state.cache
 
@@ -38,7 +45,7 @@ def _step(bp: BackwardPass, step: int | None) -> int:
 
 
 @router.get("/health", response_model=HealthPublic)
-def health(request: Request) -> dict:
+async def health(request: Request) -> dict:
     return {"status": "ok", "cached_passes": len(_cache(request))}
 
 
@@ -59,22 +66,22 @@ def dataset(request: Request) -> dict:
 
 
 @router.get("/graph", response_model=GraphPublic)
-def graph(request: Request, query: Annotated[PassQuery, Query()]) -> dict:
+async def graph(request: Request, query: Annotated[PassQuery, Query()]) -> Response:
     bp = _cache(request).get(query.to_config(), query.mode)
-    return views.build_graph(bp)
+    return _json(views.build_graph(bp))
 
 
 @router.get("/state", response_model=StatePublic)
-def state(request: Request, query: Annotated[StepQuery, Query()]) -> dict:
+async def state(request: Request, query: Annotated[StepQuery, Query()]) -> Response:
     bp = _cache(request).get(query.to_config(), query.mode)
-    return views.build_state(bp, _step(bp, query.step))
+    return _json(views.build_state(bp, _step(bp, query.step)))
 
 
 @router.get("/tensor/{name}", response_model=TensorDetailPublic, responses={404: {"description": "no such tensor"}})
-def tensor(request: Request, name: str, query: Annotated[StepQuery, Query()]) -> dict:
+async def tensor(request: Request, name: str, query: Annotated[StepQuery, Query()]) -> Response:
     cache = _cache(request)
     bp = cache.get(query.to_config(), query.mode)
     try:
-        return views.build_tensor(bp, cache.dataset, name, _step(bp, query.step))
+        return _json(views.build_tensor(bp, cache.dataset, name, _step(bp, query.step)))
     except views.UnknownNode as e:
         raise HTTPException(404, str(e)) from None

@@ -1,0 +1,179 @@
+"""API benchmark: cold/cached /api/state, cold /api/tensor, payload sizes, and N students on loopback.
+
+Starts the real server (python -m server) on a free port and prints a table of measured times
+beside their targets (ratio = measured / target; <= 1 meets it). Not a test: machines are noisy.
+Usage: python bench/api_bench.py [--students 100] [--workers 2] [--seeds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES: list[str] = []  # the first errors of the load run, printed at the end
+NODE_FOR_OP = "logprobs probs counts_sum_inv counts_sum counts norm_logits logit_maxes logits h hpreact".split()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, workers: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "server", "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    proc.kill()
+    sys.exit("server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams: one connection per student.
+
+    httpx's async pool costs more CPU than the server under 100 connections on 2 cores, which
+    would measure the client instead of the server.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+        body = await self.reader.readexactly(length)
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def timed_get(client: RawClient, url: str) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    status, body = await client.get(url)
+    if status != 200:
+        raise RuntimeError(f"{url}: {status} {body[:200]!r}")
+    return time.perf_counter() - t0, len(body)
+
+
+async def single_client(port: int, seeds: int) -> dict[str, float]:
+    out: dict[str, list[float]] = {"state_cold": [], "state_cached": [], "tensor_cold": [], "tensor_cached": []}
+    sizes: dict[str, int] = {}
+    c = RawClient(port)
+    await c.get("/api/state?seed=1")  # warm up the process (imports, first kernels)
+    for seed in range(1000, 1000 + seeds):
+        t, sizes["state"] = await timed_get(c, f"/api/state?seed={seed}")
+        out["state_cold"].append(t)
+        for step in range(21):
+            out["state_cached"].append((await timed_get(c, f"/api/state?seed={seed}&step={step}"))[0])
+        t, sizes["tensor logits"] = await timed_get(c, f"/api/tensor/logits?seed={seed}")
+        out["tensor_cold"].append(t)
+        out["tensor_cached"].append((await timed_get(c, f"/api/tensor/logits?seed={seed}"))[0])
+    for what in ("graph", "tensor/emb", "tensor/W1"):
+        sizes[what] = (await timed_get(c, f"/api/{what}"))[1]
+    c.close()
+    result = {k: ms(statistics.median(v)) for k, v in out.items()}
+    return result | {f"bytes {k}": v for k, v in sizes.items()}
+
+
+async def students(port: int, n: int) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+
+    async def student(seed: int) -> None:
+        nonlocal errors
+        client = RawClient(port)
+        try:
+            for step in range(21):
+                node = NODE_FOR_OP[min(step, len(NODE_FOR_OP) - 1)]
+                for url in (f"/api/state?seed={seed}&step={step}", f"/api/tensor/{node}?seed={seed}&step={step}"):
+                    t0 = time.perf_counter()
+                    try:
+                        status, body = await client.get(url)
+                        if status != 200:
+                            errors += 1
+                            SAMPLES.append(f"{status} {url} {body[:120]!r}")
+                    except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as e:
+                        errors += 1
+                        SAMPLES.append(f"{url} {e!r}")
+                        client.close()
+                        client = RawClient(port)
+                    latencies.append(time.perf_counter() - t0)
+        finally:
+            client.close()
+
+    await asyncio.gather(*(student(50_000 + i) for i in range(n)))
+    return latencies, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--students", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=20)
+    args = parser.parse_args()
+    port = free_port()
+    proc = start_server(port, args.workers)
+    try:
+        single = asyncio.run(single_client(port, args.seeds))
+        t0 = time.perf_counter()
+        lat, errors = asyncio.run(students(port, args.students))
+        wall = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    lat.sort()
+    p50, p99 = ms(lat[len(lat) // 2]), ms(lat[int(0.99 * len(lat))])
+    rows = [
+        ("state, cold (median)", single["state_cold"], 30),
+        ("state, cached (median)", single["state_cached"], 3),
+        ("tensor logits + numeric, cold (median)", single["tensor_cold"], 50),
+        ("tensor logits, cached (median)", single["tensor_cached"], None),
+        (f"{args.students} students p50", p50, None),
+        (f"{args.students} students p99", p99, 250),
+    ]
+    print(f"server: python -m server --workers {args.workers}; {args.seeds} seeds single-client\n")
+    print(f"{'measure':42s} {'ms':>9s} {'target':>8s} {'ratio':>7s}")
+    for name, value, target in rows:
+        ratio = f"{value / target:7.2f}" if target else "      -"
+        print(f"{name:42s} {value:9.2f} {(str(target) if target else '-'):>8s} {ratio}")
+    rate = len(lat) / wall
+    print(f"\n{args.students} students: {len(lat)} requests in {wall:.1f} s ({rate:.0f} req/s), errors: {errors}")
+    for sample in SAMPLES[:5]:
+        print("error:", sample)
+    print("payload bytes:", json.dumps({k[6:]: v for k, v in single.items() if k.startswith("bytes")}))
+
+
+if __name__ == "__main__":
+    main()
