@@ -1,0 +1,153 @@
+// Wiring: one state object, round-tripped through the URL; every change re-renders from the server.
+import * as api from "./api.js";
+import { KIND_LABEL, STATUS } from "./config.js";
+import * as graphView from "./graph.js";
+import * as panelView from "./panel.js";
+import { apiParams, fromURL, toURL } from "./state.js";
+
+const $ = (id) => document.getElementById(id);
+let state = fromURL(location.search);
+let graph = null;
+let graphKey = "";
+let renders = 0;
+const controls = () => document.querySelectorAll("button, select, input");
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function setBusy(busy) {
+  $("loading").hidden = !busy;
+  for (const c of controls()) c.disabled = busy;
+  document.body.dataset.busy = busy ? "1" : "0";
+}
+
+function syncControls(view) {
+  $("mode").value = state.mode;
+  const form = $("config");
+  for (const [key, value] of Object.entries(state.config)) if (form.elements[key]) form.elements[key].value = value;
+  $("step-label").textContent = `step ${view.step} / ${view.total_steps}`;
+  $("prev").disabled = view.step === 0;
+  $("reset").disabled = view.step === 0;
+  $("next").disabled = view.step === view.total_steps;
+  $("all").disabled = view.step === view.total_steps;
+  const op = view.op ? graph.ops.find((o) => o.name === view.op) : null;
+  const next = view.next_op ? graph.ops.find((o) => o.name === view.next_op) : null;
+  $("op-banner").textContent = op
+    ? `step ${view.step}: backprop through  ${op.formula.split("\n")[0]}\n` + op.rules.map((r) => `  ${r.code.replace(/\n/g, "; ")}    ${r.shapes}${r.of > 1 ? `   (contribution ${r.contribution} of ${r.of})` : ""}`).join("\n")
+    : `forward pass done, loss = ${view.loss}. ${next ? `Next: backprop through  ${next.formula}` : ""}`;
+}
+
+async function load({ push = false, revert = null } = {}) {
+  performance.mark("render-start");
+  setBusy(true);
+  let view;
+  try {
+    const key = JSON.stringify(apiParams(state, false));
+    if (key !== graphKey) {
+      graph = await api.fetchGraph(apiParams(state, false));
+      graphKey = key;
+    }
+    view = await api.fetchState(apiParams(state));
+    if (state.node && !graph.nodes.some((n) => n.name === state.node)) state.node = null;
+    const detail = state.node ? await api.fetchTensor(state.node, apiParams(state)) : null;
+    showError("");
+    $("config-error").hidden = true;
+    await graphView.render($("graph"), { graph, state: view, selected: state.node });
+    bindGraphClicks();
+    if (detail) {
+      await panelView.render($("panel"), {
+        detail, graph, slice: state.slice,
+        onSlice: (slice) => update({ slice }),
+      });
+    } else {
+      $("panel").innerHTML = '<p class="hint">Click a node of the graph to inspect its value and gradients.</p>';
+    }
+  } catch (e) {
+    setBusy(false);
+    if (revert && e.status === 422) {
+      $("config-error").textContent = e.message;
+      $("config-error").hidden = false;
+      state = revert;
+      syncControlsSafe();
+    } else {
+      showError(e.message);
+    }
+    return;
+  }
+  setBusy(false);
+  syncControls(view);
+  const url = toURL(state);
+  if (push) history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
+  performance.mark("render-end");
+  performance.measure(push ? "update" : "load", "render-start", "render-end");
+  renders += 1;
+  document.body.dataset.renders = String(renders);
+  document.body.dataset.ready = "1";
+}
+
+function syncControlsSafe() {
+  $("mode").value = state.mode;
+  const form = $("config");
+  for (const [key, value] of Object.entries(state.config)) if (form.elements[key]) form.elements[key].value = value;
+}
+
+function update(patch) {
+  const previous = structuredClone(state);
+  state = { ...state, ...patch };
+  return load({ push: true, revert: patch.config ? previous : null });
+}
+
+function stepBy(delta) {
+  const total = graph ? graph.schedule.length : 0;
+  const step = Math.max(0, Math.min(total, state.step + delta));
+  if (step !== state.step) update({ step });
+}
+
+function legend() {
+  const kinds = Object.values(KIND_LABEL).map((l) => `<span>${l}</span>`).join("");
+  const statuses = Object.values(STATUS).map((s) => `<span><b style="background:${s.color}"></b>${s.symbol} ${s.label}</span>`).join("");
+  $("legend").innerHTML = kinds + statuses + '<span>blue ring: gradients produced by the current step</span>';
+}
+
+function bind() {
+  $("next").addEventListener("click", () => stepBy(1));
+  $("prev").addEventListener("click", () => stepBy(-1));
+  $("reset").addEventListener("click", () => update({ step: 0 }));
+  $("all").addEventListener("click", () => update({ step: graph.schedule.length }));
+  $("mode").addEventListener("change", () => update({ mode: $("mode").value, step: 0 }));
+  $("config").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = $("config");
+    const config = { ...state.config };
+    for (const key of Object.keys(config)) {
+      const raw = form.elements[key].value;
+      config[key] = typeof config[key] === "number" ? (raw === "" ? NaN : Number(raw)) : raw;
+    }
+    update({ config, step: 0 });
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.target.closest("input, select, textarea") || document.body.dataset.busy === "1") return;
+    if (event.key === "ArrowRight") stepBy(1);
+    else if (event.key === "ArrowLeft") stepBy(-1);
+    else if (event.key === "Home") update({ step: 0 });
+    else if (event.key === "End") update({ step: graph.schedule.length });
+  });
+  window.addEventListener("popstate", () => { state = fromURL(location.search); load(); });
+}
+
+let clicksBound = false;
+function bindGraphClicks() {
+  if (clicksBound) return;
+  clicksBound = true;
+  $("graph").on("plotly_click", (event) => {
+    const point = event.points.find((p) => p.customdata);
+    if (point) update({ node: point.customdata, slice: 0 });
+  });
+}
+
+legend();
+bind();
+load();

@@ -1,0 +1,69 @@
+// Pure renderer of the four heatmaps: value | manual grad | autograd grad | manual − autograd.
+import { GRAD_SCALE, VALUE_SCALE } from "./config.js";
+
+// Any tensor as a 2-D grid (rows, cols) with tick labels; emb (3-D) shows one context position.
+export function as2d(tensor, labels, slice) {
+  const shape = tensor.shape;
+  if (shape.length === 0) return { z: [[tensor.data]], x: [""], y: [""] };
+  if (shape.length === 1) return { z: [tensor.data], x: labels[0], y: [""] };
+  if (shape.length === 2) return { z: tensor.data, x: labels[1], y: labels[0] };
+  return { z: tensor.data.map((row) => row[slice]), x: labels[2], y: labels[0] };
+}
+
+function absMax(...tensors) {
+  let m = 0;
+  for (const t of tensors) if (t) m = Math.max(m, Math.abs(t.min ?? 0), Math.abs(t.max ?? 0));
+  return m || 1e-12;
+}
+
+function nonfiniteMarks(grid, xaxis, yaxis) {
+  const x = [], y = [];
+  grid.z.forEach((row, i) => row.forEach((v, j) => { if (v === null) { x.push(grid.x[j]); y.push(grid.y[i]); } }));
+  return { type: "scatter", mode: "markers", x, y, xaxis, yaxis, hoverinfo: "skip",
+    marker: { symbol: "x", size: 8, color: "#000" }, name: "NaN/Inf" };
+}
+
+export function render(el, detail, slice = 0) {
+  const { labels } = detail;
+  const g = absMax(detail.grad_manual, detail.grad_autograd);
+  const d = absMax(detail.diff);
+  const partial = detail.status === "partial" ? ` (partial: ${detail.contributions[0]} of ${detail.contributions[1]})` : "";
+  const panels = [
+    { key: "value", title: "value", tensor: detail.value, scale: VALUE_SCALE, range: null },
+    { key: "manual", title: `manual grad${partial}`, tensor: detail.grad_manual, scale: GRAD_SCALE, range: g },
+    { key: "autograd", title: "autograd grad", tensor: detail.grad_autograd, scale: GRAD_SCALE, range: g },
+    { key: "diff", title: "manual − autograd", tensor: detail.diff, scale: GRAD_SCALE, range: d },
+  ];
+  el.replaceChildren();
+  const promises = [];
+  for (const p of panels) {
+    const div = document.createElement("div");
+    div.dataset.testid = `heatmap-${p.key}`;
+    el.appendChild(div);
+    if (!p.tensor) {
+      div.innerHTML = `<p class="hint"><b>${p.title}</b><br>${p.key === "manual" ? "not reached yet at this step" : "none (not differentiable)"}</p>`;
+      continue;
+    }
+    div.dataset.shape = p.tensor.shape.join("x");
+    const grid = as2d(p.tensor, labels, slice);
+    const nf = p.tensor.nonfinite;
+    const bad = nf.nan + nf.posinf + nf.neginf;
+    const trace = {
+      type: "heatmap", z: grid.z, x: grid.x.map(String), y: grid.y.map(String),
+      colorscale: p.scale, reversescale: p.scale === GRAD_SCALE,
+      zmid: p.range ? 0 : undefined, zmin: p.range ? -p.range : undefined, zmax: p.range ? p.range : undefined,
+      hovertemplate: "row %{y}<br>col %{x}<br>%{z}<extra></extra>", hoverongaps: false,
+      colorbar: { thickness: 8, len: 0.8, tickfont: { size: 9 } },
+    };
+    const traces = [trace];
+    if (bad) traces.push(nonfiniteMarks({ ...grid, x: grid.x.map(String), y: grid.y.map(String) }, "x", "y"));
+    const title = `${p.title}${bad ? ` — ${nf.nan} NaN, ${nf.posinf + nf.neginf} Inf (×)` : ""}`;
+    promises.push(Plotly.react(div, traces, {
+      title: { text: title, font: { size: 12 } }, margin: { l: 52, r: 6, t: 30, b: 40 },
+      xaxis: { tickfont: { size: 8 }, type: "category" },
+      yaxis: { tickfont: { size: 8 }, autorange: "reversed", type: "category" },
+      showlegend: false,
+    }, { displayModeBar: false, responsive: true }));
+  }
+  return Promise.all(promises);
+}
