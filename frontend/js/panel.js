@@ -3,9 +3,12 @@ import * as heatmaps from "./heatmaps.js";
 
 const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
+// floats as Python prints them, so the line reads exactly like the lecture's cmp()
+const pyFloat = (x) => (x === null ? "NaN/Inf" : Number.isInteger(x) ? x.toFixed(1) : String(x));
+
 function cmpLine(cmp) {
   if (!cmp) return "";
-  return `exact: ${cmp.exact ? "True" : "False"} | approximate: ${cmp.approx ? "True" : "False"} | maxdiff: ${cmp.maxdiff ?? "NaN/Inf"}`;
+  return `exact: ${cmp.exact ? "True" : "False"} | approximate: ${cmp.approx ? "True" : "False"} | maxdiff: ${pyFloat(cmp.maxdiff)}`;
 }
 
 export function render(el, { detail, graph, slice, onSlice }) {

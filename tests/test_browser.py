@@ -1,0 +1,208 @@
+"""The page in a real browser: Playwright driving Debian Chromium against the real server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "server", "--port", str(port), "--data", str(LECTURE_DATA)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not errors, errors
+
+
+def renders(page: Page) -> int:
+    return int(page.evaluate("document.body.dataset.renders || '0'"))
+
+
+def act(page: Page, action) -> None:
+    """Do something that re-renders, and wait until that render is finished."""
+    before = renders(page)
+    action()
+    page.wait_for_function(f"Number(document.body.dataset.renders || 0) > {before}")
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def graph_nodes(page: Page) -> list[str]:
+    return page.evaluate("document.getElementById('graph').data[1].customdata")
+
+
+def node_labels(page: Page) -> dict[str, str]:
+    return page.evaluate(
+        "(() => { const t = document.getElementById('graph').data[1];"
+        " return Object.fromEntries(t.customdata.map((n, i) => [n, t.text[i]])); })()"
+    )
+
+
+def click_node(page: Page, name: str) -> None:
+    index = graph_nodes(page).index(name)
+    point = page.locator("#graph .scatterlayer .trace").nth(1).locator(".point").nth(index)
+    act(page, lambda: point.click(force=True))
+
+
+def test_page_draws_every_node(page, base_url):
+    open_page(page, base_url)
+    nodes = graph_nodes(page)
+    assert len(nodes) == 29 and {"Xb", "Yb", "C", "W1", "logits", "loss"} <= set(nodes)
+    assert page.locator("#graph .scatterlayer .trace").nth(1).locator(".point").count() == 29
+    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 20")
+    expect(page.get_by_test_id("legend")).to_contain_text("mismatch")
+    expect(page.get_by_test_id("error")).to_be_hidden()
+
+
+def test_stepping_the_whole_schedule_and_previous(page, base_url):
+    open_page(page, base_url)
+    for _ in range(3):
+        act(page, lambda: page.get_by_test_id("next").click())
+    assert "◐ 1 of 2" in node_labels(page)["counts"]
+    expect(page.get_by_test_id("op-banner")).to_contain_text("dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)")
+    for _ in range(17):
+        act(page, lambda: page.keyboard.press("ArrowRight"))
+    expect(page.get_by_test_id("step-label")).to_have_text("step 20 / 20")
+    labels = node_labels(page)
+    for name, label in labels.items():
+        if name in ("Xb", "Yb"):
+            continue
+        assert "✓" in label or "≈" in label, (name, label)
+        assert "✗" not in label
+    assert "✓" in labels["logprobs"] and "✓" in labels["W2"] and "≈" in labels["hpreact"]
+    act(page, lambda: page.get_by_test_id("prev").click())
+    expect(page.get_by_test_id("step-label")).to_have_text("step 19 / 20")
+    assert "·" in node_labels(page)["C"]  # dC comes from the last step, now undone
+    assert "step=19" in page.url
+
+
+def test_node_panel_heatmaps(page, base_url):
+    open_page(page, base_url + "/?step=20")
+    click_node(page, "logits")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("logits")
+    for key in ("value", "manual", "autograd", "diff"):
+        heatmap = page.get_by_test_id(f"heatmap-{key}")
+        expect(heatmap).to_have_attribute("data-shape", "32x27")
+        expect(heatmap.locator(".main-svg").first).to_be_visible()
+    expect(page.get_by_test_id("cmp")).to_contain_text("exact: True | approximate: True | maxdiff: 0.0")
+    expect(page.get_by_test_id("formula")).to_have_text("logits = h @ W2 + b2")
+    expect(page.get_by_test_id("numeric")).to_contain_text("finite differences")
+    assert "node=logits" in page.url
+    # the 3-D emb tensor is shown one context position at a time
+    click_node(page, "emb")
+    expect(page.get_by_test_id("heatmap-value")).to_have_attribute("data-shape", "32x3x10")
+    act(page, lambda: page.get_by_test_id("slice").select_option("2"))
+    assert "slice=2" in page.url
+
+
+def test_mode_switch_changes_the_graph(page, base_url):
+    open_page(page, base_url)
+    act(page, lambda: page.get_by_test_id("mode").select_option("fused"))
+    assert len(graph_nodes(page)) == 16
+    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 7")
+    act(page, lambda: page.get_by_test_id("mode").select_option("fused_bn"))
+    assert len(graph_nodes(page)) == 23 and "bnraw" not in graph_nodes(page)
+
+
+def test_permalink_reload_and_back(page, base_url):
+    open_page(page, base_url + "/?mode=fused_ce&step=5&node=h")
+    expect(page.get_by_test_id("step-label")).to_have_text("step 5 / 13")
+    expect(page.get_by_test_id("mode")).to_have_value("fused_ce")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("h")
+    act(page, lambda: page.get_by_test_id("next").click())
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("step-label")).to_have_text("step 6 / 13")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("h")
+    act(page, lambda: page.go_back())
+    expect(page.get_by_test_id("step-label")).to_have_text("step 5 / 13")
+
+
+def test_rejected_config_shows_the_servers_message(page, base_url):
+    open_page(page, base_url)
+    page.get_by_test_id("cfg-batch_size").fill("1")
+    page.get_by_test_id("apply").click()
+    message = page.get_by_test_id("config-error")
+    expect(message).to_be_visible()
+    expect(message).to_contain_text("batch_size")
+    expect(message).to_contain_text("greater than or equal to 2")
+    assert "batch_size" not in page.url
+    page.get_by_test_id("cfg-batch_size").fill("8")
+    act(page, lambda: page.get_by_test_id("apply").click())
+    expect(message).to_be_hidden()
+    assert "batch_size=8" in page.url
+
+
+def test_server_errors_are_shown(page, base_url):
+    open_page(page, base_url)
+    page.route("**/api/state*", lambda route: route.fulfill(status=500, body='{"detail": "boom"}'))
+    page.get_by_test_id("next").click()
+    expect(page.get_by_test_id("error")).to_contain_text("Server error 500")
+    page.unroute("**/api/state*")
+    page.route("**/api/state*", lambda route: route.abort())
+    page.get_by_test_id("next").click()
+    expect(page.get_by_test_id("error")).to_contain_text("unreachable")
+    page.unroute("**/api/state*")
+    act(page, lambda: page.get_by_test_id("next").click())
+    expect(page.get_by_test_id("error")).to_be_hidden()
