@@ -36,8 +36,9 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup
+bench: setup browser-deps
 	$(BIN)/python bench/api_bench.py
+	$(BIN)/python bench/browser_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts

@@ -63,6 +63,7 @@ async function load({ push = false, revert = null } = {}) {
       });
     } else {
       $("panel").innerHTML = '<p class="hint">Click a node of the graph to inspect its value and gradients.</p>';
+      delete $("panel").dataset.node;
     }
   } catch (e) {
     setBusy(false);

@@ -34,16 +34,21 @@ export function render(el, detail, slice = 0) {
     { key: "autograd", title: "autograd grad", tensor: detail.grad_autograd, scale: GRAD_SCALE, range: g },
     { key: "diff", title: "manual − autograd", tensor: detail.diff, scale: GRAD_SCALE, range: d },
   ];
-  el.replaceChildren();
+  // the four divs persist across steps, so Plotly.react updates plots instead of rebuilding them
+  if (el.children.length !== panels.length) {
+    el.replaceChildren(...panels.map((p) => Object.assign(document.createElement("div"), { className: "hm" })));
+    panels.forEach((p, i) => { el.children[i].dataset.testid = `heatmap-${p.key}`; });
+  }
   const promises = [];
-  for (const p of panels) {
-    const div = document.createElement("div");
-    div.dataset.testid = `heatmap-${p.key}`;
-    el.appendChild(div);
+  panels.forEach((p, i) => {
+    const div = el.children[i];
     if (!p.tensor) {
+      if (div.data) Plotly.purge(div);
+      delete div.dataset.shape;
       div.innerHTML = `<p class="hint"><b>${p.title}</b><br>${p.key === "manual" ? "not reached yet at this step" : "none (not differentiable)"}</p>`;
-      continue;
+      return;
     }
+    if (!div.data) div.replaceChildren();
     div.dataset.shape = p.tensor.shape.join("x");
     const grid = as2d(p.tensor, labels, slice);
     const nf = p.tensor.nonfinite;
@@ -64,6 +69,6 @@ export function render(el, detail, slice = 0) {
       yaxis: { tickfont: { size: 8 }, autorange: "reversed", type: "category" },
       showlegend: false,
     }, { displayModeBar: false, responsive: true }));
-  }
+  });
   return Promise.all(promises);
 }

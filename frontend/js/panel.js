@@ -30,16 +30,22 @@ export function render(el, { detail, graph, slice, onSlice }) {
   const slicer = detail.shape.length === 3
     ? `<label class="slice">context position <select data-testid="slice">${detail.labels[1].map((l, i) => `<option value="${i}" ${i === slice ? "selected" : ""}>${esc(l)}</option>`).join("")}</select></label>`
     : "";
-  el.innerHTML = `
+  // the text is rebuilt; the heatmaps container is kept so that its plots update in place
+  let maps = el.querySelector(".heatmaps");
+  if (!maps || el.dataset.node !== detail.name) {
+    el.innerHTML = '<div class="panel-text"></div><div class="heatmaps" data-testid="heatmaps"></div>';
+    el.dataset.node = detail.name;
+    maps = el.querySelector(".heatmaps");
+  }
+  el.querySelector(".panel-text").innerHTML = `
     <h2 data-testid="panel-title">${esc(detail.name)} <small>(${esc(detail.kind)}, shape (${detail.shape.join(", ")}))</small></h2>
     <p class="hint">${esc(detail.about)}</p>
     <div><b>forward:</b> ${producer ? `<code data-testid="formula">${esc(producer.formula)}</code>` : "a leaf: an input or a parameter"}</div>
     <div><b>backward:</b> ${ruleHtml || "<span class=hint>none</span>"}</div>
     <div class="cmp"><b>check:</b> ${status}</div>
     <div class="cmp" data-testid="numeric">${esc(numeric)}</div>
-    ${slicer}
-    <div class="heatmaps" data-testid="heatmaps"></div>`;
+    ${slicer}`;
   const select = el.querySelector('[data-testid="slice"]');
   if (select) select.addEventListener("change", () => onSlice(Number(select.value)));
-  return heatmaps.render(el.querySelector(".heatmaps"), detail, slice);
+  return heatmaps.render(maps, detail, slice);
 }
