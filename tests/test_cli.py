@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from .live_server import free_port, live_server
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -30,7 +24,7 @@ def test_bad_data_file_exits_with_message(tmp_path, content, message):
     if content is not None:
         path.write_bytes(content)
     proc = subprocess.run(
-        [sys.executable, "-m", "server", "--data", str(path), "--port", str(_free_port())],
+        [sys.executable, "-m", "server", "--data", str(path), "--port", str(free_port())],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2
@@ -42,26 +36,9 @@ def test_serves_a_custom_file(tmp_path):
     words = ["ab", "ba", "abc", "cab", "bca", "aa", "bb", "cc", "abca", "cba", "acb"]
     path = tmp_path / "abc.txt"
     path.write_text("\n".join(words) + "\n")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--data", str(path), "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/dataset", timeout=2) as r:
-                    ds = json.load(r)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail("server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
-                time.sleep(0.2)
+    with live_server("--data", str(path)) as url:
+        with urllib.request.urlopen(f"{url}/api/dataset", timeout=10) as r:
+            ds = json.load(r)
         assert ds["vocab"] == [".", "a", "b", "c"] and ds["words"] == 11
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state?batch_size=4", timeout=10) as r:
+        with urllib.request.urlopen(f"{url}/api/state?batch_size=4", timeout=10) as r:
             assert json.load(r)["total_steps"] == 20
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
