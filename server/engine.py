@@ -108,7 +108,8 @@ class BackwardPass:
         return [node.name for node in nodes_for_mode(self.mode)]
 
     def contributions_done(self, name: str, step: int) -> int:
-        return sum(1 for s, _ in self.history.get(name, ()) if 0 < s <= step)
+        # the loss's entry sits at step 0: dloss = 1 seeds the backward pass
+        return sum(1 for s, _ in self.history.get(name, ()) if s <= step)
 
     def grad_at(self, name: str, step: int) -> torch.Tensor | None:
         """The manual gradient of a node after `step` backward steps (None before its first)."""
@@ -121,8 +122,6 @@ class BackwardPass:
     def status(self, name: str, step: int) -> str:
         if NODES[name].kind == "input":
             return "none"
-        if name == "loss":
-            return "complete"  # dloss = 1 seeds the backward pass
         done, total = self.contributions_done(name, step), self.totals.get(name, 0)
         return "pending" if done == 0 else "partial" if done < total else "complete"
 

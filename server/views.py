@@ -94,7 +94,7 @@ def build_state(bp: BackwardPass, step: int) -> dict[str, Any]:
     nodes = {}
     for name in bp.node_names():
         status = bp.status(name, step)
-        done = 1 if name == "loss" else bp.contributions_done(name, step)
+        done = bp.contributions_done(name, step)
         nodes[name] = {
             "status": status,
             "contributions": [done, bp.totals.get(name, 0)],
@@ -147,7 +147,7 @@ def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> di
         "labels": [axis_labels(bp, dataset, axis, size) for axis, size in zip(node.axes, value.shape, strict=True)],
         "step": step,
         "status": status,
-        "contributions": [1 if name == "loss" else bp.contributions_done(name, step), bp.totals.get(name, 0)],
+        "contributions": [bp.contributions_done(name, step), bp.totals.get(name, 0)],
         "value": tensor_public(value),
         "grad_manual": tensor_public(manual),
         "grad_autograd": tensor_public(ref),

@@ -23,10 +23,14 @@ function setBusy(busy) {
   document.body.dataset.busy = busy ? "1" : "0";
 }
 
-function syncControls(view) {
+function syncInputs() {
   $("mode").value = state.mode;
   const form = $("config");
   for (const [key, value] of Object.entries(state.config)) if (form.elements[key]) form.elements[key].value = value;
+}
+
+function syncControls(view) {
+  syncInputs();
   $("step-label").textContent = `step ${view.step} / ${view.total_steps}`;
   $("prev").disabled = view.step === 0;
   $("reset").disabled = view.step === 0;
@@ -71,7 +75,7 @@ async function load({ push = false, revert = null } = {}) {
       $("config-error").textContent = e.message;
       $("config-error").hidden = false;
       state = revert;
-      syncControlsSafe();
+      syncInputs();
     } else {
       showError(e.message);
     }
@@ -87,12 +91,6 @@ async function load({ push = false, revert = null } = {}) {
   renders += 1;
   document.body.dataset.renders = String(renders);
   document.body.dataset.ready = "1";
-}
-
-function syncControlsSafe() {
-  $("mode").value = state.mode;
-  const form = $("config");
-  for (const [key, value] of Object.entries(state.config)) if (form.elements[key]) form.elements[key].value = value;
 }
 
 function update(patch) {

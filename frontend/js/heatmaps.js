@@ -50,18 +50,19 @@ export function render(el, detail, slice = 0) {
     }
     if (!div.data) div.replaceChildren();
     div.dataset.shape = p.tensor.shape.join("x");
-    const grid = as2d(p.tensor, labels, slice);
+    const raw = as2d(p.tensor, labels, slice);
+    const grid = { z: raw.z, x: raw.x.map(String), y: raw.y.map(String) };
     const nf = p.tensor.nonfinite;
     const bad = nf.nan + nf.posinf + nf.neginf;
     const trace = {
-      type: "heatmap", z: grid.z, x: grid.x.map(String), y: grid.y.map(String),
+      type: "heatmap", z: grid.z, x: grid.x, y: grid.y,
       colorscale: p.scale, reversescale: p.scale === GRAD_SCALE,
       zmid: p.range ? 0 : undefined, zmin: p.range ? -p.range : undefined, zmax: p.range ? p.range : undefined,
       hovertemplate: "row %{y}<br>col %{x}<br>%{z}<extra></extra>", hoverongaps: false,
       colorbar: { thickness: 8, len: 0.8, tickfont: { size: 9 } },
     };
     const traces = [trace];
-    if (bad) traces.push(nonfiniteMarks({ ...grid, x: grid.x.map(String), y: grid.y.map(String) }, "x", "y"));
+    if (bad) traces.push(nonfiniteMarks(grid, "x", "y"));
     const title = `${p.title}${bad ? ` — ${nf.nan} NaN, ${nf.posinf + nf.neginf} Inf (×)` : ""}`;
     promises.push(Plotly.react(div, traces, {
       title: { text: title, font: { size: 12 } }, margin: { l: 52, r: 6, t: 30, b: 40 },

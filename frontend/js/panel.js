@@ -16,7 +16,7 @@ export function render(el, { detail, graph, slice, onSlice }) {
   const rules = graph.ops.flatMap((op) => op.rules.filter((r) => r.target === detail.name).map((r) => ({ op, r })));
   const ruleHtml = rules.map(({ op, r }) => `
       <pre data-testid="rule">${esc(r.code)}    ${esc(r.shapes)}</pre>
-      <ul class="notes">${[`from the backward step of <code>${esc(op.name)}</code>`, ...r.notes].map((n) => `<li>${esc(n).replace(/^from the backward step of &lt;code&gt;(.*)&lt;\/code&gt;$/, "from the backward step of <code>$1</code>")}</li>`).join("")}</ul>`).join("");
+      <ul class="notes"><li>from the backward step of <code>${esc(op.name)}</code></li>${r.notes.map((n) => `<li>${esc(n)}</li>`).join("")}</ul>`).join("");
   const n = detail.numeric;
   const numeric = n
     ? `finite differences (float64, ${n.entries_checked} entries): max relative error ${n.max_rel_err.toExponential(2)}` +
