@@ -78,7 +78,7 @@ export function render(el, { graph, state, selected }) {
     line: { color: "#b9bfc9", width: 1, shape: "spline" },
   };
   const annotations = graph.ops.map((op, row) => ({
-    x: 2.3, y: row, xref: "x", yref: "y", xanchor: "left", showarrow: false,
+    x: 3.0, y: row, xref: "x", yref: "y", xanchor: "left", showarrow: false,
     text: op === current ? `<b>${escape(short(op.formula))}</b>` : escape(short(op.formula)),
     font: { family: "ui-monospace, Menlo, monospace", size: 10.5, color: op === current ? HIGHLIGHT : "#5b6474" },
     bgcolor: op === current ? "#e8efff" : "rgba(0,0,0,0)",
@@ -87,7 +87,7 @@ export function render(el, { graph, state, selected }) {
   const minX = Math.min(...Object.values(pos).map((p) => p.x));
   const layoutSpec = {
     margin: { l: 10, r: 10, t: 10, b: 10 }, showlegend: false, hovermode: "closest",
-    xaxis: { visible: false, range: [minX - 0.7, 8.1], fixedrange: true },
+    xaxis: { visible: false, range: [minX - 0.7, 9.6], fixedrange: true },
     yaxis: { visible: false, range: [rows - 0.4, -0.7], fixedrange: true },
     annotations, plot_bgcolor: "#fff", paper_bgcolor: "#fff",
   };
@@ -97,7 +97,7 @@ export function render(el, { graph, state, selected }) {
 // long formulas (the fused batchnorm) are cut in the graph; the panel shows them whole
 function short(s) {
   const line = s.split("\n")[0];
-  return line.length > 50 ? `${line.slice(0, 49)}…` : line;
+  return line.length > 42 ? `${line.slice(0, 41)}…` : line;
 }
 
 function escape(s) {
