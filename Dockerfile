@@ -15,4 +15,5 @@ USER explorer
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4).status != 200)"
-CMD ["python", "-m", "server", "--host", "0.0.0.0", "--port", "8000", "--workers", "1"]
+# one worker process per core for a class (each listens on its own SO_REUSEPORT socket)
+CMD ["python", "-m", "server", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

@@ -14,7 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data", default=None, help="names file, one word per line (default: the embedded data/names.txt)"
     )
-    parser.add_argument("--workers", type=int, default=1, help="server processes (each keeps its own cache)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes: one per core for a class (each has its own cache)",
+    )
     parser.add_argument("--cache-size", type=int, default=512, help="backward passes kept per process")
     args = parser.parse_args(argv)
 
@@ -30,17 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BACKPROP_DATA"] = os.path.abspath(data)
     os.environ["BACKPROP_CACHE_SIZE"] = str(args.cache_size)
 
-    import uvicorn
+    from .workers import serve
 
-    uvicorn.run(
-        "server.web.factory:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-    )
-    return 0
+    options = {
+        "app": "server.web.factory:app_from_env",
+        "factory": True,
+        "log_level": "warning",
+        "access_log": False,  # a line per request costs time a class's load needs
+    }
+    return serve(args.host, args.port, args.workers, options)
 
 
 if __name__ == "__main__":

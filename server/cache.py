@@ -39,5 +39,10 @@ class PassCache:
                 self._inflight.pop(key, None)
             return result
 
+    def warm(self, config: ModelConfig, modes: tuple[str, ...]) -> None:
+        """Compute `config` in every mode with one numeric check each: pays vmap's first-call set-up now."""
+        for mode in modes:
+            self.get(config, mode).numeric("C")
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -18,6 +19,8 @@ BN_DEFAULT_SEED = 67280421310721  # what torch.Generator() starts at: the lectur
 NUMERIC_ENTRIES = 16  # entries per node checked by finite differences
 NUMERIC_SAMPLE_SEED = 1337  # the entries checked are a pure function of the config
 NUMERIC_ZERO = 1e-6  # below this |gradient| an entry is judged by absolute error
+STENCIL = (-2.0, -1.0, 1.0, 2.0)  # five-point central difference: offsets in steps h
+ALLCLOSE_RTOL, ALLCLOSE_ATOL = 1e-5, 1e-8  # torch.allclose's defaults, which the lecture's cmp() uses
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -66,16 +69,53 @@ def compare(manual: torch.Tensor, ref: torch.Tensor) -> dict[str, object]:
     """The lecture's cmp(): exact (bitwise), approx (torch.allclose), maxdiff, plus max relative error."""
     if manual.shape != ref.shape:
         return {"exact": False, "approx": False, "maxdiff": math.inf, "max_rel": math.inf, "shape_ok": False}
+    if torch.equal(manual, ref):  # half the atomic nodes: nothing else to compute
+        return {"exact": True, "approx": True, "maxdiff": 0.0, "max_rel": 0.0, "shape_ok": True}
     diff = (manual - ref).abs()
+    maxdiff = diff.max().item() if diff.numel() else 0.0
     denom = torch.maximum(manual.abs(), ref.abs())
-    rel = torch.where(denom > 0, diff / denom, torch.where(diff == 0, 0.0, math.inf))
+    if math.isfinite(maxdiff):
+        # every entry finite in both (NaN and Inf propagate into diff): allclose's test without its overhead;
+        # rel is 0/0 = NaN only where both entries are 0
+        approx = bool((diff <= ALLCLOSE_ATOL + ALLCLOSE_RTOL * ref.abs()).all())
+        rel = (diff / denom).nan_to_num(0.0)
+    else:
+        approx = torch.allclose(manual, ref, rtol=ALLCLOSE_RTOL, atol=ALLCLOSE_ATOL)
+        rel = torch.where(denom > 0, diff / denom, torch.where(diff == 0, 0.0, math.inf))
     return {
-        "exact": bool(torch.equal(manual, ref)),
-        "approx": bool(torch.allclose(manual, ref)),
-        "maxdiff": diff.max().item() if diff.numel() else 0.0,
+        "exact": False,
+        "approx": approx,
+        "maxdiff": maxdiff,
         "max_rel": rel.max().item() if rel.numel() else 0.0,
         "shape_ok": True,
     }
+
+
+class Comparisons(Mapping[str, dict[str, object]]):
+    """node -> compare(complete manual gradient, autograd's), each computed when first asked for.
+
+    A class opening the page at once computes many passes together; the comparisons are spread
+    over the steps that complete each node instead of all landing on the first request.
+    """
+
+    def __init__(
+        self, history: dict[str, list[tuple[int, torch.Tensor]]], ref: dict[str, torch.Tensor], names: list[str]
+    ) -> None:
+        self._history, self._ref, self._names = history, ref, names
+        self._done: dict[str, dict[str, object]] = {}
+
+    def __getitem__(self, name: str) -> dict[str, object]:
+        if name not in self._done:
+            if name not in self._names:
+                raise KeyError(name)
+            self._done[name] = compare(self._history[name][-1][1], self._ref[name])
+        return self._done[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass
@@ -90,7 +130,7 @@ class BackwardPass:
     ref_grads: dict[str, torch.Tensor]
     history: dict[str, list[tuple[int, torch.Tensor]]]  # node -> [(step, gradient after that step)]
     totals: dict[str, int]  # node -> number of contributions
-    cmp: dict[str, dict[str, object]]  # node -> comparison of the complete manual gradient
+    cmp: Mapping[str, dict[str, object]]  # node -> comparison of the complete manual gradient
     params: dict[str, torch.Tensor]
     _numeric: dict[str, dict[str, object]] = field(default_factory=dict, repr=False)
     _values64: dict[str, object] | None = field(default=None, repr=False)
@@ -142,7 +182,8 @@ class BackwardPass:
         return self._values64
 
     def _numeric_check(self, name: str) -> dict[str, object]:
-        # five-point central differences in float64, re-running the forward from the node onward
+        # five-point central differences in float64, re-running the forward from the node onward;
+        # all 4 x 16 perturbed forwards run as one vmapped forward (~3x faster than a Python loop)
         values64 = self._forward64()
         start = next((i + 1 for i, op in enumerate(self.ops) if name in op.outputs), 0)
         x = values64[name]
@@ -153,33 +194,32 @@ class BackwardPass:
         assert manual is not None
         manual = manual.to(torch.float64).reshape(-1)
         flat_idx = _sample_entries(self.ref_grads[name].reshape(-1), x.numel())
+        k = len(flat_idx)
+        idx = torch.tensor(flat_idx)
+        h = 1e-3 * x.reshape(-1)[idx].abs().clamp_min(0.1)  # (k,) step per entry, relative to its size
+        offsets = (h[:, None] * torch.tensor(STENCIL, dtype=torch.float64)).reshape(-1)  # (4k,)
+        perturbed = x.reshape(1, -1).repeat(4 * k, 1)  # (4k, numel)
+        perturbed[torch.arange(4 * k), idx.repeat_interleave(len(STENCIL))] += offsets
+        if name == "loss":
+            losses = perturbed.reshape(-1)
+        else:
 
-        def loss_with(idx: int, delta: float) -> float:
-            if name == "loss":
-                return float(x) + delta
-            perturbed = x.clone()
-            perturbed.view(-1)[idx] += delta
-            return float(run_forward(self.ops, {**values64, name: perturbed}, start)["loss"])
+            def loss_with(xp: torch.Tensor) -> torch.Tensor:
+                return run_forward(self.ops, {**values64, name: xp}, start)["loss"]  # type: ignore[return-value]
 
-        max_rel = near_zero_abs = 0.0
-        near_zero = 0
-        for idx in flat_idx:
-            h = 1e-3 * max(abs(float(x.reshape(-1)[idx])), 0.1)
-            f = [loss_with(idx, k * h) for k in (-2, -1, 1, 2)]
-            num = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h)
-            man = float(manual[idx])
-            err, scale = abs(man - num), max(abs(man), abs(num))
-            if scale < NUMERIC_ZERO:
-                # a ~0 gradient (b1 under batchnorm, logit_maxes): relative error means nothing there
-                near_zero += 1
-                near_zero_abs = max(near_zero_abs, err)
-            else:
-                max_rel = max(max_rel, err / scale)
+            losses = torch.func.vmap(loss_with)(perturbed.reshape(4 * k, *x.shape))
+        f = losses.reshape(k, len(STENCIL))  # (k, 4): f(x-2h), f(x-h), f(x+h), f(x+2h)
+        num = (f[:, 0] - 8 * f[:, 1] + 8 * f[:, 2] - f[:, 3]) / (12 * h)  # (k,)
+        man = manual[idx]
+        err, scale = (man - num).abs(), torch.maximum(man.abs(), num.abs())
+        # a ~0 gradient (b1 under batchnorm, logit_maxes): relative error means nothing there
+        near_zero = scale < NUMERIC_ZERO
+        rel = err[~near_zero] / scale[~near_zero]
         return {
-            "max_rel_err": max_rel,
-            "entries_checked": len(flat_idx),
-            "near_zero_entries": near_zero,
-            "near_zero_max_abs_err": near_zero_abs,
+            "max_rel_err": float(rel.max()) if rel.numel() else 0.0,
+            "entries_checked": k,
+            "near_zero_entries": int(near_zero.sum()),
+            "near_zero_max_abs_err": float(err[near_zero].max()) if near_zero.any() else 0.0,
         }
 
 
@@ -188,8 +228,14 @@ def _sample_entries(ref_grad: torch.Tensor, numel: int) -> list[int]:
     k = min(NUMERIC_ENTRIES, numel)
     top = ref_grad.abs().argsort(descending=True, stable=True)[: k // 2].tolist()
     g = torch.Generator().manual_seed(NUMERIC_SAMPLE_SEED)
-    rest = [i for i in torch.randperm(numel, generator=g).tolist() if i not in set(top)]
-    return sorted(top + rest[: k - len(top)])
+    chosen = set(top)
+    rest = []
+    for i in torch.randperm(numel, generator=g).tolist():
+        if len(rest) == k - len(top):
+            break
+        if i not in chosen:
+            rest.append(i)
+    return sorted(top + rest)
 
 
 def run_backward(config: ModelConfig, dataset: Dataset, mode: str) -> BackwardPass:
@@ -231,9 +277,7 @@ def backward_from(
                 grad = contribution if previous is None else previous + contribution
                 setattr(d, target, grad)
                 history.setdefault(target, []).append((step, grad))
-    cmp = {
-        name: compare(history[name][-1][1], ref_grads[name]) for name in names if name in ref_grads and name in history
-    }
+    cmp = Comparisons(history, ref_grads, [name for name in names if name in ref_grads and name in history])
     return BackwardPass(
         config=config,
         mode=mode,

@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 import torch
+
+NO_NONFINITE = {"nan": 0, "posinf": 0, "neginf": 0}
+
+
+def dumps(content: Any) -> bytes:
+    """JSON bytes; numpy arrays (tensor data) become nested lists and NaN/±Inf become null."""
+    # float32 arrays are written in float32's shortest round-trip form: what torch prints, and half the bytes
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -13,42 +22,32 @@ def finite_or_none(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _nulls(data: Any) -> Any:
-    if isinstance(data, list):
-        return [_nulls(x) for x in data]
-    return data if math.isfinite(data) else None
-
-
 def tensor_public(t: torch.Tensor | None) -> dict[str, Any] | None:
-    """{shape, data, min, max, nonfinite}; min/max over the finite entries only."""
+    """{shape, data, min, max, nonfinite}; min/max over the finite entries only; data goes out through dumps()."""
     if t is None:
         return None
     t = t.detach()
     shape = list(t.shape)
+    data: Any = t.item() if t.dim() == 0 else t.contiguous().numpy()
+    if t.numel() == 0:
+        return {"shape": shape, "data": data, "min": None, "max": None, "nonfinite": NO_NONFINITE}
+    lo, hi = (float(x) for x in t.aminmax())  # NaN anywhere makes both NaN
     if not t.is_floating_point():
-        data = t.tolist()
-        return {
-            "shape": shape,
-            "data": data,
-            "min": float(t.min()) if t.numel() else None,
-            "max": float(t.max()) if t.numel() else None,
-            "nonfinite": {"nan": 0, "posinf": 0, "neginf": 0},
-        }
+        return {"shape": shape, "data": data, "min": int(lo), "max": int(hi), "nonfinite": NO_NONFINITE}
+    if math.isfinite(lo) and math.isfinite(hi):
+        return {"shape": shape, "data": data, "min": lo, "max": hi, "nonfinite": NO_NONFINITE}
     finite = torch.isfinite(t)
-    nonfinite = {
-        "nan": int(torch.isnan(t).sum()),
-        "posinf": int(torch.isposinf(t).sum()),
-        "neginf": int(torch.isneginf(t).sum()),
-    }
-    all_finite = bool(finite.all())
     values = t[finite]
-    data = t.tolist()
     return {
         "shape": shape,
-        "data": data if all_finite else _nulls(data),
+        "data": finite_or_none(data) if t.dim() == 0 else data,
         "min": float(values.min()) if values.numel() else None,
         "max": float(values.max()) if values.numel() else None,
-        "nonfinite": nonfinite,
+        "nonfinite": {
+            "nan": int(torch.isnan(t).sum()),
+            "posinf": int(torch.isposinf(t).sum()),
+            "neginf": int(torch.isneginf(t).sum()),
+        },
     }
 
 

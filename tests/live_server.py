@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +28,9 @@ def live_server(*args: str) -> Iterator[str]:
     """Yield the base URL once /api/health answers; fail with the server's output if it never does."""
     port = free_port()
     cmd = [sys.executable, "-m", "server", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a file, not a pipe: a server that logs more than a pipe holds would block on the unread pipe
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:
@@ -38,9 +41,11 @@ def live_server(*args: str) -> Iterator[str]:
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     proc.kill()
-                    pytest.fail("server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
+                    log.seek(0)
+                    pytest.fail("server did not start:\n" + log.read())
                 time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        log.close()

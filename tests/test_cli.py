@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -42,3 +43,25 @@ def test_serves_a_custom_file(tmp_path):
         assert ds["vocab"] == [".", "a", "b", "c"] and ds["words"] == 11
         with urllib.request.urlopen(f"{url}/api/state?batch_size=4", timeout=10) as r:
             assert json.load(r)["total_steps"] == 20
+
+
+def test_workers_each_take_a_share_of_the_connections():
+    # one SO_REUSEPORT socket per worker: fresh connections land on both processes
+    with live_server("--workers", "2") as url:
+        pids = set()
+        deadline = time.monotonic() + 60  # the second worker may still be starting when the first answers
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{url}/api/health", timeout=10) as r:  # a new connection each time
+                pids.add(json.load(r)["worker"])
+        assert len(pids) == 2
+
+
+def test_a_taken_port_is_an_error_not_a_restart_loop():
+    with live_server() as url:
+        port = url.rsplit(":", 1)[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "server", "--port", port, "--workers", "2"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert proc.returncode != 0
+    assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.config import MODES, ModelConfig
-from server.engine import init_params, run_backward, run_forward, sample_batch
+from server.engine import compare, init_params, run_backward, run_forward, sample_batch
 from server.graph import OPS, backward_schedule, contribution_counts, nodes_for_mode, ops_for_mode
 
 LECTURE = ModelConfig()
@@ -173,3 +176,31 @@ def test_atomic_step_counts_and_first_steps(lecture_dataset):
     n = LECTURE.batch_size
     assert torch.equal(dlogprobs.sum(1), torch.full((n,), -1.0 / n))
     assert bp.grad_at("probs", 1) is None
+
+
+_entries = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-9, 3.5, 1e30, math.nan, math.inf, -math.inf])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.lists(_entries | st.floats(-10, 10, width=32), min_size=1, max_size=6),
+    noise=st.lists(st.sampled_from([0.0, 1e-12, 1e-7, 1e-3, 1.0, math.nan, math.inf]), min_size=6, max_size=6),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_compare_is_the_lectures_cmp(a, noise, dtype):
+    manual = torch.tensor(a, dtype=dtype)
+    ref = manual + torch.tensor(noise[: len(a)], dtype=dtype)
+    out = compare(manual, ref)
+    assert out["exact"] == torch.equal(manual, ref)
+    assert out["approx"] == torch.allclose(manual, ref)
+    # bitwise-equal tensors differ by 0 even where both hold ±inf (where inf - inf would say NaN)
+    expected = 0.0 if torch.equal(manual, ref) else (manual - ref).abs().max().item()
+    assert out["maxdiff"] == expected or (math.isnan(out["maxdiff"]) and math.isnan(expected))
+    assert out["max_rel"] >= 0 or math.isnan(out["max_rel"])
+
+
+def test_compare_relative_error_and_shape_mismatch():
+    out = compare(torch.tensor([1.0, 0.0, -2.0]), torch.tensor([1.1, 0.0, -2.0]))
+    assert out["max_rel"] == pytest.approx(0.1 / 1.1, rel=1e-6)
+    assert out["maxdiff"] == pytest.approx(0.1, rel=1e-6) and not out["approx"]
+    assert compare(torch.zeros(2, 1), torch.zeros(2, 3))["shape_ok"] is False

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
 from fastapi import FastAPI
 
+from ..config import MODES, ModelConfig
 from ..data import DEFAULT_DATA, load_dataset
 from .app import create_app
 
@@ -15,4 +17,9 @@ def app_from_env() -> FastAPI:
     torch.set_num_threads(1)  # small tensors: one thread is fastest, and requests run concurrently
     dataset = load_dataset(os.environ.get("BACKPROP_DATA", str(DEFAULT_DATA)))
     dataset.splits(3)  # the default block size: build it before the first request
-    return create_app(dataset, cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")))
+    app = create_app(dataset, cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")))
+    # the lecture's config is what most of a class opens first; vmap's one-off set-up (~0.4 s) goes here too
+    app.state.cache.warm(ModelConfig(), MODES)
+    # torch, pydantic and FastAPI leave ~10^5 long-lived objects: keep the collector from rescanning them
+    gc.freeze()
+    return app

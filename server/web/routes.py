@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from .. import views
 from ..cache import PassCache
 from ..engine import BackwardPass
+from ..serialize import dumps
 from .schemas import (
     DatasetPublic,
     GraphPublic,
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/api", tags=["explorer"])
 def _json(content: Any) -> Response:
     # the views already match the XPublic schemas (schemathesis checks it); skipping FastAPI's
     # re-validation and jsonable_encoder walk keeps large tensors cheap to send
-    return Response(json.dumps(content, allow_nan=False, separators=(",", ":")), media_type="application/json")
+    return Response(dumps(content), media_type="application/json")
 
 
 def _cache(request: Request) -> PassCache:
@@ -46,7 +47,7 @@ def _step(bp: BackwardPass, step: int | None) -> int:
 
 @router.get("/health", response_model=HealthPublic)
 async def health(request: Request) -> dict:
-    return {"status": "ok", "cached_passes": len(_cache(request))}
+    return {"status": "ok", "cached_passes": len(_cache(request)), "worker": os.getpid()}
 
 
 @router.get("/dataset", response_model=DatasetPublic)

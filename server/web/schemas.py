@@ -48,7 +48,8 @@ class StepQuery(PassQuery):
 
 class HealthPublic(BaseModel):
     status: Literal["ok"]
-    cached_passes: int
+    cached_passes: int  # in the process that answered
+    worker: int  # that process's id: with --workers N, requests spread over N of them
 
 
 class SplitSizesPublic(BaseModel):
