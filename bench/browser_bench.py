@@ -33,37 +33,64 @@ def main() -> None:
     port = free_port()
     proc = start_server(port, 1)
     base = f"http://127.0.0.1:{port}"
-    load_nav, load_app, steps = [], [], []
+    cold_graph, cold_full, warm_full, steps, back = [], [], [], [], []
+    parts: dict[str, list[float]] = {f"{w}:{p}": [] for w in ("load", "update") for p in ("fetch", "graph", "panel")}
+    since_navigation = "(name) => performance.getEntriesByName(name)[0].startTime"
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             for run in range(args.runs):
+                # a first visit: a new browser context (empty HTTP and code caches) and a fresh seed,
+                # so that the server computes the pass cold too
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                # a fresh seed each run: the server computes the pass cold, as for a new visitor
                 page.goto(f"{base}/?seed={run + 7}&node=logits")
                 page.wait_for_selector("body[data-ready='1']")
-                # navigation start → graph and panel drawn (includes fetching plotly.js and the API)
-                load_nav.append(page.evaluate("performance.getEntriesByName('render-end')[0].startTime"))
-                load_app.append(page.evaluate("performance.getEntriesByName('load')[0].duration"))
+                # navigation start → graph drawn and clickable / → graph and the node panel drawn
+                cold_graph.append(page.evaluate(f"({since_navigation})('graph-drawn')"))
+                cold_full.append(page.evaluate(f"({since_navigation})('render-end')"))
                 for k in range(1, 8):
                     before = page.evaluate("Number(document.body.dataset.renders)")
                     page.get_by_test_id("next").click()
                     page.wait_for_function(f"Number(document.body.dataset.renders) > {before}")
                     steps.append(page.evaluate(f"performance.getEntriesByName('update')[{k - 1}].duration"))
+                # Previous is not prefetched: a full round trip to the server
+                n_updates = page.evaluate("performance.getEntriesByName('update').length")
+                for _ in range(3):
+                    before = page.evaluate("Number(document.body.dataset.renders)")
+                    page.get_by_test_id("prev").click()
+                    page.wait_for_function(f"Number(document.body.dataset.renders) > {before}")
+                durations = "performance.getEntriesByName('update').map((e) => e.duration)"
+                back.extend(page.evaluate(durations)[n_updates:])
+                for name, values in parts.items():
+                    values.extend(page.evaluate(f"performance.getEntriesByName('{name}').map((e) => e.duration)"))
+                # a repeat visit in the same tab: plotly.js from the HTTP cache, its compiled code from V8's cache
+                page.goto(f"{base}/?seed={run + 1007}&node=logits")
+                page.wait_for_selector("body[data-ready='1']")
+                warm_full.append(page.evaluate(f"({since_navigation})('render-end')"))
                 page.close()
             browser.close()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     rows = [
-        ("page load → interactive graph + panel (median)", statistics.median(load_nav), 1500),
-        ("  of which: app's first render (median)", statistics.median(load_app), None),
+        ("first visit → interactive graph (median)", statistics.median(cold_graph), 1500),
+        ("first visit → graph + node panel (median)", statistics.median(cold_full), 1500),
+        ("repeat visit → graph + node panel (median)", statistics.median(warm_full), 1500),
         ("step click → graph and panel redrawn (median)", statistics.median(steps), 100),
         ("step click → redrawn (p90)", sorted(steps)[int(0.9 * len(steps))], 100),
+        ("  (Next is prefetched while the step is shown; Previous is not:)", None, None),
+        ("Previous click → redrawn (median)", statistics.median(back), 100),
+        ("Previous click → redrawn (p90)", sorted(back)[int(0.9 * len(back))], 100),
     ]
+    for name, values in parts.items():
+        what = "first render" if name.startswith("load") else "step"
+        rows.append((f"  {what}: {name.split(':')[1]} (median)", statistics.median(values), None))
     print(f"{args.runs} page loads, {len(steps)} step clicks, Debian Chromium headless, 1280x800\n")
     print(f"{'measure':50s} {'ms':>8s} {'target':>7s} {'ratio':>6s}")
     for name, value, target in rows:
+        if value is None:
+            print(name)
+            continue
         ratio = f"{value / target:6.2f}" if target else "     -"
         print(f"{name:50s} {value:8.1f} {(str(target) if target else '-'):>7s} {ratio}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +173,17 @@ def test_nonfinite_tensors_never_500(lecture_dataset, monkeypatch):
         w2 = c.get("/api/tensor/W2").json()
         assert w2["value"]["nonfinite"]["posinf"] == 1 and w2["value"]["data"][0][0] is None
         assert c.get("/api/graph").status_code == 200
+
+
+def test_plotly_is_the_installed_packages_and_cacheable(client):
+    import plotly
+
+    from server.web.app import COMPILE_HINT, PLOTLY_JS
+
+    assert PLOTLY_JS.is_relative_to(Path(plotly.__file__).parent)
+    r = client.get("/vendor/plotly.min.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert r.content == COMPILE_HINT + PLOTLY_JS.read_bytes() and COMPILE_HINT.startswith(b"//")
+    assert "max-age" in r.headers["cache-control"]
+    again = client.get("/vendor/plotly.min.js", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from .live_server import live_server
 
@@ -68,20 +68,28 @@ def open_page(page: Page, url: str) -> None:
     page.wait_for_selector("body[data-ready='1']")
 
 
+NODE_TRACE = "document.getElementById('graph').data.find((t) => t.name === 'nodes')"
+
+
 def graph_nodes(page: Page) -> list[str]:
-    return page.evaluate("document.getElementById('graph').data[1].customdata")
+    return page.evaluate(f"{NODE_TRACE}.customdata")
 
 
 def node_labels(page: Page) -> dict[str, str]:
     return page.evaluate(
-        "(() => { const t = document.getElementById('graph').data[1];"
+        f"(() => {{ const t = {NODE_TRACE};"
         " return Object.fromEntries(t.customdata.map((n, i) => [n, t.text[i]])); })()"
     )
 
 
+def node_points(page: Page) -> Locator:
+    """The drawn SVG markers of the node trace."""
+    trace = page.evaluate("document.getElementById('graph').data.findIndex((t) => t.name === 'nodes')")
+    return page.locator("#graph .scatterlayer .trace").nth(trace).locator(".point")
+
+
 def click_node(page: Page, name: str) -> None:
-    index = graph_nodes(page).index(name)
-    point = page.locator("#graph .scatterlayer .trace").nth(1).locator(".point").nth(index)
+    point = node_points(page).nth(graph_nodes(page).index(name))
     act(page, lambda: point.click(force=True))
 
 
@@ -89,7 +97,7 @@ def test_page_draws_every_node(page, base_url):
     open_page(page, base_url)
     nodes = graph_nodes(page)
     assert len(nodes) == 29 and {"Xb", "Yb", "C", "W1", "logits", "loss"} <= set(nodes)
-    assert page.locator("#graph .scatterlayer .trace").nth(1).locator(".point").count() == 29
+    assert node_points(page).count() == 29
     expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 20")
     expect(page.get_by_test_id("legend")).to_contain_text("mismatch")
     expect(page.get_by_test_id("error")).to_be_hidden()

@@ -9,8 +9,30 @@ function reason(body) {
   return body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
 }
 
-async function get(path, params) {
+// responses asked for ahead of time (the next step while the learner reads this one), used once
+const ahead = new Map();
+const AHEAD_MAX = 8;
+
+function get(path, params) {
   const url = `${path}?${new URLSearchParams(params)}`;
+  const early = ahead.get(url);
+  if (early) {
+    ahead.delete(url);
+    return early;
+  }
+  return request(url);
+}
+
+function prefetch(path, params) {
+  const url = `${path}?${new URLSearchParams(params)}`;
+  if (ahead.has(url)) return;
+  const promise = request(url);
+  promise.catch(() => {}); // a failed prefetch is reported when (if) its response is used
+  ahead.set(url, promise);
+  if (ahead.size > AHEAD_MAX) ahead.delete(ahead.keys().next().value);
+}
+
+async function request(url) {
   let response;
   try {
     response = await fetch(url);
@@ -30,3 +52,5 @@ export const fetchGraph = (params) => get("/api/graph", params);
 export const fetchState = (params) => get("/api/state", params);
 export const fetchTensor = (name, params) => get(`/api/tensor/${encodeURIComponent(name)}`, params);
 export const fetchDataset = () => get("/api/dataset", {});
+export const prefetchState = (params) => prefetch("/api/state", params);
+export const prefetchTensor = (name, params) => prefetch(`/api/tensor/${encodeURIComponent(name)}`, params);

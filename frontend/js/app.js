@@ -43,26 +43,51 @@ function syncControls(view) {
     : `forward pass done, loss = ${view.loss}. ${next ? `Next: backprop through  ${next.formula}` : ""}`;
 }
 
+// plotly.min.js is a deferred script after this module: the API requests start while it compiles
+const plotlyReady = new Promise((resolve) => {
+  if (window.Plotly) resolve();
+  else $("plotly").addEventListener("load", resolve, { once: true });
+});
+
+async function fetchView() {
+  // the graph (per config and mode), the state and the selected tensor, all at once
+  const key = JSON.stringify(apiParams(state, false));
+  const graphPromise = key === graphKey ? Promise.resolve(graph) : api.fetchGraph(apiParams(state, false));
+  const statePromise = api.fetchState(apiParams(state));
+  const detailPromise = state.node ? api.fetchTensor(state.node, apiParams(state)) : Promise.resolve(null);
+  // a node the mode does not have is a 404 here; it is dropped from the state below, not shown as an error
+  const [g, view, detail] = await Promise.all([graphPromise, statePromise, detailPromise.catch((e) => e)]);
+  graph = g;
+  graphKey = key;
+  if (state.node && !graph.nodes.some((n) => n.name === state.node)) {
+    state.node = null;
+    return { view, detail: null };
+  }
+  if (detail instanceof Error) throw detail;
+  return { view, detail };
+}
+
 async function load({ push = false, revert = null } = {}) {
   performance.mark("render-start");
   setBusy(true);
   let view;
   try {
-    const key = JSON.stringify(apiParams(state, false));
-    if (key !== graphKey) {
-      graph = await api.fetchGraph(apiParams(state, false));
-      graphKey = key;
-    }
-    view = await api.fetchState(apiParams(state));
-    if (state.node && !graph.nodes.some((n) => n.name === state.node)) state.node = null;
-    const detail = state.node ? await api.fetchTensor(state.node, apiParams(state)) : null;
+    const fetched = await fetchView();
+    view = fetched.view;
+    const detail = fetched.detail;
+    await plotlyReady;
+    performance.mark("fetched");
     showError("");
     $("config-error").hidden = true;
     await graphView.render($("graph"), { graph, state: view, selected: state.node });
     bindGraphClicks();
+    performance.mark("graph-drawn");
+    if (!push) performance.measure("load:interactive-graph", "render-start", "graph-drawn");
+    // on the first load, let the browser paint the graph (and take clicks) before the four heatmaps
+    if (!push) await new Promise((resolve) => setTimeout(resolve, 0));
     if (detail) {
       await panelView.render($("panel"), {
-        detail, graph, slice: state.slice,
+        detail, graph, slice: state.slice, key: JSON.stringify(apiParams(state, false)),
         onSlice: (slice) => update({ slice }),
       });
     } else {
@@ -87,10 +112,23 @@ async function load({ push = false, revert = null } = {}) {
   if (push) history.pushState(null, "", url);
   else history.replaceState(null, "", url);
   performance.mark("render-end");
-  performance.measure(push ? "update" : "load", "render-start", "render-end");
+  const what = push ? "update" : "load";
+  performance.measure(what, "render-start", "render-end");
+  performance.measure(`${what}:fetch`, "render-start", "fetched");
+  performance.measure(`${what}:graph`, "fetched", "graph-drawn");
+  performance.measure(`${what}:panel`, "graph-drawn", "render-end");
   renders += 1;
   document.body.dataset.renders = String(renders);
   document.body.dataset.ready = "1";
+  prefetchNext(view);
+}
+
+// Next is the likeliest click: ask for its state and tensor now, so that the step needs no round trip
+function prefetchNext(view) {
+  if (view.step >= view.total_steps) return;
+  const params = { ...apiParams(state), step: view.step + 1 };
+  api.prefetchState(params);
+  if (state.node) api.prefetchTensor(state.node, params);
 }
 
 function update(patch) {

@@ -77,21 +77,31 @@ export function render(el, { graph, state, selected }) {
     type: "scatter", mode: "lines", x: edgeX, y: edgeY, hoverinfo: "skip", name: "edges",
     line: { color: "#b9bfc9", width: 1, shape: "spline" },
   };
-  const annotations = graph.ops.map((op, row) => ({
-    x: 3.0, y: row, xref: "x", yref: "y", xanchor: "left", showarrow: false,
-    text: op === current ? `<b>${escape(short(op.formula))}</b>` : escape(short(op.formula)),
-    font: { family: "ui-monospace, Menlo, monospace", size: 10.5, color: op === current ? HIGHLIGHT : "#5b6474" },
-    bgcolor: op === current ? "#e8efff" : "rgba(0,0,0,0)",
-  }));
+  // formulas as one text trace, not 22 annotations: Plotly redraws annotations one by one on every step
+  const rowOf = new Map(graph.ops.map((op, row) => [op, row]));
+  const formulaTrace = {
+    type: "scatter", mode: "text", name: "formulas", hoverinfo: "skip",
+    x: graph.ops.map(() => 3.0), y: graph.ops.map((op, row) => row),
+    text: graph.ops.map((op) => (op === current ? `<b>${escape(short(op.formula))}</b>` : escape(short(op.formula)))),
+    textposition: "middle right",
+    textfont: {
+      family: "ui-monospace, Menlo, monospace", size: 10.5,
+      color: graph.ops.map((op) => (op === current ? HIGHLIGHT : "#5b6474")),
+    },
+  };
   const rows = graph.ops.length;
   const minX = Math.min(...Object.values(pos).map((p) => p.x));
+  const shapes = current ? [{
+    type: "rect", xref: "x", yref: "y", layer: "below", line: { width: 0 }, fillcolor: "#e8efff",
+    x0: 2.95, x1: 9.5, y0: rowOf.get(current) - 0.42, y1: rowOf.get(current) + 0.42,
+  }] : [];
   const layoutSpec = {
     margin: { l: 10, r: 10, t: 10, b: 10 }, showlegend: false, hovermode: "closest",
     xaxis: { visible: false, range: [minX - 0.7, 9.6], fixedrange: true },
     yaxis: { visible: false, range: [rows - 0.4, -0.7], fixedrange: true },
-    annotations, plot_bgcolor: "#fff", paper_bgcolor: "#fff",
+    shapes, plot_bgcolor: "#fff", paper_bgcolor: "#fff",
   };
-  return Plotly.react(el, [edgeTrace, nodeTrace], layoutSpec, { displayModeBar: false, responsive: true });
+  return Plotly.react(el, [edgeTrace, formulaTrace, nodeTrace], layoutSpec, { displayModeBar: false, responsive: true });
 }
 
 // long formulas (the fused batchnorm) are cut in the graph; the panel shows them whole

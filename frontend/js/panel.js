@@ -11,7 +11,7 @@ function cmpLine(cmp) {
   return `exact: ${cmp.exact ? "True" : "False"} | approximate: ${cmp.approx ? "True" : "False"} | maxdiff: ${pyFloat(cmp.maxdiff)}`;
 }
 
-export function render(el, { detail, graph, slice, onSlice }) {
+export function render(el, { detail, graph, slice, key, onSlice }) {
   const producer = graph.ops.find((op) => op.outputs.includes(detail.name));
   const rules = graph.ops.flatMap((op) => op.rules.filter((r) => r.target === detail.name).map((r) => ({ op, r })));
   const ruleHtml = rules.map(({ op, r }) => `
@@ -47,5 +47,5 @@ export function render(el, { detail, graph, slice, onSlice }) {
     ${slicer}`;
   const select = el.querySelector('[data-testid="slice"]');
   if (select) select.addEventListener("change", () => onSlice(Number(select.value)));
-  return heatmaps.render(maps, detail, slice);
+  return heatmaps.render(maps, detail, slice, key);
 }
