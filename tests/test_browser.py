@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -183,14 +184,27 @@ def test_rejected_config_shows_the_servers_message(page, base_url):
 
 
 def test_server_errors_are_shown(page, base_url):
-    open_page(page, base_url)
+    # Previous, not Next: the next step is prefetched before the route below is in place
+    open_page(page, f"{base_url}/?step=3")
     page.route("**/api/state*", lambda route: route.fulfill(status=500, body='{"detail": "boom"}'))
-    page.get_by_test_id("next").click()
+    page.get_by_test_id("prev").click()
     expect(page.get_by_test_id("error")).to_contain_text("Server error 500")
     page.unroute("**/api/state*")
     page.route("**/api/state*", lambda route: route.abort())
-    page.get_by_test_id("next").click()
+    page.get_by_test_id("prev").click()
     expect(page.get_by_test_id("error")).to_contain_text("unreachable")
     page.unroute("**/api/state*")
     act(page, lambda: page.get_by_test_id("next").click())
     expect(page.get_by_test_id("error")).to_be_hidden()
+
+
+def test_prefetched_next_step_and_its_failure(page, base_url):
+    open_page(page, base_url)
+    step2 = re.compile(r"/api/state\?.*step=2(&|$)")
+    page.route(step2, lambda route: route.fulfill(status=500, body='{"detail": "boom at step 2"}'))
+    with page.expect_request(step2):  # asked for as soon as step 1 is drawn, before any click
+        act(page, lambda: page.get_by_test_id("next").click())
+    expect(page.get_by_test_id("step-label")).to_have_text("step 1 / 20")
+    expect(page.get_by_test_id("error")).to_be_hidden()  # a failed prefetch says nothing until it is used
+    page.get_by_test_id("next").click()
+    expect(page.get_by_test_id("error")).to_contain_text("boom at step 2")
