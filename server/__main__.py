@@ -1,9 +1,10 @@
-"""Command line: python -m server [--host H] [--port P] [--data names.txt]."""
+"""Command line: python -m server [--host H] [--port P] [--data names.txt] [--runs-db runs.sqlite3]."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 
 
@@ -21,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         help="server processes: one per core for a class (each has its own cache)",
     )
     parser.add_argument("--cache-size", type=int, default=512, help="backward passes kept per process")
+    parser.add_argument("--runs-db", default=None, help="SQLite file of the training runs (in ~/.backprop-explorer/)")
+    parser.add_argument("--max-runs", type=int, default=2, help="training runs at once, one process each (default 2)")
+    parser.add_argument("--max-queued", type=int, default=8, help="runs waiting beyond those; more get 429 (default 8)")
+    parser.add_argument(
+        "--watch-grace", type=float, default=30.0,
+        help="seconds a run trains on after its page closed, unless started with keep running (default 30)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     # validate the data before starting anything: a bad file is a message, not a traceback
@@ -32,8 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"backprop-explorer: cannot use the data file: {e}", file=sys.stderr)
         return 2
+    from .runs import DEFAULT_RUNS_DB, RunStore
+
+    runs_db = os.path.abspath(args.runs_db or DEFAULT_RUNS_DB)
+    try:
+        RunStore(runs_db)
+    except (OSError, sqlite3.Error) as e:
+        print(f"backprop-explorer: cannot use the runs database {runs_db}: {e}", file=sys.stderr)
+        return 2
     os.environ["BACKPROP_DATA"] = os.path.abspath(data)
     os.environ["BACKPROP_CACHE_SIZE"] = str(args.cache_size)
+    os.environ["BACKPROP_RUNS_DB"] = runs_db
+    os.environ["BACKPROP_MAX_RUNS"] = str(args.max_runs)
+    os.environ["BACKPROP_MAX_QUEUED"] = str(args.max_queued)
+    os.environ["BACKPROP_WATCH_GRACE_S"] = str(args.watch_grace)
 
     from .workers import serve
 

@@ -31,6 +31,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "n_embd": (1, 64),
     "n_hidden": (1, 512),
     "block_size": (1, 8),
+    "run": (0, 2**31 - 1),
 }
 
 
@@ -45,6 +46,7 @@ class ModelConfig:
     block_size: int = 3  # context length: how many characters predict the next one
     dtype: Dtype = "float32"  # float64 casts the float32-drawn parameters, then runs in double
     init: Init = "lecture"  # zero_bias: b1, b2, bnbias = 0 and bngain = 1 (hides wrong grads)
+    run: int = 0  # > 0: the parameters of this finished training run instead of the initialisation
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():

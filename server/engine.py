@@ -238,9 +238,18 @@ def _sample_entries(ref_grad: torch.Tensor, numel: int) -> list[int]:
     return sorted(top + rest)
 
 
-def run_backward(config: ModelConfig, dataset: Dataset, mode: str) -> BackwardPass:
-    """Forward once with autograd (the reference), then the manual backward, one op at a time."""
-    params, g = init_params(config, dataset.vocab_size)
+def run_backward(
+    config: ModelConfig, dataset: Dataset, mode: str, trained: dict[str, torch.Tensor] | None = None
+) -> BackwardPass:
+    """Forward once with autograd (the reference), then the manual backward, one op at a time.
+
+    With `trained` parameters (config.run), the batch comes from a generator seeded with config.seed.
+    """
+    if trained is None:
+        params, g = init_params(config, dataset.vocab_size)
+    else:
+        params = {k: trained[k].to(DTYPES[config.dtype]) for k in PARAM_NAMES}
+        g = torch.Generator().manual_seed(config.seed)
     Xb, Yb = sample_batch(config, dataset, g)
     return backward_from(config, mode, params, Xb, Yb)
 

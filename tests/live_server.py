@@ -27,6 +27,9 @@ def free_port() -> int:
 def live_server(*args: str) -> Iterator[str]:
     """Yield the base URL once /api/health answers; fail with the server's output if it never does."""
     port = free_port()
+    runs_dir = tempfile.TemporaryDirectory()  # a test never touches ~/.backprop-explorer
+    if "--runs-db" not in args:
+        args = (*args, "--runs-db", f"{runs_dir.name}/runs.sqlite3")
     cmd = [sys.executable, "-m", "server", "--port", str(port), *args]
     # a file, not a pipe: a server that logs more than a pipe holds would block on the unread pipe
     log = tempfile.TemporaryFile("w+")
@@ -47,5 +50,6 @@ def live_server(*args: str) -> Iterator[str]:
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
         log.close()
+        runs_dir.cleanup()

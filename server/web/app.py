@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import plotly
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..cache import PassCache
 from ..data import Dataset
+from ..jobs import Scheduler
+from ..runs import RunStore
 from .routes import router
+from .runs_routes import router as runs_router
 
+SCHEDULE_EVERY_S = 0.5  # how often this process looks for queued runs to start
 MAX_BODY_BYTES = 64 * 1024  # no endpoint needs more; larger bodies are refused before parsing
 FRONTEND = Path(__file__).resolve().parent.parent.parent / "frontend"
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
@@ -37,18 +46,44 @@ class LimitBody:
         await self.app(scope, receive, send)
 
 
-def create_app(dataset: Dataset, cache_size: int = 512) -> FastAPI:
-    """An app serving one dataset, chosen at start-up."""
+async def _schedule(scheduler: Scheduler) -> None:
+    while True:
+        try:
+            await run_in_threadpool(scheduler.tick)
+        except Exception:  # a locked database or a failed spawn: log it, try again next tick
+            logging.getLogger("backprop-explorer").exception("scheduler tick failed")
+        await asyncio.sleep(SCHEDULE_EVERY_S)
+
+
+def create_app(dataset: Dataset, cache_size: int = 512, runs: RunStore | None = None, schedule: bool = True) -> FastAPI:
+    """An app serving one dataset, chosen at start-up; with a run store, training runs too.
+
+    schedule: this process starts worker processes for queued runs (tests turn it off to keep runs queued).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler = Scheduler(runs, dataset.path) if runs is not None and schedule else None
+        task = asyncio.create_task(_schedule(scheduler)) if scheduler else None
+        yield
+        if task and scheduler:
+            task.cancel()
+            await run_in_threadpool(scheduler.shutdown)
+
     app = FastAPI(
         title="Backprop Explorer",
         description="Karpathy's makemore part 4 (backprop ninja): forward, manual backward and autograd, "
-        "as a pure function of (config, mode, step).",
-        version="0.1.0",
+        "as a pure function of (config, mode, step); and Exercise 4's training runs.",
+        version="0.2.0",
+        lifespan=lifespan,
     )
-    app.state.cache = PassCache(dataset, maxsize=cache_size)
+    app.state.runs = runs
+    app.state.cache = PassCache(dataset, maxsize=cache_size, trained=runs.params if runs else lambda run: None)
 
     app.add_middleware(LimitBody)
     app.include_router(router)
+    if runs is not None:
+        app.include_router(runs_router)
 
     # 3.5 MB, read once. The comment is V8's explicit compile hint: compile every function while the
     # script streams in, off the main thread, not lazily on first call (-190 ms of a first visit, measured)

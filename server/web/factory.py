@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from ..config import MODES, ModelConfig
 from ..data import DEFAULT_DATA, load_dataset
+from ..runs import DEFAULT_RUNS_DB, Limits, RunStore
 from .app import create_app
 
 
@@ -17,7 +18,15 @@ def app_from_env() -> FastAPI:
     torch.set_num_threads(1)  # small tensors: one thread is fastest, and requests run concurrently
     dataset = load_dataset(os.environ.get("BACKPROP_DATA", str(DEFAULT_DATA)))
     dataset.splits(3)  # the default block size: build it before the first request
-    app = create_app(dataset, cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")))
+    runs = RunStore(
+        os.environ.get("BACKPROP_RUNS_DB", str(DEFAULT_RUNS_DB)),
+        Limits(
+            max_running=int(os.environ.get("BACKPROP_MAX_RUNS", "2")),
+            max_queued=int(os.environ.get("BACKPROP_MAX_QUEUED", "8")),
+            watch_grace_s=float(os.environ.get("BACKPROP_WATCH_GRACE_S", "30")),
+        ),
+    )
+    app = create_app(dataset, cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")), runs=runs)
     # the lecture's config is what most of a class opens first; vmap's one-off set-up (~0.4 s) goes here too
     app.state.cache.warm(ModelConfig(), MODES)
     # torch, pydantic and FastAPI leave ~10^5 long-lived objects: keep the collector from rescanning them

@@ -35,6 +35,25 @@ def _cache(request: Request) -> PassCache:
     return request.app.state.cache
 
 
+def _pass(request: Request, query: PassQuery) -> BackwardPass:
+    """The cached pass of the query; a trained run's parameters must exist and fit the query's sizes."""
+    config = query.to_config()
+    if config.run:
+        runs = getattr(request.app.state, "runs", None)
+        run = runs.get(config.run) if runs else None
+        if run is None or not run["has_params"]:
+            why = "no such run" if run is None else f"it is {run['status']} and has no trained parameters"
+            raise HTTPException(404, f"run {config.run}: {why}")
+        trained = {k: run["config"][k] for k in ("n_embd", "n_hidden", "block_size")}
+        if any(getattr(config, k) != v for k, v in trained.items()):
+            sizes = ", ".join(f"{k}={v}" for k, v in trained.items())
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("query", "run"), "msg": f"run {config.run} was trained with {sizes}",
+                  "input": config.run}]
+            )  # fmt: skip
+    return _cache(request).get(config, query.mode)
+
+
 def _step(bp: BackwardPass, step: int | None) -> int:
     if step is None:
         return bp.total_steps
@@ -66,23 +85,26 @@ def dataset(request: Request) -> dict:
     }
 
 
-@router.get("/graph", response_model=GraphPublic)
+NO_RUN = {404: {"description": "no such trained run"}}
+
+
+@router.get("/graph", response_model=GraphPublic, responses=NO_RUN)
 async def graph(request: Request, query: Annotated[PassQuery, Query()]) -> Response:
-    bp = _cache(request).get(query.to_config(), query.mode)
-    return _json(views.build_graph(bp))
+    return _json(views.build_graph(_pass(request, query)))
 
 
-@router.get("/state", response_model=StatePublic)
+@router.get("/state", response_model=StatePublic, responses=NO_RUN)
 async def state(request: Request, query: Annotated[StepQuery, Query()]) -> Response:
-    bp = _cache(request).get(query.to_config(), query.mode)
+    bp = _pass(request, query)
     return _json(views.build_state(bp, _step(bp, query.step)))
 
 
-@router.get("/tensor/{name}", response_model=TensorDetailPublic, responses={404: {"description": "no such tensor"}})
+@router.get(
+    "/tensor/{name}", response_model=TensorDetailPublic, responses={404: {"description": "no such tensor or run"}}
+)
 async def tensor(request: Request, name: str, query: Annotated[StepQuery, Query()]) -> Response:
-    cache = _cache(request)
-    bp = cache.get(query.to_config(), query.mode)
+    bp = _pass(request, query)
     try:
-        return _json(views.build_tensor(bp, cache.dataset, name, _step(bp, query.step)))
+        return _json(views.build_tensor(bp, _cache(request).dataset, name, _step(bp, query.step)))
     except views.UnknownNode as e:
         raise HTTPException(404, str(e)) from None

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import BOUNDS, MODES, ModelConfig
 from ..graph import ops_for_mode
+from ..training import MAX_LR, TRAIN_BOUNDS, TrainConfig
 
 _DEFAULTS = ModelConfig()
 MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule
@@ -30,6 +31,7 @@ class PassQuery(BaseModel):
     block_size: int = _bounded("block_size", "context length")
     dtype: Literal["float32", "float64"] = Field(_DEFAULTS.dtype, description="precision of the pass")
     init: Literal["lecture", "zero_bias"] = Field(_DEFAULTS.init, description="zero_bias: b1=b2=bnbias=0, bngain=1")
+    run: int = _bounded("run", "a finished training run whose parameters to use (0: the initialisation)")
     mode: Literal["atomic", "fused_ce", "fused_bn", "fused"] = Field(
         "atomic", description="atomic (Ex. 1), fused_ce (Ex. 2), fused_bn (Ex. 3), fused (both)"
     )
@@ -171,3 +173,86 @@ class TensorDetailPublic(BaseModel):
 
 class ErrorPublic(BaseModel):
     detail: Any
+
+
+# --- training runs (Exercise 4) ---------------------------------------------------------------------
+
+_TRAIN = TrainConfig()
+
+
+def _train_bounded(name: str, about: str) -> Any:
+    low, high = {**BOUNDS, **TRAIN_BOUNDS}[name]
+    return Field(getattr(_TRAIN, name), ge=low, le=high, description=about)
+
+
+class RunRequest(BaseModel):
+    """A training run to start (defaults = the lecture's Exercise 4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = _train_bounded("seed", "generator seed: parameters, then every batch")
+    n_embd: int = _train_bounded("n_embd", "embedding dimensions per character")
+    n_hidden: int = _train_bounded("n_hidden", "hidden layer size")
+    block_size: int = _train_bounded("block_size", "context length")
+    batch_size: int = _train_bounded("batch_size", "minibatch size")
+    max_steps: int = _train_bounded("max_steps", "optimisation steps")
+    lr: float = Field(_TRAIN.lr, ge=0, le=MAX_LR, allow_inf_nan=False, description="learning rate")
+    lr_decay_step: int = _train_bounded("lr_decay_step", "step from which lr_after is used")
+    lr_after: float = Field(_TRAIN.lr_after, ge=0, le=MAX_LR, allow_inf_nan=False, description="decayed rate")
+    check_every: int = _train_bounded("check_every", "compare manual gradients with autograd every K steps")
+    backward: Literal["manual", "autograd", "both"] = Field(
+        "manual", description="manual (fused Exercise 2+3 backward), autograd, or both from the same seed"
+    )
+    keep_running: bool = Field(False, description="train on when nobody watches its event stream")
+
+    def to_configs(self) -> list[TrainConfig]:
+        fields = self.model_dump(exclude={"backward", "keep_running"})
+        kinds = ["manual", "autograd"] if self.backward == "both" else [self.backward]
+        return [TrainConfig(**fields, backward=kind) for kind in kinds]
+
+
+class TrainConfigPublic(BaseModel):
+    seed: int
+    n_embd: int
+    n_hidden: int
+    block_size: int
+    batch_size: int
+    max_steps: int
+    lr: float
+    lr_decay_step: int
+    lr_after: float
+    check_every: int
+    backward: Literal["manual", "autograd"]
+
+
+class RunResultPublic(BaseModel):
+    train_loss: float | None
+    val_loss: float | None
+    samples: list[str]
+    duration_s: float
+
+
+class RunPublic(BaseModel):
+    id: int
+    created: float
+    config: TrainConfigPublic
+    group: int | None
+    keep_running: bool
+    status: Literal["queued", "running", "finished", "cancelled", "diverged", "failed", "interrupted"]
+    reason: str | None
+    step: int
+    max_steps: int
+    started: float | None
+    ended: float | None
+    result: RunResultPublic | None
+    has_params: bool
+
+
+class RunsPublic(BaseModel):
+    runs: list[RunPublic]
+
+
+class RunDetailPublic(RunPublic):
+    """A run with its history, rebuilt from its events."""
+
+    history: dict[str, Any]

@@ -1,0 +1,49 @@
+"""Start a worker process for each run this server process claims, and reap them (no web code)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from .runs import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Scheduler:
+    """Called every half second by the web app: sweep stale runs, claim queued ones, reap workers."""
+
+    def __init__(self, store: RunStore, data_path: Path) -> None:
+        self.store = store
+        self.data_path = data_path
+        self.workers: dict[int, subprocess.Popen] = {}  # run id -> its worker process
+
+    def tick(self) -> None:
+        for run_id, proc in list(self.workers.items()):
+            if proc.poll() is not None:
+                del self.workers[run_id]
+        self.store.sweep()
+        while (claimed := self.store.claim()) is not None:
+            run_id, _ = claimed
+            cmd = [
+                sys.executable, "-m", "server.worker", "--db", str(self.store.path), "--data", str(self.data_path),
+                "--run", str(run_id), "--watch-grace", str(self.store.limits.watch_grace_s),
+            ]  # fmt: skip
+            proc = subprocess.Popen(cmd, cwd=ROOT)
+            self.workers[run_id] = proc
+            self.store.set_worker(run_id, proc.pid)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM every worker: each ends its run as interrupted; any that does not, is killed."""
+        for proc in self.workers.values():
+            proc.terminate()
+        stubborn = set()
+        for proc in self.workers.values():
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stubborn.add(proc.pid)
+        self.store.interrupt_all_running(stubborn)
+        self.workers.clear()

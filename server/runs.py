@@ -1,0 +1,318 @@
+"""Training runs persisted in SQLite: the web processes list and stream them, worker processes write them.
+
+The database is the only channel between processes: a worker appends events (progress, checks,
+histograms, result) and a heartbeat; any server process streams a run's events from it, claims
+queued runs atomically (so the bound on running runs holds across server processes) and marks runs
+whose worker stopped beating as interrupted. A restart therefore loses nothing that was written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .training import TrainConfig
+
+DEFAULT_RUNS_DB = Path.home() / ".backprop-explorer" / "runs.sqlite3"
+ACTIVE = ("queued", "running")
+ENDED = ("finished", "cancelled", "diverged", "failed", "interrupted")
+HEARTBEAT_TIMEOUT_S = 30.0  # a running run whose worker has written nothing for this long is interrupted
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    config TEXT NOT NULL,               -- TrainConfig as JSON
+    group_id INTEGER,                   -- runs started together (manual and autograd from one seed)
+    keep_running INTEGER NOT NULL,      -- 1: trains on with nobody watching
+    status TEXT NOT NULL,
+    reason TEXT,
+    cancel INTEGER NOT NULL DEFAULT 0,  -- set by a cancel request, read by the worker
+    watched REAL NOT NULL,              -- last time an event stream was open on it
+    heartbeat REAL,                     -- last time its worker wrote
+    worker_pid INTEGER,
+    step INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    ended REAL,
+    result TEXT,                        -- final metrics and samples, JSON
+    params BLOB                         -- trained parameters (torch.save of a dict of tensors)
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+class QueueFull(RuntimeError):
+    """More runs asked for than the server runs and queues."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_running: int = 2  # runs training at once (each in its own process, one torch thread)
+    max_queued: int = 8  # waiting runs; beyond, a request is refused with 429
+    watch_grace_s: float = 30.0  # a run nobody watches (and not keep_running) is cancelled after this
+
+
+class RunStore:
+    """All access to the runs database. Each call opens its own connection: usable from any thread."""
+
+    def __init__(self, path: str | Path, limits: Limits = Limits()) -> None:
+        self.path = Path(path)
+        self.limits = limits
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = self._connect()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # readers (event streams) never wait for the writer
+            db.executescript(SCHEMA)
+        finally:
+            db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    @contextmanager
+    def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; immediate takes the write lock at once (claims and counts stay consistent)."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    # --- the web side ---------------------------------------------------------------------------
+
+    def create(self, configs: list[TrainConfig], keep_running: bool) -> list[int]:
+        """Queue runs (two for a manual/autograd pair, sharing a group); QueueFull past the bound."""
+        now = time.time()
+        with self._db(immediate=True) as db:
+            queued = db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
+            if queued + len(configs) > self.limits.max_queued:
+                raise QueueFull(
+                    f"{queued} runs are waiting already (at most {self.limits.max_queued}); "
+                    "try again when one has started"
+                )
+            ids = []
+            for config in configs:
+                cur = db.execute(
+                    "INSERT INTO runs (created, config, keep_running, status, watched) VALUES (?, ?, ?, 'queued', ?)",
+                    (now, json.dumps(config.as_dict()), int(keep_running), now),
+                )
+                ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+            if len(ids) > 1:
+                db.execute(f"UPDATE runs SET group_id = ? WHERE id IN ({','.join('?' * len(ids))})", (ids[0], *ids))
+            for run_id in ids:
+                self._event(db, run_id, "status", {"status": "queued"})
+        return ids
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
+        return [self._summary(row) for row in rows]
+
+    def get(self, run_id: int) -> dict[str, Any] | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return self._summary(row) if row else None
+
+    def events_after(self, run_id: int, seq: int, limit: int = 500) -> list[tuple[int, str, str]]:
+        """(seq, kind, JSON data) of the run's events after `seq`, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT seq, kind, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (run_id, seq, limit),
+            ).fetchall()
+        return [(r["seq"], r["kind"], r["data"]) for r in rows]
+
+    def history(self, run_id: int) -> dict[str, Any]:
+        """The run's curves and checks so far, merged from its events (what the page rebuilds live)."""
+        out: dict[str, Any] = {"points": [], "smooth": [], "ud": [], "saturation": [], "checks": [],
+                               "histograms": [], "progress": None}  # fmt: skip
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT kind, data FROM events WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms') "
+                "ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        for row in rows:
+            data = json.loads(row["data"])
+            if row["kind"] == "progress":
+                for key in ("points", "smooth", "ud", "saturation"):
+                    out[key].extend(data.pop(key))
+                out["progress"] = data
+            elif row["kind"] == "check":
+                out["checks"].append(data)
+            else:
+                out["histograms"].append(data)
+        return out
+
+    def watch(self, run_id: int) -> None:
+        with self._db() as db:
+            db.execute("UPDATE runs SET watched = ? WHERE id = ?", (time.time(), run_id))
+
+    def cancel(self, run_id: int) -> dict[str, Any] | None:
+        """A queued run ends now; a running one is asked to stop (its worker ends it within ~0.5 s)."""
+        with self._db(immediate=True) as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            if row["status"] == "queued":
+                self._end(db, run_id, "cancelled", "cancelled before it started")
+            elif row["status"] == "running":
+                db.execute("UPDATE runs SET cancel = 1 WHERE id = ?", (run_id,))
+        return self.get(run_id)
+
+    def delete(self, run_id: int) -> bool:
+        """Forget a run; a worker still training it notices the missing row and stops."""
+        with self._db() as db:
+            return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+
+    def params(self, run_id: int) -> dict[str, torch.Tensor] | None:
+        with self._db() as db:
+            row = db.execute("SELECT params FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["params"] is None:
+            return None
+        return torch.load(io.BytesIO(row["params"]), weights_only=True)
+
+    # --- the scheduler (in every server process) --------------------------------------------------
+
+    def claim(self) -> tuple[int, TrainConfig] | None:
+        """Mark the oldest queued run running if fewer than max_running are; None otherwise."""
+        now = time.time()
+        with self._db(immediate=True) as db:
+            running = db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
+            if running >= self.limits.max_running:
+                return None
+            row = db.execute("SELECT id, config FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE runs SET status = 'running', started = ?, heartbeat = ? WHERE id = ?", (now, now, row["id"])
+            )
+            self._event(db, row["id"], "status", {"status": "running"})
+        return row["id"], TrainConfig(**json.loads(row["config"]))
+
+    def set_worker(self, run_id: int, pid: int) -> None:
+        with self._db() as db:
+            db.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (pid, run_id))
+
+    def sweep(self) -> None:
+        """Interrupt runs whose worker stopped beating; cancel queued runs that nobody watches."""
+        now = time.time()
+        with self._db(immediate=True) as db:
+            for row in db.execute(
+                "SELECT id FROM runs WHERE status = 'running' AND heartbeat < ?", (now - HEARTBEAT_TIMEOUT_S,)
+            ).fetchall():
+                self._end(db, row["id"], "interrupted", "its worker stopped (server restart or crash)")
+            for row in db.execute(
+                "SELECT id FROM runs WHERE status = 'queued' AND keep_running = 0 AND watched < ?",
+                (now - self.limits.watch_grace_s,),
+            ).fetchall():
+                self._end(db, row["id"], "cancelled", "nobody was watching it (start it with keep running)")
+
+    def interrupt_all_running(self, pids: set[int]) -> None:
+        """On shutdown: the runs of these workers end as interrupted."""
+        with self._db(immediate=True) as db:
+            for pid in pids:
+                for row in db.execute(
+                    "SELECT id FROM runs WHERE status = 'running' AND worker_pid = ?", (pid,)
+                ).fetchall():
+                    self._end(db, row["id"], "interrupted", "the server stopped while it trained")
+
+    # --- the worker --------------------------------------------------------------------------------
+
+    def append(self, run_id: int, kind: str, data: dict[str, Any]) -> bool:
+        """Record an event (and the heartbeat); False when the run is gone."""
+        with self._db() as db:
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                return False
+            self._event(db, run_id, kind, data)
+            step = data.get("step") if kind == "progress" else None
+            db.execute(
+                "UPDATE runs SET heartbeat = ?, step = coalesce(?, step) WHERE id = ?", (time.time(), step, run_id)
+            )
+            if kind == "result":
+                db.execute("UPDATE runs SET result = ? WHERE id = ?", (json.dumps(data), run_id))
+        return True
+
+    def should_stop(self, run_id: int) -> str | None:
+        """Why the worker should stop now: cancelled, deleted, or nobody watching; None to go on."""
+        with self._db() as db:
+            row = db.execute("SELECT cancel, keep_running, watched FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return "deleted"
+        if row["cancel"]:
+            return "cancelled"
+        if not row["keep_running"] and time.time() - row["watched"] > self.limits.watch_grace_s:
+            return "abandoned"
+        return None
+
+    def end(self, run_id: int, status: str, reason: str | None, params: dict[str, torch.Tensor] | None) -> None:
+        blob = None
+        if params is not None:
+            buf = io.BytesIO()
+            torch.save({k: t.detach().clone() for k, t in params.items()}, buf)
+            blob = buf.getvalue()
+        with self._db(immediate=True) as db:
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                return
+            db.execute("UPDATE runs SET params = ? WHERE id = ?", (blob, run_id))
+            self._end(db, run_id, status, reason)
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _event(self, db: sqlite3.Connection, run_id: int, kind: str, data: dict[str, Any]) -> None:
+        seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)).fetchone()[0]
+        db.execute(
+            "INSERT INTO events (run_id, seq, kind, data) VALUES (?, ?, ?, ?)",
+            (run_id, seq, kind, json.dumps(data, allow_nan=False)),
+        )
+
+    def _end(self, db: sqlite3.Connection, run_id: int, status: str, reason: str | None) -> None:
+        changed = db.execute(
+            "UPDATE runs SET status = ?, reason = ?, ended = ? WHERE id = ? AND status IN ('queued', 'running')",
+            (status, reason, time.time(), run_id),
+        ).rowcount
+        if changed:
+            self._event(db, run_id, "status", {"status": status, "reason": reason, "final": True})
+
+    @staticmethod
+    def _summary(row: sqlite3.Row) -> dict[str, Any]:
+        config = json.loads(row["config"])
+        return {
+            "id": row["id"],
+            "created": row["created"],
+            "config": config,
+            "group": row["group_id"],
+            "keep_running": bool(row["keep_running"]),
+            "status": row["status"],
+            "reason": row["reason"],
+            "step": row["step"],
+            "max_steps": config["max_steps"],
+            "started": row["started"],
+            "ended": row["ended"],
+            "result": json.loads(row["result"]) if row["result"] else None,
+            "has_params": row["params"] is not None,
+        }

@@ -1,0 +1,123 @@
+"""Training runs (Exercise 4): start, list, inspect, stream (Server-Sent Events), cancel, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..runs import ENDED, QueueFull, RunStore
+from .schemas import ErrorPublic, RunDetailPublic, RunPublic, RunRequest, RunsPublic
+
+router = APIRouter(prefix="/api/runs", tags=["training runs"])
+NOT_FOUND = {404: {"model": ErrorPublic, "description": "no such run"}}
+POLL_S = 0.25  # how often an open event stream looks for new events
+WATCH_EVERY_S = 2.0  # how often an open stream tells the run that somebody watches
+KEEPALIVE_S = 15.0  # a comment line when nothing happened for this long
+
+
+def _store(request: Request) -> RunStore:
+    return request.app.state.runs
+
+
+def _run(store: RunStore, run_id: int) -> dict:
+    run = store.get(run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id}")
+    return run
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RunsPublic,
+    responses={429: {"model": ErrorPublic, "description": "the queue is full"}},
+)
+def start(request: Request, body: RunRequest) -> dict:
+    """Queue one run, or two (backward=both: manual and autograd from the same seed, curves to overlay)."""
+    store = _store(request)
+    try:
+        ids = store.create(body.to_configs(), body.keep_running)
+    except QueueFull as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": "10"}) from None
+    return {"runs": [store.get(i) for i in ids]}
+
+
+@router.get("", response_model=RunsPublic)
+def list_runs(request: Request) -> dict:
+    return {"runs": _store(request).list()}
+
+
+@router.get("/{run_id}", response_model=RunDetailPublic, responses=NOT_FOUND)
+def get_run(request: Request, run_id: int) -> dict:
+    store = _store(request)
+    return _run(store, run_id) | {"history": store.history(run_id)}
+
+
+@router.post(
+    "/{run_id}/cancel",
+    response_model=RunPublic,
+    responses=NOT_FOUND | {409: {"model": ErrorPublic, "description": "the run has ended already"}},
+)
+def cancel(request: Request, run_id: int) -> dict:
+    store = _store(request)
+    if _run(store, run_id)["status"] in ENDED:
+        raise HTTPException(409, f"run {run_id} has ended already")
+    return store.cancel(run_id)  # type: ignore[return-value]
+
+
+@router.delete("/{run_id}", status_code=204, responses=NOT_FOUND)
+def delete(request: Request, run_id: int) -> Response:
+    if not _store(request).delete(run_id):
+        raise HTTPException(404, f"no run {run_id}")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{run_id}/events",
+    responses=NOT_FOUND | {200: {"content": {"text/event-stream": {}}, "description": "the run's events"}},
+)
+async def events(
+    request: Request, run_id: int, after: int = 0, last_event_id: int | None = Header(None, ge=0)
+) -> StreamingResponse:
+    """Server-Sent Events: every event of the run after `after` (or the Last-Event-ID of a reconnect),
+    then live ones until the run ends. An open stream counts as somebody watching the run."""
+    store = _store(request)
+    await run_in_threadpool(_run, store, run_id)
+    start_seq = max(after, last_event_id or 0)
+    return StreamingResponse(
+        _stream(request, store, run_id, start_seq),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _stream(request: Request, store: RunStore, run_id: int, seq: int) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    last_watch = last_sent = 0.0
+    while not await request.is_disconnected():
+        now = time.monotonic()
+        if now - last_watch >= WATCH_EVERY_S:
+            await run_in_threadpool(store.watch, run_id)
+            last_watch = now
+        batch = await run_in_threadpool(store.events_after, run_id, seq)
+        for event_seq, kind, data in batch:
+            seq = event_seq
+            yield f"id: {event_seq}\nevent: {kind}\ndata: {data}\n\n"
+            last_sent = now
+        if not batch:
+            run = await run_in_threadpool(store.get, run_id)
+            if run is None or run["status"] in ENDED:
+                # the final events are committed with the status: send any that came in meanwhile, then
+                # end the stream (the page closes its EventSource on the final status event)
+                for event_seq, kind, data in await run_in_threadpool(store.events_after, run_id, seq):
+                    yield f"id: {event_seq}\nevent: {kind}\ndata: {data}\n\n"
+                return
+            if now - last_sent >= KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                last_sent = now
+            await asyncio.sleep(POLL_S)

@@ -1,0 +1,75 @@
+"""A training run's own process: python -m server.worker --db PATH --data PATH --run ID.
+
+Started by a server process for a run it claimed. One torch thread; reports through the run store;
+stops when the run is cancelled, deleted or abandoned, when it gets SIGTERM (server shutdown), or
+when the server process that started it is gone (no orphan trains on forever).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+
+import torch
+
+from .data import load_dataset
+from .runs import Limits, RunStore
+from .training import TrainConfig, Training
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server.worker", description=__doc__)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--run", type=int, required=True)
+    parser.add_argument("--watch-grace", type=float, default=Limits().watch_grace_s)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    store = RunStore(args.db, Limits(watch_grace_s=args.watch_grace))
+    parent = os.getppid()
+    terminated = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal terminated
+        terminated = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    run = store.get(args.run)
+    if run is None:
+        return 1
+
+    def emit(kind: str, data: dict) -> None:
+        if kind != "status":  # the run's status changes go through the store (claim and end)
+            store.append(args.run, kind, data)
+
+    def should_stop() -> str | None:
+        if terminated or os.getppid() != parent:
+            return "interrupted"
+        return store.should_stop(args.run)
+
+    try:
+        training = Training(TrainConfig(**run["config"]), load_dataset(args.data), emit)
+        status = training.run(should_stop)
+    except Exception as e:  # a bug or a resource limit: the run says why instead of hanging as running
+        traceback.print_exc()
+        store.end(args.run, "failed", f"{type(e).__name__}: {e}", None)
+        return 1
+    reasons = {
+        "diverged": "the loss became NaN or infinite (learning rate too large?)",
+        "abandoned": "nobody was watching it (start it with keep running)",
+        "interrupted": "the server stopped while it trained",
+        "deleted": None,
+        "cancelled": "cancelled",
+    }
+    final = {"abandoned": "cancelled"}.get(status, status)
+    keep = status in ("finished", "diverged")  # a diverged net is still worth stepping through
+    store.end(args.run, final, reasons.get(status), training.p if keep else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
