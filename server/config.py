@@ -26,7 +26,7 @@ MODE_TITLES: dict[str, str] = {
 
 # (low, high) inclusive bounds of every integer field; the web layer turns them into 422s
 BOUNDS: dict[str, tuple[int, int]] = {
-    "seed": (0, 2**63 - 1),
+    "seed": (0, 2**53 - 1),  # the largest integer a browser (a JS number) holds exactly
     "batch_size": (2, 256),
     "n_embd": (1, 64),
     "n_hidden": (1, 512),

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import plotly
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..cache import PassCache
@@ -79,6 +82,17 @@ def create_app(dataset: Dataset, cache_size: int = 512, runs: RunStore | None = 
     )
     app.state.runs = runs
     app.state.cache = PassCache(dataset, maxsize=cache_size, trained=runs.params if runs else lambda run: None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette's Allow lists the first route on the path only; /api/runs has GET and POST routes
+            allowed = sorted(
+                {m for r in request.app.routes if isinstance(r, APIRoute) and r.path_regex.match(request.url.path)
+                 for m in r.methods}
+            )  # fmt: skip
+            return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(allowed)})
+        return await http_exception_handler(request, exc)
 
     app.add_middleware(LimitBody)
     app.include_router(router)

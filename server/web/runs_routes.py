@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..config import BOUNDS
 from ..runs import ENDED, QueueFull, RunStore
 from .schemas import ErrorPublic, RunDetailPublic, RunPublic, RunRequest, RunsPublic
 
 router = APIRouter(prefix="/api/runs", tags=["training runs"])
+RunId = Annotated[int, Path(ge=1, le=BOUNDS["run"][1], description="a run's id")]
 NOT_FOUND = {404: {"model": ErrorPublic, "description": "no such run"}}
+MAX_SEQ = 2**62  # event ids are SQLite integers
 POLL_S = 0.25  # how often an open event stream looks for new events
 WATCH_EVERY_S = 2.0  # how often an open stream tells the run that somebody watches
 KEEPALIVE_S = 15.0  # a comment line when nothing happened for this long
@@ -35,7 +39,11 @@ def _run(store: RunStore, run_id: int) -> dict:
     "",
     status_code=201,
     response_model=RunsPublic,
-    responses={429: {"model": ErrorPublic, "description": "the queue is full"}},
+    responses={
+        400: {"model": ErrorPublic, "description": "the body is not JSON"},
+        413: {"model": ErrorPublic, "description": "the body is too large"},
+        429: {"model": ErrorPublic, "description": "the queue is full"},
+    },
 )
 def start(request: Request, body: RunRequest) -> dict:
     """Queue one run, or two (backward=both: manual and autograd from the same seed, curves to overlay)."""
@@ -53,7 +61,7 @@ def list_runs(request: Request) -> dict:
 
 
 @router.get("/{run_id}", response_model=RunDetailPublic, responses=NOT_FOUND)
-def get_run(request: Request, run_id: int) -> dict:
+def get_run(request: Request, run_id: RunId) -> dict:
     store = _store(request)
     return _run(store, run_id) | {"history": store.history(run_id)}
 
@@ -63,7 +71,7 @@ def get_run(request: Request, run_id: int) -> dict:
     response_model=RunPublic,
     responses=NOT_FOUND | {409: {"model": ErrorPublic, "description": "the run has ended already"}},
 )
-def cancel(request: Request, run_id: int) -> dict:
+def cancel(request: Request, run_id: RunId) -> dict:
     store = _store(request)
     if _run(store, run_id)["status"] in ENDED:
         raise HTTPException(409, f"run {run_id} has ended already")
@@ -71,7 +79,7 @@ def cancel(request: Request, run_id: int) -> dict:
 
 
 @router.delete("/{run_id}", status_code=204, responses=NOT_FOUND)
-def delete(request: Request, run_id: int) -> Response:
+def delete(request: Request, run_id: RunId) -> Response:
     if not _store(request).delete(run_id):
         raise HTTPException(404, f"no run {run_id}")
     return Response(status_code=204)
@@ -82,7 +90,10 @@ def delete(request: Request, run_id: int) -> Response:
     responses=NOT_FOUND | {200: {"content": {"text/event-stream": {}}, "description": "the run's events"}},
 )
 async def events(
-    request: Request, run_id: int, after: int = 0, last_event_id: int | None = Header(None, ge=0)
+    request: Request,
+    run_id: RunId,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="send the events after this id")] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ, description="sent by EventSource")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: every event of the run after `after` (or the Last-Event-ID of a reconnect),
     then live ones until the run ends. An open stream counts as somebody watching the run."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from ..config import BOUNDS, MODES, ModelConfig
 from ..graph import ops_for_mode
@@ -180,6 +180,17 @@ class ErrorPublic(BaseModel):
 _TRAIN = TrainConfig()
 
 
+def _number_not_text(value: Any) -> Any:
+    # a JSON body says 5 or 5.0, never "5" or true: pydantic's lax mode would take those
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_number_not_text)]
+JsonFloat = Annotated[float, BeforeValidator(_number_not_text)]
+
+
 def _train_bounded(name: str, about: str) -> Any:
     low, high = {**BOUNDS, **TRAIN_BOUNDS}[name]
     return Field(getattr(_TRAIN, name), ge=low, le=high, description=about)
@@ -190,20 +201,20 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = _train_bounded("seed", "generator seed: parameters, then every batch")
-    n_embd: int = _train_bounded("n_embd", "embedding dimensions per character")
-    n_hidden: int = _train_bounded("n_hidden", "hidden layer size")
-    block_size: int = _train_bounded("block_size", "context length")
-    batch_size: int = _train_bounded("batch_size", "minibatch size")
-    max_steps: int = _train_bounded("max_steps", "optimisation steps")
-    lr: float = Field(_TRAIN.lr, ge=0, le=MAX_LR, allow_inf_nan=False, description="learning rate")
-    lr_decay_step: int = _train_bounded("lr_decay_step", "step from which lr_after is used")
-    lr_after: float = Field(_TRAIN.lr_after, ge=0, le=MAX_LR, allow_inf_nan=False, description="decayed rate")
-    check_every: int = _train_bounded("check_every", "compare manual gradients with autograd every K steps")
+    seed: JsonInt = _train_bounded("seed", "generator seed: parameters, then every batch")
+    n_embd: JsonInt = _train_bounded("n_embd", "embedding dimensions per character")
+    n_hidden: JsonInt = _train_bounded("n_hidden", "hidden layer size")
+    block_size: JsonInt = _train_bounded("block_size", "context length")
+    batch_size: JsonInt = _train_bounded("batch_size", "minibatch size")
+    max_steps: JsonInt = _train_bounded("max_steps", "optimisation steps")
+    lr: JsonFloat = Field(_TRAIN.lr, ge=0, le=MAX_LR, allow_inf_nan=False, description="learning rate")
+    lr_decay_step: JsonInt = _train_bounded("lr_decay_step", "step from which lr_after is used")
+    lr_after: JsonFloat = Field(_TRAIN.lr_after, ge=0, le=MAX_LR, allow_inf_nan=False, description="decayed rate")
+    check_every: JsonInt = _train_bounded("check_every", "compare manual gradients with autograd every K steps")
     backward: Literal["manual", "autograd", "both"] = Field(
         "manual", description="manual (fused Exercise 2+3 backward), autograd, or both from the same seed"
     )
-    keep_running: bool = Field(False, description="train on when nobody watches its event stream")
+    keep_running: StrictBool = Field(False, description="train on when nobody watches its event stream")
 
     def to_configs(self) -> list[TrainConfig]:
         fields = self.model_dump(exclude={"backward", "keep_running"})

@@ -1,0 +1,316 @@
+"""Training runs: the SQLite store, the runs API, and whole lifecycles with real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from server.runs import HEARTBEAT_TIMEOUT_S, Limits, QueueFull, RunStore
+from server.training import TrainConfig
+from server.web.app import create_app
+
+from .conftest import LECTURE_DATA
+from .live_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+def test_store_queue_claim_and_bounds(tmp_path):
+    store = RunStore(tmp_path / "runs.db", Limits(max_running=1, max_queued=3))
+    ids = store.create([TrainConfig(backward="manual"), TrainConfig(backward="autograd")], keep_running=False)
+    assert [store.get(i)["status"] for i in ids] == ["queued", "queued"]
+    assert store.get(ids[0])["group"] == store.get(ids[1])["group"] == ids[0]
+    store.create([TrainConfig()], keep_running=True)
+    with pytest.raises(QueueFull):
+        store.create([TrainConfig()], keep_running=False)
+    first = store.claim()
+    assert first is not None and first[0] == ids[0] and first[1].backward == "manual"
+    assert store.claim() is None  # max_running = 1
+    assert [kind for _, kind, _ in store.events_after(ids[0], 0)] == ["status", "status"]  # queued, running
+
+
+def test_store_events_heartbeat_and_params(tmp_path):
+    store = RunStore(tmp_path / "runs.db")
+    (run_id,) = store.create([TrainConfig()], keep_running=False)
+    store.claim()
+    for step in (256, 512):
+        assert store.append(
+            run_id, "progress", {"step": step, "points": [[step - 1, 0.5]], "smooth": [], "ud": [], "saturation": []}
+        )
+    assert store.get(run_id)["step"] == 512
+    seqs = [seq for seq, _, _ in store.events_after(run_id, 0)]
+    assert seqs == sorted(seqs) == list(range(1, len(seqs) + 1))
+    assert [seq for seq, _, _ in store.events_after(run_id, 2)] == seqs[2:]  # resumable from an id
+    assert store.history(run_id)["points"] == [[255, 0.5], [511, 0.5]]
+    params = {"W1": torch.randn(3, 4), "b1": torch.randn(4)}
+    store.end(run_id, "finished", None, params)
+    run = store.get(run_id)
+    assert run["status"] == "finished" and run["has_params"] and run["ended"] is not None
+    assert all(torch.equal(store.params(run_id)[k], params[k]) for k in params)
+    assert store.cancel(run_id)["status"] == "finished"  # ended runs stay ended
+    assert store.delete(run_id) and store.get(run_id) is None and store.events_after(run_id, 0) == []
+    assert not store.append(run_id, "progress", {"step": 1})  # a worker learns its run is gone
+
+
+def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_path):
+    store = RunStore(tmp_path / "runs.db", Limits(max_running=1, watch_grace_s=5))
+    silent, waiting = store.create([TrainConfig(), TrainConfig()], keep_running=False)
+    (kept,) = store.create([TrainConfig()], keep_running=True)
+    assert store.claim()[0] == silent
+    past = time.time() - HEARTBEAT_TIMEOUT_S - 1
+    with store._db() as db:
+        db.execute("UPDATE runs SET heartbeat = ?, watched = ?", (past, past))
+    store.sweep()
+    assert store.get(silent)["status"] == "interrupted"
+    assert store.get(waiting)["status"] == "cancelled" and "watching" in store.get(waiting)["reason"]
+    assert store.get(kept)["status"] == "queued"  # keep running: nobody needs to watch
+    assert store.should_stop(kept) is None
+
+
+def test_worker_stop_reasons(tmp_path):
+    store = RunStore(tmp_path / "runs.db", Limits(watch_grace_s=0.5))
+    (run_id,) = store.create([TrainConfig()], keep_running=False)
+    store.claim()
+    assert store.should_stop(run_id) is None
+    time.sleep(0.6)
+    assert store.should_stop(run_id) == "abandoned"
+    store.watch(run_id)
+    store.cancel(run_id)
+    assert store.should_stop(run_id) == "cancelled"
+    store.delete(run_id)
+    assert store.should_stop(run_id) == "deleted"
+
+
+# --- the API (no workers: runs stay queued) ------------------------------------------------------
+
+
+@pytest.fixture()
+def client(lecture_dataset, tmp_path):
+    runs = RunStore(tmp_path / "runs.db", Limits(max_queued=4))
+    with TestClient(create_app(lecture_dataset, runs=runs, schedule=False), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"lr": -1}, {"lr": "NaN"}, {"lr": 1e39}, {"max_steps": 0}, {"n_hidden": 10_000}, {"backward": "sgd"},
+     {"batch_size": 1}, {"path": "/etc/passwd"}, {"seed": -5}],
+)  # fmt: skip
+def test_bad_run_configs_are_422_and_change_nothing(client, body):
+    r = client.post("/api/runs", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]
+    assert client.get("/api/runs").json() == {"runs": []}
+
+
+def test_runs_api_without_workers(client):
+    r = client.post("/api/runs", json={**SHORT, "backward": "both"})
+    assert r.status_code == 201
+    a, b = r.json()["runs"]
+    assert (a["config"]["backward"], b["config"]["backward"]) == ("manual", "autograd") and a["group"] == b["group"]
+    assert a["config"]["n_hidden"] == 200 and a["config"]["lr"] == 0.1  # the lecture's Exercise 4 defaults
+    assert [run["id"] for run in client.get("/api/runs").json()["runs"]] == [b["id"], a["id"]]
+    client.post("/api/runs", json=SHORT)
+    client.post("/api/runs", json=SHORT)
+    full = client.post("/api/runs", json=SHORT)
+    assert full.status_code == 429 and "waiting" in full.json()["detail"]
+    detail = client.get(f"/api/runs/{a['id']}").json()
+    assert detail["status"] == "queued" and detail["history"]["points"] == []
+    assert client.post(f"/api/runs/{a['id']}/cancel").json()["status"] == "cancelled"
+    assert client.post(f"/api/runs/{a['id']}/cancel").status_code == 409
+    assert client.delete(f"/api/runs/{a['id']}").status_code == 204
+    for method, path in [("get", "/api/runs/{}"), ("post", "/api/runs/{}/cancel"), ("delete", "/api/runs/{}"),
+                         ("get", "/api/runs/{}/events")]:  # fmt: skip
+        assert getattr(client, method)(path.format(a["id"])).status_code == 404
+    assert client.get("/api/runs/abc").status_code == 422
+    assert client.get("/api/runs/99999999999999999999").status_code == 422
+    assert client.get(f"/api/runs/{b['id']}/events", params={"after": 2**70}).status_code == 422
+    assert client.get(f"/api/runs/{b['id']}/events", headers={"Last-Event-ID": "x"}).status_code == 422
+
+
+def test_the_explorer_refuses_runs_without_parameters(client):
+    (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    r = client.get("/api/state", params={"run": run["id"], "n_hidden": 200})
+    assert r.status_code == 404 and "no trained parameters" in r.json()["detail"]
+    assert client.get("/api/state", params={"run": 999}).status_code == 404
+
+
+# --- lifecycles with real worker processes --------------------------------------------------------
+
+
+class Server:
+    """python -m server on a free port with a given runs database; restartable, killable."""
+
+    def __init__(self, db: Path, *extra: str) -> None:
+        self.db, self.extra, self.proc = db, extra, None
+        self.url = f"http://127.0.0.1:{free_port()}"
+
+    def start(self) -> Server:
+        port = self.url.rsplit(":", 1)[1]
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--port",
+            port,
+            "--data",
+            str(LECTURE_DATA),
+            "--runs-db",
+            str(self.db),
+            *self.extra,
+        ]
+        self.log = open(self.db.parent / "server.log", "a")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/api/health", timeout=2)
+                return self
+            except httpx.HTTPError:
+                assert self.proc.poll() is None, (self.db.parent / "server.log").read_text()
+                time.sleep(0.2)
+        raise AssertionError("server did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(method, f"{self.url}{path}", timeout=30, **kw)
+
+
+def read_events(server: Server, run_id: int, last_event_id: int | None = None, until=None, timeout=90.0):
+    """The run's SSE stream as [(id, kind, data)], until the server ends it or until(event) is true."""
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    events, fields = [], {}
+    with httpx.stream("GET", f"{server.url}/api/runs/{run_id}/events", headers=headers, timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line == "":
+                if "event" in fields:
+                    events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                    if until and until(events[-1]):
+                        break
+                fields = {}
+            elif not line.startswith(":"):
+                key, _, value = line.partition(": ")
+                fields[key] = value
+    return events
+
+
+@pytest.fixture()
+def server(tmp_path):
+    s = Server(tmp_path / "runs.db").start()
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+
+
+def test_run_lifecycle_events_in_order_and_resumable(server):
+    (run,) = server.api("POST", "/api/runs", json=SHORT).json()["runs"]
+    events = read_events(server, run["id"])
+    ids = [i for i, _, _ in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    statuses = [d["status"] for _, k, d in events if k == "status"]
+    assert statuses == ["queued", "running", "finished"]
+    kinds = [k for _, k, _ in events]
+    assert kinds.index("result") < len(kinds) - 1 and kinds[-1] == "status"
+    steps = [d["step"] for _, k, d in events if k == "progress"]
+    assert steps == sorted(steps) and steps[-1] == 2000
+    assert [d["step"] for _, k, d in events if k == "check"] == [0, 500, 1000, 1500, 1999]
+    # resume after the third event: exactly the rest, same ids
+    again = read_events(server, run["id"], last_event_id=ids[2])
+    assert [i for i, _, _ in again] == ids[3:]
+    detail = server.api("GET", f"/api/runs/{run['id']}").json()
+    assert detail["status"] == "finished" and detail["has_params"] and len(detail["result"]["samples"]) == 20
+    assert detail["history"]["points"][-1][0] == 1999 and detail["history"]["checks"][-1]["max"] < 1e-6
+    # the trained net in the explorer: its loss on a batch is far below the initial 3.3
+    trained = server.api("GET", "/api/state", params={"run": run["id"], "n_hidden": 200}).json()
+    fresh = server.api("GET", "/api/state", params={"n_hidden": 200}).json()
+    assert trained["loss"] < fresh["loss"] - 0.5
+    wrong = server.api("GET", "/api/state", params={"run": run["id"]})  # n_hidden 64: not this net
+    assert wrong.status_code == 422 and "n_hidden=200" in wrong.text
+
+
+def test_cancel_a_running_run(server):
+    (run,) = server.api("POST", "/api/runs", json={"max_steps": 1_000_000}).json()["runs"]
+    read_events(server, run["id"], until=lambda e: e[1] == "progress")
+    t0 = time.monotonic()
+    assert server.api("POST", f"/api/runs/{run['id']}/cancel").status_code == 200
+    events = read_events(server, run["id"])
+    assert events[-1][1:] == ("status", {"status": "cancelled", "reason": "cancelled", "final": True})
+    assert time.monotonic() - t0 < 10
+    assert server.api("GET", f"/api/runs/{run['id']}").json()["has_params"] is False
+
+
+def test_restart_keeps_finished_runs_and_interrupts_the_running_one(tmp_path):
+    server = Server(tmp_path / "runs.db").start()
+    (done,) = server.api("POST", "/api/runs", json=SHORT).json()["runs"]
+    read_events(server, done["id"])
+    (long,) = server.api("POST", "/api/runs", json={"max_steps": 1_000_000, "keep_running": True}).json()["runs"]
+    read_events(server, long["id"], until=lambda e: e[1] == "progress")
+    server.stop()  # SIGTERM: the worker ends its run as interrupted
+    server = Server(tmp_path / "runs.db").start()
+    try:
+        runs = {r["id"]: r for r in server.api("GET", "/api/runs").json()["runs"]}
+        assert runs[done["id"]]["status"] == "finished" and runs[done["id"]]["has_params"]
+        assert runs[done["id"]]["result"]["train_loss"] is not None
+        assert runs[long["id"]]["status"] == "interrupted"
+        assert server.api("GET", "/api/state", params={"run": done["id"], "n_hidden": 200}).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_killed_server_leaves_no_orphan_worker(tmp_path):
+    server = Server(tmp_path / "runs.db").start()
+    (run,) = server.api("POST", "/api/runs", json={"max_steps": 1_000_000, "keep_running": True}).json()["runs"]
+    read_events(server, run["id"], until=lambda e: e[1] == "progress")
+    with RunStore(tmp_path / "runs.db")._db() as db:
+        worker = db.execute("SELECT worker_pid FROM runs WHERE id = ?", (run["id"],)).fetchone()[0]
+    server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(worker):
+        time.sleep(0.2)
+    assert not _alive(worker)
+    assert RunStore(tmp_path / "runs.db").get(run["id"])["status"] == "interrupted"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
+        return f.read().split(")")[1].split()[0] != "Z"
+
+
+def test_an_unwatched_run_stops_unless_kept_running(tmp_path):
+    server = Server(tmp_path / "runs.db", "--watch-grace", "2").start()
+    try:
+        (alone,) = server.api("POST", "/api/runs", json={"max_steps": 1_000_000}).json()["runs"]
+        (kept,) = server.api("POST", "/api/runs", json={**SHORT, "keep_running": True}).json()["runs"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            runs = {r["id"]: r for r in server.api("GET", "/api/runs").json()["runs"]}
+            if runs[alone["id"]]["status"] != "running" and runs[kept["id"]]["status"] == "finished":
+                break
+            time.sleep(0.5)
+        assert runs[alone["id"]]["status"] == "cancelled" and "watching" in runs[alone["id"]]["reason"]
+        assert runs[kept["id"]]["status"] == "finished"
+    finally:
+        server.stop()
