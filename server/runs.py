@@ -89,7 +89,8 @@ class RunStore:
 
     @contextmanager
     def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction; immediate takes the write lock at once (claims and counts stay consistent)."""
+        """One transaction. Every writer takes the write lock at once (immediate): a read transaction that
+        later writes cannot wait for the lock in WAL mode, it fails with "database is locked"."""
         db = self._connect()
         try:
             db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -169,7 +170,7 @@ class RunStore:
         return out
 
     def watch(self, run_id: int) -> None:
-        with self._db() as db:
+        with self._db(immediate=True) as db:
             db.execute("UPDATE runs SET watched = ? WHERE id = ?", (time.time(), run_id))
 
     def cancel(self, run_id: int) -> dict[str, Any] | None:
@@ -186,7 +187,7 @@ class RunStore:
 
     def delete(self, run_id: int) -> bool:
         """Forget a run; a worker still training it notices the missing row and stops."""
-        with self._db() as db:
+        with self._db(immediate=True) as db:
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
     def params(self, run_id: int) -> dict[str, torch.Tensor] | None:
@@ -215,7 +216,7 @@ class RunStore:
         return row["id"], TrainConfig(**json.loads(row["config"]))
 
     def set_worker(self, run_id: int, pid: int) -> None:
-        with self._db() as db:
+        with self._db(immediate=True) as db:
             db.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (pid, run_id))
 
     def sweep(self) -> None:
@@ -245,7 +246,7 @@ class RunStore:
 
     def append(self, run_id: int, kind: str, data: dict[str, Any]) -> bool:
         """Record an event (and the heartbeat); False when the run is gone."""
-        with self._db() as db:
+        with self._db(immediate=True) as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 return False
             self._event(db, run_id, kind, data)

@@ -95,8 +95,8 @@ def forward_loss(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor)
 class ManualBackward:
     """One training step's forward and fused manual backward, written for speed.
 
-    The step is dispatch-bound (~40 small ops), so: fused kernels (addmm, addcmul), batch mean and
-    variance as (1, n) @ (n, n_hidden) products (var_mean is ~6x slower at this size), in-place
+    The step is dispatch-bound (~40 small ops), so: fused kernels (addmm, addcmul), centring and
+    variance as matrix products (var_mean is ~6x slower at this size), in-place
     updates, transposed views made once (they follow the parameters' in-place updates), the
     batchnorm sums reused (dhpreact.sum(0) is dbnbias, (bnraw * dhpreact).sum(0) is dbngain), the
     1/n of dlogits moved into the step size, and one _foreach_add_ for the SGD update.
@@ -106,30 +106,32 @@ class ManualBackward:
         self.params = [p[k] for k in PARAM_NAMES]
         self.C, self.W1, self.b1, self.W2, self.b2, self.bngain, self.bnbias = self.params
         self.W1t, self.W2t = self.W1.t(), self.W2.t()
-        self.dC = torch.zeros_like(self.C)
+        self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
         n = batch_size
         dtype = self.C.dtype
         self.minus_ones = torch.full((n, 1), -1.0, dtype=dtype)
-        self.mean_row = torch.full((1, n), 1.0 / n, dtype=dtype)  # row @ x = x.mean(0, keepdim=True)
+        self.centering = torch.eye(n, dtype=dtype) - 1.0 / n  # centering @ x = x - x.mean(0, keepdim=True)
         self.bessel_row = torch.full((1, n), 1.0 / (n - 1), dtype=dtype)  # row @ x = x.sum(0, keepdim=True) / (n-1)
         self.n_embd = self.C.shape[1]
 
     def grads(
         self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Loss and n x the seven gradients (PARAM_NAMES order); with keep, the true gradients and activations."""
+        """Logits and n x the seven gradients (PARAM_NAMES order); with keep, the true gradients and activations.
+
+        The backward needs no loss value: the loss of each step is computed later, many steps at once
+        (losses()), which takes a cross-entropy call off every step."""
         n = Xb.shape[0]
         xflat = Xb.view(-1)  # (n * block_size,)
         # forward
         embcat = self.C.index_select(0, xflat).view(n, -1)  # (n, block_size * n_embd): C[Xb]
         hprebn = torch.addmm(self.b1, embcat, self.W1)  # (n, n_hidden)
-        bndiff = hprebn - torch.mm(self.mean_row, hprebn)  # (n, n_hidden)
+        bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
         bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(1e-5).rsqrt_()  # (1, n_hidden)
         bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
         hpreact = torch.addcmul(self.bnbias, self.bngain, bnraw)  # (n, n_hidden)
         h = torch.tanh(hpreact)  # (n, n_hidden)
         logits = torch.addmm(self.b2, h, self.W2)  # (n, vocab_size)
-        loss = F.cross_entropy(logits, Yb)
         # backward, every gradient n times its true value: dlogits = softmax - one_hot, without the / n
         dlogits = torch.softmax(logits, 1)  # (n, vocab_size)
         dlogits.scatter_add_(1, Yb.view(-1, 1), self.minus_ones)
@@ -147,19 +149,27 @@ class ManualBackward:
         dW1 = torch.mm(embcat.t(), dhprebn)  # (block_size * n_embd, n_hidden)
         db1 = dhprebn.sum(0)  # (n_hidden,)
         dembcat = torch.mm(dhprebn, self.W1t)  # (n, block_size * n_embd)
-        dC = self.dC.zero_().index_add_(0, xflat, dembcat.view(-1, self.n_embd))  # (vocab_size, n_embd)
+        dC = torch.index_add(self.zeros_C, 0, xflat, dembcat.view(-1, self.n_embd))  # (vocab_size, n_embd)
         grads = [dC, dW1, db1, dW2, db2, dbngain, dbnbias]
         if not keep:
-            return loss, grads, {}
+            return logits, grads, {}
         acts = {"hprebn": hprebn, "hpreact": hpreact, "h": h, "logits": logits,
                 "dlogits": dlogits / n, "dhpreact": kept / n, "dhprebn": dhprebn / n}  # fmt: skip
-        return loss, [g / n for g in grads], acts
+        return logits, [g / n for g in grads], acts
 
-    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> torch.Tensor:
-        """One SGD step; called under no_grad."""
-        loss, grads, _ = self.grads(Xb, Yb)
+    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step, called under no_grad; returns what losses() needs: (logits, Yb)."""
+        logits, grads, _ = self.grads(Xb, Yb)
         torch._foreach_add_(self.params, grads, alpha=-lr / Xb.shape[0])  # grads are n x the gradient
-        return loss
+        return logits, Yb
+
+    @staticmethod
+    def losses(records: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The mean cross-entropy of each step's (logits, Yb), all steps in one call: (steps,)."""
+        logits = torch.stack([r[0] for r in records])  # (steps, n, vocab_size)
+        targets = torch.stack([r[1] for r in records])  # (steps, n)
+        per_example = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return per_example.view(targets.shape).mean(1)
 
 
 class AutogradBackward:
@@ -169,7 +179,7 @@ class AutogradBackward:
         self.p = p
         self.params = [p[k] for k in PARAM_NAMES]
         dtype = p["C"].dtype
-        self.mean_row = torch.full((1, batch_size), 1.0 / batch_size, dtype=dtype)
+        self.centering = torch.eye(batch_size, dtype=dtype) - 1.0 / batch_size
         self.bessel_row = torch.full((1, batch_size), 1.0 / (batch_size - 1), dtype=dtype)
 
     def grads(self, Xb: torch.Tensor, Yb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -184,8 +194,8 @@ class AutogradBackward:
         p, n = self.p, Xb.shape[0]
         embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
         hprebn = torch.addmm(p["b1"], embcat, p["W1"])  # (n, n_hidden)
-        bndiff = hprebn - torch.mm(self.mean_row, hprebn)  # (n, n_hidden)
-        bnvar_inv = (torch.mm(self.bessel_row, bndiff.square()) + 1e-5).rsqrt()  # (1, n_hidden)
+        bndiff = torch.mm(self.centering, hprebn)  # (n, n_hidden)
+        bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + 1e-5).rsqrt()  # (1, n_hidden)
         h = torch.tanh(torch.addcmul(p["bnbias"], p["bngain"], bndiff * bnvar_inv))  # (n, n_hidden)
         return F.cross_entropy(torch.addmm(p["b2"], h, p["W2"]), Yb)
 
@@ -199,6 +209,10 @@ class AutogradBackward:
             loss.backward()
         torch._foreach_add_(leaves, [t.grad for t in leaves], alpha=-lr)  # type: ignore[misc]
         return loss.detach()
+
+    @staticmethod
+    def losses(records: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(records)
 
 
 def _histogram(t: torch.Tensor) -> dict[str, Any]:
@@ -282,9 +296,10 @@ class Training:
         self.p, self.g = init_params(config.model(), dataset.vocab_size)
         self.manual = ManualBackward(self.p, config.batch_size)
         self.reference = AutogradBackward(self.p, config.batch_size)
+        self.stepper = self.manual if config.backward == "manual" else self.reference
         total = config.max_steps
         self.losses = torch.empty(total)  # every step's loss
-        self.pending: list[torch.Tensor] = []  # losses of the steps since the last flush
+        self.pending: list[Any] = []  # what the stepper's losses() turns into the losses of the last steps
         self.flushed = self.smoothed = 0  # steps written to `losses`; steps folded into the smooth line
         self.stride = max(1, total // CURVE_POINTS)
         self.bucket = max(1, total // SMOOTH_BUCKETS)
@@ -297,7 +312,7 @@ class Training:
     def run(self, should_stop: Callable[[], str | None] = lambda: None) -> str:
         """Train; returns finished, diverged, or the reason should_stop() gave."""
         cfg, total = self.config, self.config.max_steps
-        stepper = self.manual if cfg.backward == "manual" else self.reference
+        stepper = self.stepper
         Xtr, Ytr, g, n = self.splits.Xtr, self.splits.Ytr, self.g, cfg.batch_size
         ntr = Xtr.shape[0]
         pending, checkpoints, last_emit = self.pending, self.checkpoints, time.perf_counter()
@@ -323,10 +338,10 @@ class Training:
         self.emit("status", {"status": "finished", "step": total})
         return "finished"
 
-    def observed_step(self, i: int, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> torch.Tensor:
+    def observed_step(self, i: int, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> Any:
         """A step that also checks the manual gradients against autograd and records statistics."""
         cfg, total = self.config, self.config.max_steps
-        loss, grads, acts = self.manual.grads(Xb, Yb, keep=True)
+        logits, grads, acts = self.manual.grads(Xb, Yb, keep=True)
         if i % cfg.check_every == 0 or i == total - 1:
             _, ref = self.reference.grads(Xb, Yb)
             maxdiff = {k: _finite(float((a - b).abs().max())) for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True)}
@@ -350,13 +365,13 @@ class Training:
         if cfg.backward == "autograd":
             return self.reference.step(Xb, Yb, lr)
         torch._foreach_add_(self.manual.params, grads, alpha=-lr)
-        return loss
+        return logits, Yb
 
     def flush(self, done: int) -> bool:
         """Move pending losses into `losses` and emit progress; False once a loss is not finite."""
         total, start = self.config.max_steps, self.flushed
         if self.pending:
-            self.losses[start : start + len(self.pending)] = torch.stack(self.pending)
+            self.losses[start : start + len(self.pending)] = self.stepper.losses(self.pending)
             self.pending.clear()
         chunk = self.losses[start:done]
         log10 = chunk.log10()

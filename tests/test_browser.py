@@ -208,3 +208,64 @@ def test_prefetched_next_step_and_its_failure(page, base_url):
     expect(page.get_by_test_id("error")).to_be_hidden()  # a failed prefetch says nothing until it is used
     page.get_by_test_id("next").click()
     expect(page.get_by_test_id("error")).to_contain_text("boom at step 2")
+
+
+def loss_points(page: Page) -> int:
+    return page.evaluate("(document.getElementById('loss-plot').data || [{x: []}])[0].x.length")
+
+
+def test_training_run_live_curve_progress_cancel_and_list(page, base_url):
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("cfg-max_steps")).to_have_value("200000")  # the lecture's Exercise 4 defaults
+    page.get_by_test_id("cfg-max_steps").fill("1000000")
+    page.get_by_test_id("start").click()
+    expect(page.get_by_test_id("run-title")).to_contain_text("running", timeout=30_000)
+    # the curve grows and the progress bar moves while it trains
+    page.wait_for_function("document.getElementById('loss-plot').data?.[0]?.x.length > 0", timeout=30_000)
+    first_points, first_value = loss_points(page), float(page.get_by_test_id("progress").get_attribute("value") or 0)
+    page.wait_for_function(f"document.getElementById('loss-plot').data[0].x.length > {first_points}", timeout=30_000)
+    page.wait_for_function(f"Number(document.getElementById('progress').value) > {first_value}", timeout=30_000)
+    expect(page.get_by_test_id("progress-text")).to_contain_text("steps/s")
+    expect(page.get_by_test_id("progress-text")).to_contain_text("ETA")
+    assert page.evaluate("document.getElementById('check-plot').data[0].y.every((d) => d < 1e-6)")
+    page.get_by_test_id("cancel").click()
+    expect(page.get_by_test_id("run-title")).to_contain_text("cancelled", timeout=15_000)
+    run_id = re.search(r"run=(\d+)", page.url).group(1)
+    row = page.locator(f"[data-testid=run-row][data-run='{run_id}']")
+    expect(row).to_contain_text("cancelled", timeout=10_000)
+    # a permalink reopens the run with its history
+    page.goto(f"{base_url}/train.html?run={run_id}")
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("run-title")).to_contain_text("cancelled")
+    page.wait_for_function("document.getElementById('loss-plot').data?.[0]?.x.length > 0", timeout=15_000)
+
+
+def test_finished_run_results_and_its_net_in_the_explorer(page, base_url):
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    page.get_by_test_id("cfg-max_steps").fill("2000")
+    page.get_by_test_id("cfg-lr_decay_step").fill("1000")
+    page.get_by_test_id("cfg-backward").select_option("both")
+    page.get_by_test_id("start").click()
+    expect(page.get_by_test_id("run-title")).to_contain_text("finished", timeout=60_000)
+    expect(page.get_by_test_id("samples").first).to_be_visible(timeout=30_000)
+    assert len(page.get_by_test_id("samples").first.locator("span").all()) == 20
+    assert page.evaluate("document.getElementById('loss-plot').data.length") == 4  # 2 runs x (per step, smoothed)
+    # step the backward pass of the trained net
+    page.get_by_test_id("explore").click()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("run-note")).to_contain_text("trained run")
+    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 7")  # fused mode
+    act(page, lambda: page.get_by_test_id("run-all").click())
+    statuses = node_labels(page)
+    assert not any("✗" in label for label in statuses.values()), statuses
+
+
+def test_a_rejected_run_config_shows_the_servers_reason(page, base_url):
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    page.get_by_test_id("cfg-check_every").fill("0")
+    page.get_by_test_id("start").click()
+    expect(page.get_by_test_id("run-error")).to_contain_text("check_every")
+    expect(page.get_by_test_id("run-title")).to_contain_text("No run open")

@@ -222,7 +222,10 @@ def server(tmp_path):
 
 
 def test_run_lifecycle_events_in_order_and_resumable(server):
-    (run,) = server.api("POST", "/api/runs", json=SHORT).json()["runs"]
+    # manual and autograd from one seed, trained at the same time (two workers writing one database)
+    run, partner = server.api("POST", "/api/runs", json={**SHORT, "backward": "both"}).json()["runs"]
+    partner_events = read_events(server, partner["id"])
+    assert [d["status"] for _, k, d in partner_events if k == "status"] == ["queued", "running", "finished"]
     events = read_events(server, run["id"])
     ids = [i for i, _, _ in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -238,6 +241,8 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
     assert [i for i, _, _ in again] == ids[3:]
     detail = server.api("GET", f"/api/runs/{run['id']}").json()
     assert detail["status"] == "finished" and detail["has_params"] and len(detail["result"]["samples"]) == 20
+    other = server.api("GET", f"/api/runs/{partner['id']}").json()
+    assert abs(other["result"]["val_loss"] - detail["result"]["val_loss"]) < 1e-3  # same seed, same batches
     assert detail["history"]["points"][-1][0] == 1999 and detail["history"]["checks"][-1]["max"] < 1e-6
     # the trained net in the explorer: its loss on a batch is far below the initial 3.3
     trained = server.api("GET", "/api/state", params={"run": run["id"], "n_hidden": 200}).json()

@@ -25,13 +25,21 @@ def test_manual_gradients_match_autograd_float64(lecture_dataset, batch_size):
     splits = lecture_dataset.splits(config.block_size)
     Xb, Yb = splits.Xtr[:batch_size], splits.Ytr[:batch_size]
     with torch.no_grad():
-        loss, grads, _ = ManualBackward(p, batch_size).grads(Xb, Yb, keep=True)
+        logits, grads, _ = ManualBackward(p, batch_size).grads(Xb, Yb, keep=True)
+        loss = ManualBackward.losses([(logits, Yb)])[0]
     leaves = {k: t.clone().requires_grad_(True) for k, t in p.items()}
     ref_loss = forward_loss(leaves, Xb, Yb)  # the lecture's own forward, autograd's backward
     ref_loss.backward()
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
     for name, grad in zip(PARAM_NAMES, grads, strict=True):
         torch.testing.assert_close(grad, leaves[name].grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_losses_of_many_steps_at_once_are_each_steps_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    records = [(torch.randn(8, 27, generator=g), torch.randint(0, 27, (8,), generator=g)) for _ in range(5)]
+    expected = torch.stack([torch.nn.functional.cross_entropy(lg, y) for lg, y in records])
+    torch.testing.assert_close(ManualBackward.losses(records), expected)
 
 
 def test_manual_step_is_sgd_with_the_true_gradient(lecture_dataset):

@@ -32,15 +32,15 @@ function prefetch(path, params) {
   if (ahead.size > AHEAD_MAX) ahead.delete(ahead.keys().next().value);
 }
 
-async function request(url) {
+async function request(url, init = {}) {
   let response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, init);
   } catch (e) {
     throw new ApiError(`The server is unreachable (${e.message}). Is it still running?`, 0);
   }
   let body = null;
-  try { body = await response.json(); } catch { body = null; }
+  try { body = response.status === 204 ? null : await response.json(); } catch { body = null; }
   if (!response.ok) {
     const why = reason(body) || response.statusText;
     throw new ApiError(response.status >= 500 ? `Server error ${response.status}: ${why}` : why, response.status);
@@ -54,3 +54,18 @@ export const fetchTensor = (name, params) => get(`/api/tensor/${encodeURICompone
 export const fetchDataset = () => get("/api/dataset", {});
 export const prefetchState = (params) => prefetch("/api/state", params);
 export const prefetchTensor = (name, params) => prefetch(`/api/tensor/${encodeURIComponent(name)}`, params);
+
+// training runs (Exercise 4)
+const send = (method, path, body) => request(path, {
+  method,
+  headers: body ? { "Content-Type": "application/json" } : {},
+  body: body ? JSON.stringify(body) : undefined,
+});
+
+export const startRuns = (config) => send("POST", "/api/runs", config);
+export const listRuns = () => get("/api/runs", {});
+export const fetchRun = (id) => get(`/api/runs/${id}`, {});
+export const cancelRun = (id) => send("POST", `/api/runs/${id}/cancel`);
+export const deleteRun = (id) => send("DELETE", `/api/runs/${id}`);
+// a stream of the run's events; EventSource reconnects by itself and resumes after the last event id
+export const runEvents = (id) => new EventSource(`/api/runs/${id}/events`);

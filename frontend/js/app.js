@@ -31,6 +31,16 @@ function syncInputs() {
 
 function syncControls(view) {
   syncInputs();
+  const run = state.config.run;
+  $("run-note").hidden = !run;
+  if (run) {
+    $("run-note").innerHTML = `parameters of <a href="/train.html?run=${run}">trained run #${run}</a> ` +
+      '(batch drawn with the seed) · <a href="#" data-testid="use-init">use the initialisation</a>';
+    $("run-note").querySelector("a[data-testid=use-init]").addEventListener("click", (event) => {
+      event.preventDefault();
+      update({ config: { ...state.config, run: 0 }, step: 0 });
+    });
+  }
   $("step-label").textContent = `step ${view.step} / ${view.total_steps}`;
   $("prev").disabled = view.step === 0;
   $("reset").disabled = view.step === 0;
@@ -160,6 +170,7 @@ function bind() {
     const form = $("config");
     const config = { ...state.config };
     for (const key of Object.keys(config)) {
+      if (!form.elements[key]) continue; // n_embd, block_size, run: set by a trained run's link
       const raw = form.elements[key].value;
       config[key] = typeof config[key] === "number" ? (raw === "" ? NaN : Number(raw)) : raw;
     }

@@ -1,0 +1,107 @@
+"""Training benchmark: one SGD step with the manual fused backward vs loss.backward(), then the lecture's run.
+
+Same process, same seed, one torch thread; the step kinds alternate in blocks so that machine noise
+hits all of them alike. Every step's loss is kept, as training does for its curve (the manual step
+computes its losses a block at a time: its backward does not need them). Baselines: autograd on the
+lecture's own forward pass (what the lecture's training loop does), and autograd on the very forward
+the manual step uses (fused kernels, centring and variance by products), so that the ratio credits
+the backward pass alone. Then the whole Exercise 4 run (200,000 steps, with its checks and
+statistics) through Training, timed. Ratios: > 1 is faster.
+Usage: python bench/train_bench.py [--blocks 10] [--steps 500] [--no-full-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.data import DEFAULT_DATA, load_dataset  # noqa: E402
+from server.engine import init_params  # noqa: E402
+from server.training import AutogradBackward, ManualBackward, TrainConfig, Training, forward_loss  # noqa: E402
+
+LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
+
+
+def steppers(config: TrainConfig, vocab_size: int) -> dict:
+    """Each kind of step with its own parameters and generator, all from the same seed."""
+    out = {}
+    for kind in ("manual fused backward", "loss.backward(), same forward", "loss.backward(), lecture's forward"):
+        p, g = init_params(config.model(), vocab_size)
+        if kind.startswith("manual"):
+            step, losses = ManualBackward(p, config.batch_size).step, ManualBackward.losses
+        elif "same" in kind:
+            step, losses = AutogradBackward(p, config.batch_size).step, AutogradBackward.losses
+        else:
+            losses = AutogradBackward.losses
+            params = list(p.values())
+
+            def step(Xb, Yb, lr, p=p, params=params):  # the lecture's loop: forward, zero grads, backward, update
+                with torch.enable_grad():
+                    for t in params:
+                        t.requires_grad_(True)
+                        t.grad = None
+                    loss = forward_loss(p, Xb, Yb)
+                    loss.backward()
+                torch._foreach_add_(params, [t.grad for t in params], alpha=-lr)
+                return loss
+
+        out[kind] = (step, losses, g)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--blocks", type=int, default=30, help="alternating blocks per kind")
+    parser.add_argument("--steps", type=int, default=200, help="steps per block")
+    parser.add_argument("--no-full-run", action="store_true", help="skip the 200,000-step run")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data = LECTURE_DATA if LECTURE_DATA.is_file() else DEFAULT_DATA
+    dataset = load_dataset(data)
+    config = TrainConfig()
+    splits = dataset.splits(config.block_size)
+    Xtr, Ytr, n = splits.Xtr, splits.Ytr, config.batch_size
+    kinds = steppers(config, dataset.vocab_size)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    with torch.no_grad():
+        for _ in range(args.blocks):
+            for kind, (step, losses, g) in kinds.items():
+                t0 = time.perf_counter()
+                records = []
+                for _ in range(args.steps):
+                    ix = torch.randint(0, Xtr.shape[0], (n,), generator=g)
+                    records.append(step(Xtr[ix], Ytr[ix], 0.1))
+                losses(records)  # every step's loss, as training keeps them for the curve
+                times[kind].append((time.perf_counter() - t0) / args.steps)
+    manual = statistics.median(times["manual fused backward"])
+    fastest = min(times["manual fused backward"])
+    print(f"data: {data}; one training step (batch 32, n_hidden 200, incl. the batch draw), torch threads: 1")
+    print(f"{args.blocks} alternating blocks of {args.steps} steps; median and fastest block (noise only adds time)\n")
+    print(f"{'step':38s} {'us/step':>8s} {'steps/s':>8s} {'speed-up':>9s} {'fastest':>8s} {'speed-up':>9s}")
+    for kind, values in times.items():
+        t, best = statistics.median(values), min(values)
+        print(f"{kind:38s} {t * 1e6:8.1f} {1 / t:8.0f} {t / manual:8.2f}x {best * 1e6:8.1f} {best / fastest:8.2f}x")
+    print("target: manual >= 2.0x loss.backward()")
+    if args.no_full_run:
+        return
+    t0 = time.perf_counter()
+    events: dict[str, dict] = {}
+    status = Training(config, dataset, lambda kind, d: events.__setitem__(kind, d)).run()
+    wall = time.perf_counter() - t0
+    result = events.get("result", {})
+    print(f"\nthe lecture's run: 200,000 steps with the manual backward ({status}), checks every 1,000 steps")
+    rate = events["progress"]["steps_per_s"]
+    print(f"  time {wall:.1f} s (target 60 s, ratio {wall / 60:.2f}); {rate:.0f} steps/s")
+    print(f"  train loss {result.get('train_loss'):.4f}, val loss {result.get('val_loss'):.4f} (lecture: 2.07 / 2.11)")
+
+
+if __name__ == "__main__":
+    main()

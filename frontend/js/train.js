@@ -1,0 +1,251 @@
+// The training page: a form that starts runs, live plots fed by each run's event stream, the runs list.
+// State in the URL: ?run=ID (its group's partner runs are opened with it, their curves overlaid).
+import * as api from "./api.js";
+import { RUN_DEFAULTS } from "./config.js";
+import * as curves from "./curves.js";
+
+const $ = (id) => document.getElementById(id);
+const ACTIVE = ["queued", "running"];
+const RENDER_EVERY_MS = 250;
+let open = []; // the run models shown: {id, config, status, ..., points, smooth, checks, ud, saturation, histograms}
+let streams = [];
+let listed = [];
+let renderTimer = null;
+let renders = 0;
+const plotlyReady = new Promise((resolve) => {
+  if (window.Plotly) resolve();
+  else $("plotly").addEventListener("load", resolve, { once: true });
+});
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function fillForm(values) {
+  const form = $("run-form");
+  for (const [key, value] of Object.entries(values)) {
+    const input = form.elements[key];
+    if (!input) continue;
+    if (input.type === "checkbox") input.checked = value;
+    else input.value = value;
+  }
+}
+
+function readForm() {
+  const form = $("run-form");
+  const body = {};
+  for (const [key, value] of Object.entries(RUN_DEFAULTS)) {
+    const input = form.elements[key];
+    if (input.type === "checkbox") body[key] = input.checked;
+    else if (typeof value === "number") body[key] = input.value === "" ? null : Number(input.value);
+    else body[key] = input.value;
+  }
+  return body;
+}
+
+function model(run) {
+  return {
+    ...run, points: [], smooth: [], checks: [], ud: [], saturation: [], histograms: [], progress: null,
+    bucket: Math.max(1, Math.floor(run.max_steps / 200)),
+  };
+}
+
+function onEvent(run, kind, data) {
+  if (kind === "status") {
+    run.status = data.status;
+    if (data.reason !== undefined) run.reason = data.reason;
+    if (data.final) refreshList();
+  } else if (kind === "progress") {
+    run.points.push(...data.points);
+    run.smooth.push(...data.smooth);
+    run.ud.push(...data.ud);
+    run.saturation.push(...data.saturation);
+    run.progress = data;
+    run.step = data.step;
+  } else if (kind === "check") run.checks.push(data);
+  else if (kind === "histograms") run.histograms.push(data);
+  else if (kind === "result") run.result = data;
+  scheduleRender();
+}
+
+function closeStreams() {
+  for (const s of streams) s.close();
+  streams = [];
+}
+
+async function openRuns(id) {
+  closeStreams();
+  const run = await api.fetchRun(id);
+  const members = run.group ? listed.filter((r) => r.group === run.group) : [];
+  open = (members.length ? members.sort((a, b) => a.id - b.id) : [run]).map(model);
+  $("checkpoint").replaceChildren();
+  for (const m of open) {
+    const source = api.runEvents(m.id);
+    for (const kind of ["status", "progress", "check", "histograms", "result"]) {
+      source.addEventListener(kind, (event) => {
+        const data = JSON.parse(event.data);
+        onEvent(m, kind, data);
+        if (kind === "status" && data.final) source.close(); // the server ends the stream; do not reconnect
+      });
+    }
+    streams.push(source);
+  }
+  scheduleRender();
+}
+
+function scheduleRender() {
+  if (renderTimer) return;
+  renderTimer = setTimeout(() => { renderTimer = null; render(); }, RENDER_EVERY_MS);
+}
+
+const fmtTime = (s) => (s === null || s === undefined ? "–" : s >= 90 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`);
+const fmtLoss = (x) => (x === null || x === undefined ? "–" : x.toFixed(4));
+const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+function renderHead() {
+  const lead = open[0];
+  if (!lead) return;
+  const active = open.filter((r) => ACTIVE.includes(r.status));
+  $("run-title").textContent = open.map((r) => `run #${r.id} (${r.config.backward}): ${r.status}${r.reason && r.status !== "finished" ? ` — ${r.reason}` : ""}`).join(" · ");
+  $("run-title").dataset.status = lead.status;
+  const p = lead.progress;
+  $("progress").max = lead.max_steps;
+  $("progress").value = lead.step;
+  $("progress-text").textContent = p
+    ? `step ${p.step.toLocaleString()} / ${p.max_steps.toLocaleString()} · ${Math.round(p.steps_per_s).toLocaleString()} steps/s` +
+      (ACTIVE.includes(lead.status) ? ` · ETA ${fmtTime(p.eta_s)}` : "") + ` · lr ${p.lr} · loss ${fmtLoss(p.loss)}`
+    : lead.status === "queued" ? "waiting for a free worker…" : "";
+  $("cancel").disabled = active.length === 0;
+  const explorable = open.find((r) => r.status === "finished" || r.status === "diverged");
+  $("explore").hidden = !explorable;
+  if (explorable) {
+    const c = explorable.config;
+    $("explore").href = `/?run=${explorable.id}&n_hidden=${c.n_hidden}&n_embd=${c.n_embd}&block_size=${c.block_size}&mode=fused&step=0`;
+  }
+}
+
+function renderResult() {
+  const done = open.filter((r) => r.result);
+  $("result").innerHTML = done.map((r) => `
+    <h3>run #${r.id} (${esc(r.config.backward)}): train loss <b data-testid="train-loss">${fmtLoss(r.result.train_loss)}</b>,
+      val loss <b>${fmtLoss(r.result.val_loss)}</b> <small>(batchnorm calibrated on the training split; ${fmtTime(r.result.duration_s)})</small></h3>
+    <p class="samples" data-testid="samples">${r.result.samples.map((s) => `<span>${esc(s || "(empty)")}</span>`).join(" ")}</p>`).join("");
+}
+
+function renderCheckpoints() {
+  const lead = open[0];
+  const select = $("checkpoint");
+  if (!lead || select.options.length === lead.histograms.length) return;
+  const following = select.selectedIndex === -1 || select.selectedIndex === select.options.length - 1;
+  select.replaceChildren(...lead.histograms.map((h, i) => new Option(`step ${h.step}`, String(i))));
+  if (following) select.selectedIndex = lead.histograms.length - 1; // stay on the newest unless one was picked
+}
+
+async function render() {
+  await plotlyReady;
+  renderHead();
+  renderResult();
+  renderCheckpoints();
+  if (open.length) {
+    await Promise.all([
+      curves.renderLoss($("loss-plot"), open),
+      curves.renderChecks($("check-plot"), open),
+      curves.renderUpdateRatio($("ud-plot"), open[0]),
+      curves.renderSaturation($("sat-plot"), open),
+      curves.renderHistograms($("hist-plot"), open[0], $("checkpoint").selectedIndex),
+    ]);
+  }
+  renders += 1;
+  document.body.dataset.renders = String(renders);
+}
+
+function renderList() {
+  $("runs-body").replaceChildren(...listed.map((r) => {
+    const row = document.createElement("tr");
+    row.dataset.testid = "run-row";
+    row.dataset.run = r.id;
+    const started = r.started ? new Date(r.started * 1000).toLocaleString() : "–";
+    row.innerHTML = `<td><a href="?run=${r.id}" data-open="${r.id}">#${r.id}</a></td><td>${esc(r.status)}</td>
+      <td>${esc(r.config.backward)}</td><td>${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}</td>
+      <td>${fmtLoss(r.result?.train_loss)}</td><td>${fmtLoss(r.result?.val_loss)}</td><td>${started}</td>
+      <td><button data-delete="${r.id}" title="delete this run">delete</button></td>`;
+    return row;
+  }));
+}
+
+async function refreshList() {
+  try {
+    listed = (await api.listRuns()).runs;
+    renderList();
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+function bind() {
+  $("run-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("run-error").hidden = true;
+    try {
+      const { runs } = await api.startRuns(readForm());
+      await refreshList();
+      history.pushState(null, "", `?run=${runs[0].id}`);
+      await openRuns(runs[0].id);
+    } catch (e) {
+      $("run-error").textContent = e.message;
+      $("run-error").hidden = false;
+    }
+  });
+  $("defaults").addEventListener("click", () => fillForm(RUN_DEFAULTS));
+  $("cancel").addEventListener("click", async () => {
+    try {
+      await Promise.all(open.filter((r) => ACTIVE.includes(r.status)).map((r) => api.cancelRun(r.id).catch((e) => {
+        if (e.status !== 409) throw e; // it ended meanwhile
+      })));
+    } catch (e) {
+      showError(e.message);
+    }
+  });
+  $("checkpoint").addEventListener("change", () => scheduleRender());
+  $("runs-body").addEventListener("click", async (event) => {
+    const target = event.target.closest("[data-open], [data-delete]");
+    if (!target) return;
+    event.preventDefault();
+    try {
+      if (target.dataset.open) {
+        history.pushState(null, "", `?run=${target.dataset.open}`);
+        await openRuns(Number(target.dataset.open));
+      } else {
+        const id = Number(target.dataset.delete);
+        await api.deleteRun(id);
+        if (open.some((r) => r.id === id)) {
+          closeStreams();
+          open = [];
+          history.pushState(null, "", "train.html");
+        }
+        await refreshList();
+      }
+    } catch (e) {
+      showError(e.message);
+    }
+  });
+  window.addEventListener("popstate", () => route());
+  // while a listed run is active its row (status, steps) follows it
+  setInterval(() => { if (listed.some((r) => ACTIVE.includes(r.status))) refreshList(); }, 3000);
+}
+
+async function route() {
+  const id = Number(new URLSearchParams(location.search).get("run"));
+  if (id > 0) {
+    try {
+      await openRuns(id);
+    } catch (e) {
+      showError(`Run #${id}: ${e.message}`);
+    }
+  }
+}
+
+fillForm(RUN_DEFAULTS);
+bind();
+refreshList().then(route).then(() => { document.body.dataset.ready = "1"; });
