@@ -11,6 +11,9 @@ COPY frontend ./frontend
 COPY data ./data
 RUN pip install -e . && useradd --create-home --uid 10001 explorer
 USER explorer
+# training runs persist here (made by the explorer user, so that it can write): mount a volume to keep them
+RUN mkdir -p /home/explorer/.backprop-explorer
+VOLUME /home/explorer/.backprop-explorer
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -39,6 +39,7 @@ format: setup
 bench: setup browser-deps
 	$(BIN)/python bench/api_bench.py
 	$(BIN)/python bench/browser_bench.py
+	$(BIN)/python bench/train_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
