@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL,
     ended REAL,
     result TEXT,                        -- final metrics and samples, JSON
-    params BLOB                         -- trained parameters (torch.save of a dict of tensors)
+    params BLOB,                        -- trained parameters (torch.save of a dict of tensors)
+    losses BLOB                         -- every step's loss, float32 (the events carry a thinned curve)
 );
 CREATE TABLE IF NOT EXISTS events (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -78,6 +79,9 @@ class RunStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")  # readers (event streams) never wait for the writer
             db.executescript(SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            if "losses" not in columns:  # a database from before per-step losses were kept
+                db.execute("ALTER TABLE runs ADD COLUMN losses BLOB")
         finally:
             db.close()
 
@@ -190,6 +194,14 @@ class RunStore:
         with self._db(immediate=True) as db:
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
+    def losses(self, run_id: int) -> torch.Tensor | None:
+        """Every step's loss of an ended run, (steps,) float32."""
+        with self._db() as db:
+            row = db.execute("SELECT losses FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["losses"] is None:
+            return None
+        return torch.frombuffer(bytearray(row["losses"]), dtype=torch.float32)
+
     def params(self, run_id: int) -> dict[str, torch.Tensor] | None:
         with self._db() as db:
             row = db.execute("SELECT params FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -270,7 +282,14 @@ class RunStore:
             return "abandoned"
         return None
 
-    def end(self, run_id: int, status: str, reason: str | None, params: dict[str, torch.Tensor] | None) -> None:
+    def end(
+        self,
+        run_id: int,
+        status: str,
+        reason: str | None,
+        params: dict[str, torch.Tensor] | None,
+        losses: torch.Tensor | None = None,
+    ) -> None:
         blob = None
         if params is not None:
             buf = io.BytesIO()
@@ -279,7 +298,8 @@ class RunStore:
         with self._db(immediate=True) as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 return
-            db.execute("UPDATE runs SET params = ? WHERE id = ?", (blob, run_id))
+            loss_blob = losses.to(torch.float32).numpy().tobytes() if losses is not None else None
+            db.execute("UPDATE runs SET params = ?, losses = ? WHERE id = ?", (blob, loss_blob, run_id))
             self._end(db, run_id, status, reason)
 
     # --- helpers -----------------------------------------------------------------------------------

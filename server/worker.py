@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     final = {"abandoned": "cancelled"}.get(status, status)
     keep = status in ("finished", "diverged")  # a diverged net is still worth stepping through
-    store.end(args.run, final, reasons.get(status), training.p if keep else None)
+    losses = training.losses[: training.flushed]
+    store.end(args.run, final, reasons.get(status), training.p if keep else None, losses)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -136,6 +137,7 @@ def test_runs_api_without_workers(client):
     for method, path in [("get", "/api/runs/{}"), ("post", "/api/runs/{}/cancel"), ("delete", "/api/runs/{}"),
                          ("get", "/api/runs/{}/events")]:  # fmt: skip
         assert getattr(client, method)(path.format(a["id"])).status_code == 404
+    assert client.get(f"/api/runs/{b['id']}/losses").status_code == 404  # stored when the run ends
     assert client.get("/api/runs/abc").status_code == 422
     assert client.get("/api/runs/99999999999999999999").status_code == 422
     assert client.get(f"/api/runs/{b['id']}/events", params={"after": 2**70}).status_code == 422
@@ -241,6 +243,9 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
     assert [i for i, _, _ in again] == ids[3:]
     detail = server.api("GET", f"/api/runs/{run['id']}").json()
     assert detail["status"] == "finished" and detail["has_params"] and len(detail["result"]["samples"]) == 20
+    losses = server.api("GET", f"/api/runs/{run['id']}/losses").json()
+    assert losses["steps"] == 2000 and len(losses["loss"]) == 2000
+    assert abs(math.log10(losses["loss"][-1]) - detail["history"]["points"][-1][1]) < 1e-6
     other = server.api("GET", f"/api/runs/{partner['id']}").json()
     assert abs(other["result"]["val_loss"] - detail["result"]["val_loss"]) < 1e-3  # same seed, same batches
     assert detail["history"]["points"][-1][0] == 1999 and detail["history"]["checks"][-1]["max"] < 1e-6

@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..config import BOUNDS
 from ..runs import ENDED, QueueFull, RunStore
-from .schemas import ErrorPublic, RunDetailPublic, RunPublic, RunRequest, RunsPublic
+from ..serialize import dumps
+from .schemas import ErrorPublic, RunDetailPublic, RunLossesPublic, RunPublic, RunRequest, RunsPublic
 
 router = APIRouter(prefix="/api/runs", tags=["training runs"])
 RunId = Annotated[int, Path(ge=1, le=BOUNDS["run"][1], description="a run's id")]
@@ -64,6 +65,17 @@ def list_runs(request: Request) -> dict:
 def get_run(request: Request, run_id: RunId) -> dict:
     store = _store(request)
     return _run(store, run_id) | {"history": store.history(run_id)}
+
+
+@router.get("/{run_id}/losses", response_model=RunLossesPublic, responses=NOT_FOUND)
+def losses(request: Request, run_id: RunId) -> Response:
+    """Every step's loss of an ended run (the event stream and the detail carry a thinned curve)."""
+    store = _store(request)
+    run = _run(store, run_id)
+    values = store.losses(run_id)
+    if values is None:
+        raise HTTPException(404, f"run {run_id} is {run['status']}: its losses are stored when it ends")
+    return Response(dumps({"steps": len(values), "loss": values.numpy()}), media_type="application/json")
 
 
 @router.post(

@@ -267,3 +267,8 @@ class RunDetailPublic(RunPublic):
     """A run with its history, rebuilt from its events."""
 
     history: dict[str, Any]
+
+
+class RunLossesPublic(BaseModel):
+    steps: int
+    loss: list[float | None]  # per step; null where the loss was not finite
