@@ -47,6 +47,7 @@ class ModelConfig:
     dtype: Dtype = "float32"  # float64 casts the float32-drawn parameters, then runs in double
     init: Init = "lecture"  # zero_bias: b1, b2, bnbias = 0 and bngain = 1 (hides wrong grads)
     run: int = 0  # > 0: the parameters of this finished training run instead of the initialisation
+    bug: str = ""  # a bug-lab name (server/bugs.py): that wrong backward rule replaces the right one
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():

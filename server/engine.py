@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
+from .bugs import BUGS
 from .config import ModelConfig
 from .data import Dataset
 from .graph import NODES, Op, backward_schedule, contribution_counts, nodes_for_mode, ops_for_mode
@@ -259,6 +260,10 @@ def backward_from(
 ) -> BackwardPass:
     """The manual and autograd backward of one batch through given parameters."""
     ops = ops_for_mode(mode)
+    bug = BUGS[config.bug] if config.bug else None
+    if bug is not None and mode not in bug.modes:
+        raise ValueError(f"bug {bug.name} is in the backward step of {bug.op}, which mode {mode} fuses away; "
+                         f"use mode {' or '.join(bug.modes)}")  # fmt: skip
     leaves = {k: t.detach().clone().requires_grad_(True) for k, t in params.items()}
     values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, "n": config.batch_size, "n_embd": config.n_embd})
     names = [node.name for node in nodes_for_mode(mode)]
@@ -280,10 +285,13 @@ def backward_from(
     history: dict[str, list[tuple[int, torch.Tensor]]] = {"loss": [(0, d.loss)]}
     with torch.no_grad():
         for step, op in enumerate(schedule, start=1):
-            contributions = [(rule.target, rule.fn(v, d)) for rule in op.rules]
-            for target, contribution in contributions:
+            contributions = []
+            for rule in op.rules:
+                wrong = bug is not None and bug.op == op.name and bug.target == rule.target
+                contributions.append((rule.target, (bug.fn if wrong else rule.fn)(v, d), wrong and bug.overwrite))
+            for target, contribution, overwrite in contributions:
                 previous = getattr(d, target, None)
-                grad = contribution if previous is None else previous + contribution
+                grad = contribution if previous is None or overwrite else previous + contribution
                 setattr(d, target, grad)
                 history.setdefault(target, []).append((step, grad))
     cmp = Comparisons(history, ref_grads, [name for name in names if name in ref_grads and name in history])

@@ -187,3 +187,14 @@ def test_plotly_is_the_installed_packages_and_cacheable(client):
     assert "max-age" in r.headers["cache-control"]
     again = client.get("/vendor/plotly.min.js", headers={"If-None-Match": r.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
+
+
+def test_bug_lab_over_the_api(client):
+    bugs = {b["name"]: b for b in client.get("/api/bugs").json()["bugs"]}
+    assert len(bugs) >= 5 and "clipped_loss" in bugs
+    state = client.get("/api/state", params={"bug": "no_broadcast_sum"}).json()
+    assert state["nodes"]["counts_sum_inv"]["cmp"]["shape_ok"] is False
+    assert state["nodes"]["probs"]["cmp"]["exact"]  # downstream of the bug: untouched
+    wrong_mode = client.get("/api/state", params={"bug": "no_broadcast_sum", "mode": "fused"})
+    assert wrong_mode.status_code == 422 and "fuses away" in wrong_mode.text
+    assert client.get("/api/state", params={"bug": "nope"}).status_code == 422

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.bugs import BUGS
 from server.config import MODES, ModelConfig
 from server.engine import compare, init_params, run_backward, run_forward, sample_batch
 from server.graph import OPS, backward_schedule, contribution_counts, nodes_for_mode, ops_for_mode
@@ -204,3 +205,30 @@ def test_compare_relative_error_and_shape_mismatch():
     assert out["max_rel"] == pytest.approx(0.1 / 1.1, rel=1e-6)
     assert out["maxdiff"] == pytest.approx(0.1, rel=1e-6) and not out["approx"]
     assert compare(torch.zeros(2, 1), torch.zeros(2, 3))["shape_ok"] is False
+
+
+@pytest.mark.parametrize("name", sorted(BUGS))
+def test_each_bug_breaks_its_node_and_everything_upstream(lecture_dataset, name):
+    bug = BUGS[name]
+    mode = bug.modes[0]
+    good = run_backward(LECTURE, lecture_dataset, mode)
+    bad = run_backward(replace(LECTURE, bug=name), lecture_dataset, mode)
+    step = next(i for i, op in enumerate(bad.schedule, start=1) if op.name == bug.op)
+    # before the buggy step every gradient is the correct one
+    for node in bad.node_names():
+        before = bad.grad_at(node, step - 1)
+        if before is not None:
+            assert torch.equal(before, good.grad_at(node, step - 1)), node
+    assert not torch.equal(bad.grad_at(bug.target, step), good.grad_at(bug.target, step))
+    assert not bad.cmp[bug.target]["approx"]
+    # the error flows upstream: the parameters that the wrong gradient feeds are wrong too
+    assert not bad.cmp["W1"]["approx"] and not bad.cmp["C"]["approx"]
+    assert bug.why and bug.notice and bug.code
+
+
+def test_the_missing_gain_bug_hides_behind_zero_bias_init(lecture_dataset):
+    hidden = run_backward(replace(LECTURE, init="zero_bias", bug="missing_gain"), lecture_dataset, "atomic")
+    assert all(c["approx"] for c in hidden.cmp.values())
+    assert hidden.numeric("bnraw")["max_rel_err"] < 1e-5
+    caught = run_backward(replace(LECTURE, bug="missing_gain"), lecture_dataset, "atomic")
+    assert not caught.cmp["bnraw"]["approx"]

@@ -9,10 +9,12 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from .. import views
+from ..bugs import BUGS
 from ..cache import PassCache
 from ..engine import BackwardPass
 from ..serialize import dumps
 from .schemas import (
+    BugsPublic,
     DatasetPublic,
     GraphPublic,
     HealthPublic,
@@ -38,6 +40,13 @@ def _cache(request: Request) -> PassCache:
 def _pass(request: Request, query: PassQuery) -> BackwardPass:
     """The cached pass of the query; a trained run's parameters must exist and fit the query's sizes."""
     config = query.to_config()
+    if config.bug and query.mode not in BUGS[config.bug].modes:
+        bug = BUGS[config.bug]
+        message = f"bug {bug.name} sits in the backward step of {bug.op}, which mode {query.mode} fuses away"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "bug"), "msg": f"{message}; use {' or '.join(bug.modes)}",
+              "input": config.bug}]
+        )  # fmt: skip
     if config.run:
         runs = getattr(request.app.state, "runs", None)
         run = runs.get(config.run) if runs else None
@@ -67,6 +76,13 @@ def _step(bp: BackwardPass, step: int | None) -> int:
 @router.get("/health", response_model=HealthPublic)
 async def health(request: Request) -> dict:
     return {"status": "ok", "cached_passes": len(_cache(request)), "worker": os.getpid()}
+
+
+@router.get("/bugs", response_model=BugsPublic)
+async def bugs() -> dict:
+    """The bug lab: wrong backward rules that can be switched on with ?bug=NAME."""
+    fields = ("name", "title", "op", "target", "code", "modes", "why", "notice")
+    return {"bugs": [{k: getattr(bug, k) for k in fields} for bug in BUGS.values()]}
 
 
 @router.get("/dataset", response_model=DatasetPublic)

@@ -6,11 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
+from ..bugs import BUGS
 from ..config import BOUNDS, MODES, ModelConfig
 from ..graph import ops_for_mode
 from ..training import MAX_LR, TRAIN_BOUNDS, TrainConfig
 
 _DEFAULTS = ModelConfig()
+BugName = Literal.__getitem__(("", *BUGS))  # type: ignore[attr-defined]
 MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule
 
 
@@ -32,6 +34,7 @@ class PassQuery(BaseModel):
     dtype: Literal["float32", "float64"] = Field(_DEFAULTS.dtype, description="precision of the pass")
     init: Literal["lecture", "zero_bias"] = Field(_DEFAULTS.init, description="zero_bias: b1=b2=bnbias=0, bngain=1")
     run: int = _bounded("run", "a finished training run whose parameters to use (0: the initialisation)")
+    bug: BugName = Field("", description="bug lab: a wrong backward rule to switch on ('' for none)")
     mode: Literal["atomic", "fused_ce", "fused_bn", "fused"] = Field(
         "atomic", description="atomic (Ex. 1), fused_ce (Ex. 2), fused_bn (Ex. 3), fused (both)"
     )
@@ -272,3 +275,18 @@ class RunDetailPublic(RunPublic):
 class RunLossesPublic(BaseModel):
     steps: int
     loss: list[float | None]  # per step; null where the loss was not finite
+
+
+class BugPublic(BaseModel):
+    name: str
+    title: str
+    op: str
+    target: str
+    code: str
+    modes: list[str]
+    why: str
+    notice: str
+
+
+class BugsPublic(BaseModel):
+    bugs: list[BugPublic]
