@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..cache import PassCache
+from ..checks import CheckPool
 from ..data import Dataset
 from ..jobs import Scheduler
 from ..runs import RunStore
@@ -58,17 +59,28 @@ async def _schedule(scheduler: Scheduler) -> None:
         await asyncio.sleep(SCHEDULE_EVERY_S)
 
 
-def create_app(dataset: Dataset, cache_size: int = 512, runs: RunStore | None = None, schedule: bool = True) -> FastAPI:
+def create_app(
+    dataset: Dataset,
+    cache_size: int = 512,
+    runs: RunStore | None = None,
+    schedule: bool = True,
+    check_workers: int = 0,
+) -> FastAPI:
     """An app serving one dataset, chosen at start-up; with a run store, training runs too.
 
     schedule: this process starts worker processes for queued runs (tests turn it off to keep runs queued).
+    check_workers: sandboxed processes that run learners' code for POST /api/check (0: checks are off).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = Scheduler(runs, dataset.path) if runs is not None and schedule else None
         task = asyncio.create_task(_schedule(scheduler)) if scheduler else None
+        if check_workers:
+            app.state.checks = CheckPool(str(dataset.path), size=check_workers)
         yield
+        if check_workers:
+            await run_in_threadpool(app.state.checks.close)
         if task and scheduler:
             task.cancel()
             await run_in_threadpool(scheduler.shutdown)

@@ -26,7 +26,12 @@ def app_from_env() -> FastAPI:
             watch_grace_s=float(os.environ.get("BACKPROP_WATCH_GRACE_S", "30")),
         ),
     )
-    app = create_app(dataset, cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")), runs=runs)
+    app = create_app(
+        dataset,
+        cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")),
+        runs=runs,
+        check_workers=int(os.environ.get("BACKPROP_CHECK_WORKERS", "2")),
+    )
     # the lecture's config is what most of a class opens first; vmap's one-off set-up (~0.4 s) goes here too
     app.state.cache.warm(ModelConfig(), MODES)
     # torch, pydantic and FastAPI leave ~10^5 long-lived objects: keep the collector from rescanning them

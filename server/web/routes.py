@@ -7,17 +7,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 
-from .. import views
+from .. import challenge, views
 from ..bugs import BUGS
 from ..cache import PassCache
 from ..engine import BackwardPass
 from ..serialize import dumps
 from .schemas import (
     BugsPublic,
+    CheckPublic,
+    CheckRequest,
     DatasetPublic,
+    ErrorPublic,
     GraphPublic,
     HealthPublic,
+    HintsPublic,
     PassQuery,
     StatePublic,
     StepQuery,
@@ -124,3 +129,40 @@ async def tensor(request: Request, name: str, query: Annotated[StepQuery, Query(
         return _json(views.build_tensor(bp, _cache(request).dataset, name, _step(bp, query.step)))
     except views.UnknownNode as e:
         raise HTTPException(404, str(e)) from None
+
+
+@router.get("/hints", response_model=HintsPublic, responses=NO_RUN)
+async def hints(request: Request, query: Annotated[StepQuery, Query()]) -> Response:
+    """The hint ladder of a backward step: shape, local derivative, chain-rule form, the lecture's line."""
+    bp = _pass(request, query)
+    step = _step(bp, query.step)
+    if step < 1:
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "step"), "msg": "step must be >= 1",
+                                       "input": step}])  # fmt: skip
+    return _json({"step": step, "op": bp.schedule[step - 1].name, "ladder": challenge.hints(bp, step)})
+
+
+@router.post(
+    "/check",
+    response_model=CheckPublic,
+    responses={
+        400: {"model": ErrorPublic, "description": "the body is not JSON"},
+        413: {"model": ErrorPublic, "description": "the body is too large"},
+        422: {"model": ErrorPublic, "description": "the code was refused or the request is invalid; detail says why"},
+        503: {"model": ErrorPublic, "description": "code checks are off on this server"},
+    },
+)
+async def check(request: Request, body: CheckRequest) -> Response:
+    """Run a learner's gradient code for one backward step (in a sandboxed worker) and grade it."""
+    pool = getattr(request.app.state, "checks", None)
+    if pool is None:
+        raise HTTPException(503, "code checks are off on this server")
+    if body.run or body.bug:
+        raise HTTPException(422, "challenges use the initialisation: leave run and bug unset")
+    bp = _pass(request, body)  # validates the config and the mode; the worker computes its own copy
+    _step(bp, body.step)
+    job = {"config": body.to_config(), "mode": body.mode, "step": body.step, "code": body.code}
+    answer = await run_in_threadpool(pool.run, job)
+    if "refused" in answer:
+        raise HTTPException(422, answer["refused"])
+    return _json(answer["graded"])

@@ -40,7 +40,7 @@ class PassQuery(BaseModel):
     )
 
     def to_config(self) -> ModelConfig:
-        return ModelConfig(**self.model_dump(exclude={"mode", "step"}))
+        return ModelConfig(**self.model_dump(exclude={"mode", "step", "code"}))
 
 
 class StepQuery(PassQuery):
@@ -290,3 +290,45 @@ class BugPublic(BaseModel):
 
 class BugsPublic(BaseModel):
     bugs: list[BugPublic]
+
+
+MAX_CODE_CHARS = 2000
+
+
+class CheckRequest(PassQuery):
+    """A learner's code for the gradient(s) of one backward step."""
+
+    step: int = Field(
+        ge=1, le=MAX_STEPS, description="the backward step (1 = the first) whose gradients the code computes"
+    )
+    code: str = Field(max_length=MAX_CODE_CHARS, description="the lecture's PyTorch syntax, e.g. dlogprobs = ...")
+
+
+class CheckItemPublic(BaseModel):
+    name: str
+    expected_shape: list[int]
+    shape: list[int] | None = None
+    complete: bool
+    contribution: list[int]
+    feedback: list[str]
+    cmp: CmpPublic | None
+    diff: TensorPublic | None
+
+
+class CheckPublic(BaseModel):
+    step: int
+    op: str
+    formula: str
+    correct: bool
+    results: list[CheckItemPublic]
+
+
+class HintPublic(BaseModel):
+    target: str
+    hints: list[str]
+
+
+class HintsPublic(BaseModel):
+    step: int
+    op: str
+    ladder: list[HintPublic]

@@ -1,0 +1,123 @@
+"""Learner code runs in pre-warmed worker processes with a memory limit and a timeout.
+
+A worker that runs past the timeout, or dies, is killed and replaced; the learner gets a 4xx reason.
+The web process never runs learner code itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+from collections import OrderedDict
+from multiprocessing.connection import Connection
+from typing import Any
+
+TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradient takes milliseconds)
+MEMORY_LIMIT = 1 << 30  # bytes of address space a worker may add to what it uses after start-up
+PASSES_KEPT = 16
+
+
+def _limit_memory(extra: int) -> None:
+    import resource
+
+    with open("/proc/self/statm") as f:
+        used = int(f.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra, used + extra))
+
+
+def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
+    import torch
+
+    from .challenge import grade, hints
+    from .config import ModelConfig
+    from .data import load_dataset
+    from .engine import run_backward
+    from .sandbox import Refused
+
+    torch.set_num_threads(1)
+    dataset = load_dataset(data_path)
+    passes: OrderedDict[tuple[ModelConfig, str], Any] = OrderedDict()
+    # warm up (imports, first kernels, meta device) before the limit and the first learner
+    bp = run_backward(ModelConfig(), dataset, "atomic")
+    grade(bp, 1, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n")
+    grade(bp, 3, "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs * 2")  # the feedback paths
+    try:
+        _limit_memory(memory_limit)
+    except (OSError, ValueError):  # no /proc or no rlimit: the timeout still holds
+        pass
+    conn.send({"ready": True})
+    while True:
+        job = conn.recv()
+        try:
+            key = (job["config"], job["mode"])
+            if key not in passes:
+                passes[key] = run_backward(job["config"], dataset, job["mode"])
+                while len(passes) > PASSES_KEPT:
+                    passes.popitem(last=False)
+            bp = passes[key]
+            if job.get("hints"):
+                conn.send({"hints": hints(bp, job["step"])})
+            else:
+                conn.send({"graded": grade(bp, job["step"], job["code"])})
+        except Refused as e:
+            conn.send({"refused": str(e)})
+        except MemoryError:
+            conn.send({"refused": "the code needs more memory than a gradient check may use"})
+
+
+class Worker:
+    def __init__(self, data_path: str, memory_limit: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, data_path, memory_limit), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+
+    def wait_ready(self, timeout: float) -> bool:
+        if not self.ready and self.conn.poll(timeout):
+            self.ready = bool(self.conn.recv().get("ready"))
+        return self.ready
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class CheckPool:
+    """N workers; a job waits for a free one. run() returns the worker's answer or {"refused": why}."""
+
+    def __init__(
+        self, data_path: str, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT
+    ) -> None:
+        self.data_path, self.timeout_s, self.memory_limit = data_path, timeout_s, memory_limit
+        self.idle: queue.Queue[Worker] = queue.Queue()
+        for _ in range(size):
+            self.idle.put(Worker(data_path, memory_limit))
+        self.respawns = 0
+        self._lock = threading.Lock()
+
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        worker = self.idle.get()
+        try:
+            if not worker.wait_ready(60):
+                raise TimeoutError
+            worker.conn.send(job)
+            if worker.conn.poll(self.timeout_s):
+                answer = worker.conn.recv()
+                self.idle.put(worker)
+                return answer
+            answer = {"refused": f"the code ran longer than {self.timeout_s:g} s and was stopped"}
+        except (EOFError, OSError, TimeoutError):
+            answer = {"refused": "the code stopped the evaluator (too much memory?); it has been restarted"}
+        worker.kill()  # stuck or dead: a fresh one takes its place
+        with self._lock:
+            self.respawns += 1
+        self.idle.put(Worker(self.data_path, self.memory_limit))
+        return answer
+
+    def close(self) -> None:
+        while not self.idle.empty():
+            self.idle.get().kill()

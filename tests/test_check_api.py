@@ -1,0 +1,102 @@
+"""POST /api/check and /api/hints: learner code runs in sandboxed worker processes; the server keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.checks import CheckPool
+from server.web.app import create_app
+
+DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
+
+
+@pytest.fixture(scope="module")
+def client(lecture_dataset):
+    with TestClient(create_app(lecture_dataset, check_workers=1), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_the_lectures_dlogprobs_is_exact(client):
+    r = client.post("/api/check", json={"step": 1, "code": DLOGPROBS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["correct"] and body["op"] == "loss"
+    (item,) = body["results"]
+    assert item["cmp"]["exact"] and item["diff"]["max"] == 0 and item["diff"]["shape"] == [32, 27]
+
+
+def test_a_wrong_shape_gets_its_reason_and_a_diff(client):
+    code = "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs"
+    body = client.post("/api/check", json={"step": 3, "code": code}).json()
+    item = next(r for r in body["results"] if r["name"] == "dcounts_sum_inv")
+    assert not body["correct"] and "sum over dim 1 with keepdim=True" in item["feedback"][0]
+    assert item["shape"] == [32, 27] and item["expected_shape"] == [32, 1] and item["diff"]["shape"] == [32, 27]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("import os", "only assignments"),
+        ("x = counts.__class__", "not available"),
+        ("torch.save(counts, 'x')", ".save is not available"),
+        ("x = 'abc'", "strings are not allowed"),
+        ("counts += 1", "counts is shared"),
+        ("x = " + "(" * 900 + "1" + ")" * 900, "too many nested parentheses"),
+    ],
+)
+def test_refused_code_is_a_422_with_a_reason_and_the_server_keeps_serving(client, code, reason):
+    r = client.post("/api/check", json={"step": 4, "code": code})
+    assert r.status_code == 422 and reason in r.json()["detail"]
+    assert client.get("/api/health").json()["status"] == "ok"
+    assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]
+    # the web process's own pass is untouched (the worker computes on its own copies anyway)
+    assert client.get("/api/state").json()["nodes"]["counts"]["cmp"]["exact"]
+
+
+def test_bad_check_requests(client):
+    assert client.post("/api/check", json={"step": 21, "code": "x = 1"}).status_code == 422
+    assert client.post("/api/check", json={"step": 14, "mode": "fused", "code": "x = 1"}).status_code == 422
+    assert client.post("/api/check", json={"step": 1, "code": "x" * 3000}).status_code == 422
+    assert client.post("/api/check", json={"step": 1, "code": "x = 1", "run": 3}).status_code == 422
+    assert client.post("/api/check", json={"step": 1, "code": "x = 1", "path": "/etc"}).status_code == 422
+
+
+def test_hints_ladder(client):
+    ladder = client.get("/api/hints", params={"step": 5}).json()["ladder"]
+    (dcounts,) = ladder
+    assert dcounts["target"] == "dcounts" and len(dcounts["hints"]) == 4
+    assert "(32, 27)" in dcounts["hints"][0] and "+=" in dcounts["hints"][2]
+    assert dcounts["hints"][3] == "dcounts += torch.ones_like(counts) * dcounts_sum"
+    assert client.get("/api/hints", params={"step": 0}).status_code == 422
+
+
+def test_checks_off_is_503(lecture_dataset):
+    with TestClient(create_app(lecture_dataset)) as c:
+        assert c.post("/api/check", json={"step": 1, "code": DLOGPROBS}).status_code == 503
+
+
+def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
+    pool = CheckPool(str(lecture_dataset.path), size=1, timeout_s=0.0)  # every job is "too slow"
+    try:
+        from server.config import ModelConfig
+
+        job = {"config": ModelConfig(), "mode": "atomic", "step": 1, "code": DLOGPROBS}
+        assert "ran longer than" in pool.run(job)["refused"]
+        assert pool.respawns == 1
+        pool.timeout_s = 30.0
+        assert pool.run(job)["graded"]["correct"]  # the replacement works
+    finally:
+        pool.close()
+
+
+def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
+    from server.config import ModelConfig
+
+    pool = CheckPool(str(lecture_dataset.path), size=1, memory_limit=0)  # no room to grow at all
+    try:
+        job = {"config": ModelConfig(batch_size=256, n_hidden=512), "mode": "atomic", "step": 1, "code": DLOGPROBS}
+        answer = pool.run(job)
+        assert "refused" in answer and ("memory" in answer["refused"] or "restarted" in answer["refused"])
+    finally:
+        pool.close()

@@ -1,0 +1,289 @@
+"""Challenge mode: the lecture's own lines grade correct, feedback is specific, hostile code is refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from server.challenge import grade
+from server.config import MODES, ModelConfig
+from server.engine import run_backward
+from server.sandbox import Refused
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def passes(lecture_dataset):
+    return {mode: run_backward(ModelConfig(), lecture_dataset, mode) for mode in MODES}
+
+
+@pytest.fixture(scope="module")
+def atomic(passes):
+    return passes["atomic"]
+
+
+def snapshot(bp):
+    tensors = {k: v for k, v in bp.values.items() if isinstance(v, torch.Tensor)}
+    tensors |= {f"grad:{k}:{i}": g for k, hist in bp.history.items() for i, (_, g) in enumerate(hist)}
+    return {k: v.clone() for k, v in tensors.items()}
+
+
+def unchanged(bp, before) -> bool:
+    now = snapshot(bp)
+    return now.keys() == before.keys() and all(torch.equal(now[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_lectures_own_lines_grade_correct_at_every_step(passes, mode):
+    bp = passes[mode]
+    for step, op in enumerate(bp.schedule, start=1):
+        result = grade(bp, step, "\n".join(rule.code for rule in op.rules))
+        assert result["correct"], (mode, step, op.name, result["results"])
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "dlogprobs = torch.zeros_like(logprobs); dlogprobs[range(n), Yb] = -1.0/n",
+        "dlogprobs = -F.one_hot(Yb, num_classes=27) / n",
+        "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] -= 1\ndlogprobs /= n",
+    ],
+)
+def test_equivalent_answers_are_accepted(atomic, code):
+    assert grade(atomic, 1, code)["correct"]
+
+
+def test_feedback_wrong_shape(atomic):
+    item = grade(atomic, 3, "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs")["results"]
+    bad = next(r for r in item if r["name"] == "dcounts_sum_inv")
+    assert bad["feedback"] == [
+        "dcounts_sum_inv: yours is (32,27), expected (32,1): the forward pass broadcast this over dim 1, "
+        "so sum over dim 1 with keepdim=True"
+    ]
+    good = next(r for r in item if r["name"] == "dcounts")
+    assert good["cmp"]["exact"] and "first 1 of 2" in good["feedback"][0]
+
+
+def test_feedback_missing_contribution_nan_and_undefined(atomic):
+    (item,) = grade(atomic, 5, "dcounts = torch.ones_like(counts) * dcounts_sum")["results"]
+    assert "only this step's contribution" in item["feedback"][0] and "+=" in item["feedback"][0]
+    (item,) = grade(atomic, 2, "dprobs = dlogprobs / (probs - probs)")["results"]
+    assert any("NaN/Inf" in f for f in item["feedback"]) and item["diff"]["nonfinite"]["nan"] > 0
+    with pytest.raises(Refused, match="dh is not defined yet at this step: it comes out of step 9"):
+        grade(atomic, 5, "dcounts += dh")
+    (item,) = grade(atomic, 1, "x = 1")["results"]
+    assert item["feedback"] == ["dlogprobs is not defined: this step produces dlogprobs"]
+
+
+def test_a_wrong_value_has_a_diff_tensor(atomic):
+    (item,) = grade(atomic, 2, "dprobs = (2.0 / probs) * dlogprobs")["results"]
+    assert not item["cmp"]["approx"] and item["diff"]["shape"] == [32, 27]
+    assert item["diff"]["min"] < 0 and item["diff"]["max"] == 0  # twice a gradient that is <= 0 everywhere
+
+
+# --- hostile code: every payload refused with a reason; nothing created, nothing changed -----------
+
+HOSTILE = [
+    # imports, builtins, exec
+    "import os",
+    "from os import system",
+    "__import__('os')",
+    "x = eval('1')",
+    "x = exec",
+    "x = open",
+    "x = getattr(counts, 'data')",
+    "x = globals()",
+    "x = vars()",
+    "x = dir()",
+    "x = breakpoint()",
+    "x = compile",
+    "x = print(1)",
+    "x = type(counts)",
+    "x = isinstance",
+    # attribute and dunder escapes
+    "x = counts.__class__",
+    "x = counts.__class__.__mro__",
+    "x = ().__class__.__bases__[0].__subclasses__()",
+    "x = counts._base",
+    "x = counts.data",
+    "x = counts.grad",
+    "x = counts.__dict__",
+    "x = torch.__builtins__",
+    "x = F.__globals__",
+    "x = counts.__reduce_ex__(2)",
+    "x = torch._C",
+    "x = torch.ops.aten",
+    "x = torch.hub",
+    "x = torch.hub.load('a', 'b')",
+    "x = torch.utils",
+    "x = torch.classes",
+    "x = torch.Tensor",
+    # strings of every kind
+    "x = 'a'",
+    "x = b'a'",
+    "x = f'{counts}'",
+    "x = '%s' % 1",
+    "x = '{}'.format(1)",
+    # file IO through torch or numpy
+    "torch.save(counts, 'x.pt')",
+    "x = torch.load('x.pt')",
+    "x = counts.numpy()",
+    "x = counts.numpy().tofile",
+    "x = counts.untyped_storage()",
+    "x = counts.storage().from_file",
+    "x = counts.storage().type('torch.FloatStorage')",
+    "x = torch.from_file('x', size=1)",
+    "x = counts.tolist()",
+    "x = torch.UntypedStorage.from_file",
+    "x = counts.new_tensor(1)",
+    "counts.numpy().tofile(8)",
+    # lambdas, comprehensions, generators, walrus, control flow
+    "x = lambda: 1",
+    "x = [c for c in counts]",
+    "x = (c for c in counts)",
+    "x = {1: 2}",
+    "x = [1, 2]",
+    "(x := counts)",
+    "x = counts if 1 else counts",
+    "for i in range(3): x = i",
+    "while True: pass",
+    "def f(): pass",
+    "class A: pass",
+    "with counts: pass",
+    "try:\n x = 1\nexcept: pass",
+    "x = 1 < 2",
+    "x = not 1",
+    "x = 1 and 2",
+    "assert 1",
+    "del counts",
+    "global x",
+    "raise ValueError",
+    "x = yield 1",
+    "x = *counts,",
+    "x = counts[...]",
+    # huge allocations, broadcasts and numbers
+    "x = torch.zeros_like(counts).view(10**6, 10**6)",
+    "x = counts.view(1, -1) + counts.view(-1, 1)",
+    "x = counts.view(-1, 1) * counts.view(1, -1) * 1",
+    "x = 10**100",
+    "x = 9**9**9",
+    "x = 1e308 * 10",
+    "x = counts ** 100000",
+    "x = counts ** 1e10",
+    "x = range(10**9)",
+    "x = torch.ones_like(counts)[range(10**6)]",
+    "x = 2 ** 64",
+    "x = 1.0 / 0",
+    "x = 0 ** -1",
+    # parser bombs and bytes
+    "x = " + "(" * 5000 + "1" + ")" * 5000,
+    "x = " + "-" * 100000 + "1",
+    "x = 1\x00",
+    "x = " + "(" * 900 + "1" + ")" * 900,
+    "x = " + "-" * 1900 + "1",
+    "x = " + "counts." * 300 + "T",
+    "x = " + "1+" * 3000 + "1",
+    # in-place mutation of shared tensors
+    "counts += 1",
+    "counts[0] = 1",
+    "x = counts\nx += 1",
+    "x = counts.view(-1)\nx[0] = 1",
+    "W1.index_add_(0, Xb.view(-1), W1)",
+    "dprobs = probs\ndprobs[0, 0] = 7",
+    "x = counts.T\nx += 1",
+    "counts = counts * 2",
+    "n = 5",
+    "torch = 1",
+    "x = counts.mul_(2)",
+    "x = counts.zero_()",
+    "x = counts.copy_(probs)",
+    "x = counts.resize_(1)",
+    # autograd hooks and backward
+    "x = counts.backward()",
+    "x = counts.register_hook(counts)",
+    "x = counts.requires_grad_()",
+    "x = counts.retain_grad()",
+    "x = torch.autograd",
+    # unicode look-alikes and other identifiers
+    "x = counts.\u0455um(1)",
+    "\uff45xec = 1",
+    "x = c\u043eunts",
+    "_x = 1",
+    "x = counts.__len__()",
+]
+
+
+def test_the_hostile_corpus_is_large_enough():
+    assert len(HOSTILE) >= 60 and len(set(HOSTILE)) == len(HOSTILE)
+
+
+@pytest.mark.parametrize("code", HOSTILE, ids=[f"p{i:03d}" for i in range(len(HOSTILE))])
+def test_hostile_code_is_refused(atomic, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(atomic)
+    files = set(os.listdir(ROOT))
+    with pytest.raises(Refused) as refused:
+        grade(atomic, 4, code)
+    assert len(str(refused.value)) > 10 and "Traceback" not in str(refused.value)
+    assert os.listdir(tmp_path) == [] and set(os.listdir(ROOT)) == files
+    assert unchanged(atomic, before)
+
+
+# --- fuzzing: thousands of generated programs keep the invariants ---------------------------------
+
+NAMES = ["counts", "probs", "dprobs", "counts_sum", "dcounts_sum", "dcounts_sum_inv", "x", "y", "n", "Xb", "Yb",
+         "torch", "F", "range", "dcounts", "W1", "os", "__builtins__", "_", "eval"]  # fmt: skip
+ATTRS = ["sum", "view", "T", "shape", "exp", "log", "max", "values", "clone", "index_add_", "data", "numpy",
+         "__class__", "storage", "zeros_like", "ones_like", "one_hot", "item", "tolist", "mul_"]  # fmt: skip
+TOKENS = ["+", "-", "*", "/", "@", "**", "(", ")", "[", "]", ",", ".", ":", "=", "+=", " ", "\n", "1", "0", "-1",
+          "2.5", "1e9", "keepdim=True", "dim=1", "'s'", "lambda", "for", "in", "if", "import", ";"]  # fmt: skip
+
+
+@st.composite
+def programs(draw):
+    parts = draw(st.lists(st.sampled_from(NAMES + ATTRS + TOKENS), min_size=1, max_size=25))
+    return "".join(parts)
+
+
+@st.composite
+def plausible_programs(draw):
+    # well-formed assignments out of the vocabulary: they get past the parser and exercise the interpreter
+    def term(depth):
+        if depth == 0:
+            return draw(st.sampled_from(NAMES[:11] + ["1", "2.0", "-0.5", "range(n)"]))
+        kind = draw(st.integers(0, 4))
+        a = term(depth - 1)
+        if kind == 0:
+            return f"({a} {draw(st.sampled_from(['+', '-', '*', '/', '@', '**']))} {term(depth - 1)})"
+        if kind == 1:
+            return f"{a}.{draw(st.sampled_from(ATTRS))}"
+        if kind == 2:
+            args = draw(st.sampled_from(["", "1", "0, keepdim=True", "-1", "1, 27", "dim=1", "(-1,)"]))
+            return f"{a}.{draw(st.sampled_from(ATTRS))}({args})"
+        if kind == 3:
+            return f"{a}[{term(depth - 1)}]"
+        return f"torch.{draw(st.sampled_from(['zeros_like', 'ones_like', 'exp', 'log', 'tanh', 'save']))}({a})"
+
+    lines = [f"{draw(st.sampled_from(NAMES[:8] + ['dcounts']))} {draw(st.sampled_from(['=', '+=']))} {term(3)}"
+             for _ in range(draw(st.integers(1, 3)))]  # fmt: skip
+    return "\n".join(lines)
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(code=st.one_of(programs(), plausible_programs()))
+def test_fuzzed_programs_are_graded_or_refused_and_change_nothing(atomic, code):
+    before_files = set(os.listdir(ROOT))
+    before = {k: atomic.values[k].clone() for k in ("counts", "probs", "counts_sum", "W1", "Xb", "Yb")}
+    try:
+        result = grade(atomic, 5, code)
+        assert result["step"] == 5 and len(result["results"]) == 1
+    except Refused as e:
+        assert str(e)
+    assert all(torch.equal(atomic.values[k], v) for k, v in before.items())
+    assert set(os.listdir(ROOT)) == before_files
