@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         "--watch-grace", type=float, default=30.0,
         help="seconds a run trains on after its page closed, unless started with keep running (default 30)",
     )  # fmt: skip
+    parser.add_argument(
+        "--check-workers", type=int, default=2,
+        help="sandboxed processes (per server process) that run learners' code for challenges; 0 turns them off",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     # validate the data before starting anything: a bad file is a message, not a traceback
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BACKPROP_MAX_RUNS"] = str(args.max_runs)
     os.environ["BACKPROP_MAX_QUEUED"] = str(args.max_queued)
     os.environ["BACKPROP_WATCH_GRACE_S"] = str(args.watch_grace)
+    os.environ["BACKPROP_CHECK_WORKERS"] = str(args.check_workers)
 
     from .workers import serve
 

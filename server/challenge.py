@@ -53,9 +53,9 @@ def hints(bp: BackwardPass, step: int) -> list[dict[str, Any]]:
             "target": f"d{rule.target}",
             "hints": [
                 f"d{rule.target} has the shape of {rule.target}: {shape}; d{op.outputs[0]} has {out_shape}.",
-                f"Local derivative: how does {op.formula.split(chr(10))[0]} change when {rule.target} changes? "
+                f"How does {op.formula.split(chr(10))[0]} change when {rule.target} changes? "
                 + (rule.note or "Differentiate the line with respect to it."),
-                f"Chain rule: d{rule.target} = (local derivative) * d{op.outputs[0]}"
+                f"d{rule.target} = (local derivative) * d{op.outputs[0]}"
                 + (", summed over the dims that were broadcast" if "broadcast" in (rule.note or "") else "")
                 + _paths(bp, rule.target, step),
                 rule.code,

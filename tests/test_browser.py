@@ -269,3 +269,70 @@ def test_a_rejected_run_config_shows_the_servers_reason(page, base_url):
     page.get_by_test_id("start").click()
     expect(page.get_by_test_id("run-error")).to_contain_text("check_every")
     expect(page.get_by_test_id("run-title")).to_contain_text("No run open")
+
+
+DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
+
+
+def check_code(page: Page, code: str) -> None:
+    page.get_by_test_id("challenge-code").fill(code)
+    page.get_by_test_id("challenge-feedback").evaluate("el => el.replaceChildren()")
+    page.get_by_test_id("challenge-check").click()
+    page.wait_for_selector("[data-testid=challenge-feedback] p")
+
+
+def test_challenge_lecture_answer_wrong_shape_and_progress(page, base_url):
+    open_page(page, f"{base_url}/?step=0")
+    page.get_by_test_id("challenge-toggle").check()
+    expect(page.get_by_test_id("challenge-task")).to_contain_text("Write dlogprobs")
+    check_code(page, DLOGPROBS)
+    expect(page.get_by_test_id("challenge-feedback")).to_contain_text(
+        "dlogprobs       | exact: True | approximate: True"
+    )
+    expect(page.get_by_test_id("challenge-progress")).to_contain_text("1 of 20 steps solved")
+    # step 3: a wrong shape gets the broadcast explanation and a diff heatmap
+    open_page(page, f"{base_url}/?step=2")
+    check_code(page, "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs")
+    expect(page.get_by_test_id("challenge-feedback")).to_contain_text(
+        "yours is (32,27), expected (32,1): the forward pass broadcast this over dim 1"
+    )
+    expect(page.get_by_test_id("challenge-diff")).to_have_attribute("data-shape", "32x27")
+    # hints climb the ladder to the answer
+    for _ in range(4):
+        page.get_by_test_id("challenge-hint").click()
+    expect(page.get_by_test_id("challenge-hints").locator("li")).to_have_count(4)
+    expect(page.get_by_test_id("challenge-hints")).to_contain_text(
+        "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)"
+    )
+    # progress is kept in the browser, per mode
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("challenge-progress")).to_contain_text("1 of 20 steps solved, 1 revealed")
+
+
+def test_challenge_hostile_code_is_refused_and_the_server_keeps_serving(page, base_url):
+    open_page(page, f"{base_url}/?step=0")
+    page.get_by_test_id("challenge-toggle").check()
+    check_code(page, "x = counts.__class__.__mro__\nimport os")
+    expect(page.get_by_test_id("challenge-refused")).to_contain_text("only assignments")
+    check_code(page, "torch.save(logprobs, 'owned.pt')")
+    expect(page.get_by_test_id("challenge-refused")).to_contain_text("not available")
+    assert not (ROOT / "owned.pt").exists()
+    check_code(page, DLOGPROBS)  # the evaluator still answers
+    expect(page.get_by_test_id("challenge-feedback")).to_contain_text("exact: True")
+    act(page, lambda: page.get_by_test_id("next").click())  # and the explorer still serves
+    expect(page.get_by_test_id("step-label")).to_have_text("step 1 / 20")
+
+
+def test_bug_lab_mismatch_at_the_node_and_upstream(page, base_url):
+    open_page(page, f"{base_url}/?step=0")
+    page.get_by_test_id("cfg-bug").select_option("no_broadcast_sum")
+    act(page, lambda: page.get_by_test_id("apply").click())
+    expect(page.get_by_test_id("bug-note")).to_contain_text("forgot the sum over a broadcast dimension")
+    act(page, lambda: page.get_by_test_id("run-all").click())
+    labels = node_labels(page)
+    for node in ("counts_sum_inv", "counts", "logits", "h", "W1", "C"):
+        assert "✗" in labels[node], (node, labels[node])
+    for node in ("probs", "logprobs"):  # downstream of the bug in the forward pass: still right
+        assert "✗" not in labels[node], (node, labels[node])
+    assert "bug=no_broadcast_sum" in page.url

@@ -69,3 +69,8 @@ export const cancelRun = (id) => send("POST", `/api/runs/${id}/cancel`);
 export const deleteRun = (id) => send("DELETE", `/api/runs/${id}`);
 // a stream of the run's events; EventSource reconnects by itself and resumes after the last event id
 export const runEvents = (id) => new EventSource(`/api/runs/${id}/events`);
+
+// challenge mode and the bug lab
+export const fetchBugs = () => get("/api/bugs", {});
+export const fetchHints = (params) => get("/api/hints", params);
+export const checkCode = (params, code) => send("POST", "/api/check", { ...params, code });

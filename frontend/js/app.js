@@ -1,5 +1,6 @@
 // Wiring: one state object, round-tripped through the URL; every change re-renders from the server.
 import * as api from "./api.js";
+import * as challenge from "./challenge.js";
 import { KIND_LABEL, STATUS } from "./config.js";
 import * as graphView from "./graph.js";
 import * as panelView from "./panel.js";
@@ -118,6 +119,11 @@ async function load({ push = false, revert = null } = {}) {
   }
   setBusy(false);
   syncControls(view);
+  challenge.update({
+    params: apiParams(state, false), step: view.step + 1, total: view.total_steps,
+    op: view.next_op ? graph.ops.find((o) => o.name === view.next_op) : null,
+  });
+  showBug();
   const url = toURL(state);
   if (push) history.pushState(null, "", url);
   else history.replaceState(null, "", url);
@@ -152,6 +158,30 @@ function stepBy(delta) {
   const step = Math.max(0, Math.min(total, state.step + delta));
   if (step !== state.step) update({ step });
 }
+
+let bugs = {};
+async function loadBugs() {
+  try {
+    for (const bug of (await api.fetchBugs()).bugs) {
+      bugs[bug.name] = bug;
+      $("config").elements.bug.append(new Option(`${bug.title} (${bug.modes.join(", ")})`, bug.name));
+    }
+    syncInputs();
+    showBug();
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+function showBug() {
+  const bug = bugs[state.config.bug];
+  $("bug-note").hidden = !bug;
+  if (!bug) return;
+  $("bug-note").innerHTML = `<b>Bug lab: ${esc(bug.title)}</b> — in the backward step of <code>${esc(bug.op)}</code>: ` +
+    `<code>${esc(bug.code)}</code><br>Why it is wrong: ${esc(bug.why)}<br>How you would notice: ${esc(bug.notice)}`;
+}
+
+const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 function legend() {
   const kinds = Object.values(KIND_LABEL).map((l) => `<span>${l}</span>`).join("");
@@ -198,4 +228,5 @@ function bindGraphClicks() {
 
 legend();
 bind();
-load();
+challenge.init();
+load().then(loadBugs);

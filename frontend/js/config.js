@@ -15,6 +15,7 @@ export const VALUE_SCALE = "Viridis";
 export const GRAD_SCALE = "RdBu"; // diverging, reversed so that negative is blue
 export const DEFAULT_CONFIG = {
   seed: 2147483647, batch_size: 32, n_hidden: 64, n_embd: 10, block_size: 3, dtype: "float32", init: "lecture", run: 0,
+  bug: "",
 };
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00" }; // Okabe-Ito blue / vermillion
 export const WEIGHT_COLOR = { C: "#009E73", W1: "#0072B2", W2: "#CC79A7" };

@@ -1,0 +1,137 @@
+// Challenge mode: write the next backward step's gradient(s) yourself; the server grades them in a sandbox.
+// Progress (solved / revealed steps and drafts) is kept in this browser, per mode.
+import * as api from "./api.js";
+import { GRAD_SCALE } from "./config.js";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "backprop-explorer:challenge";
+let ctx = null; // {params, step, total, op}: the step to solve
+let level = 0;
+let ladder = null;
+
+function load() {
+  try { return JSON.parse(localStorage.getItem(KEY)) || {}; } catch { return {}; }
+}
+
+function store(mutate) {
+  const all = load();
+  const mode = ctx.params.mode;
+  all.modes = all.modes || {};
+  all.modes[mode] = all.modes[mode] || { solved: {}, revealed: {}, drafts: {} };
+  mutate(all.modes[mode]);
+  localStorage.setItem(KEY, JSON.stringify(all));
+}
+
+const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+const py = (b) => (b ? "True" : "False");
+
+function renderProgress() {
+  const mode = load().modes?.[ctx.params.mode] || { solved: {}, revealed: {} };
+  const solved = Object.keys(mode.solved).length;
+  const revealed = Object.keys(mode.revealed).filter((s) => !mode.solved[s]).length;
+  $("challenge-progress").textContent = `— ${ctx.params.mode}: ${solved} of ${ctx.total} steps solved` +
+    (revealed ? `, ${revealed} revealed` : "") + (mode.solved[ctx.step] ? " · this one ✓" : "");
+}
+
+export function init() {
+  const on = load().on === true;
+  $("challenge-toggle").checked = on;
+  $("challenge-body").hidden = !on;
+  $("challenge-toggle").addEventListener("change", () => {
+    const all = load();
+    all.on = $("challenge-toggle").checked;
+    localStorage.setItem(KEY, JSON.stringify(all));
+    $("challenge-body").hidden = !all.on;
+  });
+  $("challenge-code").addEventListener("input", () => {
+    if (ctx) store((m) => { m.drafts[ctx.step] = $("challenge-code").value; });
+  });
+  $("challenge-check").addEventListener("click", check);
+  $("challenge-hint").addEventListener("click", hint);
+}
+
+// called after every render with the step that comes next
+export function update({ params, step, total, op }) {
+  const same = ctx && ctx.step === step && JSON.stringify(ctx.params) === JSON.stringify(params);
+  ctx = { params, step, total, op };
+  renderProgress();
+  if (same) return;
+  level = 0;
+  ladder = null;
+  $("challenge-hints").replaceChildren();
+  $("challenge-feedback").replaceChildren();
+  $("challenge-diff").hidden = true;
+  if (!op) {
+    $("challenge-task").textContent = "The backward pass is complete: Reset or step back to try a step.";
+    $("challenge-code").value = "";
+    return;
+  }
+  const targets = op.rules.map((r) => `d${r.target}`).join(", ");
+  $("challenge-task").innerHTML = `Step ${step}: backprop through <code>${esc(op.formula.split("\n")[0])}</code>. ` +
+    `Write <b>${esc(targets)}</b>, then Check (Next shows the answer).`;
+  $("challenge-code").value = load().modes?.[params.mode]?.drafts?.[step] ?? "";
+}
+
+async function check() {
+  if (!ctx || !ctx.op) return;
+  $("challenge-check").disabled = true;
+  try {
+    const result = await api.checkCode({ ...ctx.params, step: ctx.step }, $("challenge-code").value);
+    renderResult(result);
+    if (result.correct) store((m) => { m.solved[ctx.step] = true; });
+    renderProgress();
+  } catch (e) {
+    $("challenge-diff").hidden = true;
+    $("challenge-feedback").innerHTML = `<p class="bad" data-testid="challenge-refused">${esc(e.message)}</p>`;
+  } finally {
+    $("challenge-check").disabled = false;
+  }
+}
+
+function renderResult(result) {
+  $("challenge-feedback").innerHTML = result.results.map((item) => {
+    const cmp = item.cmp
+      ? `${item.name.padEnd(15)} | exact: ${py(item.cmp.exact)} | approximate: ${py(item.cmp.approx)} | maxdiff: ${item.cmp.maxdiff}`
+      : item.name;
+    const ok = item.cmp && item.cmp.approx;
+    return `<p><span class="${ok ? "ok" : "bad"}">${ok ? "✓" : "✗"}</span> <code>${esc(cmp)}</code><br>` +
+      item.feedback.map((f) => esc(f)).join("<br>") + "</p>";
+  }).join("");
+  const shown = result.results.find((r) => r.diff && !(r.cmp && r.cmp.exact)) || result.results.find((r) => r.diff);
+  $("challenge-diff").hidden = !shown;
+  if (shown) renderDiff(shown);
+}
+
+function renderDiff(item) {
+  const t = item.diff;
+  const z = t.shape.length === 0 ? [[t.data]] : t.shape.length === 1 ? [t.data] : t.shape.length === 2 ? t.data
+    : t.data.map((row) => row[0]);
+  const m = Math.max(Math.abs(t.min ?? 0), Math.abs(t.max ?? 0)) || 1e-12;
+  $("challenge-diff").dataset.shape = t.shape.join("x");
+  Plotly.react($("challenge-diff"), [{
+    type: "heatmap", z, colorscale: GRAD_SCALE, reversescale: true, zmid: 0, zmin: -m, zmax: m,
+    hovertemplate: "row %{y}<br>col %{x}<br>yours − autograd: %{z}<extra></extra>",
+  }], {
+    title: { text: `${item.name}: yours − autograd${t.shape.length === 3 ? " (context position 0)" : ""}`, font: { size: 12 } },
+    margin: { l: 40, r: 10, t: 30, b: 30 }, yaxis: { autorange: "reversed" },
+  }, { displayModeBar: false, responsive: true });
+}
+
+async function hint() {
+  if (!ctx || !ctx.op) return;
+  try {
+    ladder = ladder || (await api.fetchHints({ ...ctx.params, step: ctx.step })).ladder;
+  } catch (e) {
+    $("challenge-feedback").innerHTML = `<p class="bad">${esc(e.message)}</p>`;
+    return;
+  }
+  if (level >= 4) return;
+  const labels = ["shape", "local derivative", "chain rule", "answer"];
+  const li = document.createElement("li");
+  li.innerHTML = `<b>${labels[level]}:</b> ` + ladder.map((t) => esc(t.hints[level])).join("<br>");
+  $("challenge-hints").append(li);
+  if (level === 3) store((m) => { m.revealed[ctx.step] = true; });
+  level += 1;
+  $("challenge-hint").textContent = level >= 4 ? "No more hints" : level === 3 ? "Reveal the answer" : "Next hint";
+  renderProgress();
+}
