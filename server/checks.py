@@ -93,31 +93,39 @@ class CheckPool:
         self, data_path: str, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT
     ) -> None:
         self.data_path, self.timeout_s, self.memory_limit = data_path, timeout_s, memory_limit
-        self.idle: queue.Queue[Worker] = queue.Queue()
+        self.idle: queue.Queue[Worker | None] = queue.Queue()
         for _ in range(size):
             self.idle.put(Worker(data_path, memory_limit))
         self.respawns = 0
         self._lock = threading.Lock()
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        worker = self.idle.get()
+        worker = self.idle.get()  # a Worker, or None: a slot whose worker is (re)started now
+        healthy = False
         try:
+            if worker is None:
+                worker = Worker(self.data_path, self.memory_limit)
             if not worker.wait_ready(60):
-                raise TimeoutError
+                return {"refused": "the evaluator did not start; try again"}
             worker.conn.send(job)
-            if worker.conn.poll(self.timeout_s):
-                answer = worker.conn.recv()
-                self.idle.put(worker)
-                return answer
-            answer = {"refused": f"the code ran longer than {self.timeout_s:g} s and was stopped"}
-        except (EOFError, OSError, TimeoutError):
-            answer = {"refused": "the code stopped the evaluator (too much memory?); it has been restarted"}
-        worker.kill()  # stuck or dead: a fresh one takes its place
-        with self._lock:
-            self.respawns += 1
-        self.idle.put(Worker(self.data_path, self.memory_limit))
-        return answer
+            if not worker.conn.poll(self.timeout_s):
+                return {"refused": f"the code ran longer than {self.timeout_s:g} s and was stopped"}
+            answer = worker.conn.recv()
+            healthy = True
+            return answer
+        except (EOFError, OSError):
+            return {"refused": "the code stopped the evaluator (too much memory?); it has been restarted"}
+        finally:
+            # the slot always comes back: with its worker, or empty (stuck, dead or never started) so that
+            # the next job starts a fresh one
+            if not healthy and worker is not None:
+                worker.kill()
+                with self._lock:
+                    self.respawns += 1
+            self.idle.put(worker if healthy else None)
 
     def close(self) -> None:
         while not self.idle.empty():
-            self.idle.get().kill()
+            worker = self.idle.get()
+            if worker is not None:
+                worker.kill()

@@ -54,7 +54,8 @@ def serve(host: str, port: int, workers: int, options: dict[str, Any]) -> int:
     stopping = False
 
     def start() -> tuple[multiprocessing.process.BaseProcess, float]:
-        proc = ctx.Process(target=_worker, args=(host, port, options), daemon=True)
+        # not daemonic: a worker starts processes of its own (the sandboxed code checkers)
+        proc = ctx.Process(target=_worker, args=(host, port, options))
         proc.start()
         return proc, time.monotonic()
 

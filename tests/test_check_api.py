@@ -84,7 +84,7 @@ def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
         job = {"config": ModelConfig(), "mode": "atomic", "step": 1, "code": DLOGPROBS}
         assert "ran longer than" in pool.run(job)["refused"]
         assert pool.respawns == 1
-        pool.timeout_s = 30.0
+        pool.timeout_s = 30.0  # the next job starts a fresh worker in the freed slot
         assert pool.run(job)["graded"]["correct"]  # the replacement works
     finally:
         pool.close()
@@ -100,3 +100,16 @@ def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
         assert "refused" in answer and ("memory" in answer["refused"] or "restarted" in answer["refused"])
     finally:
         pool.close()
+
+
+def test_the_whole_hostile_corpus_through_the_api(client, tmp_path):
+    from .test_sandbox import HOSTILE, ROOT
+
+    files = set(ROOT.iterdir())
+    for code in HOSTILE:
+        r = client.post("/api/check", json={"step": 4, "code": code})
+        assert r.status_code in (413, 422), (code, r.text)  # 413: the 100 kB payload is over the body cap
+        assert r.json()["detail"], code
+        assert client.get("/api/health").status_code == 200
+    assert set(ROOT.iterdir()) == files
+    assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]

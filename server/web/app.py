@@ -7,16 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import plotly
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..cache import PassCache
@@ -32,6 +33,32 @@ MAX_BODY_BYTES = 64 * 1024  # no endpoint needs more; larger bodies are refused 
 FRONTEND = Path(__file__).resolve().parent.parent.parent / "frontend"
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+def allowed_methods(app: FastAPI, url: str) -> list[str]:
+    """The HTTP methods the API serves at `url`, read from its OpenAPI paths (included routers nest routes)."""
+    if not hasattr(app.state, "path_methods"):
+        app.state.path_methods = [
+            (compile_path(path)[0], {m.upper() for m in ops} | ({"HEAD"} if "get" in ops else set()))
+            for path, ops in app.openapi()["paths"].items()
+        ]
+    return sorted({m for regex, methods in app.state.path_methods if regex.match(url) for m in methods})
+
+
+class FrontendFiles(StaticFiles):
+    """The page's files; under /api/ only the API answers (GET /api/check is a 405, not a missing file)."""
+
+    def __init__(self, api: FastAPI, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.api = api
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path == "api" or path.startswith("api/"):
+            url = "/" + path
+            if allowed_methods(self.api, url):
+                raise StarletteHTTPException(405)
+            raise StarletteHTTPException(404, f"no API endpoint {url}")
+        return await super().get_response(path, scope)
 
 
 class LimitBody:
@@ -76,8 +103,6 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = Scheduler(runs, dataset.path) if runs is not None and schedule else None
         task = asyncio.create_task(_schedule(scheduler)) if scheduler else None
-        if check_workers:
-            app.state.checks = CheckPool(str(dataset.path), size=check_workers)
         yield
         if check_workers:
             await run_in_threadpool(app.state.checks.close)
@@ -93,16 +118,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runs = runs
+    # started now, warm by the first request (each loads torch and the data: a few seconds)
+    app.state.checks = CheckPool(str(dataset.path), size=check_workers) if check_workers else None
     app.state.cache = PassCache(dataset, maxsize=cache_size, trained=runs.params if runs else lambda run: None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 405:
             # Starlette's Allow lists the first route on the path only; /api/runs has GET and POST routes
-            allowed = sorted(
-                {m for r in request.app.routes if isinstance(r, APIRoute) and r.path_regex.match(request.url.path)
-                 for m in r.methods}
-            )  # fmt: skip
+            allowed = allowed_methods(request.app, request.url.path)
             return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(allowed)})
         return await http_exception_handler(request, exc)
 
@@ -125,5 +149,5 @@ def create_app(
         return Response(plotly_js, media_type="text/javascript", headers=headers)
 
     if FRONTEND.is_dir():
-        app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")
+        app.mount("/", FrontendFiles(app, directory=FRONTEND, html=True), name="frontend")
     return app

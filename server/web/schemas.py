@@ -302,6 +302,8 @@ class CheckRequest(PassQuery):
         ge=1, le=MAX_STEPS, description="the backward step (1 = the first) whose gradients the code computes"
     )
     code: str = Field(max_length=MAX_CODE_CHARS, description="the lecture's PyTorch syntax, e.g. dlogprobs = ...")
+    run: Literal[0] = Field(0, description="challenges use the initialisation")
+    bug: Literal[""] = Field("", description="challenges use the right rules")
 
 
 class CheckItemPublic(BaseModel):
@@ -332,3 +334,7 @@ class HintsPublic(BaseModel):
     step: int
     op: str
     ladder: list[HintPublic]
+
+
+class HintQuery(PassQuery):
+    step: int = Field(ge=1, le=MAX_STEPS, description="the backward step (1 = the first)")
