@@ -31,8 +31,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, workers: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "server", "--port", str(port), "--workers", str(workers)]
+def start_server(port: int, workers: int, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "server", "--port", str(port), "--workers", str(workers), *extra]
     log = tempfile.TemporaryFile("w+")  # not a pipe: nobody reads it while the benchmark runs
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
@@ -150,9 +150,15 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--check-workers", type=int, default=2, help="the server's sandbox processes per worker")
+    parser.add_argument(
+        "--settle", type=float, default=20.0,
+        help="seconds to wait after start-up: each server process warms its sandboxed code checkers (niced)",
+    )  # fmt: skip
     args = parser.parse_args()
     port = free_port()
-    proc = start_server(port, args.workers)
+    proc = start_server(port, args.workers, "--check-workers", str(args.check_workers))
+    time.sleep(args.settle)
     try:
         single = asyncio.run(single_client(port, args.seeds))
         t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Any
 TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradient takes milliseconds)
 MEMORY_LIMIT = 1 << 30  # bytes of address space a worker may add to what it uses after start-up
 PASSES_KEPT = 16
+CHECK_NICENESS = 10
 
 
 def _limit_memory(extra: int) -> None:
@@ -27,6 +28,10 @@ def _limit_memory(extra: int) -> None:
 
 
 def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
+    import os
+
+    # below the web server: its warm-up and learners' code never slow down pages and the API
+    os.nice(CHECK_NICENESS)
     import torch
 
     from .challenge import grade, hints
