@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -23,33 +24,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class LiveServer:
+    """python -m server on a free port; start() returns once /api/health answers, or fails with its output."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.proc: subprocess.Popen | None = None
+        # a file, not a pipe: a server that logs more than a pipe holds would block on the unread pipe
+        self.log = tempfile.TemporaryFile("w+")
+
+    def start(self) -> LiveServer:
+        port = self.url.rsplit(":", 1)[1]
+        cmd = [sys.executable, "-m", "server", "--port", port, *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/api/health", timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    self.log.seek(0)
+                    pytest.fail("server did not start:\n" + self.log.read())
+                time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
 @contextmanager
 def live_server(*args: str) -> Iterator[str]:
-    """Yield the base URL once /api/health answers; fail with the server's output if it never does."""
-    port = free_port()
+    """Yield the base URL of a started server; stop it afterwards."""
     runs_dir = tempfile.TemporaryDirectory()  # a test never touches ~/.backprop-explorer
     if "--runs-db" not in args:
         args = (*args, "--runs-db", f"{runs_dir.name}/runs.sqlite3")
-    cmd = [sys.executable, "-m", "server", "--port", str(port), *args]
-    # a file, not a pipe: a server that logs more than a pipe holds would block on the unread pipe
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    server = LiveServer(*args).start()
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    log.seek(0)
-                    pytest.fail("server did not start:\n" + log.read())
-                time.sleep(0.2)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        server.stop()
         runs_dir.cleanup()

@@ -6,8 +6,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +19,8 @@ from server.training import TrainConfig
 from server.web.app import create_app
 
 from .conftest import LECTURE_DATA
-from .live_server import free_port
+from .live_server import LiveServer
 
-ROOT = Path(__file__).resolve().parent.parent
 SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
 
 
@@ -154,43 +151,12 @@ def test_the_explorer_refuses_runs_without_parameters(client):
 # --- lifecycles with real worker processes --------------------------------------------------------
 
 
-class Server:
-    """python -m server on a free port with a given runs database; restartable, killable."""
+class Server(LiveServer):
+    """The server on the lecture's data with a given runs database; a new one on the same file is a restart."""
 
     def __init__(self, db: Path, *extra: str) -> None:
-        self.db, self.extra, self.proc = db, extra, None
-        self.url = f"http://127.0.0.1:{free_port()}"
-
-    def start(self) -> Server:
-        port = self.url.rsplit(":", 1)[1]
-        cmd = [
-            sys.executable,
-            "-m",
-            "server",
-            "--port",
-            port,
-            "--data",
-            str(LECTURE_DATA),
-            "--runs-db",
-            str(self.db),
-            *self.extra,
-        ]
-        self.log = open(self.db.parent / "server.log", "a")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{self.url}/api/health", timeout=2)
-                return self
-            except httpx.HTTPError:
-                assert self.proc.poll() is None, (self.db.parent / "server.log").read_text()
-                time.sleep(0.2)
-        raise AssertionError("server did not start")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout=30)
-        self.log.close()
+        super().__init__("--data", str(LECTURE_DATA), "--runs-db", str(db), *extra)
+        self.db = db
 
     def api(self, method: str, path: str, **kw) -> httpx.Response:
         return httpx.request(method, f"{self.url}{path}", timeout=30, **kw)

@@ -5,6 +5,7 @@ import { KIND_LABEL, STATUS } from "./config.js";
 import * as graphView from "./graph.js";
 import * as panelView from "./panel.js";
 import { apiParams, fromURL, toURL } from "./state.js";
+import { esc, plotlyReady } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 let state = fromURL(location.search);
@@ -53,12 +54,6 @@ function syncControls(view) {
     ? `step ${view.step}: backprop through  ${op.formula.split("\n")[0]}\n` + op.rules.map((r) => `  ${r.code.replace(/\n/g, "; ")}    ${r.shapes}${r.of > 1 ? `   (contribution ${r.contribution} of ${r.of})` : ""}`).join("\n")
     : `forward pass done, loss = ${view.loss}. ${next ? `Next: backprop through  ${next.formula}` : ""}`;
 }
-
-// plotly.min.js is a deferred script after this module: the API requests start while it compiles
-const plotlyReady = new Promise((resolve) => {
-  if (window.Plotly) resolve();
-  else $("plotly").addEventListener("load", resolve, { once: true });
-});
 
 async function fetchView() {
   // the graph (per config and mode), the state and the selected tensor, all at once
@@ -181,7 +176,6 @@ function showBug() {
     `<code>${esc(bug.code)}</code><br>Why it is wrong: ${esc(bug.why)}<br>How you would notice: ${esc(bug.notice)}`;
 }
 
-const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 function legend() {
   const kinds = Object.values(KIND_LABEL).map((l) => `<span>${l}</span>`).join("");

@@ -2,6 +2,7 @@
 // Progress (solved / revealed steps and drafts) is kept in this browser, per mode.
 import * as api from "./api.js";
 import { GRAD_SCALE } from "./config.js";
+import { esc } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 const KEY = "backprop-explorer:challenge";
@@ -22,7 +23,6 @@ function store(mutate) {
   localStorage.setItem(KEY, JSON.stringify(all));
 }
 
-const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 const py = (b) => (b ? "True" : "False");
 
 function renderProgress() {

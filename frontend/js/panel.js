@@ -1,7 +1,7 @@
 // Pure renderer of the node panel: formula, backward rules with live shapes, checks, heatmaps.
 import * as heatmaps from "./heatmaps.js";
+import { esc } from "./dom.js";
 
-const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 // floats as Python prints them, so the line reads exactly like the lecture's cmp()
 const pyFloat = (x) => (x === null ? "NaN/Inf" : Number.isInteger(x) ? x.toFixed(1) : String(x));

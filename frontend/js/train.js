@@ -3,6 +3,7 @@
 import * as api from "./api.js";
 import { RUN_DEFAULTS } from "./config.js";
 import * as curves from "./curves.js";
+import { esc, plotlyReady } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = ["queued", "running"];
@@ -12,11 +13,6 @@ let streams = [];
 let listed = [];
 let renderTimer = null;
 let renders = 0;
-const plotlyReady = new Promise((resolve) => {
-  if (window.Plotly) resolve();
-  else $("plotly").addEventListener("load", resolve, { once: true });
-});
-
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = !message;
@@ -101,7 +97,6 @@ function scheduleRender() {
 
 const fmtTime = (s) => (s === null || s === undefined ? "–" : s >= 90 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`);
 const fmtLoss = (x) => (x === null || x === undefined ? "–" : x.toFixed(4));
-const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 function renderHead() {
   const lead = open[0];

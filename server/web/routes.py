@@ -13,6 +13,7 @@ from .. import challenge, views
 from ..bugs import BUGS
 from ..cache import PassCache
 from ..engine import BackwardPass
+from ..graph import ops_for_mode
 from ..serialize import dumps
 from .schemas import (
     BugsPublic,
@@ -69,13 +70,14 @@ def _pass(request: Request, query: PassQuery) -> BackwardPass:
     return _cache(request).get(config, query.mode)
 
 
-def _step(bp: BackwardPass, step: int | None) -> int:
+def _step(mode: str, total: int, step: int | None, where: str = "query") -> int:
+    """The step asked for (None: all `total` of the mode's steps); past the end is a 422."""
     if step is None:
-        return bp.total_steps
-    if step > bp.total_steps:
+        return total
+    if step > total:
         # shaped like FastAPI's own 422s, so the response matches the OpenAPI schema
-        message = f"step {step} is past the end: mode {bp.mode} has {bp.total_steps} backward steps"
-        raise RequestValidationError([{"type": "value_error", "loc": ("query", "step"), "msg": message, "input": step}])
+        message = f"step {step} is past the end: mode {mode} has {total} backward steps"
+        raise RequestValidationError([{"type": "value_error", "loc": (where, "step"), "msg": message, "input": step}])
     return step
 
 
@@ -118,7 +120,7 @@ async def graph(request: Request, query: Annotated[PassQuery, Query()]) -> Respo
 @router.get("/state", response_model=StatePublic, responses=NO_RUN)
 async def state(request: Request, query: Annotated[StepQuery, Query()]) -> Response:
     bp = _pass(request, query)
-    return _json(views.build_state(bp, _step(bp, query.step)))
+    return _json(views.build_state(bp, _step(bp.mode, bp.total_steps, query.step)))
 
 
 @router.get(
@@ -127,7 +129,7 @@ async def state(request: Request, query: Annotated[StepQuery, Query()]) -> Respo
 async def tensor(request: Request, name: str, query: Annotated[StepQuery, Query()]) -> Response:
     bp = _pass(request, query)
     try:
-        return _json(views.build_tensor(bp, _cache(request).dataset, name, _step(bp, query.step)))
+        return _json(views.build_tensor(bp, _cache(request).dataset, name, _step(bp.mode, bp.total_steps, query.step)))
     except views.UnknownNode as e:
         raise HTTPException(404, str(e)) from None
 
@@ -136,7 +138,7 @@ async def tensor(request: Request, name: str, query: Annotated[StepQuery, Query(
 async def hints(request: Request, query: Annotated[HintQuery, Query()]) -> Response:
     """The hint ladder of a backward step: shape, local derivative, chain-rule form, the lecture's line."""
     bp = _pass(request, query)
-    step = _step(bp, query.step)
+    step = _step(bp.mode, bp.total_steps, query.step)
     return _json({"step": step, "op": bp.schedule[step - 1].name, "ladder": challenge.hints(bp, step)})
 
 
@@ -155,8 +157,8 @@ async def check(request: Request, body: CheckRequest) -> Response:
     pool = getattr(request.app.state, "checks", None)
     if pool is None:
         raise HTTPException(503, "code checks are off on this server")
-    bp = _pass(request, body)  # validates the config and the mode; the worker computes its own copy
-    _step(bp, body.step)
+    # the worker computes the pass itself: here only the step is checked against the mode
+    _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
     job = {"config": body.to_config(), "mode": body.mode, "step": body.step, "code": body.code}
     answer = await run_in_threadpool(pool.run, job)
     if "refused" in answer:

@@ -16,9 +16,10 @@ BugName = Literal.__getitem__(("", *BUGS))  # type: ignore[attr-defined]
 MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule
 
 
-def _bounded(name: str, about: str) -> Any:
-    low, high = BOUNDS[name]
-    return Field(getattr(_DEFAULTS, name), ge=low, le=high, description=about)
+def _bounded(name: str, about: str, defaults: Any = _DEFAULTS) -> Any:
+    """A field with the config's default and its bounds (a model field or a training-run field)."""
+    low, high = {**BOUNDS, **TRAIN_BOUNDS}[name]
+    return Field(getattr(defaults, name), ge=low, le=high, description=about)
 
 
 class PassQuery(BaseModel):
@@ -195,8 +196,7 @@ JsonFloat = Annotated[float, BeforeValidator(_number_not_text)]
 
 
 def _train_bounded(name: str, about: str) -> Any:
-    low, high = {**BOUNDS, **TRAIN_BOUNDS}[name]
-    return Field(getattr(_TRAIN, name), ge=low, le=high, description=about)
+    return _bounded(name, about, _TRAIN)
 
 
 class RunRequest(BaseModel):
