@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
 
-from .bugs import BUGS
+from .bugs import BUGS, Bug
 from .config import ModelConfig
 from .data import Dataset
 from .graph import NODES, Op, backward_schedule, contribution_counts, nodes_for_mode, ops_for_mode
@@ -99,17 +98,17 @@ class Comparisons(Mapping[str, dict[str, object]]):
     over the steps that complete each node instead of all landing on the first request.
     """
 
-    def __init__(
-        self, history: dict[str, list[tuple[int, torch.Tensor]]], ref: dict[str, torch.Tensor], names: list[str]
-    ) -> None:
-        self._history, self._ref, self._names = history, ref, names
+    def __init__(self, bp: BackwardPass, names: list[str]) -> None:
+        self._bp, self._names = bp, names
         self._done: dict[str, dict[str, object]] = {}
 
     def __getitem__(self, name: str) -> dict[str, object]:
         if name not in self._done:
             if name not in self._names:
                 raise KeyError(name)
-            self._done[name] = compare(self._history[name][-1][1], self._ref[name])
+            complete = self._bp.grad_at(name, self._bp.completed_at[name])
+            assert complete is not None
+            self._done[name] = compare(complete, self._bp.ref_grads[name])
         return self._done[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -119,23 +118,45 @@ class Comparisons(Mapping[str, dict[str, object]]):
         return len(self._names)
 
 
-@dataclass
 class BackwardPass:
-    """One (config, mode): forward values, autograd's gradients and the manual gradients per step."""
+    """One (config, mode): forward values, autograd's gradients and the manual gradients per step.
 
-    config: ModelConfig
-    mode: str
-    ops: list[Op]
-    schedule: list[Op]
-    values: dict[str, object]  # detached forward tensors (+ n, n_embd)
-    ref_grads: dict[str, torch.Tensor]
-    history: dict[str, list[tuple[int, torch.Tensor]]]  # node -> [(step, gradient after that step)]
-    totals: dict[str, int]  # node -> number of contributions
-    cmp: Mapping[str, dict[str, object]]  # node -> comparison of the complete manual gradient
-    params: dict[str, torch.Tensor]
-    _numeric: dict[str, dict[str, object]] = field(default_factory=dict, repr=False)
-    _values64: dict[str, object] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    Only the forward runs up front. Manual backward steps run when a step is first asked for, and
+    the autograd reference when a gradient is first compared or shown: a class opening the page
+    at once pays for step 0 only, and the rest is spread over the steps that need it.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        mode: str,
+        params: dict[str, torch.Tensor],
+        values: dict[str, object],
+        bug: Bug | None = None,
+    ) -> None:
+        self.config, self.mode, self.bug = config, mode, bug
+        self.ops = ops_for_mode(mode)
+        self.schedule = backward_schedule(mode)
+        self.params = {k: t.detach() for k, t in params.items()}
+        self._graph = values  # the autograd forward (retain_grad on every node), until the reference ran
+        self.values = {k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in values.items()}
+        self.totals = contribution_counts(mode)
+        self.totals["loss"] = 1
+        # the step after which each node's gradient is complete (the loss's dloss = 1 is there at step 0)
+        self.completed_at = {"loss": 0} | {
+            rule.target: step for step, op in enumerate(self.schedule, start=1) for rule in op.rules
+        }
+        names = [node.name for node in nodes_for_mode(mode) if node.kind != "input" and node.name in self.totals]
+        self.cmp: Mapping[str, dict[str, object]] = Comparisons(self, names)
+        loss = self.values["loss"]
+        assert isinstance(loss, torch.Tensor)
+        self._d = SimpleNamespace(loss=torch.ones_like(loss))  # manual gradients so far: d.x reads as "dx"
+        self._history: dict[str, list[tuple[int, torch.Tensor]]] = {"loss": [(0, self._d.loss)]}
+        self._stepped = 0  # manual backward steps run so far
+        self._ref: dict[str, torch.Tensor] | None = None
+        self._numeric: dict[str, dict[str, object]] = {}
+        self._values64: dict[str, object] | None = None
+        self._lock = threading.RLock()
 
     @property
     def total_steps(self) -> int:
@@ -145,17 +166,62 @@ class BackwardPass:
     def loss(self) -> float:
         return float(self.values["loss"])  # type: ignore[arg-type]
 
+    @property
+    def ref_grads(self) -> dict[str, torch.Tensor]:
+        """Autograd's gradient of every node (loss.backward() on the same forward), run on first use."""
+        with self._lock:
+            if self._ref is None:
+                graph = self._graph
+                loss = graph["loss"]
+                assert isinstance(loss, torch.Tensor)
+                loss.backward()
+                self._ref = {
+                    n: t.grad
+                    for n in self.node_names()
+                    if isinstance(t := graph[n], torch.Tensor) and t.grad is not None
+                }
+                self._graph = {}  # the autograd graph is not needed any more
+            return self._ref
+
+    @property
+    def history(self) -> dict[str, list[tuple[int, torch.Tensor]]]:
+        """node -> [(step, gradient after that step)], for the whole schedule."""
+        return self._advance(self.total_steps)
+
+    def _advance(self, step: int) -> dict[str, list[tuple[int, torch.Tensor]]]:
+        """Run the manual backward up to `step` (the steps not run yet), one op at a time."""
+        with self._lock:
+            if self._stepped >= step:
+                return self._history
+            v, d, bug = SimpleNamespace(**self.values), self._d, self.bug
+            with torch.no_grad():
+                for k in range(self._stepped + 1, step + 1):
+                    op = self.schedule[k - 1]
+                    contributions = []
+                    for rule in op.rules:
+                        if bug is not None and bug.op == op.name and bug.target == rule.target:
+                            contributions.append((rule.target, bug.fn(v, d), bug.overwrite))  # the bug lab
+                        else:
+                            contributions.append((rule.target, rule.fn(v, d), False))
+                    for target, contribution, overwrite in contributions:
+                        previous = getattr(d, target, None)
+                        grad = contribution if previous is None or overwrite else previous + contribution
+                        setattr(d, target, grad)
+                        self._history.setdefault(target, []).append((k, grad))
+                    self._stepped = k
+            return self._history
+
     def node_names(self) -> list[str]:
         return [node.name for node in nodes_for_mode(self.mode)]
 
     def contributions_done(self, name: str, step: int) -> int:
         # the loss's entry sits at step 0: dloss = 1 seeds the backward pass
-        return sum(1 for s, _ in self.history.get(name, ()) if s <= step)
+        return sum(1 for s, _ in self._advance(step).get(name, ()) if s <= step)
 
     def grad_at(self, name: str, step: int) -> torch.Tensor | None:
         """The manual gradient of a node after `step` backward steps (None before its first)."""
         latest = None
-        for s, grad in self.history.get(name, ()):
+        for s, grad in self._advance(step).get(name, ()):
             if s <= step:
                 latest = grad
         return latest
@@ -189,7 +255,7 @@ class BackwardPass:
         start = next((i + 1 for i, op in enumerate(self.ops) if name in op.outputs), 0)
         x = values64[name]
         assert isinstance(x, torch.Tensor)
-        manual = self.grad_at(name, self.total_steps)
+        manual = self.grad_at(name, self.completed_at.get(name, self.total_steps))
         if name == "loss":
             manual = torch.ones((), dtype=x.dtype)
         assert manual is not None
@@ -199,17 +265,20 @@ class BackwardPass:
         idx = torch.tensor(flat_idx)
         h = 1e-3 * x.reshape(-1)[idx].abs().clamp_min(0.1)  # (k,) step per entry, relative to its size
         offsets = (h[:, None] * torch.tensor(STENCIL, dtype=torch.float64)).reshape(-1)  # (4k,)
-        perturbed = x.reshape(1, -1).repeat(4 * k, 1)  # (4k, numel)
-        perturbed[torch.arange(4 * k), idx.repeat_interleave(len(STENCIL))] += offsets
+        at = idx.repeat_interleave(len(STENCIL))  # (4k,) the entry each perturbed forward moves
         if name == "loss":
-            losses = perturbed.reshape(-1)
+            f = (x + offsets).reshape(k, len(STENCIL))
+        elif _row_local(self.ops[start:], name):
+            f = self._row_losses(values64, name, start, at, offsets).reshape(k, len(STENCIL))
         else:
+            perturbed = x.reshape(1, -1).repeat(4 * k, 1)  # (4k, numel)
+            perturbed[torch.arange(4 * k), at] += offsets
 
             def loss_with(xp: torch.Tensor) -> torch.Tensor:
                 return run_forward(self.ops, {**values64, name: xp}, start)["loss"]  # type: ignore[return-value]
 
-            losses = torch.func.vmap(loss_with)(perturbed.reshape(4 * k, *x.shape))
-        f = losses.reshape(k, len(STENCIL))  # (k, 4): f(x-2h), f(x-h), f(x+h), f(x+2h)
+            f = torch.func.vmap(loss_with)(perturbed.reshape(4 * k, *x.shape)).reshape(k, len(STENCIL))
+        # f: (k, 4) = the loss at x-2h, x-h, x+h, x+2h (up to a constant per entry, which the stencil cancels)
         num = (f[:, 0] - 8 * f[:, 1] + 8 * f[:, 2] - f[:, 3]) / (12 * h)  # (k,)
         man = manual[idx]
         err, scale = (man - num).abs(), torch.maximum(man.abs(), num.abs())
@@ -222,6 +291,45 @@ class BackwardPass:
             "near_zero_entries": int(near_zero.sum()),
             "near_zero_max_abs_err": float(err[near_zero].max()) if near_zero.any() else 0.0,
         }
+
+    def _row_losses(
+        self, values64: dict[str, object], name: str, start: int, at: torch.Tensor, offsets: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss at each perturbation, minus a constant, re-running only the perturbed entry's batch row.
+
+        The ops after the node keep rows apart and the loss is their mean, so moving an entry of row r changes
+        the loss by (row r's term after - before) / n. The perturbed rows go through those ops as one batch of
+        4k rows; the loss op then gives each row's term.
+        """
+        x = values64[name]
+        assert isinstance(x, torch.Tensor)
+        n, m = x.shape[0], len(at)
+        row_numel = x.numel() // n
+        rows = at // row_numel  # (4k,) the batch row of each perturbed entry
+        xr = x[rows].reshape(m, row_numel)  # (4k, row_numel)
+        xr[torch.arange(m), at % row_numel] += offsets
+        used = {i for op in self.ops[start:] for i in op.inputs}
+        batch = {
+            k: t[rows] for k in used if NODES[k].axes[:1] == ("batch",) and isinstance(t := values64[k], torch.Tensor)
+        }
+        values = run_forward(self.ops[:-1], {**values64, **batch, name: xr.reshape(m, *x.shape[1:]), "n": m}, start)
+        loss_op = self.ops[-1]
+
+        def row_term(one_row: dict[str, torch.Tensor]) -> torch.Tensor:
+            return loss_op.forward(SimpleNamespace(**{**values, **one_row, "n": 1}))
+
+        inputs = {k: values[k].unsqueeze(1) for k in loss_op.inputs}  # type: ignore[union-attr]
+        return torch.func.vmap(row_term)(inputs) / n  # (4k,)
+
+
+def _row_local(ops: list[Op], name: str) -> bool:
+    """Whether a change to one batch row of `name` reaches the loss through that row only (see Op.rows)."""
+    return (
+        NODES[name].axes[:1] == ("batch",)
+        and bool(ops)
+        and all(op.rows == "each" for op in ops[:-1])
+        and ops[-1].rows == "mean"
+    )
 
 
 def _sample_entries(ref_grad: torch.Tensor, numel: int) -> list[int]:
@@ -258,52 +366,16 @@ def run_backward(
 def backward_from(
     config: ModelConfig, mode: str, params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor
 ) -> BackwardPass:
-    """The manual and autograd backward of one batch through given parameters."""
-    ops = ops_for_mode(mode)
+    """The forward of one batch through given parameters, ready for the manual and autograd backward."""
     bug = BUGS[config.bug] if config.bug else None
     if bug is not None and mode not in bug.modes:
         raise ValueError(f"bug {bug.name} is in the backward step of {bug.op}, which mode {mode} fuses away; "
                          f"use mode {' or '.join(bug.modes)}")  # fmt: skip
     leaves = {k: t.detach().clone().requires_grad_(True) for k, t in params.items()}
+    ops = ops_for_mode(mode)
     values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, "n": config.batch_size, "n_embd": config.n_embd})
-    names = [node.name for node in nodes_for_mode(mode)]
-    for name in names:
-        t = values[name]
+    for node in nodes_for_mode(mode):
+        t = values[node.name]
         if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf:
             t.retain_grad()
-    loss = values["loss"]
-    assert isinstance(loss, torch.Tensor)
-    loss.backward()
-    ref_grads = {n: values[n].grad for n in names if isinstance(values[n], torch.Tensor) and values[n].grad is not None}  # type: ignore[union-attr]
-    detached = {k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in values.items()}
-
-    schedule = backward_schedule(mode)
-    totals = contribution_counts(mode)
-    totals["loss"] = 1
-    v = SimpleNamespace(**detached)
-    d = SimpleNamespace(loss=torch.ones_like(detached["loss"]))  # type: ignore[arg-type]
-    history: dict[str, list[tuple[int, torch.Tensor]]] = {"loss": [(0, d.loss)]}
-    with torch.no_grad():
-        for step, op in enumerate(schedule, start=1):
-            contributions = []
-            for rule in op.rules:
-                wrong = bug is not None and bug.op == op.name and bug.target == rule.target
-                contributions.append((rule.target, (bug.fn if wrong else rule.fn)(v, d), wrong and bug.overwrite))
-            for target, contribution, overwrite in contributions:
-                previous = getattr(d, target, None)
-                grad = contribution if previous is None or overwrite else previous + contribution
-                setattr(d, target, grad)
-                history.setdefault(target, []).append((step, grad))
-    cmp = Comparisons(history, ref_grads, [name for name in names if name in ref_grads and name in history])
-    return BackwardPass(
-        config=config,
-        mode=mode,
-        ops=ops,
-        schedule=schedule,
-        values=detached,
-        ref_grads=ref_grads,
-        history=history,
-        totals=totals,
-        cmp=cmp,
-        params={k: t.detach() for k, t in params.items()},
-    )
+    return BackwardPass(config, mode, params, values, bug)

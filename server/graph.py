@@ -54,6 +54,9 @@ class Op:
     about: str
     block: str | None = None
     fuses: str | None = None
+    # how the op treats the batch: "each" = row r of its outputs depends only on row r of its batch-shaped
+    # inputs; "mean" = the mean over rows of such a term (the loss); "mixed" = rows interact (batch sums)
+    rows: str = "mixed"
 
 
 NODE_LIST = [
@@ -148,6 +151,7 @@ OPS: list[Op] = [
             ),
         ),
         "look up the embedding of every context character",
+        rows="each",
     ),
     Op(
         "embcat",
@@ -164,6 +168,7 @@ OPS: list[Op] = [
             ),
         ),
         "concatenate the block_size embeddings of each row",
+        rows="each",
     ),
     Op(
         "hprebn",
@@ -187,6 +192,7 @@ OPS: list[Op] = [
             Rule("b1", "db1 = dhprebn.sum(0)", lambda v, d: d.hprebn.sum(0), BCAST_0),
         ),
         "linear layer 1",
+        rows="each",
     ),
     Op(
         "bnmeani",
@@ -204,6 +210,7 @@ OPS: list[Op] = [
         ),
         "batchnorm: the batch mean",
         block="bn",
+        rows="mixed",
     ),
     Op(
         "bndiff",
@@ -227,6 +234,7 @@ OPS: list[Op] = [
         ),
         "batchnorm: centre",
         block="bn",
+        rows="each",
     ),
     Op(
         "bndiff2",
@@ -237,6 +245,7 @@ OPS: list[Op] = [
         (Rule("bndiff", "dbndiff += (2*bndiff) * dbndiff2", lambda v, d: (2 * v.bndiff) * d.bndiff2, "power rule"),),
         "batchnorm: square the deviations",
         block="bn",
+        rows="each",
     ),
     Op(
         "bnvar",
@@ -254,6 +263,7 @@ OPS: list[Op] = [
         ),
         "batchnorm: variance with Bessel's correction",
         block="bn",
+        rows="mixed",
     ),
     Op(
         "bnvar_inv",
@@ -271,6 +281,7 @@ OPS: list[Op] = [
         ),
         "batchnorm: inverse standard deviation",
         block="bn",
+        rows="each",
     ),
     Op(
         "bnraw",
@@ -289,6 +300,7 @@ OPS: list[Op] = [
         ),
         "batchnorm: normalise",
         block="bn",
+        rows="each",
     ),
     Op(
         "hpreact",
@@ -313,6 +325,7 @@ OPS: list[Op] = [
         ),
         "batchnorm: scale and shift",
         block="bn",
+        rows="each",
     ),
     Op(
         "batchnorm",
@@ -342,6 +355,7 @@ OPS: list[Op] = [
         ),
         "batchnorm in one op",
         fuses="bn",
+        rows="mixed",
     ),
     Op(
         "h",
@@ -358,6 +372,7 @@ OPS: list[Op] = [
             ),
         ),
         "the hidden layer's non-linearity",
+        rows="each",
     ),
     Op(
         "logits",
@@ -381,6 +396,7 @@ OPS: list[Op] = [
             Rule("b2", "db2 = dlogits.sum(0)", lambda v, d: d.logits.sum(0), BCAST_0),
         ),
         "linear layer 2: the output layer",
+        rows="each",
     ),
     Op(
         "logit_maxes",
@@ -398,6 +414,7 @@ OPS: list[Op] = [
         ),
         "each row's maximum (for numerical stability)",
         block="ce",
+        rows="each",
     ),
     Op(
         "norm_logits",
@@ -421,6 +438,7 @@ OPS: list[Op] = [
         ),
         "shift every row so its maximum is 0",
         block="ce",
+        rows="each",
     ),
     Op(
         "counts",
@@ -438,6 +456,7 @@ OPS: list[Op] = [
         ),
         "exponentiate",
         block="ce",
+        rows="each",
     ),
     Op(
         "counts_sum",
@@ -455,6 +474,7 @@ OPS: list[Op] = [
         ),
         "each row's normaliser",
         block="ce",
+        rows="each",
     ),
     Op(
         "counts_sum_inv",
@@ -472,6 +492,7 @@ OPS: list[Op] = [
         ),
         "its inverse",
         block="ce",
+        rows="each",
     ),
     Op(
         "probs",
@@ -492,6 +513,7 @@ OPS: list[Op] = [
         ),
         "normalise: softmax",
         block="ce",
+        rows="each",
     ),
     Op(
         "logprobs",
@@ -509,6 +531,7 @@ OPS: list[Op] = [
         ),
         "log of the probabilities",
         block="ce",
+        rows="each",
     ),
     Op(
         "loss",
@@ -526,6 +549,7 @@ OPS: list[Op] = [
         ),
         "negative log-likelihood of the targets",
         block="ce",
+        rows="mean",
     ),
     Op(
         "cross_entropy",
@@ -543,6 +567,7 @@ OPS: list[Op] = [
         ),
         "cross-entropy in one op",
         fuses="ce",
+        rows="mean",
     ),
 ]
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}

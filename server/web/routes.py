@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,7 @@ from ..cache import PassCache
 from ..engine import BackwardPass
 from ..graph import ops_for_mode
 from ..serialize import dumps
+from .query import QueryModel
 from .schemas import (
     BugsPublic,
     CheckPublic,
@@ -32,6 +33,7 @@ from .schemas import (
 )
 
 router = APIRouter(prefix="/api", tags=["explorer"])
+PASS, STEP, HINT = QueryModel(PassQuery), QueryModel(StepQuery), QueryModel(HintQuery)
 
 
 def _json(content: Any) -> Response:
@@ -112,21 +114,24 @@ def dataset(request: Request) -> dict:
 NO_RUN = {404: {"description": "no such trained run"}}
 
 
-@router.get("/graph", response_model=GraphPublic, responses=NO_RUN)
-async def graph(request: Request, query: Annotated[PassQuery, Query()]) -> Response:
+@router.get("/graph", response_model=GraphPublic, responses=NO_RUN, openapi_extra=PASS.openapi)
+async def graph(request: Request, query: Annotated[PassQuery, Depends(PASS)]) -> Response:
     return _json(views.build_graph(_pass(request, query)))
 
 
-@router.get("/state", response_model=StatePublic, responses=NO_RUN)
-async def state(request: Request, query: Annotated[StepQuery, Query()]) -> Response:
+@router.get("/state", response_model=StatePublic, responses=NO_RUN, openapi_extra=STEP.openapi)
+async def state(request: Request, query: Annotated[StepQuery, Depends(STEP)]) -> Response:
     bp = _pass(request, query)
     return _json(views.build_state(bp, _step(bp.mode, bp.total_steps, query.step)))
 
 
 @router.get(
-    "/tensor/{name}", response_model=TensorDetailPublic, responses={404: {"description": "no such tensor or run"}}
+    "/tensor/{name}",
+    response_model=TensorDetailPublic,
+    responses={404: {"description": "no such tensor or run"}},
+    openapi_extra=STEP.openapi,
 )
-async def tensor(request: Request, name: str, query: Annotated[StepQuery, Query()]) -> Response:
+async def tensor(request: Request, name: str, query: Annotated[StepQuery, Depends(STEP)]) -> Response:
     bp = _pass(request, query)
     try:
         return _json(views.build_tensor(bp, _cache(request).dataset, name, _step(bp.mode, bp.total_steps, query.step)))
@@ -134,8 +139,8 @@ async def tensor(request: Request, name: str, query: Annotated[StepQuery, Query(
         raise HTTPException(404, str(e)) from None
 
 
-@router.get("/hints", response_model=HintsPublic, responses=NO_RUN)
-async def hints(request: Request, query: Annotated[HintQuery, Query()]) -> Response:
+@router.get("/hints", response_model=HintsPublic, responses=NO_RUN, openapi_extra=HINT.openapi)
+async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) -> Response:
     """The hint ladder of a backward step: shape, local derivative, chain-rule form, the lecture's line."""
     bp = _pass(request, query)
     step = _step(bp.mode, bp.total_steps, query.step)
