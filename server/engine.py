@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Iterator, Mapping
@@ -242,10 +243,12 @@ class BackwardPass:
             return self._numeric[name]
 
     def _forward64(self) -> dict[str, object]:
+        """The forward values in float64: the finite differences re-run the forward from a node in double."""
         if self._values64 is None:
-            base = {k: t.to(torch.float64) for k, t in self.params.items()}
-            base.update(Xb=self.values["Xb"], Yb=self.values["Yb"], n=self.values["n"], n_embd=self.values["n_embd"])
-            self._values64 = run_forward(self.ops, base)
+            self._values64 = {
+                k: t.to(torch.float64) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+                for k, t in self.values.items()
+            }
         return self._values64
 
     def _numeric_check(self, name: str) -> dict[str, object]:
@@ -336,15 +339,16 @@ def _sample_entries(ref_grad: torch.Tensor, numel: int) -> list[int]:
     """Half the entries with the largest |gradient| (the informative ones), half at random."""
     k = min(NUMERIC_ENTRIES, numel)
     top = ref_grad.abs().argsort(descending=True, stable=True)[: k // 2].tolist()
-    g = torch.Generator().manual_seed(NUMERIC_SAMPLE_SEED)
     chosen = set(top)
-    rest = []
-    for i in torch.randperm(numel, generator=g).tolist():
-        if len(rest) == k - len(top):
-            break
-        if i not in chosen:
-            rest.append(i)
+    rest = [i for i in _random_order(numel) if i not in chosen][: k - len(top)]
     return sorted(top + rest)
+
+
+@functools.lru_cache(maxsize=1024)
+def _random_order(numel: int) -> tuple[int, ...]:
+    """The start of a fixed random permutation of range(numel): enough to pick the random half from."""
+    g = torch.Generator().manual_seed(NUMERIC_SAMPLE_SEED)
+    return tuple(torch.randperm(numel, generator=g)[: 2 * NUMERIC_ENTRIES].tolist())
 
 
 def run_backward(
