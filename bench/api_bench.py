@@ -2,7 +2,11 @@
 
 Starts the real server (python -m server) on a free port and prints a table of measured times
 beside their targets (ratio = measured / target; <= 1 meets it). Not a test: machines are noisy.
-Usage: python bench/api_bench.py [--students 100] [--workers 2] [--seeds 20]
+The students start together (each its own seed, so every pass and check is cold), step through
+the atomic schedule with no pause and fetch the state and one tensor per step: a stress test.
+Two scenarios, run in turn on the same server: "ahead" fetches the node the next step works on,
+"follow" the node each step just produced (every node, so every kind of finite-difference check).
+Usage: python bench/api_bench.py [--students 100] [--workers 2] [--seeds 20] [--scenarios ahead,follow]
 """
 
 from __future__ import annotations
@@ -20,9 +24,18 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from server.graph import backward_schedule  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES: list[str] = []  # the first errors of the load run, printed at the end
-NODE_FOR_OP = "logprobs probs counts_sum_inv counts_sum counts norm_logits logit_maxes logits h hpreact".split()
+# the tensor each student fetches at step k (k = 0..20). "ahead": the node whose gradient step k+1 produces,
+# through h, then hpreact; "follow": the node whose gradient step k just produced (the op's first input) --
+# every node of the graph, so every kind of finite-difference check, batchnorm and embedding included
+SCENARIOS = {
+    "ahead": "logprobs probs counts_sum_inv counts_sum counts norm_logits logit_maxes logits h hpreact".split(),
+    "follow": ["loss"] + [op.rules[0].target for op in backward_schedule("atomic")],
+}
 
 
 def free_port() -> int:
@@ -115,7 +128,7 @@ async def single_client(port: int, seeds: int) -> dict[str, float]:
     return result | {f"bytes {k}": v for k, v in sizes.items()}
 
 
-async def students(port: int, n: int) -> tuple[list[tuple[int, float]], int]:
+async def students(port: int, n: int, nodes: list[str], first_seed: int) -> tuple[list[tuple[int, float]], int]:
     latencies: list[tuple[int, float]] = []  # (step, seconds)
     errors = 0
 
@@ -124,7 +137,7 @@ async def students(port: int, n: int) -> tuple[list[tuple[int, float]], int]:
         client = RawClient(port)
         try:
             for step in range(21):
-                node = NODE_FOR_OP[min(step, len(NODE_FOR_OP) - 1)]
+                node = nodes[min(step, len(nodes) - 1)]
                 for url in (f"/api/state?seed={seed}&step={step}", f"/api/tensor/{node}?seed={seed}&step={step}"):
                     t0 = time.perf_counter()
                     try:
@@ -141,7 +154,7 @@ async def students(port: int, n: int) -> tuple[list[tuple[int, float]], int]:
         finally:
             client.close()
 
-    await asyncio.gather(*(student(50_000 + i) for i in range(n)))
+    await asyncio.gather(*(student(first_seed + i) for i in range(n)))
     return latencies, errors
 
 
@@ -155,39 +168,47 @@ def main() -> None:
         "--settle", type=float, default=20.0,
         help="seconds to wait after start-up: each server process warms its sandboxed code checkers (niced)",
     )  # fmt: skip
+    parser.add_argument(
+        "--scenarios", default="ahead,follow",
+        help="which tensor each student fetches per step (comma-separated, run in turn): " + ", ".join(SCENARIOS),
+    )  # fmt: skip
     args = parser.parse_args()
     port = free_port()
     proc = start_server(port, args.workers, "--check-workers", str(args.check_workers))
     time.sleep(args.settle)
+    runs: dict[str, tuple[list[tuple[int, float]], int, float]] = {}
     try:
         single = asyncio.run(single_client(port, args.seeds))
-        t0 = time.perf_counter()
-        lat, errors = asyncio.run(students(port, args.students))
-        wall = time.perf_counter() - t0
+        for i, name in enumerate(args.scenarios.split(",")):
+            t0 = time.perf_counter()
+            lat, errors = asyncio.run(students(port, args.students, SCENARIOS[name], 50_000 + 10_000 * i))
+            runs[name] = (lat, errors, time.perf_counter() - t0)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    p50, p99 = percentile([t for _, t in lat], 50), percentile([t for _, t in lat], 99)
-    # step 0 is every student's first request at the same instant: 100 cold passes queue up together
-    p99_first = percentile([t for step, t in lat if step == 0], 99)
-    p99_rest = percentile([t for step, t in lat if step > 0], 99)
     rows = [
         ("state, cold (median)", single["state_cold"], 30),
         ("state, cached (median)", single["state_cached"], 3),
         ("tensor logits + numeric, cold (median)", single["tensor_cold"], 50),
         ("tensor logits, cached (median)", single["tensor_cached"], None),
-        (f"{args.students} students p50", p50, None),
-        (f"{args.students} students p99", p99, 250),
-        ("  p99 of step 0 (all cold at once)", p99_first, None),
-        ("  p99 of steps 1-20", p99_rest, None),
     ]
+    for name, (lat, _, _) in runs.items():
+        every = [t for _, t in lat]
+        rows += [
+            (f"{args.students} students ({name}) p50", percentile(every, 50), None),
+            (f"{args.students} students ({name}) p99", percentile(every, 99), 250),
+            # step 0 is every student's first request at the same instant: 100 cold passes queue up together
+            ("  p99 of step 0 (all cold at once)", percentile([t for step, t in lat if step == 0], 99), None),
+            ("  p99 of steps 1-20", percentile([t for step, t in lat if step > 0], 99), None),
+        ]
     print(f"server: python -m server --workers {args.workers}; {args.seeds} seeds single-client\n")
     print(f"{'measure':42s} {'ms':>9s} {'target':>8s} {'ratio':>7s}")
     for name, value, target in rows:
         ratio = f"{value / target:7.2f}" if target else "      -"
         print(f"{name:42s} {value:9.2f} {(str(target) if target else '-'):>8s} {ratio}")
-    rate = len(lat) / wall
-    print(f"\n{args.students} students: {len(lat)} requests in {wall:.1f} s ({rate:.0f} req/s), errors: {errors}")
+    for name, (lat, errors, wall) in runs.items():
+        done = f"{len(lat)} requests in {wall:.1f} s ({len(lat) / wall:.0f} req/s)"
+        print(f"\n{args.students} students ({name}): {done}, errors: {errors}")
     for sample in SAMPLES[:5]:
         print("error:", sample)
     print("payload bytes:", json.dumps({k[6:]: v for k, v in single.items() if k.startswith("bytes")}))
