@@ -12,7 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_bench import free_port, start_server  # noqa: E402
@@ -26,6 +26,17 @@ ARGS = [
 ]
 
 
+def clicks(page: Page, testid: str, times: int) -> list[float]:
+    """Click a control `times` times; each click's 'update' measure (click → graph and panel redrawn)."""
+    durations = []
+    for _ in range(times):
+        before = page.evaluate("Number(document.body.dataset.renders)")
+        page.get_by_test_id(testid).click()
+        page.wait_for_function(f"Number(document.body.dataset.renders) > {before}")
+        durations.append(page.evaluate("performance.getEntriesByName('update').at(-1).duration"))
+    return durations
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
@@ -33,7 +44,7 @@ def main() -> None:
     port = free_port()
     proc = start_server(port, 1)
     base = f"http://127.0.0.1:{port}"
-    cold_graph, cold_full, warm_full, steps, back = [], [], [], [], []
+    cold_graph, cold_full, warm_full, steps, back, trips = [], [], [], [], [], []
     parts: dict[str, list[float]] = {f"{w}:{p}": [] for w in ("load", "update") for p in ("fetch", "graph", "panel")}
     since_navigation = "(name) => performance.getEntriesByName(name)[0].startTime"
     try:
@@ -48,19 +59,12 @@ def main() -> None:
                 # navigation start → graph drawn and clickable / → graph and the node panel drawn
                 cold_graph.append(page.evaluate(f"({since_navigation})('graph-drawn')"))
                 cold_full.append(page.evaluate(f"({since_navigation})('render-end')"))
-                for k in range(1, 8):
-                    before = page.evaluate("Number(document.body.dataset.renders)")
-                    page.get_by_test_id("next").click()
-                    page.wait_for_function(f"Number(document.body.dataset.renders) > {before}")
-                    steps.append(page.evaluate(f"performance.getEntriesByName('update')[{k - 1}].duration"))
-                # Previous is not prefetched: a full round trip to the server
-                n_updates = page.evaluate("performance.getEntriesByName('update').length")
-                for _ in range(3):
-                    before = page.evaluate("Number(document.body.dataset.renders)")
-                    page.get_by_test_id("prev").click()
-                    page.wait_for_function(f"Number(document.body.dataset.renders) > {before}")
-                durations = "performance.getEntriesByName('update').map((e) => e.duration)"
-                back.extend(page.evaluate(durations)[n_updates:])
+                steps.extend(clicks(page, "next", 7))  # each prefetched while the step before was shown
+                # Previous to a step seen before: from the page's cache of the answers it used
+                back.extend(clicks(page, "prev", 3))
+                # steps not seen yet and not prefetched (Run all, then Previous from the end): a round trip each
+                trips.extend(clicks(page, "run-all", 1))
+                trips.extend(clicks(page, "prev", 3))
                 for name, values in parts.items():
                     values.extend(page.evaluate(f"performance.getEntriesByName('{name}').map((e) => e.duration)"))
                 # a repeat visit in the same tab: plotly.js from the HTTP cache, its compiled code from V8's cache
@@ -78,9 +82,12 @@ def main() -> None:
         ("repeat visit → graph + node panel (median)", statistics.median(warm_full), 1500),
         ("step click → graph and panel redrawn (median)", statistics.median(steps), 100),
         ("step click → redrawn (p90)", sorted(steps)[int(0.9 * len(steps))], 100),
-        ("  (Next is prefetched while the step is shown; Previous is not:)", None, None),
+        ("  (Next is prefetched while the step is shown; Previous goes back to a step seen before:)", None, None),
         ("Previous click → redrawn (median)", statistics.median(back), 100),
         ("Previous click → redrawn (p90)", sorted(back)[int(0.9 * len(back))], 100),
+        ("  (a step not seen and not prefetched: Run all, then Previous from the end)", None, None),
+        ("unseen step → redrawn, a round trip (median)", statistics.median(trips), 100),
+        ("unseen step → redrawn, a round trip (p90)", sorted(trips)[int(0.9 * len(trips))], 100),
     ]
     for name, values in parts.items():
         what = "first render" if name.startswith("load") else "step"

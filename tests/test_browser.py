@@ -198,6 +198,23 @@ def test_server_errors_are_shown(page, base_url):
     expect(page.get_by_test_id("error")).to_be_hidden()
 
 
+def test_going_back_to_a_step_seen_redraws_without_asking_the_server(page, base_url):
+    open_page(page, f"{base_url}/?node=logits")
+    for _ in range(2):
+        act(page, lambda: page.get_by_test_id("next").click())
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/api/" in request.url else None)
+    act(page, lambda: page.get_by_test_id("prev").click())
+    expect(page.get_by_test_id("step-label")).to_have_text("step 1 / 20")
+    expect(page.get_by_test_id("panel")).to_contain_text("logits")
+    act(page, lambda: page.get_by_test_id("reset").click())
+    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 20")
+    # only the prefetch of the step after each one shown may go out (step 2, then step 1): nothing for steps 1, 0
+    assert not [u for u in asked if re.search(r"step=[01](&|$)", u)], asked
+    act(page, lambda: page.get_by_test_id("run-all").click())  # a step never seen: asked for
+    assert any(re.search(r"/api/state\?.*step=20(&|$)", u) for u in asked), asked
+
+
 def test_prefetched_next_step_and_its_failure(page, base_url):
     open_page(page, base_url)
     step2 = re.compile(r"/api/state\?.*step=2(&|$)")

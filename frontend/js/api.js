@@ -12,20 +12,34 @@ function reason(body) {
 // responses asked for ahead of time (the next step while the learner reads this one), used once
 const ahead = new Map();
 const AHEAD_MAX = 8;
+// the explorer's answers are a pure function of their URL: the last ones used are kept, so Previous,
+// Reset and back/forward to a step already seen redraw without a round trip. Not for a trained run's
+// passes (a deleted run's id can come back with other parameters), and failures are asked again.
+const recent = new Map();
+const RECENT_MAX = 48;
 
 function get(path, params) {
+  return request(`${path}?${new URLSearchParams(params)}`);
+}
+
+function getPure(path, params) {
   const url = `${path}?${new URLSearchParams(params)}`;
-  const early = ahead.get(url);
-  if (early) {
+  let promise = recent.get(url);
+  if (promise) {
+    recent.delete(url); // most recently used last
+  } else {
+    promise = ahead.get(url) || request(url);
     ahead.delete(url);
-    return early;
+    promise.catch(() => recent.delete(url));
   }
-  return request(url);
+  if (!Number(params.run)) recent.set(url, promise);
+  if (recent.size > RECENT_MAX) recent.delete(recent.keys().next().value);
+  return promise;
 }
 
 function prefetch(path, params) {
   const url = `${path}?${new URLSearchParams(params)}`;
-  if (ahead.has(url)) return;
+  if (ahead.has(url) || recent.has(url)) return;
   const promise = request(url);
   promise.catch(() => {}); // a failed prefetch is reported when (if) its response is used
   ahead.set(url, promise);
@@ -48,9 +62,9 @@ async function request(url, init = {}) {
   return body;
 }
 
-export const fetchGraph = (params) => get("/api/graph", params);
-export const fetchState = (params) => get("/api/state", params);
-export const fetchTensor = (name, params) => get(`/api/tensor/${encodeURIComponent(name)}`, params);
+export const fetchGraph = (params) => getPure("/api/graph", params);
+export const fetchState = (params) => getPure("/api/state", params);
+export const fetchTensor = (name, params) => getPure(`/api/tensor/${encodeURIComponent(name)}`, params);
 export const fetchDataset = () => get("/api/dataset", {});
 export const prefetchState = (params) => prefetch("/api/state", params);
 export const prefetchTensor = (name, params) => prefetch(`/api/tensor/${encodeURIComponent(name)}`, params);
@@ -72,5 +86,5 @@ export const runEvents = (id) => new EventSource(`/api/runs/${id}/events`);
 
 // challenge mode and the bug lab
 export const fetchBugs = () => get("/api/bugs", {});
-export const fetchHints = (params) => get("/api/hints", params);
+export const fetchHints = (params) => getPure("/api/hints", params);
 export const checkCode = (params, code) => send("POST", "/api/check", { ...params, code });
