@@ -145,6 +145,33 @@ def test_node_panel_heatmaps(page, base_url):
     assert "slice=2" in page.url
 
 
+def heatmap(page: Page, key: str) -> dict:
+    """The title and the finite entries of a heatmap plot, as drawn."""
+    return page.evaluate(
+        """(key) => {
+          const div = document.querySelector(`[data-testid=heatmap-${key}]`);
+          return {title: div.layout.title.text, values: div.data[0].z.flat().filter((v) => v !== null)};
+        }""",
+        key,
+    )
+
+
+def test_a_partial_gradient_is_drawn_and_labelled_as_it_steps(page, base_url):
+    # counts is used twice: its gradient gets one contribution at step 3 and the second at step 5
+    open_page(page, f"{base_url}/?node=counts&step=2")
+    manual = heatmap(page, "manual")
+    assert "not reached yet" in manual["title"] and not manual["values"]
+    act(page, lambda: page.get_by_test_id("next").click())
+    manual, diff = heatmap(page, "manual"), heatmap(page, "diff")
+    assert "partial: 1 of 2" in manual["title"] and len(manual["values"]) == 32 * 27
+    assert max(abs(v) for v in diff["values"]) > 1e-3  # the partial sum is not autograd's gradient yet
+    for _ in range(2):
+        act(page, lambda: page.get_by_test_id("next").click())
+    manual, diff = heatmap(page, "manual"), heatmap(page, "diff")
+    assert manual["title"] == "manual grad" and len(manual["values"]) == 32 * 27
+    assert max(abs(v) for v in diff["values"]) < 1e-8  # complete: equal to autograd's (the lecture's maxdiff)
+
+
 def test_mode_switch_changes_the_graph(page, base_url):
     open_page(page, base_url)
     act(page, lambda: page.get_by_test_id("mode").select_option("fused"))

@@ -49,9 +49,10 @@ export function render(el, detail, slice = 0, key = null) {
   const promises = [];
   panels.forEach((p, i) => {
     const div = el.children[i];
-    // the shared gradient scale g depends on the manual gradient, so the autograd plot follows it
-    const revision = key === null ? null
-      : [key, detail.name, slice, p.perStep || p.range === g ? `${detail.contributions[0]}:${g}` : ""].join("|");
+    // a step changes the manual gradient and the difference; the autograd plot only follows the shared
+    // scale g (which the manual gradient can widen)
+    const changes = p.perStep ? `${detail.contributions[0]}:${p.range}` : p.range === g ? `${g}` : "";
+    const revision = key === null ? null : [key, detail.name, slice, changes].join("|");
     if (revision !== null && div.dataset.revision === revision) return;
     if (revision === null) delete div.dataset.revision;
     else div.dataset.revision = revision;
@@ -86,9 +87,11 @@ export function render(el, detail, slice = 0, key = null) {
     const title = `${p.title}${note}`;
     const axes = `${key}|${detail.name}|${slice}`;
     if (div.data && div.data.length === 1 && traces.length === 1 && div.dataset.axes === axes) {
-      // same grid, new numbers: a restyle of z (and the title) redraws less than a react (~25 vs ~35 ms)
+      // same grid, new numbers: a restyle of z redraws less than Plotly.update or react (12 vs 17 ms
+      // measured), and the title is relaid out only when it changed
       const range = p.range ? { zmin: [-p.range], zmax: [p.range] } : {};
-      promises.push(Plotly.update(div, { z: [grid.z], ...range }, { "title.text": title }, [0]));
+      const retitle = div.layout.title.text === title ? null : Plotly.relayout(div, { "title.text": title });
+      promises.push(Plotly.restyle(div, { z: [grid.z], ...range }, [0]), retitle);
       return;
     }
     div.dataset.axes = axes;
