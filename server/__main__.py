@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         help="server processes: one per core for a class (each has its own cache)",
     )
     parser.add_argument("--cache-size", type=int, default=512, help="backward passes kept per process")
+    parser.add_argument(
+        "--cache-mb", type=int, default=512, help="memory those passes may hold per process, in MiB (default 512)"
+    )
     parser.add_argument("--runs-db", default=None, help="SQLite file of the training runs (in ~/.backprop-explorer/)")
     parser.add_argument("--max-runs", type=int, default=2, help="training runs at once, one process each (default 2)")
     parser.add_argument("--max-queued", type=int, default=8, help="runs waiting beyond those; more get 429 (default 8)")
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ["BACKPROP_DATA"] = os.path.abspath(data)
     os.environ["BACKPROP_CACHE_SIZE"] = str(args.cache_size)
+    os.environ["BACKPROP_CACHE_MB"] = str(args.cache_mb)
     os.environ["BACKPROP_RUNS_DB"] = runs_db
     os.environ["BACKPROP_MAX_RUNS"] = str(args.max_runs)
     os.environ["BACKPROP_MAX_QUEUED"] = str(args.max_queued)

@@ -332,3 +332,22 @@ def test_steps_asked_in_any_order_give_the_same_gradients(lecture_dataset, mode)
             if expected:
                 assert torch.equal(got, expected[-1]), (name, step)
     assert lazy.history.keys() == eager.keys()
+
+
+def test_finite_differences_stay_accurate_where_probabilities_are_tiny(lecture_dataset):
+    """A wider net has probabilities far below the step's floor: their entries get a step relative to themselves."""
+    bp = run_backward(
+        replace(LECTURE, batch_size=128, n_hidden=200, dtype="float64", seed=3), lecture_dataset, "fused_bn"
+    )
+    # within a few fixed steps (1e-4) of 0, where log's curvature makes a five-point stencil with that step wrong
+    assert bp.values["probs"].min() < 1e-3
+    for name in bp.node_names():
+        if name not in ("Xb", "Yb"):
+            assert bp.numeric(name)["max_rel_err"] < 1e-6, (name, bp.numeric(name))
+    # and a wrong gradient there is still caught, by the same margin at every step size
+    wrong = run_backward(
+        replace(LECTURE, batch_size=128, n_hidden=200, dtype="float64", seed=3), lecture_dataset, "fused_bn"
+    )
+    step, grad = wrong.history["probs"][-1]
+    wrong.history["probs"][-1] = (step, grad * 1.01)
+    assert wrong.numeric("probs")["max_rel_err"] == pytest.approx(0.01 / 1.01, abs=1e-6)

@@ -89,6 +89,7 @@ async def _schedule(scheduler: Scheduler) -> None:
 def create_app(
     dataset: Dataset,
     cache_size: int = 512,
+    cache_bytes: int = 512 << 20,
     runs: RunStore | None = None,
     schedule: bool = True,
     check_workers: int = 0,
@@ -120,7 +121,8 @@ def create_app(
     app.state.runs = runs
     # started now, warm by the first request (each loads torch and the data: a few seconds)
     app.state.checks = CheckPool(str(dataset.path), size=check_workers) if check_workers else None
-    app.state.cache = PassCache(dataset, maxsize=cache_size, trained=runs.params if runs else lambda run: None)
+    trained = runs.params if runs else lambda run: None
+    app.state.cache = PassCache(dataset, maxsize=cache_size, trained=trained, max_bytes=cache_bytes)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

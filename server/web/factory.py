@@ -29,6 +29,7 @@ def app_from_env() -> FastAPI:
     app = create_app(
         dataset,
         cache_size=int(os.environ.get("BACKPROP_CACHE_SIZE", "512")),
+        cache_bytes=int(os.environ.get("BACKPROP_CACHE_MB", "512")) << 20,
         runs=runs,
         check_workers=int(os.environ.get("BACKPROP_CHECK_WORKERS", "2")),
     )
