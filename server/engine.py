@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import threading
@@ -148,10 +149,12 @@ class BackwardPass:
         self.values = {k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in values.items()}
         self.totals = contribution_counts(mode)
         self.totals["loss"] = 1
-        # the step after which each node's gradient is complete (the loss's dloss = 1 is there at step 0)
-        self.completed_at = {"loss": 0} | {
-            rule.target: step for step, op in enumerate(self.schedule, start=1) for rule in op.rules
-        }
+        # the steps that add to each node's gradient (the loss's dloss = 1 is there at step 0), and the last
+        self.contribution_steps: dict[str, list[int]] = {"loss": [0]}
+        for step, op in enumerate(self.schedule, start=1):
+            for rule in op.rules:
+                self.contribution_steps.setdefault(rule.target, []).append(step)
+        self.completed_at = {name: steps[-1] for name, steps in self.contribution_steps.items()}
         names = [node.name for node in nodes_for_mode(mode) if node.kind != "input" and node.name in self.totals]
         self.cmp: Mapping[str, dict[str, object]] = Comparisons(self, names)
         loss = self.values["loss"]
@@ -221,8 +224,8 @@ class BackwardPass:
         return [node.name for node in nodes_for_mode(self.mode)]
 
     def contributions_done(self, name: str, step: int) -> int:
-        # the loss's entry sits at step 0: dloss = 1 seeds the backward pass
-        return sum(1 for s, _ in self._advance(step).get(name, ()) if s <= step)
+        # read from the schedule, without running the steps (the loss's dloss = 1 sits at step 0)
+        return bisect.bisect_right(self.contribution_steps.get(name, ()), step)
 
     def grad_at(self, name: str, step: int) -> torch.Tensor | None:
         """The manual gradient of a node after `step` backward steps (None before its first)."""

@@ -8,6 +8,7 @@ from NODES and OPS; adding an op means adding one entry here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -575,6 +576,16 @@ OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 
 def ops_for_mode(mode: str) -> list[Op]:
     """The forward ops of a mode, in forward order: fused ops replace their block of atomic lines."""
+    return list(_ops_for_mode(mode))
+
+
+def nodes_for_mode(mode: str) -> list[Node]:
+    """The nodes that exist in a mode, in declaration order."""
+    return list(_nodes_for_mode(mode))
+
+
+@functools.cache  # every request asks: derived once per mode from the declaration
+def _ops_for_mode(mode: str) -> tuple[Op, ...]:
     fused = FUSED_BLOCKS[mode]
     chosen = [
         op for op in OPS if (op.block is None or op.block not in fused) and (op.fuses is None or op.fuses in fused)
@@ -589,16 +600,16 @@ def ops_for_mode(mode: str) -> list[Op]:
     def position(op: Op) -> int:
         return first_of_block[op.fuses] if op.fuses else order[op.name]
 
-    return sorted(chosen, key=position)
+    return tuple(sorted(chosen, key=position))
 
 
-def nodes_for_mode(mode: str) -> list[Node]:
-    """The nodes that exist in a mode, in declaration order."""
+@functools.cache
+def _nodes_for_mode(mode: str) -> tuple[Node, ...]:
     names = set()
-    for op in ops_for_mode(mode):
+    for op in _ops_for_mode(mode):
         names.update(op.inputs)
         names.update(op.outputs)
-    return [node for node in NODE_LIST if node.name in names]
+    return tuple(node for node in NODE_LIST if node.name in names)
 
 
 def backward_schedule(mode: str) -> list[Op]:
