@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -65,3 +66,25 @@ def test_a_taken_port_is_an_error_not_a_restart_loop():
         )  # fmt: skip
     assert proc.returncode != 0
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_large_config_does_not_hold_up_everyone_else():
+    # the largest pass and a batchnorm node's finite differences take ~1 s; they run in a worker thread,
+    # so a request for the lecture's pass is answered meanwhile, not after them
+    with live_server("--check-workers", "0") as url:
+        large = "batch_size=256&n_hidden=512&n_embd=64&block_size=8&dtype=float64&step=20"
+        finished: list[str] = []
+
+        def fetch(what: str, path: str) -> None:
+            with urllib.request.urlopen(f"{url}{path}", timeout=120) as r:
+                finished.append(what)  # the answer has started: the server is done computing it
+                body = json.load(r)
+            assert "numeric" not in body or body["numeric"]["entries_checked"] == 16
+
+        slow = threading.Thread(target=fetch, args=("large", f"/api/tensor/hprebn?{large}"))
+        slow.start()
+        time.sleep(0.1)  # the large request is being computed (it takes ~0.7 s)
+        for _ in range(3):
+            fetch("lecture", "/api/state?step=5")
+        slow.join()
+        assert finished == ["lecture", "lecture", "lecture", "large"], finished

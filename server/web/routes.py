@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +35,7 @@ from .schemas import (
 )
 
 router = APIRouter(prefix="/api", tags=["explorer"])
+LARGE = 4 * 32 * 64  # batch x width above 4x the lecture's: computed in a worker thread (see _computed)
 PASS, STEP, HINT = QueryModel(PassQuery), QueryModel(StepQuery), QueryModel(HintQuery)
 
 
@@ -114,15 +117,31 @@ def dataset(request: Request) -> dict:
 NO_RUN = {404: {"description": "no such trained run"}}
 
 
+async def _computed(request: Request, query: PassQuery, view: Callable[[], Any]) -> Response:
+    """view() as JSON: on the event loop for the lecture's sizes, in a worker thread for a large config.
+
+    A large pass and its checks take up to ~1 s (batch 256 x hidden 512): off the loop, the process
+    keeps answering everyone else meanwhile (torch's kernels release the GIL). One at a time per process.
+    """
+    if query.batch_size * max(query.n_hidden, query.n_embd * query.block_size) <= LARGE:
+        return _json(view())
+    if not hasattr(request.app.state, "large"):
+        request.app.state.large = anyio.CapacityLimiter(1)
+    return _json(await anyio.to_thread.run_sync(view, limiter=request.app.state.large))
+
+
 @router.get("/graph", response_model=GraphPublic, responses=NO_RUN, openapi_extra=PASS.openapi)
 async def graph(request: Request, query: Annotated[PassQuery, Depends(PASS)]) -> Response:
-    return _json(views.build_graph(_pass(request, query)))
+    return await _computed(request, query, lambda: views.build_graph(_pass(request, query)))
 
 
 @router.get("/state", response_model=StatePublic, responses=NO_RUN, openapi_extra=STEP.openapi)
 async def state(request: Request, query: Annotated[StepQuery, Depends(STEP)]) -> Response:
-    bp = _pass(request, query)
-    return _json(views.build_state(bp, _step(bp.mode, bp.total_steps, query.step)))
+    def view() -> dict[str, Any]:
+        bp = _pass(request, query)
+        return views.build_state(bp, _step(bp.mode, bp.total_steps, query.step))
+
+    return await _computed(request, query, view)
 
 
 @router.get(
@@ -132,19 +151,26 @@ async def state(request: Request, query: Annotated[StepQuery, Depends(STEP)]) ->
     openapi_extra=STEP.openapi,
 )
 async def tensor(request: Request, name: str, query: Annotated[StepQuery, Depends(STEP)]) -> Response:
-    bp = _pass(request, query)
-    try:
-        return _json(views.build_tensor(bp, _cache(request).dataset, name, _step(bp.mode, bp.total_steps, query.step)))
-    except views.UnknownNode as e:
-        raise HTTPException(404, str(e)) from None
+    def view() -> dict[str, Any]:
+        bp = _pass(request, query)
+        try:
+            return views.build_tensor(bp, _cache(request).dataset, name, _step(bp.mode, bp.total_steps, query.step))
+        except views.UnknownNode as e:
+            raise HTTPException(404, str(e)) from None
+
+    return await _computed(request, query, view)
 
 
 @router.get("/hints", response_model=HintsPublic, responses=NO_RUN, openapi_extra=HINT.openapi)
 async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) -> Response:
     """The hint ladder of a backward step: shape, local derivative, chain-rule form, the lecture's line."""
-    bp = _pass(request, query)
-    step = _step(bp.mode, bp.total_steps, query.step)
-    return _json({"step": step, "op": bp.schedule[step - 1].name, "ladder": challenge.hints(bp, step)})
+
+    def view() -> dict[str, Any]:
+        bp = _pass(request, query)
+        step = _step(bp.mode, bp.total_steps, query.step)
+        return {"step": step, "op": bp.schedule[step - 1].name, "ladder": challenge.hints(bp, step)}
+
+    return await _computed(request, query, view)
 
 
 @router.post(
