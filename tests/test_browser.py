@@ -211,18 +211,19 @@ def test_rejected_config_shows_the_servers_message(page, base_url):
 
 
 def test_server_errors_are_shown(page, base_url):
-    # Previous, not Next: the next step is prefetched before the route below is in place
+    # Run all, not a step: Next and Previous are prefetched before the route below is in place
     open_page(page, f"{base_url}/?step=3")
     page.route("**/api/state*", lambda route: route.fulfill(status=500, body='{"detail": "boom"}'))
-    page.get_by_test_id("prev").click()
+    page.get_by_test_id("run-all").click()
     expect(page.get_by_test_id("error")).to_contain_text("Server error 500")
     page.unroute("**/api/state*")
     page.route("**/api/state*", lambda route: route.abort())
-    page.get_by_test_id("prev").click()
+    page.get_by_test_id("run-all").click()  # a failure is not kept: asked again
     expect(page.get_by_test_id("error")).to_contain_text("unreachable")
     page.unroute("**/api/state*")
-    act(page, lambda: page.get_by_test_id("next").click())
+    act(page, lambda: page.get_by_test_id("run-all").click())
     expect(page.get_by_test_id("error")).to_be_hidden()
+    expect(page.get_by_test_id("step-label")).to_have_text("step 20 / 20")
 
 
 def test_going_back_to_a_step_seen_redraws_without_asking_the_server(page, base_url):
@@ -240,6 +241,21 @@ def test_going_back_to_a_step_seen_redraws_without_asking_the_server(page, base_
     assert not [u for u in asked if re.search(r"step=[01](&|$)", u)], asked
     act(page, lambda: page.get_by_test_id("run-all").click())  # a step never seen: asked for
     assert any(re.search(r"/api/state\?.*step=20(&|$)", u) for u in asked), asked
+
+
+def test_a_permalink_prefetches_both_neighbouring_steps(page, base_url):
+    # arriving at step 3 by a link, neither step 2 nor step 4 has been seen: both are asked for before any click
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/api/state" in request.url else None)
+    open_page(page, f"{base_url}/?step=3&node=counts")
+    page.wait_for_function(
+        "performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/tensor')).length >= 3"
+    )
+    assert any(re.search(r"step=2(&|$)", u) for u in asked) and any(re.search(r"step=4(&|$)", u) for u in asked), asked
+    before = len(asked)
+    act(page, lambda: page.get_by_test_id("prev").click())
+    expect(page.get_by_test_id("step-label")).to_have_text("step 2 / 20")
+    assert not [u for u in asked[before:] if re.search(r"step=2(&|$)", u)]  # drawn from the prefetch
 
 
 def test_prefetched_next_step_and_its_failure(page, base_url):

@@ -131,15 +131,18 @@ async function load({ push = false, revert = null } = {}) {
   renders += 1;
   document.body.dataset.renders = String(renders);
   document.body.dataset.ready = "1";
-  prefetchNext(view);
+  prefetchNeighbours(view);
 }
 
-// Next is the likeliest click: ask for its state and tensor now, so that the step needs no round trip
-function prefetchNext(view) {
-  if (view.step >= view.total_steps) return;
-  const params = { ...apiParams(state), step: view.step + 1 };
-  api.prefetchState(params);
-  if (state.node) api.prefetchTensor(state.node, params);
+// Next and Previous are the likeliest clicks: ask for their state and tensor now (Next first), so that
+// a step needs no round trip. A step already seen is not asked for again (the page keeps its answers).
+function prefetchNeighbours(view) {
+  for (const step of [view.step + 1, view.step - 1]) {
+    if (step < 0 || step > view.total_steps) continue;
+    const params = { ...apiParams(state), step };
+    api.prefetchState(params);
+    if (state.node) api.prefetchTensor(state.node, params);
+  }
 }
 
 function update(patch) {
