@@ -14,7 +14,7 @@ import torch
 from .bugs import BUGS, Bug
 from .config import ModelConfig
 from .data import Dataset
-from .graph import NODES, Op, backward_schedule, contribution_counts, nodes_for_mode, ops_for_mode
+from .graph import NODES, Op, backward_schedule, nodes_for_mode, ops_for_mode
 
 PARAM_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
 BN_DEFAULT_SEED = 67280421310721  # what torch.Generator() starts at: the lecture's unseeded draw
@@ -147,13 +147,12 @@ class BackwardPass:
         self.params = {k: t.detach() for k, t in params.items()}
         self._graph = values  # the autograd forward (retain_grad on every node), until the reference ran
         self.values = {k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in values.items()}
-        self.totals = contribution_counts(mode)
-        self.totals["loss"] = 1
-        # the steps that add to each node's gradient (the loss's dloss = 1 is there at step 0), and the last
+        # the steps that add to each node's gradient (the loss's dloss = 1 is there at step 0): how many, and the last
         self.contribution_steps: dict[str, list[int]] = {"loss": [0]}
         for step, op in enumerate(self.schedule, start=1):
             for rule in op.rules:
                 self.contribution_steps.setdefault(rule.target, []).append(step)
+        self.totals = {name: len(steps) for name, steps in self.contribution_steps.items()}
         self.completed_at = {name: steps[-1] for name, steps in self.contribution_steps.items()}
         names = [node.name for node in nodes_for_mode(mode) if node.kind != "input" and node.name in self.totals]
         self.cmp: Mapping[str, dict[str, object]] = Comparisons(self, names)
@@ -220,6 +219,10 @@ class BackwardPass:
                     self._stepped = k
             return self._history
 
+    def ops_after(self, name: str) -> int:
+        """Where the forward resumes when `name` changes: the index of the op after the one that makes it."""
+        return next((i + 1 for i, op in enumerate(self.ops) if name in op.outputs), 0)
+
     def node_names(self) -> list[str]:
         return [node.name for node in nodes_for_mode(self.mode)]
 
@@ -250,7 +253,7 @@ class BackwardPass:
                 self._numeric[name] = self._numeric_check(name)
             return self._numeric[name]
 
-    def _forward64(self) -> dict[str, object]:
+    def _values_float64(self) -> dict[str, object]:
         """The forward values in float64: the finite differences re-run the forward from a node in double."""
         if self._values64 is None:
             self._values64 = {
@@ -261,7 +264,7 @@ class BackwardPass:
 
     def _numeric_check(self, name: str) -> dict[str, object]:
         # five-point central differences in float64, re-running the forward from the node onward
-        values64 = self._forward64()
+        values64 = self._values_float64()
         x = values64[name]
         assert isinstance(x, torch.Tensor)
         manual = self.grad_at(name, self.completed_at.get(name, self.total_steps))
@@ -299,7 +302,7 @@ class BackwardPass:
         x = values64[name]
         assert isinstance(x, torch.Tensor)
         k = len(idx)
-        start = next((i + 1 for i, op in enumerate(self.ops) if name in op.outputs), 0)
+        start = self.ops_after(name)
         offsets = (h[:, None] * torch.tensor(STENCIL, dtype=torch.float64)).reshape(-1)  # (4k,)
         at = idx.repeat_interleave(len(STENCIL))  # (4k,) the entry each perturbed forward moves
         if name == "loss":

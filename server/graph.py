@@ -615,12 +615,3 @@ def _nodes_for_mode(mode: str) -> tuple[Node, ...]:
 def backward_schedule(mode: str) -> list[Op]:
     """The manual backward pass: one step per forward op, in reverse order."""
     return list(reversed(ops_for_mode(mode)))
-
-
-def contribution_counts(mode: str) -> dict[str, int]:
-    """How many backward steps add to each node's gradient (2 for a node used twice)."""
-    counts: dict[str, int] = {}
-    for op in ops_for_mode(mode):
-        for rule in op.rules:
-            counts[rule.target] = counts.get(rule.target, 0) + 1
-    return counts

@@ -20,7 +20,6 @@ from server.graph import (
     OPS,
     OPS_BY_NAME,
     backward_schedule,
-    contribution_counts,
     nodes_for_mode,
     ops_for_mode,
 )
@@ -156,8 +155,7 @@ def test_schedule_and_partial_status(lecture_dataset, mode):
     bp = run_backward(LECTURE, lecture_dataset, mode)
     assert [op.name for op in bp.schedule] == [op.name for op in backward_schedule(mode)]
     assert bp.total_steps == len(ops_for_mode(mode))
-    totals = contribution_counts(mode)
-    reused = {name for name, k in totals.items() if k == 2}
+    reused = {name for name, k in bp.totals.items() if k == 2}
     expected_reused = {"atomic": {"counts", "logits", "bndiff", "hprebn"}, "fused_ce": {"bndiff", "hprebn"},
                        "fused_bn": {"counts", "logits"}, "fused": set()}[mode]  # fmt: skip
     assert reused == expected_reused
@@ -289,7 +287,8 @@ def test_each_ops_row_declaration_holds(lecture_dataset, op_name, mode):
 def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture_dataset, mode, monkeypatch):
     """Re-running only the perturbed row gives the same derivative as re-running the whole batch."""
     config = replace(LECTURE, dtype="float64")
-    row_local = [n for n in run_backward(config, lecture_dataset, mode).node_names() if _uses_row_path(mode, n)]
+    probe = run_backward(config, lecture_dataset, mode)
+    row_local = [n for n in probe.node_names() if _uses_row_path(probe, n)]
     assert {"h", "logits"} <= set(row_local)  # after batchnorm, in every mode
     results = {}
     for path in ("rows", "full"):
@@ -312,10 +311,8 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
         assert full["max_rel_err"] == pytest.approx(0.01 / 1.01, abs=1e-6), name
 
 
-def _uses_row_path(mode, name):
-    ops = ops_for_mode(mode)
-    start = next((i + 1 for i, op in enumerate(ops) if name in op.outputs), 0)
-    return NODES[name].kind != "loss" and engine._row_local(ops[start:], name)
+def _uses_row_path(bp, name):
+    return NODES[name].kind != "loss" and engine._row_local(bp.ops[bp.ops_after(name) :], name)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import plotly
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -123,6 +124,7 @@ def create_app(
     app.state.checks = CheckPool(str(dataset.path), size=check_workers) if check_workers else None
     trained = runs.params if runs else lambda run: None
     app.state.cache = PassCache(dataset, maxsize=cache_size, trained=trained, max_bytes=cache_bytes)
+    app.state.large = anyio.CapacityLimiter(1)  # large configs' passes: one worker thread at a time (routes.py)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

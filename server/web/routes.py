@@ -125,8 +125,6 @@ async def _computed(request: Request, query: PassQuery, view: Callable[[], Any])
     """
     if query.batch_size * max(query.n_hidden, query.n_embd * query.block_size) <= LARGE:
         return _json(view())
-    if not hasattr(request.app.state, "large"):
-        request.app.state.large = anyio.CapacityLimiter(1)
     return _json(await anyio.to_thread.run_sync(view, limiter=request.app.state.large))
 
 
