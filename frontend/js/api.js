@@ -9,41 +9,60 @@ function reason(body) {
   return body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
 }
 
-// responses asked for ahead of time (the next step while the learner reads this one), used once
+// The explorer's answers are a pure function of their URL: the last ones used or asked for ahead
+// (the steps next to the one shown, the first and the last) are kept, so Next, Previous, Reset, Run all
+// and back/forward to a step already seen redraw without a round trip. Failures are asked again.
+const recent = new Map();
+const RECENT_MAX = 64;
+// a trained run's answers are not kept (a deleted run's id can come back with other parameters):
+// one asked for ahead waits here until it is used, once
 const ahead = new Map();
 const AHEAD_MAX = 8;
-// the explorer's answers are a pure function of their URL: the last ones used are kept, so Previous,
-// Reset and back/forward to a step already seen redraw without a round trip. Not for a trained run's
-// passes (a deleted run's id can come back with other parameters), and failures are asked again.
-const recent = new Map();
-const RECENT_MAX = 48;
 
 function get(path, params) {
   return request(`${path}?${new URLSearchParams(params)}`);
 }
 
+function keep(url, promise) {
+  recent.delete(url); // most recently used or asked for last
+  recent.set(url, promise);
+  if (recent.size > RECENT_MAX) recent.delete(recent.keys().next().value);
+}
+
+function ask(url, pure) {
+  const promise = request(url);
+  if (pure) {
+    keep(url, promise);
+    promise.catch(() => { if (recent.get(url) === promise) recent.delete(url); });
+  }
+  return promise;
+}
+
 function getPure(path, params) {
   const url = `${path}?${new URLSearchParams(params)}`;
-  let promise = recent.get(url);
-  if (promise) {
-    recent.delete(url); // most recently used last
-  } else {
-    promise = ahead.get(url) || request(url);
-    ahead.delete(url);
-    promise.catch(() => recent.delete(url));
-  }
-  if (!Number(params.run)) recent.set(url, promise);
-  if (recent.size > RECENT_MAX) recent.delete(recent.keys().next().value);
-  return promise;
+  const pure = !Number(params.run);
+  const known = recent.get(url) || ahead.get(url);
+  ahead.delete(url);
+  if (!known) return ask(url, pure);
+  if (pure) keep(url, known);
+  return known;
 }
 
 function prefetch(path, params) {
   const url = `${path}?${new URLSearchParams(params)}`;
-  if (ahead.has(url) || recent.has(url)) return;
-  const promise = request(url);
+  const pure = !Number(params.run);
+  const known = recent.get(url);
+  if (known) {
+    keep(url, known); // still wanted: not the next one to go
+    return;
+  }
+  if (ahead.has(url)) return;
+  const promise = ask(url, pure);
   promise.catch(() => {}); // a failed prefetch is reported when (if) its response is used
-  ahead.set(url, promise);
-  if (ahead.size > AHEAD_MAX) ahead.delete(ahead.keys().next().value);
+  if (!pure) {
+    ahead.set(url, promise);
+    if (ahead.size > AHEAD_MAX) ahead.delete(ahead.keys().next().value);
+  }
 }
 
 async function request(url, init = {}) {

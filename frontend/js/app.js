@@ -131,14 +131,16 @@ async function load({ push = false, revert = null } = {}) {
   renders += 1;
   document.body.dataset.renders = String(renders);
   document.body.dataset.ready = "1";
-  prefetchNeighbours(view);
+  prefetchSteps(view);
 }
 
 // Next and Previous are the likeliest clicks: ask for their state and tensor now (Next first), so that
 // a step needs no round trip. A step already seen is not asked for again (the page keeps its answers).
-function prefetchNeighbours(view) {
-  for (const step of [view.step + 1, view.step - 1]) {
-    if (step < 0 || step > view.total_steps) continue;
+// what a step control can ask for next: Next and Previous first, then Run all (End) and Reset (Home),
+// which stay the same for a config and mode (a step already kept is not asked again)
+function prefetchSteps(view) {
+  for (const step of new Set([view.step + 1, view.step - 1, view.total_steps, 0])) {
+    if (step < 0 || step > view.total_steps || step === view.step) continue;
     const params = { ...apiParams(state), step };
     api.prefetchState(params);
     if (state.node) api.prefetchTensor(state.node, params);
