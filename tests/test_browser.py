@@ -135,6 +135,19 @@ def test_node_panel_heatmaps(page, base_url):
         expect(heatmap).to_have_attribute("data-shape", "32x27")
         expect(heatmap.locator(".main-svg").first).to_be_visible()
     expect(page.get_by_test_id("cmp")).to_contain_text("exact: True | approximate: True | maxdiff: 0.0")
+    # the two gradients on one zero-centred scale that holds every entry of both (its end rounded up
+    # to 3 significant digits); the difference on its own symmetric scale
+    scales = page.evaluate(
+        """() => Object.fromEntries(['manual', 'autograd', 'diff'].map((key) => {
+          const t = document.querySelector(`[data-testid=heatmap-${key}]`).data[0];
+          return [key, [t.zmin, t.zmax, Math.max(...t.z.flat().filter((v) => v !== null).map(Math.abs))]];
+        }))"""
+    )
+    (lo, hi, manual_max), (lo2, hi2, autograd_max) = scales["manual"], scales["autograd"]
+    assert (lo, hi) == (lo2, hi2) and lo == -hi
+    assert max(manual_max, autograd_max) <= hi <= 1.01 * max(manual_max, autograd_max)
+    dlo, dhi, diff_max = scales["diff"]
+    assert dlo == -dhi and diff_max <= dhi <= 1.01 * diff_max + 1e-12
     expect(page.get_by_test_id("formula")).to_have_text("logits = h @ W2 + b2")
     expect(page.get_by_test_id("numeric")).to_contain_text("finite differences")
     assert "node=logits" in page.url

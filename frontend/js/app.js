@@ -134,10 +134,9 @@ async function load({ push = false, revert = null } = {}) {
   prefetchSteps(view);
 }
 
-// Next and Previous are the likeliest clicks: ask for their state and tensor now (Next first), so that
-// a step needs no round trip. A step already seen is not asked for again (the page keeps its answers).
-// what a step control can ask for next: Next and Previous first, then Run all (End) and Reset (Home),
-// which stay the same for a config and mode (a step already kept is not asked again)
+// Ask now for the state and tensor of the steps a control leads to, so that a step click needs no round
+// trip: Next and Previous first (the likeliest), then Run all (End) and Reset (Home), which stay the
+// same for a config and mode. A step already kept is not asked for again (the page keeps its answers).
 function prefetchSteps(view) {
   for (const step of new Set([view.step + 1, view.step - 1, view.total_steps, 0])) {
     if (step < 0 || step > view.total_steps || step === view.step) continue;
