@@ -48,9 +48,19 @@ def unwatched_visit(p: Playwright, url: str, settle: float = 5.0) -> tuple[float
     """
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         chrome = subprocess.Popen(
-            [CHROMIUM, "--headless", *ARGS, "--no-first-run", f"--user-data-dir={profile}",
-             "--remote-debugging-port=0", "--window-size=1280,800", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                CHROMIUM,
+                "--headless",
+                *ARGS,
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--window-size=1280,800",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             active = Path(profile) / "DevToolsActivePort"
@@ -143,9 +153,15 @@ def main() -> None:
     for name, values in parts.items():
         what = "first render" if name.startswith("load") else "step"
         rows.append((f"  {what}: {name.split(':')[1]} (median)", statistics.median(values), None))
-    print(f"{args.runs} first visits unwatched + {args.runs} under Playwright, {len(steps)} step clicks, Debian Chromium headless, 1280x800")
-    print("first visits, unwatched, graph drawn at (ms): " + ", ".join(f"{v:.0f}" for v in cold_graph)
-          + f" (warm-up visit, not counted: {warm_up:.0f})\n")
+    print(
+        f"{args.runs} first visits unwatched + {args.runs} under Playwright, {len(steps)} step clicks,"
+        " Debian Chromium headless, 1280x800"
+    )
+    print(
+        "first visits, unwatched, graph drawn at (ms): "
+        + ", ".join(f"{v:.0f}" for v in cold_graph)
+        + f" (warm-up visit, not counted: {warm_up:.0f})\n"
+    )
     print(f"{'measure':50s} {'ms':>8s} {'target':>7s} {'ratio':>6s}")
     for name, value, target in rows:
         if value is None:
