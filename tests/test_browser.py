@@ -194,6 +194,90 @@ def test_mode_switch_changes_the_graph(page, base_url):
     assert len(graph_nodes(page)) == 23 and "bnraw" not in graph_nodes(page)
 
 
+LABEL_BOXES = """() => [...document.querySelectorAll('#graph .textpoint text')]
+  .filter((t) => t.textContent.trim())
+  .map((t) => { const r = t.getBoundingClientRect();
+    return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom}; })"""
+
+
+@pytest.mark.parametrize("mode", ["atomic", "fused_ce", "fused_bn", "fused"])
+def test_no_graph_labels_overlap_at_1280x800(page, base_url, mode):
+    open_page(page, f"{base_url}/?mode={mode}&step=2")  # a step in: the current op's formula is bold
+    boxes = page.evaluate(LABEL_BOXES)
+    frame = page.locator("#graph").bounding_box()
+    assert len(boxes) >= len(graph_nodes(page)), boxes  # a node label each, and the formulas
+    for box in boxes:
+        assert box["right"] - box["left"] > 0, box
+        assert frame["x"] <= box["left"] and box["right"] <= frame["x"] + frame["width"], box
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart = (
+                a["right"] <= b["left"] + 0.5
+                or b["right"] <= a["left"] + 0.5
+                or a["bottom"] <= b["top"] + 0.5
+                or b["bottom"] <= a["top"] + 0.5
+            )
+            assert apart, (a, b)
+
+
+def test_controls_are_disabled_while_a_request_is_in_flight(page, base_url):
+    # the last step's state is held back (from its prefetch on arrival): Run all waits for it
+    held = []
+    last = re.compile(r"/api/state\?.*step=20(&|$)")
+    page.route(last, lambda route: held.append(route))
+    open_page(page, base_url)
+    page.get_by_test_id("run-all").click()
+    expect(page.get_by_test_id("loading")).to_be_visible()
+    for control in ("next", "prev", "reset", "run-all", "mode", "apply"):
+        expect(page.get_by_test_id(control)).to_be_disabled()
+    assert held, "the last step was not asked for"
+    act(page, lambda: [route.continue_() for route in held])
+    expect(page.get_by_test_id("step-label")).to_have_text("step 20 / 20")
+    expect(page.get_by_test_id("loading")).to_be_hidden()
+    expect(page.get_by_test_id("next")).to_be_disabled()  # the end: nothing after it
+    expect(page.get_by_test_id("prev")).to_be_enabled()
+
+
+def test_heatmap_axes_hover_and_nonfinite_cells(page, base_url):
+    # one NaN and one +Inf put into the server's answer for logits' value (no config makes them):
+    # their cells are marked, and the title counts them
+    def with_nonfinite(route):
+        body = route.fetch().json()
+        body["value"]["data"][0][1] = None
+        body["value"]["data"][2][3] = None
+        body["value"]["nonfinite"] = {"nan": 1, "posinf": 1, "neginf": 0}
+        route.fulfill(json=body)
+
+    page.route(re.compile(r"/api/tensor/logits\?"), with_nonfinite)
+    open_page(page, f"{base_url}/?node=logits&step=20")
+    value = page.evaluate(
+        "(() => { const d = document.querySelector('[data-testid=heatmap-value]');"
+        " return {x: d.data[0].x, y: d.data[0].y, marks: d.data[1], title: d.layout.title.text}; })()"
+    )
+    # vocabulary columns are characters, batch rows are contexts 'emm→a'
+    assert value["x"][0] == "." and value["x"][1:] == [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    assert len(value["y"]) == 32 and all(re.fullmatch(r"[.a-z]{3}→[.a-z]", y) for y in value["y"]), value["y"]
+    assert "1 NaN, 1 Inf" in value["title"]
+    marked = sorted(zip(value["marks"]["y"], value["marks"]["x"], strict=True))
+    assert marked == sorted([(value["y"][0], value["x"][1]), (value["y"][2], value["x"][3])])
+    # hovering a cell of the manual gradient gives its row, column and the number the server sent
+    page.unroute(re.compile(r"/api/tensor/logits\?"))
+    cell = page.evaluate(
+        """() => { const d = document.querySelector('[data-testid=heatmap-manual]');
+          const s = d._fullLayout._size, t = d.data[0], rows = t.z.length, cols = t.z[0].length;
+          const r = d.getBoundingClientRect();
+          return {px: r.left + s.l + s.w * (4.5 / cols), py: r.top + s.t + s.h * (6.5 / rows),
+                  z: t.z[6][4], row: t.y[6], col: t.x[4]}; }"""
+    )
+    page.mouse.move(cell["px"], cell["py"])
+    hover = page.locator("[data-testid=heatmap-manual] .hoverlayer .hovertext")
+    expect(hover).to_be_visible()
+    text = hover.text_content()
+    assert f"row {cell['row']}" in text and f"col {cell['col']}" in text, text
+    # the number in full (Plotly's own %{z} shows 0.00093554263 as "935.5426μ"): it reads back exactly
+    assert float(text.split(f"col {cell['col']}")[1]) == cell["z"], (cell, text)
+
+
 def test_permalink_reload_and_back(page, base_url):
     open_page(page, base_url + "/?mode=fused_ce&step=5&node=h")
     expect(page.get_by_test_id("step-label")).to_have_text("step 5 / 13")
