@@ -4,9 +4,10 @@ Starts the real server (python -m server) on a free port and prints a table of m
 beside their targets (ratio = measured / target; <= 1 meets it). Not a test: machines are noisy.
 The students start together (each its own seed, so every pass and check is cold), step through
 the atomic schedule with no pause and fetch the state and one tensor per step: a stress test.
-Two scenarios, run in turn on the same server: "ahead" fetches the node the next step works on,
-"follow" the node each step just produced (every node, so every kind of finite-difference check).
-Usage: python bench/api_bench.py [--students 100] [--workers 2] [--seeds 20] [--scenarios ahead,follow]
+Scenarios, run in turn on the same server: "ahead" fetches the node the next step works on,
+"follow" the node each step just produced (every node, so every kind of finite-difference check);
+"+ends" adds the page's prefetch of Run all's step on arrival (on a second connection, not timed).
+Usage: python bench/api_bench.py [--students 100] [--workers 2] [--seeds 20] [--scenarios ahead,ahead+ends,follow]
 """
 
 from __future__ import annotations
@@ -128,15 +129,33 @@ async def single_client(port: int, seeds: int) -> dict[str, float]:
     return result | {f"bytes {k}": v for k, v in sizes.items()}
 
 
-async def students(port: int, n: int, nodes: list[str], first_seed: int) -> tuple[list[tuple[int, float]], int]:
+async def students(
+    port: int, n: int, nodes: list[str], first_seed: int, ends: bool = False
+) -> tuple[list[tuple[int, float]], int]:
+    """n students in lockstep; with `ends`, each also asks for the last step as the page does on arrival."""
     latencies: list[tuple[int, float]] = []  # (step, seconds)
     errors = 0
+
+    async def prefetch_end(seed: int) -> None:
+        # the page asks for Run all's step (state and the selected tensor) once its first steps are
+        # answered, on another connection; not timed: no learner waits for it
+        nonlocal errors
+        client = RawClient(port)
+        try:
+            for url in (f"/api/state?seed={seed}&step=20", f"/api/tensor/{nodes[0]}?seed={seed}&step=20"):
+                if (await client.get(url))[0] != 200:
+                    errors += 1
+        finally:
+            client.close()
 
     async def student(seed: int) -> None:
         nonlocal errors
         client = RawClient(port)
+        end = None
         try:
             for step in range(21):
+                if ends and step == 1:
+                    end = asyncio.create_task(prefetch_end(seed))
                 node = nodes[min(step, len(nodes) - 1)]
                 for url in (f"/api/state?seed={seed}&step={step}", f"/api/tensor/{node}?seed={seed}&step={step}"):
                     t0 = time.perf_counter()
@@ -151,6 +170,8 @@ async def students(port: int, n: int, nodes: list[str], first_seed: int) -> tupl
                         client.close()
                         client = RawClient(port)
                     latencies.append((step, time.perf_counter() - t0))
+            if end is not None:
+                await end
         finally:
             client.close()
 
@@ -169,8 +190,9 @@ def main() -> None:
         help="seconds to wait after start-up: each server process warms its sandboxed code checkers (niced)",
     )  # fmt: skip
     parser.add_argument(
-        "--scenarios", default="ahead,follow",
-        help="which tensor each student fetches per step (comma-separated, run in turn): " + ", ".join(SCENARIOS),
+        "--scenarios", default="ahead,ahead+ends,follow",
+        help="which tensor each student fetches per step (comma-separated, run in turn): " + ", ".join(SCENARIOS)
+        + "; +ends: each student also asks for the last step once step 0 is answered, as the page does",
     )  # fmt: skip
     args = parser.parse_args()
     port = free_port()
@@ -181,8 +203,11 @@ def main() -> None:
         single = asyncio.run(single_client(port, args.seeds))
         for i, name in enumerate(args.scenarios.split(",")):
             t0 = time.perf_counter()
-            lat, errors = asyncio.run(students(port, args.students, SCENARIOS[name], 50_000 + 10_000 * i))
-            runs[name] = (lat, errors, time.perf_counter() - t0)
+            scenario, _, extra = name.partition("+")
+            lat, errors = asyncio.run(
+                students(port, args.students, SCENARIOS[scenario], 50_000 + 10_000 * i, ends=extra == "ends")
+            )
+            runs[name if name not in runs else f"{name} (run {i + 1})"] = (lat, errors, time.perf_counter() - t0)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -121,7 +121,8 @@ def main() -> None:
                 steps.extend(clicks(page, "next", 7))  # each prefetched while the step before was shown
                 # Previous to a step seen before: from the page's cache of the answers it used
                 back.extend(clicks(page, "prev", 3))
-                # Run all: every node and the panel change at once (its step asked for ahead); then Previous
+                # Run all: every node and the panel change at once; its step is asked for when the pointer
+                # reaches the button, a moment before Playwright's click: about a round trip. Then Previous
                 trips.extend(clicks(page, "run-all", 1))
                 back.extend(clicks(page, "prev", 3))
                 for name, values in parts.items():
@@ -146,7 +147,7 @@ def main() -> None:
         ("  (Next and Previous are prefetched while a step is shown, or were seen before:)", None, None),
         ("Previous click → redrawn (median)", statistics.median(back), 100),
         ("Previous click → redrawn (p90)", sorted(back)[int(0.9 * len(back))], 100),
-        ("  (Run all from step 4: every node's status and the panel change at once:)", None, None),
+        ("  (Run all from step 4: every node and the panel change; asked for on hover, ~a round trip:)", None, None),
         ("Run all click → redrawn (median)", statistics.median(trips), 100),
         ("Run all click → redrawn (max)", max(trips), 100),
     ]

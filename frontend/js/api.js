@@ -9,9 +9,10 @@ function reason(body) {
   return body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
 }
 
-// The explorer's answers are a pure function of their URL: the last ones used or asked for ahead
-// (the steps next to the one shown, the first and the last) are kept, so Next, Previous, Reset, Run all
-// and back/forward to a step already seen redraw without a round trip. Failures are asked again.
+// The explorer's answers are a pure function of their URL: the last ones used or asked for ahead (the
+// steps next to the one shown, the one a button is about to ask for) are kept, so a step asked for
+// ahead or already seen (Next, Previous, back/forward) redraws without a round trip. Failures are
+// asked again.
 const recent = new Map();
 const RECENT_MAX = 64;
 // a trained run's answers are not kept (a deleted run's id can come back with other parameters):
