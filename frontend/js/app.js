@@ -193,7 +193,6 @@ function showBug() {
     `<code>${esc(bug.code)}</code><br>Why it is wrong: ${esc(bug.why)}<br>How you would notice: ${esc(bug.notice)}`;
 }
 
-
 function legend() {
   const kinds = Object.values(KIND_LABEL).map((l) => `<span>${l}</span>`).join("");
   const statuses = Object.values(STATUS).map((s) => `<span><b style="background:${s.color}"></b>${s.symbol} ${s.label}</span>`).join("");

@@ -1,5 +1,6 @@
 // Pure renderer of the computation graph: render(el, {graph, state, selected}) with Plotly.react.
 import { HIGHLIGHT, KIND_SYMBOL, NODE_SIZE, STATUS } from "./config.js";
+import { esc } from "./dom.js";
 
 export function nodeStatus(nodeState) {
   if (!nodeState) return "pending";
@@ -82,7 +83,7 @@ export function render(el, { graph, state, selected }) {
   const formulaTrace = {
     type: "scatter", mode: "text", name: "formulas", hoverinfo: "skip",
     x: graph.ops.map(() => 3.0), y: graph.ops.map((op, row) => row),
-    text: graph.ops.map((op) => (op === current ? `<b>${escape(short(op.formula))}</b>` : escape(short(op.formula)))),
+    text: graph.ops.map((op) => (op === current ? `<b>${esc(short(op.formula))}</b>` : esc(short(op.formula)))),
     textposition: "middle right",
     textfont: {
       family: "ui-monospace, Menlo, monospace", size: 10.5,
@@ -108,8 +109,4 @@ export function render(el, { graph, state, selected }) {
 function short(s) {
   const line = s.split("\n")[0];
   return line.length > 42 ? `${line.slice(0, 41)}…` : line;
-}
-
-function escape(s) {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").split("\n")[0];
 }

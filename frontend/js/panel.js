@@ -2,7 +2,6 @@
 import * as heatmaps from "./heatmaps.js";
 import { esc } from "./dom.js";
 
-
 // floats as Python prints them, so the line reads exactly like the lecture's cmp()
 const pyFloat = (x) => (x === null ? "NaN/Inf" : Number.isInteger(x) ? x.toFixed(1) : String(x));
 
