@@ -7,6 +7,7 @@ import functools
 import math
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -72,12 +73,26 @@ def run_forward(ops: list[Op], values: dict[str, object], start: int = 0) -> dic
     return vars(v)
 
 
+@dataclass(frozen=True)
+class Contribution:
+    """What one backward step added to a node's manual gradient."""
+
+    step: int  # the backward step that produced it
+    op: str  # the op whose rule produced it: the consumer of the node in the forward pass
+    grad: torch.Tensor  # the contribution alone, not the running sum
+    overwrites: bool  # assigned with `=` over an earlier contribution (the bug lab): the sum lost that one
+
+
 def compare(manual: torch.Tensor, ref: torch.Tensor) -> dict[str, object]:
-    """The lecture's cmp(): exact (bitwise), approx (torch.allclose), maxdiff, plus max relative error."""
+    """The lecture's cmp(): exact (bitwise), approx (torch.allclose), maxdiff, plus relative errors and shapes."""
+    shapes = {"shape": list(manual.shape), "expected_shape": list(ref.shape)}
     if manual.shape != ref.shape:
-        return {"exact": False, "approx": False, "maxdiff": math.inf, "max_rel": math.inf, "shape_ok": False}
+        # no difference exists between tensors of different shapes: no number stands in for one
+        return {"exact": False, "approx": False, "maxdiff": None, "max_rel": None, "rel_err": None,
+                "shape_ok": False, **shapes}  # fmt: skip
     if torch.equal(manual, ref):  # half the atomic nodes: nothing else to compute
-        return {"exact": True, "approx": True, "maxdiff": 0.0, "max_rel": 0.0, "shape_ok": True}
+        return {"exact": True, "approx": True, "maxdiff": 0.0, "max_rel": 0.0, "rel_err": 0.0, "shape_ok": True,
+                **shapes}  # fmt: skip
     diff = (manual - ref).abs()
     maxdiff = diff.max().item() if diff.numel() else 0.0
     denom = torch.maximum(manual.abs(), ref.abs())
@@ -94,8 +109,18 @@ def compare(manual: torch.Tensor, ref: torch.Tensor) -> dict[str, object]:
         "approx": approx,
         "maxdiff": maxdiff,
         "max_rel": rel.max().item() if rel.numel() else 0.0,
+        "rel_err": _rel_err(maxdiff, ref),
         "shape_ok": True,
+        **shapes,
     }
+
+
+def _rel_err(maxdiff: float, ref: torch.Tensor) -> float:
+    """max|manual - ref| / max|ref|: one size per error, n vs n-1 (~3%) apart from a lost += (~100%)."""
+    scale = ref.abs().max().item() if ref.numel() else 0.0
+    if scale == 0.0:
+        return 0.0 if maxdiff == 0.0 else math.inf
+    return maxdiff / scale
 
 
 class Comparisons(Mapping[str, dict[str, object]]):
@@ -160,8 +185,13 @@ class BackwardPass:
         assert isinstance(loss, torch.Tensor)
         self._d = SimpleNamespace(loss=torch.ones_like(loss))  # manual gradients so far: d.x reads as "dx"
         self._history: dict[str, list[tuple[int, torch.Tensor]]] = {"loss": [(0, self._d.loss)]}
+        # each contribution apart from the running sum: what the op of that step added (or assigned, with `=`)
+        self._contributions: dict[str, list[Contribution]] = {}
         self._stepped = 0  # manual backward steps run so far
         self._ref: dict[str, torch.Tensor] | None = None
+        self._path_refs: dict[tuple[str, int], torch.Tensor] = {}  # (node, step) -> autograd through that op alone
+        self._partial_refs: dict[tuple[str, int], torch.Tensor] = {}  # (node, k) -> the first k paths summed
+        self._partial_cmps: dict[tuple[str, int], dict[str, object]] = {}  # (node, k) -> compare with that sum
         self._numeric: dict[str, dict[str, object]] = {}
         self._values64: dict[str, object] | None = None
         self._lock = threading.RLock()
@@ -216,8 +246,78 @@ class BackwardPass:
                         grad = contribution if previous is None or overwrite else previous + contribution
                         setattr(d, target, grad)
                         self._history.setdefault(target, []).append((k, grad))
+                        self._contributions.setdefault(target, []).append(
+                            Contribution(k, op.name, contribution, overwrite and previous is not None)
+                        )
                     self._stepped = k
             return self._history
+
+    def contributions(self, name: str, step: int) -> list[Contribution]:
+        """The contributions a node's manual gradient has received after `step` backward steps, in order."""
+        with self._lock:
+            self._advance(step)
+            return [c for c in self._contributions.get(name, ()) if c.step <= step]
+
+    def path_ref(self, name: str, step: int) -> torch.Tensor:
+        """Autograd's gradient of `name` through the op of backward `step` alone (one consumer, no other path).
+
+        The op's forward runs again with `name` as a fresh leaf and every other input detached, and
+        autograd's gradient of the op's output flows back through it: the indirect paths (counts ->
+        counts_sum -> ... -> probs) are left out, which autograd through the whole retained graph would add.
+        """
+        with self._lock:
+            key = (name, step)
+            if key not in self._path_refs:
+                op = self.schedule[step - 1]
+                out = op.outputs[0]  # the fused batchnorm's dict also holds its saved tensors: hpreact is the output
+                leaf = self.values[name].detach().clone().requires_grad_(True)  # type: ignore[union-attr]
+                with torch.enable_grad():
+                    produced = op.forward(SimpleNamespace(**{**self.values, name: leaf}))
+                    y = produced[out] if isinstance(produced, dict) else produced
+                    (grad,) = torch.autograd.grad(y, leaf, grad_outputs=self.ref_grads[out])
+                self._path_refs[key] = grad
+            return self._path_refs[key]
+
+    def reference(self, name: str, step: int) -> torch.Tensor | None:
+        """What the manual gradient after `step` is compared with: autograd through the paths it has so far."""
+        done, total = self.contributions_done(name, step), self.totals.get(name, 0)
+        if not 0 < done < total:
+            return self.ref_grads.get(name)  # complete, or nothing yet to compare: autograd's full gradient
+        with self._lock:
+            if (name, done) not in self._partial_refs:
+                steps = self.contribution_steps[name][:done]
+                self._partial_refs[name, done] = functools.reduce(
+                    torch.add, (self.path_ref(name, s) for s in steps)
+                )  # schedule order, as the manual += adds them
+            return self._partial_refs[name, done]
+
+    def cmp_at(self, name: str, step: int) -> dict[str, object] | None:
+        """The comparison of the manual gradient after `step` with its reference (None before its first)."""
+        done, total = self.contributions_done(name, step), self.totals.get(name, 0)
+        if NODES[name].kind == "input" or done == 0:
+            return None
+        if done == total:
+            return self.cmp[name]  # the lecture's cmp against autograd's full gradient
+        with self._lock:
+            if (name, done) not in self._partial_cmps:
+                manual = self.grad_at(name, step)
+                reference = self.reference(name, step)
+                assert manual is not None and reference is not None
+                self._partial_cmps[name, done] = compare(manual, reference)
+            return self._partial_cmps[name, done]
+
+    def is_origin(self, name: str, step: int) -> bool:
+        """Whether the error starts here: this gradient is off while every gradient it was computed from is right.
+
+        A node's gradient after `step` is computed from the output gradients of the ops whose contributions it
+        has received; those are complete by then (the schedule runs backwards), and the loss's is dloss = 1.
+        """
+        cmp = self.cmp_at(name, step)
+        if cmp is None or cmp["approx"]:
+            return False
+        steps = self.contribution_steps[name][: self.contributions_done(name, step)]
+        sources = [self.schedule[s - 1].outputs[0] for s in steps if s > 0]
+        return all(src == "loss" or self.cmp[src]["approx"] for src in sources)
 
     def ops_after(self, name: str) -> int:
         """Where the forward resumes when `name` changes: the index of the op after the one that makes it."""

@@ -211,7 +211,11 @@ def test_compare_relative_error_and_shape_mismatch():
     out = compare(torch.tensor([1.0, 0.0, -2.0]), torch.tensor([1.1, 0.0, -2.0]))
     assert out["max_rel"] == pytest.approx(0.1 / 1.1, rel=1e-6)
     assert out["maxdiff"] == pytest.approx(0.1, rel=1e-6) and not out["approx"]
-    assert compare(torch.zeros(2, 1), torch.zeros(2, 3))["shape_ok"] is False
+    assert out["rel_err"] == pytest.approx(0.1 / 2.0, rel=1e-6)  # against the reference's largest entry, |-2|
+    assert compare(torch.ones(3), torch.ones(3))["rel_err"] == 0.0
+    mismatch = compare(torch.zeros(2, 1), torch.zeros(2, 3))
+    assert mismatch["shape_ok"] is False and (mismatch["shape"], mismatch["expected_shape"]) == ([2, 1], [2, 3])
+    assert mismatch["maxdiff"] is None and mismatch["rel_err"] is None  # no stand-in number such as inf
 
 
 @pytest.mark.parametrize("name", sorted(BUGS))
