@@ -90,15 +90,14 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
 
 
 def build_state(bp: BackwardPass, step: int) -> dict[str, Any]:
-    """Every node's status after `step` backward steps, and its comparison once complete."""
+    """Every node's status after `step` backward steps, its comparison with its reference, and where errors start."""
     nodes = {}
     for name in bp.node_names():
-        status = bp.status(name, step)
-        done = bp.contributions_done(name, step)
         nodes[name] = {
-            "status": status,
-            "contributions": [done, bp.totals.get(name, 0)],
-            "cmp": cmp_public(bp.cmp.get(name)) if status == "complete" else None,
+            "status": bp.status(name, step),
+            "contributions": [bp.contributions_done(name, step), bp.totals.get(name, 0)],
+            "cmp": cmp_public(bp.cmp_at(name, step)),
+            "origin": bp.is_origin(name, step),
         }
     return {
         "mode": bp.mode,
@@ -135,9 +134,13 @@ def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> di
     value = bp.values[name]
     assert isinstance(value, torch.Tensor)
     manual = bp.grad_at(name, step)
-    ref = bp.ref_grads.get(name)
+    ref = bp.reference(name, step)
     diff = manual - ref if manual is not None and ref is not None and manual.shape == ref.shape else None
     status = bp.status(name, step)
+    done, total = bp.contributions_done(name, step), bp.totals.get(name, 0)
+    numeric_note = None
+    if node.kind != "input" and status != "complete":
+        numeric_note = f"finite differences check the complete gradient: available from step {bp.completed_at[name]}"
     return {
         "name": name,
         "kind": node.kind,
@@ -147,11 +150,38 @@ def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> di
         "labels": [axis_labels(bp, dataset, axis, size) for axis, size in zip(node.axes, value.shape, strict=True)],
         "step": step,
         "status": status,
-        "contributions": [bp.contributions_done(name, step), bp.totals.get(name, 0)],
+        "contributions": [done, total],
         "value": tensor_public(value),
         "grad_manual": tensor_public(manual),
         "grad_autograd": tensor_public(ref),
+        "reference": _reference_text(bp, name, step) if ref is not None else None,
         "diff": tensor_public(diff),
-        "cmp": cmp_public(bp.cmp.get(name)) if status == "complete" else None,
-        "numeric": cmp_public(bp.numeric(name)),
+        "cmp": cmp_public(bp.cmp_at(name, step)),
+        "split": _split(bp, name, step) if total > 1 else None,
+        "numeric": cmp_public(bp.numeric(name)) if status == "complete" else None,
+        "numeric_note": numeric_note,
     }
+
+
+def _reference_text(bp: BackwardPass, name: str, step: int) -> str:
+    """What grad_autograd is: autograd's full gradient, or autograd through the paths the manual one has so far."""
+    done, total = bp.contributions_done(name, step), bp.totals.get(name, 0)
+    if not 0 < done < total:
+        return "autograd, complete"
+    ops = ", ".join(bp.schedule[s - 1].name for s in bp.contribution_steps[name][:done])
+    which = "contribution 1" if done == 1 else f"contributions 1–{done}"
+    return f"autograd through {which} of {total} (from {ops})"
+
+
+def _split(bp: BackwardPass, name: str, step: int) -> list[dict[str, Any]]:
+    """Each contribution received so far, next to autograd's gradient through the same op alone."""
+    return [
+        {
+            "op": c.op,
+            "step": c.step,
+            "manual": tensor_public(c.grad),
+            "autograd": tensor_public(bp.path_ref(name, c.step)),
+            "overwrites": c.overwrites,
+        }
+        for c in bp.contributions(name, step)
+    ]

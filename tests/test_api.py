@@ -63,7 +63,11 @@ def test_state_steps_and_statuses(client):
     assert s0["nodes"]["logprobs"]["status"] == "pending"
     s3 = client.get("/api/state", params={"step": 3}).json()
     assert s3["op"] == "probs"
-    assert s3["nodes"]["counts"] == {"status": "partial", "contributions": [1, 2], "cmp": None}
+    counts = s3["nodes"]["counts"]
+    assert (counts["status"], counts["contributions"], counts["origin"]) == ("partial", [1, 2], False)
+    # the first contribution, right, against autograd through the same path: exact, not red
+    assert counts["cmp"]["exact"] and counts["cmp"]["rel_err"] == 0.0 and counts["cmp"]["shape_ok"]
+    assert s3["nodes"]["counts_sum"]["cmp"] is None  # pending: nothing to compare yet
     assert s3["nodes"]["counts_sum_inv"]["status"] == "complete"
     full = client.get("/api/state").json()
     assert full["step"] == 20
@@ -80,14 +84,14 @@ def test_state_steps_and_statuses(client):
 def test_tensor_detail(client):
     t = client.get("/api/tensor/counts", params={"step": 3}).json()
     assert t["status"] == "partial" and t["contributions"] == [1, 2]
-    assert t["shape"] == [32, 27] and t["cmp"] is None
+    assert t["shape"] == [32, 27] and t["cmp"]["approx"]
     assert t["grad_manual"]["shape"] == [32, 27] and t["grad_autograd"]["shape"] == [32, 27]
     assert t["labels"][1][:3] == [".", "a", "b"]
     assert all("→" in label for label in t["labels"][0]) and len(t["labels"][0]) == 32
     manual = torch.tensor(t["grad_manual"]["data"])
     ref = torch.tensor(t["grad_autograd"]["data"])
     assert torch.allclose(torch.tensor(t["diff"]["data"]), manual - ref)
-    assert t["numeric"]["entries_checked"] == 16
+    assert t["numeric"] is None  # finite differences check the complete gradient, which does not exist yet
     before = client.get("/api/tensor/probs", params={"step": 1}).json()
     assert before["grad_manual"] is None and before["status"] == "pending"
     emb = client.get("/api/tensor/emb").json()
@@ -198,3 +202,67 @@ def test_bug_lab_over_the_api(client):
     wrong_mode = client.get("/api/state", params={"bug": "no_broadcast_sum", "mode": "fused"})
     assert wrong_mode.status_code == 422 and "fuses away" in wrong_mode.text
     assert client.get("/api/state", params={"bug": "nope"}).status_code == 422
+
+
+def _tensor(t):
+    return torch.tensor(t["data"], dtype=torch.float64)
+
+
+def test_a_partial_gradient_is_shown_against_the_same_paths(client):
+    partial = client.get("/api/tensor/counts", params={"step": 3}).json()
+    full = client.get("/api/tensor/counts", params={"step": 5}).json()
+    assert partial["reference"] == "autograd through contribution 1 of 2 (from probs)"
+    assert full["reference"] == "autograd, complete" and full["cmp"]["exact"]
+    # the reference moves with the contributions: through probs alone it is not autograd's full gradient
+    assert not torch.allclose(_tensor(partial["grad_autograd"]), _tensor(full["grad_autograd"]))
+    assert torch.equal(_tensor(partial["grad_manual"]), _tensor(partial["grad_autograd"]))
+    assert max(abs(v) for row in partial["diff"]["data"] for v in row) == 0.0
+    [first] = partial["split"]
+    assert (first["op"], first["step"], first["overwrites"]) == ("probs", 3, False)
+    assert first["manual"]["data"] == partial["grad_manual"]["data"]
+    # complete: contribution 1 | contribution 2 | sum, each beside autograd through the same op
+    one, two = full["split"]
+    assert [(c["op"], c["step"]) for c in full["split"]] == [("probs", 3), ("counts_sum", 5)]
+    torch.testing.assert_close(_tensor(one["manual"]) + _tensor(two["manual"]), _tensor(full["grad_manual"]))
+    torch.testing.assert_close(_tensor(one["autograd"]) + _tensor(two["autograd"]), _tensor(full["grad_autograd"]))
+    assert client.get("/api/tensor/probs", params={"step": 3}).json()["split"] is None  # one consumer: no split
+
+
+def test_finite_differences_speak_of_the_complete_gradient_only(client):
+    partial = client.get("/api/tensor/counts", params={"step": 3}).json()
+    assert partial["numeric"] is None
+    assert partial["numeric_note"] == "finite differences check the complete gradient: available from step 5"
+    pending = client.get("/api/tensor/W1", params={"step": 0}).json()
+    assert pending["numeric"] is None and pending["numeric_note"].endswith("available from step 18")
+    done = client.get("/api/tensor/counts", params={"step": 5}).json()
+    assert done["numeric_note"] is None and done["numeric"]["max_rel_err"] < 1e-2
+    xb = client.get("/api/tensor/Xb").json()
+    assert xb["numeric"] is None and xb["numeric_note"] is None and xb["reference"] is None
+
+
+def test_a_shape_mismatch_shows_both_shapes_and_no_difference(client):
+    r = client.get("/api/tensor/counts_sum_inv", params={"bug": "no_broadcast_sum"})
+    t = r.json()
+    assert t["grad_manual"]["shape"] == [32, 27] and t["grad_autograd"]["shape"] == [32, 1]
+    assert t["diff"] is None
+    assert t["cmp"] == {"exact": False, "approx": False, "maxdiff": None, "max_rel": None, "rel_err": None,
+                        "shape_ok": False, "shape": [32, 27], "expected_shape": [32, 1]}  # fmt: skip
+    assert b"NaN" not in r.content and b"Infinity" not in r.content
+    for key in ("grad_manual", "grad_autograd"):
+        assert t[key]["nonfinite"] == {"nan": 0, "posinf": 0, "neginf": 0}
+    state = client.get("/api/state", params={"bug": "no_broadcast_sum"}).json()
+    assert state["nodes"]["counts_sum_inv"]["cmp"] == t["cmp"]
+
+
+def test_the_state_marks_where_an_error_starts_and_how_large_it_is(client):
+    clean = client.get("/api/state").json()
+    assert not any(node["origin"] for node in clean["nodes"].values())
+    bessel = client.get("/api/state", params={"bug": "bessel_n"}).json()["nodes"]
+    assert [name for name, node in bessel.items() if node["origin"]] == ["bndiff2"]
+    assert 0.02 <= bessel["bndiff2"]["cmp"]["rel_err"] <= 0.05  # 1/n, n = 32
+    assert not bessel["W1"]["cmp"]["approx"] and not bessel["W1"]["origin"]  # wrong, but not where it starts
+    lost = client.get("/api/state", params={"bug": "overwrite_second_contribution"}).json()["nodes"]
+    assert [name for name, node in lost.items() if node["origin"]] == ["counts"]
+    assert lost["counts"]["cmp"]["rel_err"] > bessel["bndiff2"]["cmp"]["rel_err"]
+    before = client.get("/api/state", params={"bug": "overwrite_second_contribution", "step": 4}).json()["nodes"]
+    assert before["counts"]["cmp"]["approx"] and not before["counts"]["origin"]  # the first contribution is right

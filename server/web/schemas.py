@@ -85,13 +85,16 @@ class TensorPublic(BaseModel):
 
 
 class CmpPublic(BaseModel):
-    """The lecture's comparison line: exact (bitwise), approx (torch.allclose), maxdiff."""
+    """The lecture's comparison line: exact (bitwise), approx (torch.allclose), maxdiff; null where shapes differ."""
 
     exact: bool
     approx: bool
     maxdiff: float | None
-    max_rel: float | None
+    max_rel: float | None  # the largest relative error of one entry
+    rel_err: float | None  # max|manual - reference| / max|reference|: the size of the error as a whole
     shape_ok: bool
+    shape: list[int] | None = None  # the manual gradient's shape
+    expected_shape: list[int] | None = None  # the reference's: the tensor's own shape
 
 
 class NumericPublic(BaseModel):
@@ -144,7 +147,8 @@ class GraphPublic(BaseModel):
 class NodeStatePublic(BaseModel):
     status: Literal["none", "pending", "partial", "complete"]
     contributions: list[int]
-    cmp: CmpPublic | None
+    cmp: CmpPublic | None  # against autograd through the contributions received so far (all of them: complete)
+    origin: bool  # this gradient is off while every gradient it was computed from is right: the error starts here
 
 
 class StatePublic(BaseModel):
@@ -155,6 +159,16 @@ class StatePublic(BaseModel):
     op: str | None
     next_op: str | None
     nodes: dict[str, NodeStatePublic]
+
+
+class ContributionPublic(BaseModel):
+    """One contribution to a node's manual gradient, beside autograd's gradient through the same op alone."""
+
+    op: str
+    step: int
+    manual: TensorPublic
+    autograd: TensorPublic
+    overwrites: bool  # assigned with `=` (the bug lab): the earlier contributions are not in the gradient
 
 
 class TensorDetailPublic(BaseModel):
@@ -170,9 +184,12 @@ class TensorDetailPublic(BaseModel):
     value: TensorPublic
     grad_manual: TensorPublic | None
     grad_autograd: TensorPublic | None
+    reference: str | None  # what grad_autograd is: "autograd, complete" or autograd through the first k paths
     diff: TensorPublic | None
     cmp: CmpPublic | None
-    numeric: NumericPublic | None
+    split: list[ContributionPublic] | None  # a node used by several ops: each contribution so far
+    numeric: NumericPublic | None  # finite differences of the complete gradient, once it is complete
+    numeric_note: str | None  # before then: from which step they are available
 
 
 class ErrorPublic(BaseModel):
