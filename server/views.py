@@ -45,6 +45,7 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
         )
     seen: dict[str, int] = {}
     rules_by_op: dict[str, list[dict[str, Any]]] = {}
+    bug = bp.bug
     for op in bp.schedule:  # backward order decides which contribution comes first
         out_shape = _shape(bp.values[op.outputs[0]])
         rules = []
@@ -57,14 +58,20 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
                     f"contribution {k} of {total}: {rule.target} is used by {total} ops in the forward pass"
                     + ("; the later contribution adds with +=" if k == 1 else "; second contribution: +=")
                 )
+            # the bug lab shows the line that runs: the wrong one, with the right one beside it
+            wrong = bug if bug is not None and (bug.op, bug.target) == (op.name, rule.target) else None
+            if wrong is not None:
+                notes.insert(0, f"bug lab: {wrong.title}")
             rules.append(
                 {
                     "target": rule.target,
-                    "code": rule.code,
+                    "code": wrong.code if wrong is not None else rule.code,
                     "shapes": f"{_fmt(out_shape)}→{_fmt(_shape(bp.values[rule.target]))}",
                     "contribution": k,
                     "of": total,
                     "notes": notes,
+                    "bug": wrong is not None,
+                    "correct_code": rule.code if wrong is not None else None,
                 }
             )
         rules_by_op[op.name] = rules

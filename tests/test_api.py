@@ -266,3 +266,21 @@ def test_the_state_marks_where_an_error_starts_and_how_large_it_is(client):
     assert lost["counts"]["cmp"]["rel_err"] > bessel["bndiff2"]["cmp"]["rel_err"]
     before = client.get("/api/state", params={"bug": "overwrite_second_contribution", "step": 4}).json()["nodes"]
     assert before["counts"]["cmp"]["approx"] and not before["counts"]["origin"]  # the first contribution is right
+
+
+def test_the_graph_shows_the_rule_the_bug_lab_runs(client):
+    bugs = {b["name"]: b for b in client.get("/api/bugs").json()["bugs"]}
+    ops = {op["name"]: op for op in client.get("/api/graph", params={"bug": "no_broadcast_sum"}).json()["ops"]}
+    wrong = ops["probs"]["rules"][1]
+    assert wrong["target"] == "counts_sum_inv" and wrong["bug"] is True
+    assert wrong["code"] == bugs["no_broadcast_sum"]["code"]
+    assert wrong["code"].split("#")[0].strip() == "dcounts_sum_inv = counts * dprobs"
+    assert wrong["correct_code"] == "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)"
+    others = [r for op in ops.values() for r in op["rules"] if r is not wrong]
+    assert others and not any(r["bug"] for r in others) and all(r["correct_code"] is None for r in others)
+    clean = client.get("/api/graph").json()["ops"]
+    assert not any(r["bug"] for op in clean for r in op["rules"])
+    for bug in bugs.values():  # every bug: its one rule, in its op
+        graph = client.get("/api/graph", params={"bug": bug["name"], "mode": bug["modes"][0]}).json()
+        marked = [(op["name"], r["target"], r["code"]) for op in graph["ops"] for r in op["rules"] if r["bug"]]
+        assert marked == [(bug["op"], bug["target"], bug["code"])], bug["name"]

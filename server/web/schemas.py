@@ -119,11 +119,13 @@ class NodePublic(BaseModel):
 
 class RulePublic(BaseModel):
     target: str
-    code: str
+    code: str  # the line that runs: the bug's, when the bug lab replaces this rule
     shapes: str
     contribution: int
     of: int
     notes: list[str]
+    bug: bool  # the bug lab replaced this rule
+    correct_code: str | None  # the right line, where the bug replaced it
 
 
 class OpPublic(BaseModel):
