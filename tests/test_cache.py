@@ -20,8 +20,15 @@ def held_bytes(bp) -> int:
         if NODES[name].kind != "input":
             bp.cmp.get(name)
             bp.numeric(name)
+            for step in range(bp.total_steps + 1):
+                bp.cmp_at(name, step)  # the partial ones sum the paths through each consumer
+            if bp.totals[name] > 1:  # the tensor view's split: every path of a node used twice
+                for c in bp.contributions(name, bp.total_steps):
+                    bp.path_ref(name, c.step)
     tensors = list(bp.values.values()) + list(bp.ref_grads.values()) + list(bp._values64.values())
     tensors += [g for steps in bp.history.values() for _, g in steps] + list(bp.params.values())
+    tensors += [c.grad for parts in bp._contributions.values() for c in parts]
+    tensors += list(bp._path_refs.values()) + list(bp._partial_refs.values())
     storages = {
         t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if isinstance(t, torch.Tensor)
     }
