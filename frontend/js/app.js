@@ -1,7 +1,6 @@
 // Wiring: one state object, round-tripped through the URL; every change re-renders from the server.
 import * as api from "./api.js";
 import * as challenge from "./challenge.js";
-import { KIND_LABEL, STATUS } from "./config.js";
 import * as graphView from "./graph.js";
 import * as panelView from "./panel.js";
 import { apiParams, fromURL, toURL } from "./state.js";
@@ -50,9 +49,19 @@ function syncControls(view) {
   $("all").disabled = view.step === view.total_steps;
   const op = view.op ? graph.ops.find((o) => o.name === view.op) : null;
   const next = view.next_op ? graph.ops.find((o) => o.name === view.next_op) : null;
-  $("op-banner").textContent = op
-    ? `step ${view.step}: backprop through  ${op.formula.split("\n")[0]}\n` + op.rules.map((r) => `  ${r.code.replace(/\n/g, "; ")}    ${r.shapes}${r.of > 1 ? `   (contribution ${r.contribution} of ${r.of})` : ""}`).join("\n")
-    : `forward pass done, loss = ${view.loss}. ${next ? `Next: backprop through  ${next.formula}` : ""}`;
+  $("op-banner").innerHTML = op
+    ? `<b>step ${view.step} of ${view.total_steps}:</b> backprop through <code>${esc(op.formula.split("\n")[0])}</code>` +
+      op.rules.map((r) => `<div class="${r.bug ? "bug-rule" : ""}">${r.bug ? '<span class="bug-tag">BUG</span> ' : ""}<code>${esc(r.code.replace(/\n/g, "; "))}</code> <span class="muted">${esc(r.shapes)}${r.of > 1 ? ` · contribution ${r.contribution} of ${r.of}` : ""}</span></div>`).join("")
+    : view.step === 0
+      ? `<b>Forward pass done</b>, loss = ${esc(String(view.loss))}. ${next ? `Next ▶ backprops through <code>${esc(next.formula.split("\n")[0])}</code>` : ""}`
+      : "";
+}
+
+// the node the view follows: the gradient the step produced (its op's first rule), unless one is pinned
+function followed(step) {
+  if (!graph || step === 0) return null;
+  const op = graph.ops.find((o) => o.name === graph.schedule[step - 1]);
+  return op && op.rules.length ? op.rules[0].target : null;
 }
 
 async function fetchView() {
@@ -67,14 +76,22 @@ async function fetchView() {
   graphKey = key;
   if (state.node && !graph.nodes.some((n) => n.name === state.node)) {
     state.node = null;
+    state.pinned = false;
     return { view, detail: null };
   }
   if (detail instanceof Error) throw detail;
   return { view, detail };
 }
 
+function openNode(name) {
+  if (name === state.node && state.pinned) return;
+  // a node opened by hand is pinned: stepping no longer moves the inspector away from it
+  update({ node: name, slice: 0, pinned: true });
+}
+
 async function load({ push = false, revert = null } = {}) {
   performance.mark("render-start");
+  const focused = document.activeElement;
   setBusy(true);
   let view;
   try {
@@ -85,21 +102,15 @@ async function load({ push = false, revert = null } = {}) {
     performance.mark("fetched");
     showError("");
     $("config-error").hidden = true;
-    await graphView.render($("graph"), { graph, state: view, selected: state.node });
-    bindGraphClicks();
+    await graphView.render($("graph"), { graph, state: view, selected: state.node, onOpen: openNode });
+    tooltip.refresh();
+    if (view.op && !state.pinned) graphView.reveal($("graph"), graph, view.op, true);
+    else if (state.node && !push) graphView.reveal($("graph"), graph, state.node);
     performance.mark("graph-drawn");
     if (!push) performance.measure("load:interactive-graph", "render-start", "graph-drawn");
-    // on the first load, let the browser paint the graph (and take clicks) before the four heatmaps
+    // on the first load, let the browser paint the graph (and take clicks) before the heatmaps
     if (!push) await new Promise((resolve) => setTimeout(resolve, 0));
-    if (detail) {
-      await panelView.render($("panel"), {
-        detail, graph, slice: state.slice, key: JSON.stringify(apiParams(state, false)),
-        onSlice: (slice) => update({ slice }),
-      });
-    } else {
-      $("panel").innerHTML = '<p class="hint">Click a node of the graph to inspect its value and gradients.</p>';
-      delete $("panel").dataset.node;
-    }
+    await renderPanel(detail, view);
   } catch (e) {
     setBusy(false);
     if (revert && e.status === 422) {
@@ -114,6 +125,7 @@ async function load({ push = false, revert = null } = {}) {
   }
   setBusy(false);
   syncControls(view);
+  keepFocus(focused);
   challenge.update({
     params: apiParams(state, false), step: view.step + 1, total: view.total_steps,
     op: view.next_op ? graph.ops.find((o) => o.name === view.next_op) : null,
@@ -134,6 +146,42 @@ async function load({ push = false, revert = null } = {}) {
   prefetchSteps(view);
 }
 
+let lastView = null;
+function renderPanel(detail, view) {
+  lastView = view;
+  const panel = $("panel");
+  if (!detail) {
+    panel.innerHTML = panelView.intro();
+    delete panel.dataset.node;
+    return Promise.resolve();
+  }
+  return panelView.render(panel, {
+    detail, graph, nodeState: view.nodes[detail.name], view: state.view, slice: state.slice,
+    pinned: state.pinned, expanded: document.body.classList.contains("expanded"),
+    onView: (v) => { state.view = v; history.replaceState(null, "", toURL(state)); panelView.setView(panel, v); },
+    onSlice: (slice) => update({ slice }),
+    onPin: (pinned) => update({ pinned }),
+    onExpand: (on) => expand(on, detail),
+  });
+}
+
+function expand(on, detail) {
+  document.body.classList.toggle("expanded", on);
+  renderPanel(detail, lastView).then(() => {
+    const plot = $("panel").querySelector(".main-plot");
+    if (plot && plot.data) Plotly.Plots.resize(plot);
+    $("panel").querySelector('[data-testid="expand"]')?.focus();
+  });
+}
+
+// a button that the new step disabled (Next at the end) hands its focus to its neighbour
+function keepFocus(focused) {
+  if (!focused || focused === document.body || !document.contains(focused)) return;
+  if (!focused.disabled) { if (document.activeElement !== focused) focused.focus(); return; }
+  const fallback = { next: "prev", all: "prev", prev: "next", reset: "next" }[focused.id];
+  if (fallback && !$(fallback).disabled) $(fallback).focus();
+}
+
 // Ask for the state and tensor of a step before its control is clicked, so that the click needs no
 // round trip. A step already kept is not asked for again (the page keeps its answers).
 function prefetchAt(steps, total) {
@@ -141,7 +189,8 @@ function prefetchAt(steps, total) {
   for (const step of steps) {
     if (step < 0 || step > total || step === state.step) continue;
     api.prefetchState({ ...params, step });
-    if (state.node) api.prefetchTensor(state.node, { ...params, step });
+    const node = state.pinned ? state.node : followed(step) || state.node;
+    if (node) api.prefetchTensor(node, { ...params, step });
   }
 }
 
@@ -165,48 +214,69 @@ function update(patch) {
   return load({ push: true, revert: patch.config ? previous : null });
 }
 
+// a step moves the inspector to the gradient it produced, unless a node is pinned
+function goTo(step) {
+  if (step === state.step) return;
+  const node = state.pinned ? state.node : followed(step) || state.node;
+  update({ step, node, slice: node === state.node ? state.slice : 0 });
+}
+
 function stepBy(delta) {
   const total = graph ? graph.schedule.length : 0;
-  const step = Math.max(0, Math.min(total, state.step + delta));
-  if (step !== state.step) update({ step });
+  goTo(Math.max(0, Math.min(total, state.step + delta)));
 }
 
 let bugs = {};
 async function loadBugs() {
   try {
-    for (const bug of (await api.fetchBugs()).bugs) {
-      bugs[bug.name] = bug;
-      $("config").elements.bug.append(new Option(`${bug.title} (${bug.modes.join(", ")})`, bug.name));
-    }
-    syncInputs();
+    for (const bug of (await api.fetchBugs()).bugs) bugs[bug.name] = bug;
+    bugOptions();
     showBug();
   } catch (e) {
     showError(e.message);
   }
 }
 
+// the bug select offers the bugs of the current mode only
+function bugOptions() {
+  const select = $("config").elements.bug;
+  const options = [new Option("none", "")];
+  for (const bug of Object.values(bugs)) if (bug.modes.includes(state.mode)) options.push(new Option(bug.title, bug.name));
+  select.replaceChildren(...options);
+  select.value = state.config.bug;
+}
+
 function showBug() {
   const bug = bugs[state.config.bug];
   $("bug-note").hidden = !bug;
   if (!bug) return;
-  $("bug-note").innerHTML = `<b>Bug lab: ${esc(bug.title)}</b> — in the backward step of <code>${esc(bug.op)}</code>: ` +
-    `<code>${esc(bug.code)}</code><br>Why it is wrong: ${esc(bug.why)}<br>How you would notice: ${esc(bug.notice)}`;
-}
-
-function legend() {
-  const kinds = Object.values(KIND_LABEL).map((l) => `<span>${l}</span>`).join("");
-  const statuses = Object.values(STATUS).map((s) => `<span><b style="background:${s.color}"></b>${s.symbol} ${s.label}</span>`).join("");
-  $("legend").innerHTML = kinds + statuses + '<span>blue ring: gradients produced by the current step</span>';
+  $("bug-note").innerHTML = `<b>Bug lab: ${esc(bug.title)}</b> — in the backward step of <code>${esc(bug.op)}</code>, ` +
+    `<code>d${esc(bug.target)}</code> is computed by <code class="bug-code">${esc(bug.code)}</code><br>Why it is wrong: ${esc(bug.why)}<br>How you would notice: ${esc(bug.notice)}`;
 }
 
 function bind() {
   $("next").addEventListener("click", () => stepBy(1));
   $("prev").addEventListener("click", () => stepBy(-1));
-  $("reset").addEventListener("click", () => update({ step: 0 }));
-  $("all").addEventListener("click", () => update({ step: graph.schedule.length }));
+  $("reset").addEventListener("click", () => goTo(0));
+  $("all").addEventListener("click", () => goTo(graph.schedule.length));
   prefetchOnIntent("all", () => graph.schedule.length);
   prefetchOnIntent("reset", () => 0);
-  $("mode").addEventListener("change", () => update({ mode: $("mode").value, step: 0 }));
+  $("mode").addEventListener("change", () => {
+    const mode = $("mode").value;
+    const bug = bugs[state.config.bug];
+    // a bug whose op the new mode fuses away is switched off, and the page says so
+    const off = bug && !bug.modes.includes(mode);
+    const config = off ? { ...state.config, bug: "" } : state.config;
+    update({ mode, step: 0, config }).then(() => {
+      bugOptions();
+      $("mode-note").hidden = !off;
+      if (off) $("mode-note").textContent = `Bug lab: "${bug.title}" sits in the backward step of ${bug.op}, which this mode fuses away: switched off.`;
+    });
+  });
+  $("config").elements.bug.addEventListener("change", () => {
+    $("mode-note").hidden = true;
+    update({ config: { ...state.config, bug: $("config").elements.bug.value } });
+  });
   $("config").addEventListener("submit", (event) => {
     event.preventDefault();
     const form = $("config");
@@ -222,21 +292,30 @@ function bind() {
     if (event.target.closest("input, select, textarea") || document.body.dataset.busy === "1") return;
     if (event.key === "ArrowRight") stepBy(1);
     else if (event.key === "ArrowLeft") stepBy(-1);
-    else if (event.key === "Home") update({ step: 0 });
-    else if (event.key === "End") update({ step: graph.schedule.length });
+    else if (event.key === "Home") goTo(0);
+    else if (event.key === "End") goTo(graph.schedule.length);
   });
   window.addEventListener("popstate", () => { state = fromURL(location.search); load(); });
 }
 
-let clicksBound = false;
-function bindGraphClicks() {
-  if (clicksBound) return;
-  clicksBound = true;
-  $("graph").on("plotly_click", (event) => {
-    const point = event.points.find((p) => p.customdata);
-    if (point) update({ node: point.customdata, slice: 0 });
-  });
+function legend() {
+  $("legend").innerHTML = graphView.legendHtml();
 }
+
+const tooltip = graphView.bindTooltip($("graph"), $("graph-tip"));
+let resizeTimer = 0;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => {
+    if (graph && lastView) graphView.render($("graph"), { graph, state: lastView, selected: state.node, onOpen: openNode });
+  }, 120);
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && document.body.classList.contains("expanded")) {
+    document.body.classList.remove("expanded");
+    load();
+  }
+});
 
 legend();
 bind();

@@ -109,7 +109,7 @@ function renderDiff(item) {
   const m = Math.max(Math.abs(t.min ?? 0), Math.abs(t.max ?? 0)) || 1e-12;
   $("challenge-diff").dataset.shape = t.shape.join("x");
   Plotly.react($("challenge-diff"), [{
-    type: "heatmap", z, colorscale: GRAD_SCALE, reversescale: true, zmid: 0, zmin: -m, zmax: m,
+    type: "heatmap", z, colorscale: GRAD_SCALE, zmid: 0, zmin: -m, zmax: m,
     hovertemplate: "row %{y}<br>col %{x}<br>yours − autograd: %{z}<extra></extra>",
   }], {
     title: { text: `${item.name}: yours − autograd${t.shape.length === 3 ? " (context position 0)" : ""}`, font: { size: 12 } },

@@ -1,112 +1,342 @@
-// Pure renderer of the computation graph: render(el, {graph, state, selected}) with Plotly.react.
-import { HIGHLIGHT, KIND_SYMBOL, NODE_SIZE, STATUS } from "./config.js";
+// Pure renderer of the computation graph: tensor boxes, op ellipses and arrowed edges at the positions the
+// server's layered layout gives (/api/graph's layout), drawn with Plotly.react; real <button>s laid over
+// the nodes give clicks, keyboard focus and tooltips. render(el, {graph, state, selected, onOpen}).
+import { CURRENT, EDGE, MUTED, STATUS, TEXT } from "./config.js";
 import { esc } from "./dom.js";
+
+const MIN_SCALE = 0.72;
+const MAX_SCALE = 1.3;
+const SAMPLE = 12; // px between the invisible hover points laid along a box (Plotly hovers points, not boxes)
 
 export function nodeStatus(nodeState) {
   if (!nodeState) return "pending";
-  if (nodeState.status !== "complete") return nodeState.status;
   const cmp = nodeState.cmp;
+  if (nodeState.status === "partial") return cmp && !cmp.approx ? "mismatch" : "partial";
+  if (nodeState.status !== "complete") return nodeState.status;
   if (!cmp) return "exact";
   return cmp.exact ? "exact" : cmp.approx ? "approx" : "mismatch";
 }
 
-// Forward order top to bottom: each op's output on the main column at the op's row; inputs and
-// parameters on side columns at the row of the op that first reads them.
-export function layout(graph) {
-  const pos = {};
-  graph.ops.forEach((op, row) => { for (const out of op.outputs) pos[out] = { x: 0, y: row }; });
-  graph.ops.forEach((op, row) => {
-    let side = 0;
-    for (const name of op.inputs) {
-      if (pos[name]) continue;
-      side += 1;
-      pos[name] = { x: -side * 1.3, y: row };
-    }
-  });
-  return pos;
+export function relErrText(cmp) {
+  if (!cmp) return "";
+  if (cmp.shape_ok === false) return "shape";
+  const r = cmp.rel_err;
+  if (r === null || r === undefined || cmp.approx) return "";
+  return r >= 0.1 ? `${Math.round(r * 100)}%` : r >= 0.001 ? `${(r * 100).toPrecision(2)}%` : r.toExponential(0);
 }
 
-export function render(el, { graph, state, selected }) {
-  const pos = layout(graph);
-  const current = state.op ? graph.ops.find((op) => op.name === state.op) : null;
-  const touched = new Set(current ? current.rules.map((r) => r.target) : []);
-  const edgeX = [], edgeY = [];
-  for (const op of graph.ops) {
-    const to = pos[op.outputs[0]];
-    for (const name of op.inputs) {
-      const from = pos[name];
-      edgeX.push(from.x);
-      edgeY.push(from.y);
-      if (from.x === 0 && to.y - from.y > 1) { // skip connection: bend it around the nodes between
-        edgeX.push(0.28);
-        edgeY.push((from.y + to.y) / 2);
-      }
-      edgeX.push(to.x, null);
-      edgeY.push(to.y, null);
+// the node's status as words and glyph (colour is never the only cue)
+export function statusText(nodeState) {
+  const st = nodeStatus(nodeState);
+  const s = STATUS[st];
+  if (!nodeState) return `${s.symbol} ${s.label}`;
+  const [done, total] = nodeState.contributions;
+  const part = nodeState.status === "partial" ? ` (${done} of ${total} contributions)` : "";
+  const err = relErrText(nodeState.cmp);
+  const size = err === "shape" ? ", wrong shape" : err ? `, relative error ${err}` : "";
+  const label = st === "partial" ? "partial" : s.label;
+  return `${s.symbol} ${label}${part}${size}${nodeState.origin ? " — the error starts here" : ""}`.trim();
+}
+
+// the short tag drawn after a tensor's name: its glyph, k/m while partial, the size of an error
+function tag(nodeState) {
+  const st = nodeStatus(nodeState);
+  if (!nodeState || st === "none") return "";
+  const [done, total] = nodeState.contributions;
+  const parts = nodeState.origin ? ["⚑", STATUS[st].symbol] : [STATUS[st].symbol];
+  if (nodeState.status === "partial") parts.push(`${done}/${total}`);
+  const err = relErrText(nodeState.cmp);
+  if (err) parts.push(err);
+  return parts.join(" ");
+}
+
+// which step of the backward pass carries each op's gradient: edges before it are traversed
+function stepOf(graph) {
+  return new Map(graph.schedule.map((name, i) => [name, i + 1]));
+}
+
+export function edgeState(edge, graph, step, steps) {
+  const op = graph.ops.find((o) => o.name === edge.op);
+  const carries = edge.kind === "out" || op.rules.some((r) => r.target === edge.tensor);
+  if (!carries) return "pending"; // an input with no gradient (Xb, Yb)
+  const at = steps.get(edge.op);
+  return at < step ? "traversed" : at === step ? "current" : "pending";
+}
+
+function box(n) {
+  const x0 = n.x - n.w / 2, x1 = n.x + n.w / 2, y0 = n.y - n.h / 2, y1 = n.y + n.h / 2, r = Math.min(5, n.h / 3);
+  // a rounded rectangle as one closed polygon
+  const xs = [x0 + r, x1 - r, x1, x1, x1 - r, x0 + r, x0, x0, x0 + r];
+  const ys = [y0, y0, y0 + r, y1 - r, y1, y1, y1 - r, y0 + r, y0];
+  return { xs, ys };
+}
+
+function ellipse(n) {
+  const xs = [], ys = [];
+  for (let i = 0; i <= 20; i++) {
+    const t = (i / 20) * 2 * Math.PI;
+    xs.push(n.x + (n.w / 2) * Math.cos(t));
+    ys.push(n.y + (n.h / 2) * Math.sin(t));
+  }
+  return { xs, ys };
+}
+
+function polygons(name, shapes, { fill, line, width, dash }) {
+  const x = [], y = [];
+  for (const s of shapes) { x.push(...s.xs, null); y.push(...s.ys, null); }
+  return { type: "scatter", mode: "lines", name, x, y, fill: "toself", fillcolor: fill, hoverinfo: "skip",
+    line: { color: line, width, dash: dash || "solid" } };
+}
+
+// an arrowhead at `tip`, pointing along (dx, dy) in screen space (y down): Plotly's marker angle is
+// clockwise from up, and the marker is centred, so it sits half its size back from the tip
+function arrowAt(tip, dx, dy, size, scale) {
+  const len = Math.hypot(dx, dy) || 1;
+  const back = size / 2 / scale;
+  return { x: tip[0] - (dx / len) * back, y: tip[1] - (dy / len) * back, angle: (Math.atan2(dx, -dy) * 180) / Math.PI };
+}
+
+export function scaleFor(width, layout) {
+  return Math.max(MIN_SCALE, Math.min(MAX_SCALE, (width - 12) / layout.width));
+}
+
+export function render(el, { graph, state, selected, onOpen }) {
+  const layout = graph.layout;
+  const scale = scaleFor(el.clientWidth, layout);
+  const W = layout.width * scale, H = layout.height * scale;
+  let canvas = el.querySelector(".graph-canvas");
+  if (!canvas) {
+    canvas = document.createElement("div");
+    canvas.className = "graph-canvas";
+    canvas.innerHTML = '<div class="graph-plot" data-testid="graph-plot"></div><div class="graph-hits" role="group"></div>';
+    el.append(canvas);
+  }
+  canvas.style.width = `${W}px`;
+  canvas.style.height = `${H}px`;
+  const plot = canvas.querySelector(".graph-plot");
+  const steps = stepOf(graph);
+  const step = state.step;
+  const current = state.op;
+
+  // edges: three styles; forward arrows at the consumer until the gradient flows back, then at the source
+  const traces = [];
+  for (const kind of ["pending", "traversed", "current"]) {
+    const style = EDGE[kind];
+    const x = [], y = [], ax = [], ay = [], angle = [];
+    for (const edge of layout.edges) {
+      if (edgeState(edge, graph, step, steps) !== kind) continue;
+      const pts = edge.points;
+      for (const [px, py] of pts) { x.push(px); y.push(py); }
+      x.push(null); y.push(null);
+      const backward = kind !== "pending";
+      const [a, b] = backward ? [pts[1], pts[0]] : [pts[pts.length - 2], pts[pts.length - 1]];
+      const head = arrowAt(b, b[0] - a[0], b[1] - a[1], style.arrow, scale);
+      ax.push(head.x); ay.push(head.y); angle.push(head.angle);
+    }
+    traces.push({ type: "scatter", mode: "lines", name: `edges-${kind}`, x, y, hoverinfo: "skip",
+      line: { color: style.color, width: style.width * Math.min(1, scale + 0.2) } });
+    traces.push({ type: "scatter", mode: "markers", name: `arrows-${kind}`, x: ax, y: ay, hoverinfo: "skip",
+      marker: { symbol: "triangle-up", size: style.arrow, angle, color: style.color, line: { width: 0 } } });
+  }
+
+  // op nodes: ellipses with the op's symbol; the op the current step backpropagates through stands out
+  const ops = graph.ops.filter((op) => layout.ops[op.name]);
+  const opDone = (op) => steps.get(op.name) < step;
+  traces.push(polygons("ops", ops.filter((op) => op.name !== current && !opDone(op)).map((op) => ellipse(layout.ops[op.name])),
+    { fill: "#ffffff", line: "#7d8491", width: 1 }));
+  traces.push(polygons("ops-done", ops.filter((op) => op.name !== current && opDone(op)).map((op) => ellipse(layout.ops[op.name])),
+    { fill: "#eef2f8", line: EDGE.traversed.color, width: 1.2 }));
+  traces.push(polygons("ops-current", ops.filter((op) => op.name === current).map((op) => ellipse(layout.ops[op.name])),
+    { fill: CURRENT, line: CURRENT, width: 2 }));
+  traces.push({
+    type: "scatter", mode: "text", name: "op-labels", hoverinfo: "skip",
+    x: ops.map((op) => layout.ops[op.name].x), y: ops.map((op) => layout.ops[op.name].y),
+    text: ops.map((op) => esc(layout.ops[op.name].symbol)),
+    textfont: { family: "ui-monospace, Menlo, monospace", size: 11 * scale,
+      color: ops.map((op) => (op.name === current ? "#ffffff" : TEXT)) },
+  });
+
+  // tensor nodes: a box per status (colour, glyph and text say the same thing), darker for a larger error
+  const nodes = graph.nodes.filter((n) => layout.nodes[n.name]);
+  const statuses = new Map(nodes.map((n) => [n.name, nodeStatus(state.nodes[n.name])]));
+  for (const [st, s] of Object.entries(STATUS)) {
+    const group = nodes.filter((n) => statuses.get(n.name) === st);
+    if (st === "mismatch") {
+      // intensity by relative error: < 1%, 1–10%, ≥ 10% (or a wrong shape)
+      const bucket = (n) => {
+        const cmp = state.nodes[n.name].cmp;
+        const r = cmp && cmp.shape_ok !== false ? cmp.rel_err ?? 1 : 1;
+        return r >= 0.1 ? 2 : r >= 0.01 ? 1 : 0;
+      };
+      const fills = [s.fill, "#eab8c8", "#d98aa4"];
+      fills.forEach((fill, b) => traces.push(polygons(`boxes-${st}-${b}`, group.filter((n) => bucket(n) === b).map((n) => box(layout.nodes[n.name])),
+        { fill, line: s.color, width: 2 })));
+    } else {
+      traces.push(polygons(`boxes-${st}`, group.map((n) => box(layout.nodes[n.name])),
+        { fill: s.fill, line: s.color, width: st === "pending" || st === "none" ? 1.2 : 2, dash: st === "pending" ? "dot" : "solid" }));
     }
   }
-  const nodes = graph.nodes;
-  const statuses = nodes.map((n) => nodeStatus(state.nodes[n.name]));
-  const text = nodes.map((n, i) => {
-    const s = state.nodes[n.name];
-    const st = statuses[i];
-    const tag = st === "partial" ? ` ◐ ${s.contributions[0]} of ${s.contributions[1]}` : STATUS[st].symbol ? ` ${STATUS[st].symbol}` : "";
-    return `${n.name}${tag}`;
+  const sel = selected && layout.nodes[selected] ? [box({ ...layout.nodes[selected], w: layout.nodes[selected].w + 6, h: layout.nodes[selected].h + 6 })] : [];
+  traces.push(polygons("selected", sel, { fill: "rgba(0,0,0,0)", line: TEXT, width: 2.2 }));
+  traces.push({
+    type: "scatter", mode: "text", name: "nodes", hoverinfo: "skip", customdata: nodes.map((n) => n.name),
+    x: nodes.map((n) => layout.nodes[n.name].x), y: nodes.map((n) => layout.nodes[n.name].y),
+    text: nodes.map((n) => {
+      const t = tag(state.nodes[n.name]);
+      const name = n.kind === "param" ? `<i>${esc(n.name)}</i>` : n.kind === "loss" ? `<b>${esc(n.name)}</b>` : esc(n.name);
+      return t ? `${name} ${esc(t)}` : name;
+    }),
+    textfont: { family: "system-ui, sans-serif", size: 12 * scale, color: TEXT },
   });
-  const hover = nodes.map((n, i) => {
-    const s = state.nodes[n.name];
-    const cmp = s && s.cmp ? `<br>exact: ${s.cmp.exact} | approx: ${s.cmp.approx} | maxdiff: ${s.cmp.maxdiff}` : "";
-    return `<b>${n.name}</b> (${n.kind}) shape (${n.shape.join(", ")})<br>${n.about}<br>status: ${STATUS[statuses[i]].label}${cmp}`;
-  });
-  const nodeTrace = {
-    type: "scatter", mode: "markers+text", name: "nodes",
-    x: nodes.map((n) => pos[n.name].x), y: nodes.map((n) => pos[n.name].y),
-    text, textposition: nodes.map((n) => (pos[n.name].x === 0 ? "middle right" : "top center")),
-    textfont: { size: 12, color: statuses.map((s) => (s === "mismatch" ? STATUS.mismatch.color : "#1d2330")) },
-    hovertext: hover, hoverinfo: "text", customdata: nodes.map((n) => n.name),
-    marker: {
-      size: nodes.map((n) => (n.name === selected ? NODE_SIZE + 6 : NODE_SIZE)),
-      symbol: nodes.map((n) => KIND_SYMBOL[n.kind]),
-      color: statuses.map((s) => STATUS[s].color),
-      line: {
-        width: nodes.map((n) => (touched.has(n.name) || n.name === selected ? 3 : 1)),
-        color: nodes.map((n) => (touched.has(n.name) ? HIGHLIGHT : n.name === selected ? "#1d2330" : "#6b7280")),
-      },
-    },
+
+  const spec = {
+    width: W, height: H, margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, hovermode: false, dragmode: false,
+    xaxis: { visible: false, range: [0, layout.width], fixedrange: true },
+    yaxis: { visible: false, range: [layout.height, 0], fixedrange: true },
+    plot_bgcolor: "#fff", paper_bgcolor: "#fff",
   };
-  const edgeTrace = {
-    type: "scatter", mode: "lines", x: edgeX, y: edgeY, hoverinfo: "skip", name: "edges",
-    line: { color: "#b9bfc9", width: 1, shape: "spline" },
-  };
-  // formulas as one text trace, not 22 annotations: Plotly redraws annotations one by one on every step
-  const rowOf = new Map(graph.ops.map((op, row) => [op, row]));
-  const formulaTrace = {
-    type: "scatter", mode: "text", name: "formulas", hoverinfo: "skip",
-    x: graph.ops.map(() => 3.0), y: graph.ops.map((op, row) => row),
-    text: graph.ops.map((op) => (op === current ? `<b>${esc(short(op.formula))}</b>` : esc(short(op.formula)))),
-    textposition: "middle right",
-    textfont: {
-      family: "ui-monospace, Menlo, monospace", size: 10.5,
-      color: graph.ops.map((op) => (op === current ? HIGHLIGHT : "#5b6474")),
-    },
-  };
-  const rows = graph.ops.length;
-  const minX = Math.min(...Object.values(pos).map((p) => p.x));
-  const shapes = current ? [{
-    type: "rect", xref: "x", yref: "y", layer: "below", line: { width: 0 }, fillcolor: "#e8efff",
-    x0: 2.95, x1: 9.5, y0: rowOf.get(current) - 0.42, y1: rowOf.get(current) + 0.42,
-  }] : [];
-  const layoutSpec = {
-    margin: { l: 10, r: 10, t: 10, b: 10 }, showlegend: false, hovermode: "closest",
-    xaxis: { visible: false, range: [minX - 0.7, 9.6], fixedrange: true },
-    yaxis: { visible: false, range: [rows - 0.4, -0.7], fixedrange: true },
-    shapes, plot_bgcolor: "#fff", paper_bgcolor: "#fff",
-  };
-  return Plotly.react(el, [edgeTrace, formulaTrace, nodeTrace], layoutSpec, { displayModeBar: false, responsive: true });
+  const drawn = Plotly.react(plot, traces, spec, { displayModeBar: false, staticPlot: true });
+  hits(canvas.querySelector(".graph-hits"), { graph, state, selected, scale, onOpen, statuses });
+  return drawn;
 }
 
-// long formulas (the fused batchnorm) are cut in the graph; the panel shows them whole
-function short(s) {
-  const line = s.split("\n")[0];
-  return line.length > 42 ? `${line.slice(0, 41)}…` : line;
+// The buttons over the nodes: one tab stop for the whole graph (roving tabindex), arrows move between
+// nodes, Enter or a click opens one; hover, focus or a tap shows its tooltip.
+function hits(group, { graph, state, selected, scale, onOpen, statuses }) {
+  const layout = graph.layout;
+  group.setAttribute("aria-label", "computation graph: Tab into it, arrow keys move between nodes, Enter opens one");
+  const items = [
+    ...graph.nodes.filter((n) => layout.nodes[n.name]).map((n) => ({ kind: "tensor", name: n.name, node: n, at: layout.nodes[n.name] })),
+    ...graph.ops.filter((o) => layout.ops[o.name]).map((o) => ({ kind: "op", name: o.name, op: o, at: layout.ops[o.name] })),
+  ];
+  const id = (item) => `${item.kind}:${item.name}`;
+  const focused = document.activeElement && group.contains(document.activeElement) ? document.activeElement.dataset.id : null;
+  const stop = focused || (selected ? `tensor:${selected}` : `tensor:${graph.nodes[graph.nodes.length - 1].name}`);
+  const byId = new Map([...group.children].map((b) => [b.dataset.id, b]));
+  const keep = new Set();
+  for (const item of items) {
+    const key = id(item);
+    keep.add(key);
+    let b = byId.get(key);
+    if (!b) {
+      b = document.createElement("button");
+      b.type = "button";
+      b.className = `gnode gnode-${item.kind}`;
+      b.dataset.id = key;
+      b.dataset.testid = item.kind === "tensor" ? `gnode-${item.name}` : `gop-${item.name}`;
+      group.append(b);
+    }
+    const { x, y, w, h } = item.at;
+    b.style.left = `${(x - w / 2) * scale}px`;
+    b.style.top = `${(y - h / 2) * scale}px`;
+    b.style.width = `${w * scale}px`;
+    b.style.height = `${h * scale}px`;
+    b.tabIndex = key === stop ? 0 : -1;
+    if (item.kind === "tensor") {
+      b.setAttribute("aria-label", `${item.name}, ${item.node.kind}, shape (${item.node.shape.join(", ")}): ${statusText(state.nodes[item.name])}`);
+      b.setAttribute("aria-pressed", item.name === selected ? "true" : "false");
+      b.dataset.status = statuses.get(item.name);
+      b.dataset.tip = tensorTip(item.node, state.nodes[item.name]);
+    } else {
+      b.setAttribute("aria-label", `op ${item.op.formula.split("\n")[0]}`);
+      b.dataset.tip = opTip(item.op, graph, state);
+      b.dataset.current = item.name === state.op ? "1" : "0";
+    }
+    b.onclick = () => onOpen(item.kind === "tensor" ? item.name : item.op.outputs[0]);
+  }
+  for (const [key, b] of byId) if (!keep.has(key)) b.remove();
+  if (!group.dataset.bound) bindKeys(group, items.length ? scale : 1);
 }
+
+function tensorTip(node, nodeState) {
+  const cmp = nodeState && nodeState.cmp;
+  const line = cmp && cmp.shape_ok !== false
+    ? `<br><code>exact: ${cmp.exact} | approx: ${cmp.approx} | maxdiff: ${cmp.maxdiff}</code>` : "";
+  return `<b>${esc(node.name)}</b> <span class="tip-muted">${esc(node.kind)}, shape (${node.shape.join(", ")})</span><br>` +
+    `${esc(node.about)}<br><b>${esc(statusText(nodeState))}</b>${line}`;
+}
+
+function opTip(op, graph, state) {
+  const at = graph.schedule.indexOf(op.name) + 1;
+  const when = at === state.step ? "this step backpropagates through it" : at < state.step ? `backpropagated at step ${at}` : `backward step ${at}`;
+  const rules = op.rules.map((r) => `<pre class="${r.bug ? "tip-bug" : ""}">${r.bug ? "BUG: " : ""}${esc(r.code)}</pre>`).join("");
+  return `<b>${esc(op.about)}</b> <span class="tip-muted">(${esc(when)})</span><pre>${esc(op.formula)}</pre>${rules}`;
+}
+
+function bindKeys(group) {
+  group.dataset.bound = "1";
+  const centre = (b) => ({ x: b.offsetLeft + b.offsetWidth / 2, y: b.offsetTop + b.offsetHeight / 2 });
+  group.addEventListener("keydown", (event) => {
+    const from = event.target.closest(".gnode");
+    if (!from) return;
+    const dirs = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0] };
+    const dir = dirs[event.key];
+    if (!dir) return;
+    event.preventDefault();
+    event.stopPropagation(); // the page's own arrow keys step the backward pass
+    const a = centre(from);
+    let best = null, bestScore = Infinity;
+    for (const b of group.children) {
+      if (b === from) continue;
+      const c = centre(b);
+      const dx = c.x - a.x, dy = c.y - a.y;
+      const along = dx * dir[0] + dy * dir[1];
+      if (along <= 2) continue;
+      const across = Math.abs(dx * dir[1]) + Math.abs(dy * dir[0]);
+      const score = along + 2.5 * across;
+      if (score < bestScore) { bestScore = score; best = b; }
+    }
+    if (!best) return;
+    from.tabIndex = -1;
+    best.tabIndex = 0;
+    best.focus();
+    best.scrollIntoView({ block: "nearest", inline: "nearest" });
+  });
+}
+
+// One tooltip for the graph: shown on hover and focus; a tap shows it and a tap elsewhere hides it.
+export function bindTooltip(container, tip) {
+  let shownFor = null;
+  const show = (b) => {
+    tip.innerHTML = b.dataset.tip;
+    tip.hidden = false;
+    const r = b.getBoundingClientRect();
+    const tw = tip.offsetWidth, th = tip.offsetHeight;
+    let left = r.right + 8 + window.scrollX;
+    if (r.right + 8 + tw > window.innerWidth - 4) left = Math.max(4, r.left - tw - 8) + window.scrollX;
+    if (left + tw > window.innerWidth + window.scrollX - 4) left = Math.max(4 + window.scrollX, window.innerWidth + window.scrollX - tw - 4);
+    let top = r.top + window.scrollY;
+    if (r.top + th > window.innerHeight - 4) top = Math.max(4, window.innerHeight - th - 4) + window.scrollY;
+    tip.style.left = `${left}px`;
+    tip.style.top = `${top}px`;
+    shownFor = b;
+  };
+  const hide = () => { tip.hidden = true; shownFor = null; };
+  container.addEventListener("pointerover", (e) => { const b = e.target.closest(".gnode"); if (b && e.pointerType !== "touch") show(b); });
+  container.addEventListener("pointerout", (e) => { const b = e.target.closest(".gnode"); if (b && e.pointerType !== "touch" && !b.contains(e.relatedTarget)) hide(); });
+  container.addEventListener("focusin", (e) => { const b = e.target.closest(".gnode"); if (b) show(b); });
+  container.addEventListener("focusout", () => hide());
+  container.addEventListener("pointerup", (e) => { const b = e.target.closest(".gnode"); if (b && e.pointerType === "touch") show(b); });
+  document.addEventListener("pointerdown", (e) => { if (shownFor && !e.target.closest(".gnode") && !tip.contains(e.target)) hide(); });
+  container.addEventListener("scroll", () => { if (shownFor) hide(); });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") hide(); });
+  return { refresh: () => { if (shownFor && document.contains(shownFor)) show(shownFor); } };
+}
+
+// Bring a node (or op) into the scrolling graph pane, centred when it is out of view.
+export function reveal(el, graph, name, isOp = false) {
+  const at = isOp ? graph.layout.ops[name] : graph.layout.nodes[name];
+  if (!at) return;
+  const scale = scaleFor(el.clientWidth, graph.layout);
+  const y = at.y * scale, x = at.x * scale;
+  const visible = y > el.scrollTop + 40 && y < el.scrollTop + el.clientHeight - 40
+    && x > el.scrollLeft + 20 && x < el.scrollLeft + el.clientWidth - 20;
+  if (!visible) el.scrollTo({ top: y - el.clientHeight / 2, left: x - el.clientWidth / 2, behavior: "instant" });
+}
+
+export const legendHtml = () => Object.entries(STATUS).filter(([k]) => k !== "none").map(([k, s]) =>
+  `<span><b class="swatch" style="background:${s.fill};border-color:${s.color};${k === "pending" ? "border-style:dotted" : ""}"></b>${s.symbol} ${esc(s.label)}</span>`).join("") +
+  `<span><b class="edge-swatch" style="background:${EDGE.current.color}"></b>gradient this step</span>` +
+  `<span><b class="edge-swatch" style="background:${EDGE.traversed.color}"></b>gradient done</span>` +
+  `<span><b class="edge-swatch" style="background:${EDGE.pending.color}"></b>forward only</span>` +
+  `<span style="color:${MUTED}"><i>italic</i>: parameter · ⚑ origin: where an error starts</span>`;

@@ -1,115 +1,156 @@
-// Pure renderer of the four heatmaps: value | manual grad | autograd grad | manual − autograd.
-import { GRAD_SCALE, VALUE_SCALE } from "./config.js";
+// Pure renderers of tensors: the inspector's main heatmap (Plotly, with row and column sums as marginal
+// bars and a crosshair) and small multiples drawn straight onto canvases (a step redraws four of them).
+import { AXIS_TITLE, GRAD_SCALE, VALUE_SCALE } from "./config.js";
 
-// Any tensor as a 2-D grid (rows, cols) with tick labels; emb (3-D) shows one context position.
-export function as2d(tensor, labels, slice) {
+// Any tensor as a 2-D grid (rows, cols) with tick labels and axis titles; emb (3-D) shows one context position.
+export function as2d(tensor, labels, axes, slice = 0) {
   const shape = tensor.shape;
-  if (shape.length === 0) return { z: [[tensor.data]], x: [""], y: [""] };
-  if (shape.length === 1) return { z: [tensor.data], x: labels[0], y: [""] };
-  if (shape.length === 2) return { z: tensor.data, x: labels[1], y: labels[0] };
-  return { z: tensor.data.map((row) => row[slice]), x: labels[2], y: labels[0] };
+  if (shape.length === 0) return { z: [[tensor.data]], x: [""], y: [""], xt: "", yt: "" };
+  if (shape.length === 1) return { z: [tensor.data], x: labels[0], y: [""], xt: AXIS_TITLE[axes[0]], yt: "" };
+  if (shape.length === 2) return { z: tensor.data, x: labels[1], y: labels[0], xt: AXIS_TITLE[axes[1]], yt: AXIS_TITLE[axes[0]] };
+  return { z: tensor.data.map((row) => row[slice]), x: labels[2], y: labels[0], xt: AXIS_TITLE[axes[2]], yt: AXIS_TITLE[axes[0]] };
 }
 
-function emptyLike(tensor) {
-  const fill = (shape) => (shape.length === 0 ? null : Array.from({ length: shape[0] }, () => fill(shape.slice(1))));
-  return { shape: tensor.shape, data: fill(tensor.shape), min: null, max: null, nonfinite: { nan: 0, posinf: 0, neginf: 0 } };
-}
-
-// the largest |entry|, rounded up to 3 significant digits: a colour scale's end, which a gradient
-// that differs from autograd's in its last bits leaves where it was (so the autograd plot is not redrawn)
+// the largest |entry|, rounded up to 3 significant digits: a colour scale's end
 export function absMax(...tensors) {
   let m = 0;
   for (const t of tensors) if (t) m = Math.max(m, Math.abs(t.min ?? 0), Math.abs(t.max ?? 0));
-  if (!(m > 0) || !Number.isFinite(m)) return m === Infinity ? Number.MAX_VALUE : 1e-12;
+  if (!(m > 0) || !Number.isFinite(m)) return m === Infinity ? Number.MAX_VALUE : 0;
   const unit = 10 ** (Math.floor(Math.log10(m)) - 2);
   return Math.ceil(m / unit * (1 - 1e-12)) * unit;
 }
 
-function nonfiniteMarks(grid, xaxis, yaxis) {
-  const x = [], y = [];
-  grid.z.forEach((row, i) => row.forEach((v, j) => { if (v === null) { x.push(grid.x[j]); y.push(grid.y[i]); } }));
-  return { type: "scatter", mode: "markers", x, y, xaxis, yaxis, hoverinfo: "skip",
-    marker: { symbol: "x", size: 8, color: "#000" }, name: "NaN/Inf" };
+export const identical = (t) => t && t.min === 0 && t.max === 0 && !(t.nonfinite.nan + t.nonfinite.posinf + t.nonfinite.neginf);
+
+// Row and column sums of a 2-D grid (nulls skipped): the marginal bars, where a broadcast's sum shows.
+export function marginals(z) {
+  const rows = z.map((row) => row.reduce((a, v) => (v === null ? a : a + v), 0));
+  const cols = z[0].map((_, j) => z.reduce((a, row) => (row[j] === null ? a : a + row[j]), 0));
+  return { rows, cols };
 }
 
-// `key` names the config and mode: with it, a plot whose tensor cannot have changed is not redrawn
-// (stepping changes only the manual gradient and the difference, and only when a contribution lands)
-export function render(el, detail, slice = 0, key = null) {
-  const { labels } = detail;
-  const g = absMax(detail.grad_manual, detail.grad_autograd);
-  const d = absMax(detail.diff);
-  const partial = detail.status === "partial" ? ` (partial: ${detail.contributions[0]} of ${detail.contributions[1]})` : "";
-  const panels = [
-    { key: "value", title: "value", tensor: detail.value, scale: VALUE_SCALE, range: null, perStep: false },
-    { key: "manual", title: `manual grad${partial}`, tensor: detail.grad_manual, scale: GRAD_SCALE, range: g, perStep: true },
-    { key: "autograd", title: "autograd grad", tensor: detail.grad_autograd, scale: GRAD_SCALE, range: g, perStep: false },
-    { key: "diff", title: "manual − autograd", tensor: detail.diff, scale: GRAD_SCALE, range: d, perStep: true },
-  ];
-  // the four divs persist across steps, so Plotly.react updates plots instead of rebuilding them
-  if (el.children.length !== panels.length) {
-    el.replaceChildren(...panels.map((p) => Object.assign(document.createElement("div"), { className: "hm" })));
-    panels.forEach((p, i) => { el.children[i].dataset.testid = `heatmap-${p.key}`; });
+// a number as the server sent it (its shortest round-trip form)
+export const num = (v) => (v === null || v === undefined ? "NaN/Inf" : String(v));
+
+function parseColor(c) {
+  const h = c.replace("#", "");
+  return [0, 2, 4].map((i) => parseInt(h.slice(i, i + 2), 16));
+}
+
+// colour of t in [0, 1] on a scale given as [[stop, "#rrggbb"], ...] (the same stops Plotly draws)
+export function colorAt(scale, t) {
+  const u = Math.max(0, Math.min(1, Number.isFinite(t) ? t : 0.5));
+  for (let i = 1; i < scale.length; i++) {
+    const [s1, c1] = scale[i];
+    if (u <= s1) {
+      const [s0, c0] = scale[i - 1];
+      const f = s1 === s0 ? 0 : (u - s0) / (s1 - s0);
+      const a = parseColor(c0), b = parseColor(c1);
+      return `rgb(${a.map((x, k) => Math.round(x + (b[k] - x) * f)).join(",")})`;
+    }
   }
-  const promises = [];
-  panels.forEach((p, i) => {
-    const div = el.children[i];
-    // a step changes the manual gradient and the difference; the autograd plot only follows the shared
-    // scale g (which the manual gradient can widen)
-    const changes = p.perStep ? `${detail.contributions[0]}:${p.range}` : p.range === g ? `${g}` : "";
-    const revision = key === null ? null : [key, detail.name, slice, changes].join("|");
-    if (revision !== null && div.dataset.revision === revision) return;
-    if (revision === null) delete div.dataset.revision;
-    else div.dataset.revision = revision;
-    if (!p.tensor && !detail.grad_autograd) {
-      // an input: no gradient will ever come
-      if (div.data) Plotly.purge(div);
-      delete div.dataset.shape;
-      div.innerHTML = `<p class="hint"><b>${p.title}</b><br>none (not differentiable)</p>`;
-      return;
+  return scale[scale.length - 1][1];
+}
+
+// how a panel's numbers map to colours: gradients on one zero-centred range, values on their own
+export function rangeOf(panel) {
+  if (panel.range) return { lo: -panel.range, hi: panel.range, scale: GRAD_SCALE };
+  const t = panel.tensor;
+  return { lo: t.min ?? 0, hi: t.max ?? 1, scale: VALUE_SCALE };
+}
+
+// A small multiple: the grid's cells as canvas rectangles (a few ms for 32x64, no Plotly redraw).
+export function thumb(canvas, grid, range, cross = null) {
+  const rows = grid.z.length, cols = grid.z[0].length;
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || 120, h = canvas.clientHeight || 80;
+  canvas.width = Math.round(w * ratio);
+  canvas.height = Math.round(h * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const cw = w / cols, ch = h / rows, span = range.hi - range.lo || 1;
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const v = grid.z[i][j];
+      ctx.fillStyle = v === null ? "#000" : colorAt(range.scale, (v - range.lo) / span);
+      ctx.fillRect(j * cw, i * ch, Math.ceil(cw), Math.ceil(ch));
     }
-    if (!div.data) div.replaceChildren();
-    // a gradient not reached yet is an empty grid of the tensor's shape: the plot stays, and the step
-    // that produces the gradient updates it in place instead of building a new plot
-    const tensor = p.tensor ?? emptyLike(detail.value);
-    if (p.tensor) div.dataset.shape = p.tensor.shape.join("x");
-    else delete div.dataset.shape;
-    const raw = as2d(tensor, labels, slice);
-    const grid = { z: raw.z, x: raw.x.map(String), y: raw.y.map(String) };
-    const nf = tensor.nonfinite;
-    const bad = nf.nan + nf.posinf + nf.neginf;
-    // hover shows each number as the server sent it (its shortest round-trip form): Plotly's own %{z}
-    // rounds it and writes SI prefixes (0.00093554263 as "935.5426μ")
-    const exact = grid.z.map((row) => row.map((v) => (v === null ? "" : String(v))));
-    const trace = {
-      type: "heatmap", z: grid.z, x: grid.x, y: grid.y, text: exact,
-      colorscale: p.scale, reversescale: p.scale === GRAD_SCALE,
-      zmid: p.range ? 0 : undefined, zmin: p.range ? -p.range : undefined, zmax: p.range ? p.range : undefined,
-      hovertemplate: "row %{y}<br>col %{x}<br>%{text}<extra></extra>", hoverongaps: false,
-      colorbar: { thickness: 8, len: 0.8, tickfont: { size: 9 } },
-    };
-    const traces = [trace];
-    if (bad) traces.push(nonfiniteMarks(grid, "x", "y"));
-    const missing = p.key === "diff" && detail.grad_manual ? " — shapes differ" : " — not reached yet at this step";
-    const note = !p.tensor ? missing : bad ? ` — ${nf.nan} NaN, ${nf.posinf + nf.neginf} Inf (×)` : "";
-    const title = `${p.title}${note}`;
-    const axes = `${key}|${detail.name}|${slice}`;
-    if (div.data && div.data.length === 1 && traces.length === 1 && div.dataset.axes === axes) {
-      // same grid, new numbers: a restyle of z redraws less than react (12 vs 17 ms measured); a new
-      // title goes with it in one update (one redraw, not two)
-      const range = p.range ? { zmin: [-p.range], zmax: [p.range] } : {};
-      const restyle = { z: [grid.z], text: [exact], ...range };
-      promises.push(div.layout.title.text === title
-        ? Plotly.restyle(div, restyle, [0])
-        : Plotly.update(div, restyle, { "title.text": title }, [0]));
-      return;
-    }
-    div.dataset.axes = axes;
-    promises.push(Plotly.react(div, traces, {
-      title: { text: title, font: { size: 12 } }, margin: { l: 52, r: 6, t: 30, b: 40 },
-      xaxis: { tickfont: { size: 8 }, type: "category" },
-      yaxis: { tickfont: { size: 8 }, autorange: "reversed", type: "category" },
-      showlegend: false,
-    }, { displayModeBar: false, responsive: true }));
-  });
-  return Promise.all(promises);
+  }
+  if (cross) {
+    ctx.strokeStyle = "#000";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(cross[1] * cw - 1, cross[0] * ch - 1, cw + 2, ch + 2);
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = 1;
+    ctx.strokeRect(cross[1] * cw - 2.5, cross[0] * ch - 2.5, cw + 5, ch + 5);
+  }
+  canvas.dataset.cross = cross ? cross.join(",") : "";
+}
+
+// the cell under a pointer on a thumbnail
+export function cellAt(canvas, grid, event) {
+  const r = canvas.getBoundingClientRect();
+  const i = Math.floor(((event.clientY - r.top) / r.height) * grid.z.length);
+  const j = Math.floor(((event.clientX - r.left) / r.width) * grid.z[0].length);
+  return i >= 0 && j >= 0 && i < grid.z.length && j < grid.z[0].length ? [i, j] : null;
+}
+
+const AXIS_FONT = { size: 10 };
+const NUMBERS = { exponentformat: "e", showexponent: "all" }; // never SI prefixes ("1p", "20µ")
+
+// The main heatmap with its row sums (right) and column sums (top). `cross` = [row, col] or null.
+export function renderMain(div, grid, range, { title, cross = null, rowSums = true, colSums = true }) {
+  // numeric axes with the labels as tick text: a batch can hold the same context twice
+  const xi = grid.x.map((_, j) => j), yi = grid.y.map((_, i) => i);
+  const every = (n) => Math.ceil(n / 32); // at most 32 tick labels an axis
+  const xt = xi.filter((j) => j % every(xi.length) === 0), yt = yi.filter((i) => i % every(yi.length) === 0);
+  const hover = grid.z.map((row, i) => row.map((v, j) => `row ${i} ${grid.y[i]} · col ${j} ${grid.x[j]}<br>${v === null ? "NaN/Inf" : String(v)}`));
+  const { rows, cols } = marginals(grid.z);
+  const oneRow = grid.z.length === 1;
+  const traces = [{
+    type: "heatmap", name: "main", z: grid.z, x: xi, y: yi, text: hover, xaxis: "x", yaxis: "y",
+    colorscale: range.scale, zmin: range.lo, zmax: range.hi, hoverongaps: false,
+    hovertemplate: "%{text}<extra></extra>",
+    colorbar: { orientation: "h", thickness: 10, len: 0.8, x: 0.41, xanchor: "center", y: -0.17, yanchor: "top",
+      tickfont: { size: 10 }, ...NUMBERS, nticks: 5 },
+  }];
+  const nulls = [];
+  grid.z.forEach((row, i) => row.forEach((v, j) => { if (v === null) nulls.push([j, i]); }));
+  if (nulls.length) {
+    traces.push({ type: "scatter", mode: "markers", name: "nonfinite", x: nulls.map((p) => p[0]), y: nulls.map((p) => p[1]),
+      xaxis: "x", yaxis: "y", hoverinfo: "skip", marker: { symbol: "x", size: 8, color: "#000" } });
+  }
+  if (rowSums && !oneRow) {
+    traces.push({ type: "bar", name: "row sums", orientation: "h", x: rows, y: yi, xaxis: "x2", yaxis: "y",
+      marker: { color: "#6b7a90" }, customdata: grid.y, hovertemplate: "row %{y} %{customdata}: sum %{x}<extra></extra>" });
+  }
+  if (colSums) {
+    traces.push({ type: "bar", name: "column sums", x: xi, y: cols, xaxis: "x", yaxis: "y3",
+      marker: { color: "#6b7a90" }, customdata: grid.x, hovertemplate: "column %{x} %{customdata}: sum %{y}<extra></extra>" });
+  }
+  const shapes = cross ? [{
+    type: "rect", xref: "x", yref: "y", line: { color: "#000", width: 2 },
+    x0: cross[1] - 0.5, x1: cross[1] + 0.5, y0: cross[0] - 0.5, y1: cross[0] + 0.5,
+  }] : [];
+  const layout = {
+    title: { text: title, font: { size: 13 }, x: 0, xanchor: "left" },
+    margin: { l: 96, r: 8, t: 34, b: 104 }, showlegend: false, bargap: 0.1,
+    xaxis: { domain: [0, 0.82], tickvals: xt, ticktext: xt.map((j) => grid.x[j]), range: [-0.5, xi.length - 0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT, title: { text: grid.xt, font: { size: 12 }, standoff: 4 }, automargin: false },
+    yaxis: { domain: [0, colSums ? 0.8 : 1], tickvals: yt, ticktext: yt.map((i) => grid.y[i]), range: [yi.length - 0.5, -0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT,
+      title: { text: grid.yt, font: { size: 12 }, standoff: 4 }, automargin: false },
+    xaxis2: { domain: [0.85, 1], anchor: "y", tickfont: { size: 9 }, ...NUMBERS, nticks: 3, title: { text: "row sum", font: { size: 11 } }, zeroline: true },
+    yaxis3: { domain: [0.83, 1], anchor: "x", tickfont: { size: 9 }, ...NUMBERS, nticks: 3, title: { text: "col sum", font: { size: 11 } }, zeroline: true },
+    shapes,
+  };
+  div.dataset.rows = String(grid.z.length);
+  div.dataset.cols = String(grid.z[0].length);
+  return Plotly.react(div, traces, layout, { displayModeBar: false, responsive: true });
+}
+
+// Move the crosshair of the main heatmap without redrawing its data.
+export function moveCross(div, cross) {
+  if (!div.layout) return Promise.resolve();
+  const shapes = cross ? [{ type: "rect", xref: "x", yref: "y", line: { color: "#000", width: 2 },
+    x0: cross[1] - 0.5, x1: cross[1] + 0.5, y0: cross[0] - 0.5, y1: cross[0] + 0.5 }] : [];
+  return Plotly.relayout(div, { shapes });
 }

@@ -1,50 +1,264 @@
-// Pure renderer of the node panel: formula, backward rules with live shapes, checks, heatmaps.
-import * as heatmaps from "./heatmaps.js";
+// Pure renderer of the tensor inspector: what the node is, its forward line and backward rule(s), the
+// lecture's check, one large heatmap (value | manual | autograd | manual − autograd) with marginal sums
+// and a crosshair linked to four small multiples; tiny tensors as numbers; a partial gradient's split.
+import { SCALAR_MAX, STATUS } from "./config.js";
 import { esc } from "./dom.js";
+import { nodeStatus, statusText } from "./graph.js";
+import { absMax, as2d, cellAt, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
+
+export const VIEWS = [
+  { key: "value", label: "value" },
+  { key: "manual", label: "manual grad" },
+  { key: "autograd", label: "autograd grad" },
+  { key: "diff", label: "manual − autograd" },
+];
 
 // floats as Python prints them, so the line reads exactly like the lecture's cmp()
 const pyFloat = (x) => (x === null ? "NaN/Inf" : Number.isInteger(x) ? x.toFixed(1) : String(x));
+const shapeText = (shape) => `(${shape.join(",")})`;
 
-function cmpLine(cmp) {
+export function cmpLine(cmp) {
   if (!cmp) return "";
-  return `exact: ${cmp.exact ? "True" : "False"} | approximate: ${cmp.approx ? "True" : "False"} | maxdiff: ${pyFloat(cmp.maxdiff)}`;
+  if (cmp.shape_ok === false) return `shape ${shapeText(cmp.shape)}, expected ${shapeText(cmp.expected_shape)}`;
+  const rel = cmp.rel_err === undefined || cmp.rel_err === null ? "" : ` | relative error: ${cmp.rel_err.toPrecision(3)}`;
+  return `exact: ${cmp.exact ? "True" : "False"} | approximate: ${cmp.approx ? "True" : "False"} | maxdiff: ${pyFloat(cmp.maxdiff)}${rel}`;
 }
 
-export function render(el, { detail, graph, slice, key, onSlice }) {
-  const producer = graph.ops.find((op) => op.outputs.includes(detail.name));
-  const rules = graph.ops.flatMap((op) => op.rules.filter((r) => r.target === detail.name).map((r) => ({ op, r })));
-  const ruleHtml = rules.map(({ op, r }) => `
-      <pre data-testid="rule">${esc(r.code)}    ${esc(r.shapes)}</pre>
-      <ul class="notes"><li>from the backward step of <code>${esc(op.name)}</code></li>${r.notes.map((n) => `<li>${esc(n)}</li>`).join("")}</ul>`).join("");
+// the four panels of a tensor: which tensor, its colour range, and why it is empty when it is
+export function panelsOf(detail) {
+  const g = absMax(detail.grad_manual, detail.grad_autograd) || 1e-12;
+  const d = absMax(detail.diff) || 1e-12;
+  const shapesDiffer = detail.grad_manual && detail.grad_autograd && detail.cmp && detail.cmp.shape_ok === false;
+  const noGrad = !detail.grad_autograd && !detail.grad_manual;
+  const missing = noGrad ? "no gradient: an input of the network"
+    : !detail.grad_manual ? "not reached yet at this step" : "";
+  const ref = detail.reference && detail.status === "partial" ? ` (${detail.reference})` : "";
+  return {
+    value: { key: "value", title: "value", tensor: detail.value, range: null },
+    manual: { key: "manual", title: detail.status === "partial" ? `manual grad: ${detail.contributions[0]} of ${detail.contributions[1]} contributions` : "manual grad",
+      tensor: detail.grad_manual, range: g, empty: detail.grad_manual ? "" : missing },
+    autograd: { key: "autograd", title: `autograd grad${ref}`, tensor: detail.grad_autograd, range: g,
+      empty: detail.grad_autograd ? "" : "no gradient: an input of the network" },
+    diff: { key: "diff", title: "manual − autograd", tensor: identical(detail.diff) ? null : detail.diff, range: d,
+      empty: shapesDiffer ? `shapes differ: manual ${shapeText(detail.grad_manual.shape)}, expected ${shapeText(detail.grad_autograd.shape)} — nothing to subtract`
+        : identical(detail.diff) ? "identical: 0 everywhere" : missing || (detail.diff ? "" : "nothing to compare") },
+  };
+}
+
+let cross = null; // [row, col] the pointer is on, shared by the main plot and the small multiples
+let current = null; // what is drawn: {detail, slice, view, grids}
+
+function gridOf(detail, tensor, slice) {
+  const own = tensor.shape.length === detail.shape.length && tensor.shape.every((n, i) => n === detail.shape[i]);
+  return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), detail.axes, slice);
+}
+
+// a wrong-shaped gradient is drawn in its own shape: its labels are indices where the node's do not fit
+function fallbackLabels(tensor) {
+  return tensor.shape.map((n) => Array.from({ length: n }, (_, i) => String(i)));
+}
+
+function ruleHtml(graph, name) {
+  const rules = graph.ops.flatMap((op) => op.rules.filter((r) => r.target === name).map((r) => ({ op, r })));
+  if (!rules.length) return '<span class="muted">none: no gradient flows into an input</span>';
+  return rules.map(({ op, r }) => `
+    <pre data-testid="rule" class="${r.bug ? "bug-rule" : ""}">${r.bug ? '<span class="bug-tag" data-testid="bug-tag">BUG</span> ' : ""}${esc(r.code)}    <span class="muted">${esc(r.shapes)}</span></pre>
+    ${r.bug ? `<div class="correct-rule">right: <code>${esc(r.correct_code)}</code></div>` : ""}
+    <ul class="notes"><li>from the backward step of <code>${esc(op.name)}</code>${r.of > 1 ? ` (contribution ${r.contribution} of ${r.of})` : ""}</li>${r.notes.map((n) => `<li>${esc(n)}</li>`).join("")}</ul>`).join("");
+}
+
+function numericLine(detail) {
   const n = detail.numeric;
-  const numeric = n
-    ? `finite differences (float64, ${n.entries_checked} entries): max relative error ${n.max_rel_err.toExponential(2)}` +
-      (n.near_zero_entries ? `; ${n.near_zero_entries} entries ≈ 0, max abs error ${n.near_zero_max_abs_err.toExponential(2)}` : "")
-    : "not differentiable: an input of the network";
-  let status;
-  if (detail.status === "complete") status = `<span data-testid="cmp">${esc(detail.name.padEnd(15))} | ${cmpLine(detail.cmp)}</span>`;
-  else if (detail.status === "partial") status = `partial: ${detail.contributions[0]} of ${detail.contributions[1]} contributions so far — the manual heatmap shows the partial sum; compared once complete`;
-  else if (detail.status === "pending") status = "not reached yet: step the backward pass further";
-  else status = "no gradient";
-  const slicer = detail.shape.length === 3
-    ? `<label class="slice">context position <select data-testid="slice">${detail.labels[1].map((l, i) => `<option value="${i}" ${i === slice ? "selected" : ""}>${esc(l)}</option>`).join("")}</select></label>`
-    : "";
-  // the text is rebuilt; the heatmaps container is kept so that its plots update in place
-  let maps = el.querySelector(".heatmaps");
-  if (!maps || el.dataset.node !== detail.name) {
-    el.innerHTML = '<div class="panel-text"></div><div class="heatmaps" data-testid="heatmaps"></div>';
-    el.dataset.node = detail.name;
-    maps = el.querySelector(".heatmaps");
+  if (n) {
+    return `finite differences (float64, ${n.entries_checked} entries): max relative error ${n.max_rel_err.toExponential(2)}` +
+      (n.near_zero_entries ? `; ${n.near_zero_entries} entries ≈ 0, max abs error ${n.near_zero_max_abs_err.toExponential(2)}` : "");
   }
-  el.querySelector(".panel-text").innerHTML = `
-    <h2 data-testid="panel-title">${esc(detail.name)} <small>(${esc(detail.kind)}, shape (${detail.shape.join(", ")}))</small></h2>
-    <p class="hint">${esc(detail.about)}</p>
-    <div><b>forward:</b> ${producer ? `<code data-testid="formula">${esc(producer.formula)}</code>` : "a leaf: an input or a parameter"}</div>
-    <div><b>backward:</b> ${ruleHtml || "<span class=hint>none</span>"}</div>
-    <div class="cmp"><b>check:</b> ${status}</div>
-    <div class="cmp" data-testid="numeric">${esc(numeric)}</div>
-    ${slicer}`;
+  return detail.numeric_note || (detail.grad_autograd ? "" : "finite differences: none (an input of the network)");
+}
+
+function checkLine(detail) {
+  const cmp = detail.cmp;
+  const name = esc(detail.name.padEnd(15));
+  if (detail.status === "pending") return "not reached yet: step the backward pass further";
+  if (detail.status === "none") return "no gradient: an input of the network";
+  if (!cmp) return detail.status === "partial" ? `partial: ${detail.contributions[0]} of ${detail.contributions[1]} contributions` : "";
+  const against = detail.status === "partial" && detail.reference ? ` <span class="muted">(against ${esc(detail.reference)})</span>` : "";
+  return `<span data-testid="cmp">${name} | ${esc(cmpLine(cmp))}</span>${against}`;
+}
+
+function smallTable(detail, panels) {
+  const flat = (t) => (t ? (t.shape.length === 0 ? [t.data] : t.data.flat(Infinity)) : null);
+  const cols = VIEWS.map((v) => ({ label: v.label, values: flat(panels[v.key].tensor), empty: panels[v.key].empty }));
+  const n = detail.shape.reduce((a, b) => a * b, 1);
+  const rows = [];
+  for (let i = 0; i < n; i++) {
+    const index = detail.shape.length === 0 ? detail.name : `[${i}]`;
+    rows.push(`<tr><th scope="row">${esc(index)}</th>${cols.map((c) => `<td>${c.values ? esc(num(c.values[i])) : `<span class="muted">${esc(c.empty || "—")}</span>`}</td>`).join("")}</tr>`);
+  }
+  return `<table class="numbers" data-testid="numbers"><thead><tr><th></th>${cols.map((c) => `<th scope="col">${esc(c.label)}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
+}
+
+export function render(el, { detail, graph, nodeState, view, slice, pinned, expanded, onView, onSlice, onPin, onExpand }) {
+  const panels = panelsOf(detail);
+  const status = STATUS[nodeStatus(nodeState)];
+  const producer = graph.ops.find((op) => op.outputs.includes(detail.name));
+  const small = detail.shape.reduce((a, b) => a * b, 1) <= SCALAR_MAX;
+  const fresh = el.dataset.node !== detail.name || el.dataset.small !== String(small) || !el.querySelector(".insp-text");
+  if (fresh) {
+    el.innerHTML = `<div class="insp-text"></div>
+      <div class="insp-plots">${small ? '<div class="numbers-wrap"></div>' : `
+        <div class="views" role="radiogroup" aria-label="what the large heatmap shows">${VIEWS.map((v) => `<button type="button" role="radio" data-view="${v.key}" data-testid="view-${v.key}">${esc(v.label)}</button>`).join("")}</div>
+        <div class="main-plot" data-testid="heatmap-main"></div>
+        <div class="main-empty muted" data-testid="main-empty" hidden></div>
+        <div class="readout" data-testid="readout" aria-live="polite">Hover a cell: its four numbers appear here.</div>
+        <div class="thumbs">${VIEWS.map((v) => `<figure class="thumb" data-view="${v.key}" data-testid="thumb-${v.key}"><figcaption></figcaption><canvas></canvas><div class="thumb-empty muted" hidden></div></figure>`).join("")}</div>
+        <div class="split" data-testid="split" hidden></div>`}</div>`;
+    el.dataset.node = detail.name;
+    el.dataset.small = String(small);
+    cross = null;
+  }
+  el.querySelector(".insp-text").innerHTML = `
+    <div class="insp-head">
+      <h2 data-testid="panel-title">${esc(detail.name)} <small>${esc(detail.kind)} · shape (${detail.shape.join(", ")})</small></h2>
+      <span class="chip" data-testid="status" style="border-color:${status.color};background:${status.fill}">${esc(statusText(nodeState))}</span>
+      <span class="insp-buttons">
+        <button type="button" data-testid="pin" aria-pressed="${pinned ? "true" : "false"}" title="keep this node open while stepping">${pinned ? "Pinned" : "Pin"}</button>
+        <button type="button" data-testid="expand" aria-pressed="${expanded ? "true" : "false"}">${expanded ? "Close full window" : "Full window"}</button>
+      </span>
+    </div>
+    <p class="about">${esc(detail.about)}</p>
+    <div class="code-line"><b>forward</b> ${producer ? `<code data-testid="formula">${esc(producer.formula)}</code>` : '<span class="muted">a leaf: an input or a parameter</span>'}</div>
+    <div class="code-line"><b>backward</b> ${ruleHtml(graph, detail.name)}</div>
+    <div class="cmp" data-testid="check"><b>check</b> ${checkLine(detail)}</div>
+    <div class="cmp muted" data-testid="numeric">${esc(numericLine(detail))}</div>
+    ${detail.shape.length === 3 ? `<label class="slice">context position <select data-testid="slice">${detail.labels[1].map((l, i) => `<option value="${i}" ${i === slice ? "selected" : ""}>${esc(l)}</option>`).join("")}</select></label>` : ""}`;
+  el.querySelector('[data-testid="pin"]').onclick = () => onPin(!pinned);
+  el.querySelector('[data-testid="expand"]').onclick = () => onExpand(!expanded);
   const select = el.querySelector('[data-testid="slice"]');
-  if (select) select.addEventListener("change", () => onSlice(Number(select.value)));
-  return heatmaps.render(maps, detail, slice, key);
+  if (select) select.onchange = () => onSlice(Number(select.value));
+  if (small) {
+    el.querySelector(".numbers-wrap").innerHTML = smallTable(detail, panels);
+    current = null;
+    return Promise.resolve();
+  }
+  const grids = {};
+  for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, slice);
+  current = { detail, slice, view, grids, panels };
+  // the switch and the thumbnails
+  for (const b of el.querySelectorAll(".views button")) {
+    b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
+    b.onclick = () => onView(b.dataset.view);
+  }
+  for (const fig of el.querySelectorAll(".thumb")) {
+    const p = panels[fig.dataset.view];
+    fig.classList.toggle("active", fig.dataset.view === view);
+    fig.querySelector("figcaption").textContent = p.title;
+    const canvas = fig.querySelector("canvas");
+    const empty = fig.querySelector(".thumb-empty");
+    canvas.hidden = !grids[p.key];
+    empty.hidden = !!grids[p.key];
+    empty.textContent = p.empty || "";
+    fig.dataset.shape = p.tensor ? p.tensor.shape.join("x") : "";
+    fig.onclick = () => onView(p.key);
+    if (grids[p.key]) thumb(canvas, grids[p.key], rangeOf(p), sameShape(p.key) ? cross : null);
+    canvas.onpointermove = (event) => { if (grids[p.key]) setCross(el, cellAt(canvas, grids[p.key], event), p.key); };
+  }
+  renderSplit(el.querySelector(".split"), detail);
+  return drawMain(el);
+}
+
+// the crosshair spans panels of the node's own shape (a wrong-shaped gradient has other cells)
+function sameShape(key) {
+  const g = current && current.grids[key];
+  const v = current && current.grids.value;
+  return g && v && g.z.length === v.z.length && g.z[0].length === v.z[0].length;
+}
+
+function drawMain(el) {
+  const { view, grids, panels } = current;
+  const p = panels[view];
+  const div = el.querySelector(".main-plot");
+  const empty = el.querySelector(".main-empty");
+  div.dataset.view = view;
+  if (!grids[view]) {
+    div.hidden = true;
+    empty.hidden = false;
+    empty.textContent = `${p.title}: ${p.empty}`;
+    return Promise.resolve();
+  }
+  div.hidden = false;
+  empty.hidden = true;
+  const drawn = renderMain(div, grids[view], rangeOf(p), { title: p.title, cross: sameShape(view) ? cross : null });
+  if (!div.dataset.bound) {
+    div.dataset.bound = "1";
+    div.on("plotly_hover", (event) => {
+      const pt = event.points.find((q) => q.data.type === "heatmap");
+      if (pt) setCross(el, [pt.y, pt.x], current.view);
+    });
+  }
+  return drawn;
+}
+
+// Mark the same cell in the main plot and every thumbnail of the node's shape, and print its four numbers.
+function setCross(el, cell, from) {
+  if (!current || !cell) return;
+  if (!sameShape(from)) return;
+  cross = cell;
+  const [i, j] = cell;
+  const { grids, panels, view } = current;
+  for (const fig of el.querySelectorAll(".thumb")) {
+    const key = fig.dataset.view;
+    if (grids[key]) thumb(fig.querySelector("canvas"), grids[key], rangeOf(panels[key]), sameShape(key) ? cell : null);
+  }
+  if (grids[view] && sameShape(view)) moveCross(el.querySelector(".main-plot"), cell);
+  const v = grids.value;
+  const cells = VIEWS.map((x) => {
+    const g = grids[x.key];
+    const text = g && sameShape(x.key) ? num(g.z[i][j]) : panels[x.key].empty ? "—" : "—";
+    return `<span>${esc(x.label)}: <b data-testid="readout-${x.key}">${esc(text)}</b></span>`;
+  });
+  el.querySelector(".readout").innerHTML = `<span class="muted">row ${i} ${esc(v.y[i])} · col ${j} ${esc(v.x[j])}</span> ${cells.join(" ")}`;
+  el.querySelector(".readout").dataset.cell = `${i},${j}`;
+}
+
+// A node fed by several ops: each op's contribution and their sum, side by side.
+function renderSplit(div, detail) {
+  const split = detail.split;
+  if (!split || detail.contributions[1] < 2) { div.hidden = true; div.replaceChildren(); return; }
+  div.hidden = false;
+  const total = detail.contributions[1];
+  const g = absMax(...split.map((s) => s.manual), detail.grad_manual) || 1e-12;
+  const range = rangeOf({ range: g });
+  const items = [];
+  for (let k = 0; k < total; k++) {
+    const s = split[k];
+    items.push({ title: s ? `contribution ${k + 1}: from ${s.op} (step ${s.step})` : `contribution ${k + 1}: not yet`, tensor: s ? s.manual : null });
+  }
+  items.push({ title: `sum so far (${split.length} of ${total})`, tensor: detail.grad_manual });
+  div.innerHTML = `<div class="split-title">${esc(detail.name)} is used by ${total} ops: its gradient is the sum of their contributions</div>` +
+    items.map((it, k) => `<figure class="thumb" data-testid="split-${k}"><figcaption>${esc(it.title)}</figcaption>${it.tensor ? "<canvas></canvas>" : '<div class="thumb-empty muted">arrives later</div>'}</figure>`).join("");
+  items.forEach((it, k) => {
+    if (!it.tensor) return;
+    const canvas = div.querySelector(`[data-testid="split-${k}"] canvas`);
+    thumb(canvas, gridOf(detail, it.tensor, 0), range);
+  });
+}
+
+export function setView(el, view) {
+  if (!current) return Promise.resolve();
+  current.view = view;
+  for (const b of el.querySelectorAll(".views button")) b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
+  for (const fig of el.querySelectorAll(".thumb[data-view]")) fig.classList.toggle("active", fig.dataset.view === view);
+  return drawMain(el);
+}
+
+export function intro() {
+  return `<div class="intro" data-testid="intro">
+    <h2>How to read this page</h2>
+    <ol>
+      <li>The graph on the left is the lecture's forward pass, top to bottom: boxes are tensors, ellipses the ops between them.</li>
+      <li>Press <b>Next ▶</b> (or →) to backpropagate through one op. The gradient it produces opens here, compared with PyTorch autograd.</li>
+      <li>Each tensor's box tells its state: ${Object.entries(STATUS).filter(([k]) => k !== "none").map(([, s]) => `${s.symbol} ${esc(s.label)}`).join(", ")}.</li>
+      <li>Click any box (or Tab into the graph, arrows, Enter) to open it; <b>Pin</b> keeps it open while you step.</li>
+    </ol></div>`;
 }

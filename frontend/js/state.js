@@ -2,6 +2,7 @@
 import { DEFAULT_CONFIG } from "./config.js";
 
 const MODES = ["atomic", "fused_ce", "fused_bn", "fused"];
+const VIEWS = ["value", "manual", "autograd", "diff"];
 
 export function fromURL(search) {
   const q = new URLSearchParams(search);
@@ -11,7 +12,8 @@ export function fromURL(search) {
   }
   const mode = MODES.includes(q.get("mode")) ? q.get("mode") : "atomic";
   const step = q.has("step") ? Math.max(0, parseInt(q.get("step"), 10) || 0) : 0;
-  return { config, mode, step, node: q.get("node") || null, slice: Number(q.get("slice") || 0) };
+  const view = VIEWS.includes(q.get("view")) ? q.get("view") : "manual";
+  return { config, mode, step, node: q.get("node") || null, slice: Number(q.get("slice") || 0), pinned: q.get("pin") === "1", view };
 }
 
 export function toURL(state) {
@@ -23,6 +25,8 @@ export function toURL(state) {
   q.set("step", state.step);
   if (state.node) q.set("node", state.node);
   if (state.slice) q.set("slice", state.slice);
+  if (state.pinned) q.set("pin", "1");
+  if (state.view !== "manual") q.set("view", state.view);
   return `?${q}`;
 }
 
