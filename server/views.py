@@ -10,6 +10,7 @@ from .config import MODE_TITLES
 from .data import Dataset
 from .engine import BackwardPass
 from .graph import NODES, nodes_for_mode
+from .layout import graph_layout
 from .serialize import cmp_public, finite_or_none, tensor_public
 
 
@@ -26,7 +27,7 @@ def _fmt(shape: list[int]) -> str:
 
 
 def build_graph(bp: BackwardPass) -> dict[str, Any]:
-    """Nodes, ops with their backward rules (live shapes and notes) and the backward schedule."""
+    """Nodes, ops with their backward rules (live shapes and notes), the backward schedule and the drawn layout."""
     producer = {out: op for op in bp.ops for out in op.outputs}
     nodes = []
     for node in nodes_for_mode(bp.mode):
@@ -75,6 +76,7 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
             "outputs": list(op.outputs),
             "formula": op.formula,
             "about": op.about,
+            "symbol": op.symbol,
             "fused": op.fuses is not None,
             "rules": rules_by_op[op.name],
         }
@@ -86,6 +88,7 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
         "nodes": nodes,
         "ops": ops,
         "schedule": [op.name for op in bp.schedule],
+        "layout": graph_layout(bp.mode),
     }
 
 

@@ -129,8 +129,43 @@ class OpPublic(BaseModel):
     outputs: list[str]
     formula: str
     about: str
+    symbol: str
     fused: bool
     rules: list[RulePublic]
+
+
+class BoxPublic(BaseModel):
+    """A box of the drawn graph: its centre and size in CSS pixels, y growing downward."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class OpBoxPublic(BoxPublic):
+    symbol: str
+
+
+class EdgePublic(BaseModel):
+    """An arrow of the drawn graph: tensor → op ("in") or op → tensor ("out"), from box edge to box edge."""
+
+    source: str
+    target: str
+    op: str
+    tensor: str
+    kind: Literal["in", "out"]
+    points: list[tuple[float, float]]
+
+
+class LayoutPublic(BaseModel):
+    """The graph laid out top to bottom (server/layout.py): boxes by name and every edge as a polyline."""
+
+    width: float
+    height: float
+    nodes: dict[str, BoxPublic]
+    ops: dict[str, OpBoxPublic]
+    edges: list[EdgePublic]
 
 
 class GraphPublic(BaseModel):
@@ -139,6 +174,7 @@ class GraphPublic(BaseModel):
     nodes: list[NodePublic]
     ops: list[OpPublic]
     schedule: list[str]
+    layout: LayoutPublic
 
 
 class NodeStatePublic(BaseModel):
