@@ -33,7 +33,8 @@ class Bug:
 def _clipped_dlogprobs(v: Any, d: Any) -> torch.Tensor:
     dlogprobs = torch.zeros_like(v.logprobs)  # (n, vocab)
     picked = -v.logprobs[range(v.n), v.Yb]  # (n,) per-example loss
-    dlogprobs[range(v.n), v.Yb] = torch.where(picked > CLIP, 0.0, -1.0 / v.n)
+    # two Python scalars make a tensor of the default dtype: cast, or float64 passes fail the index put
+    dlogprobs[range(v.n), v.Yb] = torch.where(picked > CLIP, 0.0, -1.0 / v.n).to(dlogprobs.dtype)
     return dlogprobs
 
 

@@ -237,6 +237,12 @@ def test_each_bug_breaks_its_node_and_everything_upstream(lecture_dataset, name)
     assert bug.why and bug.notice and bug.code
 
 
+@pytest.mark.parametrize("name", sorted(BUGS))
+def test_each_bug_runs_in_float64(lecture_dataset, name):
+    bad = run_backward(replace(LECTURE, bug=name, dtype="float64"), lecture_dataset, BUGS[name].modes[0])
+    assert bad.grad_at(BUGS[name].target, len(bad.schedule)).dtype == torch.float64
+
+
 def test_the_missing_gain_bug_hides_behind_zero_bias_init(lecture_dataset):
     hidden = run_backward(replace(LECTURE, init="zero_bias", bug="missing_gain"), lecture_dataset, "atomic")
     assert all(c["approx"] for c in hidden.cmp.values())
