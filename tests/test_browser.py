@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from colorspacious import cspace_convert
@@ -215,7 +216,7 @@ def test_inspector_one_large_heatmap_switch_and_small_multiples(page, base_url):
     assert plot["xtitle"] == "character" and plot["ytitle"] == "batch row: context → target"
     assert plot["xticks"][:2] == [".", "a"] and all(re.fullmatch(r"[.a-z]{3}→[.a-z]", y) for y in plot["yticks"])
     assert plot["colorbar"] == "e"  # plain or scientific numbers, never SI prefixes
-    detail = served(page, page.url.replace("/?", "/api/tensor/logits?"))
+    detail = served(page, "/api/tensor/logits?step=20")
     # the marginal bars are the served gradient's row and column sums
     manual = detail["grad_manual"]["data"]
     assert plot["rows"] == pytest.approx([sum(r) for r in manual], abs=1e-9)
@@ -253,7 +254,7 @@ def test_inspector_one_large_heatmap_switch_and_small_multiples(page, base_url):
 
 def test_hovering_a_cell_marks_it_in_all_four_and_prints_the_served_numbers(page, base_url):
     open_page(page, f"{base_url}/?step=20&node=counts&pin=1")
-    detail = served(page, page.url.replace("/?", "/api/tensor/counts?"))
+    detail = served(page, "/api/tensor/counts?step=20")
     cell = page.evaluate(
         """() => { const d = document.querySelector('[data-testid=heatmap-main]');
           const s = d._fullLayout._size, xa = d._fullLayout.xaxis, ya = d._fullLayout.yaxis;
@@ -280,7 +281,7 @@ def test_hovering_a_cell_marks_it_in_all_four_and_prints_the_served_numbers(page
 
 def test_a_scalar_is_printed_as_a_number(page, base_url):
     open_page(page, f"{base_url}/?step=20&node=loss&pin=1")
-    detail = served(page, page.url.replace("/?", "/api/tensor/loss?"))
+    detail = served(page, "/api/tensor/loss?step=20")
     table = page.get_by_test_id("numbers")
     expect(table).to_be_visible()
     expect(page.get_by_test_id("heatmap-main")).to_have_count(0)
@@ -446,7 +447,7 @@ def test_server_errors_are_shown(page, base_url):
 
 
 def test_going_back_to_a_step_seen_redraws_without_asking_the_server(page, base_url):
-    open_page(page, f"{base_url}/?node=logits")
+    open_page(page, f"{base_url}/?node=logits&pin=1")
     for _ in range(2):
         act(page, lambda: page.get_by_test_id("next").click())
     asked: list[str] = []
@@ -720,7 +721,7 @@ def test_status_palette_contrast_and_colour_vision(page, base_url):
     for cvd in (None, "deuteranomaly", "protanomaly", "tritanomaly"):
         space = {"name": "sRGB1+CVD", "cvd_type": cvd, "severity": 100} if cvd else "sRGB1"
         seen = {
-            n: cspace_convert(cspace_convert(hex_rgb(c), space, "sRGB1").clip(0, 1), "sRGB1", "CAM02-UCS")
+            n: cspace_convert(numpy.clip(cspace_convert(hex_rgb(c), space, "sRGB1"), 0, 1), "sRGB1", "CAM02-UCS")
             for n, c in colours.items()
         }
         for a, b in itertools.combinations(seen, 2):

@@ -216,7 +216,6 @@ function update(patch) {
 
 // a step moves the inspector to the gradient it produced, unless a node is pinned
 function goTo(step) {
-  if (step === state.step) return;
   const node = state.pinned ? state.node : followed(step) || state.node;
   update({ step, node, slice: node === state.node ? state.slice : 0 });
 }

@@ -39,7 +39,7 @@ export function panelsOf(detail) {
       tensor: detail.grad_manual, range: g, empty: detail.grad_manual ? "" : missing },
     autograd: { key: "autograd", title: `autograd grad${ref}`, tensor: detail.grad_autograd, range: g,
       empty: detail.grad_autograd ? "" : "no gradient: an input of the network" },
-    diff: { key: "diff", title: "manual − autograd", tensor: identical(detail.diff) ? null : detail.diff, range: d,
+    diff: { key: "diff", title: "manual − autograd", tensor: detail.diff, range: d,
       empty: shapesDiffer ? `shapes differ: manual ${shapeText(detail.grad_manual.shape)}, expected ${shapeText(detail.grad_autograd.shape)} — nothing to subtract`
         : identical(detail.diff) ? "identical: 0 everywhere" : missing || (detail.diff ? "" : "nothing to compare") },
   };
@@ -59,7 +59,8 @@ function fallbackLabels(tensor) {
 }
 
 function ruleHtml(graph, name) {
-  const rules = graph.ops.flatMap((op) => op.rules.filter((r) => r.target === name).map((r) => ({ op, r })));
+  const rules = graph.ops.flatMap((op) => op.rules.filter((r) => r.target === name).map((r) => ({ op, r })))
+    .sort((a, b) => a.r.contribution - b.r.contribution);
   if (!rules.length) return '<span class="muted">none: no gradient flows into an input</span>';
   return rules.map(({ op, r }) => `
     <pre data-testid="rule" class="${r.bug ? "bug-rule" : ""}">${r.bug ? '<span class="bug-tag" data-testid="bug-tag">BUG</span> ' : ""}${esc(r.code)}    <span class="muted">${esc(r.shapes)}</span></pre>
@@ -149,18 +150,19 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
     b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
     b.onclick = () => onView(b.dataset.view);
   }
-  for (const fig of el.querySelectorAll(".thumb")) {
+  for (const fig of el.querySelectorAll(".thumbs .thumb")) {
     const p = panels[fig.dataset.view];
     fig.classList.toggle("active", fig.dataset.view === view);
     fig.querySelector("figcaption").textContent = p.title;
     const canvas = fig.querySelector("canvas");
     const empty = fig.querySelector(".thumb-empty");
-    canvas.hidden = !grids[p.key];
-    empty.hidden = !!grids[p.key];
+    const drawable = grids[p.key] && !p.empty;
+    canvas.hidden = !drawable;
+    empty.hidden = !!drawable;
     empty.textContent = p.empty || "";
     fig.dataset.shape = p.tensor ? p.tensor.shape.join("x") : "";
     fig.onclick = () => onView(p.key);
-    if (grids[p.key]) thumb(canvas, grids[p.key], rangeOf(p), sameShape(p.key) ? cross : null);
+    if (drawable) thumb(canvas, grids[p.key], rangeOf(p), sameShape(p.key) ? cross : null);
     canvas.onpointermove = (event) => { if (grids[p.key]) setCross(el, cellAt(canvas, grids[p.key], event), p.key); };
   }
   renderSplit(el.querySelector(".split"), detail);
@@ -180,7 +182,7 @@ function drawMain(el) {
   const div = el.querySelector(".main-plot");
   const empty = el.querySelector(".main-empty");
   div.dataset.view = view;
-  if (!grids[view]) {
+  if (!grids[view] || p.empty) {
     div.hidden = true;
     empty.hidden = false;
     empty.textContent = `${p.title}: ${p.empty}`;
@@ -206,15 +208,15 @@ function setCross(el, cell, from) {
   cross = cell;
   const [i, j] = cell;
   const { grids, panels, view } = current;
-  for (const fig of el.querySelectorAll(".thumb")) {
+  for (const fig of el.querySelectorAll(".thumbs .thumb")) {
     const key = fig.dataset.view;
-    if (grids[key]) thumb(fig.querySelector("canvas"), grids[key], rangeOf(panels[key]), sameShape(key) ? cell : null);
+    if (grids[key] && !panels[key].empty) thumb(fig.querySelector("canvas"), grids[key], rangeOf(panels[key]), sameShape(key) ? cell : null);
   }
-  if (grids[view] && sameShape(view)) moveCross(el.querySelector(".main-plot"), cell);
+  if (grids[view] && !panels[view].empty && sameShape(view)) moveCross(el.querySelector(".main-plot"), cell);
   const v = grids.value;
   const cells = VIEWS.map((x) => {
     const g = grids[x.key];
-    const text = g && sameShape(x.key) ? num(g.z[i][j]) : panels[x.key].empty ? "—" : "—";
+    const text = g && sameShape(x.key) ? num(g.z[i][j]) : "—";
     return `<span>${esc(x.label)}: <b data-testid="readout-${x.key}">${esc(text)}</b></span>`;
   });
   el.querySelector(".readout").innerHTML = `<span class="muted">row ${i} ${esc(v.y[i])} · col ${j} ${esc(v.x[j])}</span> ${cells.join(" ")}`;
@@ -248,7 +250,7 @@ export function setView(el, view) {
   if (!current) return Promise.resolve();
   current.view = view;
   for (const b of el.querySelectorAll(".views button")) b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
-  for (const fig of el.querySelectorAll(".thumb[data-view]")) fig.classList.toggle("active", fig.dataset.view === view);
+  for (const fig of el.querySelectorAll(".thumbs .thumb")) fig.classList.toggle("active", fig.dataset.view === view);
   return drawMain(el);
 }
 
