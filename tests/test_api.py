@@ -198,3 +198,25 @@ def test_bug_lab_over_the_api(client):
     wrong_mode = client.get("/api/state", params={"bug": "no_broadcast_sum", "mode": "fused"})
     assert wrong_mode.status_code == 422 and "fuses away" in wrong_mode.text
     assert client.get("/api/state", params={"bug": "nope"}).status_code == 422
+
+
+def test_a_large_configs_json_is_made_off_the_event_loop(client, monkeypatch):
+    import asyncio
+
+    import server.web.routes as routes
+
+    on_loop, real = [], routes.dumps
+
+    def dumps(content):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread has no running loop
+            on_loop.append(False)
+        return real(content)
+
+    monkeypatch.setattr(routes, "dumps", dumps)
+    large = {"batch_size": 64, "n_hidden": 512}  # above the lecture's 4x: computed in a worker thread
+    assert client.get("/api/tensor/W1", params=large).json()["shape"] == [30, 512]
+    assert client.get("/api/state", params={"step": 2}).status_code == 200  # the lecture's: on the loop
+    assert on_loop == [False, True]

@@ -1,0 +1,172 @@
+"""Attack bench: the abuse cases of issue 12, each against a live server on 127.0.0.1, before and after.
+
+Starts `python -m server` from each source tree given (--before DIR: e.g. an export of an older
+commit; the tree this script sits in is always measured, as "after") on a free loopback port and
+prints one row per attack with what each tree did: status code, bytes, seconds, resident memory.
+Every attack is bounded (sizes, counts and waits are capped) so the old code's failures stay short.
+Not a test: the figures go to the README's reliability table.
+Usage: python bench/attack_bench.py [--before DIR] [--only 1,2,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # loopback only: never aimed anywhere else
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def hwm_mb(pid: int) -> float:
+    """Peak resident memory of a process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Server:
+    """python -m server from `root`, on a free port, with its own runs database."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.root, self.args = root, args
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.tmp = tempfile.TemporaryDirectory()
+        self.log = tempfile.TemporaryFile("w+")
+
+    def __enter__(self) -> Server:
+        args = list(self.args)
+        if "--runs-db" not in args:
+            args += ["--runs-db", f"{self.tmp.name}/runs.sqlite3"]
+        cmd = [sys.executable, "-m", "server", "--host", HOST, "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/api/health", timeout=2)
+                return self
+            except httpx.HTTPError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        self.proc.kill()
+        self.log.seek(0)
+        sys.exit(f"server from {self.root} did not start:\n{self.log.read()}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.tmp.cleanup()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+
+@contextmanager
+def health_probe(url: str, every_s: float = 0.05) -> Iterator[list[float]]:
+    """Time /api/health every `every_s` while the block runs; yields the list of latencies (s)."""
+    times: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    c.get(f"{url}/api/health")
+                except httpx.HTTPError:
+                    pass
+                times.append(time.perf_counter() - t0)
+                stop.wait(every_s)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield times
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+
+
+# --- the attacks: each takes a started server and returns {measure: value} --------------------------
+
+
+def huge_check(server: Server) -> dict[str, object]:
+    """Finding 1: a (32768,1,1) answer for a (32,27) gradient, diffed by broadcasting."""
+    code = "a = hprebn.view(1, 2048) + hprebn[0:16, 0:1]\ndlogprobs = a.view(32768, 1, 1)"
+    httpx.post(f"{server.url}/api/check", json={"step": 1, "code": "dlogprobs = logprobs * 0"}, timeout=120)  # warm
+    before = rss_mb(server.proc.pid)
+    with health_probe(server.url) as health:
+        t0 = time.perf_counter()
+        r = httpx.post(f"{server.url}/api/check", json={"step": 1, "code": code}, timeout=300)
+        took = time.perf_counter() - t0
+    return {
+        "status": r.status_code,
+        "bytes": len(r.content),
+        "s": round(took, 2),
+        "health max s": round(max(health, default=0.0), 3),
+        "RSS +MiB": round(hwm_mb(server.proc.pid) - before),
+    }
+
+
+ATTACKS: dict[str, tuple[str, Callable[[Server], dict[str, object]]]] = {
+    "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", type=Path, help="an older source tree to measure beside this one")
+    parser.add_argument("--only", default="", help="comma-separated finding numbers (default: all)")
+    args = parser.parse_args()
+    chosen = [k for k in ATTACKS if not args.only or k in args.only.split(",")]
+    trees = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
+    rows: dict[str, dict[str, dict[str, object]]] = {k: {} for k in chosen}
+    for label, root in trees:
+        for key in chosen:
+            with Server(root) as server:
+                rows[key][label] = ATTACKS[key][1](server)
+            print(f"{key} {label}: {json.dumps(rows[key][label])}", file=sys.stderr, flush=True)
+    print(f"| # | attack | {' | '.join(label for label, _ in trees)} |")
+    print("|---|---|" + "---|" * len(trees))
+    for key in chosen:
+        cells = [", ".join(f"{k} {v}" for k, v in rows[key][label].items()) for label, _ in trees]
+        print(f"| {key} | {ATTACKS[key][0]} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    main()
