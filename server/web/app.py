@@ -13,19 +13,21 @@ import anyio
 import plotly
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..cache import PassCache
 from ..checks import CheckPool
 from ..data import Dataset
 from ..jobs import Scheduler
 from ..runs import RunStore
+from ..serialize import dumps
 from .routes import router
 from .runs_routes import router as runs_router
 
@@ -63,19 +65,112 @@ class FrontendFiles(StaticFiles):
 
 
 class LimitBody:
-    """Refuse a declared body over MAX_BODY_BYTES with 413 (plain ASGI: @app.middleware costs ~0.3 ms a request)."""
+    """Refuse a body over MAX_BODY_BYTES with 413, declared or streamed (chunked bodies declare no length).
+
+    Plain ASGI: @app.middleware costs ~0.3 ms a request. A body without a Content-Length is read here,
+    MAX_BODY_BYTES at most, and handed on whole; the 413 goes out as soon as the limit is crossed.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = Headers(scope=scope).get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-                await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                await _too_large(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)  # the HTTP parser delivers no more than declared
+            return
+        if "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await _too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, delivered = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # e.g. an event stream waiting for the disconnect
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    # Connection: close, so the server reads no more of a body nobody will parse
+    response = JSONResponse(
+        {"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413, headers={"Connection": "close"}
+    )
+    await response(scope, receive, send)
+
+
+EXCERPT_CHARS = 80  # how much of a rejected value a 422 echoes
+EXCERPT_ITEMS = 8  # items of a rejected list or object, and errors of one request
+MAX_DETAIL_CHARS = 1000  # an error's own message
+
+
+def excerpt(value: Any, chars: int = EXCERPT_CHARS, depth: int = 2) -> Any:
+    """A short, JSON-safe excerpt of a value a request sent: a 422 never echoes a whole body back."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= chars else f"{value[:chars]}... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        if depth == 0:
+            return f"an object of {len(value):,} keys"
+        items = list(value.items())
+        out = {excerpt(str(k), chars, 0): excerpt(v, chars, depth - 1) for k, v in items[:EXCERPT_ITEMS]}
+        if len(items) > EXCERPT_ITEMS:
+            out["..."] = f"{len(items) - EXCERPT_ITEMS:,} more keys"
+        return out
+    if isinstance(value, list | tuple):
+        if depth == 0:
+            return f"a list of {len(value):,} items"
+        out_list = [excerpt(v, chars, depth - 1) for v in value[:EXCERPT_ITEMS]]
+        if len(value) > EXCERPT_ITEMS:
+            out_list.append(f"... {len(value) - EXCERPT_ITEMS:,} more items")
+        return out_list
+    return excerpt(str(value), chars, 0)
+
+
+def _error_public(error: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "type": excerpt(error.get("type", "value_error")),
+        "loc": [excerpt(part) for part in error.get("loc", ())][:EXCERPT_ITEMS],
+        "msg": excerpt(error.get("msg", ""), MAX_DETAIL_CHARS),
+    }
+    if "input" in error:
+        out["input"] = excerpt(error["input"])
+    if error.get("ctx"):
+        out["ctx"] = {excerpt(str(k), chars=40): excerpt(str(v)) for k, v in list(error["ctx"].items())[:EXCERPT_ITEMS]}
+    return out
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422 shape, with every echoed input cut to an excerpt."""
+    errors = list(exc.errors())
+    detail = [_error_public(e) for e in errors[:EXCERPT_ITEMS]]
+    if len(errors) > EXCERPT_ITEMS:
+        detail.append({"type": "too_many_errors", "loc": [], "msg": f"{len(errors) - EXCERPT_ITEMS} more errors"})
+    return Response(dumps({"detail": detail}), status_code=422, media_type="application/json")
 
 
 async def _schedule(scheduler: Scheduler) -> None:
@@ -132,7 +227,11 @@ def create_app(
             # Starlette's Allow lists the first route on the path only; /api/runs has GET and POST routes
             allowed = allowed_methods(request.app, request.url.path)
             return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(allowed)})
+        if isinstance(exc.detail, str) and len(exc.detail) > MAX_DETAIL_CHARS:
+            exc.detail = excerpt(exc.detail, MAX_DETAIL_CHARS)
         return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
     app.add_middleware(LimitBody)
     app.include_router(router)
