@@ -209,10 +209,25 @@ def echoed_input(server: Server) -> dict[str, object]:
     return {"status": r.status_code, "bytes": len(r.content)}
 
 
+def unencodable(server: Server) -> dict[str, object]:
+    """Finding 8: values JSON parses but cannot write back (1e400, NaN, a lone surrogate), echoed by a 422."""
+    bodies = [
+        ("/api/check", b'{"step": 1e400, "code": 1}'), ("/api/runs", b'{"lr": 1e400}'),
+        ("/api/runs", b'{"seed": NaN}'), ("/api/check", b'{"step": 1, "code": "x", "mode": "\\ud800"}'),
+        ("/api/runs", b'{"backward": "\\ud800"}'),
+    ]  # fmt: skip
+    statuses = []
+    for path, body in bodies:
+        r = httpx.post(f"{server.url}{path}", content=body, headers={"content-type": "application/json"}, timeout=60)
+        statuses.append(f"{r.status_code}{'' if r.headers['content-type'] == 'application/json' else ' text'}")
+    return {"statuses": " ".join(statuses)}
+
+
 ATTACKS: dict[str, tuple[str, Callable[[Server], dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
     "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
+    "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
 }
 
 

@@ -267,3 +267,35 @@ def test_a_422_echoes_an_excerpt_not_the_whole_input(client):
     many = client.post("/api/check", json={"step": 1, "code": "x = 1"} | {f"key{i}": "y" * 1000 for i in range(50)})
     assert many.status_code == 422 and len(many.content) < 4000, len(many.content)
     assert many.json()["detail"][-1]["msg"] == "42 more errors"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"step": 1e400, "code": 1}', b'{"step": 1, "code": 1, "seed": NaN}', b'{"step": -Infinity, "code": "x"}',
+     b'{"step": 1, "code": "\\ud800"}', b'{"step": 1, "code": "x", "mode": "\\ud800"}',
+     b'{"step": 1, "code": "x", "\\udfff": 1}', b'{"step": 1, "code": "x" "y"}', b"\xff\xfe"],
+)  # fmt: skip
+def test_unencodable_json_values_get_a_422_with_a_reason(client, body):
+    r = client.post("/api/check", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail and all(isinstance(e["msg"], str) and e["msg"] for e in detail)
+
+
+def test_an_integer_json_cannot_read_is_a_400_with_the_reason(client):
+    body = b'{"step": 1, "code": "x", "seed": 1' + b"0" * 5000 + b"}"  # Python's int parsing stops at 4300 digits
+    r = client.post("/api/check", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "4300 digits" in r.json()["detail"], r.text
+
+
+def test_a_bug_is_a_json_500_not_plain_text(lecture_dataset, monkeypatch):
+    app = create_app(lecture_dataset)
+
+    def broken(config, mode):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.state.cache, "get", broken)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/api/state", params={"seed": 5})
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert "RuntimeError" in r.json()["detail"] and "a bug" not in r.text

@@ -115,6 +115,18 @@ def test_bad_run_configs_are_422_and_change_nothing(client, body):
     assert client.get("/api/runs").json() == {"runs": []}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"lr": 1e400}', b'{"seed": NaN}', b'{"lr_after": -Infinity}', b'{"backward": "\\ud800"}',
+     b'{"max_steps": 1e400}', b'{"\\ud800": 1}'],
+)  # fmt: skip
+def test_nonfinite_and_lone_surrogate_values_are_422_with_a_reason(client, body):
+    r = client.post("/api/runs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["msg"]
+    assert client.get("/api/runs").json() == {"runs": []}
+
+
 def test_runs_api_without_workers(client):
     r = client.post("/api/runs", json={**SHORT, "backward": "both"})
     assert r.status_code == 201

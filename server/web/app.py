@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -128,11 +129,20 @@ MAX_DETAIL_CHARS = 1000  # an error's own message
 
 
 def excerpt(value: Any, chars: int = EXCERPT_CHARS, depth: int = 2) -> Any:
-    """A short, JSON-safe excerpt of a value a request sent: a 422 never echoes a whole body back."""
-    if value is None or isinstance(value, bool | int | float):
+    """A short, JSON-safe excerpt of a value a request sent: a 422 never echoes a whole body back.
+
+    JSON's parser hands over what JSON cannot carry back: 1e400 and NaN as floats, "\\ud800" as a lone
+    surrogate (no UTF-8 for it); those come back as text, the surrogate as its escape.
+    """
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, int):
+        return value if abs(value) < 10**15 else excerpt(str(value), chars)
     if isinstance(value, str):
-        return value if len(value) <= chars else f"{value[:chars]}... ({len(value):,} characters)"
+        text = value if len(value) <= chars else f"{value[:chars]}... ({len(value):,} characters)"
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
         if depth == 0:
             return f"an object of {len(value):,} keys"
@@ -171,6 +181,13 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     if len(errors) > EXCERPT_ITEMS:
         detail.append({"type": "too_many_errors", "loc": [], "msg": f"{len(errors) - EXCERPT_ITEMS} more errors"})
     return Response(dumps({"detail": detail}), status_code=422, media_type="application/json")
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug is still a JSON answer (the traceback goes to the log, not to the client)."""
+    logging.getLogger("backprop-explorer").error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    detail = f"internal error ({type(exc).__name__}); the server's log has the details"
+    return Response(dumps({"detail": detail}), status_code=500, media_type="application/json")
 
 
 async def _schedule(scheduler: Scheduler) -> None:
@@ -227,11 +244,14 @@ def create_app(
             # Starlette's Allow lists the first route on the path only; /api/runs has GET and POST routes
             allowed = allowed_methods(request.app, request.url.path)
             return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(allowed)})
-        if isinstance(exc.detail, str) and len(exc.detail) > MAX_DETAIL_CHARS:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+            exc.detail = f"the body is not JSON this server reads: {excerpt(str(exc.__cause__))}"
+        if isinstance(exc.detail, str):
             exc.detail = excerpt(exc.detail, MAX_DETAIL_CHARS)
         return await http_exception_handler(request, exc)
 
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, internal_error)
 
     app.add_middleware(LimitBody)
     app.include_router(router)
