@@ -223,10 +223,21 @@ def unencodable(server: Server) -> dict[str, object]:
     return {"statuses": " ".join(statuses)}
 
 
+def cross_site(server: Server) -> dict[str, object]:
+    """Finding 5: a cancel sent as any web page can make a browser send it, and a DNS-rebound DELETE."""
+    body = {"max_steps": 1000, "keep_running": True}
+    (run,) = httpx.post(f"{server.url}/api/runs", json=body, timeout=60).json()["runs"]
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    cancel = httpx.post(f"{server.url}/api/runs/{run['id']}/cancel", headers=evil, timeout=60)
+    rebound = httpx.delete(f"{server.url}/api/runs/{run['id']}", headers={"Host": "rebind.attacker.example"})
+    return {"cancel": cancel.status_code, "rebound DELETE": rebound.status_code}
+
+
 ATTACKS: dict[str, tuple[str, Callable[[Server], dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
     "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
+    "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
     "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
 }
 

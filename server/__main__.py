@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         "--check-workers", type=int, default=2,
         help="sandboxed processes (per server process) that run learners' code for challenges; 0 turns them off",
     )  # fmt: skip
+    parser.add_argument(
+        "--allowed-hosts", default=None,
+        help="comma-separated host names the server answers to besides localhost, 127.0.0.1 and ::1 (and --host): "
+        "the name or address students type; '.example.org' takes its subdomains too, '*' any name",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     # validate the data before starting anything: a bad file is a message, not a traceback
@@ -55,6 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as e:
         print(f"backprop-explorer: cannot use the runs database {runs_db}: {e}", file=sys.stderr)
         return 2
+    from .web.app import LOCAL_HOSTS
+
+    hosts = [*LOCAL_HOSTS]
+    if args.host not in ("0.0.0.0", "::", ""):
+        hosts.append(args.host)
+    hosts += [h.strip() for h in (args.allowed_hosts or "").split(",") if h.strip()]
+    if args.host in ("0.0.0.0", "::") and not args.allowed_hosts:
+        print(
+            "backprop-explorer: listening on every interface, answering to localhost names only: add the name or "
+            "address others type with --allowed-hosts",
+            file=sys.stderr,
+        )
+    os.environ["BACKPROP_ALLOWED_HOSTS"] = ",".join(dict.fromkeys(hosts))
     os.environ["BACKPROP_DATA"] = os.path.abspath(data)
     os.environ["BACKPROP_CACHE_SIZE"] = str(args.cache_size)
     os.environ["BACKPROP_CACHE_MB"] = str(args.cache_mb)

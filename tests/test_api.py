@@ -15,7 +15,7 @@ from server.web.app import create_app
 
 @pytest.fixture(scope="module")
 def client(lecture_dataset):
-    with TestClient(create_app(lecture_dataset), raise_server_exceptions=False) as c:
+    with TestClient(create_app(lecture_dataset), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         yield c
 
 
@@ -162,7 +162,7 @@ def test_nonfinite_tensors_never_500(lecture_dataset, monkeypatch):
         return params, g
 
     monkeypatch.setattr(engine, "init_params", poisoned)
-    with TestClient(create_app(lecture_dataset), raise_server_exceptions=False) as c:
+    with TestClient(create_app(lecture_dataset), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         s = c.get("/api/state")
         assert s.status_code == 200
         t = c.get("/api/tensor/logits")
@@ -295,7 +295,7 @@ def test_a_bug_is_a_json_500_not_plain_text(lecture_dataset, monkeypatch):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(app.state.cache, "get", broken)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         r = c.get("/api/state", params={"seed": 5})
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
     assert "RuntimeError" in r.json()["detail"] and "a bug" not in r.text

@@ -14,7 +14,9 @@ DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -
 
 @pytest.fixture(scope="module")
 def client(lecture_dataset):
-    with TestClient(create_app(lecture_dataset, check_workers=1), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(lecture_dataset, check_workers=1), base_url="http://127.0.0.1", raise_server_exceptions=False
+    ) as c:
         yield c
 
 
@@ -93,7 +95,7 @@ def test_hints_ladder(client):
 
 
 def test_checks_off_is_503(lecture_dataset):
-    with TestClient(create_app(lecture_dataset)) as c:
+    with TestClient(create_app(lecture_dataset), base_url="http://127.0.0.1") as c:
         assert c.post("/api/check", json={"step": 1, "code": DLOGPROBS}).status_code == 503
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -38,9 +39,16 @@ def test_serves_a_custom_file(tmp_path):
     words = ["ab", "ba", "abc", "cab", "bca", "aa", "bb", "cc", "abca", "cba", "acb"]
     path = tmp_path / "abc.txt"
     path.write_text("\n".join(words) + "\n")
-    with live_server("--data", str(path)) as url:
+    with live_server("--data", str(path), "--allowed-hosts", "class.example") as url:
         with urllib.request.urlopen(f"{url}/api/dataset", timeout=10) as r:
             ds = json.load(r)
+        named = urllib.request.Request(f"{url}/api/health", headers={"Host": "class.example:8000"})
+        with urllib.request.urlopen(named, timeout=10) as r:
+            assert r.status == 200
+        rebound = urllib.request.Request(f"{url}/api/health", headers={"Host": "rebind.attacker.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 400
         assert ds["vocab"] == [".", "a", "b", "c"] and ds["words"] == 11
         with urllib.request.urlopen(f"{url}/api/state?batch_size=4", timeout=10) as r:
             assert json.load(r)["total_steps"] == 20

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import plotly
@@ -115,6 +116,47 @@ class LimitBody:
         await self.app(scope, replay, send)
 
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a server on loopback answers to by default
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a Host header's name (port dropped) is one of `allowed`: a name, '.example.org' (it and
+    its subdomains) or '*'."""
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+    name = name.lower().rstrip(".")
+    return any(a == "*" or a == name or (a.startswith(".") and (name == a[1:] or name.endswith(a))) for a in allowed)
+
+
+class GuardOrigin:
+    """Refuse requests for a host name this server does not answer to (400: DNS rebinding), and changes
+    sent from another origin (403: any page can make a browser POST here, preflight-free with text/plain)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            host = headers.get("host")
+            refused: tuple[int, str] | None = None
+            if host is not None and not host_allowed(host, self.allowed_hosts):
+                refused = (400, f"unknown host {excerpt(host)!r}: this server answers to "
+                                f"{', '.join(self.allowed_hosts)} (add names with --allowed-hosts)")  # fmt: skip
+            elif scope["method"] in UNSAFE_METHODS:
+                origin = headers.get("origin")
+                if origin is not None and (host is None or urlsplit(origin).netloc.lower() != host.lower()):
+                    refused = (403, f"a change sent from another origin ({excerpt(origin)}) is refused")
+                elif origin is None and headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+                    refused = (403, "a change sent from another site is refused")
+            if refused:
+                response = JSONResponse({"detail": refused[1]}, status_code=refused[0])
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
     # Connection: close, so the server reads no more of a body nobody will parse
     response = JSONResponse(
@@ -206,9 +248,11 @@ def create_app(
     runs: RunStore | None = None,
     schedule: bool = True,
     check_workers: int = 0,
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS,
 ) -> FastAPI:
     """An app serving one dataset, chosen at start-up; with a run store, training runs too.
 
+    allowed_hosts: the Host names it answers to (see GuardOrigin).
     schedule: this process starts worker processes for queued runs (tests turn it off to keep runs queued).
     check_workers: sandboxed processes that run learners' code for POST /api/check (0: checks are off).
     """
@@ -254,6 +298,7 @@ def create_app(
     app.add_exception_handler(Exception, internal_error)
 
     app.add_middleware(LimitBody)
+    app.add_middleware(GuardOrigin, allowed_hosts=allowed_hosts)  # outermost: refused before a body is read
     app.include_router(router)
     if runs is not None:
         app.include_router(runs_router)
