@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
 
+    from .assets import missing
+
+    if missing():
+        print(f"backprop-explorer: the installation lacks its page or data: {', '.join(missing())}", file=sys.stderr)
+        return 2
     # validate the data before starting anything: a bad file is a message, not a traceback
     from .data import DEFAULT_DATA, DataError, load_dataset
 

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..assets import FRONTEND
 from ..cache import PassCache
 from ..checks import CheckPool
 from ..data import Dataset
@@ -35,7 +36,6 @@ from .runs_routes import router as runs_router
 
 SCHEDULE_EVERY_S = 0.5  # how often this process looks for queued runs to start
 MAX_BODY_BYTES = 64 * 1024  # no endpoint needs more; larger bodies are refused before parsing
-FRONTEND = Path(__file__).resolve().parent.parent.parent / "frontend"
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
@@ -317,6 +317,6 @@ def create_app(
             return Response(status_code=304, headers=headers)
         return Response(plotly_js, media_type="text/javascript", headers=headers)
 
-    if FRONTEND.is_dir():
-        app.mount("/", FrontendFiles(app, directory=FRONTEND, html=True), name="frontend")
+    # the page is the product: no page, no server (StaticFiles checks the folder exists)
+    app.mount("/", FrontendFiles(app, directory=FRONTEND, html=True), name="frontend")
     return app
