@@ -1,4 +1,9 @@
-"""Command line: python -m server [--host H] [--port P] [--data names.txt] [--runs-db runs.sqlite3]."""
+"""Backprop Explorer: a web app that steps through Karpathy's "becoming a backprop ninja" lecture.
+
+It serves a page (http://127.0.0.1:8000 by default) that runs the lecture's MLP forward, then its
+backward pass op by op, manual gradients beside autograd's; challenges grade your own gradient
+code, and Exercise 4's training runs (/train.html) train in worker processes, kept in SQLite.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="backprop-explorer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="backprop-explorer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: backprop-explorer --port 8001, then open http://127.0.0.1:8001",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument(

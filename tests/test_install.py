@@ -9,6 +9,7 @@ import sys
 import sysconfig
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ SOURCE_IGNORED = shutil.ignore_patterns(
 )
 
 
+@pytest.mark.slow  # builds a wheel and a venv, then starts the server: 5-15 s
 def test_the_wheel_serves_its_page_and_data_from_anywhere(tmp_path):
     # build from a copy: the build leaves nothing in the checkout
     src = tmp_path / "src"
@@ -28,6 +30,9 @@ def test_the_wheel_serves_its_page_and_data_from_anywhere(tmp_path):
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", src], check=True)
     (wheel,) = (tmp_path / "dist").glob("backprop_explorer-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata  # an SPDX string: setuptools warned about the old table
     # a fresh venv; its dependencies (torch is GBs) are this interpreter's, added after its own site-packages
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
