@@ -5,7 +5,7 @@ WORKDIR /app
 
 # CPU-only torch first, from PyTorch's CPU index, so pip does not pull a CUDA build
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY server ./server
 COPY frontend ./frontend
 COPY data ./data

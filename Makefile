@@ -1,5 +1,7 @@
 # One command runner; the README shows the same commands.
 PY ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -14,7 +16,7 @@ setup: $(BIN)/python
 
 run: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
-	$(BIN)/python -m server
+	$(BIN)/python -m server --host $(HOST) --port $(PORT) $(ARGS)
 
 # the browser tests need Debian's chromium: installed here when missing
 browser-deps:

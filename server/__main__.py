@@ -1,4 +1,9 @@
-"""Command line: python -m server [--host H] [--port P] [--data names.txt] [--runs-db runs.sqlite3]."""
+"""Backprop Explorer: a web app that steps through Karpathy's "becoming a backprop ninja" lecture.
+
+It serves a page (http://127.0.0.1:8000 by default) that runs the lecture's MLP forward, then its
+backward pass op by op, manual gradients beside autograd's; challenges grade your own gradient
+code, and Exercise 4's training runs (/train.html) train in worker processes, kept in SQLite.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="backprop-explorer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="backprop-explorer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: backprop-explorer --port 8001, then open http://127.0.0.1:8001",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument(
@@ -36,8 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         "--check-workers", type=int, default=2,
         help="sandboxed processes (per server process) that run learners' code for challenges; 0 turns them off",
     )  # fmt: skip
+    parser.add_argument(
+        "--allowed-hosts", default=None,
+        help="comma-separated host names the server answers to besides localhost, 127.0.0.1 and ::1 (and --host): "
+        "the name or address students type; '.example.org' takes its subdomains too, '*' any name",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
+    from .assets import missing
+
+    if missing():
+        print(f"backprop-explorer: the installation lacks its page or data: {', '.join(missing())}", file=sys.stderr)
+        return 2
     # validate the data before starting anything: a bad file is a message, not a traceback
     from .data import DEFAULT_DATA, DataError, load_dataset
 
@@ -55,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as e:
         print(f"backprop-explorer: cannot use the runs database {runs_db}: {e}", file=sys.stderr)
         return 2
+    from .web.app import LOCAL_HOSTS
+
+    hosts = [*LOCAL_HOSTS]
+    if args.host not in ("0.0.0.0", "::", ""):
+        hosts.append(args.host)
+    hosts += [h.strip() for h in (args.allowed_hosts or "").split(",") if h.strip()]
+    if args.host in ("0.0.0.0", "::") and not args.allowed_hosts:
+        print(
+            "backprop-explorer: listening on every interface, answering to localhost names only: add the name or "
+            "address others type with --allowed-hosts",
+            file=sys.stderr,
+        )
+    os.environ["BACKPROP_ALLOWED_HOSTS"] = ",".join(dict.fromkeys(hosts))
     os.environ["BACKPROP_DATA"] = os.path.abspath(data)
     os.environ["BACKPROP_CACHE_SIZE"] = str(args.cache_size)
     os.environ["BACKPROP_CACHE_MB"] = str(args.cache_mb)

@@ -39,6 +39,7 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
     from .data import load_dataset
     from .engine import run_backward
     from .sandbox import Refused
+    from .serialize import graded_json
 
     torch.set_num_threads(1)
     dataset = load_dataset(data_path)
@@ -64,7 +65,8 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
             if job.get("hints"):
                 conn.send({"hints": hints(bp, job["step"])})
             else:
-                conn.send({"graded": grade(bp, job["step"], job["code"])})
+                # serialized here, not in the web process: its event loop never spends time on a check's JSON
+                conn.send({"json": graded_json(grade(bp, job["step"], job["code"]))})
         except Refused as e:
             conn.send({"refused": str(e)})
         except MemoryError:
@@ -92,7 +94,7 @@ class Worker:
 
 
 class CheckPool:
-    """N workers; a job waits for a free one. run() returns the worker's answer or {"refused": why}."""
+    """N workers; a job waits for a free one. run() returns {"json": the graded answer's JSON} or {"refused": why}."""
 
     def __init__(
         self, data_path: str, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT

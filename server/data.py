@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
+from .assets import DEFAULT_DATA as DEFAULT_DATA  # the embedded names list, where it is installed
+
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a names list is ~200 KiB; refuse anything absurd
 MAX_WORD_CHARS = 64  # longest line accepted
 MAX_VOCAB = 128  # characters + '.'; keeps every vocab-sized tensor small
 MIN_WORDS = 10  # fewer leaves the val or test split empty
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "names.txt"
 
 
 class DataError(ValueError):

@@ -7,6 +7,7 @@ work. With a socket per process the kernel spreads connections by their address 
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import signal
 import socket
@@ -37,19 +38,34 @@ def _worker(host: str, port: int, options: dict[str, Any]) -> None:
     uvicorn.Server(uvicorn.Config(**options)).run(sockets=[sock])
 
 
-def serve(host: str, port: int, workers: int, options: dict[str, Any]) -> int:
-    """Run `workers` uvicorn servers for uvicorn.Config(**options); restart one that crashes."""
-    if workers == 1:
-        uvicorn.run(host=host, port=port, **options)
-        return 0
-    # SO_REUSEPORT would let a second copy of this server share the port silently: check it is free first
+def port_problem(host: str, port: int) -> str | None:
+    """Why this server cannot listen on host:port, with what to do about it; None when it can."""
+    # a bind without SO_REUSEPORT: a second copy of this server must not share the port silently
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
         try:
             probe.bind((host, port))
         except OSError as e:
-            print(f"backprop-explorer: cannot listen on {host}:{port}: {e}", file=sys.stderr)
-            return 3
+            hint = ""
+            if e.errno == errno.EADDRINUSE:
+                hint = (f"; another server is using port {port}: stop it, or pick another port with "
+                        f"--port {port + 1} (make run PORT={port + 1})")  # fmt: skip
+            elif e.errno == errno.EACCES:
+                hint = "; ports below 1024 need privileges: use one above, e.g. --port 8000"
+            return f"cannot listen on {host}:{port}: {e.strerror or e}{hint}"
+    return None
+
+
+def serve(host: str, port: int, workers: int, options: dict[str, Any]) -> int:
+    """Run `workers` uvicorn servers for uvicorn.Config(**options); restart one that crashes."""
+    problem = port_problem(host, port)
+    if problem:
+        print(f"backprop-explorer: {problem}", file=sys.stderr)
+        return 3
+    if workers == 1:
+        uvicorn.run(host=host, port=port, **options)
+        return 0
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 

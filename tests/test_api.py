@@ -15,7 +15,7 @@ from server.web.app import create_app
 
 @pytest.fixture(scope="module")
 def client(lecture_dataset):
-    with TestClient(create_app(lecture_dataset), raise_server_exceptions=False) as c:
+    with TestClient(create_app(lecture_dataset), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         yield c
 
 
@@ -166,7 +166,7 @@ def test_nonfinite_tensors_never_500(lecture_dataset, monkeypatch):
         return params, g
 
     monkeypatch.setattr(engine, "init_params", poisoned)
-    with TestClient(create_app(lecture_dataset), raise_server_exceptions=False) as c:
+    with TestClient(create_app(lecture_dataset), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         s = c.get("/api/state")
         assert s.status_code == 200
         t = c.get("/api/tensor/logits")
@@ -284,3 +284,104 @@ def test_the_graph_shows_the_rule_the_bug_lab_runs(client):
         graph = client.get("/api/graph", params={"bug": bug["name"], "mode": bug["modes"][0]}).json()
         marked = [(op["name"], r["target"], r["code"]) for op in graph["ops"] for r in op["rules"] if r["bug"]]
         assert marked == [(bug["op"], bug["target"], bug["code"])], bug["name"]
+
+
+def test_a_large_configs_json_is_made_off_the_event_loop(client, monkeypatch):
+    import asyncio
+
+    import server.web.routes as routes
+
+    on_loop, real = [], routes.dumps
+
+    def dumps(content):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread has no running loop
+            on_loop.append(False)
+        return real(content)
+
+    monkeypatch.setattr(routes, "dumps", dumps)
+    large = {"batch_size": 64, "n_hidden": 512}  # above the lecture's 4x: computed in a worker thread
+    assert client.get("/api/tensor/W1", params=large).json()["shape"] == [30, 512]
+    assert client.get("/api/state", params={"step": 2}).status_code == 200  # the lecture's: on the loop
+    assert on_loop == [False, True]
+
+
+def test_a_chunked_body_over_the_cap_is_413(client):
+    def chunks():  # no Content-Length: httpx sends it with Transfer-Encoding: chunked
+        for _ in range(70):
+            yield b"x" * 1024
+
+    json_type = {"content-type": "application/json"}
+    r = client.post("/api/runs", content=chunks(), headers=json_type)
+    assert r.status_code == 413 and "body over" in r.json()["detail"]
+    small = client.post("/api/check", content=(c for c in [b'{"step": 1, ', b'"code": "x = 1"}']), headers=json_type)
+    assert small.status_code == 503  # under the cap, a chunked body reaches the endpoint whole (checks are off)
+
+
+def test_the_body_cap_answers_as_soon_as_it_is_crossed():
+    import asyncio
+
+    from server.web.app import MAX_BODY_BYTES, LimitBody
+
+    read, sent, reached = [], [], []
+
+    async def receive():  # an endless chunked body
+        read.append(1)
+        return {"type": "http.request", "body": b"x" * 4096, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        reached.append(scope)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/check", "headers": [(b"transfer-encoding", b"chunked")]}
+    asyncio.run(LimitBody(app)(scope, receive, send))
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+    assert len(read) == MAX_BODY_BYTES // 4096 + 1 and not reached
+
+
+def test_a_422_echoes_an_excerpt_not_the_whole_input(client):
+    code = "dlogprobs = 1  # " + "x" * 60_000
+    r = client.post("/api/check", json={"step": 1, "code": code})
+    assert r.status_code == 422 and len(r.content) < 2000, len(r.content)
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "code"] and error["input"].startswith("dlogprobs = 1  # xxx")
+    assert "60,017 characters" in error["input"]
+    many = client.post("/api/check", json={"step": 1, "code": "x = 1"} | {f"key{i}": "y" * 1000 for i in range(50)})
+    assert many.status_code == 422 and len(many.content) < 4000, len(many.content)
+    assert many.json()["detail"][-1]["msg"] == "42 more errors"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"step": 1e400, "code": 1}', b'{"step": 1, "code": 1, "seed": NaN}', b'{"step": -Infinity, "code": "x"}',
+     b'{"step": 1, "code": "\\ud800"}', b'{"step": 1, "code": "x", "mode": "\\ud800"}',
+     b'{"step": 1, "code": "x", "\\udfff": 1}', b'{"step": 1, "code": "x" "y"}', b"\xff\xfe"],
+)  # fmt: skip
+def test_unencodable_json_values_get_a_422_with_a_reason(client, body):
+    r = client.post("/api/check", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail and all(isinstance(e["msg"], str) and e["msg"] for e in detail)
+
+
+def test_an_integer_json_cannot_read_is_a_400_with_the_reason(client):
+    body = b'{"step": 1, "code": "x", "seed": 1' + b"0" * 5000 + b"}"  # Python's int parsing stops at 4300 digits
+    r = client.post("/api/check", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "4300 digits" in r.json()["detail"], r.text
+
+
+def test_a_bug_is_a_json_500_not_plain_text(lecture_dataset, monkeypatch):
+    app = create_app(lecture_dataset)
+
+    def broken(config, mode):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.state.cache, "get", broken)
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        r = c.get("/api/state", params={"seed": 5})
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert "RuntimeError" in r.json()["detail"] and "a bug" not in r.text

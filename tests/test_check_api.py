@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,7 +14,9 @@ DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -
 
 @pytest.fixture(scope="module")
 def client(lecture_dataset):
-    with TestClient(create_app(lecture_dataset, check_workers=1), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(lecture_dataset, check_workers=1), base_url="http://127.0.0.1", raise_server_exceptions=False
+    ) as c:
         yield c
 
 
@@ -26,12 +29,32 @@ def test_the_lectures_dlogprobs_is_exact(client):
     assert item["cmp"]["exact"] and item["diff"]["max"] == 0 and item["diff"]["shape"] == [32, 27]
 
 
-def test_a_wrong_shape_gets_its_reason_and_a_diff(client):
+def test_a_wrong_shape_gets_its_reason_and_no_diff(client):
     code = "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs"
     body = client.post("/api/check", json={"step": 3, "code": code}).json()
     item = next(r for r in body["results"] if r["name"] == "dcounts_sum_inv")
     assert not body["correct"] and "sum over dim 1 with keepdim=True" in item["feedback"][0]
-    assert item["shape"] == [32, 27] and item["expected_shape"] == [32, 1] and item["diff"]["shape"] == [32, 27]
+    assert item["shape"] == [32, 27] and item["expected_shape"] == [32, 1] and item["diff"] is None
+    assert item["cmp"]["shape_ok"] is False
+
+
+def test_a_broadcasting_answer_gets_its_shape_feedback_in_a_small_response(client):
+    # (32768,1,1) minus the (32,27) gradient broadcasts to 28M entries: once a 304 MB response
+    code = "a = hprebn.view(1, 2048) + hprebn[0:16, 0:1]\ndlogprobs = a.view(32768, 1, 1)"
+    r = client.post("/api/check", json={"step": 1, "code": code})
+    assert r.status_code == 200 and len(r.content) < 4096, len(r.content)
+    (item,) = r.json()["results"]
+    assert item["diff"] is None and item["shape"] == [32768, 1, 1] and "expected (32,27)" in item["feedback"][0]
+
+
+def test_a_check_is_serialized_by_the_worker_not_on_the_event_loop(client, monkeypatch):
+    import server.web.routes as routes
+
+    calls = []
+    monkeypatch.setattr(routes, "dumps", lambda content: calls.append(content) or b"{}")
+    body = client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()
+    assert body["correct"] and body["results"][0]["diff"]["shape"] == [32, 27]
+    assert calls == []  # the web process forwarded the worker's bytes
 
 
 @pytest.mark.parametrize(
@@ -72,7 +95,7 @@ def test_hints_ladder(client):
 
 
 def test_checks_off_is_503(lecture_dataset):
-    with TestClient(create_app(lecture_dataset)) as c:
+    with TestClient(create_app(lecture_dataset), base_url="http://127.0.0.1") as c:
         assert c.post("/api/check", json={"step": 1, "code": DLOGPROBS}).status_code == 503
 
 
@@ -85,7 +108,7 @@ def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
         assert "ran longer than" in pool.run(job)["refused"]
         assert pool.respawns == 1
         pool.timeout_s = 30.0  # the next job starts a fresh worker in the freed slot
-        assert pool.run(job)["graded"]["correct"]  # the replacement works
+        assert orjson.loads(pool.run(job)["json"])["correct"]  # the replacement works
     finally:
         pool.close()
 

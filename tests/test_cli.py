@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -38,9 +41,16 @@ def test_serves_a_custom_file(tmp_path):
     words = ["ab", "ba", "abc", "cab", "bca", "aa", "bb", "cc", "abca", "cba", "acb"]
     path = tmp_path / "abc.txt"
     path.write_text("\n".join(words) + "\n")
-    with live_server("--data", str(path)) as url:
+    with live_server("--data", str(path), "--allowed-hosts", "class.example") as url:
         with urllib.request.urlopen(f"{url}/api/dataset", timeout=10) as r:
             ds = json.load(r)
+        named = urllib.request.Request(f"{url}/api/health", headers={"Host": "class.example:8000"})
+        with urllib.request.urlopen(named, timeout=10) as r:
+            assert r.status == 200
+        rebound = urllib.request.Request(f"{url}/api/health", headers={"Host": "rebind.attacker.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 400
         assert ds["vocab"] == [".", "a", "b", "c"] and ds["words"] == 11
         with urllib.request.urlopen(f"{url}/api/state?batch_size=4", timeout=10) as r:
             assert json.load(r)["total_steps"] == 20
@@ -88,3 +98,49 @@ def test_a_large_config_does_not_hold_up_everyone_else():
             fetch("lecture", "/api/state?step=5")
         slow.join()
         assert finished == ["lecture", "lecture", "lecture", "large"], finished
+
+
+def test_help_says_what_the_program_is():
+    out = subprocess.run([sys.executable, "-m", "server", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert (
+        "web app that steps through Karpathy's" in out and "http://127.0.0.1:8000" in out and "--allowed-hosts" in out
+    )
+
+
+def test_make_run_takes_a_port():
+    out = subprocess.run(["make", "-n", "run", "PORT=8001"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "-m server --host 127.0.0.1 --port 8001" in out
+
+
+def test_a_busy_port_says_what_to_do(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "server", "--port", str(port), "--runs-db", str(tmp_path / "runs.sqlite3")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert f"another server is using port {port}" in proc.stderr and f"--port {port + 1}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_readme_curl_examples_work_in_order(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    api = readme[readme.index("## API") : readme.index("## Layout")]
+    blocks = [b.split("```", 1)[0] for b in api.split("```sh\n")[1:]]
+    commands = [shlex.split(line, comments=True) for b in blocks for line in b.replace("\\\n", " ").splitlines()]
+    commands = [c for c in commands if c and c[0] == "curl"]
+    assert len(commands) >= 15
+    with live_server() as url:
+        port = url.rsplit(":", 1)[1]
+        for argv in commands:
+            argv = [a.replace("localhost:8000", f"localhost:{port}") for a in argv]
+            out = subprocess.run(
+                [*argv, "--max-time", "300", "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=330
+            ).stdout
+            status = int(out.rsplit("\n", 1)[1])
+            expected = 422 if "batch_size=1" in argv[-1] else None
+            assert status == expected if expected else 200 <= status < 300, (argv, out[-500:])

@@ -99,7 +99,11 @@ def test_worker_stop_reasons(tmp_path):
 @pytest.fixture()
 def client(lecture_dataset, tmp_path):
     runs = RunStore(tmp_path / "runs.db", Limits(max_queued=4))
-    with TestClient(create_app(lecture_dataset, runs=runs, schedule=False), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(lecture_dataset, runs=runs, schedule=False),
+        base_url="http://127.0.0.1",
+        raise_server_exceptions=False,
+    ) as c:
         yield c
 
 
@@ -112,6 +116,18 @@ def test_bad_run_configs_are_422_and_change_nothing(client, body):
     r = client.post("/api/runs", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["detail"]
+    assert client.get("/api/runs").json() == {"runs": []}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"lr": 1e400}', b'{"seed": NaN}', b'{"lr_after": -Infinity}', b'{"backward": "\\ud800"}',
+     b'{"max_steps": 1e400}', b'{"\\ud800": 1}'],
+)  # fmt: skip
+def test_nonfinite_and_lone_surrogate_values_are_422_with_a_reason(client, body):
+    r = client.post("/api/runs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["msg"]
     assert client.get("/api/runs").json() == {"runs": []}
 
 
@@ -139,6 +155,42 @@ def test_runs_api_without_workers(client):
     assert client.get("/api/runs/99999999999999999999").status_code == 422
     assert client.get(f"/api/runs/{b['id']}/events", params={"after": 2**70}).status_code == 422
     assert client.get(f"/api/runs/{b['id']}/events", headers={"Last-Event-ID": "x"}).status_code == 422
+
+
+def test_a_change_sent_from_another_origin_is_refused(client):
+    (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    cancel = f"/api/runs/{run['id']}/cancel"
+    # what any web page can make a browser send, without a preflight
+    assert (
+        client.post(cancel, headers={"Origin": "http://evil.example", "Content-Type": "text/plain"}).status_code == 403
+    )
+    assert client.post(cancel, headers={"Origin": "http://127.0.0.1:8001"}).status_code == 403  # another port
+    assert client.delete(f"/api/runs/{run['id']}", headers={"Origin": "null"}).status_code == 403
+    assert client.post("/api/runs", json=SHORT, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert [r["status"] for r in client.get("/api/runs").json()["runs"]] == ["queued"]
+    # the page itself (same origin), and clients that send no Origin (curl, scripts)
+    assert client.post(cancel, headers={"Origin": "http://127.0.0.1"}).json()["status"] == "cancelled"
+    assert client.delete(f"/api/runs/{run['id']}").status_code == 204
+
+
+def test_an_unknown_host_is_refused(client):
+    for method in ("GET", "POST", "DELETE"):
+        path = "/api/runs" if method != "DELETE" else "/api/runs/1"
+        r = client.request(method, path, headers={"Host": "rebind.attacker.example"})
+        assert r.status_code == 400 and "--allowed-hosts" in r.json()["detail"]
+    for host in ("localhost:8000", "LOCALHOST", "127.0.0.1:1234", "[::1]:8000"):
+        assert client.get("/api/runs", headers={"Host": host}).status_code == 200, host
+
+
+def test_host_patterns():
+    from server.web.app import host_allowed
+
+    allowed = ("localhost", ".school.example", "10.0.0.5")
+    assert all(
+        host_allowed(h, allowed) for h in ("localhost:80", "school.example", "a.school.example:8000", "10.0.0.5")
+    )
+    assert not any(host_allowed(h, allowed) for h in ("evilschool.example", "localhost.evil", "10.0.0.6", ""))
+    assert host_allowed("anything", ("*",))
 
 
 def test_the_explorer_refuses_runs_without_parameters(client):

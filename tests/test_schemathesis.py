@@ -15,13 +15,16 @@ from server.config import MODES
 from server.data import DEFAULT_DATA, load_dataset
 from server.graph import ops_for_mode
 from server.runs import Limits, RunStore
-from server.web.app import create_app
+from server.web.app import LOCAL_HOSTS, create_app
 
 torch.set_num_threads(1)
 RUNS = tempfile.TemporaryDirectory()
 # runs are stored but never started (no scheduler); the queue is unbounded so valid bodies get 201
 runs = RunStore(Path(RUNS.name) / "runs.db", Limits(max_queued=10**9))
-app = create_app(load_dataset(DEFAULT_DATA), cache_size=64, runs=runs, schedule=False)
+# schemathesis's ASGI client sends Host: testserver
+app = create_app(
+    load_dataset(DEFAULT_DATA), cache_size=64, runs=runs, schedule=False, allowed_hosts=(*LOCAL_HOSTS, "testserver")
+)
 # an event stream stays open while its run is active, and here runs never end: tested in test_runs.py
 # POST /api/check runs learners' code in worker processes: fuzzed in test_sandbox.py and test_check_api.py
 schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path_regex=r"/events$|/check$")

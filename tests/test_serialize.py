@@ -62,3 +62,19 @@ def test_cmp_nonfinite_maxdiff_is_null():
         "maxdiff": None,
         "max_rel": None,
     }
+
+
+def test_graded_json_is_bounded():
+    import orjson
+
+    from server.serialize import graded_json
+
+    graded = {"correct": False, "results": [
+        {"name": "dW1", "diff": tensor_public(torch.ones(100, 100)), "feedback": ["dW1 differs"]},
+        {"name": "db1", "diff": None, "feedback": []},
+    ]}  # fmt: skip
+    assert len(graded_json(dict(graded), max_bytes=1 << 20)) > 20_000  # under the cap: the diff is sent
+    body = graded_json(graded, max_bytes=10_000)
+    assert len(body) < 10_000
+    out = orjson.loads(body)
+    assert out["results"][0]["diff"] is None and "too large to send" in out["results"][0]["feedback"][-1]

@@ -4,34 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import plotly
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..assets import FRONTEND
 from ..cache import PassCache
 from ..checks import CheckPool
 from ..data import Dataset
 from ..jobs import Scheduler
 from ..runs import RunStore
+from ..serialize import dumps
 from .routes import router
 from .runs_routes import router as runs_router
 
 SCHEDULE_EVERY_S = 0.5  # how often this process looks for queued runs to start
 MAX_BODY_BYTES = 64 * 1024  # no endpoint needs more; larger bodies are refused before parsing
-FRONTEND = Path(__file__).resolve().parent.parent.parent / "frontend"
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
@@ -63,19 +67,169 @@ class FrontendFiles(StaticFiles):
 
 
 class LimitBody:
-    """Refuse a declared body over MAX_BODY_BYTES with 413 (plain ASGI: @app.middleware costs ~0.3 ms a request)."""
+    """Refuse a body over MAX_BODY_BYTES with 413, declared or streamed (chunked bodies declare no length).
+
+    Plain ASGI: @app.middleware costs ~0.3 ms a request. A body without a Content-Length is read here,
+    MAX_BODY_BYTES at most, and handed on whole; the 413 goes out as soon as the limit is crossed.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                await _too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the HTTP parser delivers no more than declared
+            return
+        if "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await _too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, delivered = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # e.g. an event stream waiting for the disconnect
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a server on loopback answers to by default
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a Host header's name (port dropped) is one of `allowed`: a name, '.example.org' (it and
+    its subdomains) or '*'."""
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+    name = name.lower().rstrip(".")
+    return any(a == "*" or a == name or (a.startswith(".") and (name == a[1:] or name.endswith(a))) for a in allowed)
+
+
+class GuardOrigin:
+    """Refuse requests for a host name this server does not answer to (400: DNS rebinding), and changes
+    sent from another origin (403: any page can make a browser POST here, preflight-free with text/plain)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            length = Headers(scope=scope).get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            headers = Headers(scope=scope)
+            host = headers.get("host")
+            refused: tuple[int, str] | None = None
+            if host is not None and not host_allowed(host, self.allowed_hosts):
+                refused = (400, f"unknown host {excerpt(host)!r}: this server answers to "
+                                f"{', '.join(self.allowed_hosts)} (add names with --allowed-hosts)")  # fmt: skip
+            elif scope["method"] in UNSAFE_METHODS:
+                origin = headers.get("origin")
+                if origin is not None and (host is None or urlsplit(origin).netloc.lower() != host.lower()):
+                    refused = (403, f"a change sent from another origin ({excerpt(origin)}) is refused")
+                elif origin is None and headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+                    refused = (403, "a change sent from another site is refused")
+            if refused:
+                response = JSONResponse({"detail": refused[1]}, status_code=refused[0])
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    # Connection: close, so the server reads no more of a body nobody will parse
+    response = JSONResponse(
+        {"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413, headers={"Connection": "close"}
+    )
+    await response(scope, receive, send)
+
+
+EXCERPT_CHARS = 80  # how much of a rejected value a 422 echoes
+EXCERPT_ITEMS = 8  # items of a rejected list or object, and errors of one request
+MAX_DETAIL_CHARS = 1000  # an error's own message
+
+
+def excerpt(value: Any, chars: int = EXCERPT_CHARS, depth: int = 2) -> Any:
+    """A short, JSON-safe excerpt of a value a request sent: a 422 never echoes a whole body back.
+
+    JSON's parser hands over what JSON cannot carry back: 1e400 and NaN as floats, "\\ud800" as a lone
+    surrogate (no UTF-8 for it); those come back as text, the surrogate as its escape.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, int):
+        return value if abs(value) < 10**15 else excerpt(str(value), chars)
+    if isinstance(value, str):
+        text = value if len(value) <= chars else f"{value[:chars]}... ({len(value):,} characters)"
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        if depth == 0:
+            return f"an object of {len(value):,} keys"
+        items = list(value.items())
+        out = {excerpt(str(k), chars, 0): excerpt(v, chars, depth - 1) for k, v in items[:EXCERPT_ITEMS]}
+        if len(items) > EXCERPT_ITEMS:
+            out["..."] = f"{len(items) - EXCERPT_ITEMS:,} more keys"
+        return out
+    if isinstance(value, list | tuple):
+        if depth == 0:
+            return f"a list of {len(value):,} items"
+        out_list = [excerpt(v, chars, depth - 1) for v in value[:EXCERPT_ITEMS]]
+        if len(value) > EXCERPT_ITEMS:
+            out_list.append(f"... {len(value) - EXCERPT_ITEMS:,} more items")
+        return out_list
+    return excerpt(str(value), chars, 0)
+
+
+def _error_public(error: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "type": excerpt(error.get("type", "value_error")),
+        "loc": [excerpt(part) for part in error.get("loc", ())][:EXCERPT_ITEMS],
+        "msg": excerpt(error.get("msg", ""), MAX_DETAIL_CHARS),
+    }
+    if "input" in error:
+        out["input"] = excerpt(error["input"])
+    if error.get("ctx"):
+        out["ctx"] = {excerpt(str(k), chars=40): excerpt(str(v)) for k, v in list(error["ctx"].items())[:EXCERPT_ITEMS]}
+    return out
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422 shape, with every echoed input cut to an excerpt."""
+    errors = list(exc.errors())
+    detail = [_error_public(e) for e in errors[:EXCERPT_ITEMS]]
+    if len(errors) > EXCERPT_ITEMS:
+        detail.append({"type": "too_many_errors", "loc": [], "msg": f"{len(errors) - EXCERPT_ITEMS} more errors"})
+    return Response(dumps({"detail": detail}), status_code=422, media_type="application/json")
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug is still a JSON answer (the traceback goes to the log, not to the client)."""
+    logging.getLogger("backprop-explorer").error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    detail = f"internal error ({type(exc).__name__}); the server's log has the details"
+    return Response(dumps({"detail": detail}), status_code=500, media_type="application/json")
 
 
 async def _schedule(scheduler: Scheduler) -> None:
@@ -94,9 +248,11 @@ def create_app(
     runs: RunStore | None = None,
     schedule: bool = True,
     check_workers: int = 0,
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS,
 ) -> FastAPI:
     """An app serving one dataset, chosen at start-up; with a run store, training runs too.
 
+    allowed_hosts: the Host names it answers to (see GuardOrigin).
     schedule: this process starts worker processes for queued runs (tests turn it off to keep runs queued).
     check_workers: sandboxed processes that run learners' code for POST /api/check (0: checks are off).
     """
@@ -132,9 +288,17 @@ def create_app(
             # Starlette's Allow lists the first route on the path only; /api/runs has GET and POST routes
             allowed = allowed_methods(request.app, request.url.path)
             return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(allowed)})
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+            exc.detail = f"the body is not JSON this server reads: {excerpt(str(exc.__cause__))}"
+        if isinstance(exc.detail, str):
+            exc.detail = excerpt(exc.detail, MAX_DETAIL_CHARS)
         return await http_exception_handler(request, exc)
 
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, internal_error)
+
     app.add_middleware(LimitBody)
+    app.add_middleware(GuardOrigin, allowed_hosts=allowed_hosts)  # outermost: refused before a body is read
     app.include_router(router)
     if runs is not None:
         app.include_router(runs_router)
@@ -153,6 +317,6 @@ def create_app(
             return Response(status_code=304, headers=headers)
         return Response(plotly_js, media_type="text/javascript", headers=headers)
 
-    if FRONTEND.is_dir():
-        app.mount("/", FrontendFiles(app, directory=FRONTEND, html=True), name="frontend")
+    # the page is the product: no page, no server (StaticFiles checks the folder exists)
+    app.mount("/", FrontendFiles(app, directory=FRONTEND, html=True), name="frontend")
     return app

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ..config import MODES, ModelConfig
 from ..data import DEFAULT_DATA, load_dataset
 from ..runs import DEFAULT_RUNS_DB, Limits, RunStore
-from .app import create_app
+from .app import LOCAL_HOSTS, create_app
 
 
 def app_from_env() -> FastAPI:
@@ -32,6 +32,7 @@ def app_from_env() -> FastAPI:
         cache_bytes=int(os.environ.get("BACKPROP_CACHE_MB", "512")) << 20,
         runs=runs,
         check_workers=int(os.environ.get("BACKPROP_CHECK_WORKERS", "2")),
+        allowed_hosts=tuple(os.environ.get("BACKPROP_ALLOWED_HOSTS", ",".join(LOCAL_HOSTS)).split(",")),
     )
     # the lecture's config is what most of a class opens first; vmap's one-off set-up (~0.4 s) goes here too
     app.state.cache.warm(ModelConfig(), MODES)

@@ -125,7 +125,8 @@ async def _computed(request: Request, query: PassQuery, view: Callable[[], Any])
     """
     if query.batch_size * max(query.n_hidden, query.n_embd * query.block_size) <= LARGE:
         return _json(view())
-    return _json(await anyio.to_thread.run_sync(view, limiter=request.app.state.large))
+    # serialized in the thread too: a large tensor's JSON is megabytes, and the loop must keep answering
+    return await anyio.to_thread.run_sync(lambda: _json(view()), limiter=request.app.state.large)
 
 
 @router.get("/graph", response_model=GraphPublic, responses=NO_RUN, openapi_extra=PASS.openapi)
@@ -192,4 +193,4 @@ async def check(request: Request, body: CheckRequest) -> Response:
     answer = await run_in_threadpool(pool.run, job)
     if "refused" in answer:
         raise HTTPException(422, answer["refused"])
-    return _json(answer["graded"])
+    return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there

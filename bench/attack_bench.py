@@ -1,0 +1,267 @@
+"""Attack bench: the abuse cases of issue 12, each against a live server on 127.0.0.1, before and after.
+
+Starts `python -m server` from each source tree given (--before DIR: e.g. an export of an older
+commit; the tree this script sits in is always measured, as "after") on a free loopback port and
+prints one row per attack with what each tree did: status code, bytes, seconds, resident memory.
+Every attack is bounded (sizes, counts and waits are capped) so the old code's failures stay short.
+Not a test: the figures go to the README's reliability table.
+Usage: python bench/attack_bench.py [--before DIR] [--only 1,2,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # loopback only: never aimed anywhere else
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def hwm_mb(pid: int) -> float:
+    """Peak resident memory of a process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Server:
+    """python -m server from `root`, on a free port, with its own runs database."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.root, self.args = root, args
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.tmp = tempfile.TemporaryDirectory()
+        self.log = tempfile.TemporaryFile("w+")
+
+    def __enter__(self) -> Server:
+        args = list(self.args)
+        if "--runs-db" not in args:
+            args += ["--runs-db", f"{self.tmp.name}/runs.sqlite3"]
+        cmd = [sys.executable, "-m", "server", "--host", HOST, "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/api/health", timeout=2)
+                return self
+            except httpx.HTTPError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        self.proc.kill()
+        self.log.seek(0)
+        sys.exit(f"server from {self.root} did not start:\n{self.log.read()}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.tmp.cleanup()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+
+@contextmanager
+def health_probe(url: str, every_s: float = 0.05) -> Iterator[list[float]]:
+    """Time /api/health every `every_s` while the block runs; yields the list of latencies (s)."""
+    times: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    c.get(f"{url}/api/health")
+                except httpx.HTTPError:
+                    pass
+                times.append(time.perf_counter() - t0)
+                stop.wait(every_s)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield times
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+
+
+# --- the attacks: each takes a started server and returns {measure: value} --------------------------
+
+
+def huge_check(server: Server) -> dict[str, object]:
+    """Finding 1: a (32768,1,1) answer for a (32,27) gradient, diffed by broadcasting."""
+    code = "a = hprebn.view(1, 2048) + hprebn[0:16, 0:1]\ndlogprobs = a.view(32768, 1, 1)"
+    httpx.post(f"{server.url}/api/check", json={"step": 1, "code": "dlogprobs = logprobs * 0"}, timeout=120)  # warm
+    before = rss_mb(server.proc.pid)
+    with health_probe(server.url) as health:
+        t0 = time.perf_counter()
+        r = httpx.post(f"{server.url}/api/check", json={"step": 1, "code": code}, timeout=300)
+        took = time.perf_counter() - t0
+    return {
+        "status": r.status_code,
+        "bytes": len(r.content),
+        "s": round(took, 2),
+        "health max s": round(max(health, default=0.0), 3),
+        "RSS +MiB": round(hwm_mb(server.proc.pid) - before),
+    }
+
+
+def chunked_upload(url: str, path: str, total: int, chunk: int = 64 * 1024) -> tuple[int | None, int, int, float]:
+    """POST `total` bytes of a JSON body with Transfer-Encoding: chunked, stopping once an answer comes.
+
+    Returns (status or None, bytes sent, response bytes, seconds)."""
+    import select
+
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    body_start = b'{"step": 1, "code": "'
+    sent, t0 = 0, time.perf_counter()
+    with socket.create_connection((host, int(port)), timeout=120) as sock:
+        sock.sendall(head)
+        try:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(body_start), body_start))
+            while sent < total:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server answered before the body ended
+                sock.sendall(b"%x\r\n%s\r\n" % (chunk, b"x" * chunk))
+                sent += chunk
+            else:
+                tail = b'"}'
+                sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+        except OSError:
+            pass  # the server closed the connection: read its answer
+        response = b""
+        try:
+            while True:
+                part = sock.recv(1 << 20)
+                if not part:
+                    break
+                response += part
+                if b"\r\n\r\n" in response:
+                    head_end = response.index(b"\r\n\r\n")
+                    headers = response[:head_end].decode("latin-1").lower()
+                    if "content-length:" in headers:
+                        length = int(headers.split("content-length:")[1].split()[0])
+                        if len(response) >= head_end + 4 + length:
+                            break
+        except OSError:
+            pass
+    took = time.perf_counter() - t0
+    status = int(response.split()[1]) if response.startswith(b"HTTP/1.1") else None
+    return status, sent, len(response), took
+
+
+def chunked_body(server: Server) -> dict[str, object]:
+    """Finding 2: a 64 MiB body sent with Transfer-Encoding: chunked (the 64 KiB cap read Content-Length only)."""
+    before = rss_mb(server.proc.pid)
+    status, sent, answer, took = chunked_upload(server.url, "/api/check", 64 << 20)
+    return {
+        "status": status,
+        "MiB sent": round(sent / 2**20, 1),
+        "response bytes": answer,
+        "s": round(took, 2),
+        "RSS +MiB": round(hwm_mb(server.proc.pid) - before),
+    }
+
+
+def echoed_input(server: Server) -> dict[str, object]:
+    """Finding 2: a 60 kB `code` under the body cap; the 422 echoed it whole."""
+    r = httpx.post(f"{server.url}/api/check", json={"step": 1, "code": "x" * 60_000}, timeout=60)
+    return {"status": r.status_code, "bytes": len(r.content)}
+
+
+def unencodable(server: Server) -> dict[str, object]:
+    """Finding 8: values JSON parses but cannot write back (1e400, NaN, a lone surrogate), echoed by a 422."""
+    bodies = [
+        ("/api/check", b'{"step": 1e400, "code": 1}'), ("/api/runs", b'{"lr": 1e400}'),
+        ("/api/runs", b'{"seed": NaN}'), ("/api/check", b'{"step": 1, "code": "x", "mode": "\\ud800"}'),
+        ("/api/runs", b'{"backward": "\\ud800"}'),
+    ]  # fmt: skip
+    statuses = []
+    for path, body in bodies:
+        r = httpx.post(f"{server.url}{path}", content=body, headers={"content-type": "application/json"}, timeout=60)
+        statuses.append(f"{r.status_code}{'' if r.headers['content-type'] == 'application/json' else ' text'}")
+    return {"statuses": " ".join(statuses)}
+
+
+def cross_site(server: Server) -> dict[str, object]:
+    """Finding 5: a cancel sent as any web page can make a browser send it, and a DNS-rebound DELETE."""
+    body = {"max_steps": 1000, "keep_running": True}
+    (run,) = httpx.post(f"{server.url}/api/runs", json=body, timeout=60).json()["runs"]
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    cancel = httpx.post(f"{server.url}/api/runs/{run['id']}/cancel", headers=evil, timeout=60)
+    rebound = httpx.delete(f"{server.url}/api/runs/{run['id']}", headers={"Host": "rebind.attacker.example"})
+    return {"cancel": cancel.status_code, "rebound DELETE": rebound.status_code}
+
+
+ATTACKS: dict[str, tuple[str, Callable[[Server], dict[str, object]]]] = {
+    "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
+    "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
+    "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
+    "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
+    "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", type=Path, help="an older source tree to measure beside this one")
+    parser.add_argument("--only", default="", help="comma-separated finding numbers (default: all)")
+    args = parser.parse_args()
+    chosen = [k for k in ATTACKS if not args.only or k in args.only.split(",")]
+    trees = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
+    rows: dict[str, dict[str, dict[str, object]]] = {k: {} for k in chosen}
+    for label, root in trees:
+        for key in chosen:
+            with Server(root) as server:
+                rows[key][label] = ATTACKS[key][1](server)
+            print(f"{key} {label}: {json.dumps(rows[key][label])}", file=sys.stderr, flush=True)
+    print(f"| # | attack | {' | '.join(label for label, _ in trees)} |")
+    print("|---|---|" + "---|" * len(trees))
+    for key in chosen:
+        cells = [", ".join(f"{k} {v}" for k, v in rows[key][label].items()) for label, _ in trees]
+        print(f"| {key} | {ATTACKS[key][0]} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    main()
