@@ -205,7 +205,7 @@ def test_deterministic_and_cached(mode):
 
 
 def test_served_with_the_graph(embedded_dataset):
-    with TestClient(create_app(embedded_dataset)) as client:
+    with TestClient(create_app(embedded_dataset), base_url="http://127.0.0.1") as client:
         for mode in MODES:
             g = client.get("/api/graph", params={"mode": mode}).json()
             assert g["layout"] == graph_layout(mode)
