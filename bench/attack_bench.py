@@ -233,13 +233,57 @@ def cross_site(server: Server) -> dict[str, object]:
     return {"cancel": cancel.status_code, "rebound DELETE": rebound.status_code}
 
 
-ATTACKS: dict[str, tuple[str, Callable[[Server], dict[str, object]]]] = {
+def runs_housekeeping(server: Server) -> dict[str, object]:
+    """Finding 10: HEAD on a GET endpoint; /api/runs after 200 runs created and cancelled."""
+    head = httpx.head(f"{server.url}/api/health", timeout=30).status_code
+    with httpx.Client(timeout=60) as c:
+        for _ in range(200):
+            (run,) = c.post(f"{server.url}/api/runs", json={"max_steps": 1000}).json()["runs"]
+            c.post(f"{server.url}/api/runs/{run['id']}/cancel")
+        listed = c.get(f"{server.url}/api/runs")
+    return {"HEAD": head, "/api/runs runs": len(listed.json()["runs"]), "bytes": len(listed.content)}
+
+
+def read_only_db(root: Path) -> dict[str, object]:
+    """Finding 10: a runs database the server cannot write (made immutable: this bench runs as root)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp, "runs.sqlite3")
+        subprocess.run([sys.executable, "-c", f"import sqlite3; sqlite3.connect({str(db)!r}).close()"], check=True)
+        init = "from server.runs import RunStore; import sys; RunStore(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", init, str(db)], cwd=root, check=True)
+        subprocess.run(["chattr", "+i", str(db)], check=True)
+        try:
+            port = free_port()
+            cmd = [sys.executable, "-m", "server", "--host", HOST, "--port", str(port), "--runs-db", str(db)]
+            proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(300):  # bounded: 60 s
+                if proc.poll() is not None:
+                    return {"start": f"exit {proc.returncode}"}
+                try:
+                    httpx.get(f"http://{HOST}:{port}/api/health", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            r = httpx.post(f"http://{HOST}:{port}/api/runs", json={"max_steps": 1000}, timeout=30)
+            proc.terminate()
+            proc.wait(timeout=30)
+            return {"start": "served", "POST /api/runs": r.status_code}
+        finally:
+            subprocess.run(["chattr", "-i", str(db)], check=True)
+
+
+ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
     "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
     "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
+    "10": ("HEAD; /api/runs after 200 runs created and cancelled", runs_housekeeping),
+    "10b": ("a read-only runs database", read_only_db),
     "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
 }
+
+
+NO_SERVER = {read_only_db}  # attacks that start the server themselves
 
 
 def main() -> None:
@@ -252,8 +296,12 @@ def main() -> None:
     rows: dict[str, dict[str, dict[str, object]]] = {k: {} for k in chosen}
     for label, root in trees:
         for key in chosen:
-            with Server(root) as server:
-                rows[key][label] = ATTACKS[key][1](server)
+            attack = ATTACKS[key][1]
+            if attack in NO_SERVER:
+                rows[key][label] = attack(root)
+            else:
+                with Server(root) as server:
+                    rows[key][label] = attack(server)
             print(f"{key} {label}: {json.dumps(rows[key][label])}", file=sys.stderr, flush=True)
     print(f"| # | attack | {' | '.join(label for label, _ in trees)} |")
     print("|---|---|" + "---|" * len(trees))

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, default=2, help="training runs at once, one process each (default 2)")
     parser.add_argument("--max-queued", type=int, default=8, help="runs waiting beyond those; more get 429 (default 8)")
     parser.add_argument(
+        "--keep-runs", type=int, default=500, help="ended runs kept, the newest; older ones are deleted (0: keep all)"
+    )
+    parser.add_argument(
         "--watch-grace", type=float, default=30.0,
         help="seconds a run trains on after its page closed, unless started with keep running (default 30)",
     )  # fmt: skip
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BACKPROP_RUNS_DB"] = runs_db
     os.environ["BACKPROP_MAX_RUNS"] = str(args.max_runs)
     os.environ["BACKPROP_MAX_QUEUED"] = str(args.max_queued)
+    os.environ["BACKPROP_KEEP_RUNS"] = str(args.keep_runs)
     os.environ["BACKPROP_WATCH_GRACE_S"] = str(args.watch_grace)
     os.environ["BACKPROP_CHECK_WORKERS"] = str(args.check_workers)
 

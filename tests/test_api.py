@@ -299,3 +299,11 @@ def test_a_bug_is_a_json_500_not_plain_text(lecture_dataset, monkeypatch):
         r = c.get("/api/state", params={"seed": 5})
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
     assert "RuntimeError" in r.json()["detail"] and "a bug" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/api/health", "/api/dataset", "/api/state?step=2", "/", "/train.html"])
+def test_head_is_answered_as_get_without_the_body(client, path):
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == str(len(get.content))

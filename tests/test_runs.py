@@ -6,6 +6,9 @@ import json
 import math
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -79,6 +82,41 @@ def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_p
     assert store.should_stop(kept) is None
 
 
+def test_ended_runs_beyond_the_retention_are_pruned(tmp_path):
+    store = RunStore(tmp_path / "runs.db", Limits(max_queued=10, keep_ended=2))
+    ids = store.create([TrainConfig() for _ in range(5)], keep_running=True)
+    for run_id in ids[:4]:
+        store.cancel(run_id)
+    store.sweep()
+    runs, _ = store.list()
+    assert [r["id"] for r in runs] == [ids[4], ids[3], ids[2]]  # the queued one and the newest 2 ended
+    assert store.events_after(ids[0], 0) == []  # their events went with them
+    assert len(RunStore(tmp_path / "all.db", Limits(keep_ended=0)).list()[0]) == 0  # 0 keeps everything
+
+
+@pytest.fixture()
+def read_only(tmp_path):
+    """A runs database this process cannot write (as root, chmod does not stop writes: the file is made immutable)."""
+    path = tmp_path / "runs.db"
+    RunStore(path)
+    path.chmod(0o444)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", path], capture_output=True).returncode != 0:
+        pytest.skip("root, and no chattr here: cannot make a read-only file")
+    yield path
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", path], check=True)
+
+
+def test_a_read_only_database_is_refused_at_start(read_only):
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        RunStore(read_only)
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--runs-db", str(read_only), "--port", "1"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "cannot use the runs database" in proc.stderr and "readonly" in proc.stderr
+
+
 def test_worker_stop_reasons(tmp_path):
     store = RunStore(tmp_path / "runs.db", Limits(watch_grace_s=0.5))
     (run_id,) = store.create([TrainConfig()], keep_running=False)
@@ -116,7 +154,7 @@ def test_bad_run_configs_are_422_and_change_nothing(client, body):
     r = client.post("/api/runs", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["detail"]
-    assert client.get("/api/runs").json() == {"runs": []}
+    assert client.get("/api/runs").json() == {"runs": [], "next": None}
 
 
 @pytest.mark.parametrize(
@@ -128,7 +166,7 @@ def test_nonfinite_and_lone_surrogate_values_are_422_with_a_reason(client, body)
     r = client.post("/api/runs", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["msg"]
-    assert client.get("/api/runs").json() == {"runs": []}
+    assert client.get("/api/runs").json() == {"runs": [], "next": None}
 
 
 def test_runs_api_without_workers(client):
@@ -191,6 +229,25 @@ def test_host_patterns():
     )
     assert not any(host_allowed(h, allowed) for h in ("evilschool.example", "localhost.evil", "10.0.0.6", ""))
     assert host_allowed("anything", ("*",))
+
+
+def test_runs_are_listed_a_page_at_a_time(client):
+    ids = []
+    for _ in range(5):
+        (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+        client.post(f"/api/runs/{run['id']}/cancel")  # out of the queue: its bound is 4
+        ids.append(run["id"])
+    pages, before = [], None
+    for _ in range(5):  # bounded: 3 pages expected
+        page = client.get("/api/runs", params={"limit": 2} | ({"before": before} if before else {})).json()
+        pages.append([r["id"] for r in page["runs"]])
+        before = page["next"]
+        if before is None:
+            break
+    assert pages == [[ids[4], ids[3]], [ids[2], ids[1]], [ids[0]]]
+    assert client.get("/api/runs").json()["next"] is None and len(client.get("/api/runs").json()["runs"]) == 5
+    for bad in ({"limit": 0}, {"limit": 501}, {"before": 0}, {"before": "x"}):
+        assert client.get("/api/runs", params=bad).status_code == 422
 
 
 def test_the_explorer_refuses_runs_without_parameters(client):

@@ -116,6 +116,30 @@ class LimitBody:
         await self.app(scope, replay, send)
 
 
+class HeadAsGet:
+    """HEAD answered as the GET it stands for, without the body (FastAPI routes a GET only; Allow lists HEAD)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        ended = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal ended
+            if ended:
+                return
+            if message["type"] == "http.response.body":  # the server writes no body for HEAD; end at the first
+                ended = True  # (an event stream ends here too: it would never finish)
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a server on loopback answers to by default
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -297,6 +321,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, internal_error)
 
+    app.add_middleware(HeadAsGet)
     app.add_middleware(LimitBody)
     app.add_middleware(GuardOrigin, allowed_hosts=allowed_hosts)  # outermost: refused before a body is read
     app.include_router(router)

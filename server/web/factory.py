@@ -24,6 +24,7 @@ def app_from_env() -> FastAPI:
             max_running=int(os.environ.get("BACKPROP_MAX_RUNS", "2")),
             max_queued=int(os.environ.get("BACKPROP_MAX_QUEUED", "8")),
             watch_grace_s=float(os.environ.get("BACKPROP_WATCH_GRACE_S", "30")),
+            keep_ended=int(os.environ.get("BACKPROP_KEEP_RUNS", "500")),
         ),
     )
     app = create_app(

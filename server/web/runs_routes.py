@@ -23,6 +23,7 @@ MAX_SEQ = 2**62  # event ids are SQLite integers
 POLL_S = 0.25  # how often an open event stream looks for new events
 WATCH_EVERY_S = 2.0  # how often an open stream tells the run that somebody watches
 KEEPALIVE_S = 15.0  # a comment line when nothing happened for this long
+PAGE, MAX_PAGE = 100, 500  # runs listed per page: by default, at most
 
 
 def _store(request: Request) -> RunStore:
@@ -57,8 +58,14 @@ def start(request: Request, body: RunRequest) -> dict:
 
 
 @router.get("", response_model=RunsPublic)
-def list_runs(request: Request) -> dict:
-    return {"runs": _store(request).list()}
+def list_runs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="runs in this page")] = PAGE,
+    before: Annotated[int | None, Query(ge=1, le=BOUNDS["run"][1], description="runs older than this id")] = None,
+) -> dict:
+    """The runs, newest first, a page at a time: pass `next` as `before` for the following page."""
+    runs, cursor = _store(request).list(limit, before)
+    return {"runs": runs, "next": cursor}
 
 
 @router.get("/{run_id}", response_model=RunDetailPublic, responses=NOT_FOUND)
