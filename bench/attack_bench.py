@@ -53,6 +53,14 @@ def hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def spawned(pid: int) -> list[int]:
+    """The multiprocessing children of a process (the check workers of a server process)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 class Server:
     """python -m server from `root`, on a free port, with its own runs database."""
 
@@ -272,10 +280,34 @@ def read_only_db(root: Path) -> dict[str, object]:
             subprocess.run(["chattr", "-i", str(db)], check=True)
 
 
+def worker_failures(server: Server) -> dict[str, object]:
+    """Finding 3: a 70-dimensional view (its diff failed to serialize), then 40 largest-config checks
+    with different seeds (16 passes kept ran a worker out of its memory limit)."""
+    dims = ", ".join(["1"] * 68)
+    code = f"dlogprobs = logprobs.view({dims}, 32, 27)"
+    r = httpx.post(f"{server.url}/api/check", json={"step": 1, "code": code}, timeout=120)
+    answer = r.json()
+    said = f"{r.status_code} {(answer.get('detail') or answer['results'][0]['feedback'][0])[:60]!r}"
+    largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
+    code = "demb = dembcat.view(emb.shape)"
+    refused = []
+    with httpx.Client(timeout=120) as c:
+        for seed in range(40):
+            r = c.post(f"{server.url}/api/check", json={"step": 19, "code": code, "seed": seed, **largest})
+            if r.status_code != 200:
+                refused.append(r.json()["detail"])
+    return {
+        "70-dim view": said,
+        "check workers' RSS MiB": round(sum(rss_mb(pid) for pid in spawned(server.proc.pid))),
+        "largest checks refused": f"{len(refused)}/40" + (f" {refused[0][:60]!r}" if refused else ""),
+    }
+
+
 ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
     "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
+    "3": ("check workers: a 70-dim view; 40 largest-config checks", worker_failures),
     "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
     "10": ("HEAD; /api/runs after 200 runs created and cancelled", runs_housekeeping),
     "10b": ("a read-only runs database", read_only_db),

@@ -8,15 +8,38 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import threading
-from collections import OrderedDict
 from multiprocessing.connection import Connection
 from typing import Any
 
 TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradient takes milliseconds)
 MEMORY_LIMIT = 1 << 30  # bytes of address space a worker may add to what it uses after start-up
 PASSES_KEPT = 16
+CACHE_SHARE = 4  # a worker's passes hold at most 1/4 of its memory limit; the rest is the learner's code's
 CHECK_NICENESS = 10
+
+
+def failure_message(e: BaseException, memory_limit: int) -> str:
+    """What a learner is told when grading failed with an error the sandbox did not turn into a reason."""
+    text = str(e).strip()
+    if isinstance(e, MemoryError) or "can't allocate memory" in text or "Cannot allocate memory" in text:
+        return f"the check needs more memory than a check may use ({memory_limit >> 20} MiB); try a smaller config"
+    first = text.splitlines()[0][:300] if text else ""
+    return f"the check failed: {type(e).__name__}" + (f": {first}" if first else "")
+
+
+def death_message(exitcode: int | None) -> str:
+    """Why a worker stopped, from its exit code, for the learner whose check it was running."""
+    if exitcode is None:
+        why = "stopped answering"
+    elif exitcode == -signal.SIGKILL:
+        why = "was killed (SIGKILL: the system does that when memory runs out)"
+    elif exitcode < 0:
+        why = f"crashed ({signal.Signals(-exitcode).name})"
+    else:
+        why = f"exited (code {exitcode})"
+    return f"the evaluator {why} while checking this code; it has been restarted"
 
 
 def _limit_memory(extra: int) -> None:
@@ -34,6 +57,7 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
     os.nice(CHECK_NICENESS)
     import torch
 
+    from .cache import PassCache
     from .challenge import grade, hints
     from .config import ModelConfig
     from .data import load_dataset
@@ -43,7 +67,11 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
 
     torch.set_num_threads(1)
     dataset = load_dataset(data_path)
-    passes: OrderedDict[tuple[ModelConfig, str], Any] = OrderedDict()
+
+    def new_cache() -> PassCache:
+        return PassCache(dataset, maxsize=PASSES_KEPT, max_bytes=memory_limit // CACHE_SHARE)
+
+    passes = new_cache()
     # warm up (imports, first kernels, meta device) before the limit and the first learner
     bp = run_backward(ModelConfig(), dataset, "atomic")
     grade(bp, 1, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n")
@@ -56,12 +84,7 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
     while True:
         job = conn.recv()
         try:
-            key = (job["config"], job["mode"])
-            if key not in passes:
-                passes[key] = run_backward(job["config"], dataset, job["mode"])
-                while len(passes) > PASSES_KEPT:
-                    passes.popitem(last=False)
-            bp = passes[key]
+            bp = passes.get(job["config"], job["mode"])
             if job.get("hints"):
                 conn.send({"hints": hints(bp, job["step"])})
             else:
@@ -69,8 +92,9 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
                 conn.send({"json": graded_json(grade(bp, job["step"], job["code"]))})
         except Refused as e:
             conn.send({"refused": str(e)})
-        except MemoryError:
-            conn.send({"refused": "the code needs more memory than a gradient check may use"})
+        except Exception as e:  # any other failure: the learner hears what it was, and the worker carries on
+            conn.send({"refused": failure_message(e, memory_limit)})
+            passes = new_cache()  # whatever grew is let go (a memory error leaves the cache the likeliest cause)
 
 
 class Worker:
@@ -120,8 +144,9 @@ class CheckPool:
             answer = worker.conn.recv()
             healthy = True
             return answer
-        except (EOFError, OSError):
-            return {"refused": "the code stopped the evaluator (too much memory?); it has been restarted"}
+        except (EOFError, OSError):  # the worker is gone: say how it went
+            worker.proc.join(timeout=5)
+            return {"refused": death_message(worker.proc.exitcode)}
         finally:
             # the slot always comes back: with its worker, or empty (stuck, dead or never started) so that
             # the next job starts a fresh one
