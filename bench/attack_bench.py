@@ -303,6 +303,36 @@ def worker_failures(server: Server) -> dict[str, object]:
     }
 
 
+def changed_data(root: Path) -> dict[str, object]:
+    """Finding 6: the --data file gets a line with a new character after start-up, then goes away."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp, "names.txt")
+        data.write_bytes((ROOT / "data" / "names.txt").read_bytes())
+        with Server(root, "--data", str(data)) as server, httpx.Client(timeout=120) as c:
+            with data.open("a") as f:
+                f.write("zoë\n")
+            (run,) = c.post(f"{server.url}/api/runs", json={"max_steps": 2000, "lr_decay_step": 1000}).json()["runs"]
+            for _ in range(600):  # bounded: 120 s
+                if c.get(f"{server.url}/api/runs/{run['id']}").json()["status"] not in ("queued", "running"):
+                    break
+                time.sleep(0.2)
+            tensor = status(lambda: c.get(f"{server.url}/api/tensor/C", params={"run": run["id"], "n_hidden": 200}))
+            data.unlink()
+            for worker in spawned(server.proc.pid):  # a check worker replaced after the file went
+                os.kill(worker, 9)
+            code = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
+            checks = [status(lambda: c.post(f"{server.url}/api/check", json={"step": 1, "code": code})) for _ in "123"]
+        return {"/api/tensor/C?run": tensor, "checks after the file went": " ".join(checks)}
+
+
+def status(request: Callable[[], httpx.Response]) -> str:
+    """A request's status code, or the error that came instead."""
+    try:
+        return str(request().status_code)
+    except httpx.HTTPError as e:
+        return type(e).__name__
+
+
 ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
@@ -311,11 +341,12 @@ ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
     "10": ("HEAD; /api/runs after 200 runs created and cancelled", runs_housekeeping),
     "10b": ("a read-only runs database", read_only_db),
+    "6": ("--data changed after start-up, then removed", changed_data),
     "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
 }
 
 
-NO_SERVER = {read_only_db}  # attacks that start the server themselves
+NO_SERVER = {read_only_db, changed_data}  # attacks that start the server themselves
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = args.data or str(DEFAULT_DATA)
     try:
-        load_dataset(data)
+        dataset = load_dataset(data)  # read once: every process gets these bytes, not the file
     except DataError as e:
         print(f"backprop-explorer: cannot use the data file: {e}", file=sys.stderr)
         return 2
@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         "loop": "asyncio",
         "http": "httptools",
     }
-    return serve(args.host, args.port, args.workers, options)
+    from .web.factory import hand_over
+
+    handed = (os.path.abspath(data), dataset.raw, dataset.sha256)
+    return serve(args.host, args.port, args.workers, options, setup=(hand_over, (handed,)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ def pass_bytes(bp: BackwardPass) -> int:
     return BYTES_PER_VALUE_BYTE * values
 
 
+class OtherVocabulary(LookupError):
+    """A run trained on another names list (another --data at the time): its embedding does not fit."""
+
+
 class PassCache:
     """Computes each (config, mode) once; concurrent requests for the same key wait for one run.
 
@@ -65,6 +69,11 @@ class PassCache:
                 params = self.trained(config.run) if config.run else None
                 if config.run and params is None:
                     raise LookupError(f"run {config.run} has no trained parameters")
+                if params is not None and params["C"].shape[0] != self.dataset.vocab_size:
+                    raise OtherVocabulary(
+                        f"run {config.run} was trained on a names list of {params['C'].shape[0]} characters; "
+                        f"this server's has {self.dataset.vocab_size}"
+                    )
                 result = run_backward(config, self.dataset, mode, params)
                 size = pass_bytes(result)
                 with self._lock:

@@ -11,7 +11,12 @@ import queue
 import signal
 import threading
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .data import Dataset
+
+DataHandOver = tuple[str, bytes, str]  # a dataset's path (its name), bytes and sha256, as the server validated them
 
 TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradient takes milliseconds)
 MEMORY_LIMIT = 1 << 30  # bytes of address space a worker may add to what it uses after start-up
@@ -50,7 +55,7 @@ def _limit_memory(extra: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (used + extra, used + extra))
 
 
-def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
+def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     import os
 
     # below the web server: its warm-up and learners' code never slow down pages and the API
@@ -60,13 +65,13 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
     from .cache import PassCache
     from .challenge import grade, hints
     from .config import ModelConfig
-    from .data import load_dataset
+    from .data import dataset_from
     from .engine import run_backward
     from .sandbox import Refused
     from .serialize import graded_json
 
     torch.set_num_threads(1)
-    dataset = load_dataset(data_path)
+    dataset = dataset_from(*data)  # the words the server validated, not the file (it may have changed)
 
     def new_cache() -> PassCache:
         return PassCache(dataset, maxsize=PASSES_KEPT, max_bytes=memory_limit // CACHE_SHARE)
@@ -98,10 +103,10 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
 
 
 class Worker:
-    def __init__(self, data_path: str, memory_limit: int) -> None:
+    def __init__(self, data: DataHandOver, memory_limit: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, data_path, memory_limit), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, data, memory_limit), daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
@@ -121,12 +126,13 @@ class CheckPool:
     """N workers; a job waits for a free one. run() returns {"json": the graded answer's JSON} or {"refused": why}."""
 
     def __init__(
-        self, data_path: str, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT
+        self, dataset: Dataset, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT
     ) -> None:
-        self.data_path, self.timeout_s, self.memory_limit = data_path, timeout_s, memory_limit
+        self.data: DataHandOver = (str(dataset.path), dataset.raw, dataset.sha256)
+        self.timeout_s, self.memory_limit = timeout_s, memory_limit
         self.idle: queue.Queue[Worker | None] = queue.Queue()
         for _ in range(size):
-            self.idle.put(Worker(data_path, memory_limit))
+            self.idle.put(Worker(self.data, memory_limit))
         self.respawns = 0
         self._lock = threading.Lock()
 
@@ -135,7 +141,7 @@ class CheckPool:
         healthy = False
         try:
             if worker is None:
-                worker = Worker(self.data_path, self.memory_limit)
+                worker = Worker(self.data, self.memory_limit)
             if not worker.wait_ready(60):
                 return {"refused": "the evaluator did not start; try again"}
             worker.conn.send(job)

@@ -250,6 +250,18 @@ def test_runs_are_listed_a_page_at_a_time(client):
         assert client.get("/api/runs", params=bad).status_code == 422
 
 
+def test_a_run_trained_on_other_data_is_a_409_not_a_500(client, tmp_path):
+    from server.engine import init_params
+
+    (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    store = RunStore(tmp_path / "runs.db")
+    store.claim()
+    params, _ = init_params(TrainConfig().model(), 28)  # another names list had 27 letters and '.'
+    store.end(run["id"], "finished", None, params)
+    r = client.get("/api/tensor/C", params={"run": run["id"], "n_hidden": 200})
+    assert r.status_code == 409 and "28 characters" in r.json()["detail"]
+
+
 def test_the_explorer_refuses_runs_without_parameters(client):
     (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
     r = client.get("/api/state", params={"run": run["id"], "n_hidden": 200})
@@ -330,6 +342,27 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
     assert trained["loss"] < fresh["loss"] - 0.5
     wrong = server.api("GET", "/api/state", params={"run": run["id"]})  # n_hidden 64: not this net
     assert wrong.status_code == 422 and "n_hidden=200" in wrong.text
+
+
+def test_runs_train_on_the_words_validated_at_start_not_the_file(tmp_path):
+    data = tmp_path / "names.txt"
+    data.write_bytes(LECTURE_DATA.read_bytes())
+    server = LiveServer("--data", str(data), "--runs-db", str(tmp_path / "runs.db")).start()
+    try:
+        with data.open("a") as f:
+            f.write("zoë\n")  # a 28th character, after start-up: the run's worker starts after this
+        (run,) = httpx.post(f"{server.url}/api/runs", json=SHORT, timeout=30).json()["runs"]
+        events = read_events(server, run["id"])
+        assert events[-1][2]["status"] == "finished", events[-1]
+        c = httpx.get(f"{server.url}/api/tensor/C", params={"run": run["id"], "n_hidden": 200}, timeout=30)
+        assert c.status_code == 200 and c.json()["shape"] == [27, 10]
+        data.unlink()  # gone altogether: checks and runs go on
+        (again,) = httpx.post(f"{server.url}/api/runs", json=SHORT, timeout=30).json()["runs"]
+        assert read_events(server, again["id"])[-1][2]["status"] == "finished"
+        check = {"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"}
+        assert httpx.post(f"{server.url}/api/check", json=check, timeout=60).json()["correct"]
+    finally:
+        server.stop()
 
 
 def test_cancel_a_running_run(server):

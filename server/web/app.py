@@ -283,7 +283,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        scheduler = Scheduler(runs, dataset.path) if runs is not None and schedule else None
+        scheduler = Scheduler(runs, dataset) if runs is not None and schedule else None
         task = asyncio.create_task(_schedule(scheduler)) if scheduler else None
         yield
         if check_workers:
@@ -301,7 +301,7 @@ def create_app(
     )
     app.state.runs = runs
     # started now, warm by the first request (each loads torch and the data: a few seconds)
-    app.state.checks = CheckPool(str(dataset.path), size=check_workers) if check_workers else None
+    app.state.checks = CheckPool(dataset, size=check_workers) if check_workers else None
     trained = runs.params if runs else lambda run: None
     app.state.cache = PassCache(dataset, maxsize=cache_size, trained=trained, max_bytes=cache_bytes)
     app.state.large = anyio.CapacityLimiter(1)  # large configs' passes: one worker thread at a time (routes.py)

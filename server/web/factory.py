@@ -9,14 +9,25 @@ import torch
 from fastapi import FastAPI
 
 from ..config import MODES, ModelConfig
-from ..data import DEFAULT_DATA, load_dataset
+from ..data import DEFAULT_DATA, dataset_from, load_dataset
 from ..runs import DEFAULT_RUNS_DB, Limits, RunStore
 from .app import LOCAL_HOSTS, create_app
+
+_handed: tuple[str, bytes, str] | None = None  # the names list python -m server validated: path, bytes, sha256
+
+
+def hand_over(data: tuple[str, bytes, str]) -> None:
+    """Called in each server process before the app is built: the words it serves are these, not the file's."""
+    global _handed
+    _handed = data
 
 
 def app_from_env() -> FastAPI:
     torch.set_num_threads(1)  # small tensors: one thread is fastest, and requests run concurrently
-    dataset = load_dataset(os.environ.get("BACKPROP_DATA", str(DEFAULT_DATA)))
+    if _handed is not None:
+        dataset = dataset_from(*_handed)
+    else:  # started by uvicorn itself, not python -m server
+        dataset = load_dataset(os.environ.get("BACKPROP_DATA", str(DEFAULT_DATA)))
     dataset.splits(3)  # the default block size: build it before the first request
     runs = RunStore(
         os.environ.get("BACKPROP_RUNS_DB", str(DEFAULT_RUNS_DB)),

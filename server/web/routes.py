@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import challenge, views
 from ..bugs import BUGS
-from ..cache import PassCache
+from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
 from ..graph import ops_for_mode
 from ..serialize import dumps
@@ -72,7 +72,10 @@ def _pass(request: Request, query: PassQuery) -> BackwardPass:
                 [{"type": "value_error", "loc": ("query", "run"), "msg": f"run {config.run} was trained with {sizes}",
                   "input": config.run}]
             )  # fmt: skip
-    return _cache(request).get(config, query.mode)
+    try:
+        return _cache(request).get(config, query.mode)
+    except OtherVocabulary as e:
+        raise HTTPException(409, str(e)) from None
 
 
 def _step(mode: str, total: int, step: int | None, where: str = "query") -> int:
@@ -114,7 +117,7 @@ def dataset(request: Request) -> dict:
     }
 
 
-NO_RUN = {404: {"description": "no such trained run"}}
+NO_RUN = {404: {"description": "no such trained run"}, 409: {"description": "the run was trained on other data"}}
 
 
 async def _computed(request: Request, query: PassQuery, view: Callable[[], Any]) -> Response:
@@ -146,7 +149,7 @@ async def state(request: Request, query: Annotated[StepQuery, Depends(STEP)]) ->
 @router.get(
     "/tensor/{name}",
     response_model=TensorDetailPublic,
-    responses={404: {"description": "no such tensor or run"}},
+    responses={404: {"description": "no such tensor or run"}, 409: NO_RUN[409]},
     openapi_extra=STEP.openapi,
 )
 async def tensor(request: Request, name: str, query: Annotated[StepQuery, Depends(STEP)]) -> Response:
