@@ -333,12 +333,45 @@ def status(request: Callable[[], httpx.Response]) -> str:
         return type(e).__name__
 
 
+def slow_cancel(server: Server) -> dict[str, object]:
+    """Finding 9: cancel a largest-config run that checks every step; then a 3000-step run checked every step."""
+    largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "check_every": 1}
+    with httpx.Client(timeout=120) as c:
+        (run,) = c.post(f"{server.url}/api/runs", json={**largest, "keep_running": True}).json()["runs"]
+        url = f"{server.url}/api/runs/{run['id']}"
+        for _ in range(600):  # bounded: the first progress event, 120 s at most
+            if c.get(url).json()["step"] > 0:
+                break
+            time.sleep(0.2)
+        t0 = time.perf_counter()
+        c.post(f"{url}/cancel")
+        for _ in range(1200):  # bounded: 120 s
+            if c.get(url).json()["status"] != "running":
+                break
+            time.sleep(0.1)
+        cancelled_s = time.perf_counter() - t0
+        body = {"max_steps": 3000, "lr_decay_step": 1500, "check_every": 1, "keep_running": True}
+        (run,) = c.post(f"{server.url}/api/runs", json=body).json()["runs"]
+        url = f"{server.url}/api/runs/{run['id']}"
+        for _ in range(1200):  # bounded: 240 s
+            if c.get(url).json()["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.2)
+        detail = c.get(url)
+    return {
+        "cancel -> ended s": round(cancelled_s, 2),
+        "check events": len(detail.json()["history"]["checks"]),
+        "detail bytes": len(detail.content),
+    }
+
+
 ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
     "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
     "3": ("check workers: a 70-dim view; 40 largest-config checks", worker_failures),
     "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
+    "9": ("cancel a largest-config run checked every step; a 3000-step run checked every step", slow_cancel),
     "10": ("HEAD; /api/runs after 200 runs created and cancelled", runs_housekeeping),
     "10b": ("a read-only runs database", read_only_db),
     "6": ("--data changed after start-up, then removed", changed_data),

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .training import TrainConfig
+from .training import CHECK_EVENTS, STATS_POINTS, TrainConfig
 
 DEFAULT_RUNS_DB = Path.home() / ".backprop-explorer" / "runs.sqlite3"
 ACTIVE = ("queued", "running")
@@ -164,14 +164,21 @@ class RunStore:
         return [(r["seq"], r["kind"], r["data"]) for r in rows]
 
     def history(self, run_id: int) -> dict[str, Any]:
-        """The run's curves and checks so far, merged from its events (what the page rebuilds live)."""
+        """The run's curves and checks so far, merged from its events (what the page rebuilds live); bounded:
+        at most CHECK_EVENTS checks and STATS_POINTS statistics, whatever the run's length."""
         out: dict[str, Any] = {"points": [], "smooth": [], "ud": [], "saturation": [], "checks": [],
                                "histograms": [], "progress": None}  # fmt: skip
         with self._db() as db:
+            n_checks = db.execute(
+                "SELECT count(*) FROM events WHERE run_id = ? AND kind = 'check'", (run_id,)
+            ).fetchone()[0]
+            stride = max(1, -(-n_checks // CHECK_EVENTS))  # runs from before checks were grouped had one a step
             rows = db.execute(
-                "SELECT kind, data FROM events WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms') "
-                "ORDER BY seq",
-                (run_id,),
+                "SELECT kind, data FROM (SELECT seq, kind, data, CASE kind WHEN 'check' THEN "
+                "row_number() OVER (PARTITION BY kind ORDER BY seq) END AS r FROM events "
+                "WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms')) "
+                "WHERE r IS NULL OR r % ? = 0 OR r = ? ORDER BY seq",
+                (run_id, stride, n_checks),
             ).fetchall()
         for row in rows:
             data = json.loads(row["data"])
@@ -183,6 +190,10 @@ class RunStore:
                 out["checks"].append(data)
             else:
                 out["histograms"].append(data)
+        for key in ("ud", "saturation"):  # likewise sampled more densely before
+            stride = -(-len(out[key]) // STATS_POINTS)
+            if stride > 1:
+                out[key] = out[key][::stride] + ([out[key][-1]] if (len(out[key]) - 1) % stride else [])
         return out
 
     def watch(self, run_id: int) -> None:

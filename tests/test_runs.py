@@ -67,6 +67,23 @@ def test_store_events_heartbeat_and_params(tmp_path):
     assert not store.append(run_id, "progress", {"step": 1})  # a worker learns its run is gone
 
 
+def test_a_runs_detail_is_bounded_however_many_checks_it_recorded(tmp_path):
+    from server.training import CHECK_EVENTS, STATS_POINTS
+
+    store = RunStore(tmp_path / "runs.db")
+    (run_id,) = store.create([TrainConfig()], keep_running=False)
+    store.claim()
+    n = 3 * CHECK_EVENTS + 7  # as a run with a check every step wrote them before checks were grouped
+    for step in range(n):
+        store.append(run_id, "check", {"step": step, "maxdiff": {"C": 0.0}, "max": 0.0})
+    ud = [[s, {"C": -3.0}] for s in range(0, 100 * (STATS_POINTS + 500), 100)]
+    store.append(run_id, "progress", {"step": 1, "points": [], "smooth": [], "ud": ud, "saturation": []})
+    history = store.history(run_id)
+    steps = [c["step"] for c in history["checks"]]
+    assert len(steps) <= CHECK_EVENTS and steps[-1] == n - 1 and steps == sorted(steps)
+    assert len(history["ud"]) <= STATS_POINTS + 1 and history["ud"][-1] == ud[-1]
+
+
 def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_path):
     store = RunStore(tmp_path / "runs.db", Limits(max_running=1, watch_grace_s=5))
     silent, waiting = store.create([TrainConfig(), TrainConfig()], keep_running=False)
