@@ -365,11 +365,115 @@ def slow_cancel(server: Server) -> dict[str, object]:
     }
 
 
+LARGEST = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
+SLOW_CODE = "a = W1 @ W1 @ W1 @ W1 @ W1 @ W1 @ W1 @ W1\n" * 10  # ~1 s of matmuls, under the 3 s timeout
+
+
+def from_address(address: str) -> httpx.Client:
+    """A client whose connections come from another loopback address (the server stays on 127.0.0.1):
+    the server tells clients apart by their address, as it would a class's laptops."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=300)
+
+
+def in_threads(calls: list[Callable[[], object]]) -> list[object]:
+    """Run the calls at once, one thread each; their results (or exceptions) in order."""
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    return results
+
+
+def starvation(server: Server) -> dict[str, object]:
+    """Finding 4: one client's 30 slow checks, then 60, against another's trivial check and GET /api/runs;
+    20 largest-config /api/tensor/hprebn from one client against another's; a 40-byte repeated tuple."""
+    url = server.url
+    slow = {"step": 1, "code": SLOW_CODE, **LARGEST}
+    trivial = {"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"}
+    out: dict[str, object] = {}
+    with from_address("127.0.0.1") as me, from_address("127.0.0.2") as them:
+        me.post(f"{url}/api/check", json=trivial)  # warm: the lecture's pass in both workers
+        t0 = time.perf_counter()
+        one = me.post(f"{url}/api/check", json=slow)
+        out["one slow check s"] = round(time.perf_counter() - t0, 2)
+
+        def timed(call: Callable[[], httpx.Response]) -> tuple[int, float]:
+            t = time.perf_counter()
+            status = call().status_code
+            return status, time.perf_counter() - t
+
+        def victim() -> tuple[int, float]:
+            return timed(lambda: me.post(f"{url}/api/check", json=trivial))
+
+        attacker = [lambda: them.post(f"{url}/api/check", json=slow) for _ in range(30)]
+        results = in_threads([*attacker, lambda: (time.sleep(0.5), victim())[1]])
+        refused = sum(1 for r in results[:30] if isinstance(r, httpx.Response) and r.status_code in (429, 503))
+        out["30 slow checks: refused"] = refused
+        out["the other's check"] = "{} in {:.2f} s".format(*results[-1])  # type: ignore[misc]
+        attacker = [lambda: them.post(f"{url}/api/check", json=slow) for _ in range(60)]
+        runs = in_threads([*attacker, lambda: (time.sleep(0.5), timed(lambda: me.get(f"{url}/api/runs")))[1]])
+        out["GET /api/runs beside 60 checks"] = "{} in {:.2f} s".format(*runs[-1])  # type: ignore[misc]
+        hprebn = f"{url}/api/tensor/hprebn"  # the largest pass with its finite differences: ~0.5 s each
+        large = [lambda s=s: them.get(hprebn, params={"seed": 100 + s, **LARGEST}) for s in range(20)]
+        mine = lambda: (time.sleep(0.5), timed(lambda: me.get(hprebn, params={"seed": 7, **LARGEST})))[1]  # noqa: E731
+        states = in_threads([*large, mine])
+        out["large /api/tensor behind 20"] = "{} in {:.2f} s".format(*states[-1])  # type: ignore[misc]
+        out["their 20: refused"] = sum(1 for r in states[:20] if isinstance(r, httpx.Response) and r.status_code == 429)
+        t0 = time.perf_counter()
+        r = me.post(f"{url}/api/check", json={"step": 1, "code": "t = logprobs.shape * 1000000"})
+        out["shape * 1e6"] = f"{r.status_code} in {time.perf_counter() - t0:.2f} s"
+    del one
+    return out
+
+
+def stream_flood(server: Server) -> dict[str, object]:
+    """Finding 4: 800 event streams opened on one run (never read), then GET /api/runs."""
+    (run,) = httpx.post(f"{server.url}/api/runs", json={"max_steps": 1_000_000}, timeout=60).json()["runs"]
+    host, port = HOST, server.port
+    request = f"GET /api/runs/{run['id']}/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    socks = []
+    try:
+        for _ in range(800):
+            s = socket.create_connection((host, port), timeout=30)
+            s.sendall(request)
+            socks.append(s)
+        time.sleep(3)  # let the server take them all in
+        times = []
+        with httpx.Client(timeout=120) as c:
+            for _ in range(5):
+                t0 = time.perf_counter()
+                c.get(f"{server.url}/api/runs")
+                times.append(time.perf_counter() - t0)
+        refused = 0
+        for s in socks:
+            s.settimeout(5)
+            try:
+                head = s.recv(64)
+            except OSError:
+                head = b""
+            refused += head.startswith(b"HTTP/1.1 503")
+    finally:
+        for s in socks:
+            s.close()
+    return {"GET /api/runs median s": round(sorted(times)[2], 3), "streams refused (503)": refused}
+
+
 ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
     "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
     "3": ("check workers: a 70-dim view; 40 largest-config checks", worker_failures),
+    "4": ("one client's checks and large passes against another's", starvation),
+    "4b": ("800 event streams on one run, then GET /api/runs", stream_flood),
     "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
     "9": ("cancel a largest-config run checked every step; a 3000-step run checked every step", slow_cancel),
     "10": ("HEAD; /api/runs after 200 runs created and cancelled", runs_housekeeping),

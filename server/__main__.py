@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         help="sandboxed processes (per server process) that run learners' code for challenges; 0 turns them off",
     )  # fmt: skip
     parser.add_argument(
+        "--max-streams", type=int, default=200,
+        help="training runs' event streams open at once per server process; more get 503 (default 200)",
+    )  # fmt: skip
+    parser.add_argument(
         "--allowed-hosts", default=None,
         help="comma-separated host names the server answers to besides localhost, 127.0.0.1 and ::1 (and --host): "
         "the name or address students type; '.example.org' takes its subdomains too, '*' any name",
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BACKPROP_MAX_RUNS"] = str(args.max_runs)
     os.environ["BACKPROP_MAX_QUEUED"] = str(args.max_queued)
     os.environ["BACKPROP_KEEP_RUNS"] = str(args.keep_runs)
+    os.environ["BACKPROP_MAX_STREAMS"] = str(args.max_streams)
     os.environ["BACKPROP_WATCH_GRACE_S"] = str(args.watch_grace)
     os.environ["BACKPROP_CHECK_WORKERS"] = str(args.check_workers)
 

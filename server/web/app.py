@@ -6,12 +6,12 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
 import plotly
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -31,10 +31,16 @@ from ..data import Dataset
 from ..jobs import Scheduler
 from ..runs import RunStore
 from ..serialize import dumps
+from .fair import FairQueue
+from .feeds import RunFeeds
 from .routes import router
 from .runs_routes import router as runs_router
 
 SCHEDULE_EVERY_S = 0.5  # how often this process looks for queued runs to start
+CHECKS_PER_CLIENT = 2  # code checks a client may have waiting or running (more: 429)
+CHECKS_WAITING_PER_WORKER = 8  # checks waiting in all, per check worker (more: 503)
+LARGE_PER_CLIENT, LARGE_WAITING = 2, 16  # the same for large configs' passes (one computed at a time)
+MAX_STREAMS = 200  # training runs' event streams open at once, per process (a class watching its runs)
 MAX_BODY_BYTES = 64 * 1024  # no endpoint needs more; larger bodies are refused before parsing
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
@@ -249,6 +255,19 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     return Response(dumps({"detail": detail}), status_code=422, media_type="application/json")
 
 
+def use_checks(app: FastAPI, pool: Any, slots: int) -> None:
+    """Answer POST /api/check with `pool` (a CheckPool: run(job) blocks until its worker answers).
+
+    Its calls run on threads of their own, one per worker: a check never holds a thread of the pool that
+    sync endpoints and the runs store use, and a waiting one holds no thread at all (it waits in the queue).
+    """
+    app.state.checks = pool
+    app.state.check_queue = FairQueue(
+        slots, per_client=CHECKS_PER_CLIENT, max_waiting=CHECKS_WAITING_PER_WORKER * slots, what="code checks"
+    )
+    app.state.check_threads = ThreadPoolExecutor(slots, thread_name_prefix="check")
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug is still a JSON answer (the traceback goes to the log, not to the client)."""
     logging.getLogger("backprop-explorer").error("%s %s failed", request.method, request.url.path, exc_info=exc)
@@ -273,10 +292,12 @@ def create_app(
     schedule: bool = True,
     check_workers: int = 0,
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS,
+    max_streams: int = MAX_STREAMS,
 ) -> FastAPI:
     """An app serving one dataset, chosen at start-up; with a run store, training runs too.
 
     allowed_hosts: the Host names it answers to (see GuardOrigin).
+    max_streams: training runs' event streams open at once (more: 503).
     schedule: this process starts worker processes for queued runs (tests turn it off to keep runs queued).
     check_workers: sandboxed processes that run learners' code for POST /api/check (0: checks are off).
     """
@@ -286,8 +307,9 @@ def create_app(
         scheduler = Scheduler(runs, dataset) if runs is not None and schedule else None
         task = asyncio.create_task(_schedule(scheduler)) if scheduler else None
         yield
-        if check_workers:
+        if app.state.checks is not None:
             await run_in_threadpool(app.state.checks.close)
+            app.state.check_threads.shutdown(wait=False)
         if task and scheduler:
             task.cancel()
             await run_in_threadpool(scheduler.shutdown)
@@ -300,11 +322,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runs = runs
+    app.state.feeds = RunFeeds(runs, max_streams) if runs is not None else None
     # started now, warm by the first request (each loads torch and the data: a few seconds)
-    app.state.checks = CheckPool(dataset, size=check_workers) if check_workers else None
+    app.state.checks = None
+    if check_workers:
+        use_checks(app, CheckPool(dataset, size=check_workers), check_workers)
     trained = runs.params if runs else lambda run: None
     app.state.cache = PassCache(dataset, maxsize=cache_size, trained=trained, max_bytes=cache_bytes)
-    app.state.large = anyio.CapacityLimiter(1)  # large configs' passes: one worker thread at a time (routes.py)
+    # large configs' passes: one worker thread at a time, clients served in turn (routes.py)
+    app.state.large = FairQueue(1, per_client=LARGE_PER_CLIENT, max_waiting=LARGE_WAITING, what="large configs")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -44,6 +44,7 @@ def app_from_env() -> FastAPI:
         cache_bytes=int(os.environ.get("BACKPROP_CACHE_MB", "512")) << 20,
         runs=runs,
         check_workers=int(os.environ.get("BACKPROP_CHECK_WORKERS", "2")),
+        max_streams=int(os.environ.get("BACKPROP_MAX_STREAMS", "200")),
         allowed_hosts=tuple(os.environ.get("BACKPROP_ALLOWED_HOSTS", ",".join(LOCAL_HOSTS)).split(",")),
     )
     # the lecture's config is what most of a class opens first; vmap's one-off set-up (~0.4 s) goes here too

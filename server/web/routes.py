@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -9,7 +10,6 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 
 from .. import challenge, views
 from ..bugs import BUGS
@@ -17,6 +17,7 @@ from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
 from ..graph import ops_for_mode
 from ..serialize import dumps
+from .fair import client_of
 from .query import QueryModel
 from .schemas import (
     BugsPublic,
@@ -128,8 +129,9 @@ async def _computed(request: Request, query: PassQuery, view: Callable[[], Any])
     """
     if query.batch_size * max(query.n_hidden, query.n_embd * query.block_size) <= LARGE:
         return _json(view())
-    # serialized in the thread too: a large tensor's JSON is megabytes, and the loop must keep answering
-    return await anyio.to_thread.run_sync(lambda: _json(view()), limiter=request.app.state.large)
+    async with request.app.state.large.slot(client_of(request)):  # one at a time, clients in turn
+        # serialized in the thread too: a large tensor's JSON is megabytes, and the loop must keep answering
+        return await anyio.to_thread.run_sync(lambda: _json(view()))
 
 
 @router.get("/graph", response_model=GraphPublic, responses=NO_RUN, openapi_extra=PASS.openapi)
@@ -182,7 +184,8 @@ async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) ->
         400: {"model": ErrorPublic, "description": "the body is not JSON"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
         422: {"model": ErrorPublic, "description": "the code was refused or the request is invalid; detail says why"},
-        503: {"model": ErrorPublic, "description": "code checks are off on this server"},
+        429: {"model": ErrorPublic, "description": "this client has checks waiting already (see Retry-After)"},
+        503: {"model": ErrorPublic, "description": "code checks are off, or too many are waiting (Retry-After)"},
     },
 )
 async def check(request: Request, body: CheckRequest) -> Response:
@@ -193,7 +196,8 @@ async def check(request: Request, body: CheckRequest) -> Response:
     # the worker computes the pass itself: here only the step is checked against the mode
     _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
     job = {"config": body.to_config(), "mode": body.mode, "step": body.step, "code": body.code}
-    answer = await run_in_threadpool(pool.run, job)
+    async with request.app.state.check_queue.slot(client_of(request)):  # a fair share of the workers
+        answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
     if "refused" in answer:
         raise HTTPException(422, answer["refused"])
     return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there
