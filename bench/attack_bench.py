@@ -467,6 +467,18 @@ def stream_flood(server: Server) -> dict[str, object]:
     return {"GET /api/runs median s": round(sorted(times)[2], 3), "streams refused (503)": refused}
 
 
+def memory_load(root: Path) -> dict[str, object]:
+    """Finding 7: 80 largest-config float64 /api/tensor/hprebn with different seeds, --cache-mb 512."""
+    with Server(root, "--cache-mb", "512", "--check-workers", "0") as server, httpx.Client(timeout=300) as c:
+        start = rss_mb(server.proc.pid)
+        samples = []
+        for seed in range(80):
+            c.get(f"{server.url}/api/tensor/hprebn", params={"seed": seed, **LARGEST, "step": 20})
+            if seed % 10 == 9:
+                samples.append(round(rss_mb(server.proc.pid)))
+        return {"RSS MiB at start": round(start), "every 10 requests": samples, "peak": round(hwm_mb(server.proc.pid))}
+
+
 ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
@@ -479,11 +491,12 @@ ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "10": ("HEAD; /api/runs after 200 runs created and cancelled", runs_housekeeping),
     "10b": ("a read-only runs database", read_only_db),
     "6": ("--data changed after start-up, then removed", changed_data),
+    "7": ("80 largest float64 /api/tensor/hprebn, other seeds, --cache-mb 512", memory_load),
     "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
 }
 
 
-NO_SERVER = {read_only_db, changed_data}  # attacks that start the server themselves
+NO_SERVER = {read_only_db, changed_data, memory_load}  # attacks that start the server themselves
 
 
 def main() -> None:
