@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import threading
 from collections import OrderedDict
@@ -24,6 +26,23 @@ def pass_bytes(bp: BackwardPass) -> int:
     """What a pass will hold in memory once all its steps and checks have run (an estimate)."""
     values = sum(t.numel() * t.element_size() for t in bp.values.values() if isinstance(t, torch.Tensor))
     return BYTES_PER_VALUE_BYTE * values
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the system: glibc keeps it in each thread's arena otherwise, and the
+    passes of large configs are computed on whichever worker thread is free (arenas: one per thread)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 class OtherVocabulary(LookupError):
@@ -93,6 +112,7 @@ class PassCache:
                     # a pass is a reference cycle (its comparisons point back at it): only the cycle collector
                     # frees an evicted one, and it counts objects, not bytes, so it may not run for a long time
                     gc.collect()
+                    release_free_memory()
                 return result
             finally:
                 with self._lock:
