@@ -33,7 +33,7 @@ class Bug:
 def _clipped_dlogprobs(v: Any, d: Any) -> torch.Tensor:
     dlogprobs = torch.zeros_like(v.logprobs)  # (n, vocab)
     picked = -v.logprobs[range(v.n), v.Yb]  # (n,) per-example loss
-    dlogprobs[range(v.n), v.Yb] = torch.where(picked > CLIP, 0.0, -1.0 / v.n)
+    dlogprobs[range(v.n), v.Yb] = torch.where(picked > CLIP, 0.0, -1.0 / v.n).to(dlogprobs.dtype)  # float64 too
     return dlogprobs
 
 

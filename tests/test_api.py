@@ -10,6 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import server.engine as engine
+from server.bugs import BUGS
 from server.web.app import create_app
 
 
@@ -187,6 +188,14 @@ def test_plotly_is_the_installed_packages_and_cacheable(client):
     assert "max-age" in r.headers["cache-control"]
     again = client.get("/vendor/plotly.min.js", headers={"If-None-Match": r.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_every_bug_in_float64(client, bug):
+    mode = BUGS[bug].modes[0]
+    r = client.get("/api/state", params={"bug": bug, "dtype": "float64", "mode": mode})
+    assert r.status_code == 200, r.text  # clipped_loss wrote a float32 tensor into float64 dlogprobs: a 500
+    assert not all(n["cmp"] is None or n["cmp"]["approx"] for n in r.json()["nodes"].values())
 
 
 def test_bug_lab_over_the_api(client):
