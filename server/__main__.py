@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as e:
         print(f"backprop-explorer: cannot use the runs database {runs_db}: {e}", file=sys.stderr)
         return 2
-    from .web.app import LOCAL_HOSTS
+    from .web.guards import LOCAL_HOSTS
 
     hosts = [*LOCAL_HOSTS]
     if args.host not in ("0.0.0.0", "::", ""):

@@ -246,7 +246,7 @@ def test_a_chunked_body_over_the_cap_is_413(client):
 def test_the_body_cap_answers_as_soon_as_it_is_crossed():
     import asyncio
 
-    from server.web.app import MAX_BODY_BYTES, LimitBody
+    from server.web.guards import MAX_BODY_BYTES, LimitBody
 
     read, sent, reached = [], [], []
 

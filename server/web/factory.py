@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from ..config import MODES, ModelConfig
 from ..data import DEFAULT_DATA, dataset_from, load_dataset
 from ..runs import DEFAULT_RUNS_DB, Limits, RunStore
-from .app import LOCAL_HOSTS, create_app
+from .app import create_app
+from .guards import LOCAL_HOSTS
 
 _handed: tuple[str, bytes, str] | None = None  # the names list python -m server validated: path, bytes, sha256
 
