@@ -45,7 +45,9 @@ from .runs_routes import router as runs_router
 SCHEDULE_EVERY_S = 0.5  # how often this process looks for queued runs to start
 CHECKS_PER_CLIENT = 2  # code checks a client may have waiting or running (more: 429)
 CHECKS_WAITING_PER_WORKER = 8  # checks waiting in all, per check worker (more: 503)
-LARGE_PER_CLIENT, LARGE_WAITING = 2, 16  # the same for large configs' passes (one computed at a time)
+# the same for large configs' views (one computed at a time): the page asks for up to ~9 at once (graph, state,
+# tensor, the neighbouring steps it prefetches), so a client's share is larger; clients are still served in turn
+LARGE_PER_CLIENT, LARGE_WAITING = 12, 48
 MAX_STREAMS = 200  # training runs' event streams open at once, per process (a class watching its runs)
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
