@@ -5,7 +5,7 @@ PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format bench browser-deps clean
+.PHONY: setup run test test-fast lint format bench bench-attacks browser-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: setup browser-deps
 	$(BIN)/python bench/api_bench.py
 	$(BIN)/python bench/browser_bench.py
 	$(BIN)/python bench/train_bench.py
+
+# the abuse cases of the README's reliability table; BEFORE=DIR measures an older tree beside this one
+bench-attacks: setup
+	$(BIN)/python bench/attack_bench.py $(if $(BEFORE),--before $(BEFORE))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts

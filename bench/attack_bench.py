@@ -53,6 +53,14 @@ def hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def spawned(pid: int) -> list[int]:
+    """The multiprocessing children of a process (the check workers of a server process)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 class Server:
     """python -m server from `root`, on a free port, with its own runs database."""
 
@@ -233,13 +241,262 @@ def cross_site(server: Server) -> dict[str, object]:
     return {"cancel": cancel.status_code, "rebound DELETE": rebound.status_code}
 
 
-ATTACKS: dict[str, tuple[str, Callable[[Server], dict[str, object]]]] = {
+def runs_housekeeping(server: Server) -> dict[str, object]:
+    """Finding 10: HEAD on a GET endpoint; /api/runs after 200 runs created and cancelled."""
+    head = httpx.head(f"{server.url}/api/health", timeout=30).status_code
+    with httpx.Client(timeout=60) as c:
+        for _ in range(200):
+            (run,) = c.post(f"{server.url}/api/runs", json={"max_steps": 1000}).json()["runs"]
+            c.post(f"{server.url}/api/runs/{run['id']}/cancel")
+        listed = c.get(f"{server.url}/api/runs")
+    return {"HEAD": head, "/api/runs runs": len(listed.json()["runs"]), "bytes": len(listed.content)}
+
+
+def read_only_db(root: Path) -> dict[str, object]:
+    """Finding 10: a runs database the server cannot write (made immutable: this bench runs as root)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp, "runs.sqlite3")
+        subprocess.run([sys.executable, "-c", f"import sqlite3; sqlite3.connect({str(db)!r}).close()"], check=True)
+        init = "from server.runs import RunStore; import sys; RunStore(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", init, str(db)], cwd=root, check=True)
+        subprocess.run(["chattr", "+i", str(db)], check=True)
+        try:
+            port = free_port()
+            cmd = [sys.executable, "-m", "server", "--host", HOST, "--port", str(port), "--runs-db", str(db)]
+            proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(300):  # bounded: 60 s
+                if proc.poll() is not None:
+                    return {"start": f"exit {proc.returncode}"}
+                try:
+                    httpx.get(f"http://{HOST}:{port}/api/health", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            r = httpx.post(f"http://{HOST}:{port}/api/runs", json={"max_steps": 1000}, timeout=30)
+            proc.terminate()
+            proc.wait(timeout=30)
+            return {"start": "served", "POST /api/runs": r.status_code}
+        finally:
+            subprocess.run(["chattr", "-i", str(db)], check=True)
+
+
+def worker_failures(server: Server) -> dict[str, object]:
+    """Finding 3: a 70-dimensional view (its diff failed to serialize), then 40 largest-config checks
+    with different seeds (16 passes kept ran a worker out of its memory limit)."""
+    dims = ", ".join(["1"] * 68)
+    code = f"dlogprobs = logprobs.view({dims}, 32, 27)"
+    r = httpx.post(f"{server.url}/api/check", json={"step": 1, "code": code}, timeout=120)
+    answer = r.json()
+    said = f"{r.status_code} {(answer.get('detail') or answer['results'][0]['feedback'][0])[:60]!r}"
+    largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
+    code = "demb = dembcat.view(emb.shape)"
+    refused = []
+    with httpx.Client(timeout=120) as c:
+        for seed in range(40):
+            r = c.post(f"{server.url}/api/check", json={"step": 19, "code": code, "seed": seed, **largest})
+            if r.status_code != 200:
+                refused.append(r.json()["detail"])
+    return {
+        "70-dim view": said,
+        "check workers' RSS MiB": round(sum(rss_mb(pid) for pid in spawned(server.proc.pid))),
+        "largest checks refused": f"{len(refused)}/40" + (f" {refused[0][:60]!r}" if refused else ""),
+    }
+
+
+def changed_data(root: Path) -> dict[str, object]:
+    """Finding 6: the --data file gets a line with a new character after start-up, then goes away."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp, "names.txt")
+        data.write_bytes((ROOT / "data" / "names.txt").read_bytes())
+        with Server(root, "--data", str(data)) as server, httpx.Client(timeout=120) as c:
+            with data.open("a") as f:
+                f.write("zoë\n")
+            (run,) = c.post(f"{server.url}/api/runs", json={"max_steps": 2000, "lr_decay_step": 1000}).json()["runs"]
+            for _ in range(600):  # bounded: 120 s
+                if c.get(f"{server.url}/api/runs/{run['id']}").json()["status"] not in ("queued", "running"):
+                    break
+                time.sleep(0.2)
+            tensor = status(lambda: c.get(f"{server.url}/api/tensor/C", params={"run": run["id"], "n_hidden": 200}))
+            data.unlink()
+            for worker in spawned(server.proc.pid):  # a check worker replaced after the file went
+                os.kill(worker, 9)
+            code = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
+            checks = [status(lambda: c.post(f"{server.url}/api/check", json={"step": 1, "code": code})) for _ in "123"]
+        return {"/api/tensor/C?run": tensor, "checks after the file went": " ".join(checks)}
+
+
+def status(request: Callable[[], httpx.Response]) -> str:
+    """A request's status code, or the error that came instead."""
+    try:
+        return str(request().status_code)
+    except httpx.HTTPError as e:
+        return type(e).__name__
+
+
+def slow_cancel(server: Server) -> dict[str, object]:
+    """Finding 9: cancel a largest-config run that checks every step; then a 3000-step run checked every step."""
+    largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "check_every": 1}
+    with httpx.Client(timeout=120) as c:
+        (run,) = c.post(f"{server.url}/api/runs", json={**largest, "keep_running": True}).json()["runs"]
+        url = f"{server.url}/api/runs/{run['id']}"
+        for _ in range(600):  # bounded: the first progress event, 120 s at most
+            if c.get(url).json()["step"] > 0:
+                break
+            time.sleep(0.2)
+        t0 = time.perf_counter()
+        c.post(f"{url}/cancel")
+        for _ in range(1200):  # bounded: 120 s
+            if c.get(url).json()["status"] != "running":
+                break
+            time.sleep(0.1)
+        cancelled_s = time.perf_counter() - t0
+        body = {"max_steps": 3000, "lr_decay_step": 1500, "check_every": 1, "keep_running": True}
+        (run,) = c.post(f"{server.url}/api/runs", json=body).json()["runs"]
+        url = f"{server.url}/api/runs/{run['id']}"
+        for _ in range(1200):  # bounded: 240 s
+            if c.get(url).json()["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.2)
+        detail = c.get(url)
+    return {
+        "cancel -> ended s": round(cancelled_s, 2),
+        "check events": len(detail.json()["history"]["checks"]),
+        "detail bytes": len(detail.content),
+    }
+
+
+LARGEST = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
+SLOW_CODE = "a = W1 @ W1 @ W1 @ W1 @ W1 @ W1 @ W1 @ W1\n" * 10  # ~1 s of matmuls, under the 3 s timeout
+
+
+def from_address(address: str) -> httpx.Client:
+    """A client whose connections come from another loopback address (the server stays on 127.0.0.1):
+    the server tells clients apart by their address, as it would a class's laptops."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=300)
+
+
+def in_threads(calls: list[Callable[[], object]]) -> list[object]:
+    """Run the calls at once, one thread each; their results (or exceptions) in order."""
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    return results
+
+
+def starvation(server: Server) -> dict[str, object]:
+    """Finding 4: one client's 30 slow checks, then 60, against another's trivial check and GET /api/runs;
+    20 largest-config /api/tensor/hprebn from one client against another's; a 40-byte repeated tuple."""
+    url = server.url
+    slow = {"step": 1, "code": SLOW_CODE, **LARGEST}
+    trivial = {"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"}
+    out: dict[str, object] = {}
+    with from_address("127.0.0.1") as me, from_address("127.0.0.2") as them:
+        me.post(f"{url}/api/check", json=trivial)  # warm: the lecture's pass in both workers
+        t0 = time.perf_counter()
+        one = me.post(f"{url}/api/check", json=slow)
+        out["one slow check s"] = round(time.perf_counter() - t0, 2)
+
+        def timed(call: Callable[[], httpx.Response]) -> tuple[int, float]:
+            t = time.perf_counter()
+            status = call().status_code
+            return status, time.perf_counter() - t
+
+        def victim() -> tuple[int, float]:
+            return timed(lambda: me.post(f"{url}/api/check", json=trivial))
+
+        attacker = [lambda: them.post(f"{url}/api/check", json=slow) for _ in range(30)]
+        results = in_threads([*attacker, lambda: (time.sleep(0.5), victim())[1]])
+        refused = sum(1 for r in results[:30] if isinstance(r, httpx.Response) and r.status_code in (429, 503))
+        out["30 slow checks: refused"] = refused
+        out["the other's check"] = "{} in {:.2f} s".format(*results[-1])  # type: ignore[misc]
+        attacker = [lambda: them.post(f"{url}/api/check", json=slow) for _ in range(60)]
+        runs = in_threads([*attacker, lambda: (time.sleep(0.5), timed(lambda: me.get(f"{url}/api/runs")))[1]])
+        out["GET /api/runs beside 60 checks"] = "{} in {:.2f} s".format(*runs[-1])  # type: ignore[misc]
+        hprebn = f"{url}/api/tensor/hprebn"  # the largest pass with its finite differences: ~0.5 s each
+        large = [lambda s=s: them.get(hprebn, params={"seed": 100 + s, **LARGEST}) for s in range(20)]
+        mine = lambda: (time.sleep(0.5), timed(lambda: me.get(hprebn, params={"seed": 7, **LARGEST})))[1]  # noqa: E731
+        states = in_threads([*large, mine])
+        out["large /api/tensor behind 20"] = "{} in {:.2f} s".format(*states[-1])  # type: ignore[misc]
+        out["their 20: refused"] = sum(1 for r in states[:20] if isinstance(r, httpx.Response) and r.status_code == 429)
+        t0 = time.perf_counter()
+        r = me.post(f"{url}/api/check", json={"step": 1, "code": "t = logprobs.shape * 1000000"})
+        out["shape * 1e6"] = f"{r.status_code} in {time.perf_counter() - t0:.2f} s"
+    del one
+    return out
+
+
+def stream_flood(server: Server) -> dict[str, object]:
+    """Finding 4: 800 event streams opened on one run (never read), then GET /api/runs."""
+    (run,) = httpx.post(f"{server.url}/api/runs", json={"max_steps": 1_000_000}, timeout=60).json()["runs"]
+    host, port = HOST, server.port
+    request = f"GET /api/runs/{run['id']}/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    socks = []
+    try:
+        for _ in range(800):
+            s = socket.create_connection((host, port), timeout=30)
+            s.sendall(request)
+            socks.append(s)
+        time.sleep(3)  # let the server take them all in
+        times = []
+        with httpx.Client(timeout=120) as c:
+            for _ in range(5):
+                t0 = time.perf_counter()
+                c.get(f"{server.url}/api/runs")
+                times.append(time.perf_counter() - t0)
+        refused = 0
+        for s in socks:
+            s.settimeout(5)
+            try:
+                head = s.recv(64)
+            except OSError:
+                head = b""
+            refused += head.startswith(b"HTTP/1.1 503")
+    finally:
+        for s in socks:
+            s.close()
+    return {"GET /api/runs median s": round(sorted(times)[2], 3), "streams refused (503)": refused}
+
+
+def memory_load(root: Path) -> dict[str, object]:
+    """Finding 7: 80 largest-config float64 /api/tensor/hprebn with different seeds, --cache-mb 512."""
+    with Server(root, "--cache-mb", "512", "--check-workers", "0") as server, httpx.Client(timeout=300) as c:
+        start = rss_mb(server.proc.pid)
+        samples = []
+        for seed in range(80):
+            c.get(f"{server.url}/api/tensor/hprebn", params={"seed": seed, **LARGEST, "step": 20})
+            if seed % 10 == 9:
+                samples.append(round(rss_mb(server.proc.pid)))
+        return {"RSS MiB at start": round(start), "every 10 requests": samples, "peak": round(hwm_mb(server.proc.pid))}
+
+
+ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "1": ("/api/check, a (32768,1,1) answer for dlogprobs", huge_check),
     "2": ("/api/check, 64 MiB body, Transfer-Encoding: chunked", chunked_body),
     "2b": ("/api/check, a 60 kB `code` (422)", echoed_input),
+    "3": ("check workers: a 70-dim view; 40 largest-config checks", worker_failures),
+    "4": ("one client's checks and large passes against another's", starvation),
+    "4b": ("800 event streams on one run, then GET /api/runs", stream_flood),
     "5": ("cross-site cancel (Origin: evil, text/plain); DELETE with Host: rebind", cross_site),
+    "9": ("cancel a largest-config run checked every step; a 3000-step run checked every step", slow_cancel),
+    "10": ("HEAD; /api/runs after 200 runs created and cancelled", runs_housekeeping),
+    "10b": ("a read-only runs database", read_only_db),
+    "6": ("--data changed after start-up, then removed", changed_data),
+    "7": ("80 largest float64 /api/tensor/hprebn, other seeds, --cache-mb 512", memory_load),
     "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
 }
+
+
+NO_SERVER = {read_only_db, changed_data, memory_load}  # attacks that start the server themselves
 
 
 def main() -> None:
@@ -252,8 +509,12 @@ def main() -> None:
     rows: dict[str, dict[str, dict[str, object]]] = {k: {} for k in chosen}
     for label, root in trees:
         for key in chosen:
-            with Server(root) as server:
-                rows[key][label] = ATTACKS[key][1](server)
+            attack = ATTACKS[key][1]
+            if attack in NO_SERVER:
+                rows[key][label] = attack(root)
+            else:
+                with Server(root) as server:
+                    rows[key][label] = attack(server)
             print(f"{key} {label}: {json.dumps(rows[key][label])}", file=sys.stderr, flush=True)
     print(f"| # | attack | {' | '.join(label for label, _ in trees)} |")
     print("|---|---|" + "---|" * len(trees))

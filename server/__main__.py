@@ -39,12 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, default=2, help="training runs at once, one process each (default 2)")
     parser.add_argument("--max-queued", type=int, default=8, help="runs waiting beyond those; more get 429 (default 8)")
     parser.add_argument(
+        "--keep-runs", type=int, default=500, help="ended runs kept, the newest; older ones are deleted (0: keep all)"
+    )
+    parser.add_argument(
         "--watch-grace", type=float, default=30.0,
         help="seconds a run trains on after its page closed, unless started with keep running (default 30)",
     )  # fmt: skip
     parser.add_argument(
         "--check-workers", type=int, default=2,
         help="sandboxed processes (per server process) that run learners' code for challenges; 0 turns them off",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-streams", type=int, default=200,
+        help="training runs' event streams open at once per server process; more get 503 (default 200)",
     )  # fmt: skip
     parser.add_argument(
         "--allowed-hosts", default=None,
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = args.data or str(DEFAULT_DATA)
     try:
-        load_dataset(data)
+        dataset = load_dataset(data)  # read once: every process gets these bytes, not the file
     except DataError as e:
         print(f"backprop-explorer: cannot use the data file: {e}", file=sys.stderr)
         return 2
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as e:
         print(f"backprop-explorer: cannot use the runs database {runs_db}: {e}", file=sys.stderr)
         return 2
-    from .web.app import LOCAL_HOSTS
+    from .web.guards import LOCAL_HOSTS
 
     hosts = [*LOCAL_HOSTS]
     if args.host not in ("0.0.0.0", "::", ""):
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BACKPROP_RUNS_DB"] = runs_db
     os.environ["BACKPROP_MAX_RUNS"] = str(args.max_runs)
     os.environ["BACKPROP_MAX_QUEUED"] = str(args.max_queued)
+    os.environ["BACKPROP_KEEP_RUNS"] = str(args.keep_runs)
+    os.environ["BACKPROP_MAX_STREAMS"] = str(args.max_streams)
     os.environ["BACKPROP_WATCH_GRACE_S"] = str(args.watch_grace)
     os.environ["BACKPROP_CHECK_WORKERS"] = str(args.check_workers)
 
@@ -110,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         "loop": "asyncio",
         "http": "httptools",
     }
-    return serve(args.host, args.port, args.workers, options)
+    from .web.factory import hand_over
+
+    handed = (os.path.abspath(data), dataset.raw, dataset.sha256)
+    return serve(args.host, args.port, args.workers, options, setup=(hand_over, (handed,)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,12 +19,34 @@ from .engine import BackwardPass, run_backward
 # copies for finite differences: ~6x its forward values once everything is asked for (measured 0.54 MB
 # for the lecture's config, whose forward values are 0.09 MB)
 BYTES_PER_VALUE_BYTE = 6
+COLLECT_EVERY = 8  # garbage is collected once passes of 1/8 of the byte budget have been evicted
 
 
 def pass_bytes(bp: BackwardPass) -> int:
     """What a pass will hold in memory once all its steps and checks have run (an estimate)."""
     values = sum(t.numel() * t.element_size() for t in bp.values.values() if isinstance(t, torch.Tensor))
     return BYTES_PER_VALUE_BYTE * values
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the system: glibc keeps it in each thread's arena otherwise, and the
+    passes of large configs are computed on whichever worker thread is free (arenas: one per thread)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+class OtherVocabulary(LookupError):
+    """A run trained on another names list (another --data at the time): its embedding does not fit."""
 
 
 class PassCache:
@@ -42,6 +67,7 @@ class PassCache:
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.nbytes = 0
+        self._evicted = 0  # bytes evicted since the last garbage collection
         self.trained = trained  # run id -> its trained parameters
         self._entries: OrderedDict[tuple[ModelConfig, str], tuple[BackwardPass, int]] = OrderedDict()
         self._inflight: dict[tuple[ModelConfig, str], threading.Lock] = {}
@@ -62,6 +88,11 @@ class PassCache:
                 params = self.trained(config.run) if config.run else None
                 if config.run and params is None:
                     raise LookupError(f"run {config.run} has no trained parameters")
+                if params is not None and params["C"].shape[0] != self.dataset.vocab_size:
+                    raise OtherVocabulary(
+                        f"run {config.run} was trained on a names list of {params['C'].shape[0]} characters; "
+                        f"this server's has {self.dataset.vocab_size}"
+                    )
                 result = run_backward(config, self.dataset, mode, params)
                 size = pass_bytes(result)
                 with self._lock:
@@ -71,7 +102,17 @@ class PassCache:
                     while len(self._entries) > 1 and (
                         len(self._entries) > self.maxsize or self.nbytes > self.max_bytes
                     ):
-                        self.nbytes -= self._entries.popitem(last=False)[1][1]
+                        evicted = self._entries.popitem(last=False)[1][1]
+                        self.nbytes -= evicted
+                        self._evicted += evicted
+                    collect = self._evicted > self.max_bytes // COLLECT_EVERY
+                    if collect:
+                        self._evicted = 0
+                if collect:
+                    # a pass is a reference cycle (its comparisons point back at it): only the cycle collector
+                    # frees an evicted one, and it counts objects, not bytes, so it may not run for a long time
+                    gc.collect()
+                    release_free_memory()
                 return result
             finally:
                 with self._lock:

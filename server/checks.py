@@ -8,15 +8,43 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import threading
-from collections import OrderedDict
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .data import Dataset
+
+DataHandOver = tuple[str, bytes, str]  # a dataset's path (its name), bytes and sha256, as the server validated them
 
 TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradient takes milliseconds)
 MEMORY_LIMIT = 1 << 30  # bytes of address space a worker may add to what it uses after start-up
 PASSES_KEPT = 16
+CACHE_SHARE = 4  # a worker's passes hold at most 1/4 of its memory limit; the rest is the learner's code's
 CHECK_NICENESS = 10
+
+
+def failure_message(e: BaseException, memory_limit: int) -> str:
+    """What a learner is told when grading failed with an error the sandbox did not turn into a reason."""
+    text = str(e).strip()
+    if isinstance(e, MemoryError) or "can't allocate memory" in text or "Cannot allocate memory" in text:
+        return f"the check needs more memory than a check may use ({memory_limit >> 20} MiB); try a smaller config"
+    first = text.splitlines()[0][:300] if text else ""
+    return f"the check failed: {type(e).__name__}" + (f": {first}" if first else "")
+
+
+def death_message(exitcode: int | None) -> str:
+    """Why a worker stopped, from its exit code, for the learner whose check it was running."""
+    if exitcode is None:
+        why = "stopped answering"
+    elif exitcode == -signal.SIGKILL:
+        why = "was killed (SIGKILL: the system does that when memory runs out)"
+    elif exitcode < 0:
+        why = f"crashed ({signal.Signals(-exitcode).name})"
+    else:
+        why = f"exited (code {exitcode})"
+    return f"the evaluator {why} while checking this code; it has been restarted"
 
 
 def _limit_memory(extra: int) -> None:
@@ -27,23 +55,28 @@ def _limit_memory(extra: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (used + extra, used + extra))
 
 
-def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
+def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     import os
 
     # below the web server: its warm-up and learners' code never slow down pages and the API
     os.nice(CHECK_NICENESS)
     import torch
 
+    from .cache import PassCache
     from .challenge import grade, hints
     from .config import ModelConfig
-    from .data import load_dataset
+    from .data import dataset_from
     from .engine import run_backward
     from .sandbox import Refused
     from .serialize import graded_json
 
     torch.set_num_threads(1)
-    dataset = load_dataset(data_path)
-    passes: OrderedDict[tuple[ModelConfig, str], Any] = OrderedDict()
+    dataset = dataset_from(*data)  # the words the server validated, not the file (it may have changed)
+
+    def new_cache() -> PassCache:
+        return PassCache(dataset, maxsize=PASSES_KEPT, max_bytes=memory_limit // CACHE_SHARE)
+
+    passes = new_cache()
     # warm up (imports, first kernels, meta device) before the limit and the first learner
     bp = run_backward(ModelConfig(), dataset, "atomic")
     grade(bp, 1, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n")
@@ -56,12 +89,7 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
     while True:
         job = conn.recv()
         try:
-            key = (job["config"], job["mode"])
-            if key not in passes:
-                passes[key] = run_backward(job["config"], dataset, job["mode"])
-                while len(passes) > PASSES_KEPT:
-                    passes.popitem(last=False)
-            bp = passes[key]
+            bp = passes.get(job["config"], job["mode"])
             if job.get("hints"):
                 conn.send({"hints": hints(bp, job["step"])})
             else:
@@ -69,15 +97,16 @@ def _serve(conn: Connection, data_path: str, memory_limit: int) -> None:
                 conn.send({"json": graded_json(grade(bp, job["step"], job["code"]))})
         except Refused as e:
             conn.send({"refused": str(e)})
-        except MemoryError:
-            conn.send({"refused": "the code needs more memory than a gradient check may use"})
+        except Exception as e:  # any other failure: the learner hears what it was, and the worker carries on
+            conn.send({"refused": failure_message(e, memory_limit)})
+            passes = new_cache()  # whatever grew is let go (a memory error leaves the cache the likeliest cause)
 
 
 class Worker:
-    def __init__(self, data_path: str, memory_limit: int) -> None:
+    def __init__(self, data: DataHandOver, memory_limit: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, data_path, memory_limit), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, data, memory_limit), daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
@@ -97,12 +126,13 @@ class CheckPool:
     """N workers; a job waits for a free one. run() returns {"json": the graded answer's JSON} or {"refused": why}."""
 
     def __init__(
-        self, data_path: str, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT
+        self, dataset: Dataset, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT
     ) -> None:
-        self.data_path, self.timeout_s, self.memory_limit = data_path, timeout_s, memory_limit
+        self.data: DataHandOver = (str(dataset.path), dataset.raw, dataset.sha256)
+        self.timeout_s, self.memory_limit = timeout_s, memory_limit
         self.idle: queue.Queue[Worker | None] = queue.Queue()
         for _ in range(size):
-            self.idle.put(Worker(data_path, memory_limit))
+            self.idle.put(Worker(self.data, memory_limit))
         self.respawns = 0
         self._lock = threading.Lock()
 
@@ -111,7 +141,7 @@ class CheckPool:
         healthy = False
         try:
             if worker is None:
-                worker = Worker(self.data_path, self.memory_limit)
+                worker = Worker(self.data, self.memory_limit)
             if not worker.wait_ready(60):
                 return {"refused": "the evaluator did not start; try again"}
             worker.conn.send(job)
@@ -120,8 +150,9 @@ class CheckPool:
             answer = worker.conn.recv()
             healthy = True
             return answer
-        except (EOFError, OSError):
-            return {"refused": "the code stopped the evaluator (too much memory?); it has been restarted"}
+        except (EOFError, OSError):  # the worker is gone: say how it went
+            worker.proc.join(timeout=5)
+            return {"refused": death_message(worker.proc.exitcode)}
         finally:
             # the slot always comes back: with its worker, or empty (stuck, dead or never started) so that
             # the next job starts a fresh one

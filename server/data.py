@@ -44,6 +44,7 @@ class Dataset:
     sha256: str
     itos: dict[int, str]
     stoi: dict[str, int]
+    raw: bytes = field(default=b"", repr=False)  # the file's bytes as validated: what other processes get
     _splits: dict[int, Splits] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -106,7 +107,21 @@ def load_dataset(path: str | Path) -> Dataset:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise DataError(f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit")
-    raw = path.read_bytes()
+    return parse_dataset(path.read_bytes(), path)
+
+
+def dataset_from(path: str | Path, raw: bytes, sha256: str) -> Dataset:
+    """The dataset a server validated at start-up, rebuilt from its bytes in another process (never the file
+    again: it may have changed or gone since); the bytes must be the ones validated."""
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise DataError(f"{path}: the names list handed over is not the one validated at start-up")
+    return parse_dataset(raw, Path(path))
+
+
+def parse_dataset(raw: bytes, path: Path) -> Dataset:
+    """Validate the bytes of a names file (`path` names it in messages and in the API)."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise DataError(f"{path}: {len(raw):,} bytes is over the {MAX_FILE_BYTES:,}-byte limit")
     if b"\x00" in raw:
         raise DataError(f"{path}: holds NUL bytes: this looks like a binary file, not a names list")
     try:
@@ -140,4 +155,5 @@ def load_dataset(path: str | Path) -> Dataset:
         sha256=hashlib.sha256(raw).hexdigest(),
         itos=dict(sorted(itos.items())),
         stoi=stoi,
+        raw=raw,
     )

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from .data import Dataset
 from .runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _hand_over(proc: subprocess.Popen, raw: bytes) -> None:
+    """Write the names list to a worker's stdin (a thread: the pipe holds 64 KiB until the worker reads)."""
+    assert proc.stdin is not None
+    try:
+        with proc.stdin:
+            proc.stdin.write(raw)
+    except OSError:  # the worker died first: its run ends as failed or interrupted
+        pass
+
+
 class Scheduler:
     """Called every half second by the web app: sweep stale runs, claim queued ones, reap workers."""
 
-    def __init__(self, store: RunStore, data_path: Path) -> None:
+    def __init__(self, store: RunStore, dataset: Dataset) -> None:
         self.store = store
-        self.data_path = data_path
+        self.dataset = dataset
         self.workers: dict[int, subprocess.Popen] = {}  # run id -> its worker process
 
     def tick(self) -> None:
@@ -27,10 +39,13 @@ class Scheduler:
         while (claimed := self.store.claim()) is not None:
             run_id, _ = claimed
             cmd = [
-                sys.executable, "-m", "server.worker", "--db", str(self.store.path), "--data", str(self.data_path),
-                "--run", str(run_id), "--watch-grace", str(self.store.limits.watch_grace_s),
+                sys.executable, "-m", "server.worker", "--db", str(self.store.path), "--run", str(run_id),
+                "--data-name", str(self.dataset.path), "--data-sha256", self.dataset.sha256,
+                "--watch-grace", str(self.store.limits.watch_grace_s),
             ]  # fmt: skip
-            proc = subprocess.Popen(cmd, cwd=ROOT)
+            # the words validated at start-up go through its stdin: the file is never read again
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE)
+            threading.Thread(target=_hand_over, args=(proc, self.dataset.raw), daemon=True).start()
             self.workers[run_id] = proc
             self.store.set_worker(run_id, proc.pid)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .training import TrainConfig
+from .training import CHECK_EVENTS, STATS_POINTS, TrainConfig
 
 DEFAULT_RUNS_DB = Path.home() / ".backprop-explorer" / "runs.sqlite3"
 ACTIVE = ("queued", "running")
@@ -66,6 +66,7 @@ class Limits:
     max_running: int = 2  # runs training at once (each in its own process, one torch thread)
     max_queued: int = 8  # waiting runs; beyond, a request is refused with 429
     watch_grace_s: float = 30.0  # a run nobody watches (and not keep_running) is cancelled after this
+    keep_ended: int = 500  # ended runs kept, the newest; older ones are deleted (0: keep every run)
 
 
 class RunStore:
@@ -82,6 +83,12 @@ class RunStore:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
             if "losses" not in columns:  # a database from before per-step losses were kept
                 db.execute("ALTER TABLE runs ADD COLUMN losses BLOB")
+            # a write, rolled back: a read-only file (or folder) fails here, at start-up, not on the first run
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(f"PRAGMA user_version = {int(db.execute('PRAGMA user_version').fetchone()[0])}")
+            finally:
+                db.execute("ROLLBACK")
         finally:
             db.close()
 
@@ -132,10 +139,15 @@ class RunStore:
                 self._event(db, run_id, "status", {"status": "queued"})
         return ids
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, limit: int = 100, before: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
+        """The newest `limit` runs older than run `before` (None: the newest), and the cursor of the next page."""
         with self._db() as db:
-            rows = db.execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
-        return [self._summary(row) for row in rows]
+            rows = db.execute(
+                "SELECT * FROM runs WHERE id < ? ORDER BY id DESC LIMIT ?", (before or 2**63 - 1, limit + 1)
+            ).fetchall()
+        more = len(rows) > limit
+        runs = [self._summary(row) for row in rows[:limit]]
+        return runs, runs[-1]["id"] if more else None
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         with self._db() as db:
@@ -152,14 +164,21 @@ class RunStore:
         return [(r["seq"], r["kind"], r["data"]) for r in rows]
 
     def history(self, run_id: int) -> dict[str, Any]:
-        """The run's curves and checks so far, merged from its events (what the page rebuilds live)."""
+        """The run's curves and checks so far, merged from its events (what the page rebuilds live); bounded:
+        at most CHECK_EVENTS checks and STATS_POINTS statistics, whatever the run's length."""
         out: dict[str, Any] = {"points": [], "smooth": [], "ud": [], "saturation": [], "checks": [],
                                "histograms": [], "progress": None}  # fmt: skip
         with self._db() as db:
+            n_checks = db.execute(
+                "SELECT count(*) FROM events WHERE run_id = ? AND kind = 'check'", (run_id,)
+            ).fetchone()[0]
+            stride = max(1, -(-n_checks // CHECK_EVENTS))  # runs from before checks were grouped had one a step
             rows = db.execute(
-                "SELECT kind, data FROM events WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms') "
-                "ORDER BY seq",
-                (run_id,),
+                "SELECT kind, data FROM (SELECT seq, kind, data, CASE kind WHEN 'check' THEN "
+                "row_number() OVER (PARTITION BY kind ORDER BY seq) END AS r FROM events "
+                "WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms')) "
+                "WHERE r IS NULL OR r % ? = 0 OR r = ? ORDER BY seq",
+                (run_id, stride, n_checks),
             ).fetchall()
         for row in rows:
             data = json.loads(row["data"])
@@ -171,6 +190,10 @@ class RunStore:
                 out["checks"].append(data)
             else:
                 out["histograms"].append(data)
+        for key in ("ud", "saturation"):  # likewise sampled more densely before
+            stride = -(-len(out[key]) // STATS_POINTS)
+            if stride > 1:
+                out[key] = out[key][::stride] + ([out[key][-1]] if (len(out[key]) - 1) % stride else [])
         return out
 
     def watch(self, run_id: int) -> None:
@@ -232,7 +255,7 @@ class RunStore:
             db.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (pid, run_id))
 
     def sweep(self) -> None:
-        """Interrupt runs whose worker stopped beating; cancel queued runs that nobody watches."""
+        """Interrupt runs whose worker stopped beating; cancel queued runs that nobody watches; prune old runs."""
         now = time.time()
         with self._db(immediate=True) as db:
             for row in db.execute(
@@ -244,6 +267,13 @@ class RunStore:
                 (now - self.limits.watch_grace_s,),
             ).fetchall():
                 self._end(db, row["id"], "cancelled", "nobody was watching it (start it with keep running)")
+            if self.limits.keep_ended:
+                ended = ", ".join(f"'{s}'" for s in ENDED)
+                db.execute(
+                    f"DELETE FROM runs WHERE status IN ({ended}) AND id < (SELECT min(id) FROM (SELECT id FROM runs "
+                    f"WHERE status IN ({ended}) ORDER BY id DESC LIMIT ?))",
+                    (self.limits.keep_ended,),
+                )
 
     def interrupt_all_running(self, pids: set[int]) -> None:
         """On shutdown: the runs of these workers end as interrupted."""

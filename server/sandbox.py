@@ -28,6 +28,7 @@ MAX_INT = 10**6  # integer constants and computed integers
 MAX_FLOAT = 1e12  # float constants and computed Python floats
 MAX_EXPONENT = 16  # x ** p with |p| <= 16
 MAX_RANGE = 10**5
+MAX_TUPLE = 64  # a shape has at most this many entries (torch's own limit on dimensions)
 
 STATEMENTS = (ast.Assign, ast.AugAssign, ast.Expr)
 EXPRESSIONS = (
@@ -260,6 +261,13 @@ class Interpreter:
                     raise Refused("0 to a negative power")
             if isinstance(node.op, ast.Div) and not isinstance(right, torch.Tensor) and right == 0:
                 raise Refused("division by zero")
+            if isinstance(left, tuple | range) or isinstance(right, tuple | range):
+                # refused before it runs: logprobs.shape * 1000000 is a 2M-entry tuple, in 40 bytes of code
+                if not isinstance(node.op, ast.Add) or not (isinstance(left, tuple) and isinstance(right, tuple)):
+                    raise Refused(f"line {node.lineno}: shapes and ranges do not do arithmetic; only two shapes "
+                                  "join with + (x.shape + (1,))")  # fmt: skip
+                if len(left) + len(right) > MAX_TUPLE:
+                    raise Refused(f"line {node.lineno}: a shape of more than {MAX_TUPLE} entries")
             return BINOPS[type(node.op)](left, right)
         if isinstance(node, ast.Tuple):
             return tuple(self.expr(e) for e in node.elts)
@@ -368,6 +376,8 @@ class Interpreter:
         elif isinstance(value, int | float) and not isinstance(value, bool):
             _check_number(value)
         elif isinstance(value, tuple):
+            if len(value) > MAX_TUPLE:
+                raise Refused(f"a tuple of {len(value):,} entries; a shape has at most {MAX_TUPLE}")
             for v in value:
                 self.check_value(v)
         elif not isinstance(value, bool | range | type(None)):

@@ -26,8 +26,10 @@ TRAIN_BOUNDS: dict[str, tuple[int, int]] = {
     "check_every": (1, 1_000_000),
 }
 MAX_LR = 1e38  # anything float32 holds: a huge rate is allowed, to watch the loss blow up to NaN
-EMIT_EVERY_S = 0.5  # progress events at most this often
-STATS_EVERY = 100  # update-to-data ratio and tanh saturation sampled every this many steps
+EMIT_EVERY_S = 0.5  # progress events at most this often; a stop is looked for as often (the clock read every step)
+STATS_EVERY = 100  # update-to-data ratio and tanh saturation sampled every this many steps ...
+STATS_POINTS = 2000  # ... or fewer: at most this many samples per run
+CHECK_EVENTS = 500  # check events per run at most: more frequent checks are reported in groups, each its worst
 N_CHECKPOINTS = 10  # histograms at this many evenly spaced steps (and at step 0)
 CURVE_POINTS = 2000  # raw per-step losses kept for the curve, evenly spaced
 SMOOTH_BUCKETS = 200  # the smoothed line: mean log10 loss over max_steps / 200 steps (1000 in the lecture)
@@ -287,11 +289,22 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _worse(a: float | None, b: float | None) -> float | None:
+    """The worse of two maxdiffs, None (not finite) being the worst."""
+    return None if a is None or b is None else max(a, b)
+
+
 class Training:
     """One run: the loop, its progress events, and the evaluation at the end."""
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, emit: Callable[[str, dict[str, Any]], None]) -> None:
-        self.config, self.dataset, self.emit = config, dataset, emit
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        emit: Callable[[str, dict[str, Any]], None],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.config, self.dataset, self.emit, self.clock = config, dataset, emit, clock
         self.splits = dataset.splits(config.block_size)
         self.p, self.g = init_params(config.model(), dataset.vocab_size)
         self.manual = ManualBackward(self.p, config.batch_size)
@@ -304,9 +317,13 @@ class Training:
         self.stride = max(1, total // CURVE_POINTS)
         self.bucket = max(1, total // SMOOTH_BUCKETS)
         self.checkpoints = {round(k * total / N_CHECKPOINTS) for k in range(N_CHECKPOINTS)} | {total - 1}
+        self.stats_every = max(STATS_EVERY, -(-total // STATS_POINTS))
+        n_checks = -(-total // config.check_every) + (1 if (total - 1) % config.check_every else 0)
+        self.check_group = -(-n_checks // CHECK_EVENTS)  # comparisons per check event
+        self.pending_check: dict[str, Any] | None = None  # the worst of the group so far
         self.ud: list[list[Any]] = []
         self.saturation: list[list[Any]] = []
-        self.started = time.perf_counter()
+        self.started = clock()
 
     @torch.no_grad()
     def run(self, should_stop: Callable[[], str | None] = lambda: None) -> str:
@@ -315,18 +332,21 @@ class Training:
         stepper = self.stepper
         Xtr, Ytr, g, n = self.splits.Xtr, self.splits.Ytr, self.g, cfg.batch_size
         ntr = Xtr.shape[0]
-        pending, checkpoints, last_emit = self.pending, self.checkpoints, time.perf_counter()
+        pending, checkpoints, clock, stats_every = self.pending, self.checkpoints, self.clock, self.stats_every
+        last_emit = clock()
         self.emit("status", {"status": "running"})
         for i in range(total):
             ix = torch.randint(0, ntr, (n,), generator=g)  # the lecture's batch draw, from the same generator
             Xb, Yb = Xtr[ix], Ytr[ix]
             lr = cfg.lr_at(i)
-            if i % STATS_EVERY and i % cfg.check_every and i not in checkpoints:
+            if i % stats_every and i % cfg.check_every and i not in checkpoints:
                 pending.append(stepper.step(Xb, Yb, lr))
             else:
                 pending.append(self.observed_step(i, Xb, Yb, lr))
-            if (i & 255) == 255 and time.perf_counter() - last_emit >= EMIT_EVERY_S:
-                last_emit = time.perf_counter()
+            # by time, every step: a step of the largest config takes ~50 ms, so counting steps would
+            # leave a cancelled run training for seconds
+            if clock() - last_emit >= EMIT_EVERY_S:
+                last_emit = clock()
                 if not self.flush(i + 1):
                     return self.stop("diverged")
                 reason = should_stop()
@@ -345,8 +365,7 @@ class Training:
         if i % cfg.check_every == 0 or i == total - 1:
             _, ref = self.reference.grads(Xb, Yb)
             maxdiff = {k: _finite(float((a - b).abs().max())) for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True)}
-            worst = max((v for v in maxdiff.values() if v is not None), default=None)
-            self.emit("check", {"step": i, "maxdiff": maxdiff, "max": worst if None not in maxdiff.values() else None})
+            self.record_check(i, maxdiff, last=i == total - 1)
         if i in self.checkpoints:
             weights = dict(zip(PARAM_NAMES, grads, strict=True))
             self.emit("histograms", {
@@ -355,7 +374,7 @@ class Training:
                 "activation_grads": {k: _histogram(acts[k]) for k in ("dlogits", "dhpreact", "dhprebn")},
                 "weight_grads": {k: _histogram(weights[k]) for k in WEIGHTS},
             })  # fmt: skip
-        if i % STATS_EVERY == 0:
+        if i % self.stats_every == 0:
             # the previous lecture's update-to-data ratio, log10(std(lr * grad) / std(param)), per weight matrix
             self.ud.append([i, {
                 k: _finite(float(((lr * gr).std() / t.std()).log10()))
@@ -366,6 +385,22 @@ class Training:
             return self.reference.step(Xb, Yb, lr)
         torch._foreach_add_(self.manual.params, grads, alpha=-lr)
         return logits, Yb
+
+    def record_check(self, step: int, maxdiff: dict[str, float | None], last: bool) -> None:
+        """Emit a check event, or fold this comparison into the group's (each parameter's worst; None is sticky)."""
+        group = self.pending_check
+        if group is None:
+            group = self.pending_check = {"step": step, "maxdiff": maxdiff, "checks": 0}
+        else:
+            before = group["maxdiff"]
+            group["step"] = step
+            group["maxdiff"] = {k: _worse(before[k], v) for k, v in maxdiff.items()}
+        group["checks"] += 1
+        if group["checks"] == self.check_group or last:
+            values = group["maxdiff"].values()
+            worst = max((v for v in values if v is not None), default=None)
+            self.emit("check", {**group, "max": worst if None not in values else None})
+            self.pending_check = None
 
     def flush(self, done: int) -> bool:
         """Move pending losses into `losses` and emit progress; False once a loss is not finite."""
@@ -385,7 +420,7 @@ class Training:
             smooth.append([self.smoothed + self.bucket // 2, _finite(float(window.log10().mean()))])
             self.smoothed += self.bucket
         self.flushed = done
-        elapsed = time.perf_counter() - self.started
+        elapsed = self.clock() - self.started
         rate = done / elapsed if elapsed > 0 else 0.0
         self.emit("progress", {
             "step": done, "max_steps": total, "steps_per_s": rate,
@@ -410,5 +445,5 @@ class Training:
             "train_loss": _finite(split_loss(p, bn, sp.Xtr, sp.Ytr)),
             "val_loss": _finite(split_loss(p, bn, sp.Xdev, sp.Ydev)),
             "samples": sample_names(p, bn, self.dataset, self.config.block_size, self.config.seed),
-            "duration_s": time.perf_counter() - self.started,
+            "duration_s": self.clock() - self.started,
         })  # fmt: skip

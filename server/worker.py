@@ -1,4 +1,6 @@
-"""A training run's own process: python -m server.worker --db PATH --data PATH --run ID.
+"""A training run's own process: python -m server.worker --db PATH --run ID --data-name NAME --data-sha256 HEX.
+
+The names list comes through stdin, as the server validated it at start-up (the file is never re-read).
 
 Started by a server process for a run it claimed. One torch thread; reports through the run store;
 stops when the run is cancelled, deleted or abandoned, when it gets SIGTERM (server shutdown), or
@@ -15,7 +17,7 @@ import traceback
 
 import torch
 
-from .data import load_dataset
+from .data import dataset_from
 from .runs import Limits, RunStore
 from .training import TrainConfig, Training
 
@@ -23,10 +25,12 @@ from .training import TrainConfig, Training
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.worker", description=__doc__)
     parser.add_argument("--db", required=True)
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data-name", required=True, help="the names file's path, as the server shows it")
+    parser.add_argument("--data-sha256", required=True, help="the sha256 of the bytes read from stdin")
     parser.add_argument("--run", type=int, required=True)
     parser.add_argument("--watch-grace", type=float, default=Limits().watch_grace_s)
     args = parser.parse_args(argv)
+    raw = sys.stdin.buffer.read()  # first: the server's writer thread waits on the pipe
     torch.set_num_threads(1)
     store = RunStore(args.db, Limits(watch_grace_s=args.watch_grace))
     parent = os.getppid()
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return store.should_stop(args.run)
 
     try:
-        training = Training(TrainConfig(**run["config"]), load_dataset(args.data), emit)
+        training = Training(TrainConfig(**run["config"]), dataset_from(args.data_name, raw, args.data_sha256), emit)
         status = training.run(should_stop)
     except Exception as e:  # a bug or a resource limit: the run says why instead of hanging as running
         traceback.print_exc()

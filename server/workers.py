@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -29,7 +30,12 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+Setup = tuple[Callable[..., None], tuple[Any, ...]]  # called in every server process before its app is built
+
+
+def _worker(host: str, port: int, options: dict[str, Any], setup: Setup | None) -> None:
+    if setup:
+        setup[0](*setup[1])
     try:
         sock = _listen(host, port)
     except OSError as e:
@@ -57,13 +63,15 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def serve(host: str, port: int, workers: int, options: dict[str, Any]) -> int:
+def serve(host: str, port: int, workers: int, options: dict[str, Any], setup: Setup | None = None) -> int:
     """Run `workers` uvicorn servers for uvicorn.Config(**options); restart one that crashes."""
     problem = port_problem(host, port)
     if problem:
         print(f"backprop-explorer: {problem}", file=sys.stderr)
         return 3
     if workers == 1:
+        if setup:
+            setup[0](*setup[1])
         uvicorn.run(host=host, port=port, **options)
         return 0
     ctx = multiprocessing.get_context("spawn")
@@ -71,7 +79,7 @@ def serve(host: str, port: int, workers: int, options: dict[str, Any]) -> int:
 
     def start() -> tuple[multiprocessing.process.BaseProcess, float]:
         # not daemonic: a worker starts processes of its own (the sandboxed code checkers)
-        proc = ctx.Process(target=_worker, args=(host, port, options))
+        proc = ctx.Process(target=_worker, args=(host, port, options, setup))
         proc.start()
         return proc, time.monotonic()
 

@@ -10,6 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import server.engine as engine
+from server.bugs import BUGS
 from server.web.app import create_app
 
 
@@ -193,6 +194,14 @@ def test_plotly_is_the_installed_packages_and_cacheable(client):
     assert again.status_code == 304 and again.content == b""
 
 
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_every_bug_in_float64(client, bug):
+    mode = BUGS[bug].modes[0]
+    r = client.get("/api/state", params={"bug": bug, "dtype": "float64", "mode": mode})
+    assert r.status_code == 200, r.text  # clipped_loss wrote a float32 tensor into float64 dlogprobs: a 500
+    assert not all(n["cmp"] is None or n["cmp"]["approx"] for n in r.json()["nodes"].values())
+
+
 def test_bug_lab_over_the_api(client):
     bugs = {b["name"]: b for b in client.get("/api/bugs").json()["bugs"]}
     assert len(bugs) >= 5 and "clipped_loss" in bugs
@@ -323,7 +332,7 @@ def test_a_chunked_body_over_the_cap_is_413(client):
 def test_the_body_cap_answers_as_soon_as_it_is_crossed():
     import asyncio
 
-    from server.web.app import MAX_BODY_BYTES, LimitBody
+    from server.web.guards import MAX_BODY_BYTES, LimitBody
 
     read, sent, reached = [], [], []
 
@@ -385,3 +394,11 @@ def test_a_bug_is_a_json_500_not_plain_text(lecture_dataset, monkeypatch):
         r = c.get("/api/state", params={"seed": 5})
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
     assert "RuntimeError" in r.json()["detail"] and "a bug" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/api/health", "/api/dataset", "/api/state?step=2", "/", "/train.html"])
+def test_head_is_answered_as_get_without_the_body(client, path):
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == str(len(get.content))

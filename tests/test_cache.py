@@ -67,3 +67,20 @@ def test_the_size_estimate_covers_what_a_pass_holds(embedded_dataset):
         estimate = pass_bytes(bp)
         held = held_bytes(bp)
         assert held <= estimate < 3 * held, (config, held, estimate)
+
+
+def test_an_evicted_pass_is_freed_not_left_to_the_cycle_collector(embedded_dataset):
+    import gc
+    import weakref
+
+    one = pass_bytes(PassCache(embedded_dataset).get(LECTURE, "atomic"))
+    cache = PassCache(embedded_dataset, max_bytes=one)  # holds one pass: each new one evicts the last
+    gc.collect()
+    gc.disable()  # as in a busy process, where the collector may not run for a long time
+    try:
+        first = weakref.ref(cache.get(LECTURE, "atomic"))
+        first().cmp.get("logprobs")  # a pass refers to itself through its comparisons
+        cache.get(replace(LECTURE, seed=1), "atomic")
+        assert first() is None  # evicted and freed: its tensors are not kept beyond the budget
+    finally:
+        gc.enable()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -100,7 +103,7 @@ def test_checks_off_is_503(lecture_dataset):
 
 
 def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
-    pool = CheckPool(str(lecture_dataset.path), size=1, timeout_s=0.0)  # every job is "too slow"
+    pool = CheckPool(lecture_dataset, size=1, timeout_s=0.0)  # every job is "too slow"
     try:
         from server.config import ModelConfig
 
@@ -116,11 +119,83 @@ def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
 def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
     from server.config import ModelConfig
 
-    pool = CheckPool(str(lecture_dataset.path), size=1, memory_limit=0)  # no room to grow at all
+    pool = CheckPool(lecture_dataset, size=1, memory_limit=0)  # no room to grow at all
     try:
         job = {"config": ModelConfig(batch_size=256, n_hidden=512), "mode": "atomic", "step": 1, "code": DLOGPROBS}
         answer = pool.run(job)
         assert "refused" in answer and ("memory" in answer["refused"] or "restarted" in answer["refused"])
+    finally:
+        pool.close()
+
+
+def test_a_workers_passes_fit_its_memory_limit(lecture_dataset):
+    from server.config import ModelConfig
+
+    # each pass of the largest config holds ~40 MB by step 18; kept 16 at a time they ran a worker with a
+    # 256 MiB limit out of memory ("can't allocate memory" killed it), now the cache holds a quarter of it
+    pool = CheckPool(lecture_dataset, size=1, timeout_s=60, memory_limit=256 << 20)
+    code = "dembcat = dhprebn @ W1.T\ndW1 = embcat.T @ dhprebn\ndb1 = dhprebn.sum(0)"
+    largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
+    try:
+        for seed in range(8):
+            job = {"config": ModelConfig(seed=seed, **largest), "mode": "atomic", "step": 18, "code": code}
+            answer = pool.run(job)
+            assert "json" in answer and orjson.loads(answer["json"])["correct"], (seed, answer)
+        assert pool.respawns == 0
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+                   "allocate 2097152 bytes"), "needs more memory than a check may use (1024 MiB)"),
+     (MemoryError(), "needs more memory"),
+     (ValueError("maximum supported dimension for an ndarray is 64, found 70"),
+      "the check failed: ValueError: maximum supported dimension for an ndarray is 64, found 70")],
+)  # fmt: skip
+def test_a_grading_failure_is_told_as_what_it_was(exc, message):
+    from server.checks import MEMORY_LIMIT, failure_message
+
+    assert message in failure_message(exc, MEMORY_LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("sig", "message"), [(signal.SIGKILL, "killed (SIGKILL"), (signal.SIGSEGV, "crashed (SIGSEGV)")]
+)
+def test_a_dead_worker_is_reported_by_how_it_died_and_replaced(lecture_dataset, sig, message):
+    from server.config import ModelConfig
+
+    pool = CheckPool(lecture_dataset, size=1, timeout_s=30)
+    try:
+        (worker,) = list(pool.idle.queue)
+        assert worker.wait_ready(60)
+        os.kill(worker.proc.pid, sig)
+        job = {"config": ModelConfig(), "mode": "atomic", "step": 1, "code": DLOGPROBS}
+        refused = pool.run(job)["refused"]
+        assert message in refused and "restarted" in refused, refused
+        assert orjson.loads(pool.run(job)["json"])["correct"]  # a fresh worker took the slot
+    finally:
+        pool.close()
+
+
+def test_a_new_worker_grades_on_the_words_validated_at_start_not_the_file(lecture_dataset, tmp_path):
+    from server.config import ModelConfig
+    from server.data import load_dataset
+
+    path = tmp_path / "names.txt"
+    path.write_bytes(lecture_dataset.raw)
+    pool = CheckPool(load_dataset(path), size=1)
+    try:
+        (worker,) = list(pool.idle.queue)
+        assert worker.wait_ready(60)
+        with path.open("a") as f:
+            f.write("zoë\n")  # a 28th character, after start-up
+        os.kill(worker.proc.pid, signal.SIGKILL)  # its replacement starts after the change
+        job = {"config": ModelConfig(), "mode": "atomic", "step": 1, "code": DLOGPROBS}
+        assert "restarted" in pool.run(job)["refused"]
+        graded = orjson.loads(pool.run(job)["json"])
+        assert graded["correct"] and graded["results"][0]["expected_shape"] == [32, 27]
     finally:
         pool.close()
 

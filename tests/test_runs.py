@@ -6,6 +6,9 @@ import json
 import math
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,6 +67,23 @@ def test_store_events_heartbeat_and_params(tmp_path):
     assert not store.append(run_id, "progress", {"step": 1})  # a worker learns its run is gone
 
 
+def test_a_runs_detail_is_bounded_however_many_checks_it_recorded(tmp_path):
+    from server.training import CHECK_EVENTS, STATS_POINTS
+
+    store = RunStore(tmp_path / "runs.db")
+    (run_id,) = store.create([TrainConfig()], keep_running=False)
+    store.claim()
+    n = 3 * CHECK_EVENTS + 7  # as a run with a check every step wrote them before checks were grouped
+    for step in range(n):
+        store.append(run_id, "check", {"step": step, "maxdiff": {"C": 0.0}, "max": 0.0})
+    ud = [[s, {"C": -3.0}] for s in range(0, 100 * (STATS_POINTS + 500), 100)]
+    store.append(run_id, "progress", {"step": 1, "points": [], "smooth": [], "ud": ud, "saturation": []})
+    history = store.history(run_id)
+    steps = [c["step"] for c in history["checks"]]
+    assert len(steps) <= CHECK_EVENTS and steps[-1] == n - 1 and steps == sorted(steps)
+    assert len(history["ud"]) <= STATS_POINTS + 1 and history["ud"][-1] == ud[-1]
+
+
 def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_path):
     store = RunStore(tmp_path / "runs.db", Limits(max_running=1, watch_grace_s=5))
     silent, waiting = store.create([TrainConfig(), TrainConfig()], keep_running=False)
@@ -77,6 +97,41 @@ def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_p
     assert store.get(waiting)["status"] == "cancelled" and "watching" in store.get(waiting)["reason"]
     assert store.get(kept)["status"] == "queued"  # keep running: nobody needs to watch
     assert store.should_stop(kept) is None
+
+
+def test_ended_runs_beyond_the_retention_are_pruned(tmp_path):
+    store = RunStore(tmp_path / "runs.db", Limits(max_queued=10, keep_ended=2))
+    ids = store.create([TrainConfig() for _ in range(5)], keep_running=True)
+    for run_id in ids[:4]:
+        store.cancel(run_id)
+    store.sweep()
+    runs, _ = store.list()
+    assert [r["id"] for r in runs] == [ids[4], ids[3], ids[2]]  # the queued one and the newest 2 ended
+    assert store.events_after(ids[0], 0) == []  # their events went with them
+    assert len(RunStore(tmp_path / "all.db", Limits(keep_ended=0)).list()[0]) == 0  # 0 keeps everything
+
+
+@pytest.fixture()
+def read_only(tmp_path):
+    """A runs database this process cannot write (as root, chmod does not stop writes: the file is made immutable)."""
+    path = tmp_path / "runs.db"
+    RunStore(path)
+    path.chmod(0o444)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", path], capture_output=True).returncode != 0:
+        pytest.skip("root, and no chattr here: cannot make a read-only file")
+    yield path
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", path], check=True)
+
+
+def test_a_read_only_database_is_refused_at_start(read_only):
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        RunStore(read_only)
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--runs-db", str(read_only), "--port", "1"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "cannot use the runs database" in proc.stderr and "readonly" in proc.stderr
 
 
 def test_worker_stop_reasons(tmp_path):
@@ -116,7 +171,7 @@ def test_bad_run_configs_are_422_and_change_nothing(client, body):
     r = client.post("/api/runs", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["detail"]
-    assert client.get("/api/runs").json() == {"runs": []}
+    assert client.get("/api/runs").json() == {"runs": [], "next": None}
 
 
 @pytest.mark.parametrize(
@@ -128,7 +183,7 @@ def test_nonfinite_and_lone_surrogate_values_are_422_with_a_reason(client, body)
     r = client.post("/api/runs", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["msg"]
-    assert client.get("/api/runs").json() == {"runs": []}
+    assert client.get("/api/runs").json() == {"runs": [], "next": None}
 
 
 def test_runs_api_without_workers(client):
@@ -183,7 +238,7 @@ def test_an_unknown_host_is_refused(client):
 
 
 def test_host_patterns():
-    from server.web.app import host_allowed
+    from server.web.guards import host_allowed
 
     allowed = ("localhost", ".school.example", "10.0.0.5")
     assert all(
@@ -191,6 +246,37 @@ def test_host_patterns():
     )
     assert not any(host_allowed(h, allowed) for h in ("evilschool.example", "localhost.evil", "10.0.0.6", ""))
     assert host_allowed("anything", ("*",))
+
+
+def test_runs_are_listed_a_page_at_a_time(client):
+    ids = []
+    for _ in range(5):
+        (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+        client.post(f"/api/runs/{run['id']}/cancel")  # out of the queue: its bound is 4
+        ids.append(run["id"])
+    pages, before = [], None
+    for _ in range(5):  # bounded: 3 pages expected
+        page = client.get("/api/runs", params={"limit": 2} | ({"before": before} if before else {})).json()
+        pages.append([r["id"] for r in page["runs"]])
+        before = page["next"]
+        if before is None:
+            break
+    assert pages == [[ids[4], ids[3]], [ids[2], ids[1]], [ids[0]]]
+    assert client.get("/api/runs").json()["next"] is None and len(client.get("/api/runs").json()["runs"]) == 5
+    for bad in ({"limit": 0}, {"limit": 501}, {"before": 0}, {"before": "x"}):
+        assert client.get("/api/runs", params=bad).status_code == 422
+
+
+def test_a_run_trained_on_other_data_is_a_409_not_a_500(client, tmp_path):
+    from server.engine import init_params
+
+    (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    store = RunStore(tmp_path / "runs.db")
+    store.claim()
+    params, _ = init_params(TrainConfig().model(), 28)  # another names list had 27 letters and '.'
+    store.end(run["id"], "finished", None, params)
+    r = client.get("/api/tensor/C", params={"run": run["id"], "n_hidden": 200})
+    assert r.status_code == 409 and "28 characters" in r.json()["detail"]
 
 
 def test_the_explorer_refuses_runs_without_parameters(client):
@@ -273,6 +359,27 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
     assert trained["loss"] < fresh["loss"] - 0.5
     wrong = server.api("GET", "/api/state", params={"run": run["id"]})  # n_hidden 64: not this net
     assert wrong.status_code == 422 and "n_hidden=200" in wrong.text
+
+
+def test_runs_train_on_the_words_validated_at_start_not_the_file(tmp_path):
+    data = tmp_path / "names.txt"
+    data.write_bytes(LECTURE_DATA.read_bytes())
+    server = LiveServer("--data", str(data), "--runs-db", str(tmp_path / "runs.db")).start()
+    try:
+        with data.open("a") as f:
+            f.write("zoë\n")  # a 28th character, after start-up: the run's worker starts after this
+        (run,) = httpx.post(f"{server.url}/api/runs", json=SHORT, timeout=30).json()["runs"]
+        events = read_events(server, run["id"])
+        assert events[-1][2]["status"] == "finished", events[-1]
+        c = httpx.get(f"{server.url}/api/tensor/C", params={"run": run["id"], "n_hidden": 200}, timeout=30)
+        assert c.status_code == 200 and c.json()["shape"] == [27, 10]
+        data.unlink()  # gone altogether: checks and runs go on
+        (again,) = httpx.post(f"{server.url}/api/runs", json=SHORT, timeout=30).json()["runs"]
+        assert read_events(server, again["id"])[-1][2]["status"] == "finished"
+        check = {"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"}
+        assert httpx.post(f"{server.url}/api/check", json=check, timeout=60).json()["correct"]
+    finally:
+        server.stop()
 
 
 def test_cancel_a_running_run(server):

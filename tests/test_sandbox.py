@@ -219,6 +219,23 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.parametrize(
+    "code",
+    ["t = logprobs.shape * 1000000", "t = 1000000 * logprobs.shape", "t = (1,) * 3", "t = range(n) * 2",
+     "t = logprobs.shape\n" + "t = t + t\n" * 7],  # 2 entries doubled 6 times is past 64
+)  # fmt: skip
+def test_repeating_a_shape_is_refused_before_it_runs(atomic, code):
+    with pytest.raises(Refused, match="shape"):
+        grade(atomic, 1, code)
+
+
+def test_two_shapes_still_join(atomic):
+    code = (
+        "dlogprobs = torch.zeros_like(logprobs).view(logprobs.shape + (1,))[:, :, 0]\ndlogprobs[range(n), Yb] = -1.0/n"
+    )
+    assert grade(atomic, 1, code)["correct"]
+
+
 def test_the_hostile_corpus_is_large_enough():
     assert len(HOSTILE) >= 60 and len(set(HOSTILE)) == len(HOSTILE)
 

@@ -15,7 +15,8 @@ from server.config import MODES
 from server.data import DEFAULT_DATA, load_dataset
 from server.graph import ops_for_mode
 from server.runs import Limits, RunStore
-from server.web.app import LOCAL_HOSTS, create_app
+from server.web.app import create_app
+from server.web.guards import LOCAL_HOSTS
 
 torch.set_num_threads(1)
 RUNS = tempfile.TemporaryDirectory()

@@ -121,6 +121,39 @@ def test_should_stop_ends_the_run(lecture_dataset):
     assert 0 < training.flushed < 200_000
 
 
+def test_a_stop_is_looked_for_by_the_clock_not_a_step_count(lecture_dataset):
+    ticks = [0.0]
+
+    def clock():  # each reading 0.2 s later: a step of the largest config with checks takes ~50 ms
+        ticks[0] += 0.2
+        return ticks[0]
+
+    training = Training(TrainConfig(max_steps=5000), lecture_dataset, lambda kind, data: None, clock=clock)
+    assert training.run(lambda: "cancelled") == "cancelled"
+    assert training.flushed == 3  # asked once EMIT_EVERY_S of clock time went by (3 x 0.2 s), not at step 256
+
+
+def test_check_events_are_bounded_per_run(lecture_dataset, monkeypatch):
+    import server.training as training
+
+    monkeypatch.setattr(training, "CHECK_EVENTS", 50)
+    config = TrainConfig(max_steps=1000, lr_decay_step=500, check_every=1, n_hidden=16, batch_size=8)
+    _, events, _ = _collect(config, lecture_dataset)
+    checks = [d for k, d in events if k == "check"]
+    assert len(checks) == 50 and sum(c["checks"] for c in checks) == 1000  # every step compared, 20 a group
+    assert [c["step"] for c in checks] == list(range(19, 1000, 20))
+    assert all(c["max"] == max(c["maxdiff"].values()) < 1e-5 for c in checks)
+
+
+def test_statistics_are_bounded_per_run(lecture_dataset, monkeypatch):
+    import server.training as training
+
+    monkeypatch.setattr(training, "STATS_POINTS", 4)
+    _, events, _ = _collect(SMALL, lecture_dataset)  # 600 steps: every 150, not every 100
+    ud = [u for k, d in events if k == "progress" for u in d["ud"]]
+    assert [s for s, _ in ud] == [0, 150, 300, 450]
+
+
 def test_bad_configs_are_refused():
     for bad in (
         {"lr": math.nan},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -9,14 +10,14 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 
 from .. import challenge, views
 from ..bugs import BUGS
-from ..cache import PassCache
+from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
 from ..graph import ops_for_mode
 from ..serialize import dumps
+from .fair import client_of
 from .query import QueryModel
 from .schemas import (
     BugsPublic,
@@ -72,7 +73,10 @@ def _pass(request: Request, query: PassQuery) -> BackwardPass:
                 [{"type": "value_error", "loc": ("query", "run"), "msg": f"run {config.run} was trained with {sizes}",
                   "input": config.run}]
             )  # fmt: skip
-    return _cache(request).get(config, query.mode)
+    try:
+        return _cache(request).get(config, query.mode)
+    except OtherVocabulary as e:
+        raise HTTPException(409, str(e)) from None
 
 
 def _step(mode: str, total: int, step: int | None, where: str = "query") -> int:
@@ -114,7 +118,7 @@ def dataset(request: Request) -> dict:
     }
 
 
-NO_RUN = {404: {"description": "no such trained run"}}
+NO_RUN = {404: {"description": "no such trained run"}, 409: {"description": "the run was trained on other data"}}
 
 
 async def _computed(request: Request, query: PassQuery, view: Callable[[], Any]) -> Response:
@@ -125,8 +129,9 @@ async def _computed(request: Request, query: PassQuery, view: Callable[[], Any])
     """
     if query.batch_size * max(query.n_hidden, query.n_embd * query.block_size) <= LARGE:
         return _json(view())
-    # serialized in the thread too: a large tensor's JSON is megabytes, and the loop must keep answering
-    return await anyio.to_thread.run_sync(lambda: _json(view()), limiter=request.app.state.large)
+    async with request.app.state.large.slot(client_of(request)):  # one at a time, clients in turn
+        # serialized in the thread too: a large tensor's JSON is megabytes, and the loop must keep answering
+        return await anyio.to_thread.run_sync(lambda: _json(view()))
 
 
 @router.get("/graph", response_model=GraphPublic, responses=NO_RUN, openapi_extra=PASS.openapi)
@@ -146,7 +151,7 @@ async def state(request: Request, query: Annotated[StepQuery, Depends(STEP)]) ->
 @router.get(
     "/tensor/{name}",
     response_model=TensorDetailPublic,
-    responses={404: {"description": "no such tensor or run"}},
+    responses={404: {"description": "no such tensor or run"}, 409: NO_RUN[409]},
     openapi_extra=STEP.openapi,
 )
 async def tensor(request: Request, name: str, query: Annotated[StepQuery, Depends(STEP)]) -> Response:
@@ -179,7 +184,8 @@ async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) ->
         400: {"model": ErrorPublic, "description": "the body is not JSON"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
         422: {"model": ErrorPublic, "description": "the code was refused or the request is invalid; detail says why"},
-        503: {"model": ErrorPublic, "description": "code checks are off on this server"},
+        429: {"model": ErrorPublic, "description": "this client has checks waiting already (see Retry-After)"},
+        503: {"model": ErrorPublic, "description": "code checks are off, or too many are waiting (Retry-After)"},
     },
 )
 async def check(request: Request, body: CheckRequest) -> Response:
@@ -190,7 +196,8 @@ async def check(request: Request, body: CheckRequest) -> Response:
     # the worker computes the pass itself: here only the step is checked against the mode
     _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
     job = {"config": body.to_config(), "mode": body.mode, "step": body.step, "code": body.code}
-    answer = await run_in_threadpool(pool.run, job)
+    async with request.app.state.check_queue.slot(client_of(request)):  # a fair share of the workers
+        answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
     if "refused" in answer:
         raise HTTPException(422, answer["refused"])
     return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -14,15 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from ..config import BOUNDS
 from ..runs import ENDED, QueueFull, RunStore
 from ..serialize import dumps
+from .feeds import RunFeeds
 from .schemas import ErrorPublic, RunDetailPublic, RunLossesPublic, RunPublic, RunRequest, RunsPublic
 
 router = APIRouter(prefix="/api/runs", tags=["training runs"])
 RunId = Annotated[int, Path(ge=1, le=BOUNDS["run"][1], description="a run's id")]
 NOT_FOUND = {404: {"model": ErrorPublic, "description": "no such run"}}
 MAX_SEQ = 2**62  # event ids are SQLite integers
-POLL_S = 0.25  # how often an open event stream looks for new events
-WATCH_EVERY_S = 2.0  # how often an open stream tells the run that somebody watches
-KEEPALIVE_S = 15.0  # a comment line when nothing happened for this long
+PAGE, MAX_PAGE = 100, 500  # runs listed per page: by default, at most
 
 
 def _store(request: Request) -> RunStore:
@@ -57,8 +53,14 @@ def start(request: Request, body: RunRequest) -> dict:
 
 
 @router.get("", response_model=RunsPublic)
-def list_runs(request: Request) -> dict:
-    return {"runs": _store(request).list()}
+def list_runs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="runs in this page")] = PAGE,
+    before: Annotated[int | None, Query(ge=1, le=BOUNDS["run"][1], description="runs older than this id")] = None,
+) -> dict:
+    """The runs, newest first, a page at a time: pass `next` as `before` for the following page."""
+    runs, cursor = _store(request).list(limit, before)
+    return {"runs": runs, "next": cursor}
 
 
 @router.get("/{run_id}", response_model=RunDetailPublic, responses=NOT_FOUND)
@@ -99,7 +101,11 @@ def delete(request: Request, run_id: RunId) -> Response:
 
 @router.get(
     "/{run_id}/events",
-    responses=NOT_FOUND | {200: {"content": {"text/event-stream": {}}, "description": "the run's events"}},
+    responses=NOT_FOUND
+    | {
+        200: {"content": {"text/event-stream": {}}, "description": "the run's events"},
+        503: {"model": ErrorPublic, "description": "too many event streams are open (see Retry-After)"},
+    },
 )
 async def events(
     request: Request,
@@ -109,38 +115,12 @@ async def events(
 ) -> StreamingResponse:
     """Server-Sent Events: every event of the run after `after` (or the Last-Event-ID of a reconnect),
     then live ones until the run ends. An open stream counts as somebody watching the run."""
-    store = _store(request)
-    await run_in_threadpool(_run, store, run_id)
+    await run_in_threadpool(_run, _store(request), run_id)
     start_seq = max(after, last_event_id or 0)
+    feeds: RunFeeds = request.app.state.feeds
+    feed = feeds.subscribe(run_id, start_seq)  # 503 past the cap on open streams
     return StreamingResponse(
-        _stream(request, store, run_id, start_seq),
+        feeds.stream(feed, start_seq, request.is_disconnected),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-async def _stream(request: Request, store: RunStore, run_id: int, seq: int) -> AsyncIterator[str]:
-    yield "retry: 1000\n\n"
-    last_watch = last_sent = 0.0
-    while not await request.is_disconnected():
-        now = time.monotonic()
-        if now - last_watch >= WATCH_EVERY_S:
-            await run_in_threadpool(store.watch, run_id)
-            last_watch = now
-        batch = await run_in_threadpool(store.events_after, run_id, seq)
-        for event_seq, kind, data in batch:
-            seq = event_seq
-            yield f"id: {event_seq}\nevent: {kind}\ndata: {data}\n\n"
-            last_sent = now
-        if not batch:
-            run = await run_in_threadpool(store.get, run_id)
-            if run is None or run["status"] in ENDED:
-                # the final events are committed with the status: send any that came in meanwhile, then
-                # end the stream (the page closes its EventSource on the final status event)
-                for event_seq, kind, data in await run_in_threadpool(store.events_after, run_id, seq):
-                    yield f"id: {event_seq}\nevent: {kind}\ndata: {data}\n\n"
-                return
-            if now - last_sent >= KEEPALIVE_S:
-                yield ": keep-alive\n\n"
-                last_sent = now
-            await asyncio.sleep(POLL_S)

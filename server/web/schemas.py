@@ -319,6 +319,7 @@ class RunPublic(BaseModel):
 
 class RunsPublic(BaseModel):
     runs: list[RunPublic]
+    next: int | None = None  # GET /api/runs: the `before` of the next page; null on the last one
 
 
 class RunDetailPublic(RunPublic):

@@ -1,0 +1,105 @@
+"""Runs' event streams: one database poll per run for all its streams, and a cap on open streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from fastapi import HTTPException
+
+from server.web.feeds import RunFeeds
+
+
+class Store:
+    """The run store's reads a feed makes, counted (called from the thread pool)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str, str]] = []
+        self.status = "running"
+        self.calls = {"events_after": 0, "get": 0, "watch": 0}
+        self.lock = threading.Lock()
+
+    def add(self, kind: str, data: dict) -> None:
+        with self.lock:
+            self.events.append((len(self.events) + 1, kind, json.dumps(data)))
+
+    def events_after(self, run_id: int, seq: int, limit: int = 500) -> list[tuple[int, str, str]]:
+        with self.lock:
+            self.calls["events_after"] += 1
+            return [e for e in self.events if e[0] > seq][:limit]
+
+    def get(self, run_id: int) -> dict:
+        self.calls["get"] += 1
+        return {"status": self.status}
+
+    def watch(self, run_id: int) -> None:
+        self.calls["watch"] += 1
+
+
+class Ticker:
+    """The feeds' sleep: returns when the test says so, never on the clock."""
+
+    def __init__(self) -> None:
+        self.sleeping = asyncio.Queue()
+        self.wake = asyncio.Queue()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.sleeping.put(seconds)
+        await self.wake.get()
+
+    async def tick(self) -> None:
+        """Let the feed poll once more, and wait until it has."""
+        self.wake.put_nowait(None)
+        await asyncio.wait_for(self.sleeping.get(), 30)
+
+
+def test_twenty_streams_share_one_poll_and_see_every_event_in_order():
+    async def scenario() -> None:
+        store, ticker = Store(), Ticker()
+        feeds = RunFeeds(store, max_streams=25, sleep=ticker.sleep)  # type: ignore[arg-type]
+        store.add("status", {"status": "running"})
+        received: list[list[int]] = [[] for _ in range(20)]
+
+        async def never() -> bool:
+            return False
+
+        async def watch(mine: list[int]) -> None:
+            async for chunk in feeds.stream(feeds.subscribe(1, 0), 0, never):
+                if chunk.startswith("id: "):
+                    mine.append(int(chunk.split("\n")[0][4:]))
+
+        streams = [asyncio.create_task(watch(mine)) for mine in received]
+        await asyncio.wait_for(ticker.sleeping.get(), 30)  # the feed's first poll is done
+        assert len(feeds.feeds) == 1 and feeds.open == 20
+        for step in range(1, 4):
+            store.add("progress", {"step": step})
+            await ticker.tick()
+        store.add("status", {"status": "finished", "final": True})
+        store.status = "finished"
+        await ticker.tick()  # the final event is read
+        ticker.wake.put_nowait(None)  # nothing new, and the run has ended: the feed stops
+        await asyncio.wait_for(asyncio.gather(*streams), 30)
+        assert all(mine == [1, 2, 3, 4, 5] for mine in received), received
+        # one read per poll for all 20 streams (a stream that joined late would read its backlog once)
+        assert store.calls["events_after"] == 7 and store.calls["watch"] == 1, store.calls
+        assert feeds.open == 0 and not feeds.feeds
+
+    asyncio.run(scenario())
+
+
+def test_past_the_cap_a_stream_is_refused_with_retry_after():
+    async def scenario() -> None:
+        store, ticker = Store(), Ticker()
+        feeds = RunFeeds(store, max_streams=2, sleep=ticker.sleep)  # type: ignore[arg-type]
+        first, second = feeds.subscribe(1, 0), feeds.subscribe(2, 0)
+        with pytest.raises(HTTPException) as refused:
+            feeds.subscribe(1, 0)
+        assert refused.value.status_code == 503 and refused.value.headers["Retry-After"]
+        feeds.unsubscribe(first)
+        feeds.unsubscribe(feeds.subscribe(3, 0))  # a place came free
+        feeds.unsubscribe(second)
+        assert feeds.open == 0
+
+    asyncio.run(scenario())
