@@ -320,21 +320,25 @@ def test_mode_switch_changes_the_graph(page, base_url):
     assert len(graph_nodes(page)) == 23 and "bnraw" not in graph_nodes(page)
 
 
-LABEL_BOXES = """() => [...document.querySelectorAll('#graph .graph-plot .textpoint text')]
-  .filter((t) => t.textContent.trim())
-  .map((t) => { const r = t.getBoundingClientRect();
-    return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom}; })"""
+# the labels and the canvas measured in one synchronous snapshot, so a scroll in between cannot move one of them
+LABEL_BOXES = """() => {
+  const box = (r) => ({left: r.left, right: r.right, top: r.top, bottom: r.bottom});
+  const labels = [...document.querySelectorAll('#graph .graph-plot .textpoint text')]
+    .filter((t) => t.textContent.trim())
+    .map((t) => ({text: t.textContent, ...box(t.getBoundingClientRect())}));
+  return {labels, frame: box(document.querySelector('#graph .graph-canvas').getBoundingClientRect())};
+}"""
 VIEWPORTS = {"1280x800": (1280, 800), "900x800": (900, 800), "390x844": (390, 844)}
 
 
 def assert_labels_apart(page: Page) -> None:
-    boxes = page.evaluate(LABEL_BOXES)
-    frame = page.locator("#graph .graph-canvas").bounding_box()
+    snapshot = page.evaluate(LABEL_BOXES)
+    boxes, frame = snapshot["labels"], snapshot["frame"]
     assert len(boxes) >= len(graph_nodes(page)), boxes  # a label per tensor, and the op symbols
     for box in boxes:
         assert box["right"] - box["left"] > 0, box
-        assert frame["x"] - 0.5 <= box["left"] and box["right"] <= frame["x"] + frame["width"] + 0.5, box
-        assert frame["y"] - 0.5 <= box["top"] and box["bottom"] <= frame["y"] + frame["height"] + 0.5, box
+        assert frame["left"] - 0.5 <= box["left"] and box["right"] <= frame["right"] + 0.5, (box, frame)
+        assert frame["top"] - 0.5 <= box["top"] and box["bottom"] <= frame["bottom"] + 0.5, (box, frame)
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             apart = (
