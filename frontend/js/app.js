@@ -112,6 +112,7 @@ async function load({ push = false, revert = null } = {}) {
     if (!push) await new Promise((resolve) => setTimeout(resolve, 0));
     await renderPanel(detail, view);
   } catch (e) {
+    if (!(e instanceof api.ApiError)) console.error(e); // a bug in the page, not an answer of the server
     setBusy(false);
     if (revert && e.status === 422) {
       $("config-error").textContent = e.message;

@@ -1,7 +1,7 @@
-// Pure renderer of the computation graph: tensor boxes, op ellipses and arrowed edges at the positions the
-// server's layered layout gives (/api/graph's layout), drawn with Plotly.react; real <button>s laid over
-// the nodes give clicks, keyboard focus and tooltips. render(el, {graph, state, selected, onOpen}).
-import { CURRENT, EDGE, MUTED, STATUS, TEXT } from "./config.js";
+// Pure renderer of the computation graph at the positions the server's layered layout gives (/api/graph's
+// layout): Plotly.react draws the arrowed edges; the tensor boxes and op ellipses are <button>s laid over
+// them, which also take clicks, keyboard focus and tooltips. render(el, {graph, state, selected, onOpen}).
+import { CURRENT, EDGE, MUTED, STATUS } from "./config.js";
 import { esc } from "./dom.js";
 
 const MIN_SCALE = 0.72;
@@ -63,31 +63,6 @@ export function edgeState(edge, graph, step, steps) {
   return at < step ? "traversed" : at === step ? "current" : "pending";
 }
 
-function box(n) {
-  const x0 = n.x - n.w / 2, x1 = n.x + n.w / 2, y0 = n.y - n.h / 2, y1 = n.y + n.h / 2, r = Math.min(5, n.h / 3);
-  // a rounded rectangle as one closed polygon
-  const xs = [x0 + r, x1 - r, x1, x1, x1 - r, x0 + r, x0, x0, x0 + r];
-  const ys = [y0, y0, y0 + r, y1 - r, y1, y1, y1 - r, y0 + r, y0];
-  return { xs, ys };
-}
-
-function ellipse(n) {
-  const xs = [], ys = [];
-  for (let i = 0; i <= 20; i++) {
-    const t = (i / 20) * 2 * Math.PI;
-    xs.push(n.x + (n.w / 2) * Math.cos(t));
-    ys.push(n.y + (n.h / 2) * Math.sin(t));
-  }
-  return { xs, ys };
-}
-
-function polygons(name, shapes, { fill, line, width, dash }) {
-  const x = [], y = [];
-  for (const s of shapes) { x.push(...s.xs, null); y.push(...s.ys, null); }
-  return { type: "scatter", mode: "lines", name, x, y, fill: "toself", fillcolor: fill, hoverinfo: "skip",
-    line: { color: line, width, dash: dash || "solid" } };
-}
-
 // an arrowhead at `tip`, pointing along (dx, dy) in screen space (y down): Plotly's marker angle is
 // clockwise from up, and the marker is centred, so it sits half its size back from the tip
 function arrowAt(tip, dx, dy, size, scale) {
@@ -139,70 +114,31 @@ export function render(el, { graph, state, selected, onOpen }) {
       marker: { symbol: "triangle-up", size: style.arrow, angle, color: style.color, line: { width: 0 } } });
   }
 
-  // op nodes: ellipses with the op's symbol; the op the current step backpropagates through stands out
-  const ops = graph.ops.filter((op) => layout.ops[op.name]);
-  const opDone = (op) => steps.get(op.name) < step;
-  traces.push(polygons("ops", ops.filter((op) => op.name !== current && !opDone(op)).map((op) => ellipse(layout.ops[op.name])),
-    { fill: "#ffffff", line: "#7d8491", width: 1 }));
-  traces.push(polygons("ops-done", ops.filter((op) => op.name !== current && opDone(op)).map((op) => ellipse(layout.ops[op.name])),
-    { fill: "#eef2f8", line: EDGE.traversed.color, width: 1.2 }));
-  traces.push(polygons("ops-current", ops.filter((op) => op.name === current).map((op) => ellipse(layout.ops[op.name])),
-    { fill: CURRENT, line: CURRENT, width: 2 }));
-  traces.push({
-    type: "scatter", mode: "text", name: "op-labels", hoverinfo: "skip",
-    x: ops.map((op) => layout.ops[op.name].x), y: ops.map((op) => layout.ops[op.name].y),
-    text: ops.map((op) => esc(layout.ops[op.name].symbol)),
-    textfont: { family: "ui-monospace, Menlo, monospace", size: 11 * scale,
-      color: ops.map((op) => (op.name === current ? "#ffffff" : TEXT)) },
-  });
-
-  // tensor nodes: a box per status (colour, glyph and text say the same thing), darker for a larger error
-  const nodes = graph.nodes.filter((n) => layout.nodes[n.name]);
-  const statuses = new Map(nodes.map((n) => [n.name, nodeStatus(state.nodes[n.name])]));
-  for (const [st, s] of Object.entries(STATUS)) {
-    const group = nodes.filter((n) => statuses.get(n.name) === st);
-    if (st === "mismatch") {
-      // intensity by relative error: < 1%, 1–10%, ≥ 10% (or a wrong shape)
-      const bucket = (n) => {
-        const cmp = state.nodes[n.name].cmp;
-        const r = cmp && cmp.shape_ok !== false ? cmp.rel_err ?? 1 : 1;
-        return r >= 0.1 ? 2 : r >= 0.01 ? 1 : 0;
-      };
-      const fills = [s.fill, "#eab8c8", "#d98aa4"];
-      fills.forEach((fill, b) => traces.push(polygons(`boxes-${st}-${b}`, group.filter((n) => bucket(n) === b).map((n) => box(layout.nodes[n.name])),
-        { fill, line: s.color, width: 2 })));
-    } else {
-      traces.push(polygons(`boxes-${st}`, group.map((n) => box(layout.nodes[n.name])),
-        { fill: s.fill, line: s.color, width: st === "pending" || st === "none" ? 1.2 : 2, dash: st === "pending" ? "dot" : "solid" }));
-    }
-  }
-  const sel = selected && layout.nodes[selected] ? [box({ ...layout.nodes[selected], w: layout.nodes[selected].w + 6, h: layout.nodes[selected].h + 6 })] : [];
-  traces.push(polygons("selected", sel, { fill: "rgba(0,0,0,0)", line: TEXT, width: 2.2 }));
-  traces.push({
-    type: "scatter", mode: "text", name: "nodes", hoverinfo: "skip", customdata: nodes.map((n) => n.name),
-    x: nodes.map((n) => layout.nodes[n.name].x), y: nodes.map((n) => layout.nodes[n.name].y),
-    text: nodes.map((n) => {
-      const t = tag(state.nodes[n.name]);
-      const name = n.kind === "param" ? `<i>${esc(n.name)}</i>` : n.kind === "loss" ? `<b>${esc(n.name)}</b>` : esc(n.name);
-      return t ? `${name} ${esc(t)}` : name;
-    }),
-    textfont: { family: "system-ui, sans-serif", size: 12 * scale, color: TEXT },
-  });
+  // the nodes themselves are the buttons laid over the edges (see hits): HTML draws boxes and text
+  // faster than Plotly redraws ~50 filled shapes and labels at every step
+  const statuses = new Map(graph.nodes.map((n) => [n.name, nodeStatus(state.nodes[n.name])]));
 
   const spec = {
     width: W, height: H, margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, hovermode: false, dragmode: false,
     xaxis: { visible: false, range: [0, layout.width], fixedrange: true },
     yaxis: { visible: false, range: [layout.height, 0], fixedrange: true },
-    plot_bgcolor: "#fff", paper_bgcolor: "#fff",
+    plot_bgcolor: "rgba(0,0,0,0)", paper_bgcolor: "rgba(0,0,0,0)",
   };
   const drawn = Plotly.react(plot, traces, spec, { displayModeBar: false, staticPlot: true });
-  hits(canvas.querySelector(".graph-hits"), { graph, state, selected, scale, onOpen, statuses });
+  hits(canvas.querySelector(".graph-hits"), { graph, state, selected, scale, onOpen, statuses, steps });
   return drawn;
 }
 
 // The buttons over the nodes: one tab stop for the whole graph (roving tabindex), arrows move between
 // nodes, Enter or a click opens one; hover, focus or a tap shows its tooltip.
-function hits(group, { graph, state, selected, scale, onOpen, statuses }) {
+// mismatch fills darken with the relative error: < 1%, 1–10%, ≥ 10% (or a wrong shape)
+const MISMATCH_FILLS = [STATUS.mismatch.fill, "#eab8c8", "#d98aa4"];
+function mismatchFill(cmp) {
+  const r = cmp && cmp.shape_ok !== false ? cmp.rel_err ?? 1 : 1;
+  return MISMATCH_FILLS[r >= 0.1 ? 2 : r >= 0.01 ? 1 : 0];
+}
+
+function hits(group, { graph, state, selected, scale, onOpen, statuses, steps }) {
   const layout = graph.layout;
   group.setAttribute("aria-label", "computation graph: Tab into it, arrow keys move between nodes, Enter opens one");
   const items = [
@@ -222,6 +158,7 @@ function hits(group, { graph, state, selected, scale, onOpen, statuses }) {
       b = document.createElement("button");
       b.type = "button";
       b.className = `gnode gnode-${item.kind}`;
+      b.innerHTML = '<span class="glabel"></span>';
       b.dataset.id = key;
       b.dataset.testid = item.kind === "tensor" ? `gnode-${item.name}` : `gop-${item.name}`;
       group.append(b);
@@ -231,13 +168,28 @@ function hits(group, { graph, state, selected, scale, onOpen, statuses }) {
     b.style.top = `${(y - h / 2) * scale}px`;
     b.style.width = `${w * scale}px`;
     b.style.height = `${h * scale}px`;
+    b.style.fontSize = `${(item.kind === "tensor" ? 12 : 11) * scale}px`;
     b.tabIndex = key === stop ? 0 : -1;
+    const label = b.firstChild;
     if (item.kind === "tensor") {
+      const st = statuses.get(item.name);
+      const nodeState = state.nodes[item.name];
+      const t = tag(nodeState);
+      label.textContent = t ? `${item.name} ${t}` : item.name;
+      b.style.borderColor = STATUS[st].color;
+      b.style.background = st === "mismatch" ? mismatchFill(nodeState.cmp) : STATUS[st].fill;
+      b.dataset.kind = item.node.kind;
       b.setAttribute("aria-label", `${item.name}, ${item.node.kind}, shape (${item.node.shape.join(", ")}): ${statusText(state.nodes[item.name])}`);
       b.setAttribute("aria-pressed", item.name === selected ? "true" : "false");
       b.dataset.status = statuses.get(item.name);
       b.dataset.tip = tensorTip(item.node, state.nodes[item.name]);
     } else {
+      label.textContent = item.at.symbol;
+      const at = steps.get(item.name);
+      const opState = at === state.step ? "current" : at < state.step ? "done" : "pending";
+      b.dataset.state = opState;
+      b.style.background = opState === "current" ? CURRENT : opState === "done" ? "#eef2f8" : "#ffffff";
+      b.style.borderColor = opState === "current" ? CURRENT : opState === "done" ? EDGE.traversed.color : "#7d8491";
       b.setAttribute("aria-label", `op ${item.op.formula.split("\n")[0]}`);
       b.dataset.tip = opTip(item.op, graph, state);
       b.dataset.current = item.name === state.op ? "1" : "0";
