@@ -198,11 +198,11 @@ def main_plot(page: Page) -> dict:
     return page.evaluate(
         """() => { const d = document.querySelector('[data-testid=heatmap-main]');
           const t = d.data.find((x) => x.type === 'heatmap');
-          const bar = (name) => (d.data.find((x) => x.name === name) || {});
+          const sums = (id) => JSON.parse(document.querySelector(`[data-testid=${id}]`).dataset.values);
           return {z: t.z, zmin: t.zmin, zmax: t.zmax, title: d.layout.title.text, view: d.dataset.view,
                   xtitle: d.layout.xaxis.title.text, ytitle: d.layout.yaxis.title.text,
                   xticks: d.layout.xaxis.ticktext, yticks: d.layout.yaxis.ticktext,
-                  rows: bar('row sums').x, cols: bar('column sums').y, width: d._fullLayout.xaxis._length,
+                  rows: sums('row-sums'), cols: sums('col-sums'), width: d._fullLayout.xaxis._length,
                   colorbar: t.colorbar.exponentformat}; }"""
     )
 

@@ -169,7 +169,7 @@ function renderPanel(detail, view) {
 function expand(on, detail) {
   document.body.classList.toggle("expanded", on);
   renderPanel(detail, lastView).then(() => {
-    const plot = $("panel").querySelector(".main-plot");
+    const plot = $("panel").querySelector('[data-testid="heatmap-main"]');
     if (plot && plot.data) Plotly.Plots.resize(plot);
     $("panel").querySelector('[data-testid="expand"]')?.focus();
   });

@@ -120,13 +120,12 @@ const AXIS_FONT = { size: 10 };
 const NUMBERS = { exponentformat: "e", showexponent: "all" }; // never SI prefixes ("1p", "20µ")
 
 // The main heatmap with its row sums (right) and column sums (top). `cross` = [row, col] or null.
-export function renderMain(div, grid, range, { title, cross = null, rowSums = true, colSums = true }) {
+export function renderMain(div, grid, range, { title, cross = null }) {
   // numeric axes with the labels as tick text: a batch can hold the same context twice
   const xi = grid.x.map((_, j) => j), yi = grid.y.map((_, i) => i);
-  const every = (n) => Math.ceil(n / 32); // at most 32 tick labels an axis
-  const xt = xi.filter((j) => j % every(xi.length) === 0), yt = yi.filter((i) => i % every(yi.length) === 0);
-  const { rows, cols } = marginals(grid.z);
-  const oneRow = grid.z.length === 1;
+  // at most 27 labels across (every character) and 16 down: each tick label costs ~0.5 ms of every redraw
+  const every = (n, most) => Math.ceil(n / most);
+  const xt = xi.filter((j) => j % every(xi.length, 27) === 0), yt = yi.filter((i) => i % every(yi.length, 16) === 0);
   const traces = [{
     type: "heatmap", name: "main", z: grid.z, x: xi, y: yi, xaxis: "x", yaxis: "y",
     colorscale: range.scale, zmin: range.lo, zmax: range.hi, hoverongaps: false,
@@ -142,26 +141,16 @@ export function renderMain(div, grid, range, { title, cross = null, rowSums = tr
     traces.push({ type: "scatter", mode: "markers", name: "nonfinite", x: nulls.map((p) => p[0]), y: nulls.map((p) => p[1]),
       xaxis: "x", yaxis: "y", hoverinfo: "skip", marker: { symbol: "x", size: 8, color: "#000" } });
   }
-  if (rowSums && !oneRow) {
-    traces.push({ type: "bar", name: "row sums", orientation: "h", x: rows, y: yi, xaxis: "x2", yaxis: "y",
-      marker: { color: "#6b7a90" }, customdata: grid.y, hovertemplate: "row %{y} %{customdata}: sum %{x}<extra></extra>" });
-  }
-  if (colSums) {
-    traces.push({ type: "bar", name: "column sums", x: xi, y: cols, xaxis: "x", yaxis: "y3",
-      marker: { color: "#6b7a90" }, customdata: grid.x, hovertemplate: "column %{x} %{customdata}: sum %{y}<extra></extra>" });
-  }
   const shapes = cross ? [{
     type: "rect", xref: "x", yref: "y", line: { color: "#000", width: 2 },
     x0: cross[1] - 0.5, x1: cross[1] + 0.5, y0: cross[0] - 0.5, y1: cross[0] + 0.5,
   }] : [];
   const layout = {
     title: { text: title, font: { size: 13 }, x: 0, xanchor: "left" },
-    margin: { l: 96, r: 8, t: 34, b: 104 }, showlegend: false, bargap: 0.1,
-    xaxis: { domain: [0, 0.82], tickvals: xt, ticktext: xt.map((j) => grid.x[j]), range: [-0.5, xi.length - 0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT, title: { text: grid.xt, font: { size: 12 }, standoff: 4 }, automargin: false },
-    yaxis: { domain: [0, colSums ? 0.8 : 1], tickvals: yt, ticktext: yt.map((i) => grid.y[i]), range: [yi.length - 0.5, -0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT,
+    margin: { l: 96, r: 8, t: 34, b: 104 }, showlegend: false,
+    xaxis: { domain: [0, SUMS_X], tickvals: xt, ticktext: xt.map((j) => grid.x[j]), range: [-0.5, xi.length - 0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT, title: { text: grid.xt, font: { size: 12 }, standoff: 4 }, automargin: false },
+    yaxis: { domain: [0, SUMS_Y], tickvals: yt, ticktext: yt.map((i) => grid.y[i]), range: [yi.length - 0.5, -0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT,
       title: { text: grid.yt, font: { size: 12 }, standoff: 4 }, automargin: false },
-    xaxis2: { domain: [0.85, 1], anchor: "y", tickfont: { size: 9 }, ...NUMBERS, nticks: 3, title: { text: "row sum", font: { size: 11 } }, zeroline: true },
-    yaxis3: { domain: [0.83, 1], anchor: "x", tickfont: { size: 9 }, ...NUMBERS, nticks: 3, title: { text: "col sum", font: { size: 11 } }, zeroline: true },
     shapes,
   };
   const names = traces.map((t) => t.name).join(",");
@@ -170,8 +159,67 @@ export function renderMain(div, grid, range, { title, cross = null, rowSums = tr
   div.dataset.rows = String(grid.z.length);
   div.dataset.cols = String(grid.z[0].length);
   div.dataset.traces = names;
-  if (same) return restyle(div, traces, layout);
-  return Plotly.react(div, traces, layout, { displayModeBar: false, responsive: true });
+  const drawn = same ? restyle(div, traces, layout) : Plotly.react(div, traces, layout, { displayModeBar: false, responsive: true });
+  div.sumsGrid = grid;
+  if (!div.dataset.sumsBound) {
+    div.dataset.sumsBound = "1";
+    // a resize or the full window moves the cells (a kept, hidden plot draws no sums)
+    div.on("plotly_afterplot", () => { if (!div.hidden) drawSums(div, div.sumsGrid); });
+  }
+  return drawn.then(() => drawSums(div, grid));
+}
+
+const SUMS_X = 0.84; // the heatmap's share of the width: its row sums take the rest
+const SUMS_Y = 0.82; // and of the height: its column sums above it
+
+// Row sums (right) and column sums (above) as bars on canvases aligned with the heatmap's cells: a broadcast's
+// sum shows as one bar per row or column. Canvases, because each Plotly subplot adds ~10 ms to every redraw.
+function drawSums(div, grid) {
+  const { rows, cols } = marginals(grid.z);
+  const wrap = div.parentElement;
+  const xa = div._fullLayout.xaxis, ya = div._fullLayout.yaxis, width = div._fullLayout.width;
+  const right = xa._offset + xa._length;
+  const sides = [
+    { key: "rows", values: rows, left: right + 8, top: ya._offset - 14, w: width - right - 12, h: ya._length + 14, across: true },
+    { key: "cols", values: cols, left: xa._offset, top: 26, w: xa._length, h: ya._offset - 30, across: false },
+  ];
+  for (const side of sides) {
+    let canvas = wrap.querySelector(`canvas[data-sums="${side.key}"]`);
+    if (!canvas) {
+      canvas = document.createElement("canvas");
+      canvas.dataset.sums = side.key;
+      canvas.dataset.testid = side.key === "rows" ? "row-sums" : "col-sums";
+      canvas.className = "sums";
+      canvas.setAttribute("role", "img");
+      wrap.append(canvas);
+    }
+    const show = !(side.key === "rows" && grid.z.length === 1) && side.w > 20 && side.h > 20;
+    canvas.hidden = !show;
+    canvas.dataset.values = JSON.stringify(side.values);
+    if (!show) continue;
+    const max = Math.max(...side.values.map(Math.abs)) || 1;
+    canvas.setAttribute("aria-label", `${side.key === "rows" ? "row" : "column"} sums, from ${Math.min(...side.values).toPrecision(3)} to ${Math.max(...side.values).toPrecision(3)}`);
+    Object.assign(canvas.style, { left: `${side.left}px`, top: `${side.top}px`, width: `${side.w}px`, height: `${side.h}px` });
+    const ratio = window.devicePixelRatio || 1;
+    canvas.width = Math.round(side.w * ratio);
+    canvas.height = Math.round(side.h * ratio);
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    const n = side.values.length, caption = 14; // a line of text above the bars
+    const cell = (side.across ? side.h - caption : side.w) / n;
+    const half = (side.across ? side.w : side.h - caption) / 2; // bars grow both ways from zero
+    ctx.fillStyle = "#6b7a90";
+    side.values.forEach((v, i) => {
+      const len = (v / max) * half;
+      if (side.across) ctx.fillRect(half + Math.min(0, len), caption + i * cell + cell * 0.1, Math.abs(len), cell * 0.8);
+      else ctx.fillRect(i * cell + cell * 0.1, caption + half - Math.max(0, len), cell * 0.8, Math.abs(len));
+    });
+    ctx.fillStyle = "#1d2330";
+    if (side.across) ctx.fillRect(half, caption, 1, side.h - caption);
+    else ctx.fillRect(0, caption + half, side.w, 1);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText(`Σ ${side.across ? "rows" : "columns"} ±${max.toPrecision(2)}`, 0, 11);
+  }
 }
 
 // The same grid with new numbers and labels (the next node often has the current one's shape): a restyle and

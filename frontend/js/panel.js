@@ -104,19 +104,26 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
   const status = STATUS[nodeStatus(nodeState)];
   const producer = graph.ops.find((op) => op.outputs.includes(detail.name));
   const small = detail.shape.reduce((a, b) => a * b, 1) <= SCALAR_MAX;
-  const fresh = el.dataset.node !== detail.name || el.dataset.small !== String(small) || !el.querySelector(".insp-text");
+  // the plots stay from node to node (Plotly then updates a plot instead of building a new one, ~60 ms)
+  const moved = el.dataset.node !== detail.name;
+  if (moved) cross = null;
+  const fresh = el.dataset.small !== String(small) || !el.querySelector(".insp-text");
   if (fresh) {
     el.innerHTML = `<div class="insp-text"></div>
       <div class="insp-plots">${small ? '<div class="numbers-wrap"></div>' : `
         <div class="views" role="radiogroup" aria-label="what the large heatmap shows">${VIEWS.map((v) => `<button type="button" role="radio" data-view="${v.key}" data-testid="view-${v.key}">${esc(v.label)}</button>`).join("")}</div>
-        <div class="main-plot" data-testid="heatmap-main"></div>
+        <div class="main-wrap"></div>
         <div class="main-empty muted" data-testid="main-empty" hidden></div>
         <div class="readout" data-testid="readout" aria-live="polite">Hover a cell: its four numbers appear here.</div>
         <div class="thumbs">${VIEWS.map((v) => `<figure class="thumb" data-view="${v.key}" data-testid="thumb-${v.key}"><figcaption></figcaption><canvas></canvas><div class="thumb-empty muted" hidden></div></figure>`).join("")}</div>
         <div class="split" data-testid="split" hidden></div>`}</div>`;
-    el.dataset.node = detail.name;
     el.dataset.small = String(small);
-    cross = null;
+  }
+  el.dataset.node = detail.name;
+  const readout = el.querySelector(".readout");
+  if (moved && readout && !fresh) {
+    readout.textContent = "Hover a cell: its four numbers appear here.";
+    delete readout.dataset.cell;
   }
   el.querySelector(".insp-text").innerHTML = `
     <div class="insp-head">
@@ -176,19 +183,49 @@ function sameShape(key) {
   return g && v && g.z.length === v.z.length && g.z[0].length === v.z[0].length;
 }
 
+const PLOTS_KEPT = 3; // plots kept per grid size: the next tensor usually has one of a few shapes
+
+// The plot for a grid size, shown; the others hidden. Switching between kept plots restyles one (~30 ms)
+// where drawing a plot of another size anew takes ~60-70 ms (measured in the browser bench).
+function plotFor(el, grid) {
+  const wrap = el.querySelector(".main-wrap");
+  const key = `${grid.z.length}x${grid.z[0].length}`;
+  let div = wrap.querySelector(`.main-plot[data-grid="${key}"]`);
+  if (!div) {
+    div = Object.assign(document.createElement("div"), { className: "main-plot" });
+    div.dataset.grid = key;
+    wrap.prepend(div);
+    const plots = wrap.querySelectorAll(".main-plot");
+    if (plots.length > PLOTS_KEPT) {
+      const oldest = plots[plots.length - 1];
+      if (oldest.data) Plotly.purge(oldest);
+      oldest.remove();
+    }
+  } else {
+    wrap.prepend(div); // most recently used first
+  }
+  for (const d of wrap.querySelectorAll(".main-plot")) {
+    d.hidden = d !== div;
+    if (d === div) d.dataset.testid = "heatmap-main";
+    else delete d.dataset.testid;
+  }
+  return div;
+}
+
 function drawMain(el) {
   const { view, grids, panels } = current;
   const p = panels[view];
-  const div = el.querySelector(".main-plot");
   const empty = el.querySelector(".main-empty");
-  div.dataset.view = view;
   if (!grids[view] || p.empty) {
-    div.hidden = true;
+    for (const d of el.querySelectorAll(".main-plot, canvas.sums")) d.hidden = true;
+    const last = el.querySelector('[data-testid="heatmap-main"]');
+    if (last) last.dataset.view = view; // what the switch shows: here, the reason there is nothing to draw
     empty.hidden = false;
     empty.textContent = `${p.title}: ${p.empty}`;
     return Promise.resolve();
   }
-  div.hidden = false;
+  const div = plotFor(el, grids[view]);
+  div.dataset.view = view;
   empty.hidden = true;
   const drawn = renderMain(div, grids[view], rangeOf(p), { title: p.title, cross: sameShape(view) ? cross : null });
   if (!div.dataset.bound) {
@@ -212,7 +249,7 @@ function setCross(el, cell, from) {
     const key = fig.dataset.view;
     if (grids[key] && !panels[key].empty) thumb(fig.querySelector("canvas"), grids[key], rangeOf(panels[key]), sameShape(key) ? cell : null);
   }
-  if (grids[view] && !panels[view].empty && sameShape(view)) moveCross(el.querySelector(".main-plot"), cell);
+  if (grids[view] && !panels[view].empty && sameShape(view)) moveCross(el.querySelector('[data-testid="heatmap-main"]'), cell);
   const v = grids.value;
   const cells = VIEWS.map((x) => {
     const g = grids[x.key];
