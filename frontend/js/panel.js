@@ -295,7 +295,7 @@ export function intro() {
   return `<div class="intro" data-testid="intro">
     <h2>How to read this page</h2>
     <ol>
-      <li>The graph on the left is the lecture's forward pass, top to bottom: boxes are tensors, ellipses the ops between them.</li>
+      <li>The graph is the lecture's forward pass, top to bottom: boxes are tensors, ellipses the ops between them.</li>
       <li>Press <b>Next ▶</b> (or →) to backpropagate through one op. The gradient it produces opens here, compared with PyTorch autograd.</li>
       <li>Each tensor's box tells its state: ${Object.entries(STATUS).filter(([k]) => k !== "none").map(([, s]) => `${s.symbol} ${esc(s.label)}`).join(", ")}.</li>
       <li>Click any box (or Tab into the graph, arrows, Enter) to open it; <b>Pin</b> keeps it open while you step.</li>
