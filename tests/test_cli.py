@@ -143,4 +143,7 @@ def test_the_readme_curl_examples_work_in_order(tmp_path):
             ).stdout
             status = int(out.rsplit("\n", 1)[1])
             expected = 422 if "batch_size=1" in argv[-1] else None
-            assert status == expected if expected else 200 <= status < 300, (argv, out[-500:])
+            ok = status == expected if expected else 200 <= status < 300
+            if not ok:  # a run that failed says why in its detail
+                detail = subprocess.run(["curl", "-s", f"{url}/api/runs/1"], capture_output=True, text=True).stdout
+                pytest.fail(f"{argv}: {out[-500:]}\nrun 1: {detail[:1500]}")
