@@ -35,22 +35,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, MiB."""
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of a process from /proc/PID/status (VmRSS: resident now, VmHWM: its peak), MiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmRSS")
 
 
 def hwm_mb(pid: int) -> float:
-    """Peak resident memory of a process, MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mb(pid, "VmHWM")
 
 
 def spawned(pid: int) -> list[int]:

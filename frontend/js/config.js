@@ -10,7 +10,7 @@ export const STATUS = {
   approx: { color: "#2A64C5", fill: "#e6eefb", symbol: "≈", label: "approximately equal" },
   mismatch: { color: "#7A1F3D", fill: "#f7e4ea", symbol: "✗", label: "mismatch" },
 };
-export const TEXT = "#1d2330";
+export const TEXT = "#1d2330"; // node labels (the page's text colour, --fg in style.css)
 export const MUTED = "#4f5766"; // 7.3:1 on white
 // edges: not yet traversed (forward arrows), traversed by the gradient, carried by the current step
 export const EDGE = {
@@ -19,7 +19,6 @@ export const EDGE = {
   current: { color: "#6D28D9", width: 3.4, arrow: 13 },
 };
 export const CURRENT = EDGE.current.color;
-export const KIND_LABEL = { input: "input", param: "parameter", intermediate: "intermediate", loss: "loss" };
 // colour scales as stops, so that the canvas thumbnails and Plotly draw the same colours
 export const VALUE_SCALE = [[0, "#440154"], [0.25, "#3b528b"], [0.5, "#21918c"], [0.75, "#5ec962"], [1, "#fde725"]]; // viridis
 export const GRAD_SCALE = [[0, "#2166ac"], [0.25, "#92c5de"], [0.5, "#f7f7f7"], [0.75, "#f4a582"], [1, "#b2182b"]]; // negative blue, positive red

@@ -1,7 +1,7 @@
 // Pure renderer of the computation graph at the positions the server's layered layout gives (/api/graph's
 // layout): Plotly.react draws the arrowed edges; the tensor boxes and op ellipses are <button>s laid over
 // them, which also take clicks, keyboard focus and tooltips. render(el, {graph, state, selected, onOpen}).
-import { CURRENT, EDGE, MUTED, STATUS } from "./config.js";
+import { CURRENT, EDGE, MUTED, STATUS, TEXT } from "./config.js";
 import { esc } from "./dom.js";
 
 const MIN_SCALE = 0.72;
@@ -178,6 +178,7 @@ function hits(group, { graph, state, selected, scale, onOpen, statuses, steps })
       label.textContent = t ? `${item.name} ${t}` : item.name;
       b.style.borderColor = STATUS[st].color;
       b.style.background = st === "mismatch" ? mismatchFill(nodeState.cmp) : STATUS[st].fill;
+      b.style.color = TEXT; // the colour the palette test checks against each fill
       b.dataset.kind = item.node.kind;
       b.setAttribute("aria-label", `${item.name}, ${item.node.kind}, shape (${item.node.shape.join(", ")}): ${statusText(state.nodes[item.name])}`);
       b.setAttribute("aria-pressed", item.name === selected ? "true" : "false");
