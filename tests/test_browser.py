@@ -194,16 +194,29 @@ def test_next_follows_the_gradient_into_view(page, base_url):
 
 
 def main_plot(page: Page) -> dict:
-    """What the large heatmap draws: its grid, colour range, title, marginal sums and plot-area width."""
+    """What the large heatmap draws: its grid, colour range, title, axes, colour bar, marginal sums, width."""
     return page.evaluate(
         """() => { const d = document.querySelector('[data-testid=heatmap-main]');
-          const t = d.data.find((x) => x.type === 'heatmap');
+          const cells = document.querySelector('[data-testid=main-cells]');
           const sums = (id) => JSON.parse(document.querySelector(`[data-testid=${id}]`).dataset.values);
-          return {z: t.z, zmin: t.zmin, zmax: t.zmax, title: d.layout.title.text, view: d.dataset.view,
+          return {z: cells.grid.z, zmin: Number(cells.dataset.zmin), zmax: Number(cells.dataset.zmax),
+                  title: d.layout.title.text, view: d.dataset.view,
                   xtitle: d.layout.xaxis.title.text, ytitle: d.layout.yaxis.title.text,
                   xticks: d.layout.xaxis.ticktext, yticks: d.layout.yaxis.ticktext,
                   rows: sums('row-sums'), cols: sums('col-sums'), width: d._fullLayout.xaxis._length,
-                  colorbar: t.colorbar.exponentformat}; }"""
+                  cells: [cells.getBoundingClientRect().width, d._fullLayout.xaxis._length],
+                  colorbar: JSON.parse(document.querySelector('[data-testid=colorbar]').dataset.ticks)}; }"""
+    )
+
+
+def cell_pixel(page: Page, i: int, j: int, at: float = 0.5) -> list[int]:
+    """The RGB the main heatmap's canvas shows in cell (i, j), `at` of the way across it (0.5: its centre)."""
+    return page.evaluate(
+        """([i, j, at]) => { const c = document.querySelector('[data-testid=main-cells]');
+          const rows = c.grid.z.length, cols = c.grid.z[0].length;
+          const x = Math.floor((j + at) * c.width / cols), y = Math.floor((i + at) * c.height / rows);
+          return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3)); }""",
+        [i, j, at],
     )
 
 
@@ -216,7 +229,11 @@ def test_inspector_one_large_heatmap_switch_and_small_multiples(page, base_url):
     assert plot["view"] == "manual" and len(plot["z"]) == 32 and len(plot["z"][0]) == 27
     assert plot["xtitle"] == "character" and plot["ytitle"] == "batch row: context → target"
     assert plot["xticks"][:2] == [".", "a"] and all(re.fullmatch(r"[.a-z]{3}→[.a-z]", y) for y in plot["yticks"])
-    assert plot["colorbar"] == "e"  # plain or scientific numbers, never SI prefixes
+    # the colour bar: plain or scientific numbers, never SI prefixes ("1p", "20µ"), inside the colour range
+    ticks = [float(t) for t in plot["colorbar"]]
+    assert all(re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", t) for t in plot["colorbar"]), plot["colorbar"]
+    assert len(ticks) >= 3 and plot["zmin"] <= min(ticks) < max(ticks) <= plot["zmax"]
+    assert plot["cells"][0] == pytest.approx(plot["cells"][1], abs=1)  # the cells fill the frame's plot area
     detail = served(page, "/api/tensor/logits?step=20")
     # the marginal bars are the served gradient's row and column sums
     manual = detail["grad_manual"]["data"]
@@ -232,9 +249,18 @@ def test_inspector_one_large_heatmap_switch_and_small_multiples(page, base_url):
     # the four as small multiples, one click each
     for key in ("value", "manual", "autograd", "diff"):
         expect(page.get_by_test_id(f"thumb-{key}")).to_be_visible()
+    for key in ("value", "manual", "autograd"):  # a drawn thumbnail shows no "empty" box beside its canvas
+        expect(page.get_by_test_id(f"thumb-{key}").locator(".thumb-empty")).to_be_hidden()
     page.get_by_test_id("thumb-value").click()
     expect(page.get_by_test_id("heatmap-main")).to_have_attribute("data-view", "value")
     assert main_plot(page)["z"] == detail["value"]["data"]
+    # the painted cells: the largest value in the scale's top colour, the smallest in its bottom colour
+    values = detail["value"]["data"]
+    flat = [(v, i, j) for i, row in enumerate(values) for j, v in enumerate(row)]
+    _, i_hi, j_hi = max(flat)
+    _, i_lo, j_lo = min(flat)
+    assert cell_pixel(page, i_hi, j_hi) == [0xFD, 0xE7, 0x25]  # viridis ends in #fde725
+    assert cell_pixel(page, i_lo, j_lo) == [0x44, 0x01, 0x54]  # and starts at #440154
     expect(page.get_by_test_id("check")).to_contain_text("exact: True | approximate: True | maxdiff: 0.0")
     expect(page.get_by_test_id("formula")).to_have_text("logits = h @ W2 + b2")
     expect(page.get_by_test_id("numeric")).to_contain_text("finite differences")
@@ -267,14 +293,13 @@ def test_hovering_a_cell_marks_it_in_all_four_and_prints_the_served_numbers(page
     expect(page.get_by_test_id("readout")).to_have_attribute("data-cell", "6,4")
     for key in ("value", "manual", "autograd"):
         expect(page.get_by_test_id(f"thumb-{key}").locator("canvas")).to_have_attribute("data-cross", "6,4")
-    shapes = page.evaluate("document.querySelector('[data-testid=heatmap-main]').layout.shapes")
-    assert len(shapes) == 1 and shapes[0]["x0"] == 3.5 and shapes[0]["y0"] == 5.5
+    expect(page.get_by_test_id("main-cells")).to_have_attribute("data-cross", "6,4")
     numbers = {k: page.get_by_test_id(f"readout-{k}").text_content() for k in ("value", "manual", "autograd", "diff")}
     assert float(numbers["value"]) == detail["value"]["data"][6][4]
     assert float(numbers["manual"]) == detail["grad_manual"]["data"][6][4]
     assert float(numbers["autograd"]) == detail["grad_autograd"]["data"][6][4]
     assert float(numbers["diff"]) == detail["diff"]["data"][6][4]
-    assert page.locator("[data-testid=heatmap-main] .hoverlayer .hovertext").count() == 0  # the readout says it
+    assert page.locator(".hoverlayer .hovertext").count() == 0  # no hover box: the readout says it
 
 
 def test_a_scalar_is_printed_as_a_number(page, base_url):
@@ -394,11 +419,10 @@ def test_nonfinite_cells_are_marked_and_counted(page, base_url):
 
     page.route(target, with_nonfinite)
     open_page(page, f"{base_url}/?node=logits&pin=1&step=20&view=value")
-    marks = page.evaluate(
-        "(() => { const d = document.querySelector('[data-testid=heatmap-main]');"
-        " const t = d.data.find((x) => x.name === 'nonfinite'); return t ? [t.y, t.x] : null; })()"
-    )
-    assert marks is not None and sorted(zip(*marks, strict=True)) == [(0, 1), (2, 3)]
+    expect(page.get_by_test_id("main-cells")).to_have_attribute("data-nonfinite", "0,1;2,3")
+    # black with a white ×: the corner of the cell black, its centre (where the strokes cross) white
+    assert cell_pixel(page, 0, 1, at=0.1) == [0, 0, 0] and cell_pixel(page, 2, 3, at=0.1) == [0, 0, 0]
+    assert min(cell_pixel(page, 0, 1)) > 200
 
 
 def test_permalink_reload_and_back(page, base_url):

@@ -1,5 +1,6 @@
-// Pure renderers of tensors: the inspector's main heatmap (Plotly, with row and column sums as marginal
-// bars and a crosshair) and small multiples drawn straight onto canvases (a step redraws four of them).
+// Pure renderers of tensors: the inspector's main heatmap (a Plotly frame of axes and titles; cells,
+// crosshair, colour bar and row and column sums painted on canvases laid on it) and small multiples drawn
+// straight onto canvases (a step redraws four of them).
 import { AXIS_TITLE, GRAD_SCALE, VALUE_SCALE } from "./config.js";
 
 // Any tensor as a 2-D grid (rows, cols) with tick labels and axis titles; emb (3-D) shows one context position.
@@ -73,38 +74,67 @@ function lut(scale) {
   return luts.get(scale);
 }
 
-// A small multiple: one pixel per cell, scaled up without smoothing (about 1 ms for 32x64, no Plotly redraw).
-export function thumb(canvas, grid, range, cross = null) {
+// The cells of a grid painted into a w×h box of a 2-D context: one pixel per cell, scaled up without
+// smoothing (about 1 ms for 32x64); NaN/Inf cells black with a white ×.
+function paintCells(ctx, grid, range, w, h) {
   const rows = grid.z.length, cols = grid.z[0].length;
   const table = lut(range.scale), span = range.hi - range.lo || 1;
   const pixels = new ImageData(cols, rows);
+  const nonfinite = [];
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
       const v = grid.z[i][j], at = (i * cols + j) * 4;
       const k = v === null ? -1 : Math.max(0, Math.min(255, Math.round(((v - range.lo) / span) * 255)));
       if (k >= 0) pixels.data.set(table.subarray(k * 3, k * 3 + 3), at);
+      else nonfinite.push([i, j]);
       pixels.data[at + 3] = 255; // a NaN/Inf cell stays black
     }
   }
   const cells = new OffscreenCanvas(cols, rows);
   cells.getContext("2d").putImageData(pixels, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(cells, 0, 0, w, h);
+  const cw = w / cols, ch = h / rows;
+  if (nonfinite.length && cw >= 4 && ch >= 4) {
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    for (const [i, j] of nonfinite) {
+      const d = Math.min(cw, ch) * 0.3, x = (j + 0.5) * cw, y = (i + 0.5) * ch;
+      ctx.moveTo(x - d, y - d); ctx.lineTo(x + d, y + d);
+      ctx.moveTo(x + d, y - d); ctx.lineTo(x - d, y + d);
+    }
+    ctx.stroke();
+  }
+  return nonfinite;
+}
+
+// a canvas sized to its box in CSS pixels (sharp on high-density screens), its context in CSS pixels
+function sized(canvas, w, h) {
   const ratio = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || 120, h = canvas.clientHeight || 80;
   canvas.width = Math.round(w * ratio);
   canvas.height = Math.round(h * ratio);
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(cells, 0, 0, w, h);
-  if (cross) {
-    const cw = w / cols, ch = h / rows;
-    ctx.strokeStyle = "#000";
-    ctx.lineWidth = 2;
-    ctx.strokeRect(cross[1] * cw - 1, cross[0] * ch - 1, cw + 2, ch + 2);
-    ctx.strokeStyle = "#fff";
-    ctx.lineWidth = 1;
-    ctx.strokeRect(cross[1] * cw - 2.5, cross[0] * ch - 2.5, cw + 5, ch + 5);
-  }
+  return ctx;
+}
+
+// the cell `cross` = [row, col] outlined: black inside, white outside, visible on any colour
+function outline(ctx, cross, cw, ch) {
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = 2;
+  ctx.strokeRect(cross[1] * cw - 1, cross[0] * ch - 1, cw + 2, ch + 2);
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 1;
+  ctx.strokeRect(cross[1] * cw - 2.5, cross[0] * ch - 2.5, cw + 5, ch + 5);
+}
+
+// A small multiple on its canvas (a step redraws four of them, no Plotly redraw).
+export function thumb(canvas, grid, range, cross = null) {
+  const w = canvas.clientWidth || 120, h = canvas.clientHeight || 80;
+  const ctx = sized(canvas, w, h);
+  paintCells(ctx, grid, range, w, h);
+  if (cross) outline(ctx, cross, w / grid.z[0].length, h / grid.z.length);
   canvas.dataset.cross = cross ? cross.join(",") : "";
 }
 
@@ -117,94 +147,157 @@ export function cellAt(canvas, grid, event) {
 }
 
 const AXIS_FONT = { size: 10 };
-const NUMBERS = { exponentformat: "e", showexponent: "all" }; // never SI prefixes ("1p", "20µ")
 
-// The main heatmap with its row sums (right) and column sums (top). `cross` = [row, col] or null.
-export function renderMain(div, grid, range, { title, cross = null }) {
+// Colour-bar ticks: round numbers (1, 2, 2.5 or 5 × a power of ten) inside [lo, hi], about five of them
+export function niceTicks(lo, hi, count = 5) {
+  const span = hi - lo;
+  if (!(span > 0) || !Number.isFinite(span)) return [lo];
+  const raw = span / (count - 1), power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw * 0.999);
+  const ticks = [];
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi * (1 + 1e-12) + 1e-300; k++) ticks.push(Number((k * step).toPrecision(12)));
+  return ticks;
+}
+
+// a tick label in plain or scientific notation, never SI prefixes ("1p", "20µ"): 0.05, 12, 2.5e-5
+export function tickText(v) {
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e-3 && a < 1e5) return String(Number(v.toPrecision(4)));
+  const [m, e] = v.toExponential(3).split("e");
+  return `${String(Number(m))}e${Number(e)}`;
+}
+
+// The frame of the main heatmap: axes, tick labels, titles (Plotly). It depends on the grid's size and
+// labels only, so a step to a tensor of the same shape leaves it untouched.
+function frameOf(grid, title, width) {
   // numeric axes with the labels as tick text: a batch can hold the same context twice
-  const xi = grid.x.map((_, j) => j), yi = grid.y.map((_, i) => i);
-  // at most 27 labels across (every character) and 16 down: each tick label costs ~0.5 ms of every redraw
+  const rows = grid.z.length, cols = grid.z[0].length;
+  // at most 27 labels across (every character), 14 px apart, and 16 down: each tick label costs ~0.5 ms of
+  // a relayout, and a phone's narrow plot would crowd them
   const every = (n, most) => Math.ceil(n / most);
-  const xt = xi.filter((j) => j % every(xi.length, 27) === 0), yt = yi.filter((i) => i % every(yi.length, 16) === 0);
-  const traces = [{
-    type: "heatmap", name: "main", z: grid.z, x: xi, y: yi, xaxis: "x", yaxis: "y",
-    colorscale: range.scale, zmin: range.lo, zmax: range.hi, hoverongaps: false,
-    // no hover box: the crosshair's readout prints the cell's four numbers as the server sent them (a
-    // per-cell hover text costs ~12 ms a redraw, and Plotly's own %{z} rounds and writes SI prefixes)
-    hoverinfo: "none",
-    colorbar: { orientation: "h", thickness: 10, len: 0.8, x: 0.41, xanchor: "center", y: -0.17, yanchor: "top",
-      tickfont: { size: 10 }, ...NUMBERS, nticks: 5 },
-  }];
-  const nulls = [];
-  grid.z.forEach((row, i) => row.forEach((v, j) => { if (v === null) nulls.push([j, i]); }));
-  if (nulls.length) {
-    traces.push({ type: "scatter", mode: "markers", name: "nonfinite", x: nulls.map((p) => p[0]), y: nulls.map((p) => p[1]),
-      xaxis: "x", yaxis: "y", hoverinfo: "skip", marker: { symbol: "x", size: 8, color: "#000" } });
-  }
-  const shapes = cross ? [{
-    type: "rect", xref: "x", yref: "y", line: { color: "#000", width: 2 },
-    x0: cross[1] - 0.5, x1: cross[1] + 0.5, y0: cross[0] - 0.5, y1: cross[0] + 0.5,
-  }] : [];
-  const layout = {
+  const across = Math.max(4, Math.min(27, Math.floor((width * SUMS_X - 104) / 14)));
+  const xt = grid.x.map((_, j) => j).filter((j) => j % every(cols, across) === 0);
+  const yt = grid.y.map((_, i) => i).filter((i) => i % every(rows, 16) === 0);
+  return {
     title: { text: title, font: { size: 13 }, x: 0, xanchor: "left" },
     margin: { l: 96, r: 8, t: 34, b: 104 }, showlegend: false,
-    xaxis: { domain: [0, SUMS_X], tickvals: xt, ticktext: xt.map((j) => grid.x[j]), range: [-0.5, xi.length - 0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT, title: { text: grid.xt, font: { size: 12 }, standoff: 4 }, automargin: false },
-    yaxis: { domain: [0, SUMS_Y], tickvals: yt, ticktext: yt.map((i) => grid.y[i]), range: [yi.length - 0.5, -0.5], zeroline: false, showgrid: false, tickfont: AXIS_FONT,
-      title: { text: grid.yt, font: { size: 12 }, standoff: 4 }, automargin: false },
-    shapes,
+    xaxis: { domain: [0, SUMS_X], tickvals: xt, ticktext: xt.map((j) => grid.x[j]), range: [-0.5, cols - 0.5], zeroline: false, showgrid: false,
+      tickfont: AXIS_FONT, title: { text: grid.xt, font: { size: 12 }, standoff: 4 }, automargin: false, fixedrange: true, ticks: "outside", ticklen: 3 },
+    yaxis: { domain: [0, SUMS_Y], tickvals: yt, ticktext: yt.map((i) => grid.y[i]), range: [rows - 0.5, -0.5], zeroline: false, showgrid: false,
+      tickfont: AXIS_FONT, title: { text: grid.yt, font: { size: 12 }, standoff: 4 }, automargin: false, fixedrange: true, ticks: "outside", ticklen: 3 },
   };
-  const names = traces.map((t) => t.name).join(",");
-  const same = div.data && div.dataset.traces === names && div.dataset.rows === String(grid.z.length)
-    && div.dataset.cols === String(grid.z[0].length);
-  div.dataset.rows = String(grid.z.length);
-  div.dataset.cols = String(grid.z[0].length);
-  div.dataset.traces = names;
-  const drawn = same ? restyle(div, traces, layout) : Plotly.react(div, traces, layout, { displayModeBar: false, responsive: true });
-  div.sumsGrid = grid;
-  if (!div.dataset.sumsBound) {
-    div.dataset.sumsBound = "1";
-    // a resize or the full window moves the cells (a kept, hidden plot draws no sums)
-    div.on("plotly_afterplot", () => { if (!div.hidden) drawSums(div, div.sumsGrid); });
+}
+
+// The main heatmap: Plotly draws its frame (axes, labels, titles), and the cells, the crosshair, the colour
+// bar and the row and column sums are canvases laid on it. A step changes the numbers far more often than the
+// frame: restyling a Plotly heatmap's z replots the whole figure (~30 ms, measured), painting a canvas ~1 ms.
+// `cross` = [row, col] or null. Resolves once drawn.
+export function renderMain(div, grid, range, { title, cross = null }) {
+  const frame = frameOf(grid, title, div.parentElement.clientWidth || 600);
+  const key = JSON.stringify(frame);
+  let drawn = null;
+  if (!div.data) drawn = Plotly.newPlot(div, [], frame, { displayModeBar: false, responsive: true, staticPlot: true });
+  else if (div.dataset.frame !== key) drawn = Plotly.react(div, [], frame, { displayModeBar: false, responsive: true, staticPlot: true });
+  div.dataset.frame = key;
+  div.drawing = { grid, range, cross };
+  if (!div.dataset.bound) {
+    div.dataset.bound = "1";
+    // a resize or the full window moves the axes (a kept, hidden plot draws nothing)
+    div.on("plotly_afterplot", () => { if (!div.hidden) paintMain(div); });
   }
-  return drawn.then(() => drawSums(div, grid));
+  if (drawn) return drawn.then(() => paintMain(div));
+  paintMain(div);
+  return Promise.resolve();
 }
 
 const SUMS_X = 0.84; // the heatmap's share of the width: its row sums take the rest
 const SUMS_Y = 0.82; // and of the height: its column sums above it
 
-// Row sums (right) and column sums (above) as bars on canvases aligned with the heatmap's cells: a broadcast's
-// sum shows as one bar per row or column. Canvases, because each Plotly subplot adds ~10 ms to every redraw.
-function drawSums(div, grid) {
+// the overlay canvas `key` of the plot's wrapper, created once and placed at (left, top) with size w×h
+function overlay(wrap, key, testid, left, top, w, h) {
+  let canvas = wrap.querySelector(`canvas[data-overlay="${key}"]`);
+  if (!canvas) {
+    canvas = document.createElement("canvas");
+    canvas.dataset.overlay = key;
+    canvas.dataset.testid = testid;
+    canvas.className = `overlay ${key}`;
+    canvas.setAttribute("role", "img");
+    wrap.append(canvas);
+  }
+  Object.assign(canvas.style, { left: `${left}px`, top: `${top}px`, width: `${w}px`, height: `${h}px` });
+  return canvas;
+}
+
+// Paint what the frame holds: cells and crosshair, colour bar, marginal sums.
+function paintMain(div) {
+  const { grid, range, cross } = div.drawing;
+  const wrap = div.parentElement, full = div._fullLayout;
+  if (!full || !full.xaxis._length) return;
+  const xa = full.xaxis, ya = full.yaxis;
+  const w = xa._length, h = ya._length;
+  const cells = overlay(wrap, "cells", "main-cells", xa._offset, ya._offset, w, h);
+  cells.hidden = false;
+  const nonfinite = paintCells(sized(cells, w, h), grid, range, w, h);
+  if (cross) outline(cells.getContext("2d"), cross, w / grid.z[0].length, h / grid.z.length);
+  cells.grid = grid; // what the pointer is over (see cellAt)
+  cells.dataset.cross = cross ? cross.join(",") : "";
+  cells.dataset.nonfinite = nonfinite.map((c) => c.join(",")).join(";");
+  cells.dataset.zmin = String(range.lo);
+  cells.dataset.zmax = String(range.hi);
+  cells.setAttribute("aria-label", `heatmap of ${grid.z.length} × ${grid.z[0].length} cells, colours from ${tickText(range.lo)} to ${tickText(range.hi)}`);
+  paintColorBar(wrap, range, xa._offset + w * 0.1, ya._offset + h + 62, w * 0.8);
+  paintSums(wrap, grid, xa, ya, full.width);
+}
+
+// the colour bar under the x-axis title: the scale, and round numbers under it
+function paintColorBar(wrap, range, left, top, w) {
+  const bar = 10, h = bar + 16;
+  const canvas = overlay(wrap, "colorbar", "colorbar", left, top, w, h);
+  canvas.hidden = false;
+  const ctx = sized(canvas, w, h);
+  const table = lut(range.scale);
+  for (let x = 0; x < w; x++) {
+    const k = Math.round((x / Math.max(1, w - 1)) * 255) * 3;
+    ctx.fillStyle = `rgb(${table[k]},${table[k + 1]},${table[k + 2]})`;
+    ctx.fillRect(x, 0, 1.5, bar);
+  }
+  ctx.strokeStyle = "#6b7a90";
+  ctx.lineWidth = 1;
+  ctx.strokeRect(0.5, 0.5, w - 1, bar - 1);
+  const ticks = niceTicks(range.lo, range.hi), span = range.hi - range.lo || 1;
+  ctx.fillStyle = "#1d2330";
+  ctx.font = "10px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  const labels = ticks.map(tickText);
+  ticks.forEach((t, i) => {
+    const x = ((t - range.lo) / span) * (w - 1);
+    ctx.fillRect(Math.round(x), bar, 1, 3);
+    const width = ctx.measureText(labels[i]).width;
+    ctx.fillText(labels[i], Math.max(0, Math.min(w - width, x - width / 2)), bar + 4);
+  });
+  canvas.dataset.ticks = JSON.stringify(labels);
+  canvas.setAttribute("aria-label", `colour scale from ${tickText(range.lo)} to ${tickText(range.hi)}`);
+}
+
+// Row sums (right) and column sums (above) as bars aligned with the heatmap's cells: a broadcast's sum
+// shows as one bar per row or column.
+function paintSums(wrap, grid, xa, ya, width) {
   const { rows, cols } = marginals(grid.z);
-  const wrap = div.parentElement;
-  const xa = div._fullLayout.xaxis, ya = div._fullLayout.yaxis, width = div._fullLayout.width;
   const right = xa._offset + xa._length;
   const sides = [
     { key: "rows", values: rows, left: right + 8, top: ya._offset - 14, w: width - right - 12, h: ya._length + 14, across: true },
     { key: "cols", values: cols, left: xa._offset, top: 26, w: xa._length, h: ya._offset - 30, across: false },
   ];
   for (const side of sides) {
-    let canvas = wrap.querySelector(`canvas[data-sums="${side.key}"]`);
-    if (!canvas) {
-      canvas = document.createElement("canvas");
-      canvas.dataset.sums = side.key;
-      canvas.dataset.testid = side.key === "rows" ? "row-sums" : "col-sums";
-      canvas.className = "sums";
-      canvas.setAttribute("role", "img");
-      wrap.append(canvas);
-    }
+    const canvas = overlay(wrap, side.key, side.key === "rows" ? "row-sums" : "col-sums", side.left, side.top, Math.max(0, side.w), Math.max(0, side.h));
     const show = !(side.key === "rows" && grid.z.length === 1) && side.w > 20 && side.h > 20;
     canvas.hidden = !show;
     canvas.dataset.values = JSON.stringify(side.values);
     if (!show) continue;
     const max = Math.max(...side.values.map(Math.abs)) || 1;
     canvas.setAttribute("aria-label", `${side.key === "rows" ? "row" : "column"} sums, from ${Math.min(...side.values).toPrecision(3)} to ${Math.max(...side.values).toPrecision(3)}`);
-    Object.assign(canvas.style, { left: `${side.left}px`, top: `${side.top}px`, width: `${side.w}px`, height: `${side.h}px` });
-    const ratio = window.devicePixelRatio || 1;
-    canvas.width = Math.round(side.w * ratio);
-    canvas.height = Math.round(side.h * ratio);
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    const ctx = sized(canvas, side.w, side.h);
     const n = side.values.length, caption = 14; // a line of text above the bars
     const cell = (side.across ? side.h - caption : side.w) / n;
     const half = (side.across ? side.w : side.h - caption) / 2; // bars grow both ways from zero
@@ -222,36 +315,14 @@ function drawSums(div, grid) {
   }
 }
 
-// The same grid with new numbers and labels (the next node often has the current one's shape): a restyle and
-// relayout of what changed redraws in a few ms, where react replots the whole figure (~60 ms measured)
-function restyle(div, traces, layout) {
-  // only what changed, trace by trace: a new colour scale or new coordinates make Plotly recalculate more
-  const changed = traces.map((t, i) => {
-    const update = {};
-    for (const key of ["z", "zmin", "zmax", "colorscale", "x", "y", "customdata"]) {
-      if (t[key] !== undefined && JSON.stringify(t[key]) !== JSON.stringify(div.data[i][key])) update[key] = [t[key]];
-    }
-    return update;
-  });
-  const old = div.layout;
-  const relayout = { shapes: layout.shapes };
-  if (old.title.text !== layout.title.text) relayout["title.text"] = layout.title.text;
-  for (const axis of ["xaxis", "yaxis"]) {
-    const a = layout[axis], o = old[axis];
-    if (JSON.stringify(o.ticktext) !== JSON.stringify(a.ticktext) || JSON.stringify(o.tickvals) !== JSON.stringify(a.tickvals)) {
-      relayout[`${axis}.tickvals`] = a.tickvals;
-      relayout[`${axis}.ticktext`] = a.ticktext;
-    }
-    if (o.title.text !== a.title.text) relayout[`${axis}.title.text`] = a.title.text;
-  }
-  const bars = changed.slice(1).map((u, k) => Object.keys(u).length ? Plotly.restyle(div, u, [k + 1]) : null);
-  return Promise.all(bars).then(() => Plotly.update(div, changed[0], relayout, [0]));
+// Move the crosshair of the main heatmap: a repaint of its cells (~1 ms).
+export function moveCross(div, cross) {
+  if (!div || !div.drawing) return;
+  div.drawing.cross = cross;
+  paintMain(div);
 }
 
-// Move the crosshair of the main heatmap without redrawing its data.
-export function moveCross(div, cross) {
-  if (!div.layout) return Promise.resolve();
-  const shapes = cross ? [{ type: "rect", xref: "x", yref: "y", line: { color: "#000", width: 2 },
-    x0: cross[1] - 0.5, x1: cross[1] + 0.5, y0: cross[0] - 0.5, y1: cross[0] + 0.5 }] : [];
-  return Plotly.relayout(div, { shapes });
+// hide the overlays (nothing to draw in the main plot)
+export function hideOverlays(wrap) {
+  for (const c of wrap.querySelectorAll("canvas.overlay")) c.hidden = true;
 }

@@ -4,7 +4,7 @@
 import { SCALAR_MAX, STATUS } from "./config.js";
 import { esc } from "./dom.js";
 import { nodeStatus, statusText } from "./graph.js";
-import { absMax, as2d, cellAt, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
+import { absMax, as2d, cellAt, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
 
 export const VIEWS = [
   { key: "value", label: "value" },
@@ -217,7 +217,8 @@ function drawMain(el) {
   const p = panels[view];
   const empty = el.querySelector(".main-empty");
   if (!grids[view] || p.empty) {
-    for (const d of el.querySelectorAll(".main-plot, canvas.sums")) d.hidden = true;
+    for (const d of el.querySelectorAll(".main-plot")) d.hidden = true;
+    hideOverlays(el.querySelector(".main-wrap"));
     const last = el.querySelector('[data-testid="heatmap-main"]');
     if (last) last.dataset.view = view; // what the switch shows: here, the reason there is nothing to draw
     empty.hidden = false;
@@ -227,15 +228,13 @@ function drawMain(el) {
   const div = plotFor(el, grids[view]);
   div.dataset.view = view;
   empty.hidden = true;
-  const drawn = renderMain(div, grids[view], rangeOf(p), { title: p.title, cross: sameShape(view) ? cross : null });
-  if (!div.dataset.bound) {
-    div.dataset.bound = "1";
-    div.on("plotly_hover", (event) => {
-      const pt = event.points.find((q) => q.data.type === "heatmap");
-      if (pt) setCross(el, [pt.y, pt.x], current.view);
-    });
-  }
-  return drawn;
+  const wrap = el.querySelector(".main-wrap");
+  // the pointer over the painted cells moves the crosshair (one listener for the wrapper's life)
+  wrap.onpointermove = wrap.onpointerdown = (event) => { // a tap on a phone, too
+    const t = event.target;
+    if (t.dataset.overlay === "cells" && t.grid) setCross(el, cellAt(t, t.grid, event), current.view);
+  };
+  return renderMain(div, grids[view], rangeOf(p), { title: p.title, cross: sameShape(view) ? cross : null });
 }
 
 // Mark the same cell in the main plot and every thumbnail of the node's shape, and print its four numbers.
