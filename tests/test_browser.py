@@ -200,7 +200,7 @@ def main_plot(page: Page) -> dict:
           const cells = document.querySelector('[data-testid=main-cells]');
           const sums = (id) => JSON.parse(document.querySelector(`[data-testid=${id}]`).dataset.values);
           return {z: cells.grid.z, zmin: Number(cells.dataset.zmin), zmax: Number(cells.dataset.zmax),
-                  title: d.layout.title.text, view: d.dataset.view,
+                  title: document.querySelector('[data-testid=main-title]').textContent, view: d.dataset.view,
                   xtitle: d.layout.xaxis.title.text, ytitle: d.layout.yaxis.title.text,
                   xticks: d.layout.xaxis.ticktext, yticks: d.layout.yaxis.ticktext,
                   rows: sums('row-sums'), cols: sums('col-sums'), width: d._fullLayout.xaxis._length,
@@ -300,6 +300,24 @@ def test_hovering_a_cell_marks_it_in_all_four_and_prints_the_served_numbers(page
     assert float(numbers["autograd"]) == detail["grad_autograd"]["data"][6][4]
     assert float(numbers["diff"]) == detail["diff"]["data"][6][4]
     assert page.locator(".hoverlayer .hovertext").count() == 0  # no hover box: the readout says it
+
+
+def test_the_next_steps_heatmap_frame_is_drawn_before_the_click(page, base_url):
+    # step 0, logits open on its manual gradient: nothing to draw yet, but the frame its gradient needs (and the
+    # one the prefetched step 1 needs) is drawn on standby while the page is idle; Next then shows that plot
+    open_page(page, f"{base_url}/?node=logits&view=manual")
+    expect(page.get_by_test_id("main-empty")).to_be_visible()
+    page.wait_for_function(
+        "() => { const d = document.querySelector('.main-plot.standby[data-grid=\"32x27\"]');"
+        " return d && d.querySelector('.xtick') !== null; }"
+    )
+    page.evaluate("document.querySelector('.main-plot.standby[data-grid=\"32x27\"]').prepared = true")
+    act(page, lambda: page.get_by_test_id("next").click())
+    expect(page.get_by_test_id("panel-title")).to_have_text(re.compile(r"^logprobs "))
+    shown = page.get_by_test_id("heatmap-main")
+    expect(shown).to_be_visible()
+    assert shown.evaluate("(d) => d.prepared === true && !d.classList.contains('standby')")
+    assert main_plot(page)["z"] == served(page, "/api/tensor/logprobs?step=1")["grad_manual"]["data"]
 
 
 def test_a_scalar_is_printed_as_a_number(page, base_url):

@@ -49,21 +49,23 @@ function getPure(path, params) {
   return known;
 }
 
+// Ask for an answer before it is needed; returns its promise (a failure is reported only where it is used).
 function prefetch(path, params) {
   const url = `${path}?${new URLSearchParams(params)}`;
   const pure = !Number(params.run);
   const known = recent.get(url);
   if (known) {
     keep(url, known); // still wanted: not the next one to go
-    return;
+    return known;
   }
-  if (ahead.has(url)) return;
+  if (ahead.has(url)) return ahead.get(url);
   const promise = ask(url, pure);
   promise.catch(() => {}); // a failed prefetch is reported when (if) its response is used
   if (!pure) {
     ahead.set(url, promise);
     if (ahead.size > AHEAD_MAX) ahead.delete(ahead.keys().next().value);
   }
+  return promise;
 }
 
 async function request(url, init = {}) {

@@ -112,9 +112,15 @@ function paintCells(ctx, grid, range, w, h) {
 // a canvas sized to its box in CSS pixels (sharp on high-density screens), its context in CSS pixels
 function sized(canvas, w, h) {
   const ratio = window.devicePixelRatio || 1;
-  canvas.width = Math.round(w * ratio);
-  canvas.height = Math.round(h * ratio);
+  const pw = Math.round(w * ratio), ph = Math.round(h * ratio);
   const ctx = canvas.getContext("2d");
+  if (canvas.width !== pw || canvas.height !== ph) {
+    canvas.width = pw;
+    canvas.height = ph;
+  } else {
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, pw, ph);
+  }
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   return ctx;
 }
@@ -168,9 +174,10 @@ export function tickText(v) {
   return `${String(Number(m))}e${Number(e)}`;
 }
 
-// The frame of the main heatmap: axes, tick labels, titles (Plotly). It depends on the grid's size and
-// labels only, so a step to a tensor of the same shape leaves it untouched.
-function frameOf(grid, title, width) {
+// The frame of the main heatmap: axes, tick labels, axis titles (Plotly). It depends on the grid's size and
+// labels only, so a step to a tensor of the same shape leaves it untouched (the plot's title, which changes
+// more often, is HTML above it: a Plotly title change relayouts the figure, ~40 ms).
+function frameOf(grid, width) {
   // numeric axes with the labels as tick text: a batch can hold the same context twice
   const rows = grid.z.length, cols = grid.z[0].length;
   // at most 27 labels across (every character), 14 px apart, and 16 down: each tick label costs ~0.5 ms of
@@ -180,7 +187,6 @@ function frameOf(grid, title, width) {
   const xt = grid.x.map((_, j) => j).filter((j) => j % every(cols, across) === 0);
   const yt = grid.y.map((_, i) => i).filter((i) => i % every(rows, 16) === 0);
   return {
-    title: { text: title, font: { size: 13 }, x: 0, xanchor: "left" },
     margin: { l: 96, r: 8, t: 34, b: 104 }, showlegend: false,
     xaxis: { domain: [0, SUMS_X], tickvals: xt, ticktext: xt.map((j) => grid.x[j]), range: [-0.5, cols - 0.5], zeroline: false, showgrid: false,
       tickfont: AXIS_FONT, title: { text: grid.xt, font: { size: 12 }, standoff: 4 }, automargin: false, fixedrange: true, ticks: "outside", ticklen: 3 },
@@ -194,27 +200,44 @@ function frameOf(grid, title, width) {
 // frame: restyling a Plotly heatmap's z replots the whole figure (~30 ms, measured), painting a canvas ~1 ms.
 // `cross` = [row, col] or null. Resolves once drawn.
 export function renderMain(div, grid, range, { title, cross = null }) {
-  const frame = frameOf(grid, title, div.parentElement.clientWidth || 600);
-  const key = JSON.stringify(frame);
-  let drawn = null;
-  if (!div.data) drawn = Plotly.newPlot(div, [], frame, { displayModeBar: false, responsive: true, staticPlot: true });
-  else if (div.dataset.frame !== key) drawn = Plotly.react(div, [], frame, { displayModeBar: false, responsive: true, staticPlot: true });
-  div.dataset.frame = key;
-  div.drawing = { grid, range, cross };
-  if (!div.dataset.bound) {
-    div.dataset.bound = "1";
-    // a resize or the full window moves the axes (a kept, hidden plot draws nothing)
-    div.on("plotly_afterplot", () => { if (!div.hidden) paintMain(div); });
+  const wrap = div.parentElement;
+  let heading = wrap.querySelector(".main-title");
+  if (!heading) {
+    heading = Object.assign(document.createElement("div"), { className: "main-title" });
+    heading.dataset.testid = "main-title";
+    wrap.append(heading);
   }
+  if (heading.textContent !== title) heading.textContent = title;
+  heading.hidden = false;
+  const drawn = ensureFrame(div, grid);
+  div.drawing = { grid, range, cross };
   if (drawn) return drawn.then(() => paintMain(div));
   paintMain(div);
   return Promise.resolve();
+}
+
+// Draw the frame for a grid unless it is drawn already: a promise while Plotly draws, null when nothing
+// changed. A plot on standby (a kept one, or one prepared before it is needed) is laid out but not seen.
+export function ensureFrame(div, grid) {
+  const frame = frameOf(grid, div.parentElement.clientWidth || 600);
+  const key = JSON.stringify(frame);
+  if (div.dataset.frame === key) return null;
+  div.dataset.frame = key;
+  const config = { displayModeBar: false, responsive: true, staticPlot: true };
+  const drawn = div.data ? Plotly.react(div, [], frame, config) : Plotly.newPlot(div, [], frame, config);
+  if (!div.dataset.bound) {
+    div.dataset.bound = "1";
+    // a resize or the full window moves the axes: the plot in view repaints its cells
+    div.on("plotly_afterplot", () => { if (!div.classList.contains("standby") && div.drawing) paintMain(div); });
+  }
+  return drawn;
 }
 
 const SUMS_X = 0.84; // the heatmap's share of the width: its row sums take the rest
 const SUMS_Y = 0.82; // and of the height: its column sums above it
 
 // the overlay canvas `key` of the plot's wrapper, created once and placed at (left, top) with size w×h
+// (style written only when it changes: a write makes the next read of any size lay the page out again)
 function overlay(wrap, key, testid, left, top, w, h) {
   let canvas = wrap.querySelector(`canvas[data-overlay="${key}"]`);
   if (!canvas) {
@@ -225,7 +248,11 @@ function overlay(wrap, key, testid, left, top, w, h) {
     canvas.setAttribute("role", "img");
     wrap.append(canvas);
   }
-  Object.assign(canvas.style, { left: `${left}px`, top: `${top}px`, width: `${w}px`, height: `${h}px` });
+  const box = `${left},${top},${w},${h}`;
+  if (canvas.dataset.box !== box) {
+    canvas.dataset.box = box;
+    Object.assign(canvas.style, { left: `${left}px`, top: `${top}px`, width: `${w}px`, height: `${h}px` });
+  }
   return canvas;
 }
 
@@ -322,7 +349,7 @@ export function moveCross(div, cross) {
   paintMain(div);
 }
 
-// hide the overlays (nothing to draw in the main plot)
+// hide the overlays and the title (nothing to draw in the main plot)
 export function hideOverlays(wrap) {
-  for (const c of wrap.querySelectorAll("canvas.overlay")) c.hidden = true;
+  for (const c of wrap.querySelectorAll("canvas.overlay, .main-title")) c.hidden = true;
 }

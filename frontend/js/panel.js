@@ -4,7 +4,7 @@
 import { SCALAR_MAX, STATUS } from "./config.js";
 import { esc } from "./dom.js";
 import { nodeStatus, statusText } from "./graph.js";
-import { absMax, as2d, cellAt, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
+import { absMax, as2d, cellAt, ensureFrame, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
 
 export const VIEWS = [
   { key: "value", label: "value" },
@@ -183,16 +183,20 @@ function sameShape(key) {
   return g && v && g.z.length === v.z.length && g.z[0].length === v.z[0].length;
 }
 
+// run `work` when the page has nothing else to do (a click meanwhile waits for it: keep it short)
+export const idle = (work) => (window.requestIdleCallback ? requestIdleCallback(work, { timeout: 1000 }) : setTimeout(work, 50));
+
 const PLOTS_KEPT = 3; // plots kept per grid size: the next tensor usually has one of a few shapes
 
-// The plot for a grid size, shown; the others hidden. Switching between kept plots restyles one (~30 ms)
-// where drawing a plot of another size anew takes ~60-70 ms (measured in the browser bench).
-function plotFor(el, grid) {
+// The plot for a grid size (made if missing, the oldest dropped past PLOTS_KEPT); shown when `show`, the others
+// on standby. A kept plot's frame is drawn already: showing it costs nothing, where Plotly draws a new one in
+// ~100 ms (measured in the browser bench).
+function plotFor(el, grid, show = true) {
   const wrap = el.querySelector(".main-wrap");
   const key = `${grid.z.length}x${grid.z[0].length}`;
   let div = wrap.querySelector(`.main-plot[data-grid="${key}"]`);
   if (!div) {
-    div = Object.assign(document.createElement("div"), { className: "main-plot" });
+    div = Object.assign(document.createElement("div"), { className: "main-plot standby" });
     div.dataset.grid = key;
     wrap.prepend(div);
     const plots = wrap.querySelectorAll(".main-plot");
@@ -201,15 +205,27 @@ function plotFor(el, grid) {
       if (oldest.data) Plotly.purge(oldest);
       oldest.remove();
     }
-  } else {
+  } else if (show) {
     wrap.prepend(div); // most recently used first
   }
+  if (!show) return div;
   for (const d of wrap.querySelectorAll(".main-plot")) {
-    d.hidden = d !== div;
+    d.hidden = false;
+    d.classList.toggle("standby", d !== div);
     if (d === div) d.dataset.testid = "heatmap-main";
     else delete d.dataset.testid;
   }
   return div;
+}
+
+// Draw, on standby, the frame the inspector will need for this tensor (the next step's, prefetched; or the
+// open node's while its gradient is not there yet): called when the page is idle.
+export function prepare(el, detail, slice = 0) {
+  const wrap = el.querySelector(".main-wrap");
+  if (!wrap || !detail || detail.shape.reduce((a, b) => a * b, 1) <= SCALAR_MAX) return;
+  const grid = gridOf(detail, detail.value, detail.shape.length === 3 ? slice : 0);
+  const div = plotFor(el, grid, false);
+  if (div.classList.contains("standby")) ensureFrame(div, grid);
 }
 
 function drawMain(el) {
@@ -219,6 +235,7 @@ function drawMain(el) {
   if (!grids[view] || p.empty) {
     for (const d of el.querySelectorAll(".main-plot")) d.hidden = true;
     hideOverlays(el.querySelector(".main-wrap"));
+    idle(() => prepare(el, current.detail, current.slice)); // the frame its gradient will need
     const last = el.querySelector('[data-testid="heatmap-main"]');
     if (last) last.dataset.view = view; // what the switch shows: here, the reason there is nothing to draw
     empty.hidden = false;
