@@ -58,8 +58,6 @@ def _limit_memory(extra: int) -> None:
 def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     import os
 
-    # below the web server: its warm-up and learners' code never slow down pages and the API
-    os.nice(CHECK_NICENESS)
     import torch
 
     from .cache import PassCache
@@ -81,11 +79,16 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     bp = run_backward(ModelConfig(), dataset, "atomic")
     grade(bp, 1, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n")
     grade(bp, 3, "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs * 2")  # the feedback paths
+    warmed_at = os.nice(0)
+    # then below the web server: learners' code never slows down pages and the API. The warm-up (~3 s of CPU)
+    # ran at the server's priority: niced on a busy machine it took over a minute, and the first check was
+    # refused with "the evaluator did not start"
+    os.nice(CHECK_NICENESS)
     try:
         _limit_memory(memory_limit)
     except (OSError, ValueError):  # no /proc or no rlimit: the timeout still holds
         pass
-    conn.send({"ready": True})
+    conn.send({"ready": True, "warmed_at_niceness": warmed_at})
     while True:
         job = conn.recv()
         try:
@@ -110,10 +113,12 @@ class Worker:
         self.proc.start()
         child.close()
         self.ready = False
+        self.started: dict[str, Any] = {}  # its ready message
 
     def wait_ready(self, timeout: float) -> bool:
         if not self.ready and self.conn.poll(timeout):
-            self.ready = bool(self.conn.recv().get("ready"))
+            self.started = self.conn.recv()
+            self.ready = bool(self.started.get("ready"))
         return self.ready
 
     def kill(self) -> None:

@@ -179,6 +179,22 @@ def test_a_dead_worker_is_reported_by_how_it_died_and_replaced(lecture_dataset, 
         pool.close()
 
 
+def test_a_worker_warms_up_at_the_servers_priority_then_runs_code_below_it(lecture_dataset):
+    # niced during its warm-up, a worker on a busy machine took over a minute to start, and the first
+    # check was refused ("the evaluator did not start")
+    from server.checks import CHECK_NICENESS
+
+    pool = CheckPool(lecture_dataset, size=1)
+    try:
+        (worker,) = list(pool.idle.queue)
+        assert worker.wait_ready(60)
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert worker.started["warmed_at_niceness"] == ours
+        assert os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == min(19, ours + CHECK_NICENESS)
+    finally:
+        pool.close()
+
+
 def test_a_new_worker_grades_on_the_words_validated_at_start_not_the_file(lecture_dataset, tmp_path):
     from server.config import ModelConfig
     from server.data import load_dataset
