@@ -6,10 +6,9 @@ from typing import Any
 
 import torch
 
-from .config import MODE_TITLES
 from .data import Dataset
 from .engine import BackwardPass
-from .graph import NODES, nodes_for_mode
+from .graph import MODES_BY_NAME, NODES, nodes_for_mode
 from .layout import graph_layout
 from .serialize import cmp_public, finite_or_none, tensor_public
 
@@ -91,7 +90,7 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
     ]
     return {
         "mode": bp.mode,
-        "mode_title": MODE_TITLES[bp.mode],
+        "mode_title": MODES_BY_NAME[bp.mode].title,
         "nodes": nodes,
         "ops": ops,
         "schedule": [op.name for op in bp.schedule],

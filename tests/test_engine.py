@@ -13,12 +13,15 @@ from hypothesis import strategies as st
 
 from server import engine
 from server.bugs import BUGS
-from server.config import MODES, ModelConfig
+from server.config import ModelConfig
 from server.engine import compare, init_params, run_backward, run_forward, sample_batch
 from server.graph import (
+    MODE_LIST,
+    MODES,
     NODES,
     OPS,
     OPS_BY_NAME,
+    Undeclared,
     backward_schedule,
     nodes_for_mode,
     ops_for_mode,
@@ -184,6 +187,38 @@ def test_atomic_step_counts_and_first_steps(lecture_dataset):
     n = LECTURE.batch_size
     assert torch.equal(dlogprobs.sum(1), torch.full((n,), -1.0 / n))
     assert bp.grad_at("probs", 1) is None
+
+
+# the lecture's four exercises: the blocks each fuses, and its schedule's length (8 cross-entropy lines -> 1,
+# 7 batchnorm lines -> 1)
+LECTURE_MODES = {
+    "atomic": (set(), 20),
+    "fused_ce": ({"ce"}, 13),
+    "fused_bn": ({"bn"}, 14),
+    "fused": ({"ce", "bn"}, 7),
+}
+
+
+@pytest.mark.parametrize("mode", MODE_LIST, ids=lambda m: m.name)
+def test_each_declared_mode_fuses_its_blocks(mode):
+    blocks, steps = LECTURE_MODES[mode.name]
+    assert mode.fuses == blocks and mode.title.startswith("Exercise")
+    ops = ops_for_mode(mode.name)
+    assert len(ops) == steps
+    # a fused block: its one fused op and none of its atomic lines; any other block: its lines, no fused op
+    assert {op.fuses for op in ops if op.fuses} == blocks
+    assert not {op.block for op in ops if op.block} & blocks
+
+
+def test_the_modes_are_the_lectures_exercises_in_order():
+    assert MODES == tuple(LECTURE_MODES)
+
+
+def test_an_undeclared_mode_is_a_typed_error():
+    with pytest.raises(Undeclared) as raised:
+        ops_for_mode("fused_everything")
+    assert raised.value.field == "mode"
+    assert "'fused_everything'" in str(raised.value) and "fused_bn" in str(raised.value)
 
 
 _entries = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-9, 3.5, 1e30, math.nan, math.inf, -math.inf])
