@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from .. import challenge, views
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
-from ..graph import ops_for_mode
+from ..graph import MODE_LIST, ops_for_mode
 from ..serialize import dumps
 from .fair import client_of
 from .query import QueryModel
@@ -29,6 +30,7 @@ from .schemas import (
     HealthPublic,
     HintQuery,
     HintsPublic,
+    MetaPublic,
     PassQuery,
     StatePublic,
     StepQuery,
@@ -93,6 +95,30 @@ def _step(mode: str, total: int, step: int | None, where: str = "query") -> int:
 @router.get("/health", response_model=HealthPublic)
 async def health(request: Request) -> dict:
     return {"status": "ok", "cached_passes": len(_cache(request)), "worker": os.getpid()}
+
+
+@router.get("/meta", response_model=MetaPublic)
+async def meta() -> Response:
+    """What the page builds its controls from: the declared modes, and each config field's default and bounds."""
+    return _json(_meta())
+
+
+@functools.cache  # the declaration and the schema do not change while the server runs
+def _meta() -> dict[str, Any]:
+    fields = PassQuery.model_json_schema()["properties"]
+    config = {
+        name: {
+            "default": field["default"],
+            "description": field["description"],
+            "minimum": field.get("minimum"),
+            "maximum": field.get("maximum"),
+            "choices": field.get("enum"),
+        }
+        for name, field in fields.items()
+        if name != "mode"
+    }
+    modes = [{"name": m.name, "title": m.title, "steps": len(ops_for_mode(m.name))} for m in MODE_LIST]
+    return {"modes": modes, "default_mode": fields["mode"]["default"], "config": config}
 
 
 @router.get("/bugs", response_model=BugsPublic)

@@ -332,6 +332,30 @@ class RunLossesPublic(BaseModel):
     loss: list[float | None]  # per step; null where the loss was not finite
 
 
+class ModePublic(BaseModel):
+    name: str
+    title: str
+    steps: int  # backward steps in the mode's schedule
+
+
+class FieldPublic(BaseModel):
+    """A field of PassQuery: its default, and its bounds or choices where it has them."""
+
+    default: Any
+    description: str
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: list[str] | None = None
+
+
+class MetaPublic(BaseModel):
+    """What the page builds its controls from: the declared modes, and every config field of a pass."""
+
+    modes: list[ModePublic]
+    default_mode: str
+    config: dict[str, FieldPublic]  # PassQuery's fields but mode, in its order
+
+
 class BugPublic(BaseModel):
     name: str
     title: str
