@@ -55,6 +55,7 @@ class Rule:
     code: str  # as written in the notebook
     fn: Fn  # (v, d) -> this op's contribution to d.target
     note: str = ""  # why the rule looks like this (broadcasts, reductions, ...)
+    overwrite: bool = False  # `=` over the earlier contributions where `+=` belongs (only a bug's rule does this)
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,23 @@ def test_bug_lab_over_the_api(client):
     assert client.get("/api/state", params={"bug": "nope"}).status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("params", "field", "reason"),
+    [
+        ({"mode": "fused_everything"}, "mode", "'atomic'"),  # the choices are named
+        ({"bug": "off_by_one"}, "bug", "'bessel_n'"),
+        ({"bug": "bessel_n", "mode": "fused_bn"}, "bug", "which mode fused_bn fuses away; use atomic or fused_ce"),
+        ({"bug": "clipped_loss", "mode": "fused"}, "bug", "loss, which mode fused fuses away"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/graph", "/api/state", "/api/tensor/h", "/api/hints"])
+def test_an_undeclared_mode_or_bug_is_a_422_with_the_reason(client, path, params, field, reason):
+    r = client.get(path, params={"step": 1, **params} if path == "/api/hints" else params)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["query", field] and reason in error["msg"]
+
+
 def _tensor(t):
     return torch.tensor(t["data"], dtype=torch.float64)
 
