@@ -35,7 +35,8 @@ class Mode:
     """A backward mode: one of the lecture's exercises, named by the blocks of atomic lines it fuses."""
 
     name: str
-    title: str  # the exercise, as the page shows it
+    label: str  # the mode select's short name
+    title: str  # the exercise in a line, as the graph's heading
     fuses: frozenset[str]  # the blocks (Op.block) that collapse into their one fused op (Op.fuses)
 
 
@@ -613,10 +614,20 @@ OPS: list[Op] = [
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 
 MODE_LIST = [
-    Mode("atomic", "Exercise 1: backprop through every atomic line", frozenset()),
-    Mode("fused_ce", "Exercise 2: cross-entropy backward in one step", frozenset({"ce"})),
-    Mode("fused_bn", "Exercise 3: batchnorm backward in one step", frozenset({"bn"})),
-    Mode("fused", "Exercises 2+3: both fused (the backward used to train in Exercise 4)", frozenset({"ce", "bn"})),
+    Mode("atomic", "Exercise 1: atomic", "Exercise 1: backprop through every atomic line", frozenset()),
+    Mode(
+        "fused_ce",
+        "Exercise 2: fused cross-entropy",
+        "Exercise 2: cross-entropy backward in one step",
+        frozenset({"ce"}),
+    ),
+    Mode("fused_bn", "Exercise 3: fused batchnorm", "Exercise 3: batchnorm backward in one step", frozenset({"bn"})),
+    Mode(
+        "fused",
+        "Exercises 2+3: both fused",
+        "Exercises 2+3: both fused (the backward used to train in Exercise 4)",
+        frozenset({"ce", "bn"}),
+    ),
 ]
 MODES_BY_NAME: dict[str, Mode] = {mode.name: mode for mode in MODE_LIST}
 MODES: tuple[str, ...] = tuple(MODES_BY_NAME)  # the names, in the order the page offers them

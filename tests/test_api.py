@@ -36,6 +36,7 @@ def test_meta_serves_the_modes_as_each_graph_answer_has_them(client):
     for mode in meta["modes"]:
         graph = client.get("/api/graph", params={"mode": mode["name"]}).json()
         assert (mode["title"], mode["steps"]) == (graph["mode_title"], len(graph["schedule"]))
+        assert mode["label"].split(":")[0] == mode["title"].split(":")[0]  # the same exercise, said short
         last = client.get("/api/state", params={"mode": mode["name"]}).json()
         assert last["total_steps"] == mode["steps"]
 

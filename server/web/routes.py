@@ -112,7 +112,9 @@ def _meta() -> dict[str, Any]:
         for name, field in fields.items()
         if name != "mode"
     }
-    modes = [{"name": m.name, "title": m.title, "steps": len(ops_for_mode(m.name))} for m in MODE_LIST]
+    modes = [
+        {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name))} for m in MODE_LIST
+    ]
     return {"modes": modes, "default_mode": fields["mode"]["default"], "config": config}
 
 

@@ -334,7 +334,8 @@ class RunLossesPublic(BaseModel):
 
 class ModePublic(BaseModel):
     name: str
-    title: str
+    label: str  # short, for a select
+    title: str  # as GET /api/graph's mode_title
     steps: int  # backward steps in the mode's schedule
 
 
