@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import torch
 
-from .bugs import BUGS, Bug
+from .bugs import schedule_with_bug
 from .config import ModelConfig
 from .data import Dataset
-from .graph import NODES, Op, backward_schedule, nodes_for_mode, ops_for_mode
+from .graph import NODES, Op, nodes_for_mode, ops_for_mode
 
 PARAM_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
 BN_DEFAULT_SEED = 67280421310721  # what torch.Generator() starts at: the lecture's unseeded draw
@@ -164,11 +164,11 @@ class BackwardPass:
         mode: str,
         params: dict[str, torch.Tensor],
         values: dict[str, object],
-        bug: Bug | None = None,
+        schedule: list[Op],
     ) -> None:
-        self.config, self.mode, self.bug = config, mode, bug
+        self.config, self.mode = config, mode
         self.ops = ops_for_mode(mode)
-        self.schedule = backward_schedule(mode)
+        self.schedule = schedule  # one step per op, in reverse: the mode's rules (a bug's substituted for one)
         self.params = {k: t.detach() for k, t in params.items()}
         self._graph = values  # the autograd forward (retain_grad on every node), until the reference ran
         self.values = {k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in values.items()}
@@ -231,23 +231,19 @@ class BackwardPass:
         with self._lock:
             if self._stepped >= step:
                 return self._history
-            v, d, bug = SimpleNamespace(**self.values), self._d, self.bug
+            v, d = SimpleNamespace(**self.values), self._d
             with torch.no_grad():
                 for k in range(self._stepped + 1, step + 1):
                     op = self.schedule[k - 1]
-                    contributions = []
-                    for rule in op.rules:
-                        if bug is not None and bug.op == op.name and bug.target == rule.target:
-                            contributions.append((rule.target, bug.fn(v, d), bug.overwrite))  # the bug lab
-                        else:
-                            contributions.append((rule.target, rule.fn(v, d), False))
-                    for target, contribution, overwrite in contributions:
-                        previous = getattr(d, target, None)
-                        grad = contribution if previous is None or overwrite else previous + contribution
-                        setattr(d, target, grad)
-                        self._history.setdefault(target, []).append((k, grad))
-                        self._contributions.setdefault(target, []).append(
-                            Contribution(k, op.name, contribution, overwrite and previous is not None)
+                    # every rule of the step reads the gradients as they were before it
+                    contributions = [(rule, rule.fn(v, d)) for rule in op.rules]
+                    for rule, contribution in contributions:
+                        previous = getattr(d, rule.target, None)
+                        grad = contribution if previous is None or rule.overwrite else previous + contribution
+                        setattr(d, rule.target, grad)
+                        self._history.setdefault(rule.target, []).append((k, grad))
+                        self._contributions.setdefault(rule.target, []).append(
+                            Contribution(k, op.name, contribution, rule.overwrite and previous is not None)
                         )
                     self._stepped = k
             return self._history
@@ -502,10 +498,7 @@ def backward_from(
     config: ModelConfig, mode: str, params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor
 ) -> BackwardPass:
     """The forward of one batch through given parameters, ready for the manual and autograd backward."""
-    bug = BUGS[config.bug] if config.bug else None
-    if bug is not None and mode not in bug.modes:
-        raise ValueError(f"bug {bug.name} is in the backward step of {bug.op}, which mode {mode} fuses away; "
-                         f"use mode {' or '.join(bug.modes)}")  # fmt: skip
+    schedule = schedule_with_bug(mode, config.bug)  # an undeclared mode or bug is refused before any work
     leaves = {k: t.detach().clone().requires_grad_(True) for k, t in params.items()}
     ops = ops_for_mode(mode)
     values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, "n": config.batch_size, "n_embd": config.n_embd})
@@ -513,4 +506,4 @@ def backward_from(
         t = values[node.name]
         if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf:
             t.retain_grad()
-    return BackwardPass(config, mode, params, values, bug)
+    return BackwardPass(config, mode, params, values, schedule)

@@ -3,7 +3,7 @@
 Every op is one forward line of the notebook, with its formula text, the code that runs it and,
 right next to it, the local backward rule for each of its inputs (the lecture's own line of code).
 The forward executor, the backward schedule, the graph JSON and the explanations are all derived
-from NODES and OPS; adding an op means adding one entry here.
+from NODES and OPS, and the backward modes from MODE_LIST; adding an op or a mode means adding one entry here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from .config import FUSED_BLOCKS
 
 # v: forward values by name (plus n, n_embd); d: manual gradients so far, d.x reads as "dx"
 Fn = Callable[..., Any]
@@ -33,6 +31,24 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Mode:
+    """A backward mode: one of the lecture's exercises, named by the blocks of atomic lines it fuses."""
+
+    name: str
+    label: str  # the mode select's short name
+    title: str  # the exercise in a line, as the graph's heading
+    fuses: frozenset[str]  # the blocks (Op.block) that collapse into their one fused op (Op.fuses)
+
+
+class Undeclared(ValueError):
+    """A mode or bug that the declaration does not have, or a bug that a mode has no rule for."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field  # the request field at fault: "mode" or "bug"
+
+
+@dataclass(frozen=True)
 class Rule:
     """The local backward rule for one input of an op: the lecture's line and its tensor code."""
 
@@ -40,6 +56,7 @@ class Rule:
     code: str  # as written in the notebook
     fn: Fn  # (v, d) -> this op's contribution to d.target
     note: str = ""  # why the rule looks like this (broadcasts, reductions, ...)
+    overwrite: bool = False  # `=` over the earlier contributions where `+=` belongs (only a bug's rule does this)
 
 
 @dataclass(frozen=True)
@@ -596,6 +613,32 @@ OPS: list[Op] = [
 ]
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 
+MODE_LIST = [
+    Mode("atomic", "Exercise 1: atomic", "Exercise 1: backprop through every atomic line", frozenset()),
+    Mode(
+        "fused_ce",
+        "Exercise 2: fused cross-entropy",
+        "Exercise 2: cross-entropy backward in one step",
+        frozenset({"ce"}),
+    ),
+    Mode("fused_bn", "Exercise 3: fused batchnorm", "Exercise 3: batchnorm backward in one step", frozenset({"bn"})),
+    Mode(
+        "fused",
+        "Exercises 2+3: both fused",
+        "Exercises 2+3: both fused (the backward used to train in Exercise 4)",
+        frozenset({"ce", "bn"}),
+    ),
+]
+MODES_BY_NAME: dict[str, Mode] = {mode.name: mode for mode in MODE_LIST}
+MODES: tuple[str, ...] = tuple(MODES_BY_NAME)  # the names, in the order the page offers them
+
+
+def mode_of(name: str) -> Mode:
+    """The declared mode of that name; any other name is Undeclared."""
+    if name not in MODES_BY_NAME:
+        raise Undeclared("mode", f"no mode {name!r}: the modes are {', '.join(MODES)}")
+    return MODES_BY_NAME[name]
+
 
 def ops_for_mode(mode: str) -> list[Op]:
     """The forward ops of a mode, in forward order: fused ops replace their block of atomic lines."""
@@ -609,7 +652,7 @@ def nodes_for_mode(mode: str) -> list[Node]:
 
 @functools.cache  # every request asks: derived once per mode from the declaration
 def _ops_for_mode(mode: str) -> tuple[Op, ...]:
-    fused = FUSED_BLOCKS[mode]
+    fused = mode_of(mode).fuses
     chosen = [
         op for op in OPS if (op.block is None or op.block not in fused) and (op.fuses is None or op.fuses in fused)
     ]

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from .config import MODE_TITLES
+from .bugs import WrongRule
 from .data import Dataset
 from .engine import BackwardPass
-from .graph import NODES, nodes_for_mode
+from .graph import MODES_BY_NAME, NODES, nodes_for_mode
 from .layout import graph_layout
 from .serialize import cmp_public, finite_or_none, tensor_public
 
@@ -46,7 +46,6 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
         )
     seen: dict[str, int] = {}
     rules_by_op: dict[str, list[dict[str, Any]]] = {}
-    bug = bp.bug
     for op in bp.schedule:  # backward order decides which contribution comes first
         out_shape = _shape(bp.values[op.outputs[0]])
         rules = []
@@ -60,19 +59,19 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
                     + ("; the later contribution adds with +=" if k == 1 else "; second contribution: +=")
                 )
             # the bug lab shows the line that runs: the wrong one, with the right one beside it
-            wrong = bug if bug is not None and (bug.op, bug.target) == (op.name, rule.target) else None
+            wrong = rule if isinstance(rule, WrongRule) else None
             if wrong is not None:
-                notes.insert(0, f"bug lab: {wrong.title}")
+                notes.insert(0, f"bug lab: {wrong.bug.title}")
             rules.append(
                 {
                     "target": rule.target,
-                    "code": wrong.code if wrong is not None else rule.code,
+                    "code": rule.code,
                     "shapes": f"{_fmt(out_shape)}→{_fmt(_shape(bp.values[rule.target]))}",
                     "contribution": k,
                     "of": total,
                     "notes": notes,
                     "bug": wrong is not None,
-                    "correct_code": rule.code if wrong is not None else None,
+                    "correct_code": wrong.right.code if wrong is not None else None,
                 }
             )
         rules_by_op[op.name] = rules
@@ -91,7 +90,7 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
     ]
     return {
         "mode": bp.mode,
-        "mode_title": MODE_TITLES[bp.mode],
+        "mode_title": MODES_BY_NAME[bp.mode].title,
         "nodes": nodes,
         "ops": ops,
         "schedule": [op.name for op in bp.schedule],

@@ -29,6 +29,50 @@ def test_health_and_dataset(client):
     assert ds["sha256"] == "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 
 
+def test_meta_serves_the_modes_as_each_graph_answer_has_them(client):
+    meta = client.get("/api/meta").json()
+    assert [m["name"] for m in meta["modes"]] == ["atomic", "fused_ce", "fused_bn", "fused"]  # the lecture's order
+    assert meta["default_mode"] == "atomic"
+    for mode in meta["modes"]:
+        graph = client.get("/api/graph", params={"mode": mode["name"]}).json()
+        assert (mode["title"], mode["steps"]) == (graph["mode_title"], len(graph["schedule"]))
+        assert mode["label"].split(":")[0] == mode["title"].split(":")[0]  # the same exercise, said short
+        last = client.get("/api/state", params={"mode": mode["name"]}).json()
+        assert last["total_steps"] == mode["steps"]
+
+
+def test_meta_defaults_are_what_a_pass_without_parameters_uses(client):
+    meta = client.get("/api/meta").json()
+    defaults = {name: field["default"] for name, field in meta["config"].items()}
+    # the lecture's Exercise 1 setup
+    assert defaults == {"seed": 2147483647, "batch_size": 32, "n_embd": 10, "n_hidden": 64, "block_size": 3,
+                        "dtype": "float32", "init": "lecture", "run": 0, "bug": ""}  # fmt: skip
+    bare = client.get("/api/state", params={"step": 4})
+    spelled = client.get("/api/state", params={**defaults, "mode": meta["default_mode"], "step": 4})
+    assert bare.status_code == spelled.status_code == 200 and bare.content == spelled.content
+    # and each default matters: one changed, the answer changes
+    for name, other in (("seed", 42), ("batch_size", 16), ("n_hidden", 32), ("dtype", "float64")):
+        changed = client.get("/api/state", params={name: other, "step": 4})
+        assert changed.status_code == 200 and changed.content != bare.content, name
+
+
+def test_meta_bounds_and_choices_are_the_ones_enforced(client):
+    config = client.get("/api/meta").json()["config"]
+    bounded = {name: f for name, f in config.items() if f["minimum"] is not None}
+    assert {"seed", "batch_size", "n_embd", "n_hidden", "block_size", "run"} <= set(bounded)
+    for name, field in bounded.items():
+        for outside in (field["minimum"] - 1, field["maximum"] + 1):
+            r = client.get("/api/graph", params={name: outside})
+            assert r.status_code == 422 and name in r.text, (name, outside)
+    assert client.get("/api/graph", params={"batch_size": config["batch_size"]["minimum"]}).status_code == 200
+    assert config["dtype"]["choices"] == ["float32", "float64"]
+    assert config["init"]["choices"] == ["lecture", "zero_bias"]
+    bugs = [b["name"] for b in client.get("/api/bugs").json()["bugs"]]
+    assert config["bug"]["choices"] == ["", *bugs]
+    for name in ("dtype", "init", "bug"):
+        assert client.get("/api/graph", params={name: "float16"}).status_code == 422, name
+
+
 @pytest.mark.parametrize(
     ("mode", "n_nodes", "n_steps"), [("atomic", 29, 20), ("fused_ce", 22, 13), ("fused_bn", 23, 14), ("fused", 16, 7)]
 )
@@ -211,6 +255,23 @@ def test_bug_lab_over_the_api(client):
     wrong_mode = client.get("/api/state", params={"bug": "no_broadcast_sum", "mode": "fused"})
     assert wrong_mode.status_code == 422 and "fuses away" in wrong_mode.text
     assert client.get("/api/state", params={"bug": "nope"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "reason"),
+    [
+        ({"mode": "fused_everything"}, "mode", "'atomic'"),  # the choices are named
+        ({"bug": "off_by_one"}, "bug", "'bessel_n'"),
+        ({"bug": "bessel_n", "mode": "fused_bn"}, "bug", "which mode fused_bn fuses away; use atomic or fused_ce"),
+        ({"bug": "clipped_loss", "mode": "fused"}, "bug", "loss, which mode fused fuses away"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/graph", "/api/state", "/api/tensor/h", "/api/hints"])
+def test_an_undeclared_mode_or_bug_is_a_422_with_the_reason(client, path, params, field, reason):
+    r = client.get(path, params={"step": 1, **params} if path == "/api/hints" else params)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["query", field] and reason in error["msg"]
 
 
 def _tensor(t):

@@ -457,6 +457,39 @@ def test_permalink_reload_and_back(page, base_url):
     expect(page.get_by_test_id("step-label")).to_have_text("step 5 / 13")
 
 
+def test_the_mode_select_and_the_config_defaults_come_from_meta(page, base_url):
+    open_page(page, base_url)
+    meta = served(page, "/api/meta")
+    options = page.get_by_test_id("mode").locator("option")
+    assert options.evaluate_all("(os) => os.map((o) => [o.value, o.textContent, o.title])") == [
+        [m["name"], m["label"], m["title"]] for m in meta["modes"]
+    ]
+    expect(page.get_by_test_id("mode")).to_have_value(meta["default_mode"])
+    expect(page.get_by_test_id("cfg-seed")).to_have_value(str(meta["config"]["seed"]["default"]))
+    expect(page.get_by_test_id("cfg-batch_size")).to_have_attribute("max", str(meta["config"]["batch_size"]["maximum"]))
+    dtypes = page.get_by_test_id("cfg-dtype").locator("option").evaluate_all("(os) => os.map((o) => o.value)")
+    assert dtypes == meta["config"]["dtype"]["choices"]
+
+    # a server that declares another label and another default: the page follows it (and its URL leaves the
+    # default out), where the page's own copy would not
+    def retitled(route):
+        body = route.fetch().json()
+        body["modes"][1]["label"] = "Exercise 2, relabelled"
+        body["config"]["seed"]["default"] = 42
+        route.fulfill(json=body)
+
+    page.route(re.compile(r"/api/meta$"), retitled)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    open_page(page, f"{base_url}/?mode=fused_ce&step=2")
+    expect(page.get_by_test_id("mode").locator("option").nth(1)).to_have_text("Exercise 2, relabelled")
+    expect(page.get_by_test_id("mode")).to_have_value("fused_ce")
+    expect(page.get_by_test_id("cfg-seed")).to_have_value("42")
+    assert "seed=" not in page.url and "mode=fused_ce" in page.url
+    assert any("/api/state?" in url and "seed=42&" in url for url in asked), asked
+    assert sum(url.endswith("/api/meta") for url in asked) == 1  # the preloaded answer is the one used
+
+
 def test_rejected_config_shows_the_servers_message(page, base_url):
     open_page(page, base_url)
     page.get_by_test_id("cfg-batch_size").fill("1")

@@ -12,13 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server import engine
-from server.bugs import BUGS
-from server.config import MODES, ModelConfig
+from server.bugs import BUGS, right_rule, schedule_with_bug
+from server.config import ModelConfig
 from server.engine import compare, init_params, run_backward, run_forward, sample_batch
 from server.graph import (
+    MODE_LIST,
+    MODES,
     NODES,
     OPS,
     OPS_BY_NAME,
+    Rule,
+    Undeclared,
     backward_schedule,
     nodes_for_mode,
     ops_for_mode,
@@ -186,6 +190,38 @@ def test_atomic_step_counts_and_first_steps(lecture_dataset):
     assert bp.grad_at("probs", 1) is None
 
 
+# the lecture's four exercises: the blocks each fuses, and its schedule's length (8 cross-entropy lines -> 1,
+# 7 batchnorm lines -> 1)
+LECTURE_MODES = {
+    "atomic": (set(), 20),
+    "fused_ce": ({"ce"}, 13),
+    "fused_bn": ({"bn"}, 14),
+    "fused": ({"ce", "bn"}, 7),
+}
+
+
+@pytest.mark.parametrize("mode", MODE_LIST, ids=lambda m: m.name)
+def test_each_declared_mode_fuses_its_blocks(mode):
+    blocks, steps = LECTURE_MODES[mode.name]
+    assert mode.fuses == blocks and mode.title.startswith("Exercise")
+    ops = ops_for_mode(mode.name)
+    assert len(ops) == steps
+    # a fused block: its one fused op and none of its atomic lines; any other block: its lines, no fused op
+    assert {op.fuses for op in ops if op.fuses} == blocks
+    assert not {op.block for op in ops if op.block} & blocks
+
+
+def test_the_modes_are_the_lectures_exercises_in_order():
+    assert MODES == tuple(LECTURE_MODES)
+
+
+def test_an_undeclared_mode_is_a_typed_error():
+    with pytest.raises(Undeclared) as raised:
+        ops_for_mode("fused_everything")
+    assert raised.value.field == "mode"
+    assert "'fused_everything'" in str(raised.value) and "fused_bn" in str(raised.value)
+
+
 _entries = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-9, 3.5, 1e30, math.nan, math.inf, -math.inf])
 
 
@@ -216,6 +252,63 @@ def test_compare_relative_error_and_shape_mismatch():
     mismatch = compare(torch.zeros(2, 1), torch.zeros(2, 3))
     assert mismatch["shape_ok"] is False and (mismatch["shape"], mismatch["expected_shape"]) == ([2, 1], [2, 3])
     assert mismatch["maxdiff"] is None and mismatch["rel_err"] is None  # no stand-in number such as inf
+
+
+# the modes each bug applies to, as the bug lab listed them by hand before they were derived: a bug on a
+# cross-entropy line exists only where ce is not fused, a bug on a batchnorm line only where bn is not
+BUG_MODES = {
+    "no_broadcast_sum": ("atomic", "fused_bn"),
+    "overwrite_second_contribution": ("atomic", "fused_bn"),
+    "bessel_n": ("atomic", "fused_ce"),
+    "clipped_loss": ("atomic", "fused_bn"),
+    "missing_gain": ("atomic", "fused_ce"),
+}
+
+
+def test_each_bugs_modes_are_the_schedules_with_its_rule():
+    assert {name: bug.modes for name, bug in BUGS.items()} == BUG_MODES
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(BUGS))
+def test_a_bug_substitutes_its_rule_into_the_schedule(name, mode):
+    bug, right = BUGS[name], backward_schedule(mode)
+    if mode not in BUG_MODES[name]:
+        with pytest.raises(Undeclared) as raised:
+            schedule_with_bug(mode, name)
+        assert raised.value.field == "bug" and f"{bug.op}, which mode {mode} fuses away" in str(raised.value)
+        return
+    wrong = schedule_with_bug(mode, name)
+    assert [op.name for op in wrong] == [op.name for op in right]
+    changed = [
+        (op.name, w.target) for op, bad in zip(right, wrong, strict=True)
+        for r, w in zip(op.rules, bad.rules, strict=True) if w != r
+    ]  # fmt: skip
+    assert changed == [(bug.op, bug.target)]  # one rule, the bug's; every other rule is the declared one
+    [rule] = [r for op in wrong if op.name == bug.op for r in op.rules if r.target == bug.target]
+    assert (rule.code, rule.fn, rule.overwrite) == (bug.code, bug.fn, bug.overwrite)
+    assert right_rule(rule) in OPS_BY_NAME[bug.op].rules and right_rule(rule).code != bug.code
+
+
+def test_an_undeclared_bug_is_a_typed_error(lecture_dataset):
+    with pytest.raises(Undeclared) as raised:
+        schedule_with_bug("atomic", "off_by_one")
+    assert raised.value.field == "bug" and "'off_by_one'" in str(raised.value) and "bessel_n" in str(raised.value)
+    with pytest.raises(Undeclared) as raised:
+        run_backward(replace(LECTURE, bug="bessel_n"), lecture_dataset, "fused_bn")
+    assert raised.value.field == "bug" and "use atomic or fused_ce" in str(raised.value)
+
+
+def test_the_engine_steps_whatever_schedule_it_is_given(lecture_dataset):
+    # no bug in the config: a rule substituted by hand runs all the same, `=` over the earlier contribution included
+    good = run_backward(LECTURE, lecture_dataset, "atomic")
+    zero = Rule("counts", "dcounts = 0", lambda v, d: torch.zeros_like(v.counts), overwrite=True)
+    schedule = [replace(op, rules=(zero,)) if op.name == "counts_sum" else op for op in backward_schedule("atomic")]
+    bp = engine.BackwardPass(LECTURE, "atomic", good.params, good.values, schedule)
+    step = next(i for i, op in enumerate(schedule, start=1) if op.name == "counts_sum")
+    assert torch.equal(bp.grad_at("counts", step), torch.zeros_like(good.values["counts"]))
+    assert torch.equal(bp.grad_at("counts", step - 1), good.grad_at("counts", step - 1))  # probs' path, before
+    assert [c.overwrites for c in bp.contributions("counts", step)] == [False, True]
 
 
 @pytest.mark.parametrize("name", sorted(BUGS))

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from server.config import MODES
-from server.graph import NODES, ops_for_mode
+from server.graph import MODES, NODES, ops_for_mode
 from server.layout import graph_layout
 from server.web.app import create_app
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from server.bugs import BUGS
-from server.config import MODES, ModelConfig
+from server.config import ModelConfig
 from server.engine import compare, run_backward
+from server.graph import MODES
 
 LECTURE = ModelConfig()
 F64 = replace(LECTURE, dtype="float64")

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.challenge import grade
-from server.config import MODES, ModelConfig
+from server.config import ModelConfig
 from server.engine import run_backward
+from server.graph import MODES
 from server.sandbox import Refused
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,9 +11,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from server.bugs import BUGS
-from server.config import MODES
 from server.data import DEFAULT_DATA, load_dataset
-from server.graph import ops_for_mode
+from server.graph import MODES, ops_for_mode
 from server.runs import Limits, RunStore
 from server.web.app import create_app
 from server.web.guards import LOCAL_HOSTS

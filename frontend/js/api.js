@@ -88,6 +88,8 @@ export const fetchGraph = (params) => getPure("/api/graph", params);
 export const fetchState = (params) => getPure("/api/state", params);
 export const fetchTensor = (name, params) => getPure(`/api/tensor/${encodeURIComponent(name)}`, params);
 export const fetchDataset = () => get("/api/dataset", {});
+// the modes, and each config field's default and bounds; the URL index.html preloads (no "?")
+export const fetchMeta = () => request("/api/meta");
 export const prefetchState = (params) => prefetch("/api/state", params);
 export const prefetchTensor = (name, params) => prefetch(`/api/tensor/${encodeURIComponent(name)}`, params);
 

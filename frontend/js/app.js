@@ -7,7 +7,8 @@ import { apiParams, fromURL, toURL } from "./state.js";
 import { esc, plotlyReady } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
-let state = fromURL(location.search);
+let meta = null; // the modes and the config's defaults, bounds and choices (/api/meta): the controls are built from it
+let state = null;
 let graph = null;
 let graphKey = "";
 let renders = 0;
@@ -139,7 +140,7 @@ async function load({ push = false, revert = null } = {}) {
     op: view.next_op ? graph.ops.find((o) => o.name === view.next_op) : null,
   });
   showBug();
-  const url = toURL(state);
+  const url = toURL(state, meta);
   if (push) history.pushState(null, "", url);
   else history.replaceState(null, "", url);
   performance.mark("render-end");
@@ -166,7 +167,7 @@ function renderPanel(detail, view) {
   return panelView.render(panel, {
     detail, graph, nodeState: view.nodes[detail.name], view: state.view, slice: state.slice,
     pinned: state.pinned, expanded: document.body.classList.contains("expanded"),
-    onView: (v) => { state.view = v; history.replaceState(null, "", toURL(state)); panelView.setView(panel, v); },
+    onView: (v) => { state.view = v; history.replaceState(null, "", toURL(state, meta)); panelView.setView(panel, v); },
     onSlice: (slice) => update({ slice }),
     onPin: (pinned) => update({ pinned }),
     onExpand: (on) => expand(on, detail),
@@ -308,7 +309,23 @@ function bind() {
     else if (event.key === "Home") goTo(0);
     else if (event.key === "End") goTo(graph.schedule.length);
   });
-  window.addEventListener("popstate", () => { state = fromURL(location.search); load(); });
+  window.addEventListener("popstate", () => { state = fromURL(location.search, meta); load(); });
+}
+
+// the mode select and the config form's bounds and choices, as the server declares them
+function buildControls() {
+  $("mode").replaceChildren(...meta.modes.map((m) => Object.assign(new Option(m.label, m.name), { title: m.title })));
+  const form = $("config");
+  for (const [key, field] of Object.entries(meta.config)) {
+    const control = form.elements[key];
+    if (!control || key === "bug") continue; // the bug select offers the current mode's bugs (bugOptions)
+    if (control.tagName === "SELECT") {
+      control.replaceChildren(...field.choices.map((c) => new Option(c.replace(/_/g, " "), c)));
+    } else {
+      if (field.minimum !== null) control.min = field.minimum;
+      if (field.maximum !== null) control.max = field.maximum;
+    }
+  }
 }
 
 function legend() {
@@ -330,7 +347,20 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-legend();
-bind();
-challenge.init();
-load().then(loadBugs);
+async function start() {
+  try {
+    meta = await api.fetchMeta();
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  state = fromURL(location.search, meta);
+  buildControls();
+  legend();
+  bind();
+  challenge.init();
+  await load();
+  loadBugs();
+}
+
+start();

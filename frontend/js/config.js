@@ -33,10 +33,6 @@ export const AXIS_TITLE = {
   hidden: "hidden unit",
   one: "",
 };
-export const DEFAULT_CONFIG = {
-  seed: 2147483647, batch_size: 32, n_hidden: 64, n_embd: 10, block_size: 3, dtype: "float32", init: "lecture", run: 0,
-  bug: "",
-};
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00" }; // Okabe-Ito blue / vermillion
 export const WEIGHT_COLOR = { C: "#009E73", W1: "#0072B2", W2: "#CC79A7" };
 export const RUN_DEFAULTS = {

@@ -8,8 +8,9 @@ import os
 import torch
 from fastapi import FastAPI
 
-from ..config import MODES, ModelConfig
+from ..config import ModelConfig
 from ..data import DEFAULT_DATA, dataset_from, load_dataset
+from ..graph import MODES
 from ..runs import DEFAULT_RUNS_DB, Limits, RunStore
 from .app import create_app
 from .guards import LOCAL_HOSTS

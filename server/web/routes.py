@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from .. import challenge, views
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
-from ..graph import ops_for_mode
+from ..graph import MODE_LIST, Undeclared, ops_for_mode
 from ..serialize import dumps
 from .fair import client_of
 from .query import QueryModel
@@ -29,6 +30,7 @@ from .schemas import (
     HealthPublic,
     HintQuery,
     HintsPublic,
+    MetaPublic,
     PassQuery,
     StatePublic,
     StepQuery,
@@ -53,13 +55,6 @@ def _cache(request: Request) -> PassCache:
 def _pass(request: Request, query: PassQuery) -> BackwardPass:
     """The cached pass of the query; a trained run's parameters must exist and fit the query's sizes."""
     config = query.to_config()
-    if config.bug and query.mode not in BUGS[config.bug].modes:
-        bug = BUGS[config.bug]
-        message = f"bug {bug.name} sits in the backward step of {bug.op}, which mode {query.mode} fuses away"
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("query", "bug"), "msg": f"{message}; use {' or '.join(bug.modes)}",
-              "input": config.bug}]
-        )  # fmt: skip
     if config.run:
         runs = getattr(request.app.state, "runs", None)
         run = runs.get(config.run) if runs else None
@@ -69,14 +64,18 @@ def _pass(request: Request, query: PassQuery) -> BackwardPass:
         trained = {k: run["config"][k] for k in ("n_embd", "n_hidden", "block_size")}
         if any(getattr(config, k) != v for k, v in trained.items()):
             sizes = ", ".join(f"{k}={v}" for k, v in trained.items())
-            raise RequestValidationError(
-                [{"type": "value_error", "loc": ("query", "run"), "msg": f"run {config.run} was trained with {sizes}",
-                  "input": config.run}]
-            )  # fmt: skip
+            raise _invalid("run", f"run {config.run} was trained with {sizes}", config.run)
     try:
         return _cache(request).get(config, query.mode)
     except OtherVocabulary as e:
         raise HTTPException(409, str(e)) from None
+    except Undeclared as e:  # a mode or bug the declaration does not have, or a bug the mode fuses away
+        raise _invalid(e.field, str(e), getattr(query, e.field)) from None
+
+
+def _invalid(field: str, message: str, value: Any, where: str = "query") -> RequestValidationError:
+    # shaped like FastAPI's own 422s, so the response matches the OpenAPI schema
+    return RequestValidationError([{"type": "value_error", "loc": (where, field), "msg": message, "input": value}])
 
 
 def _step(mode: str, total: int, step: int | None, where: str = "query") -> int:
@@ -84,15 +83,39 @@ def _step(mode: str, total: int, step: int | None, where: str = "query") -> int:
     if step is None:
         return total
     if step > total:
-        # shaped like FastAPI's own 422s, so the response matches the OpenAPI schema
-        message = f"step {step} is past the end: mode {mode} has {total} backward steps"
-        raise RequestValidationError([{"type": "value_error", "loc": (where, "step"), "msg": message, "input": step}])
+        raise _invalid("step", f"step {step} is past the end: mode {mode} has {total} backward steps", step, where)
     return step
 
 
 @router.get("/health", response_model=HealthPublic)
 async def health(request: Request) -> dict:
     return {"status": "ok", "cached_passes": len(_cache(request)), "worker": os.getpid()}
+
+
+@router.get("/meta", response_model=MetaPublic)
+async def meta() -> Response:
+    """What the page builds its controls from: the declared modes, and each config field's default and bounds."""
+    return _json(_meta())
+
+
+@functools.cache  # the declaration and the schema do not change while the server runs
+def _meta() -> dict[str, Any]:
+    fields = PassQuery.model_json_schema()["properties"]
+    config = {
+        name: {
+            "default": field["default"],
+            "description": field["description"],
+            "minimum": field.get("minimum"),
+            "maximum": field.get("maximum"),
+            "choices": field.get("enum"),
+        }
+        for name, field in fields.items()
+        if name != "mode"
+    }
+    modes = [
+        {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name))} for m in MODE_LIST
+    ]
+    return {"modes": modes, "default_mode": fields["mode"]["default"], "config": config}
 
 
 @router.get("/bugs", response_model=BugsPublic)

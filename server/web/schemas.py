@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from ..bugs import BUGS
-from ..config import BOUNDS, MODES, ModelConfig
-from ..graph import ops_for_mode
+from ..config import BOUNDS, Dtype, Init, ModelConfig
+from ..graph import MODES, ops_for_mode
 from ..training import MAX_LR, TRAIN_BOUNDS, TrainConfig
 
 _DEFAULTS = ModelConfig()
 BugName = Literal.__getitem__(("", *BUGS))  # type: ignore[attr-defined]
+ModeName = Literal.__getitem__(MODES)  # type: ignore[attr-defined]
 MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule
 
 
@@ -32,13 +33,11 @@ class PassQuery(BaseModel):
     n_embd: int = _bounded("n_embd", "embedding dimensions per character")
     n_hidden: int = _bounded("n_hidden", "hidden layer size")
     block_size: int = _bounded("block_size", "context length")
-    dtype: Literal["float32", "float64"] = Field(_DEFAULTS.dtype, description="precision of the pass")
-    init: Literal["lecture", "zero_bias"] = Field(_DEFAULTS.init, description="zero_bias: b1=b2=bnbias=0, bngain=1")
+    dtype: Dtype = Field(_DEFAULTS.dtype, description="precision of the pass")
+    init: Init = Field(_DEFAULTS.init, description="zero_bias: b1=b2=bnbias=0, bngain=1")
     run: int = _bounded("run", "a finished training run whose parameters to use (0: the initialisation)")
     bug: BugName = Field("", description="bug lab: a wrong backward rule to switch on ('' for none)")
-    mode: Literal["atomic", "fused_ce", "fused_bn", "fused"] = Field(
-        "atomic", description="atomic (Ex. 1), fused_ce (Ex. 2), fused_bn (Ex. 3), fused (both)"
-    )
+    mode: ModeName = Field(MODES[0], description="the backward mode: one exercise of the lecture (GET /api/meta)")
 
     def to_config(self) -> ModelConfig:
         return ModelConfig(**self.model_dump(exclude={"mode", "step", "code"}))
@@ -331,6 +330,31 @@ class RunDetailPublic(RunPublic):
 class RunLossesPublic(BaseModel):
     steps: int
     loss: list[float | None]  # per step; null where the loss was not finite
+
+
+class ModePublic(BaseModel):
+    name: str
+    label: str  # short, for a select
+    title: str  # as GET /api/graph's mode_title
+    steps: int  # backward steps in the mode's schedule
+
+
+class FieldPublic(BaseModel):
+    """A field of PassQuery: its default, and its bounds or choices where it has them."""
+
+    default: Any
+    description: str
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: list[str] | None = None
+
+
+class MetaPublic(BaseModel):
+    """What the page builds its controls from: the declared modes, and every config field of a pass."""
+
+    modes: list[ModePublic]
+    default_mode: str
+    config: dict[str, FieldPublic]  # PassQuery's fields but mode, in its order
 
 
 class BugPublic(BaseModel):
