@@ -84,14 +84,27 @@ def test_a_runs_detail_is_bounded_however_many_checks_it_recorded(tmp_path):
     assert len(history["ud"]) <= STATS_POINTS + 1 and history["ud"][-1] == ud[-1]
 
 
+class Clock:
+    """The store's clock: time moves only when the test moves it."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_path):
-    store = RunStore(tmp_path / "runs.db", Limits(max_running=1, watch_grace_s=5))
+    clock = Clock()
+    store = RunStore(tmp_path / "runs.db", Limits(max_running=1, watch_grace_s=5), clock=clock)
     silent, waiting = store.create([TrainConfig(), TrainConfig()], keep_running=False)
     (kept,) = store.create([TrainConfig()], keep_running=True)
     assert store.claim()[0] == silent
-    past = time.time() - HEARTBEAT_TIMEOUT_S - 1
-    with store._db() as db:
-        db.execute("UPDATE runs SET heartbeat = ?, watched = ?", (past, past))
+    clock.now += 5.5  # past the watch grace, not past the heartbeat timeout
+    store.sweep()
+    assert store.get(silent)["status"] == "running"
+    assert store.get(waiting)["status"] == "cancelled"
+    clock.now += HEARTBEAT_TIMEOUT_S - 5  # HEARTBEAT_TIMEOUT_S + 0.5 since the claim's heartbeat
     store.sweep()
     assert store.get(silent)["status"] == "interrupted"
     assert store.get(waiting)["status"] == "cancelled" and "watching" in store.get(waiting)["reason"]
@@ -135,13 +148,16 @@ def test_a_read_only_database_is_refused_at_start(read_only):
 
 
 def test_worker_stop_reasons(tmp_path):
-    store = RunStore(tmp_path / "runs.db", Limits(watch_grace_s=0.5))
+    clock = Clock()
+    store = RunStore(tmp_path / "runs.db", Limits(watch_grace_s=0.5), clock=clock)
     (run_id,) = store.create([TrainConfig()], keep_running=False)
     store.claim()
-    assert store.should_stop(run_id) is None
-    time.sleep(0.6)
+    clock.now += 0.5
+    assert store.should_stop(run_id) is None  # watched exactly watch_grace_s ago: not yet past it
+    clock.now += 0.1
     assert store.should_stop(run_id) == "abandoned"
     store.watch(run_id)
+    assert store.should_stop(run_id) is None  # a stream opened again: watched now
     store.cancel(run_id)
     assert store.should_stop(run_id) == "cancelled"
     store.delete(run_id)
