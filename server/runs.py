@@ -12,7 +12,7 @@ import io
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +72,10 @@ class Limits:
 class RunStore:
     """All access to the runs database. Each call opens its own connection: usable from any thread."""
 
-    def __init__(self, path: str | Path, limits: Limits = Limits()) -> None:
+    def __init__(self, path: str | Path, limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.limits = limits
+        self.clock = clock  # wall time in seconds: every timestamp written and every age compared
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = self._connect()
         try:
@@ -118,7 +119,7 @@ class RunStore:
 
     def create(self, configs: list[TrainConfig], keep_running: bool) -> list[int]:
         """Queue runs (two for a manual/autograd pair, sharing a group); QueueFull past the bound."""
-        now = time.time()
+        now = self.clock()
         with self._db(immediate=True) as db:
             queued = db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
             if queued + len(configs) > self.limits.max_queued:
@@ -198,7 +199,7 @@ class RunStore:
 
     def watch(self, run_id: int) -> None:
         with self._db(immediate=True) as db:
-            db.execute("UPDATE runs SET watched = ? WHERE id = ?", (time.time(), run_id))
+            db.execute("UPDATE runs SET watched = ? WHERE id = ?", (self.clock(), run_id))
 
     def cancel(self, run_id: int) -> dict[str, Any] | None:
         """A queued run ends now; a running one is asked to stop (its worker ends it within ~0.5 s)."""
@@ -236,7 +237,7 @@ class RunStore:
 
     def claim(self) -> tuple[int, TrainConfig] | None:
         """Mark the oldest queued run running if fewer than max_running are; None otherwise."""
-        now = time.time()
+        now = self.clock()
         with self._db(immediate=True) as db:
             running = db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
             if running >= self.limits.max_running:
@@ -256,7 +257,7 @@ class RunStore:
 
     def sweep(self) -> None:
         """Interrupt runs whose worker stopped beating; cancel queued runs that nobody watches; prune old runs."""
-        now = time.time()
+        now = self.clock()
         with self._db(immediate=True) as db:
             for row in db.execute(
                 "SELECT id FROM runs WHERE status = 'running' AND heartbeat < ?", (now - HEARTBEAT_TIMEOUT_S,)
@@ -294,7 +295,7 @@ class RunStore:
             self._event(db, run_id, kind, data)
             step = data.get("step") if kind == "progress" else None
             db.execute(
-                "UPDATE runs SET heartbeat = ?, step = coalesce(?, step) WHERE id = ?", (time.time(), step, run_id)
+                "UPDATE runs SET heartbeat = ?, step = coalesce(?, step) WHERE id = ?", (self.clock(), step, run_id)
             )
             if kind == "result":
                 db.execute("UPDATE runs SET result = ? WHERE id = ?", (json.dumps(data), run_id))
@@ -308,7 +309,7 @@ class RunStore:
             return "deleted"
         if row["cancel"]:
             return "cancelled"
-        if not row["keep_running"] and time.time() - row["watched"] > self.limits.watch_grace_s:
+        if not row["keep_running"] and self.clock() - row["watched"] > self.limits.watch_grace_s:
             return "abandoned"
         return None
 
@@ -344,7 +345,7 @@ class RunStore:
     def _end(self, db: sqlite3.Connection, run_id: int, status: str, reason: str | None) -> None:
         changed = db.execute(
             "UPDATE runs SET status = ?, reason = ?, ended = ? WHERE id = ? AND status IN ('queued', 'running')",
-            (status, reason, time.time(), run_id),
+            (status, reason, self.clock(), run_id),
         ).rowcount
         if changed:
             self._event(db, run_id, "status", {"status": status, "reason": reason, "final": True})

@@ -1,10 +1,9 @@
-"""The lecture's numbers, every manual rule against autograd in float64, and finite differences."""
+"""The engine: the lecture's numbers, the manual backward pass against autograd, cmp() and finite differences."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,15 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server import engine
-from server.bugs import BUGS, right_rule, schedule_with_bug
 from server.config import ModelConfig
-from server.engine import compare, init_params, run_backward, run_forward, sample_batch
+from server.engine import compare, init_params, run_backward, sample_batch
 from server.graph import (
     MODE_LIST,
     MODES,
     NODES,
-    OPS,
-    OPS_BY_NAME,
     Rule,
     Undeclared,
     backward_schedule,
@@ -118,42 +114,6 @@ def test_finite_differences_catch_a_wrong_gradient(lecture_dataset):
     assert bp.numeric("W2")["max_rel_err"] > 5e-3
 
 
-def _random_inputs(op, values, g):
-    """Float64 leaves for every float input of the op, taken from a real forward pass."""
-    leaves = {}
-    for name in op.inputs:
-        t = values[name]
-        leaves[name] = t.double().clone().requires_grad_(True) if t.is_floating_point() else t
-    return leaves
-
-
-OP_MODE = [(op.name, next(m for m in MODES if op in ops_for_mode(m))) for op in OPS]
-
-
-@pytest.mark.parametrize(("op_name", "mode"), OP_MODE)
-def test_each_rule_is_the_vector_jacobian_product(lecture_dataset, op_name, mode):
-    """micrograd style: each op's local rule against torch.autograd.grad of its own forward, float64."""
-    bp = run_backward(replace(LECTURE, dtype="float64"), lecture_dataset, mode)
-    op = next(o for o in bp.ops if o.name == op_name)
-    g = torch.Generator().manual_seed(0)
-    leaves = _random_inputs(op, bp.values, g)
-    v = SimpleNamespace(**{**bp.values, **leaves})
-    out = run_forward([op], vars(v))
-    y = out[op.outputs[0]]
-    # the loss is the root: its rules start from dloss = 1, as in the lecture
-    upstream = torch.ones_like(y) if op.outputs == ("loss",) else torch.randn(y.shape, generator=g, dtype=torch.float64)
-    # the fused rules need their saved tensors; they are in `out`
-    vd = SimpleNamespace(**{k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in out.items()})
-    d = SimpleNamespace(**{op.outputs[0]: upstream})
-    targets = [r.target for r in op.rules]
-    expected = torch.autograd.grad(y, [leaves[t] for t in targets], upstream)
-    with torch.no_grad():
-        for rule, want in zip(op.rules, expected, strict=True):
-            got = rule.fn(vd, d)
-            assert got.shape == want.shape, rule.target
-            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_schedule_and_partial_status(lecture_dataset, mode):
     bp = run_backward(LECTURE, lecture_dataset, mode)
@@ -182,7 +142,7 @@ def test_schedule_and_partial_status(lecture_dataset, mode):
 
 def test_atomic_step_counts_and_first_steps(lecture_dataset):
     bp = run_backward(LECTURE, lecture_dataset, "atomic")
-    assert bp.total_steps == 20
+    assert bp.total_steps == len(ops_for_mode("atomic"))  # the lecture's count is pinned in test_graph.py
     assert [op.name for op in bp.schedule[:4]] == ["loss", "logprobs", "probs", "counts_sum_inv"]
     dlogprobs = bp.grad_at("logprobs", 1)
     n = LECTURE.batch_size
@@ -254,51 +214,6 @@ def test_compare_relative_error_and_shape_mismatch():
     assert mismatch["maxdiff"] is None and mismatch["rel_err"] is None  # no stand-in number such as inf
 
 
-# the modes each bug applies to, as the bug lab listed them by hand before they were derived: a bug on a
-# cross-entropy line exists only where ce is not fused, a bug on a batchnorm line only where bn is not
-BUG_MODES = {
-    "no_broadcast_sum": ("atomic", "fused_bn"),
-    "overwrite_second_contribution": ("atomic", "fused_bn"),
-    "bessel_n": ("atomic", "fused_ce"),
-    "clipped_loss": ("atomic", "fused_bn"),
-    "missing_gain": ("atomic", "fused_ce"),
-}
-
-
-def test_each_bugs_modes_are_the_schedules_with_its_rule():
-    assert {name: bug.modes for name, bug in BUGS.items()} == BUG_MODES
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", sorted(BUGS))
-def test_a_bug_substitutes_its_rule_into_the_schedule(name, mode):
-    bug, right = BUGS[name], backward_schedule(mode)
-    if mode not in BUG_MODES[name]:
-        with pytest.raises(Undeclared) as raised:
-            schedule_with_bug(mode, name)
-        assert raised.value.field == "bug" and f"{bug.op}, which mode {mode} fuses away" in str(raised.value)
-        return
-    wrong = schedule_with_bug(mode, name)
-    assert [op.name for op in wrong] == [op.name for op in right]
-    changed = [
-        (op.name, w.target) for op, bad in zip(right, wrong, strict=True)
-        for r, w in zip(op.rules, bad.rules, strict=True) if w != r
-    ]  # fmt: skip
-    assert changed == [(bug.op, bug.target)]  # one rule, the bug's; every other rule is the declared one
-    [rule] = [r for op in wrong if op.name == bug.op for r in op.rules if r.target == bug.target]
-    assert (rule.code, rule.fn, rule.overwrite) == (bug.code, bug.fn, bug.overwrite)
-    assert right_rule(rule) in OPS_BY_NAME[bug.op].rules and right_rule(rule).code != bug.code
-
-
-def test_an_undeclared_bug_is_a_typed_error(lecture_dataset):
-    with pytest.raises(Undeclared) as raised:
-        schedule_with_bug("atomic", "off_by_one")
-    assert raised.value.field == "bug" and "'off_by_one'" in str(raised.value) and "bessel_n" in str(raised.value)
-    with pytest.raises(Undeclared) as raised:
-        run_backward(replace(LECTURE, bug="bessel_n"), lecture_dataset, "fused_bn")
-    assert raised.value.field == "bug" and "use atomic or fused_ce" in str(raised.value)
-
-
 def test_the_engine_steps_whatever_schedule_it_is_given(lecture_dataset):
     # no bug in the config: a rule substituted by hand runs all the same, `=` over the earlier contribution included
     good = run_backward(LECTURE, lecture_dataset, "atomic")
@@ -309,81 +224,6 @@ def test_the_engine_steps_whatever_schedule_it_is_given(lecture_dataset):
     assert torch.equal(bp.grad_at("counts", step), torch.zeros_like(good.values["counts"]))
     assert torch.equal(bp.grad_at("counts", step - 1), good.grad_at("counts", step - 1))  # probs' path, before
     assert [c.overwrites for c in bp.contributions("counts", step)] == [False, True]
-
-
-@pytest.mark.parametrize("name", sorted(BUGS))
-def test_each_bug_breaks_its_node_and_everything_upstream(lecture_dataset, name):
-    bug = BUGS[name]
-    mode = bug.modes[0]
-    good = run_backward(LECTURE, lecture_dataset, mode)
-    bad = run_backward(replace(LECTURE, bug=name), lecture_dataset, mode)
-    step = next(i for i, op in enumerate(bad.schedule, start=1) if op.name == bug.op)
-    # before the buggy step every gradient is the correct one
-    for node in bad.node_names():
-        before = bad.grad_at(node, step - 1)
-        if before is not None:
-            assert torch.equal(before, good.grad_at(node, step - 1)), node
-    assert not torch.equal(bad.grad_at(bug.target, step), good.grad_at(bug.target, step))
-    assert not bad.cmp[bug.target]["approx"]
-    # the error flows upstream: the parameters that the wrong gradient feeds are wrong too
-    assert not bad.cmp["W1"]["approx"] and not bad.cmp["C"]["approx"]
-    assert bug.why and bug.notice and bug.code
-
-
-@pytest.mark.parametrize("name", sorted(BUGS))
-def test_each_bug_runs_in_float64(lecture_dataset, name):
-    bad = run_backward(replace(LECTURE, bug=name, dtype="float64"), lecture_dataset, BUGS[name].modes[0])
-    assert bad.grad_at(BUGS[name].target, len(bad.schedule)).dtype == torch.float64
-
-
-def test_the_missing_gain_bug_hides_behind_zero_bias_init(lecture_dataset):
-    hidden = run_backward(replace(LECTURE, init="zero_bias", bug="missing_gain"), lecture_dataset, "atomic")
-    assert all(c["approx"] for c in hidden.cmp.values())
-    assert hidden.numeric("bnraw")["max_rel_err"] < 1e-5
-    caught = run_backward(replace(LECTURE, bug="missing_gain"), lecture_dataset, "atomic")
-    assert not caught.cmp["bnraw"]["approx"]
-
-
-def _batch_inputs(op):
-    return [name for name in op.inputs if NODES[name].axes[:1] == ("batch",)]
-
-
-@pytest.mark.parametrize(
-    ("op_name", "mode"), [(name, mode) for name, mode in OP_MODE if _batch_inputs(OPS_BY_NAME[name])]
-)
-def test_each_ops_row_declaration_holds(lecture_dataset, op_name, mode):
-    """Op.rows, which the row-local finite differences rely on, checked by moving one batch row."""
-    bp = run_backward(replace(LECTURE, dtype="float64"), lecture_dataset, mode)
-    op = OPS_BY_NAME[op_name]
-    r = 5
-    moved = dict(bp.values)
-    for name in _batch_inputs(op):
-        t = moved[name].clone()
-        if t.is_floating_point():
-            t[r] += 0.37
-        else:
-            t[r] = (t[r] + 1) % lecture_dataset.vocab_size  # another character
-        moved[name] = t
-    before, after = run_forward([op], dict(bp.values)), run_forward([op], moved)
-    out = op.outputs[0]
-    if op.rows == "each":
-        assert NODES[out].axes[:1] == ("batch",)
-        keep = torch.arange(LECTURE.batch_size) != r
-        assert torch.equal(before[out][keep], after[out][keep]), "another row changed"
-        assert not torch.equal(before[out][r], after[out][r]), "the row did not change"
-    elif op.rows == "mean":
-        # the loss is the mean over rows of the op applied to each row alone
-        rows = [
-            run_forward([op], {**bp.values, **{k: bp.values[k][i : i + 1] for k in op.inputs}, "n": 1})[out]
-            for i in range(LECTURE.batch_size)
-        ]
-        torch.testing.assert_close(before[out], torch.stack(rows).mean(), rtol=1e-12, atol=0)
-    else:
-        assert op.rows == "mixed"
-        changed = before[out] != after[out]
-        if NODES[out].axes[:1] == ("batch",):
-            changed = torch.cat([changed[:r], changed[r + 1 :]])
-        assert changed.any(), "declared mixed, but no other row (or batch statistic) moved"
 
 
 @pytest.mark.parametrize("mode", MODES)

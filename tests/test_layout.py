@@ -8,11 +8,9 @@ from itertools import combinations, pairwise
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from server.graph import MODES, NODES, ops_for_mode
 from server.layout import graph_layout
-from server.web.app import create_app
 
 BOUNDARY_TOL = 1.0  # px: points are rounded to 0.1, the page needs the arrowhead on the box's edge
 MIN_BRANCH_ANGLE = 10.0  # degrees between two arrows leaving one tensor: less reads as one line
@@ -201,12 +199,3 @@ def test_deterministic_and_cached(mode):
     graph_layout.cache_clear()
     again = graph_layout(mode)
     assert again == first and again is not first
-
-
-def test_served_with_the_graph(embedded_dataset):
-    with TestClient(create_app(embedded_dataset), base_url="http://127.0.0.1") as client:
-        for mode in MODES:
-            g = client.get("/api/graph", params={"mode": mode}).json()
-            assert g["layout"] == graph_layout(mode)
-            assert {op["name"]: op["symbol"] for op in g["ops"]} == {op.name: op.symbol for op in ops_for_mode(mode)}
-            assert set(g["layout"]["nodes"]) == {n["name"] for n in g["nodes"]}

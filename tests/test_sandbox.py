@@ -237,8 +237,31 @@ def test_two_shapes_still_join(atomic):
     assert grade(atomic, 1, code)["correct"]
 
 
-def test_the_hostile_corpus_is_large_enough():
-    assert len(HOSTILE) >= 60 and len(set(HOSTILE)) == len(HOSTILE)
+# every line of defence the sandbox has, by the words of its refusal: the corpus must reach each one, or
+# a payload meant for it is stopped by another and that defence goes untested
+DEFENCES = [
+    "only plain ASCII", "characters long", "parts; a gradient", "syntax error", "only assignments",
+    "not part of the gradient vocabulary", "strings are not allowed", "not a real number", "names starting with _",
+    "is not available", "cannot be called", "there is no", "cannot be reassigned", "is a tensor of the forward pass",
+    "is shared", "is too large", "exponents are numbers", "division by zero", "0 to a negative power", "is too long",
+    "entries) is too big",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hostile_reasons(atomic):
+    reasons = []
+    for code in HOSTILE:
+        with pytest.raises(Refused) as refused:
+            grade(atomic, 4, code)
+        reasons.append(str(refused.value))
+    return reasons
+
+
+@pytest.mark.parametrize("defence", DEFENCES)
+def test_the_hostile_corpus_reaches_every_line_of_defence(hostile_reasons, defence):
+    assert len(set(HOSTILE)) == len(HOSTILE)
+    assert any(defence in reason for reason in hostile_reasons), f"no payload is refused with {defence!r}"
 
 
 @pytest.mark.parametrize("code", HOSTILE, ids=[f"p{i:03d}" for i in range(len(HOSTILE))])

@@ -108,17 +108,28 @@ def test_a_huge_learning_rate_diverges_and_is_recorded(lecture_dataset):
     assert not any(k == "result" for k, _ in events)
 
 
-def test_should_stop_ends_the_run(lecture_dataset):
+def test_should_stop_is_asked_at_each_flush_and_ends_the_run(lecture_dataset):
     asked = []
 
     def stop():
         asked.append(1)
-        return "cancelled"
+        return "cancelled" if len(asked) == 3 else None
 
-    status, events, training = _collect(TrainConfig(max_steps=200_000), lecture_dataset, stop)
-    assert status == "cancelled" and len(asked) == 1
-    assert events[-1] == ("status", {"status": "cancelled", "step": training.flushed})
-    assert 0 < training.flushed < 200_000
+    events = []
+    holder = []
+
+    def clock():  # every step takes 0.125 s (exact in binary): EMIT_EVERY_S = 0.5 s is 4 steps
+        training = holder[0] if holder else None
+        return 0.0 if training is None else 0.125 * (training.flushed + len(training.pending))
+
+    training = Training(TrainConfig(max_steps=200_000), lecture_dataset, lambda k, d: events.append((k, d)), clock)
+    holder.append(training)
+    assert training.run(stop) == "cancelled" and len(asked) == 3
+    progress = [d for k, d in events if k == "progress"]
+    assert [d["step"] for d in progress] == [4, 8, 12]  # a flush, then a question, every 4 steps
+    assert progress[0]["steps_per_s"] == 8.0  # 4 steps in 0.5 s of the test's clock
+    assert events[-1] == ("status", {"status": "cancelled", "step": 12})
+    assert training.flushed == 12 and not any(k == "result" for k, _ in events)
 
 
 def test_a_stop_is_looked_for_by_the_clock_not_a_step_count(lecture_dataset):

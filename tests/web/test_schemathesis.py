@@ -25,8 +25,8 @@ runs = RunStore(Path(RUNS.name) / "runs.db", Limits(max_queued=10**9))
 app = create_app(
     load_dataset(DEFAULT_DATA), cache_size=64, runs=runs, schedule=False, allowed_hosts=(*LOCAL_HOSTS, "testserver")
 )
-# an event stream stays open while its run is active, and here runs never end: tested in test_runs.py
-# POST /api/check runs learners' code in worker processes: fuzzed in test_sandbox.py and test_check_api.py
+# an event stream stays open while its run is active, and runs never end here: see tests/test_runs.py, test_feeds.py
+# POST /api/check runs learners' code in worker processes: fuzzed in tests/test_sandbox.py and test_check_api.py
 schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path_regex=r"/events$|/check$")
 
 

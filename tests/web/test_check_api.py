@@ -217,7 +217,7 @@ def test_a_new_worker_grades_on_the_words_validated_at_start_not_the_file(lectur
 
 
 def test_the_whole_hostile_corpus_through_the_api(client, tmp_path):
-    from .test_sandbox import HOSTILE, ROOT
+    from ..test_sandbox import HOSTILE, ROOT
 
     files = set(ROOT.iterdir())
     for code in HOSTILE:

@@ -1,0 +1,136 @@
+"""The runs API (server/web/runs_routes.py) on a store without workers: runs stay queued."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.runs import Limits, RunStore
+from server.training import TrainConfig
+from server.web.app import create_app
+
+SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
+
+
+@pytest.fixture()
+def client(lecture_dataset, tmp_path):
+    runs = RunStore(tmp_path / "runs.db", Limits(max_queued=4))
+    with TestClient(
+        create_app(lecture_dataset, runs=runs, schedule=False),
+        base_url="http://127.0.0.1",
+        raise_server_exceptions=False,
+    ) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"lr": -1}, {"lr": "NaN"}, {"lr": 1e39}, {"max_steps": 0}, {"n_hidden": 10_000}, {"backward": "sgd"},
+     {"batch_size": 1}, {"path": "/etc/passwd"}, {"seed": -5}],
+)  # fmt: skip
+def test_bad_run_configs_are_422_and_change_nothing(client, body):
+    r = client.post("/api/runs", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]
+    assert client.get("/api/runs").json() == {"runs": [], "next": None}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"lr": 1e400}', b'{"seed": NaN}', b'{"lr_after": -Infinity}', b'{"backward": "\\ud800"}',
+     b'{"max_steps": 1e400}', b'{"\\ud800": 1}'],
+)  # fmt: skip
+def test_nonfinite_and_lone_surrogate_values_are_422_with_a_reason(client, body):
+    r = client.post("/api/runs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["msg"]
+    assert client.get("/api/runs").json() == {"runs": [], "next": None}
+
+
+def test_runs_api_without_workers(client):
+    r = client.post("/api/runs", json={**SHORT, "backward": "both"})
+    assert r.status_code == 201
+    a, b = r.json()["runs"]
+    assert (a["config"]["backward"], b["config"]["backward"]) == ("manual", "autograd") and a["group"] == b["group"]
+    assert a["config"]["n_hidden"] == 200 and a["config"]["lr"] == 0.1  # the lecture's Exercise 4 defaults
+    assert [run["id"] for run in client.get("/api/runs").json()["runs"]] == [b["id"], a["id"]]
+    client.post("/api/runs", json=SHORT)
+    client.post("/api/runs", json=SHORT)
+    full = client.post("/api/runs", json=SHORT)
+    assert full.status_code == 429 and "waiting" in full.json()["detail"]
+    detail = client.get(f"/api/runs/{a['id']}").json()
+    assert detail["status"] == "queued" and detail["history"]["points"] == []
+    assert client.post(f"/api/runs/{a['id']}/cancel").json()["status"] == "cancelled"
+    assert client.post(f"/api/runs/{a['id']}/cancel").status_code == 409
+    assert client.delete(f"/api/runs/{a['id']}").status_code == 204
+    for method, path in [("get", "/api/runs/{}"), ("post", "/api/runs/{}/cancel"), ("delete", "/api/runs/{}"),
+                         ("get", "/api/runs/{}/events")]:  # fmt: skip
+        assert getattr(client, method)(path.format(a["id"])).status_code == 404
+    assert client.get(f"/api/runs/{b['id']}/losses").status_code == 404  # stored when the run ends
+    assert client.get("/api/runs/abc").status_code == 422
+    assert client.get("/api/runs/99999999999999999999").status_code == 422
+    assert client.get(f"/api/runs/{b['id']}/events", params={"after": 2**70}).status_code == 422
+    assert client.get(f"/api/runs/{b['id']}/events", headers={"Last-Event-ID": "x"}).status_code == 422
+
+
+def test_a_change_sent_from_another_origin_is_refused(client):
+    (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    cancel = f"/api/runs/{run['id']}/cancel"
+    # what any web page can make a browser send, without a preflight
+    assert (
+        client.post(cancel, headers={"Origin": "http://evil.example", "Content-Type": "text/plain"}).status_code == 403
+    )
+    assert client.post(cancel, headers={"Origin": "http://127.0.0.1:8001"}).status_code == 403  # another port
+    assert client.delete(f"/api/runs/{run['id']}", headers={"Origin": "null"}).status_code == 403
+    assert client.post("/api/runs", json=SHORT, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert [r["status"] for r in client.get("/api/runs").json()["runs"]] == ["queued"]
+    # the page itself (same origin), and clients that send no Origin (curl, scripts)
+    assert client.post(cancel, headers={"Origin": "http://127.0.0.1"}).json()["status"] == "cancelled"
+    assert client.delete(f"/api/runs/{run['id']}").status_code == 204
+
+
+def test_an_unknown_host_is_refused(client):
+    for method in ("GET", "POST", "DELETE"):
+        path = "/api/runs" if method != "DELETE" else "/api/runs/1"
+        r = client.request(method, path, headers={"Host": "rebind.attacker.example"})
+        assert r.status_code == 400 and "--allowed-hosts" in r.json()["detail"]
+    for host in ("localhost:8000", "LOCALHOST", "127.0.0.1:1234", "[::1]:8000"):
+        assert client.get("/api/runs", headers={"Host": host}).status_code == 200, host
+
+
+def test_runs_are_listed_a_page_at_a_time(client):
+    ids = []
+    for _ in range(5):
+        (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+        client.post(f"/api/runs/{run['id']}/cancel")  # out of the queue: its bound is 4
+        ids.append(run["id"])
+    pages, before = [], None
+    for _ in range(5):  # bounded: 3 pages expected
+        page = client.get("/api/runs", params={"limit": 2} | ({"before": before} if before else {})).json()
+        pages.append([r["id"] for r in page["runs"]])
+        before = page["next"]
+        if before is None:
+            break
+    assert pages == [[ids[4], ids[3]], [ids[2], ids[1]], [ids[0]]]
+    assert client.get("/api/runs").json()["next"] is None and len(client.get("/api/runs").json()["runs"]) == 5
+    for bad in ({"limit": 0}, {"limit": 501}, {"before": 0}, {"before": "x"}):
+        assert client.get("/api/runs", params=bad).status_code == 422
+
+
+def test_a_run_trained_on_other_data_is_a_409_not_a_500(client, tmp_path):
+    from server.engine import init_params
+
+    (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    store = RunStore(tmp_path / "runs.db")
+    store.claim()
+    params, _ = init_params(TrainConfig().model(), 28)  # another names list had 27 letters and '.'
+    store.end(run["id"], "finished", None, params)
+    r = client.get("/api/tensor/C", params={"run": run["id"], "n_hidden": 200})
+    assert r.status_code == 409 and "28 characters" in r.json()["detail"]
+
+
+def test_the_explorer_refuses_runs_without_parameters(client):
+    (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    r = client.get("/api/state", params={"run": run["id"], "n_hidden": 200})
+    assert r.status_code == 404 and "no trained parameters" in r.json()["detail"]
+    assert client.get("/api/state", params={"run": 999}).status_code == 404
