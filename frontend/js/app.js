@@ -4,7 +4,8 @@ import * as challenge from "./challenge.js";
 import * as graphView from "./graph.js";
 import * as panelView from "./panel.js";
 import { apiParams, fromURL, toURL } from "./state.js";
-import { esc, plotlyReady } from "./dom.js";
+import { bannerHtml, bugNoteHtml, bugOffText, followed, runNoteHtml } from "./banner.js";
+import { plotlyReady } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 let meta = null; // the modes and the config's defaults, bounds and choices (/api/meta): the controls are built from it
@@ -36,8 +37,7 @@ function syncControls(view) {
   const run = state.config.run;
   $("run-note").hidden = !run;
   if (run) {
-    $("run-note").innerHTML = `parameters of <a href="/train.html?run=${run}">trained run #${run}</a> ` +
-      '(batch drawn with the seed) · <a href="#" data-testid="use-init">use the initialisation</a>';
+    $("run-note").innerHTML = runNoteHtml(run);
     $("run-note").querySelector("a[data-testid=use-init]").addEventListener("click", (event) => {
       event.preventDefault();
       update({ config: { ...state.config, run: 0 }, step: 0 });
@@ -48,21 +48,7 @@ function syncControls(view) {
   $("reset").disabled = view.step === 0;
   $("next").disabled = view.step === view.total_steps;
   $("all").disabled = view.step === view.total_steps;
-  const op = view.op ? graph.ops.find((o) => o.name === view.op) : null;
-  const next = view.next_op ? graph.ops.find((o) => o.name === view.next_op) : null;
-  $("op-banner").innerHTML = op
-    ? `<b>step ${view.step} of ${view.total_steps}:</b> backprop through <code>${esc(op.formula.split("\n")[0])}</code>` +
-      op.rules.map((r) => `<div class="${r.bug ? "bug-rule" : ""}">${r.bug ? '<span class="bug-tag">BUG</span> ' : ""}<code>${esc(r.code.replace(/\n/g, "; "))}</code> <span class="muted">${esc(r.shapes)}${r.of > 1 ? ` · contribution ${r.contribution} of ${r.of}` : ""}</span></div>`).join("")
-    : view.step === 0
-      ? `<b>Forward pass done</b>, loss = ${esc(String(view.loss))}. ${next ? `Next ▶ backprops through <code>${esc(next.formula.split("\n")[0])}</code>` : ""}`
-      : "";
-}
-
-// the node the view follows: the gradient the step produced (its op's first rule), unless one is pinned
-function followed(step) {
-  if (!graph || step === 0) return null;
-  const op = graph.ops.find((o) => o.name === graph.schedule[step - 1]);
-  return op && op.rules.length ? op.rules[0].target : null;
+  $("op-banner").innerHTML = bannerHtml(view, graph);
 }
 
 async function fetchView() {
@@ -198,7 +184,7 @@ function prefetchAt(steps, total) {
   for (const step of steps) {
     if (step < 0 || step > total || step === state.step) continue;
     api.prefetchState({ ...params, step });
-    const node = state.pinned ? state.node : followed(step) || state.node;
+    const node = state.pinned ? state.node : followed(graph, step) || state.node;
     if (!node) continue;
     const slice = state.slice;
     // the inspector's frame for that tensor drawn while the page is idle, so that the click only paints
@@ -231,7 +217,7 @@ function update(patch) {
 
 // a step moves the inspector to the gradient it produced, unless a node is pinned
 function goTo(step) {
-  const node = state.pinned ? state.node : followed(step) || state.node;
+  const node = state.pinned ? state.node : followed(graph, step) || state.node;
   update({ step, node, slice: node === state.node ? state.slice : 0 });
 }
 
@@ -264,8 +250,7 @@ function showBug() {
   const bug = bugs[state.config.bug];
   $("bug-note").hidden = !bug;
   if (!bug) return;
-  $("bug-note").innerHTML = `<b>Bug lab: ${esc(bug.title)}</b> — in the backward step of <code>${esc(bug.op)}</code>, ` +
-    `<code>d${esc(bug.target)}</code> is computed by <code class="bug-code">${esc(bug.code)}</code><br>Why it is wrong: ${esc(bug.why)}<br>How you would notice: ${esc(bug.notice)}`;
+  $("bug-note").innerHTML = bugNoteHtml(bug);
 }
 
 function bind() {
@@ -284,7 +269,7 @@ function bind() {
     update({ mode, step: 0, config }).then(() => {
       bugOptions();
       $("mode-note").hidden = !off;
-      if (off) $("mode-note").textContent = `Bug lab: "${bug.title}" sits in the backward step of ${bug.op}, which this mode fuses away: switched off.`;
+      if (off) $("mode-note").textContent = bugOffText(bug);
     });
   });
   $("config").elements.bug.addEventListener("change", () => {

@@ -2,7 +2,7 @@
 // layout): Plotly.react draws the arrowed edges; the tensor boxes and op ellipses are <button>s laid over
 // them, which also take clicks, keyboard focus and tooltips. render(el, {graph, state, selected, onOpen}).
 import { CURRENT, EDGE, MUTED, STATUS, TEXT } from "./config.js";
-import { esc } from "./dom.js";
+import { esc } from "./text.js";
 
 const MIN_SCALE = 0.72;
 const MAX_SCALE = 1.3;

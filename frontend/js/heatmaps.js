@@ -18,7 +18,7 @@ export function absMax(...tensors) {
   for (const t of tensors) if (t) m = Math.max(m, Math.abs(t.min ?? 0), Math.abs(t.max ?? 0));
   if (!(m > 0) || !Number.isFinite(m)) return m === Infinity ? Number.MAX_VALUE : 0;
   const unit = 10 ** (Math.floor(Math.log10(m)) - 2);
-  return Math.ceil(m / unit * (1 - 1e-12)) * unit;
+  return Number((Math.ceil(m / unit * (1 - 1e-12)) * unit).toPrecision(3)); // 3.01, not 3.0100000000000002
 }
 
 export const identical = (t) => t && t.min === 0 && t.max === 0 && !(t.nonfinite.nan + t.nonfinite.posinf + t.nonfinite.neginf);

@@ -2,7 +2,7 @@
 // lecture's check, one large heatmap (value | manual | autograd | manual − autograd) with marginal sums
 // and a crosshair linked to four small multiples; tiny tensors as numbers; a partial gradient's split.
 import { SCALAR_MAX, STATUS } from "./config.js";
-import { esc } from "./dom.js";
+import { esc } from "./text.js";
 import { nodeStatus, statusText } from "./graph.js";
 import { absMax, as2d, cellAt, ensureFrame, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
 

@@ -1,0 +1,58 @@
+// The heatmaps' pure functions (frontend/js/heatmaps.js): grids, colour ranges, marginal sums, colour-bar ticks.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { absMax, as2d, colorAt, marginals, niceTicks, tickText } from "../../frontend/js/heatmaps.js";
+
+test("colour-bar ticks are round numbers inside the range, at least three of them", () => {
+  for (const [lo, hi] of [[-0.0123, 0.0123], [0.07, 1], [-3.2e-7, 3.2e-7], [-150, 2400], [1e-9, 1.5e-9]]) {
+    const ticks = niceTicks(lo, hi);
+    assert.ok(ticks.length >= 3 && ticks.length <= 11, `${lo}..${hi}: ${ticks}`);
+    assert.ok(ticks.every((t) => t >= lo && t <= hi), `${lo}..${hi}: ${ticks}`);
+    const step = ticks[1] - ticks[0];
+    const mantissa = step / 10 ** Math.floor(Math.log10(step));
+    assert.ok([1, 2, 2.5, 5].some((m) => Math.abs(mantissa - m) < 1e-6), `step ${step}`);
+    ticks.slice(1).forEach((t, i) => assert.ok(Math.abs(t - ticks[i] - step) < step * 1e-9));
+  }
+  assert.deepEqual(niceTicks(2, 2), [2]); // an empty range: its one value
+});
+
+test("tick labels are plain or scientific, never SI prefixes", () => {
+  assert.equal(tickText(0), "0");
+  assert.equal(tickText(0.25), "0.25");
+  assert.equal(tickText(-12), "-12");
+  assert.equal(tickText(2.5e-5), "2.5e-5");
+  assert.equal(tickText(-1e-12), "-1e-12");
+  assert.equal(tickText(3e7), "3e7");
+  for (const v of [1e-15, 2e-9, 4.5e-6, 0.001, 7, 12345, 6e10]) assert.match(tickText(v), /^-?\d+(\.\d+)?(e-?\d+)?$/);
+});
+
+test("a colour range's end is the largest |entry| rounded up to three significant digits", () => {
+  const t = (min, max) => ({ min, max });
+  assert.equal(absMax(t(-0.01234, 0.005)), 0.0124);
+  assert.equal(absMax(t(-1, 2), t(-3.001, 0)), 3.01);
+  assert.equal(absMax(t(0, 0)), 0);
+  assert.equal(absMax(null, t(-5, 5)), 5);
+});
+
+test("row and column sums skip NaN/Inf cells (sent as null)", () => {
+  assert.deepEqual(marginals([[1, 2, null], [3, null, 4]]), { rows: [3, 7], cols: [4, 2, 4] });
+});
+
+test("any tensor becomes a 2-D grid with its labels; a 3-D one shows one slice", () => {
+  const labels = [["r0", "r1"], ["c0", "c1", "c2"]];
+  const two = as2d({ shape: [2, 3], data: [[1, 2, 3], [4, 5, 6]] }, labels, ["batch", "vocab"]);
+  assert.deepEqual([two.z, two.x, two.y, two.xt], [[[1, 2, 3], [4, 5, 6]], ["c0", "c1", "c2"], ["r0", "r1"], "character"]);
+  assert.deepEqual(as2d({ shape: [], data: 2.5 }, [], []).z, [[2.5]]);
+  assert.deepEqual(as2d({ shape: [3], data: [1, 2, 3] }, [["a", "b", "c"]], ["hidden"]).z, [[1, 2, 3]]);
+  const three = as2d({ shape: [2, 2, 2], data: [[[1, 2], [3, 4]], [[5, 6], [7, 8]]] }, [["r0", "r1"], ["p0", "p1"], ["e0", "e1"]], ["batch", "context", "embd"], 1);
+  assert.deepEqual(three.z, [[3, 4], [7, 8]]);
+});
+
+test("a colour scale's ends and stops are its own colours, in between interpolated", () => {
+  const scale = [[0, "#000000"], [0.5, "#ff0000"], [1, "#ffffff"]];
+  assert.equal(colorAt(scale, 0), "rgb(0,0,0)");
+  assert.equal(colorAt(scale, 0.5), "rgb(255,0,0)");
+  assert.equal(colorAt(scale, 0.75), "rgb(255,128,128)");
+  assert.equal(colorAt(scale, 7), "rgb(255,255,255)"); // clamped
+});
