@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 from pathlib import Path
@@ -664,7 +665,15 @@ def test_challenge_lecture_answer_wrong_shape_and_progress(page, base_url):
     expect(page.get_by_test_id("challenge-feedback")).to_contain_text(
         "yours is (32,27), expected (32,1): the forward pass broadcast this over dim 1"
     )
+    # dcounts is right (its difference is 0 everywhere), dcounts_sum_inv has another shape: nothing to draw
+    expect(page.get_by_test_id("challenge-diff")).to_be_hidden()
+    check_code(page, "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)\ndcounts = counts_sum_inv * dprobs * 2")
     expect(page.get_by_test_id("challenge-diff")).to_have_attribute("data-shape", "32x27")
+    # drawn as the inspector draws its heatmaps: cells in the tensor's own shape, a colour bar with numbers
+    expect(page.get_by_test_id("challenge-main-cells")).to_be_visible()
+    rows, cols = page.get_by_test_id("challenge-main-cells").evaluate("(c) => [c.grid.z.length, c.grid.z[0].length]")
+    assert (rows, cols) == (32, 27)
+    assert len(json.loads(page.get_by_test_id("challenge-colorbar").get_attribute("data-ticks"))) >= 3
     # hints climb the ladder to the answer
     for _ in range(4):
         page.get_by_test_id("challenge-hint").click()

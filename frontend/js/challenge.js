@@ -1,8 +1,8 @@
 // Challenge mode: write the next backward step's gradient(s) yourself; the server grades them in a sandbox.
 // Progress (solved / revealed steps and drafts) is kept in this browser, per mode.
 import * as api from "./api.js";
-import { GRAD_SCALE } from "./config.js";
 import { esc } from "./dom.js";
+import { absMax, as2d, identical, rangeOf, renderMain } from "./heatmaps.js";
 
 const $ = (id) => document.getElementById(id);
 const KEY = "backprop-explorer:challenge";
@@ -97,24 +97,20 @@ function renderResult(result) {
     return `<p><span class="${ok ? "ok" : "bad"}">${ok ? "✓" : "✗"}</span> <code>${esc(cmp)}</code><br>` +
       item.feedback.map((f) => esc(f)).join("<br>") + "</p>";
   }).join("");
-  const shown = result.results.find((r) => r.diff && !(r.cmp && r.cmp.exact)) || result.results.find((r) => r.diff);
+  // the first gradient that differs from autograd (one equal to it has nothing to show but zeros)
+  const shown = result.results.find((r) => r.diff && !identical(r.diff));
   $("challenge-diff").hidden = !shown;
   if (shown) renderDiff(shown);
 }
 
+// the first wrong tensor's difference, drawn as the inspector draws its heatmaps (one context position of a 3-D one)
 function renderDiff(item) {
   const t = item.diff;
-  const z = t.shape.length === 0 ? [[t.data]] : t.shape.length === 1 ? [t.data] : t.shape.length === 2 ? t.data
-    : t.data.map((row) => row[0]);
-  const m = Math.max(Math.abs(t.min ?? 0), Math.abs(t.max ?? 0)) || 1e-12;
+  const labels = t.shape.map((n) => Array.from({ length: n }, (_, i) => String(i)));
+  const grid = as2d(t, labels, t.shape.map(() => "one"), 0);
   $("challenge-diff").dataset.shape = t.shape.join("x");
-  Plotly.react($("challenge-diff"), [{
-    type: "heatmap", z, colorscale: GRAD_SCALE, zmid: 0, zmin: -m, zmax: m,
-    hovertemplate: "row %{y}<br>col %{x}<br>yours − autograd: %{z}<extra></extra>",
-  }], {
-    title: { text: `${item.name}: yours − autograd${t.shape.length === 3 ? " (context position 0)" : ""}`, font: { size: 12 } },
-    margin: { l: 40, r: 10, t: 30, b: 30 }, yaxis: { autorange: "reversed" },
-  }, { displayModeBar: false, responsive: true });
+  const title = `${item.name}: yours − autograd${t.shape.length === 3 ? " (context position 0)" : ""}`;
+  return renderMain($("challenge-diff").querySelector(".main-plot"), grid, rangeOf({ range: absMax(t) || 1e-12 }), { title });
 }
 
 async function hint() {

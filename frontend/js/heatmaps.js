@@ -154,14 +154,18 @@ export function cellAt(canvas, grid, event) {
 
 const AXIS_FONT = { size: 10 };
 
-// Colour-bar ticks: round numbers (1, 2, 2.5 or 5 × a power of ten) inside [lo, hi], about five of them
+// Colour-bar ticks: round numbers (1, 2, 2.5 or 5 × a power of ten) inside [lo, hi], about `count` of them and
+// never fewer than three (a round step can overshoot a narrow range: a finer one is taken)
 export function niceTicks(lo, hi, count = 5) {
   const span = hi - lo;
   if (!(span > 0) || !Number.isFinite(span)) return [lo];
-  const raw = span / (count - 1), power = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw * 0.999);
-  const ticks = [];
-  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi * (1 + 1e-12) + 1e-300; k++) ticks.push(Number((k * step).toPrecision(12)));
+  let ticks = [];
+  for (let c = count; ticks.length < 3 && c <= 4 * count; c++) {
+    const raw = span / (c - 1), power = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw * 0.999);
+    ticks = [];
+    for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi * (1 + 1e-12) + 1e-300; k++) ticks.push(Number((k * step).toPrecision(12)));
+  }
   return ticks;
 }
 
@@ -204,7 +208,7 @@ export function renderMain(div, grid, range, { title, cross = null }) {
   let heading = wrap.querySelector(".main-title");
   if (!heading) {
     heading = Object.assign(document.createElement("div"), { className: "main-title" });
-    heading.dataset.testid = "main-title";
+    heading.dataset.testid = scoped(wrap, "main-title");
     wrap.append(heading);
   }
   if (heading.textContent !== title) heading.textContent = title;
@@ -236,6 +240,9 @@ export function ensureFrame(div, grid) {
 const SUMS_X = 0.84; // the heatmap's share of the width: its row sums take the rest
 const SUMS_Y = 0.82; // and of the height: its column sums above it
 
+// a test id inside a heatmap's wrapper: the inspector's as they are, another's (data-scope) prefixed
+const scoped = (wrap, testid) => (wrap.dataset.scope ? `${wrap.dataset.scope}-${testid}` : testid);
+
 // the overlay canvas `key` of the plot's wrapper, created once and placed at (left, top) with size w×h
 // (style written only when it changes: a write makes the next read of any size lay the page out again)
 function overlay(wrap, key, testid, left, top, w, h) {
@@ -243,7 +250,7 @@ function overlay(wrap, key, testid, left, top, w, h) {
   if (!canvas) {
     canvas = document.createElement("canvas");
     canvas.dataset.overlay = key;
-    canvas.dataset.testid = testid;
+    canvas.dataset.testid = scoped(wrap, testid);
     canvas.className = `overlay ${key}`;
     canvas.setAttribute("role", "img");
     wrap.append(canvas);
@@ -292,7 +299,8 @@ function paintColorBar(wrap, range, left, top, w) {
   ctx.strokeStyle = "#6b7a90";
   ctx.lineWidth = 1;
   ctx.strokeRect(0.5, 0.5, w - 1, bar - 1);
-  const ticks = niceTicks(range.lo, range.hi), span = range.hi - range.lo || 1;
+  // about one label per 70 px: a phone's narrow bar gets three
+  const ticks = niceTicks(range.lo, range.hi, Math.max(3, Math.min(5, Math.floor(w / 70)))), span = range.hi - range.lo || 1;
   ctx.fillStyle = "#1d2330";
   ctx.font = "10px system-ui, sans-serif";
   ctx.textBaseline = "top";
@@ -338,7 +346,8 @@ function paintSums(wrap, grid, xa, ya, width) {
     if (side.across) ctx.fillRect(half, caption, 1, side.h - caption);
     else ctx.fillRect(0, caption + half, side.w, 1);
     ctx.font = "11px system-ui, sans-serif";
-    ctx.fillText(`Σ ${side.across ? "rows" : "columns"} ±${max.toPrecision(2)}`, 0, 11);
+    const zero = side.values.every((v) => v === 0);
+    ctx.fillText(`Σ ${side.across ? "rows" : "columns"} ${zero ? "all 0" : `±${max.toPrecision(2)}`}`, 0, 11);
   }
 }
 

@@ -4,6 +4,7 @@ import * as api from "./api.js";
 import { RUN_DEFAULTS } from "./config.js";
 import * as curves from "./curves.js";
 import { esc, plotlyReady } from "./dom.js";
+import { emptyHistory, mergeEvent } from "./history.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = ["queued", "running"];
@@ -41,27 +42,11 @@ function readForm() {
 }
 
 function model(run) {
-  return {
-    ...run, points: [], smooth: [], checks: [], ud: [], saturation: [], histograms: [], progress: null,
-    bucket: Math.max(1, Math.floor(run.max_steps / 200)),
-  };
+  return { ...run, ...emptyHistory(), bucket: Math.max(1, Math.floor(run.max_steps / 200)) };
 }
 
 function onEvent(run, kind, data) {
-  if (kind === "status") {
-    run.status = data.status;
-    if (data.reason !== undefined) run.reason = data.reason;
-    if (data.final) refreshList();
-  } else if (kind === "progress") {
-    run.points.push(...data.points);
-    run.smooth.push(...data.smooth);
-    run.ud.push(...data.ud);
-    run.saturation.push(...data.saturation);
-    run.progress = data;
-    run.step = data.step;
-  } else if (kind === "check") run.checks.push(data);
-  else if (kind === "histograms") run.histograms.push(data);
-  else if (kind === "result") run.result = data;
+  if (mergeEvent(run, kind, data) === "status" && data.final) refreshList();
   scheduleRender();
 }
 
