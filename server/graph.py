@@ -631,6 +631,7 @@ MODE_LIST = [
 ]
 MODES_BY_NAME: dict[str, Mode] = {mode.name: mode for mode in MODE_LIST}
 MODES: tuple[str, ...] = tuple(MODES_BY_NAME)  # the names, in the order the page offers them
+TRAINED_MODE = "fused"  # Exercise 4 trains with both blocks fused: a trained run opens in this mode
 
 
 def mode_of(name: str) -> Mode:

@@ -491,6 +491,25 @@ def test_the_mode_select_and_the_config_defaults_come_from_meta(page, base_url):
     assert sum(url.endswith("/api/meta") for url in asked) == 1  # the preloaded answer is the one used
 
 
+def test_the_training_forms_defaults_come_from_meta(page, base_url):
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    train = served(page, "/api/meta")["train"]
+    form = page.locator("#run-form")
+    for name in ("n_hidden", "max_steps", "lr", "check_every"):
+        assert float(form.locator(f"[name={name}]").input_value()) == train[name]["default"], name
+
+    def other_default(route):
+        body = route.fetch().json()
+        body["train"]["n_hidden"]["default"] = 96
+        route.fulfill(json=body)
+
+    page.route(re.compile(r"/api/meta$"), other_default)
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    expect(form.locator("[name=n_hidden]")).to_have_value("96")  # the server's default, not a copy in the page
+
+
 def test_rejected_config_shows_the_servers_message(page, base_url):
     open_page(page, base_url)
     page.get_by_test_id("cfg-batch_size").fill("1")

@@ -35,7 +35,3 @@ export const AXIS_TITLE = {
 };
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00" }; // Okabe-Ito blue / vermillion
 export const WEIGHT_COLOR = { C: "#009E73", W1: "#0072B2", W2: "#CC79A7" };
-export const RUN_DEFAULTS = {
-  seed: 2147483647, n_embd: 10, n_hidden: 200, block_size: 3, batch_size: 32, max_steps: 200000,
-  lr: 0.1, lr_decay_step: 100000, lr_after: 0.01, check_every: 1000, backward: "manual", keep_running: false,
-};

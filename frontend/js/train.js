@@ -1,7 +1,6 @@
 // The training page: a form that starts runs, live plots fed by each run's event stream, the runs list.
 // State in the URL: ?run=ID (its group's partner runs are opened with it, their curves overlaid).
 import * as api from "./api.js";
-import { RUN_DEFAULTS } from "./config.js";
 import * as curves from "./curves.js";
 import { esc, plotlyReady } from "./dom.js";
 import { emptyHistory, mergeEvent } from "./history.js";
@@ -29,10 +28,14 @@ function fillForm(values) {
   }
 }
 
+// the training form's defaults, as the server declares them (/api/meta): filled in before anything else
+let meta = null;
+const runDefaults = () => Object.fromEntries(Object.entries(meta.train).map(([key, field]) => [key, field.default]));
+
 function readForm() {
   const form = $("run-form");
   const body = {};
-  for (const [key, value] of Object.entries(RUN_DEFAULTS)) {
+  for (const [key, value] of Object.entries(runDefaults())) {
     const input = form.elements[key];
     if (input.type === "checkbox") body[key] = input.checked;
     else if (typeof value === "number") body[key] = input.value === "" ? null : Number(input.value);
@@ -101,7 +104,7 @@ function renderHead() {
   $("explore").hidden = !explorable;
   if (explorable) {
     const c = explorable.config;
-    $("explore").href = `/?run=${explorable.id}&n_hidden=${c.n_hidden}&n_embd=${c.n_embd}&block_size=${c.block_size}&mode=fused&step=0`;
+    $("explore").href = `/?run=${explorable.id}&n_hidden=${c.n_hidden}&n_embd=${c.n_embd}&block_size=${c.block_size}&mode=${meta.train_mode}&step=0`;
   }
 }
 
@@ -177,7 +180,7 @@ function bind() {
       $("run-error").hidden = false;
     }
   });
-  $("defaults").addEventListener("click", () => fillForm(RUN_DEFAULTS));
+  $("defaults").addEventListener("click", () => fillForm(runDefaults()));
   $("cancel").addEventListener("click", async () => {
     try {
       await Promise.all(open.filter((r) => ACTIVE.includes(r.status)).map((r) => api.cancelRun(r.id).catch((e) => {
@@ -226,6 +229,18 @@ async function route() {
   }
 }
 
-fillForm(RUN_DEFAULTS);
-bind();
-refreshList().then(route).then(() => { document.body.dataset.ready = "1"; });
+async function start() {
+  try {
+    meta = await api.fetchMeta();
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  fillForm(runDefaults());
+  bind();
+  await refreshList();
+  await route();
+  document.body.dataset.ready = "1";
+}
+
+start();

@@ -16,7 +16,7 @@ from .. import challenge, views
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
-from ..graph import MODE_LIST, Undeclared, ops_for_mode
+from ..graph import MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
 from ..serialize import dumps
 from .fair import client_of
 from .query import QueryModel
@@ -32,6 +32,7 @@ from .schemas import (
     HintsPublic,
     MetaPublic,
     PassQuery,
+    RunRequest,
     StatePublic,
     StepQuery,
     TensorDetailPublic,
@@ -98,10 +99,9 @@ async def meta() -> Response:
     return _json(_meta())
 
 
-@functools.cache  # the declaration and the schema do not change while the server runs
-def _meta() -> dict[str, Any]:
-    fields = PassQuery.model_json_schema()["properties"]
-    config = {
+def _fields(schema: type, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Each field of a request schema: its default, description, and bounds or choices where it has them."""
+    return {
         name: {
             "default": field["default"],
             "description": field["description"],
@@ -109,13 +109,23 @@ def _meta() -> dict[str, Any]:
             "maximum": field.get("maximum"),
             "choices": field.get("enum"),
         }
-        for name, field in fields.items()
-        if name != "mode"
+        for name, field in schema.model_json_schema()["properties"].items()
+        if name not in skip
     }
+
+
+@functools.cache  # the declaration and the schema do not change while the server runs
+def _meta() -> dict[str, Any]:
     modes = [
         {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name))} for m in MODE_LIST
     ]
-    return {"modes": modes, "default_mode": fields["mode"]["default"], "config": config}
+    return {
+        "modes": modes,
+        "default_mode": PassQuery.model_fields["mode"].default,
+        "config": _fields(PassQuery, skip=("mode",)),
+        "train": _fields(RunRequest),
+        "train_mode": TRAINED_MODE,
+    }
 
 
 @router.get("/bugs", response_model=BugsPublic)

@@ -340,12 +340,12 @@ class ModePublic(BaseModel):
 
 
 class FieldPublic(BaseModel):
-    """A field of PassQuery: its default, and its bounds or choices where it has them."""
+    """A field of a request (PassQuery, RunRequest): its default, and its bounds or choices where it has them."""
 
     default: Any
     description: str
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
     choices: list[str] | None = None
 
 
@@ -355,6 +355,8 @@ class MetaPublic(BaseModel):
     modes: list[ModePublic]
     default_mode: str
     config: dict[str, FieldPublic]  # PassQuery's fields but mode, in its order
+    train: dict[str, FieldPublic]  # RunRequest's fields: the training form's defaults and bounds
+    train_mode: str  # the mode a trained run is explored in (its backward's)
 
 
 class BugPublic(BaseModel):

@@ -134,3 +134,22 @@ def test_the_explorer_refuses_runs_without_parameters(client):
     r = client.get("/api/state", params={"run": run["id"], "n_hidden": 200})
     assert r.status_code == 404 and "no trained parameters" in r.json()["detail"]
     assert client.get("/api/state", params={"run": 999}).status_code == 404
+
+
+def test_meta_serves_the_training_forms_defaults_as_a_run_gets_them(client):
+    meta = client.get("/api/meta").json()
+    defaults = {name: field["default"] for name, field in meta["train"].items()}
+    started = client.post("/api/runs", json={}).json()["runs"][0]  # every field left to its default
+    config = {k: v for k, v in started["config"].items() if k != "backward"}
+    assert config == {k: v for k, v in defaults.items() if k not in ("backward", "keep_running")}
+    assert (defaults["backward"], defaults["keep_running"]) == ("manual", False) and started["config"][
+        "backward"
+    ] == "manual"
+    # the bounds served are the ones enforced
+    for name in ("n_hidden", "batch_size", "max_steps"):
+        too_big = client.post("/api/runs", json={name: meta["train"][name]["maximum"] + 1})
+        assert too_big.status_code == 422 and name in too_big.text
+    assert meta["train"]["backward"]["choices"] == ["manual", "autograd", "both"]
+    # a trained run is explored in the mode whose backward it trained with: both blocks fused
+    graph = client.get("/api/graph", params={"mode": meta["train_mode"]}).json()
+    assert not any(op["name"] in ("bnmeani", "logit_maxes") for op in graph["ops"])
