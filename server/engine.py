@@ -15,9 +15,8 @@ import torch
 from .bugs import BUGS, Bug
 from .config import ModelConfig
 from .data import Dataset
-from .graph import NODES, Op, backward_schedule, nodes_for_mode, ops_for_mode
+from .graph import NODES, PARAM_NAMES, PARAMS, Op, backward_schedule, nodes_for_mode, ops_for_mode
 
-PARAM_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
 BN_DEFAULT_SEED = 67280421310721  # what torch.Generator() starts at: the lecture's unseeded draw
 NUMERIC_ENTRIES = 16  # entries per node checked by finite differences
 NUMERIC_SAMPLE_SEED = 1337  # the entries checked are a pure function of the config
@@ -32,27 +31,29 @@ ALLCLOSE_RTOL, ALLCLOSE_ATOL = 1e-5, 1e-8  # torch.allclose's defaults, which th
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def axis_sizes(config: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """The size of each named axis of a parameter (Node.axes) under a config."""
+    ne, nh, bs = config.n_embd, config.n_hidden, config.block_size
+    return {"vocab": vocab_size, "embd": ne, "embcat": ne * bs, "hidden": nh, "one": 1}
+
+
 def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
     """The lecture's initialisation, in its order; returns the seeded generator for the batch draw."""
     g = torch.Generator().manual_seed(config.seed)
-    ne, nh, bs = config.n_embd, config.n_hidden, config.block_size
-    C = torch.randn((vocab_size, ne), generator=g)
-    W1 = torch.randn((ne * bs, nh), generator=g) * (5 / 3) / ((ne * bs) ** 0.5)
-    b1 = torch.randn(nh, generator=g) * 0.1
-    W2 = torch.randn((nh, vocab_size), generator=g) * 0.1
-    b2 = torch.randn(vocab_size, generator=g) * 0.1
-    # the lecture draws these from the unseeded global RNG; a fresh Generator makes them reproducible
-    g_bn = torch.Generator()
-    bngain = torch.randn((1, nh), generator=g_bn) * 0.1 + 1.0
-    bnbias = torch.randn((1, nh), generator=g_bn) * 0.1
-    params = {"C": C, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "bngain": bngain, "bnbias": bnbias}
-    if config.init == "zero_bias":
-        params["b1"] = torch.zeros_like(b1)
-        params["b2"] = torch.zeros_like(b2)
-        params["bnbias"] = torch.zeros_like(bnbias)
-        params["bngain"] = torch.ones_like(bngain)
+    # the lecture draws batchnorm's parameters from the unseeded global RNG; a fresh Generator makes them reproducible
+    generators = {"seeded": g, "fresh": torch.Generator()}
+    sizes = axis_sizes(config, vocab_size)
     dtype = DTYPES[config.dtype]
-    return {k: t.to(dtype) for k, t in params.items()}, g
+    params = {}
+    for node in PARAMS:
+        init = node.init
+        assert init is not None
+        shape = tuple(sizes[axis] for axis in node.axes)
+        t = init.scale(torch.randn(shape, generator=generators[init.generator]), sizes)
+        if config.init == "zero_bias" and init.zero_bias is not None:
+            t = torch.full_like(t, init.zero_bias)  # still drawn: the batch that follows is the same
+        params[node.name] = t.to(dtype)
+    return params, g
 
 
 def sample_batch(config: ModelConfig, dataset: Dataset, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

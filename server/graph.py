@@ -9,7 +9,7 @@ from NODES and OPS; adding an op means adding one entry here.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,19 @@ from .config import FUSED_BLOCKS
 
 # v: forward values by name (plus n, n_embd); d: manual gradients so far, d.x reads as "dx"
 Fn = Callable[..., Any]
+EPS_CODE = "1e-5"  # batchnorm's epsilon as the notebook writes it: keeps 1/sqrt(var + eps) finite
+EPS = float(EPS_CODE)
+
+
+@dataclass(frozen=True)
+class Init:
+    """A parameter's initialisation: a standard normal draw of the node's shape, scaled as in the lecture."""
+
+    code: str  # as written in the notebook
+    scale: Callable[[torch.Tensor, Mapping[str, int]], torch.Tensor]  # (randn draw, axis sizes) -> the parameter
+    # seeded: the config's generator; fresh: an unseeded torch.Generator(), where the lecture used the global RNG
+    generator: str = "seeded"
+    zero_bias: float | None = None  # what every entry is under init=zero_bias (None: drawn as usual)
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,7 @@ class Node:
     kind: str  # input | param | intermediate | loss
     axes: tuple[str, ...]  # meaning of each dim: batch, vocab, context, embd, embcat, hidden, one
     about: str  # one line for the learner
+    init: Init | None = None  # parameters only
 
 
 @dataclass(frozen=True)
@@ -64,13 +78,58 @@ class Op:
 NODE_LIST = [
     Node("Xb", "input", ("batch", "context"), "the minibatch of contexts: n rows of block_size character indices"),
     Node("Yb", "input", ("batch",), "the character that follows each context: the targets"),
-    Node("C", "param", ("vocab", "embd"), "the embedding table: one n_embd-vector per character"),
-    Node("W1", "param", ("embcat", "hidden"), "weights of the hidden layer, scaled by (5/3)/sqrt(fan_in) for tanh"),
-    Node("b1", "param", ("hidden",), "bias of the hidden layer (useless: batchnorm subtracts the mean)"),
-    Node("bngain", "param", ("one", "hidden"), "batchnorm gain, multiplies the normalised activations"),
-    Node("bnbias", "param", ("one", "hidden"), "batchnorm bias, added after the gain"),
-    Node("W2", "param", ("hidden", "vocab"), "weights of the output layer"),
-    Node("b2", "param", ("vocab",), "bias of the output layer"),
+    Node(
+        "C",
+        "param",
+        ("vocab", "embd"),
+        "the embedding table: one n_embd-vector per character",
+        Init("C = torch.randn((vocab_size, n_embd), generator=g)", lambda r, s: r),
+    ),
+    Node(
+        "W1",
+        "param",
+        ("embcat", "hidden"),
+        "weights of the hidden layer, scaled by (5/3)/sqrt(fan_in) for tanh",
+        Init(
+            "W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * (5/3)/((n_embd * block_size)**0.5)",
+            lambda r, s: r * (5 / 3) / (s["embcat"] ** 0.5),
+        ),
+    ),
+    Node(
+        "b1",
+        "param",
+        ("hidden",),
+        "bias of the hidden layer (useless: batchnorm subtracts the mean)",
+        Init("b1 = torch.randn(n_hidden, generator=g) * 0.1", lambda r, s: r * 0.1, zero_bias=0.0),
+    ),
+    Node(
+        "bngain",
+        "param",
+        ("one", "hidden"),
+        "batchnorm gain, multiplies the normalised activations",
+        Init("bngain = torch.randn((1, n_hidden))*0.1 + 1.0", lambda r, s: r * 0.1 + 1.0, "fresh", zero_bias=1.0),
+    ),
+    Node(
+        "bnbias",
+        "param",
+        ("one", "hidden"),
+        "batchnorm bias, added after the gain",
+        Init("bnbias = torch.randn((1, n_hidden))*0.1", lambda r, s: r * 0.1, "fresh", zero_bias=0.0),
+    ),
+    Node(
+        "W2",
+        "param",
+        ("hidden", "vocab"),
+        "weights of the output layer",
+        Init("W2 = torch.randn((n_hidden, vocab_size), generator=g) * 0.1", lambda r, s: r * 0.1),
+    ),
+    Node(
+        "b2",
+        "param",
+        ("vocab",),
+        "bias of the output layer",
+        Init("b2 = torch.randn(vocab_size, generator=g) * 0.1", lambda r, s: r * 0.1, zero_bias=0.0),
+    ),
     Node("emb", "intermediate", ("batch", "context", "embd"), "the embedding vector of every context character"),
     Node("embcat", "intermediate", ("batch", "embcat"), "the context embeddings concatenated into one vector per row"),
     Node("hprebn", "intermediate", ("batch", "hidden"), "hidden layer pre-activation, before batchnorm"),
@@ -95,6 +154,11 @@ NODE_LIST = [
     Node("loss", "loss", (), "the mean negative log-likelihood of the targets"),
 ]
 NODES: dict[str, Node] = {node.name: node for node in NODE_LIST}
+# in the lecture's draw order: the seeded generator's parameters, then batchnorm's from the global RNG
+PARAMS: tuple[Node, ...] = tuple(
+    sorted((node for node in NODE_LIST if node.init is not None), key=lambda node: node.init.generator != "seeded")  # type: ignore[union-attr]
+)
+PARAM_NAMES: tuple[str, ...] = tuple(node.name for node in PARAMS)
 
 BCAST_1 = "broadcast over dim 1 in the forward pass → sum over dim 1 here (keepdim)"
 BCAST_0 = "broadcast over dim 0 in the forward pass → sum over dim 0 here"
@@ -106,7 +170,7 @@ def _fused_batchnorm(v: Any) -> dict[str, torch.Tensor]:
     # saved tensors (bnraw, bnvar_inv) are what the closed-form backward needs, like autograd's ctx
     bnmean = v.hprebn.mean(0, keepdim=True)  # (1, n_hidden)
     bnvar = v.hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
-    bnvar_inv = (bnvar + 1e-5) ** -0.5  # (1, n_hidden)
+    bnvar_inv = (bnvar + EPS) ** -0.5  # (1, n_hidden)
     bnraw = (v.hprebn - bnmean) * bnvar_inv  # (n, n_hidden)
     return {"hpreact": v.bngain * bnraw + v.bnbias, "bnraw": bnraw, "bnvar_inv": bnvar_inv}
 
@@ -278,13 +342,13 @@ OPS: list[Op] = [
         "bnvar_inv",
         ("bnvar",),
         ("bnvar_inv",),
-        "bnvar_inv = (bnvar + 1e-5)**-0.5",
-        lambda v: (v.bnvar + 1e-5) ** -0.5,
+        f"bnvar_inv = (bnvar + {EPS_CODE})**-0.5",
+        lambda v: (v.bnvar + EPS) ** -0.5,
         (
             Rule(
                 "bnvar",
-                "dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv",
-                lambda v, d: (-0.5 * (v.bnvar + 1e-5) ** -1.5) * d.bnvar_inv,
+                f"dbnvar = (-0.5*(bnvar + {EPS_CODE})**-1.5) * dbnvar_inv",
+                lambda v, d: (-0.5 * (v.bnvar + EPS) ** -1.5) * d.bnvar_inv,
                 "power rule",
             ),
         ),
@@ -343,7 +407,7 @@ OPS: list[Op] = [
         "batchnorm",
         ("hprebn", "bngain", "bnbias"),
         ("hpreact",),
-        "hpreact = bngain * (hprebn - hprebn.mean(0, keepdim=True)) / torch.sqrt(hprebn.var(0, keepdim=True, unbiased=True) + 1e-5) + bnbias",
+        f"hpreact = bngain * (hprebn - hprebn.mean(0, keepdim=True)) / torch.sqrt(hprebn.var(0, keepdim=True, unbiased=True) + {EPS_CODE}) + bnbias",
         _fused_batchnorm,
         (
             Rule(

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .data import Dataset
-from .engine import PARAM_NAMES, init_params
+from .engine import init_params
+from .graph import EPS, PARAM_NAMES, PARAMS
 
 Backward = Literal["manual", "autograd"]
 TRAIN_BOUNDS: dict[str, tuple[int, int]] = {
@@ -36,7 +37,8 @@ SMOOTH_BUCKETS = 200  # the smoothed line: mean log10 loss over max_steps / 200 
 SATURATED = 0.97  # |tanh| above this counts as saturated, as in the previous lecture
 N_SAMPLES = 20
 HIST_BINS = 40
-WEIGHTS = ("C", "W1", "W2")  # the matrices whose update ratios and gradient histograms are plotted
+# the weight matrices (2-D, no broadcast axis): their update ratios and gradient histograms are plotted
+WEIGHTS = tuple(node.name for node in PARAMS if len(node.axes) == 2 and "one" not in node.axes)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def forward_loss(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor)
     hprebn = embcat @ p["W1"] + p["b1"]  # (n, n_hidden)
     bnmean = hprebn.mean(0, keepdim=True)  # (1, n_hidden)
     bnvar = hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
-    hpreact = p["bngain"] * (hprebn - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
+    hpreact = p["bngain"] * (hprebn - bnmean) * (bnvar + EPS) ** -0.5 + p["bnbias"]
     h = torch.tanh(hpreact)  # (n, n_hidden)
     logits = h @ p["W2"] + p["b2"]  # (n, vocab_size)
     return F.cross_entropy(logits, Yb)
@@ -106,7 +108,8 @@ class ManualBackward:
 
     def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
         self.params = [p[k] for k in PARAM_NAMES]
-        self.C, self.W1, self.b1, self.W2, self.b2, self.bngain, self.bnbias = self.params
+        self.C, self.W1, self.b1, self.W2, self.b2 = p["C"], p["W1"], p["b1"], p["W2"], p["b2"]
+        self.bngain, self.bnbias = p["bngain"], p["bnbias"]
         self.W1t, self.W2t = self.W1.t(), self.W2.t()
         self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
         n = batch_size
@@ -129,7 +132,7 @@ class ManualBackward:
         embcat = self.C.index_select(0, xflat).view(n, -1)  # (n, block_size * n_embd): C[Xb]
         hprebn = torch.addmm(self.b1, embcat, self.W1)  # (n, n_hidden)
         bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
-        bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(1e-5).rsqrt_()  # (1, n_hidden)
+        bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(EPS).rsqrt_()  # (1, n_hidden)
         bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
         hpreact = torch.addcmul(self.bnbias, self.bngain, bnraw)  # (n, n_hidden)
         h = torch.tanh(hpreact)  # (n, n_hidden)
@@ -152,7 +155,8 @@ class ManualBackward:
         db1 = dhprebn.sum(0)  # (n_hidden,)
         dembcat = torch.mm(dhprebn, self.W1t)  # (n, block_size * n_embd)
         dC = torch.index_add(self.zeros_C, 0, xflat, dembcat.view(-1, self.n_embd))  # (vocab_size, n_embd)
-        grads = [dC, dW1, db1, dW2, db2, dbngain, dbnbias]
+        by_name = {"C": dC, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "bngain": dbngain, "bnbias": dbnbias}
+        grads = [by_name[k] for k in PARAM_NAMES]
         if not keep:
             return logits, grads, {}
         acts = {"hprebn": hprebn, "hpreact": hpreact, "h": h, "logits": logits,
@@ -197,7 +201,7 @@ class AutogradBackward:
         embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
         hprebn = torch.addmm(p["b1"], embcat, p["W1"])  # (n, n_hidden)
         bndiff = torch.mm(self.centering, hprebn)  # (n, n_hidden)
-        bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + 1e-5).rsqrt()  # (1, n_hidden)
+        bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + EPS).rsqrt()  # (1, n_hidden)
         h = torch.tanh(torch.addcmul(p["bnbias"], p["bngain"], bndiff * bnvar_inv))  # (n, n_hidden)
         return F.cross_entropy(torch.addmm(p["b2"], h, p["W2"]), Yb)
 
@@ -249,7 +253,7 @@ def split_loss(
     """Cross-entropy over a split with the calibrated batchnorm statistics."""
     bnmean, bnvar = bn
     hpreact = p["C"][X].view(X.shape[0], -1) @ p["W1"] + p["b1"]
-    hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
+    hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + EPS) ** -0.5 + p["bnbias"]
     logits = torch.tanh(hpreact) @ p["W2"] + p["b2"]
     return float(F.cross_entropy(logits, Y))
 
@@ -272,7 +276,7 @@ def sample_names(
         for _ in range(64):  # a model that never says '.' still stops
             emb = p["C"][torch.tensor([context])]  # (1, block_size, n_embd)
             hpreact = emb.view(1, -1) @ p["W1"] + p["b1"]
-            hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
+            hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + EPS) ** -0.5 + p["bnbias"]
             probs = F.softmax(torch.tanh(hpreact) @ p["W2"] + p["b2"], dim=1)
             if not bool(torch.isfinite(probs).all()):
                 break

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from server.engine import PARAM_NAMES, init_params
+from server.engine import init_params
+from server.graph import PARAM_NAMES
 from server.training import AutogradBackward, ManualBackward, TrainConfig, Training, forward_loss
 
 SMALL = TrainConfig(max_steps=600, lr_decay_step=300, check_every=200)
