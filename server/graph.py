@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from .config import FUSED_BLOCKS
 Fn = Callable[..., Any]
 EPS_CODE = "1e-5"  # batchnorm's epsilon as the notebook writes it: keeps 1/sqrt(var + eps) finite
 EPS = float(EPS_CODE)
+TRAINED_MODE = "fused"  # Exercise 4 trains with both blocks fused: the trained model evaluates and samples with its ops
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Op:
     # how the op treats the batch: "each" = row r of its outputs depends only on row r of its batch-shaped
     # inputs; "mean" = the mean over rows of such a term (the loss); "mixed" = rows interact (batch sums)
     rows: str = "mixed"
+    # the op after training, if it differs: batchnorm with the calibrated statistics instead of the batch's
+    eval_forward: Fn | None = None
 
 
 NODE_LIST = [
@@ -173,6 +176,11 @@ def _fused_batchnorm(v: Any) -> dict[str, torch.Tensor]:
     bnvar_inv = (bnvar + EPS) ** -0.5  # (1, n_hidden)
     bnraw = (v.hprebn - bnmean) * bnvar_inv  # (n, n_hidden)
     return {"hpreact": v.bngain * bnraw + v.bnbias, "bnraw": bnraw, "bnvar_inv": bnvar_inv}
+
+
+def _batchnorm_eval(v: Any) -> torch.Tensor:
+    # the lecture's evaluation line: the statistics calibrated over the training split (bnmean/bnvar_running)
+    return v.bngain * (v.hprebn - v.bnmean_running) * (v.bnvar_running + EPS) ** -0.5 + v.bnbias
 
 
 def _dhprebn_fused(v: Any, d: Any) -> torch.Tensor:
@@ -433,6 +441,7 @@ OPS: list[Op] = [
         symbol="batchnorm",
         fuses="bn",
         rows="mixed",
+        eval_forward=_batchnorm_eval,
     ),
     Op(
         "h",
@@ -697,6 +706,21 @@ def _nodes_for_mode(mode: str) -> tuple[Node, ...]:
         names.update(op.inputs)
         names.update(op.outputs)
     return tuple(node for node in NODE_LIST if node.name in names)
+
+
+def eval_ops(until: str = "loss") -> list[Op]:
+    """The trained model's forward up to the op that makes `until`: Exercise 4's mode, batchnorm in eval form."""
+    return list(_eval_ops(until))
+
+
+@functools.cache
+def _eval_ops(until: str) -> tuple[Op, ...]:
+    ops = []
+    for op in _ops_for_mode(TRAINED_MODE):
+        ops.append(replace(op, forward=op.eval_forward) if op.eval_forward else op)
+        if until in op.outputs:
+            return tuple(ops)
+    raise KeyError(f"no op of mode {TRAINED_MODE} makes {until}")
 
 
 def backward_schedule(mode: str) -> list[Op]:

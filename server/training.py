@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .data import Dataset
-from .engine import init_params
-from .graph import EPS, PARAM_NAMES, PARAMS
+from .engine import init_params, run_forward
+from .graph import EPS, PARAM_NAMES, PARAMS, eval_ops
 
 Backward = Literal["manual", "autograd"]
 TRAIN_BOUNDS: dict[str, tuple[int, int]] = {
@@ -242,8 +242,14 @@ def _histogram(t: torch.Tensor) -> dict[str, Any]:
 @torch.no_grad()
 def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Batchnorm's mean and variance over a whole split, as the lecture does after training."""
-    hpreact = p["C"][X].view(X.shape[0], -1) @ p["W1"] + p["b1"]  # (N, n_hidden)
-    return hpreact.mean(0, keepdim=True), hpreact.var(0, keepdim=True, unbiased=True)
+    hprebn = run_forward(eval_ops("hprebn"), {**p, "Xb": X, "n": X.shape[0]})["hprebn"]  # (N, n_hidden)
+    assert isinstance(hprebn, torch.Tensor)
+    return hprebn.mean(0, keepdim=True), hprebn.var(0, keepdim=True, unbiased=True)
+
+
+def _eval_values(p: dict[str, torch.Tensor], bn: tuple[torch.Tensor, torch.Tensor], X: torch.Tensor) -> dict[str, Any]:
+    """The inputs of the trained model's forward: parameters, calibrated batchnorm statistics, contexts."""
+    return {**p, "bnmean_running": bn[0], "bnvar_running": bn[1], "Xb": X, "n": X.shape[0]}
 
 
 @torch.no_grad()
@@ -251,11 +257,9 @@ def split_loss(
     p: dict[str, torch.Tensor], bn: tuple[torch.Tensor, torch.Tensor], X: torch.Tensor, Y: torch.Tensor
 ) -> float:
     """Cross-entropy over a split with the calibrated batchnorm statistics."""
-    bnmean, bnvar = bn
-    hpreact = p["C"][X].view(X.shape[0], -1) @ p["W1"] + p["b1"]
-    hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + EPS) ** -0.5 + p["bnbias"]
-    logits = torch.tanh(hpreact) @ p["W2"] + p["b2"]
-    return float(F.cross_entropy(logits, Y))
+    loss = run_forward(eval_ops("loss"), {**_eval_values(p, bn, X), "Yb": Y})["loss"]
+    assert isinstance(loss, torch.Tensor)
+    return float(loss)
 
 
 @torch.no_grad()
@@ -269,15 +273,14 @@ def sample_names(
 ) -> list[str]:
     """Names from the trained model, as the lecture samples them (generator seeded with seed + 10)."""
     g = torch.Generator().manual_seed(seed + 10)
-    bnmean, bnvar = bn
+    ops = eval_ops("logits")
     out = []
     for _ in range(count):
         context, chars = [0] * block_size, []
         for _ in range(64):  # a model that never says '.' still stops
-            emb = p["C"][torch.tensor([context])]  # (1, block_size, n_embd)
-            hpreact = emb.view(1, -1) @ p["W1"] + p["b1"]
-            hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + EPS) ** -0.5 + p["bnbias"]
-            probs = F.softmax(torch.tanh(hpreact) @ p["W2"] + p["b2"], dim=1)
+            logits = run_forward(ops, _eval_values(p, bn, torch.tensor([context])))["logits"]  # (1, vocab_size)
+            assert isinstance(logits, torch.Tensor)
+            probs = F.softmax(logits, dim=1)
             if not bool(torch.isfinite(probs).all()):
                 break
             ix = int(torch.multinomial(probs, num_samples=1, generator=g))
