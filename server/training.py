@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .data import Dataset
-from .engine import init_params, run_forward
+from .engine import init_params
+from .forward import run_forward
 from .graph import EPS, PARAM_NAMES, PARAMS, eval_ops
 
 Backward = Literal["manual", "autograd"]

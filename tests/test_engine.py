@@ -11,10 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import engine
+from server import numeric
 from server.bugs import BUGS
 from server.config import MODES, ModelConfig
-from server.engine import compare, init_params, run_backward, run_forward, sample_batch
+from server.engine import compare, init_params, run_backward, sample_batch
+from server.forward import run_forward
 from server.graph import (
     NODES,
     OPS,
@@ -325,7 +326,7 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
     results = {}
     for path in ("rows", "full"):
         if path == "full":
-            monkeypatch.setattr(engine, "_row_local", lambda ops, name: False)
+            monkeypatch.setattr(numeric, "row_local", lambda ops, name: False)
         bp = run_backward(config, lecture_dataset, mode)
         for name in row_local:
             # a manual gradient 1% off: both paths must see 0.01/1.01 in every checked entry
@@ -344,7 +345,7 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
 
 
 def _uses_row_path(bp, name):
-    return NODES[name].kind != "loss" and engine._row_local(bp.ops[bp.ops_after(name) :], name)
+    return NODES[name].kind != "loss" and numeric.row_local(bp.ops[bp.ops_after(name) :], name)
 
 
 @pytest.mark.parametrize("mode", MODES)
