@@ -18,7 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from server.runs import HEARTBEAT_TIMEOUT_S, Limits, QueueFull, RunStore
-from server.training import TrainConfig
+from server.train_config import TrainConfig
 from server.web.app import create_app
 
 from .conftest import LECTURE_DATA

@@ -9,17 +9,11 @@ import pytest
 import torch
 
 from server.engine import backward_from, init_params
+from server.evaluation import calibrate_bn, sample_names, split_loss
 from server.graph import PARAM_NAMES, TRAINED_MODE
-from server.training import (
-    AutogradBackward,
-    ManualBackward,
-    TrainConfig,
-    Training,
-    calibrate_bn,
-    forward_loss,
-    sample_names,
-    split_loss,
-)
+from server.train_config import TrainConfig
+from server.train_kernels import AutogradBackward, ManualBackward, forward_loss
+from server.training import Training
 
 SMALL = TrainConfig(max_steps=600, lr_decay_step=300, check_every=200)
 
