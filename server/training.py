@@ -1,7 +1,7 @@
 """Exercise 4: a training run's loop, its progress events, and the evaluation at the end.
 
 No web code here: `Training.run()` reports through an `emit(kind, data)` callback and asks `should_stop()`
-between chunks of steps; server/worker.py connects both to the run store. The steps are in
+between chunks of steps; server/train_process.py connects both to the run store. The steps are in
 train_kernels.py, the evaluation in evaluation.py.
 """
 
