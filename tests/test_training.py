@@ -41,7 +41,7 @@ def test_manual_gradients_match_autograd_float64(lecture_dataset, batch_size):
 
 
 @pytest.mark.parametrize("batch_size", [2, 32, 57])
-def test_fused_kernel_is_the_declared_rules_float64(lecture_dataset, batch_size):
+def test_training_kernels_are_the_declared_forward_and_rules_float64(lecture_dataset, batch_size):
     # the hand-tuned step against the declaration's forward and backward rules of the mode it trains in
     config = TrainConfig(batch_size=batch_size)
     p = _float64_params(lecture_dataset, config)
@@ -57,6 +57,13 @@ def test_fused_kernel_is_the_declared_rules_float64(lecture_dataset, batch_size)
     for name in ("logits", "hpreact", "hprebn"):
         declared = bp.grad_at(name, bp.total_steps)
         torch.testing.assert_close(acts["d" + name], declared, rtol=1e-9, atol=1e-12, msg=name)
+    # the autograd step's two forwards (the checks' reference, the fair baseline) are twins of the declared one too
+    reference = AutogradBackward(p, batch_size)
+    loss, ref_grads = reference.grads(Xb, Yb)
+    assert loss.item() == pytest.approx(bp.loss, rel=1e-12)
+    assert reference.fast_loss(Xb, Yb).item() == pytest.approx(bp.loss, rel=1e-12)
+    for name, grad in zip(PARAM_NAMES, ref_grads, strict=True):
+        torch.testing.assert_close(grad, bp.ref_grads[name], rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_evaluation_is_the_lectures_code(lecture_dataset):
