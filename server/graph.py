@@ -2,8 +2,9 @@
 
 Every op is one forward line of the notebook, with its formula text, the code that runs it and,
 right next to it, the local backward rule for each of its inputs (the lecture's own line of code).
-The forward executor, the backward schedule, the graph JSON and the explanations are all derived
-from NODES and OPS; adding an op means adding one entry here.
+Every parameter node carries its initialisation (the lecture's line). The forward executor, the
+backward schedule, the graph JSON, the explanations, the initialisation and the forward that evaluates
+and samples a trained model are all derived from NODES and OPS; adding an op means adding one entry here.
 """
 
 from __future__ import annotations
