@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from server.data import DEFAULT_DATA, load_dataset  # noqa: E402
 from server.engine import init_params  # noqa: E402
-from server.training import AutogradBackward, ManualBackward, TrainConfig, Training, forward_loss  # noqa: E402
+from server.train_config import TrainConfig  # noqa: E402
+from server.train_kernels import AutogradBackward, ManualBackward, forward_loss  # noqa: E402
+from server.training import Training  # noqa: E402
 
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
 

@@ -2,7 +2,7 @@
 
 It serves a page (http://127.0.0.1:8000 by default) that runs the lecture's MLP forward, then its
 backward pass op by op, manual gradients beside autograd's; challenges grade your own gradient
-code, and Exercise 4's training runs (/train.html) train in worker processes, kept in SQLite.
+code, and Exercise 4's training runs (/train.html) train in training processes, kept in SQLite.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BACKPROP_WATCH_GRACE_S"] = str(args.watch_grace)
     os.environ["BACKPROP_CHECK_WORKERS"] = str(args.check_workers)
 
-    from .workers import serve
+    from .web_processes import serve
 
     options = {
         "app": "server.web.factory:app_from_env",

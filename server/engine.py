@@ -15,44 +15,38 @@ import torch
 from .bugs import schedule_with_bug
 from .config import ModelConfig
 from .data import Dataset
-from .graph import NODES, Op, nodes_for_mode, ops_for_mode
+from .forward import run_forward
+from .graph import NODES, PARAM_NAMES, PARAMS, Op, nodes_for_mode, ops_for_mode
+from .numeric import check_gradient, ops_after
 
-PARAM_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
 BN_DEFAULT_SEED = 67280421310721  # what torch.Generator() starts at: the lecture's unseeded draw
-NUMERIC_ENTRIES = 16  # entries per node checked by finite differences
-NUMERIC_SAMPLE_SEED = 1337  # the entries checked are a pure function of the config
-NUMERIC_ZERO = 1e-6  # below this |gradient| an entry is judged by absolute error
-NUMERIC_STEP, NUMERIC_STEP_FLOOR = 1e-3, 0.1  # finite-difference step: NUMERIC_STEP x max(|entry|, floor)
-# relative error above which an entry below the step's floor is measured again: beyond the manual gradient's own
-# precision (a float32 gradient is only good to ~1e-6)
-NUMERIC_RETRY = {"float64": 1e-6, "float32": 1e-4}
-STENCIL = (-2.0, -1.0, 1.0, 2.0)  # five-point central difference: offsets in steps h
-VMAP_ELEMENTS = 1 << 21  # entries per activation that the perturbed forwards may hold at once (16 MB in float64)
 ALLCLOSE_RTOL, ALLCLOSE_ATOL = 1e-5, 1e-8  # torch.allclose's defaults, which the lecture's cmp() uses
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def axis_sizes(config: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """The size of each named axis of a parameter (Node.axes) under a config."""
+    ne, nh, bs = config.n_embd, config.n_hidden, config.block_size
+    return {"vocab": vocab_size, "embd": ne, "embcat": ne * bs, "hidden": nh, "one": 1}
 
 
 def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
     """The lecture's initialisation, in its order; returns the seeded generator for the batch draw."""
     g = torch.Generator().manual_seed(config.seed)
-    ne, nh, bs = config.n_embd, config.n_hidden, config.block_size
-    C = torch.randn((vocab_size, ne), generator=g)
-    W1 = torch.randn((ne * bs, nh), generator=g) * (5 / 3) / ((ne * bs) ** 0.5)
-    b1 = torch.randn(nh, generator=g) * 0.1
-    W2 = torch.randn((nh, vocab_size), generator=g) * 0.1
-    b2 = torch.randn(vocab_size, generator=g) * 0.1
-    # the lecture draws these from the unseeded global RNG; a fresh Generator makes them reproducible
-    g_bn = torch.Generator()
-    bngain = torch.randn((1, nh), generator=g_bn) * 0.1 + 1.0
-    bnbias = torch.randn((1, nh), generator=g_bn) * 0.1
-    params = {"C": C, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "bngain": bngain, "bnbias": bnbias}
-    if config.init == "zero_bias":
-        params["b1"] = torch.zeros_like(b1)
-        params["b2"] = torch.zeros_like(b2)
-        params["bnbias"] = torch.zeros_like(bnbias)
-        params["bngain"] = torch.ones_like(bngain)
+    # the lecture draws batchnorm's parameters from the unseeded global RNG; a fresh Generator makes them reproducible
+    generators = {"seeded": g, "fresh": torch.Generator()}
+    sizes = axis_sizes(config, vocab_size)
     dtype = DTYPES[config.dtype]
-    return {k: t.to(dtype) for k, t in params.items()}, g
+    params = {}
+    for node in PARAMS:
+        init = node.init
+        assert init is not None
+        shape = tuple(sizes[axis] for axis in node.axes)
+        t = init.scale(torch.randn(shape, generator=generators[init.generator]), sizes)
+        if config.init == "zero_bias" and init.zero_bias is not None:
+            t = torch.full_like(t, init.zero_bias)  # still drawn: the batch that follows is the same
+        params[node.name] = t.to(dtype)
+    return params, g
 
 
 def sample_batch(config: ModelConfig, dataset: Dataset, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,17 +54,6 @@ def sample_batch(config: ModelConfig, dataset: Dataset, g: torch.Generator) -> t
     splits = dataset.splits(config.block_size)
     ix = torch.randint(0, splits.Xtr.shape[0], (config.batch_size,), generator=g)
     return splits.Xtr[ix], splits.Ytr[ix]  # (n, block_size), (n,)
-
-
-def run_forward(ops: list[Op], values: dict[str, object], start: int = 0) -> dict[str, object]:
-    """Execute ops[start:] in order, adding their outputs (and saved tensors) to `values`."""
-    v = SimpleNamespace(**values)
-    for op in ops[start:]:
-        out = op.forward(v)
-        produced = out if isinstance(out, dict) else {op.outputs[0]: out}
-        for name, tensor in produced.items():
-            setattr(v, name, tensor)
-    return vars(v)
 
 
 @dataclass(frozen=True)
@@ -317,7 +300,7 @@ class BackwardPass:
 
     def ops_after(self, name: str) -> int:
         """Where the forward resumes when `name` changes: the index of the op after the one that makes it."""
-        return next((i + 1 for i, op in enumerate(self.ops) if name in op.outputs), 0)
+        return ops_after(self.ops, name)
 
     def node_names(self) -> list[str]:
         return [node.name for node in nodes_for_mode(self.mode)]
@@ -346,7 +329,11 @@ class BackwardPass:
             return None
         with self._lock:
             if name not in self._numeric:
-                self._numeric[name] = self._numeric_check(name)
+                manual = self.grad_at(name, self.completed_at.get(name, self.total_steps))
+                assert manual is not None
+                self._numeric[name] = check_gradient(
+                    self.ops, self._values_float64(), name, manual, self.ref_grads[name], self.config.dtype
+                )
             return self._numeric[name]
 
     def _values_float64(self) -> dict[str, object]:
@@ -357,125 +344,6 @@ class BackwardPass:
                 for k, t in self.values.items()
             }
         return self._values64
-
-    def _numeric_check(self, name: str) -> dict[str, object]:
-        # five-point central differences in float64, re-running the forward from the node onward
-        values64 = self._values_float64()
-        x = values64[name]
-        assert isinstance(x, torch.Tensor)
-        manual = self.grad_at(name, self.completed_at.get(name, self.total_steps))
-        if name == "loss":
-            manual = torch.ones((), dtype=x.dtype)
-        assert manual is not None
-        manual = manual.to(torch.float64).reshape(-1)
-        idx = torch.tensor(_sample_entries(self.ref_grads[name].reshape(-1), x.numel()))
-        at = x.reshape(-1)[idx].abs()  # (k,) the entries' sizes
-        man = manual[idx]
-        num = self._derivatives(values64, name, idx, NUMERIC_STEP * at.clamp_min(NUMERIC_STEP_FLOOR))
-        err = (man - num).abs()
-        # the floor keeps the step above round-off, but an entry far below it that feeds a log (a tiny
-        # probability) needs a step relative to itself: such entries are measured again with one, and the
-        # closer estimate counts (a wrong gradient is off at every step)
-        suspect = (err > NUMERIC_RETRY[self.config.dtype] * man.abs()) & (man.abs() >= NUMERIC_ZERO)
-        retry = suspect & (at < NUMERIC_STEP_FLOOR) & (at > 0)
-        if retry.any():
-            again = self._derivatives(values64, name, idx[retry], NUMERIC_STEP * at[retry])
-            num[retry] = torch.where((man[retry] - again).abs() < err[retry], again, num[retry])
-            err = (man - num).abs()
-        scale = torch.maximum(man.abs(), num.abs())
-        # a ~0 gradient (b1 under batchnorm, logit_maxes): relative error means nothing there
-        near_zero = scale < NUMERIC_ZERO
-        rel = err[~near_zero] / scale[~near_zero]
-        return {
-            "max_rel_err": float(rel.max()) if rel.numel() else 0.0,
-            "entries_checked": len(idx),
-            "near_zero_entries": int(near_zero.sum()),
-            "near_zero_max_abs_err": float(err[near_zero].max()) if near_zero.any() else 0.0,
-        }
-
-    def _derivatives(self, values64: dict[str, object], name: str, idx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """d loss / d name at the flat entries idx, by five-point central differences with steps h (k,)."""
-        x = values64[name]
-        assert isinstance(x, torch.Tensor)
-        k = len(idx)
-        start = self.ops_after(name)
-        offsets = (h[:, None] * torch.tensor(STENCIL, dtype=torch.float64)).reshape(-1)  # (4k,)
-        at = idx.repeat_interleave(len(STENCIL))  # (4k,) the entry each perturbed forward moves
-        if name == "loss":
-            f = (x + offsets).reshape(k, len(STENCIL))
-        elif _row_local(self.ops[start:], name):
-            f = self._row_losses(values64, name, start, at, offsets).reshape(k, len(STENCIL))
-        else:
-            # all 4k perturbed forwards as one vmapped forward (~3x faster than a Python loop)
-            perturbed = x.reshape(1, -1).repeat(4 * k, 1)  # (4k, numel)
-            perturbed[torch.arange(4 * k), at] += offsets
-
-            def loss_with(xp: torch.Tensor) -> torch.Tensor:
-                return run_forward(self.ops, {**values64, name: xp}, start)["loss"]  # type: ignore[return-value]
-
-            # in chunks for the largest configs: 4k copies of every activation would need ~1 GB at batch 256 x 512
-            widest = max(t.numel() for t in values64.values() if isinstance(t, torch.Tensor))
-            chunk = max(1, VMAP_ELEMENTS // widest)
-            f = torch.func.vmap(loss_with, chunk_size=chunk if chunk < 4 * k else None)(
-                perturbed.reshape(4 * k, *x.shape)
-            ).reshape(k, len(STENCIL))
-        # f: (k, 4) = the loss at x-2h, x-h, x+h, x+2h (up to a constant per entry, which the stencil cancels)
-        return (f[:, 0] - 8 * f[:, 1] + 8 * f[:, 2] - f[:, 3]) / (12 * h)  # (k,)
-
-    def _row_losses(
-        self, values64: dict[str, object], name: str, start: int, at: torch.Tensor, offsets: torch.Tensor
-    ) -> torch.Tensor:
-        """The loss at each perturbation, minus a constant, re-running only the perturbed entry's batch row.
-
-        The ops after the node keep rows apart and the loss is their mean, so moving an entry of row r changes
-        the loss by (row r's term after - before) / n. The perturbed rows go through those ops as one batch of
-        4k rows; the loss op then gives each row's term.
-        """
-        x = values64[name]
-        assert isinstance(x, torch.Tensor)
-        n, m = x.shape[0], len(at)
-        row_numel = x.numel() // n
-        rows = at // row_numel  # (4k,) the batch row of each perturbed entry
-        xr = x[rows].reshape(m, row_numel)  # (4k, row_numel)
-        xr[torch.arange(m), at % row_numel] += offsets
-        used = {i for op in self.ops[start:] for i in op.inputs}
-        batch = {
-            k: t[rows] for k in used if NODES[k].axes[:1] == ("batch",) and isinstance(t := values64[k], torch.Tensor)
-        }
-        values = run_forward(self.ops[:-1], {**values64, **batch, name: xr.reshape(m, *x.shape[1:]), "n": m}, start)
-        loss_op = self.ops[-1]
-
-        def row_term(one_row: dict[str, torch.Tensor]) -> torch.Tensor:
-            return loss_op.forward(SimpleNamespace(**{**values, **one_row, "n": 1}))
-
-        inputs = {k: values[k].unsqueeze(1) for k in loss_op.inputs}  # type: ignore[union-attr]
-        return torch.func.vmap(row_term)(inputs) / n  # (4k,)
-
-
-def _row_local(ops: list[Op], name: str) -> bool:
-    """Whether a change to one batch row of `name` reaches the loss through that row only (see Op.rows)."""
-    return (
-        NODES[name].axes[:1] == ("batch",)
-        and bool(ops)
-        and all(op.rows == "each" for op in ops[:-1])
-        and ops[-1].rows == "mean"
-    )
-
-
-def _sample_entries(ref_grad: torch.Tensor, numel: int) -> list[int]:
-    """Half the entries with the largest |gradient| (the informative ones), half at random."""
-    k = min(NUMERIC_ENTRIES, numel)
-    top = ref_grad.abs().argsort(descending=True, stable=True)[: k // 2].tolist()
-    chosen = set(top)
-    rest = [i for i in _random_order(numel) if i not in chosen][: k - len(top)]
-    return sorted(top + rest)
-
-
-@functools.lru_cache(maxsize=1024)
-def _random_order(numel: int) -> tuple[int, ...]:
-    """The start of a fixed random permutation of range(numel): enough to pick the random half from."""
-    g = torch.Generator().manual_seed(NUMERIC_SAMPLE_SEED)
-    return tuple(torch.randperm(numel, generator=g)[: 2 * NUMERIC_ENTRIES].tolist())
 
 
 def run_backward(

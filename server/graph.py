@@ -2,15 +2,17 @@
 
 Every op is one forward line of the notebook, with its formula text, the code that runs it and,
 right next to it, the local backward rule for each of its inputs (the lecture's own line of code).
-The forward executor, the backward schedule, the graph JSON and the explanations are all derived
-from NODES and OPS, and the backward modes from MODE_LIST; adding an op or a mode means adding one entry here.
+Every parameter node carries its initialisation (the lecture's line). The forward executor, the
+backward schedule, the graph JSON, the explanations, the initialisation and the forward that evaluates
+and samples a trained model are all derived from NODES and OPS, and the backward modes from MODE_LIST;
+adding an op or a mode means adding one entry here.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -18,6 +20,20 @@ import torch.nn.functional as F
 
 # v: forward values by name (plus n, n_embd); d: manual gradients so far, d.x reads as "dx"
 Fn = Callable[..., Any]
+EPS_CODE = "1e-5"  # batchnorm's epsilon as the notebook writes it: keeps 1/sqrt(var + eps) finite
+EPS = float(EPS_CODE)
+TRAINED_MODE = "fused"  # Exercise 4 trains with both blocks fused: a trained model evaluates, samples and opens in it
+
+
+@dataclass(frozen=True)
+class Init:
+    """A parameter's initialisation: a standard normal draw of the node's shape, scaled as in the lecture."""
+
+    code: str  # as written in the notebook
+    scale: Callable[[torch.Tensor, Mapping[str, int]], torch.Tensor]  # (randn draw, axis sizes) -> the parameter
+    # seeded: the config's generator; fresh: an unseeded torch.Generator(), where the lecture used the global RNG
+    generator: str = "seeded"
+    zero_bias: float | None = None  # what every entry is under init=zero_bias (None: drawn as usual)
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,7 @@ class Node:
     kind: str  # input | param | intermediate | loss
     axes: tuple[str, ...]  # meaning of each dim: batch, vocab, context, embd, embcat, hidden, one
     about: str  # one line for the learner
+    init: Init | None = None  # parameters only
 
 
 @dataclass(frozen=True)
@@ -76,18 +93,65 @@ class Op:
     # how the op treats the batch: "each" = row r of its outputs depends only on row r of its batch-shaped
     # inputs; "mean" = the mean over rows of such a term (the loss); "mixed" = rows interact (batch sums)
     rows: str = "mixed"
+    # the op after training, if it differs: batchnorm with the calibrated statistics instead of the batch's
+    eval_forward: Fn | None = None
 
 
 NODE_LIST = [
     Node("Xb", "input", ("batch", "context"), "the minibatch of contexts: n rows of block_size character indices"),
     Node("Yb", "input", ("batch",), "the character that follows each context: the targets"),
-    Node("C", "param", ("vocab", "embd"), "the embedding table: one n_embd-vector per character"),
-    Node("W1", "param", ("embcat", "hidden"), "weights of the hidden layer, scaled by (5/3)/sqrt(fan_in) for tanh"),
-    Node("b1", "param", ("hidden",), "bias of the hidden layer (useless: batchnorm subtracts the mean)"),
-    Node("bngain", "param", ("one", "hidden"), "batchnorm gain, multiplies the normalised activations"),
-    Node("bnbias", "param", ("one", "hidden"), "batchnorm bias, added after the gain"),
-    Node("W2", "param", ("hidden", "vocab"), "weights of the output layer"),
-    Node("b2", "param", ("vocab",), "bias of the output layer"),
+    Node(
+        "C",
+        "param",
+        ("vocab", "embd"),
+        "the embedding table: one n_embd-vector per character",
+        Init("C = torch.randn((vocab_size, n_embd), generator=g)", lambda r, s: r),
+    ),
+    Node(
+        "W1",
+        "param",
+        ("embcat", "hidden"),
+        "weights of the hidden layer, scaled by (5/3)/sqrt(fan_in) for tanh",
+        Init(
+            "W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * (5/3)/((n_embd * block_size)**0.5)",
+            lambda r, s: r * (5 / 3) / (s["embcat"] ** 0.5),
+        ),
+    ),
+    Node(
+        "b1",
+        "param",
+        ("hidden",),
+        "bias of the hidden layer (useless: batchnorm subtracts the mean)",
+        Init("b1 = torch.randn(n_hidden, generator=g) * 0.1", lambda r, s: r * 0.1, zero_bias=0.0),
+    ),
+    Node(
+        "bngain",
+        "param",
+        ("one", "hidden"),
+        "batchnorm gain, multiplies the normalised activations",
+        Init("bngain = torch.randn((1, n_hidden))*0.1 + 1.0", lambda r, s: r * 0.1 + 1.0, "fresh", zero_bias=1.0),
+    ),
+    Node(
+        "bnbias",
+        "param",
+        ("one", "hidden"),
+        "batchnorm bias, added after the gain",
+        Init("bnbias = torch.randn((1, n_hidden))*0.1", lambda r, s: r * 0.1, "fresh", zero_bias=0.0),
+    ),
+    Node(
+        "W2",
+        "param",
+        ("hidden", "vocab"),
+        "weights of the output layer",
+        Init("W2 = torch.randn((n_hidden, vocab_size), generator=g) * 0.1", lambda r, s: r * 0.1),
+    ),
+    Node(
+        "b2",
+        "param",
+        ("vocab",),
+        "bias of the output layer",
+        Init("b2 = torch.randn(vocab_size, generator=g) * 0.1", lambda r, s: r * 0.1, zero_bias=0.0),
+    ),
     Node("emb", "intermediate", ("batch", "context", "embd"), "the embedding vector of every context character"),
     Node("embcat", "intermediate", ("batch", "embcat"), "the context embeddings concatenated into one vector per row"),
     Node("hprebn", "intermediate", ("batch", "hidden"), "hidden layer pre-activation, before batchnorm"),
@@ -112,6 +176,11 @@ NODE_LIST = [
     Node("loss", "loss", (), "the mean negative log-likelihood of the targets"),
 ]
 NODES: dict[str, Node] = {node.name: node for node in NODE_LIST}
+# in the lecture's draw order: the seeded generator's parameters, then batchnorm's from the global RNG
+PARAMS: tuple[Node, ...] = tuple(
+    sorted((node for node in NODE_LIST if node.init is not None), key=lambda node: node.init.generator != "seeded")  # type: ignore[union-attr]
+)
+PARAM_NAMES: tuple[str, ...] = tuple(node.name for node in PARAMS)
 
 BCAST_1 = "broadcast over dim 1 in the forward pass → sum over dim 1 here (keepdim)"
 BCAST_0 = "broadcast over dim 0 in the forward pass → sum over dim 0 here"
@@ -123,9 +192,14 @@ def _fused_batchnorm(v: Any) -> dict[str, torch.Tensor]:
     # saved tensors (bnraw, bnvar_inv) are what the closed-form backward needs, like autograd's ctx
     bnmean = v.hprebn.mean(0, keepdim=True)  # (1, n_hidden)
     bnvar = v.hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
-    bnvar_inv = (bnvar + 1e-5) ** -0.5  # (1, n_hidden)
+    bnvar_inv = (bnvar + EPS) ** -0.5  # (1, n_hidden)
     bnraw = (v.hprebn - bnmean) * bnvar_inv  # (n, n_hidden)
     return {"hpreact": v.bngain * bnraw + v.bnbias, "bnraw": bnraw, "bnvar_inv": bnvar_inv}
+
+
+def _batchnorm_eval(v: Any) -> torch.Tensor:
+    # the lecture's evaluation line: the statistics calibrated over the training split (bnmean/bnvar_running)
+    return v.bngain * (v.hprebn - v.bnmean_running) * (v.bnvar_running + EPS) ** -0.5 + v.bnbias
 
 
 def _dhprebn_fused(v: Any, d: Any) -> torch.Tensor:
@@ -295,13 +369,13 @@ OPS: list[Op] = [
         "bnvar_inv",
         ("bnvar",),
         ("bnvar_inv",),
-        "bnvar_inv = (bnvar + 1e-5)**-0.5",
-        lambda v: (v.bnvar + 1e-5) ** -0.5,
+        f"bnvar_inv = (bnvar + {EPS_CODE})**-0.5",
+        lambda v: (v.bnvar + EPS) ** -0.5,
         (
             Rule(
                 "bnvar",
-                "dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv",
-                lambda v, d: (-0.5 * (v.bnvar + 1e-5) ** -1.5) * d.bnvar_inv,
+                f"dbnvar = (-0.5*(bnvar + {EPS_CODE})**-1.5) * dbnvar_inv",
+                lambda v, d: (-0.5 * (v.bnvar + EPS) ** -1.5) * d.bnvar_inv,
                 "power rule",
             ),
         ),
@@ -360,7 +434,7 @@ OPS: list[Op] = [
         "batchnorm",
         ("hprebn", "bngain", "bnbias"),
         ("hpreact",),
-        "hpreact = bngain * (hprebn - hprebn.mean(0, keepdim=True)) / torch.sqrt(hprebn.var(0, keepdim=True, unbiased=True) + 1e-5) + bnbias",
+        f"hpreact = bngain * (hprebn - hprebn.mean(0, keepdim=True)) / torch.sqrt(hprebn.var(0, keepdim=True, unbiased=True) + {EPS_CODE}) + bnbias",
         _fused_batchnorm,
         (
             Rule(
@@ -386,6 +460,7 @@ OPS: list[Op] = [
         symbol="batchnorm",
         fuses="bn",
         rows="mixed",
+        eval_forward=_batchnorm_eval,
     ),
     Op(
         "h",
@@ -631,7 +706,6 @@ MODE_LIST = [
 ]
 MODES_BY_NAME: dict[str, Mode] = {mode.name: mode for mode in MODE_LIST}
 MODES: tuple[str, ...] = tuple(MODES_BY_NAME)  # the names, in the order the page offers them
-TRAINED_MODE = "fused"  # Exercise 4 trains with both blocks fused: a trained run opens in this mode
 
 
 def mode_of(name: str) -> Mode:
@@ -677,6 +751,21 @@ def _nodes_for_mode(mode: str) -> tuple[Node, ...]:
         names.update(op.inputs)
         names.update(op.outputs)
     return tuple(node for node in NODE_LIST if node.name in names)
+
+
+def eval_ops(until: str = "loss") -> list[Op]:
+    """The trained model's forward up to the op that makes `until`: Exercise 4's mode, batchnorm in eval form."""
+    return list(_eval_ops(until))
+
+
+@functools.cache
+def _eval_ops(until: str) -> tuple[Op, ...]:
+    ops = []
+    for op in _ops_for_mode(TRAINED_MODE):
+        ops.append(replace(op, forward=op.eval_forward) if op.eval_forward else op)
+        if until in op.outputs:
+            return tuple(ops)
+    raise KeyError(f"no op of mode {TRAINED_MODE} makes {until}")
 
 
 def backward_schedule(mode: str) -> list[Op]:

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from .training import CHECK_EVENTS, STATS_POINTS, TrainConfig
+from .train_config import TrainConfig
+from .training import CHECK_EVENTS, STATS_POINTS
 
 DEFAULT_RUNS_DB = Path.home() / ".backprop-explorer" / "runs.sqlite3"
 ACTIVE = ("queued", "running")

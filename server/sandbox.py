@@ -4,8 +4,8 @@ on the meta device before anything is computed, and every result capped.
 No eval/exec and no sandbox library: once a torch object is reachable, a blocklist cannot work
 (tensor and storage methods without underscores read and write files). Here nothing is reachable but
 what the interpreter hands out: tensors, numbers, shapes, ranges, and calls to the methods and
-functions listed below. No strings exist at all. The interpreter runs in a worker process with a
-memory limit and a timeout (server/checks.py); this module is the part that decides what may run.
+functions listed below. No strings exist at all. The interpreter runs in a sandbox process with a
+memory limit and a timeout (server/sandbox_pool.py); this module is the part that decides what may run.
 """
 
 from __future__ import annotations

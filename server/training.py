@@ -1,7 +1,8 @@
-"""Exercise 4: train the MLP with the hand-written fused backward pass (or autograd, to compare).
+"""Exercise 4: a training run's loop, its progress events, and the evaluation at the end.
 
-No web code here: `train()` reports through an `emit(kind, data)` callback and asks `should_stop()`
-between chunks of steps; server/worker.py connects both to the run store.
+No web code here: `Training.run()` reports through an `emit(kind, data)` callback and asks `should_stop()`
+between chunks of steps; server/train_process.py connects both to the run store. The steps are in
+train_kernels.py, the evaluation in evaluation.py.
 """
 
 from __future__ import annotations
@@ -9,23 +10,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .config import ModelConfig
 from .data import Dataset
-from .engine import PARAM_NAMES, init_params
+from .engine import init_params
+from .evaluation import calibrate_bn, sample_names, split_loss
+from .graph import PARAM_NAMES, PARAMS
+from .train_config import MAX_LR as MAX_LR  # re-exported: web/schemas.py imports them from here
+from .train_config import TRAIN_BOUNDS as TRAIN_BOUNDS
+from .train_config import TrainConfig
+from .train_kernels import AutogradBackward, ManualBackward
 
-Backward = Literal["manual", "autograd"]
-TRAIN_BOUNDS: dict[str, tuple[int, int]] = {
-    "max_steps": (1, 1_000_000),
-    "lr_decay_step": (0, 1_000_000),
-    "check_every": (1, 1_000_000),
-}
-MAX_LR = 1e38  # anything float32 holds: a huge rate is allowed, to watch the loss blow up to NaN
 EMIT_EVERY_S = 0.5  # progress events at most this often; a stop is looked for as often (the clock read every step)
 STATS_EVERY = 100  # update-to-data ratio and tanh saturation sampled every this many steps ...
 STATS_POINTS = 2000  # ... or fewer: at most this many samples per run
@@ -34,187 +31,9 @@ N_CHECKPOINTS = 10  # histograms at this many evenly spaced steps (and at step 0
 CURVE_POINTS = 2000  # raw per-step losses kept for the curve, evenly spaced
 SMOOTH_BUCKETS = 200  # the smoothed line: mean log10 loss over max_steps / 200 steps (1000 in the lecture)
 SATURATED = 0.97  # |tanh| above this counts as saturated, as in the previous lecture
-N_SAMPLES = 20
 HIST_BINS = 40
-WEIGHTS = ("C", "W1", "W2")  # the matrices whose update ratios and gradient histograms are plotted
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run (defaults = the lecture's Exercise 4)."""
-
-    seed: int = 2147483647  # the lecture's generator: parameters, then every batch
-    n_embd: int = 10  # embedding dimensions per character
-    n_hidden: int = 200  # hidden layer size (Exercise 4 uses 200)
-    block_size: int = 3  # context length
-    batch_size: int = 32  # minibatch size n
-    max_steps: int = 200_000  # optimisation steps
-    lr: float = 0.1  # learning rate before the decay step
-    lr_decay_step: int = 100_000  # from this step on, lr_after
-    lr_after: float = 0.01  # the decayed learning rate
-    check_every: int = 1000  # K: compare the manual gradients with autograd every K steps
-    backward: Backward = "manual"  # manual (the fused Exercise 2+3 backward) or autograd
-
-    def __post_init__(self) -> None:
-        self.model()  # validates seed, sizes
-        for name, (low, high) in TRAIN_BOUNDS.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-        for name in ("lr", "lr_after"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= MAX_LR:
-                raise ValueError(f"{name} must be a finite number in [0, {MAX_LR:g}], got {value!r}")
-        if self.backward not in ("manual", "autograd"):
-            raise ValueError(f"backward must be manual or autograd, got {self.backward!r}")
-
-    def model(self) -> ModelConfig:
-        return ModelConfig(
-            seed=self.seed, batch_size=self.batch_size, n_embd=self.n_embd,
-            n_hidden=self.n_hidden, block_size=self.block_size,
-        )  # fmt: skip
-
-    def lr_at(self, step: int) -> float:
-        return self.lr if step < self.lr_decay_step else self.lr_after
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def forward_loss(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
-    """The lecture's Exercise 4 forward pass (batchnorm with batch statistics), as autograd sees it."""
-    n = Xb.shape[0]
-    embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
-    hprebn = embcat @ p["W1"] + p["b1"]  # (n, n_hidden)
-    bnmean = hprebn.mean(0, keepdim=True)  # (1, n_hidden)
-    bnvar = hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
-    hpreact = p["bngain"] * (hprebn - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
-    h = torch.tanh(hpreact)  # (n, n_hidden)
-    logits = h @ p["W2"] + p["b2"]  # (n, vocab_size)
-    return F.cross_entropy(logits, Yb)
-
-
-class ManualBackward:
-    """One training step's forward and fused manual backward, written for speed.
-
-    The step is dispatch-bound (~40 small ops), so: fused kernels (addmm, addcmul), centring and
-    variance as matrix products (var_mean is ~6x slower at this size), in-place
-    updates, transposed views made once (they follow the parameters' in-place updates), the
-    batchnorm sums reused (dhpreact.sum(0) is dbnbias, (bnraw * dhpreact).sum(0) is dbngain), the
-    1/n of dlogits moved into the step size, and one _foreach_add_ for the SGD update.
-    """
-
-    def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
-        self.params = [p[k] for k in PARAM_NAMES]
-        self.C, self.W1, self.b1, self.W2, self.b2, self.bngain, self.bnbias = self.params
-        self.W1t, self.W2t = self.W1.t(), self.W2.t()
-        self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
-        n = batch_size
-        dtype = self.C.dtype
-        self.minus_ones = torch.full((n, 1), -1.0, dtype=dtype)
-        self.centering = torch.eye(n, dtype=dtype) - 1.0 / n  # centering @ x = x - x.mean(0, keepdim=True)
-        self.bessel_row = torch.full((1, n), 1.0 / (n - 1), dtype=dtype)  # row @ x = x.sum(0, keepdim=True) / (n-1)
-        self.n_embd = self.C.shape[1]
-
-    def grads(
-        self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
-    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Logits and n x the seven gradients (PARAM_NAMES order); with keep, the true gradients and activations.
-
-        The backward needs no loss value: the loss of each step is computed later, many steps at once
-        (losses()), which takes a cross-entropy call off every step."""
-        n = Xb.shape[0]
-        xflat = Xb.view(-1)  # (n * block_size,)
-        # forward
-        embcat = self.C.index_select(0, xflat).view(n, -1)  # (n, block_size * n_embd): C[Xb]
-        hprebn = torch.addmm(self.b1, embcat, self.W1)  # (n, n_hidden)
-        bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
-        bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(1e-5).rsqrt_()  # (1, n_hidden)
-        bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
-        hpreact = torch.addcmul(self.bnbias, self.bngain, bnraw)  # (n, n_hidden)
-        h = torch.tanh(hpreact)  # (n, n_hidden)
-        logits = torch.addmm(self.b2, h, self.W2)  # (n, vocab_size)
-        # backward, every gradient n times its true value: dlogits = softmax - one_hot, without the / n
-        dlogits = torch.softmax(logits, 1)  # (n, vocab_size)
-        dlogits.scatter_add_(1, Yb.view(-1, 1), self.minus_ones)
-        dh = torch.mm(dlogits, self.W2t)  # (n, n_hidden)
-        dW2 = torch.mm(h.t(), dlogits)  # (n_hidden, vocab_size)
-        db2 = dlogits.sum(0)  # (vocab_size,)
-        dhpreact = dh.addcmul_(dh, h * h, value=-1.0)  # (1 - h**2) * dh, (n, n_hidden); x*x beats square()
-        dbngain = (bnraw * dhpreact).sum(0, keepdim=True)  # (1, n_hidden)
-        dbnbias = dhpreact.sum(0, keepdim=True)  # (1, n_hidden)
-        kept = dhpreact.clone() if keep else dhpreact
-        # the lecture's bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
-        # with its n divided out: bngain*bnvar_inv * (dhpreact - dbnbias/n - bnraw*dbngain/(n-1))
-        dhprebn = dhpreact.sub_(dbnbias, alpha=1.0 / n).addcmul_(bnraw, dbngain, value=-1.0 / (n - 1))
-        dhprebn.mul_(self.bngain * bnvar_inv)  # (n, n_hidden)
-        dW1 = torch.mm(embcat.t(), dhprebn)  # (block_size * n_embd, n_hidden)
-        db1 = dhprebn.sum(0)  # (n_hidden,)
-        dembcat = torch.mm(dhprebn, self.W1t)  # (n, block_size * n_embd)
-        dC = torch.index_add(self.zeros_C, 0, xflat, dembcat.view(-1, self.n_embd))  # (vocab_size, n_embd)
-        grads = [dC, dW1, db1, dW2, db2, dbngain, dbnbias]
-        if not keep:
-            return logits, grads, {}
-        acts = {"hprebn": hprebn, "hpreact": hpreact, "h": h, "logits": logits,
-                "dlogits": dlogits / n, "dhpreact": kept / n, "dhprebn": dhprebn / n}  # fmt: skip
-        return logits, [g / n for g in grads], acts
-
-    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step, called under no_grad; returns what losses() needs: (logits, Yb)."""
-        logits, grads, _ = self.grads(Xb, Yb)
-        torch._foreach_add_(self.params, grads, alpha=-lr / Xb.shape[0])  # grads are n x the gradient
-        return logits, Yb
-
-    @staticmethod
-    def losses(records: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The mean cross-entropy of each step's (logits, Yb), all steps in one call: (steps,)."""
-        logits = torch.stack([r[0] for r in records])  # (steps, n, vocab_size)
-        targets = torch.stack([r[1] for r in records])  # (steps, n)
-        per_example = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        return per_example.view(targets.shape).mean(1)
-
-
-class AutogradBackward:
-    """The same training step with loss.backward(): the baseline, and the reference for checks."""
-
-    def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
-        self.p = p
-        self.params = [p[k] for k in PARAM_NAMES]
-        dtype = p["C"].dtype
-        self.centering = torch.eye(batch_size, dtype=dtype) - 1.0 / batch_size
-        self.bessel_row = torch.full((1, batch_size), 1.0 / (batch_size - 1), dtype=dtype)
-
-    def grads(self, Xb: torch.Tensor, Yb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        with torch.enable_grad():
-            leaves = {k: t.detach().requires_grad_(True) for k, t in self.p.items()}
-            loss = forward_loss(leaves, Xb, Yb)
-            loss.backward()
-        return loss.detach(), [leaves[k].grad for k in PARAM_NAMES]  # type: ignore[misc]
-
-    def fast_loss(self, Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
-        """The manual step's forward, op for op (fused kernels, batch statistics by products): a fair baseline."""
-        p, n = self.p, Xb.shape[0]
-        embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
-        hprebn = torch.addmm(p["b1"], embcat, p["W1"])  # (n, n_hidden)
-        bndiff = torch.mm(self.centering, hprebn)  # (n, n_hidden)
-        bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + 1e-5).rsqrt()  # (1, n_hidden)
-        h = torch.tanh(torch.addcmul(p["bnbias"], p["bngain"], bndiff * bnvar_inv))  # (n, n_hidden)
-        return F.cross_entropy(torch.addmm(p["b2"], h, p["W2"]), Yb)
-
-    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> torch.Tensor:
-        """Called under no_grad, like the manual step: autograd is switched on for the forward only."""
-        with torch.enable_grad():
-            leaves = [t.requires_grad_(True) for t in self.params]
-            for t in leaves:
-                t.grad = None
-            loss = self.fast_loss(Xb, Yb)
-            loss.backward()
-        torch._foreach_add_(leaves, [t.grad for t in leaves], alpha=-lr)  # type: ignore[misc]
-        return loss.detach()
-
-    @staticmethod
-    def losses(records: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(records)
+# the weight matrices (2-D, no broadcast axis): their update ratios and gradient histograms are plotted
+WEIGHTS = tuple(node.name for node in PARAMS if len(node.axes) == 2 and "one" not in node.axes)
 
 
 def _histogram(t: torch.Tensor) -> dict[str, Any]:
@@ -233,56 +52,6 @@ def _histogram(t: torch.Tensor) -> dict[str, Any]:
         "mean": float(finite.mean()),
         "std": float(finite.std()) if finite.numel() > 1 else 0.0,
     }
-
-
-@torch.no_grad()
-def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batchnorm's mean and variance over a whole split, as the lecture does after training."""
-    hpreact = p["C"][X].view(X.shape[0], -1) @ p["W1"] + p["b1"]  # (N, n_hidden)
-    return hpreact.mean(0, keepdim=True), hpreact.var(0, keepdim=True, unbiased=True)
-
-
-@torch.no_grad()
-def split_loss(
-    p: dict[str, torch.Tensor], bn: tuple[torch.Tensor, torch.Tensor], X: torch.Tensor, Y: torch.Tensor
-) -> float:
-    """Cross-entropy over a split with the calibrated batchnorm statistics."""
-    bnmean, bnvar = bn
-    hpreact = p["C"][X].view(X.shape[0], -1) @ p["W1"] + p["b1"]
-    hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
-    logits = torch.tanh(hpreact) @ p["W2"] + p["b2"]
-    return float(F.cross_entropy(logits, Y))
-
-
-@torch.no_grad()
-def sample_names(
-    p: dict[str, torch.Tensor],
-    bn: tuple[torch.Tensor, torch.Tensor],
-    dataset: Dataset,
-    block_size: int,
-    seed: int,
-    count: int = N_SAMPLES,
-) -> list[str]:
-    """Names from the trained model, as the lecture samples them (generator seeded with seed + 10)."""
-    g = torch.Generator().manual_seed(seed + 10)
-    bnmean, bnvar = bn
-    out = []
-    for _ in range(count):
-        context, chars = [0] * block_size, []
-        for _ in range(64):  # a model that never says '.' still stops
-            emb = p["C"][torch.tensor([context])]  # (1, block_size, n_embd)
-            hpreact = emb.view(1, -1) @ p["W1"] + p["b1"]
-            hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
-            probs = F.softmax(torch.tanh(hpreact) @ p["W2"] + p["b2"], dim=1)
-            if not bool(torch.isfinite(probs).all()):
-                break
-            ix = int(torch.multinomial(probs, num_samples=1, generator=g))
-            if ix == 0:
-                break
-            context = context[1:] + [ix]
-            chars.append(dataset.itos[ix])
-        out.append("".join(chars))
-    return out
 
 
 def _finite(x: float) -> float | None:

@@ -10,13 +10,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import engine
+from server import engine, numeric
 from server.config import ModelConfig
 from server.engine import compare, init_params, run_backward, sample_batch
 from server.graph import (
     MODE_LIST,
     MODES,
     NODES,
+    PARAM_NAMES,
     Rule,
     Undeclared,
     backward_schedule,
@@ -44,6 +45,27 @@ def test_bn_params_come_from_a_default_seeded_generator(lecture_dataset):
     g = torch.Generator().manual_seed(67280421310721)
     assert torch.equal(params["bngain"], torch.randn((1, 64), generator=g) * 0.1 + 1.0)
     assert torch.equal(params["bnbias"], torch.randn((1, 64), generator=g) * 0.1)
+
+
+def test_declared_init_is_the_lectures_draws_in_its_order(lecture_dataset):
+    # the lecture's lines, written out: same draws, same order, same arithmetic, bit for bit
+    vocab_size, ne, nh, bs = lecture_dataset.vocab_size, 10, 64, 3
+    g = torch.Generator().manual_seed(LECTURE.seed)
+    lecture = {
+        "C": torch.randn((vocab_size, ne), generator=g),
+        "W1": torch.randn((ne * bs, nh), generator=g) * (5 / 3) / ((ne * bs) ** 0.5),
+        "b1": torch.randn(nh, generator=g) * 0.1,
+        "W2": torch.randn((nh, vocab_size), generator=g) * 0.1,
+        "b2": torch.randn(vocab_size, generator=g) * 0.1,
+    }
+    g_bn = torch.Generator()
+    lecture["bngain"] = torch.randn((1, nh), generator=g_bn) * 0.1 + 1.0
+    lecture["bnbias"] = torch.randn((1, nh), generator=g_bn) * 0.1
+    params, g_after = init_params(LECTURE, vocab_size)
+    assert list(params) == list(lecture) == list(PARAM_NAMES)
+    for name, t in lecture.items():
+        assert torch.equal(params[name], t), name
+    assert torch.equal(g_after.get_state(), g.get_state())  # the batch draw starts where the lecture's does
 
 
 def test_global_rng_is_not_used(lecture_dataset):
@@ -236,7 +258,7 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
     results = {}
     for path in ("rows", "full"):
         if path == "full":
-            monkeypatch.setattr(engine, "_row_local", lambda ops, name: False)
+            monkeypatch.setattr(numeric, "row_local", lambda ops, name: False)
         bp = run_backward(config, lecture_dataset, mode)
         for name in row_local:
             # a manual gradient 1% off: both paths must see 0.01/1.01 in every checked entry
@@ -255,7 +277,7 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
 
 
 def _uses_row_path(bp, name):
-    return NODES[name].kind != "loss" and engine._row_local(bp.ops[bp.ops_after(name) :], name)
+    return NODES[name].kind != "loss" and numeric.row_local(bp.ops[bp.ops_after(name) :], name)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -28,7 +28,7 @@ def test_the_training_page_merges_events_as_the_server_does(tmp_path):
     import json
 
     from server.runs import RunStore
-    from server.training import TrainConfig
+    from server.train_config import TrainConfig
 
     store = RunStore(tmp_path / "runs.sqlite3")
     (run_id,) = store.create([TrainConfig(max_steps=400)], keep_running=True)

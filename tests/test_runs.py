@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from server.runs import HEARTBEAT_TIMEOUT_S, Limits, QueueFull, RunStore
-from server.training import TrainConfig
+from server.train_config import TrainConfig
 
 from .conftest import LECTURE_DATA
 from .live_server import LiveServer

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from server.engine import PARAM_NAMES, init_params
-from server.training import AutogradBackward, ManualBackward, TrainConfig, Training, forward_loss
+from server.engine import backward_from, init_params
+from server.evaluation import calibrate_bn, sample_names, split_loss
+from server.graph import PARAM_NAMES, TRAINED_MODE
+from server.train_config import TrainConfig
+from server.train_kernels import AutogradBackward, ManualBackward, forward_loss
+from server.training import Training
 
 SMALL = TrainConfig(max_steps=600, lr_decay_step=300, check_every=200)
 
@@ -33,6 +38,63 @@ def test_manual_gradients_match_autograd_float64(lecture_dataset, batch_size):
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
     for name, grad in zip(PARAM_NAMES, grads, strict=True):
         torch.testing.assert_close(grad, leaves[name].grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("batch_size", [2, 32, 57])
+def test_training_kernels_are_the_declared_forward_and_rules_float64(lecture_dataset, batch_size):
+    # the hand-tuned step against the declaration's forward and backward rules of the mode it trains in
+    config = TrainConfig(batch_size=batch_size)
+    p = _float64_params(lecture_dataset, config)
+    splits = lecture_dataset.splits(config.block_size)
+    Xb, Yb = splits.Xtr[-batch_size:], splits.Ytr[-batch_size:]
+    model = replace(config.model(), dtype="float64")
+    bp = backward_from(model, TRAINED_MODE, p, Xb, Yb)
+    with torch.no_grad():
+        logits, grads, acts = ManualBackward(p, batch_size).grads(Xb, Yb, keep=True)
+    torch.testing.assert_close(logits, bp.values["logits"], rtol=1e-12, atol=1e-12)
+    for name, grad in zip(PARAM_NAMES, grads, strict=True):
+        torch.testing.assert_close(grad, bp.grad_at(name, bp.total_steps), rtol=1e-9, atol=1e-12, msg=name)
+    for name in ("logits", "hpreact", "hprebn"):
+        declared = bp.grad_at(name, bp.total_steps)
+        torch.testing.assert_close(acts["d" + name], declared, rtol=1e-9, atol=1e-12, msg=name)
+    # the autograd step's two forwards (the checks' reference, the fair baseline) are twins of the declared one too
+    reference = AutogradBackward(p, batch_size)
+    loss, ref_grads = reference.grads(Xb, Yb)
+    assert loss.item() == pytest.approx(bp.loss, rel=1e-12)
+    assert reference.fast_loss(Xb, Yb).item() == pytest.approx(bp.loss, rel=1e-12)
+    for name, grad in zip(PARAM_NAMES, ref_grads, strict=True):
+        torch.testing.assert_close(grad, bp.ref_grads[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_evaluation_is_the_lectures_code(lecture_dataset):
+    # the lecture's calibration, split loss and sampling lines written out: the declared forward gives the same bits
+    config = TrainConfig(n_hidden=64)
+    p, _ = init_params(config.model(), lecture_dataset.vocab_size)
+    splits = lecture_dataset.splits(config.block_size)
+    X, Y = splits.Xdev, splits.Ydev
+    hpreact = p["C"][X].view(X.shape[0], -1) @ p["W1"] + p["b1"]
+    bnmean, bnvar = hpreact.mean(0, keepdim=True), hpreact.var(0, keepdim=True, unbiased=True)
+    bn = calibrate_bn(p, X)
+    assert torch.equal(bn[0], bnmean) and torch.equal(bn[1], bnvar)
+    hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
+    logits = torch.tanh(hpreact) @ p["W2"] + p["b2"]
+    assert split_loss(p, bn, X, Y) == float(torch.nn.functional.cross_entropy(logits, Y))
+    g = torch.Generator().manual_seed(config.seed + 10)
+    names = []
+    for _ in range(5):
+        context, chars = [0] * config.block_size, []
+        while True:
+            emb = p["C"][torch.tensor([context])]
+            h = torch.tanh(p["bngain"] * (emb.view(1, -1) @ p["W1"] + p["b1"] - bnmean) * (bnvar + 1e-5) ** -0.5
+                           + p["bnbias"])  # fmt: skip
+            probs = torch.nn.functional.softmax(h @ p["W2"] + p["b2"], dim=1)
+            ix = int(torch.multinomial(probs, num_samples=1, generator=g))
+            if ix == 0:
+                break
+            context = context[1:] + [ix]
+            chars.append(lecture_dataset.itos[ix])
+        names.append("".join(chars))
+    assert sample_names(p, bn, lecture_dataset, config.block_size, config.seed, count=5) == names
 
 
 def test_losses_of_many_steps_at_once_are_each_steps_cross_entropy():

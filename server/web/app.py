@@ -23,10 +23,10 @@ from starlette.types import Scope
 
 from ..assets import FRONTEND
 from ..cache import PassCache
-from ..checks import CheckPool
 from ..data import Dataset
-from ..jobs import Scheduler
 from ..runs import RunStore
+from ..sandbox_pool import SandboxPool
+from ..scheduler import Scheduler
 from .fair import FairQueue
 from .feeds import RunFeeds
 from .guards import (
@@ -80,9 +80,9 @@ class FrontendFiles(StaticFiles):
 
 
 def use_checks(app: FastAPI, pool: Any, slots: int) -> None:
-    """Answer POST /api/check with `pool` (a CheckPool: run(job) blocks until its worker answers).
+    """Answer POST /api/check with `pool` (a SandboxPool: run(job) blocks until its sandbox process answers).
 
-    Its calls run on threads of their own, one per worker: a check never holds a thread of the pool that
+    Its calls run on threads of their own, one per sandbox process: a check never holds a thread of the pool that
     sync endpoints and the runs store use, and a waiting one holds no thread at all (it waits in the queue).
     """
     app.state.checks = pool
@@ -115,7 +115,7 @@ def create_app(
 
     allowed_hosts: the Host names it answers to (see GuardOrigin).
     max_streams: training runs' event streams open at once (more: 503).
-    schedule: this process starts worker processes for queued runs (tests turn it off to keep runs queued).
+    schedule: this process starts training processes for queued runs (tests turn it off to keep runs queued).
     check_workers: sandboxed processes that run learners' code for POST /api/check (0: checks are off).
     """
 
@@ -143,7 +143,7 @@ def create_app(
     # started now, warm by the first request (each loads torch and the data: a few seconds)
     app.state.checks = None
     if check_workers:
-        use_checks(app, CheckPool(dataset, size=check_workers), check_workers)
+        use_checks(app, SandboxPool(dataset, size=check_workers), check_workers)
     trained = runs.params if runs else lambda run: None
     app.state.cache = PassCache(dataset, maxsize=cache_size, trained=trained, max_bytes=cache_bytes)
     # large configs' passes: one worker thread at a time, clients served in turn (routes.py)

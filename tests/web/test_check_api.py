@@ -9,7 +9,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from server.checks import CheckPool
+from server.sandbox_pool import SandboxPool
 from server.web.app import create_app
 
 DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
@@ -103,7 +103,7 @@ def test_checks_off_is_503(lecture_dataset):
 
 
 def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
-    pool = CheckPool(lecture_dataset, size=1, timeout_s=0.0)  # every job is "too slow"
+    pool = SandboxPool(lecture_dataset, size=1, timeout_s=0.0)  # every job is "too slow"
     try:
         from server.config import ModelConfig
 
@@ -119,7 +119,7 @@ def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
 def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
     from server.config import ModelConfig
 
-    pool = CheckPool(lecture_dataset, size=1, memory_limit=0)  # no room to grow at all
+    pool = SandboxPool(lecture_dataset, size=1, memory_limit=0)  # no room to grow at all
     try:
         job = {"config": ModelConfig(batch_size=256, n_hidden=512), "mode": "atomic", "step": 1, "code": DLOGPROBS}
         answer = pool.run(job)
@@ -133,7 +133,7 @@ def test_a_workers_passes_fit_its_memory_limit(lecture_dataset):
 
     # each pass of the largest config holds ~40 MB by step 18; kept 16 at a time they ran a worker with a
     # 256 MiB limit out of memory ("can't allocate memory" killed it), now the cache holds a quarter of it
-    pool = CheckPool(lecture_dataset, size=1, timeout_s=60, memory_limit=256 << 20)
+    pool = SandboxPool(lecture_dataset, size=1, timeout_s=60, memory_limit=256 << 20)
     code = "dembcat = dhprebn @ W1.T\ndW1 = embcat.T @ dhprebn\ndb1 = dhprebn.sum(0)"
     largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
     try:
@@ -155,7 +155,7 @@ def test_a_workers_passes_fit_its_memory_limit(lecture_dataset):
       "the check failed: ValueError: maximum supported dimension for an ndarray is 64, found 70")],
 )  # fmt: skip
 def test_a_grading_failure_is_told_as_what_it_was(exc, message):
-    from server.checks import MEMORY_LIMIT, failure_message
+    from server.sandbox_pool import MEMORY_LIMIT, failure_message
 
     assert message in failure_message(exc, MEMORY_LIMIT)
 
@@ -166,7 +166,7 @@ def test_a_grading_failure_is_told_as_what_it_was(exc, message):
 def test_a_dead_worker_is_reported_by_how_it_died_and_replaced(lecture_dataset, sig, message):
     from server.config import ModelConfig
 
-    pool = CheckPool(lecture_dataset, size=1, timeout_s=30)
+    pool = SandboxPool(lecture_dataset, size=1, timeout_s=30)
     try:
         (worker,) = list(pool.idle.queue)
         assert worker.wait_ready(60)
@@ -182,9 +182,9 @@ def test_a_dead_worker_is_reported_by_how_it_died_and_replaced(lecture_dataset, 
 def test_a_worker_warms_up_at_the_servers_priority_then_runs_code_below_it(lecture_dataset):
     # niced during its warm-up, a worker on a busy machine took over a minute to start, and the first
     # check was refused ("the evaluator did not start")
-    from server.checks import CHECK_NICENESS
+    from server.sandbox_pool import CHECK_NICENESS
 
-    pool = CheckPool(lecture_dataset, size=1)
+    pool = SandboxPool(lecture_dataset, size=1)
     try:
         (worker,) = list(pool.idle.queue)
         assert worker.wait_ready(60)
@@ -201,7 +201,7 @@ def test_a_new_worker_grades_on_the_words_validated_at_start_not_the_file(lectur
 
     path = tmp_path / "names.txt"
     path.write_bytes(lecture_dataset.raw)
-    pool = CheckPool(load_dataset(path), size=1)
+    pool = SandboxPool(load_dataset(path), size=1)
     try:
         (worker,) = list(pool.idle.queue)
         assert worker.wait_ready(60)

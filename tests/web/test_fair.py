@@ -91,7 +91,7 @@ def test_a_cancelled_waiter_leaves_the_queue():
 
 
 class BlockingPool:
-    """Stands in for the check workers: each run() blocks until released."""
+    """Stands in for the SandboxPool: each run() blocks until released."""
 
     def __init__(self) -> None:
         self.release = threading.Event()

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.runs import Limits, RunStore
-from server.training import TrainConfig
+from server.train_config import TrainConfig
 from server.web.app import create_app
 
 SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}

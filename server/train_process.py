@@ -1,4 +1,4 @@
-"""A training run's own process: python -m server.worker --db PATH --run ID --data-name NAME --data-sha256 HEX.
+"""A training run's own process: python -m server.train_process --db PATH --run ID --data-name NAME --data-sha256 HEX.
 
 The names list comes through stdin, as the server validated it at start-up (the file is never re-read).
 
@@ -19,11 +19,12 @@ import torch
 
 from .data import dataset_from
 from .runs import Limits, RunStore
-from .training import TrainConfig, Training
+from .train_config import TrainConfig
+from .training import Training
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m server.train_process", description=__doc__)
     parser.add_argument("--db", required=True)
     parser.add_argument("--data-name", required=True, help="the names file's path, as the server shows it")
     parser.add_argument("--data-sha256", required=True, help="the sha256 of the bytes read from stdin")

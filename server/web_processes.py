@@ -1,4 +1,4 @@
-"""Several server processes on one port, each listening on its own SO_REUSEPORT socket.
+"""The web server's processes: several on one port, each listening on its own SO_REUSEPORT socket.
 
 uvicorn's --workers shares one listening socket, and whichever process wakes first accepts most of
 a burst: 100 students connecting at once split about 67/33 (measured), so one process does twice the
@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-RESTART_GRACE_S = 10.0  # a worker that dies sooner than this after starting is a start-up failure, not a crash
+RESTART_GRACE_S = 10.0  # a web process that dies sooner than this after starting is a start-up failure, not a crash
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -33,7 +33,7 @@ def _listen(host: str, port: int) -> socket.socket:
 Setup = tuple[Callable[..., None], tuple[Any, ...]]  # called in every server process before its app is built
 
 
-def _worker(host: str, port: int, options: dict[str, Any], setup: Setup | None) -> None:
+def _web_process(host: str, port: int, options: dict[str, Any], setup: Setup | None) -> None:
     if setup:
         setup[0](*setup[1])
     try:
@@ -78,8 +78,8 @@ def serve(host: str, port: int, workers: int, options: dict[str, Any], setup: Se
     stopping = False
 
     def start() -> tuple[multiprocessing.process.BaseProcess, float]:
-        # not daemonic: a worker starts processes of its own (the sandboxed code checkers)
-        proc = ctx.Process(target=_worker, args=(host, port, options, setup))
+        # not daemonic: a web process starts processes of its own (the sandbox processes that check code)
+        proc = ctx.Process(target=_web_process, args=(host, port, options, setup))
         proc.start()
         return proc, time.monotonic()
 
@@ -99,7 +99,7 @@ def serve(host: str, port: int, workers: int, options: dict[str, Any], setup: Se
             if time.monotonic() - started < RESTART_GRACE_S:
                 stopping, code = True, proc.exitcode or 1  # e.g. the port is taken: restarting cannot help
                 break
-            print(f"backprop-explorer: worker {proc.pid} exited ({proc.exitcode}); restarting", file=sys.stderr)
+            print(f"backprop-explorer: web process {proc.pid} exited ({proc.exitcode}); restarting", file=sys.stderr)
             procs[i] = start()
     for proc, _ in procs:
         if proc.is_alive():

@@ -1,6 +1,6 @@
-"""Learner code runs in pre-warmed worker processes with a memory limit and a timeout.
+"""Learner code runs in pre-warmed sandbox processes with a memory limit and a timeout.
 
-A worker that runs past the timeout, or dies, is killed and replaced; the learner gets a 4xx reason.
+A sandbox process that runs past the timeout, or dies, is killed and replaced; the learner gets a 4xx reason.
 The web process never runs learner code itself.
 """
 
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 DataHandOver = tuple[str, bytes, str]  # a dataset's path (its name), bytes and sha256, as the server validated them
 
 TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradient takes milliseconds)
-MEMORY_LIMIT = 1 << 30  # bytes of address space a worker may add to what it uses after start-up
+MEMORY_LIMIT = 1 << 30  # bytes of address space a sandbox process may add to what it uses after start-up
 PASSES_KEPT = 16
-CACHE_SHARE = 4  # a worker's passes hold at most 1/4 of its memory limit; the rest is the learner's code's
+CACHE_SHARE = 4  # a sandbox process's passes hold at most 1/4 of its memory limit; the rest is the learner's code's
 CHECK_NICENESS = 10
 
 
@@ -35,7 +35,7 @@ def failure_message(e: BaseException, memory_limit: int) -> str:
 
 
 def death_message(exitcode: int | None) -> str:
-    """Why a worker stopped, from its exit code, for the learner whose check it was running."""
+    """Why a sandbox process stopped, from its exit code, for the learner whose check it was running."""
     if exitcode is None:
         why = "stopped answering"
     elif exitcode == -signal.SIGKILL:
@@ -100,12 +100,14 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
                 conn.send({"json": graded_json(grade(bp, job["step"], job["code"]))})
         except Refused as e:
             conn.send({"refused": str(e)})
-        except Exception as e:  # any other failure: the learner hears what it was, and the worker carries on
+        except Exception as e:  # any other failure: the learner hears what it was, and the process carries on
             conn.send({"refused": failure_message(e, memory_limit)})
             passes = new_cache()  # whatever grew is let go (a memory error leaves the cache the likeliest cause)
 
 
-class Worker:
+class SandboxProcess:
+    """One pre-warmed process that grades learner code (_serve), talking over a pipe."""
+
     def __init__(self, data: DataHandOver, memory_limit: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
@@ -127,48 +129,48 @@ class Worker:
         self.conn.close()
 
 
-class CheckPool:
-    """N workers; a job waits for a free one. run() returns {"json": the graded answer's JSON} or {"refused": why}."""
+class SandboxPool:
+    """N sandbox processes; a job waits for a free one. run() gives {"json": the graded answer} or {"refused": why}."""
 
     def __init__(
         self, dataset: Dataset, size: int = 2, timeout_s: float = TIMEOUT_S, memory_limit: int = MEMORY_LIMIT
     ) -> None:
         self.data: DataHandOver = (str(dataset.path), dataset.raw, dataset.sha256)
         self.timeout_s, self.memory_limit = timeout_s, memory_limit
-        self.idle: queue.Queue[Worker | None] = queue.Queue()
+        self.idle: queue.Queue[SandboxProcess | None] = queue.Queue()
         for _ in range(size):
-            self.idle.put(Worker(self.data, memory_limit))
+            self.idle.put(SandboxProcess(self.data, memory_limit))
         self.respawns = 0
         self._lock = threading.Lock()
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        worker = self.idle.get()  # a Worker, or None: a slot whose worker is (re)started now
+        sandbox = self.idle.get()  # a SandboxProcess, or None: a slot whose process is (re)started now
         healthy = False
         try:
-            if worker is None:
-                worker = Worker(self.data, self.memory_limit)
-            if not worker.wait_ready(60):
+            if sandbox is None:
+                sandbox = SandboxProcess(self.data, self.memory_limit)
+            if not sandbox.wait_ready(60):
                 return {"refused": "the evaluator did not start; try again"}
-            worker.conn.send(job)
-            if not worker.conn.poll(self.timeout_s):
+            sandbox.conn.send(job)
+            if not sandbox.conn.poll(self.timeout_s):
                 return {"refused": f"the code ran longer than {self.timeout_s:g} s and was stopped"}
-            answer = worker.conn.recv()
+            answer = sandbox.conn.recv()
             healthy = True
             return answer
-        except (EOFError, OSError):  # the worker is gone: say how it went
-            worker.proc.join(timeout=5)
-            return {"refused": death_message(worker.proc.exitcode)}
+        except (EOFError, OSError):  # the process is gone: say how it went
+            sandbox.proc.join(timeout=5)
+            return {"refused": death_message(sandbox.proc.exitcode)}
         finally:
-            # the slot always comes back: with its worker, or empty (stuck, dead or never started) so that
+            # the slot always comes back: with its process, or empty (stuck, dead or never started) so that
             # the next job starts a fresh one
-            if not healthy and worker is not None:
-                worker.kill()
+            if not healthy and sandbox is not None:
+                sandbox.kill()
                 with self._lock:
                     self.respawns += 1
-            self.idle.put(worker if healthy else None)
+            self.idle.put(sandbox if healthy else None)
 
     def close(self) -> None:
         while not self.idle.empty():
-            worker = self.idle.get()
-            if worker is not None:
-                worker.kill()
+            sandbox = self.idle.get()
+            if sandbox is not None:
+                sandbox.kill()

@@ -1,0 +1,150 @@
+"""The two training steps of Exercise 4: the hand-tuned fused manual backward, and autograd's.
+
+The manual step is a fast twin of the declared rules (server/graph.py, mode TRAINED_MODE): tests check it
+against them, and against autograd, in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .graph import EPS, PARAM_NAMES
+
+
+def forward_loss(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
+    """The lecture's Exercise 4 forward pass (batchnorm with batch statistics), as autograd sees it."""
+    n = Xb.shape[0]
+    embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
+    hprebn = embcat @ p["W1"] + p["b1"]  # (n, n_hidden)
+    bnmean = hprebn.mean(0, keepdim=True)  # (1, n_hidden)
+    bnvar = hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
+    hpreact = p["bngain"] * (hprebn - bnmean) * (bnvar + EPS) ** -0.5 + p["bnbias"]
+    h = torch.tanh(hpreact)  # (n, n_hidden)
+    logits = h @ p["W2"] + p["b2"]  # (n, vocab_size)
+    return F.cross_entropy(logits, Yb)
+
+
+class ManualBackward:
+    """One training step's forward and fused manual backward, written for speed.
+
+    The step is dispatch-bound (~40 small ops), so: fused kernels (addmm, addcmul), centring and
+    variance as matrix products (var_mean is ~6x slower at this size), in-place
+    updates, transposed views made once (they follow the parameters' in-place updates), the
+    batchnorm sums reused (dhpreact.sum(0) is dbnbias, (bnraw * dhpreact).sum(0) is dbngain), the
+    1/n of dlogits moved into the step size, and one _foreach_add_ for the SGD update.
+    """
+
+    def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
+        self.params = [p[k] for k in PARAM_NAMES]
+        self.C, self.W1, self.b1, self.W2, self.b2 = p["C"], p["W1"], p["b1"], p["W2"], p["b2"]
+        self.bngain, self.bnbias = p["bngain"], p["bnbias"]
+        self.W1t, self.W2t = self.W1.t(), self.W2.t()
+        self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
+        n = batch_size
+        dtype = self.C.dtype
+        self.minus_ones = torch.full((n, 1), -1.0, dtype=dtype)
+        self.centering = torch.eye(n, dtype=dtype) - 1.0 / n  # centering @ x = x - x.mean(0, keepdim=True)
+        self.bessel_row = torch.full((1, n), 1.0 / (n - 1), dtype=dtype)  # row @ x = x.sum(0, keepdim=True) / (n-1)
+        self.n_embd = self.C.shape[1]
+
+    def grads(
+        self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Logits and n x the seven gradients (PARAM_NAMES order); with keep, the true gradients and activations.
+
+        The backward needs no loss value: the loss of each step is computed later, many steps at once
+        (losses()), which takes a cross-entropy call off every step."""
+        n = Xb.shape[0]
+        xflat = Xb.view(-1)  # (n * block_size,)
+        # forward
+        embcat = self.C.index_select(0, xflat).view(n, -1)  # (n, block_size * n_embd): C[Xb]
+        hprebn = torch.addmm(self.b1, embcat, self.W1)  # (n, n_hidden)
+        bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
+        bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(EPS).rsqrt_()  # (1, n_hidden)
+        bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
+        hpreact = torch.addcmul(self.bnbias, self.bngain, bnraw)  # (n, n_hidden)
+        h = torch.tanh(hpreact)  # (n, n_hidden)
+        logits = torch.addmm(self.b2, h, self.W2)  # (n, vocab_size)
+        # backward, every gradient n times its true value: dlogits = softmax - one_hot, without the / n
+        dlogits = torch.softmax(logits, 1)  # (n, vocab_size)
+        dlogits.scatter_add_(1, Yb.view(-1, 1), self.minus_ones)
+        dh = torch.mm(dlogits, self.W2t)  # (n, n_hidden)
+        dW2 = torch.mm(h.t(), dlogits)  # (n_hidden, vocab_size)
+        db2 = dlogits.sum(0)  # (vocab_size,)
+        dhpreact = dh.addcmul_(dh, h * h, value=-1.0)  # (1 - h**2) * dh, (n, n_hidden); x*x beats square()
+        dbngain = (bnraw * dhpreact).sum(0, keepdim=True)  # (1, n_hidden)
+        dbnbias = dhpreact.sum(0, keepdim=True)  # (1, n_hidden)
+        kept = dhpreact.clone() if keep else dhpreact
+        # the lecture's bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
+        # with its n divided out: bngain*bnvar_inv * (dhpreact - dbnbias/n - bnraw*dbngain/(n-1))
+        dhprebn = dhpreact.sub_(dbnbias, alpha=1.0 / n).addcmul_(bnraw, dbngain, value=-1.0 / (n - 1))
+        dhprebn.mul_(self.bngain * bnvar_inv)  # (n, n_hidden)
+        dW1 = torch.mm(embcat.t(), dhprebn)  # (block_size * n_embd, n_hidden)
+        db1 = dhprebn.sum(0)  # (n_hidden,)
+        dembcat = torch.mm(dhprebn, self.W1t)  # (n, block_size * n_embd)
+        dC = torch.index_add(self.zeros_C, 0, xflat, dembcat.view(-1, self.n_embd))  # (vocab_size, n_embd)
+        by_name = {"C": dC, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "bngain": dbngain, "bnbias": dbnbias}
+        grads = [by_name[k] for k in PARAM_NAMES]
+        if not keep:
+            return logits, grads, {}
+        acts = {"hprebn": hprebn, "hpreact": hpreact, "h": h, "logits": logits,
+                "dlogits": dlogits / n, "dhpreact": kept / n, "dhprebn": dhprebn / n}  # fmt: skip
+        return logits, [g / n for g in grads], acts
+
+    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step, called under no_grad; returns what losses() needs: (logits, Yb)."""
+        logits, grads, _ = self.grads(Xb, Yb)
+        torch._foreach_add_(self.params, grads, alpha=-lr / Xb.shape[0])  # grads are n x the gradient
+        return logits, Yb
+
+    @staticmethod
+    def losses(records: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The mean cross-entropy of each step's (logits, Yb), all steps in one call: (steps,)."""
+        logits = torch.stack([r[0] for r in records])  # (steps, n, vocab_size)
+        targets = torch.stack([r[1] for r in records])  # (steps, n)
+        per_example = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return per_example.view(targets.shape).mean(1)
+
+
+class AutogradBackward:
+    """The same training step with loss.backward(): the baseline, and the reference for checks."""
+
+    def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
+        self.p = p
+        self.params = [p[k] for k in PARAM_NAMES]
+        dtype = p["C"].dtype
+        self.centering = torch.eye(batch_size, dtype=dtype) - 1.0 / batch_size
+        self.bessel_row = torch.full((1, batch_size), 1.0 / (batch_size - 1), dtype=dtype)
+
+    def grads(self, Xb: torch.Tensor, Yb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with torch.enable_grad():
+            leaves = {k: t.detach().requires_grad_(True) for k, t in self.p.items()}
+            loss = forward_loss(leaves, Xb, Yb)
+            loss.backward()
+        return loss.detach(), [leaves[k].grad for k in PARAM_NAMES]  # type: ignore[misc]
+
+    def fast_loss(self, Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
+        """The manual step's forward, op for op (fused kernels, batch statistics by products): a fair baseline."""
+        p, n = self.p, Xb.shape[0]
+        embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
+        hprebn = torch.addmm(p["b1"], embcat, p["W1"])  # (n, n_hidden)
+        bndiff = torch.mm(self.centering, hprebn)  # (n, n_hidden)
+        bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + EPS).rsqrt()  # (1, n_hidden)
+        h = torch.tanh(torch.addcmul(p["bnbias"], p["bngain"], bndiff * bnvar_inv))  # (n, n_hidden)
+        return F.cross_entropy(torch.addmm(p["b2"], h, p["W2"]), Yb)
+
+    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> torch.Tensor:
+        """Called under no_grad, like the manual step: autograd is switched on for the forward only."""
+        with torch.enable_grad():
+            leaves = [t.requires_grad_(True) for t in self.params]
+            for t in leaves:
+                t.grad = None
+            loss = self.fast_loss(Xb, Yb)
+            loss.backward()
+        torch._foreach_add_(leaves, [t.grad for t in leaves], alpha=-lr)  # type: ignore[misc]
+        return loss.detach()
+
+    @staticmethod
+    def losses(records: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(records)
