@@ -228,6 +228,43 @@ def _dC(v: Any, d: Any) -> torch.Tensor:
     return dC
 
 
+MATMUL = "matrix multiply: the shapes dictate the transpose"
+
+
+def _linear(out: str, x: str, w: str, b: str, about: str) -> Op:
+    """A linear layer `out = x @ w + b` with the lecture's three rules: dx = dout @ w.T, dw = x.T @ dout, db."""
+    return Op(
+        out,
+        (x, w, b),
+        (out,),
+        f"{out} = {x} @ {w} + {b}",
+        lambda v: getattr(v, x) @ getattr(v, w) + getattr(v, b),
+        (
+            Rule(x, f"d{x} = d{out} @ {w}.T", lambda v, d: getattr(d, out) @ getattr(v, w).T, MATMUL),
+            Rule(w, f"d{w} = {x}.T @ d{out}", lambda v, d: getattr(v, x).T @ getattr(d, out), MATMUL),
+            Rule(b, f"d{b} = d{out}.sum(0)", lambda v, d: getattr(d, out).sum(0), BCAST_0),
+        ),
+        about,
+        symbol="@ +",
+        rows="each",
+    )
+
+
+# the gain's and the bias's rules of `hpreact = bngain * bnraw + bnbias`: the fused batchnorm has the same two
+_DBNGAIN = Rule(
+    "bngain",
+    "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)",
+    lambda v, d: (v.bnraw * d.hpreact).sum(0, keepdim=True),
+    BCAST_0 + " (keepdim)",
+)
+_DBNBIAS = Rule(
+    "bnbias",
+    "dbnbias = dhpreact.sum(0, keepdim=True)",
+    lambda v, d: d.hpreact.sum(0, keepdim=True),
+    BCAST_0 + " (keepdim)",
+)
+
+
 OPS: list[Op] = [
     Op(
         "emb",
@@ -265,31 +302,7 @@ OPS: list[Op] = [
         symbol="view",
         rows="each",
     ),
-    Op(
-        "hprebn",
-        ("embcat", "W1", "b1"),
-        ("hprebn",),
-        "hprebn = embcat @ W1 + b1",
-        lambda v: v.embcat @ v.W1 + v.b1,
-        (
-            Rule(
-                "embcat",
-                "dembcat = dhprebn @ W1.T",
-                lambda v, d: d.hprebn @ v.W1.T,
-                "matrix multiply: the shapes dictate the transpose",
-            ),
-            Rule(
-                "W1",
-                "dW1 = embcat.T @ dhprebn",
-                lambda v, d: v.embcat.T @ d.hprebn,
-                "matrix multiply: the shapes dictate the transpose",
-            ),
-            Rule("b1", "db1 = dhprebn.sum(0)", lambda v, d: d.hprebn.sum(0), BCAST_0),
-        ),
-        "linear layer 1",
-        symbol="@ +",
-        rows="each",
-    ),
+    _linear("hprebn", "embcat", "W1", "b1", "linear layer 1"),
     Op(
         "bnmeani",
         ("hprebn",),
@@ -411,19 +424,9 @@ OPS: list[Op] = [
         "hpreact = bngain * bnraw + bnbias",
         lambda v: v.bngain * v.bnraw + v.bnbias,
         (
-            Rule(
-                "bngain",
-                "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)",
-                lambda v, d: (v.bnraw * d.hpreact).sum(0, keepdim=True),
-                BCAST_0 + " (keepdim)",
-            ),
+            _DBNGAIN,
             Rule("bnraw", "dbnraw = bngain * dhpreact", lambda v, d: v.bngain * d.hpreact, "product rule"),
-            Rule(
-                "bnbias",
-                "dbnbias = dhpreact.sum(0, keepdim=True)",
-                lambda v, d: d.hpreact.sum(0, keepdim=True),
-                BCAST_0 + " (keepdim)",
-            ),
+            _DBNBIAS,
         ),
         "batchnorm: scale and shift",
         symbol="* +",
@@ -443,18 +446,8 @@ OPS: list[Op] = [
                 _dhprebn_fused,
                 "Exercise 3: every atomic batchnorm line folded into one expression (Bessel-corrected variance)",
             ),
-            Rule(
-                "bngain",
-                "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)",
-                lambda v, d: (v.bnraw * d.hpreact).sum(0, keepdim=True),
-                BCAST_0 + " (keepdim)",
-            ),
-            Rule(
-                "bnbias",
-                "dbnbias = dhpreact.sum(0, keepdim=True)",
-                lambda v, d: d.hpreact.sum(0, keepdim=True),
-                BCAST_0 + " (keepdim)",
-            ),
+            _DBNGAIN,
+            _DBNBIAS,
         ),
         "batchnorm in one op",
         symbol="batchnorm",
@@ -480,31 +473,7 @@ OPS: list[Op] = [
         symbol="tanh",
         rows="each",
     ),
-    Op(
-        "logits",
-        ("h", "W2", "b2"),
-        ("logits",),
-        "logits = h @ W2 + b2",
-        lambda v: v.h @ v.W2 + v.b2,
-        (
-            Rule(
-                "h",
-                "dh = dlogits @ W2.T",
-                lambda v, d: d.logits @ v.W2.T,
-                "matrix multiply: the shapes dictate the transpose",
-            ),
-            Rule(
-                "W2",
-                "dW2 = h.T @ dlogits",
-                lambda v, d: v.h.T @ d.logits,
-                "matrix multiply: the shapes dictate the transpose",
-            ),
-            Rule("b2", "db2 = dlogits.sum(0)", lambda v, d: d.logits.sum(0), BCAST_0),
-        ),
-        "linear layer 2: the output layer",
-        symbol="@ +",
-        rows="each",
-    ),
+    _linear("logits", "h", "W2", "b2", "linear layer 2: the output layer"),
     Op(
         "logit_maxes",
         ("logits",),

@@ -298,3 +298,26 @@ def test_the_lectures_counts():
     nodes = {mode: len(nodes_for_mode(mode)) for mode in MODES}
     assert steps == {"atomic": 20, "fused_ce": 13, "fused_bn": 14, "fused": 7}
     assert nodes == {"atomic": 29, "fused_ce": 22, "fused_bn": 23, "fused": 16}
+
+
+# --- helpers: ops built from names are the lecture's lines ---------------------------------------
+
+
+def test_the_linear_layers_show_the_lectures_lines():
+    """Lecture fidelity: both linear layers, built by one helper from names, read as the notebook writes them."""
+    lines = {
+        name: [OPS_BY_NAME[name].formula, *(r.code for r in OPS_BY_NAME[name].rules)] for name in ("hprebn", "logits")
+    }
+    assert lines == {
+        "hprebn": ["hprebn = embcat @ W1 + b1", "dembcat = dhprebn @ W1.T", "dW1 = embcat.T @ dhprebn",
+                   "db1 = dhprebn.sum(0)"],
+        "logits": ["logits = h @ W2 + b2", "dh = dlogits @ W2.T", "dW2 = h.T @ dlogits", "db2 = dlogits.sum(0)"],
+    }  # fmt: skip
+
+
+def test_the_fused_batchnorm_reuses_the_scale_and_shift_rules():
+    """dbngain and dbnbias are the same in Exercises 1 and 3: one rule each, not two copies that could drift."""
+    atomic = {r.target: r for r in OPS_BY_NAME["hpreact"].rules}
+    fused = {r.target: r for r in OPS_BY_NAME["batchnorm"].rules}
+    assert fused["bngain"] is atomic["bngain"]
+    assert fused["bnbias"] is atomic["bnbias"]
