@@ -16,7 +16,8 @@ from dataclasses import replace
 from .settings import add_options, from_options
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one option per field of Settings."""
     parser = argparse.ArgumentParser(
         prog="backprop-explorer",
         description=__doc__,
@@ -24,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: backprop-explorer --port 8001, then open http://127.0.0.1:8001",
     )
     add_options(parser)
-    settings = from_options(parser.parse_args(argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = from_options(build_parser().parse_args(argv))
 
     from .assets import missing
 
