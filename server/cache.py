@@ -14,6 +14,7 @@ import torch
 from .config import ModelConfig
 from .data import Dataset
 from .engine import BackwardPass, run_backward
+from .settings import Settings
 
 # a pass holds its forward values, then the manual gradients per step, autograd's and the float64
 # copies for finite differences: ~6x its forward values once everything is asked for (measured 0.54 MB
@@ -59,9 +60,9 @@ class PassCache:
     def __init__(
         self,
         dataset: Dataset,
-        maxsize: int = 512,
+        maxsize: int = Settings.cache_size,
         trained: Callable[[int], dict[str, torch.Tensor] | None] = lambda run: None,
-        max_bytes: int = 512 << 20,
+        max_bytes: int = Settings.cache_mb << 20,
     ) -> None:
         self.dataset = dataset
         self.maxsize = maxsize

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +22,10 @@ from typing import Any
 
 import torch
 
+from .settings import Settings
 from .train_config import TrainConfig
 from .training import CHECK_EVENTS, STATS_POINTS
 
-DEFAULT_RUNS_DB = Path.home() / ".backprop-explorer" / "runs.sqlite3"
 ACTIVE = ("queued", "running")
 ENDED = ("finished", "cancelled", "diverged", "failed", "interrupted")
 HEARTBEAT_TIMEOUT_S = 30.0  # a running run whose worker has written nothing for this long is interrupted
@@ -64,10 +66,15 @@ class QueueFull(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    max_running: int = 2  # runs training at once (each in its own process, one torch thread)
-    max_queued: int = 8  # waiting runs; beyond, a request is refused with 429
-    watch_grace_s: float = 30.0  # a run nobody watches (and not keep_running) is cancelled after this
-    keep_ended: int = 500  # ended runs kept, the newest; older ones are deleted (0: keep every run)
+    max_running: int = Settings.max_runs  # runs training at once (each in its own process, one torch thread)
+    max_queued: int = Settings.max_queued  # waiting runs; beyond, a request is refused with 429
+    watch_grace_s: float = Settings.watch_grace  # an unwatched run (not keep_running) is cancelled after this
+    keep_ended: int = Settings.keep_runs  # ended runs kept, the newest; older ones are deleted (0: keep every run)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The limits the server's settings (--max-runs, --max-queued, --watch-grace, --keep-runs) set."""
+        return cls(settings.max_runs, settings.max_queued, settings.watch_grace, settings.keep_runs)
 
 
 class RunStore:
@@ -369,3 +376,29 @@ class RunStore:
             "result": json.loads(row["result"]) if row["result"] else None,
             "has_params": row["params"] is not None,
         }
+
+
+class StoreURLError(ValueError):
+    """A --runs-db this server cannot open: a URL of another database, or one without a file."""
+
+
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
+
+
+def store_path(url: str) -> str:
+    """The absolute path of the runs database at `url`: a file path, or sqlite:///relative/path and
+    sqlite:////absolute/path. The one place that reads the URL: another database would be another scheme here."""
+    path = url
+    if match := _SCHEME.match(url):
+        if match["scheme"] != "sqlite":
+            raise StoreURLError(f"{match['scheme']}:// databases are not supported: give a file path or sqlite:///path")
+        if not match["rest"].startswith("/") or match["rest"] == "/":
+            raise StoreURLError("a sqlite URL names a file: sqlite:///relative/path or sqlite:////absolute/path")
+        path = match["rest"][1:]
+    # absolute: training processes start in the project's folder, not the server's working directory
+    return os.path.abspath(path)
+
+
+def open_store(url: str, limits: Limits = Limits()) -> RunStore:
+    """The runs store at `url` (see store_path): only SQLite is supported."""
+    return RunStore(store_path(url), limits)

@@ -159,3 +159,46 @@ def test_the_readme_curl_examples_work_in_order(tmp_path):
             if not ok:  # a run that failed says why in its detail
                 detail = subprocess.run(["curl", "-s", f"{url}/api/runs/1"], capture_output=True, text=True).stdout
                 pytest.fail(f"{argv}: {out[-500:]}\nrun 1: {detail[:1500]}")
+
+
+@pytest.mark.parametrize("url", ["postgresql://db.example/runs", "sqlite://"])
+def test_a_runs_db_url_this_server_cannot_open_is_a_message(url):
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--runs-db", url, "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"cannot use the runs database {url}: " in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_settings_reach_the_web_process(tmp_path):
+    # no run starts (--max-runs 0): the queue, the streams and the pruning are the options', not the defaults
+    db = tmp_path / "class" / "runs.sqlite3"
+    options = ["--max-runs", "0", "--max-queued", "2", "--max-streams", "1", "--keep-runs", "1"]
+    with live_server(*options, "--check-workers", "0", "--runs-db", f"sqlite:///{db}") as url:
+
+        def post(path: str, body: bytes = b"") -> int:
+            request = urllib.request.Request(f"{url}{path}", body, {"Content-Type": "application/json"}, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert [post("/api/runs", b"{}") for _ in range(3)] == [201, 201, 429]  # default --max-queued: 8
+        assert db.is_file()  # the sqlite:/// URL named this file
+        with urllib.request.urlopen(f"{url}/api/runs/1/events", timeout=30):  # open until the block ends
+            with pytest.raises(urllib.error.HTTPError) as second:
+                urllib.request.urlopen(f"{url}/api/runs/2/events", timeout=30)
+            assert second.value.code == 503  # default --max-streams: 200
+        assert [post(f"/api/runs/{i}/cancel") for i in (1, 2)] == [200, 200]
+
+        def listed() -> list[int]:
+            with urllib.request.urlopen(f"{url}/api/runs", timeout=30) as r:
+                return [run["id"] for run in json.load(r)["runs"]]
+
+        # the next sweep (every 0.5 s) keeps the newest ended run; default --keep-runs: 500
+        deadline = time.monotonic() + 30
+        while listed() != [2] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listed() == [2]

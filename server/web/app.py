@@ -27,14 +27,15 @@ from ..data import Dataset
 from ..runs import RunStore
 from ..sandbox_pool import SandboxPool
 from ..scheduler import Scheduler
+from ..settings import Settings
 from .fair import FairQueue
 from .feeds import RunFeeds
 from .guards import (
-    LOCAL_HOSTS,
     MAX_DETAIL_CHARS,
     GuardOrigin,
     HeadAsGet,
     LimitBody,
+    answered_hosts,
     excerpt,
     internal_error,
     validation_error,
@@ -48,7 +49,6 @@ CHECKS_WAITING_PER_WORKER = 8  # checks waiting in all, per check worker (more: 
 # the same for large configs' views (one computed at a time): the page asks for up to ~9 at once (graph, state,
 # tensor, the neighbouring steps it prefetches), so a client's share is larger; clients are still served in turn
 LARGE_PER_CLIENT, LARGE_WAITING = 12, 48
-MAX_STREAMS = 200  # training runs' event streams open at once, per process (a class watching its runs)
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
@@ -102,22 +102,16 @@ async def _schedule(scheduler: Scheduler) -> None:
 
 
 def create_app(
-    dataset: Dataset,
-    cache_size: int = 512,
-    cache_bytes: int = 512 << 20,
-    runs: RunStore | None = None,
-    schedule: bool = True,
-    check_workers: int = 0,
-    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS,
-    max_streams: int = MAX_STREAMS,
+    dataset: Dataset, settings: Settings | None = None, runs: RunStore | None = None, schedule: bool = True
 ) -> FastAPI:
     """An app serving one dataset, chosen at start-up; with a run store, training runs too.
 
-    allowed_hosts: the Host names it answers to (see GuardOrigin).
-    max_streams: training runs' event streams open at once (more: 503).
+    settings: the server's (cache, streams, check workers, host names); none: the defaults, but no sandbox
+    processes for POST /api/check (tests and scripts ask for them).
     schedule: this process starts training processes for queued runs (tests turn it off to keep runs queued).
-    check_workers: sandboxed processes that run learners' code for POST /api/check (0: checks are off).
     """
+    if settings is None:
+        settings = Settings(check_workers=0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,13 +133,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runs = runs
-    app.state.feeds = RunFeeds(runs, max_streams) if runs is not None else None
+    app.state.feeds = RunFeeds(runs, settings.max_streams) if runs is not None else None
     # started now, warm by the first request (each loads torch and the data: a few seconds)
     app.state.checks = None
-    if check_workers:
-        use_checks(app, SandboxPool(dataset, size=check_workers), check_workers)
+    if settings.check_workers:
+        use_checks(app, SandboxPool(dataset, size=settings.check_workers), settings.check_workers)
     trained = runs.params if runs else lambda run: None
-    app.state.cache = PassCache(dataset, maxsize=cache_size, trained=trained, max_bytes=cache_bytes)
+    app.state.cache = PassCache(dataset, settings.cache_size, trained, settings.cache_mb << 20)
     # large configs' passes: one worker thread at a time, clients served in turn (routes.py)
     app.state.large = FairQueue(1, per_client=LARGE_PER_CLIENT, max_waiting=LARGE_WAITING, what="large configs")
 
@@ -166,7 +160,7 @@ def create_app(
 
     app.add_middleware(HeadAsGet)
     app.add_middleware(LimitBody)
-    app.add_middleware(GuardOrigin, allowed_hosts=allowed_hosts)  # outermost: refused before a body is read
+    app.add_middleware(GuardOrigin, allowed_hosts=answered_hosts(settings))  # outermost: refused before a body is read
     app.include_router(router)
     if runs is not None:
         app.include_router(runs_router)

@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..serialize import dumps
+from ..settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024  # no endpoint needs more; larger bodies are refused before parsing
 
@@ -95,6 +96,13 @@ class HeadAsGet:
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a server on loopback answers to by default
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+EVERY_INTERFACE = ("0.0.0.0", "::")  # a --host that is no name anybody types
+
+
+def answered_hosts(settings: Settings) -> tuple[str, ...]:
+    """The host names the server answers to: the local ones, its --host address and the --allowed-hosts."""
+    own = () if settings.host in (*EVERY_INTERFACE, "") else (settings.host,)
+    return tuple(dict.fromkeys((*LOCAL_HOSTS, *own, *settings.allowed_hosts)))
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:

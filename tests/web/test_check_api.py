@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.sandbox_pool import SandboxPool
+from server.settings import Settings
 from server.web.app import create_app
 
 DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
@@ -17,9 +18,8 @@ DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -
 
 @pytest.fixture(scope="module")
 def client(lecture_dataset):
-    with TestClient(
-        create_app(lecture_dataset, check_workers=1), base_url="http://127.0.0.1", raise_server_exceptions=False
-    ) as c:
+    app = create_app(lecture_dataset, Settings(check_workers=1))
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         yield c
 
 

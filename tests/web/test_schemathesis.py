@@ -14,8 +14,8 @@ from server.bugs import BUGS
 from server.data import DEFAULT_DATA, load_dataset
 from server.graph import MODES, ops_for_mode
 from server.runs import Limits, RunStore
+from server.settings import Settings
 from server.web.app import create_app
-from server.web.guards import LOCAL_HOSTS
 
 torch.set_num_threads(1)
 RUNS = tempfile.TemporaryDirectory()
@@ -23,7 +23,10 @@ RUNS = tempfile.TemporaryDirectory()
 runs = RunStore(Path(RUNS.name) / "runs.db", Limits(max_queued=10**9))
 # schemathesis's ASGI client sends Host: testserver
 app = create_app(
-    load_dataset(DEFAULT_DATA), cache_size=64, runs=runs, schedule=False, allowed_hosts=(*LOCAL_HOSTS, "testserver")
+    load_dataset(DEFAULT_DATA),
+    Settings(cache_size=64, check_workers=0, allowed_hosts=("testserver",)),
+    runs=runs,
+    schedule=False,
 )
 # an event stream stays open while its run is active, and runs never end here: see tests/test_runs.py, test_feeds.py
 # POST /api/check runs learners' code in worker processes: fuzzed in tests/test_sandbox.py and test_check_api.py

@@ -1,0 +1,79 @@
+"""The server's settings: one field per option of python -m server (--cache-mb sets cache_mb).
+
+The command line is built from this class: each option's default is its field's, and its --help text is the
+comment on the field (with any comment lines right under it). The settings reach each web process whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"  # interface to listen on
+    port: int = 8000  # port
+    data: str | None = None  # names file, one word per line (default: the embedded data/names.txt)
+    workers: int = 1  # server processes: one per core for a class (each has its own cache)
+    cache_size: int = 512  # backward passes kept per process
+    cache_mb: int = 512  # memory those passes may hold per process, in MiB
+    runs_db: str = str(Path.home() / ".backprop-explorer" / "runs.sqlite3")  # the training runs' SQLite file,
+    # or a sqlite:/// URL (sqlite:///runs.db is relative, sqlite:////srv/runs.db absolute)
+    max_runs: int = 2  # training runs at once, one process each
+    max_queued: int = 8  # runs waiting beyond those; more get 429
+    keep_runs: int = 500  # ended runs kept, the newest; older ones are deleted (0: keep all)
+    watch_grace: float = 30.0  # seconds a run trains on after its page closed, unless started with keep running
+    check_workers: int = 2  # sandboxed processes (per server process) that run learners' code for challenges;
+    # 0 turns them off
+    max_streams: int = 200  # training runs' event streams open at once per server process; more get 503
+    allowed_hosts: tuple[str, ...] = ()  # comma-separated host names the server answers to besides localhost,
+    # 127.0.0.1 and ::1 (and --host): the name or address students type; '.example.org' takes its subdomains too,
+    # '*' any name
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped: 'a.example, b.example' -> ('a.example', 'b.example')."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+# how an option's text becomes its field's type
+_PARSERS: dict[Any, Any] = {int: int, float: float, str: str, str | None: str, tuple[str, ...]: _names}
+_FIELD = re.compile(r"^ {4}(?P<name>\w+): [^#]*#\s?(?P<comment>.*)$")  # a field line and its comment
+_MORE = re.compile(r"^ {4}#\s?(?P<comment>.*)$")  # a comment line under it
+
+
+def field_comments() -> dict[str, str]:
+    """Each field's comment: the one on its line, continued by the comment lines right under it."""
+    comments: dict[str, str] = {}
+    name = None
+    for line in inspect.getsource(Settings).splitlines():
+        if field := _FIELD.match(line):
+            name = field["name"]
+            comments[name] = field["comment"]
+        elif name and (more := _MORE.match(line)):
+            comments[name] += " " + more["comment"]
+        else:
+            name = None
+    return comments
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field: its default is the field's default, its help the field's comment."""
+    hints = get_type_hints(Settings)
+    comments = field_comments()
+    for f in fields(Settings):
+        assert f.default is not MISSING  # every setting has a default: an empty command line is Settings()
+        text = comments[f.name].replace("%", "%%")  # argparse formats help with %
+        if f.default not in (None, ()):
+            text += f" (default {f.default})"
+        parser.add_argument("--" + f.name.replace("_", "-"), type=_PARSERS[hints[f.name]], default=f.default, help=text)
+
+
+def from_options(args: argparse.Namespace) -> Settings:
+    """The settings a parsed command line (see add_options) names."""
+    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
