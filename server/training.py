@@ -121,7 +121,8 @@ class Training:
                 reason = should_stop()
                 if reason:
                     return self.stop(reason)
-        if not self.flush(total):
+        # the clock may have flushed the last step already (a flush of nothing would have no last loss)
+        if self.flushed < total and not self.flush(total):
             return self.stop("diverged")
         self.evaluate()
         self.emit("status", {"status": "finished", "step": total})
@@ -181,7 +182,7 @@ class Training:
         log10 = chunk.log10()
         first = start + (-start) % self.stride
         points = [[s, _finite(float(log10[s - start]))] for s in range(first, done, self.stride)]
-        if done == total and (total - 1) % self.stride:
+        if done == total and (total - 1) % self.stride and len(chunk):
             points.append([total - 1, _finite(float(log10[-1]))])
         smooth = []
         while self.smoothed + self.bucket <= done:

@@ -104,6 +104,22 @@ def test_losses_of_many_steps_at_once_are_each_steps_cross_entropy():
     torch.testing.assert_close(ManualBackward.losses(records), expected)
 
 
+def test_a_run_whose_clock_flushes_its_last_step_finishes(lecture_dataset):
+    # every step takes a whole second of the test's clock, so the last step is flushed inside the loop; the
+    # flush after the loop then had no losses left and the last curve point indexed an empty tensor (a CI
+    # run hit it when the 0.5 s emit fell on step 200,000). 4002 steps: a curve stride of 2, whose last
+    # point (step 4001) is off the stride
+    ticks = iter(range(10**6))
+    events = []
+    config = TrainConfig(max_steps=4002, lr_decay_step=2000, check_every=4002, n_hidden=16)
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)), lambda: next(ticks))
+    assert training.run() == "finished"
+    points = [p for kind, data in events if kind == "progress" for p in data["points"]]
+    assert [s for s, _ in points].count(4001) == 1 and points[-1][0] == 4001
+    assert len(points) == 2002  # steps 0, 2, ..., 4000 and the last
+    assert [kind for kind, _ in events][-2:] == ["result", "status"]
+
+
 def test_manual_step_is_sgd_with_the_true_gradient(lecture_dataset):
     config = TrainConfig()
     p = _float64_params(lecture_dataset, config)
