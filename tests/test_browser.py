@@ -321,6 +321,32 @@ def test_the_next_steps_heatmap_frame_is_drawn_before_the_click(page, base_url):
     assert main_plot(page)["z"] == served(page, "/api/tensor/logprobs?step=1")["grad_manual"]["data"]
 
 
+def test_run_alls_frame_is_drawn_ahead_and_kept_while_stepping(page, base_url):
+    # Run all jumps to the last gradient, whose shape no step near it has: its frame is drawn on standby while
+    # the page is idle, kept however many other shapes the steps show, and the click shows that plot
+    open_page(page, f"{base_url}/?node=logits&view=manual")
+    graph = served(page, "/api/graph")
+    last = graph["schedule"][-1]
+    target = next(r["target"] for op in graph["ops"] if op["name"] == last for r in op["rules"])
+    reserved = page.locator(".main-plot[data-reserved]")
+    page.wait_for_function(
+        "() => { const d = document.querySelector('.main-plot[data-reserved]'); return d && d.querySelector('.xtick'); }"
+    )
+    reserved_grid = reserved.get_attribute("data-grid")
+    page.evaluate("document.querySelector('.main-plot[data-reserved]').prepared = true")
+    grids = set()
+    for _ in range(12):
+        act(page, lambda: page.get_by_test_id("next").click())
+        grids.add(page.get_by_test_id("heatmap-main").get_attribute("data-grid"))
+    assert len(grids - {reserved_grid}) > 3  # more shapes than the plots kept for the steps
+    act(page, lambda: page.get_by_test_id("run-all").click())
+    expect(page.get_by_test_id("panel-title")).to_have_text(re.compile(rf"^{target} "))
+    shown = page.get_by_test_id("heatmap-main")
+    assert shown.evaluate("(d) => d.prepared === true && !d.classList.contains('standby')")
+    step = len(graph["schedule"])
+    assert main_plot(page)["z"] == served(page, f"/api/tensor/{target}?step={step}")["grad_manual"]["data"]
+
+
 def test_a_scalar_is_printed_as_a_number(page, base_url):
     open_page(page, f"{base_url}/?step=20&node=loss&pin=1")
     detail = served(page, "/api/tensor/loss?step=20")

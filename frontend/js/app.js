@@ -201,6 +201,24 @@ function prefetchAt(steps, total) {
 // lockstep, p99 151/195/178 ms without them, 372/322/224 ms with them; bench/api_bench.py +ends).
 function prefetchSteps(view) {
   prefetchAt([view.step + 1, view.step - 1], view.total_steps);
+  reserveEnd();
+}
+
+// The frame of the gradient Run all will show, drawn once per graph while the page is idle (panel.reserve).
+// Its labels and shape do not change with the step: they come from that tensor at step 0, an answer the
+// server makes without a backward pass (~5 ms, in-process), where Run all's own step is asked for only on intent.
+let reserving = null; // the graph and node whose frame is being fetched and drawn
+function reserveEnd() {
+  const node = state.pinned ? null : followed(graph, graph.schedule.length);
+  const key = `${graphKey}|${node}`;
+  const wrap = $("panel").querySelector(".main-wrap");
+  if (!node || !wrap || reserving === key) return;
+  if (wrap.querySelector(".main-plot[data-reserved]")?.dataset.reserved === key) return;
+  reserving = key;
+  panelView.idle(() => api.fetchTensor(node, { ...apiParams(state), step: 0 }).then(
+    (detail) => panelView.idle(() => { reserving = null; panelView.reserve($("panel"), detail, key); }),
+    () => { reserving = null; },
+  ));
 }
 
 function prefetchOnIntent(id, step) {
