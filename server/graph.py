@@ -74,6 +74,14 @@ class Rule:
     fn: Fn  # (v, d) -> this op's contribution to d.target
     note: str = ""  # why the rule looks like this (broadcasts, reductions, ...)
     overwrite: bool = False  # `=` over the earlier contributions where `+=` belongs (only a bug's rule does this)
+    # the derivation, forward line → local derivative → chain rule: LaTeX lines that the page shows as MathML;
+    # \text{name} names a node (\text{dname} its gradient), so that the page can point at it in the graph
+    tex: tuple[str, ...] = ()
+    # the worked example the page computes from the live tensors: "matmul", "sum" (a broadcast's sum), "max",
+    # "gather" (C[Xb]), "tanh" or "forces" (dlogits); None: the derivation alone
+    example: str | None = None
+    # why this rule, right, is only approximately autograd's gradient (where it is): the cause in words
+    rounding: str = ""
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,33 @@ def _dC(v: Any, d: Any) -> torch.Tensor:
 
 MATMUL = "matrix multiply: the shapes dictate the transpose"
 
+# a linear layer's derivations, one per input: §o, §x, §w and §b stand for the names of out, x, w and b
+_LINEAR_TEX = {
+    "x": (
+        r"\text{§o}_{ij} = \sum_k \text{§x}_{ik}\,\text{§w}_{kj} + \text{§b}_j",
+        r"\frac{\partial\,\text{§o}_{ij}}{\partial\,\text{§x}_{ik}} = \text{§w}_{kj} \quad \text{for every column } j",
+        r"\text{d§x}_{ik} = \sum_j \text{d§o}_{ij}\;\text{§w}_{kj} = (\text{d§o}\;\text{§w}^{\top})_{ik}",
+    ),
+    "w": (
+        r"\text{§o}_{ij} = \sum_k \text{§x}_{ik}\,\text{§w}_{kj} + \text{§b}_j",
+        r"\frac{\partial\,\text{§o}_{ij}}{\partial\,\text{§w}_{kj}} = \text{§x}_{ik} \quad \text{for every row } i",
+        r"\text{d§w}_{kj} = \sum_i \text{§x}_{ik}\;\text{d§o}_{ij} = (\text{§x}^{\top}\;\text{d§o})_{kj}",
+    ),
+    "b": (
+        r"\text{§o}_{ij} = \sum_k \text{§x}_{ik}\,\text{§w}_{kj} + \text{§b}_j",
+        r"\frac{\partial\,\text{§o}_{ij}}{\partial\,\text{§b}_j} = 1 \quad \text{for every row } i",
+        r"\text{d§b}_j = \sum_i \text{d§o}_{ij}",
+    ),
+}
+
+
+def _linear_tex(part: str, out: str, x: str, w: str, b: str) -> tuple[str, ...]:
+    names = {"§o": out, "§x": x, "§w": w, "§b": b}
+    lines = _LINEAR_TEX[part]
+    for mark, name in names.items():
+        lines = tuple(line.replace(mark, name) for line in lines)
+    return lines
+
 
 def _linear(out: str, x: str, w: str, b: str, about: str) -> Op:
     """A linear layer `out = x @ w + b` with the lecture's three rules: dx = dout @ w.T, dw = x.T @ dout, db."""
@@ -240,9 +275,30 @@ def _linear(out: str, x: str, w: str, b: str, about: str) -> Op:
         f"{out} = {x} @ {w} + {b}",
         lambda v: getattr(v, x) @ getattr(v, w) + getattr(v, b),
         (
-            Rule(x, f"d{x} = d{out} @ {w}.T", lambda v, d: getattr(d, out) @ getattr(v, w).T, MATMUL),
-            Rule(w, f"d{w} = {x}.T @ d{out}", lambda v, d: getattr(v, x).T @ getattr(d, out), MATMUL),
-            Rule(b, f"d{b} = d{out}.sum(0)", lambda v, d: getattr(d, out).sum(0), BCAST_0),
+            Rule(
+                x,
+                f"d{x} = d{out} @ {w}.T",
+                lambda v, d: getattr(d, out) @ getattr(v, w).T,
+                MATMUL,
+                tex=_linear_tex("x", out, x, w, b),
+                example="matmul",
+            ),
+            Rule(
+                w,
+                f"d{w} = {x}.T @ d{out}",
+                lambda v, d: getattr(v, x).T @ getattr(d, out),
+                MATMUL,
+                tex=_linear_tex("w", out, x, w, b),
+                example="matmul",
+            ),
+            Rule(
+                b,
+                f"d{b} = d{out}.sum(0)",
+                lambda v, d: getattr(d, out).sum(0),
+                BCAST_0,
+                tex=_linear_tex("b", out, x, w, b),
+                example="sum",
+            ),
         ),
         about,
         symbol="@ +",
@@ -256,12 +312,24 @@ _DBNGAIN = Rule(
     "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)",
     lambda v, d: (v.bnraw * d.hpreact).sum(0, keepdim=True),
     BCAST_0 + " (keepdim)",
+    tex=(
+        r"\text{hpreact}_{ij} = \text{bngain}_j\;\text{bnraw}_{ij} + \text{bnbias}_j",
+        r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{bngain}_j} = \text{bnraw}_{ij} \quad \text{for every row } i",
+        r"\text{dbngain}_j = \sum_i \text{bnraw}_{ij}\;\text{dhpreact}_{ij}",
+    ),
+    example="sum",
 )
 _DBNBIAS = Rule(
     "bnbias",
     "dbnbias = dhpreact.sum(0, keepdim=True)",
     lambda v, d: d.hpreact.sum(0, keepdim=True),
     BCAST_0 + " (keepdim)",
+    tex=(
+        r"\text{hpreact}_{ij} = \text{bngain}_j\;\text{bnraw}_{ij} + \text{bnbias}_j",
+        r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{bnbias}_j} = 1 \quad \text{for every row } i",
+        r"\text{dbnbias}_j = \sum_i \text{dhpreact}_{ij}",
+    ),
+    example="sum",
 )
 
 
@@ -278,6 +346,12 @@ OPS: list[Op] = [
                 "dC = torch.zeros_like(C)\ndC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))",
                 _dC,
                 "a row of C is gathered once per occurrence of its character → scatter-add every use back",
+                tex=(
+                    r"\text{emb}_{k,t,e} = \text{C}_{\text{Xb}_{kt},\,e}",
+                    r"\frac{\partial\,\text{emb}_{k,t,e}}{\partial\,\text{C}_{c,e}} = [\text{Xb}_{kt} = c]",
+                    r"\text{dC}_{c,e} = \sum_{k,t} [\text{Xb}_{kt} = c]\;\text{demb}_{k,t,e}",
+                ),
+                example="gather",
             ),
         ),
         "look up the embedding of every context character",
@@ -296,6 +370,11 @@ OPS: list[Op] = [
                 "demb = dembcat.view(emb.shape)",
                 lambda v, d: d.embcat.view(v.emb.shape),
                 "a view only rearranges: the gradient is viewed back to the original shape",
+                tex=(
+                    r"\text{embcat}_{k,\;t\,n_{\mathrm{embd}} + e} = \text{emb}_{k,t,e}",
+                    r"\frac{\partial\,\text{embcat}_{k,\;t\,n_{\mathrm{embd}} + e}}{\partial\,\text{emb}_{k,t,e}} = 1",
+                    r"\text{demb}_{k,t,e} = \text{dembcat}_{k,\;t\,n_{\mathrm{embd}} + e}",
+                ),
             ),
         ),
         "concatenate the block_size embeddings of each row",
@@ -315,6 +394,11 @@ OPS: list[Op] = [
                 "dhprebn += 1.0/n * (torch.ones_like(hprebn) * dbnmeani)",
                 lambda v, d: 1.0 / v.n * (torch.ones_like(v.hprebn) * d.bnmeani),
                 SUM_0,
+                tex=(
+                    r"\text{bnmeani}_j = \frac{1}{n}\sum_i \text{hprebn}_{ij}",
+                    r"\frac{\partial\,\text{bnmeani}_j}{\partial\,\text{hprebn}_{ij}} = \frac{1}{n} \quad \text{for every row } i",
+                    r"\text{dhprebn}_{ij} \mathrel{+}= \frac{1}{n}\,\text{dbnmeani}_j",
+                ),
             ),
         ),
         "batchnorm: the batch mean",
@@ -334,12 +418,23 @@ OPS: list[Op] = [
                 "dhprebn = dbndiff.clone()",
                 lambda v, d: d.bndiff.clone(),
                 "subtraction passes the gradient through",
+                tex=(
+                    r"\text{bndiff}_{ij} = \text{hprebn}_{ij} - \text{bnmeani}_j",
+                    r"\frac{\partial\,\text{bndiff}_{ij}}{\partial\,\text{hprebn}_{ij}} = 1",
+                    r"\text{dhprebn}_{ij} = \text{dbndiff}_{ij}",
+                ),
             ),
             Rule(
                 "bnmeani",
                 "dbnmeani = (-dbndiff).sum(0, keepdim=True)",
                 lambda v, d: (-d.bndiff).sum(0, keepdim=True),
                 BCAST_0 + " (keepdim), with a minus sign",
+                tex=(
+                    r"\text{bndiff}_{ij} = \text{hprebn}_{ij} - \text{bnmeani}_j",
+                    r"\frac{\partial\,\text{bndiff}_{ij}}{\partial\,\text{bnmeani}_j} = -1 \quad \text{for every row } i",
+                    r"\text{dbnmeani}_j = -\sum_i \text{dbndiff}_{ij}",
+                ),
+                example="sum",
             ),
         ),
         "batchnorm: centre",
@@ -353,7 +448,19 @@ OPS: list[Op] = [
         ("bndiff2",),
         "bndiff2 = bndiff**2",
         lambda v: v.bndiff**2,
-        (Rule("bndiff", "dbndiff += (2*bndiff) * dbndiff2", lambda v, d: (2 * v.bndiff) * d.bndiff2, "power rule"),),
+        (
+            Rule(
+                "bndiff",
+                "dbndiff += (2*bndiff) * dbndiff2",
+                lambda v, d: (2 * v.bndiff) * d.bndiff2,
+                "power rule",
+                tex=(
+                    r"\text{bndiff2}_{ij} = \text{bndiff}_{ij}^2",
+                    r"\frac{\partial\,\text{bndiff2}_{ij}}{\partial\,\text{bndiff}_{ij}} = 2\,\text{bndiff}_{ij}",
+                    r"\text{dbndiff}_{ij} \mathrel{+}= 2\,\text{bndiff}_{ij}\;\text{dbndiff2}_{ij}",
+                ),
+            ),
+        ),
         "batchnorm: square the deviations",
         symbol="**2",
         block="bn",
@@ -371,6 +478,11 @@ OPS: list[Op] = [
                 "dbndiff2 = (1.0/(n-1))*torch.ones_like(bndiff2) * dbnvar",
                 lambda v, d: (1.0 / (v.n - 1)) * torch.ones_like(v.bndiff2) * d.bnvar,
                 SUM_0,
+                tex=(
+                    r"\text{bnvar}_j = \frac{1}{n-1}\sum_i \text{bndiff2}_{ij} \quad \text{(Bessel: } n-1 \text{, not } n\text{)}",
+                    r"\frac{\partial\,\text{bnvar}_j}{\partial\,\text{bndiff2}_{ij}} = \frac{1}{n-1} \quad \text{for every row } i",
+                    r"\text{dbndiff2}_{ij} = \frac{1}{n-1}\,\text{dbnvar}_j",
+                ),
             ),
         ),
         "batchnorm: variance with Bessel's correction",
@@ -390,6 +502,11 @@ OPS: list[Op] = [
                 f"dbnvar = (-0.5*(bnvar + {EPS_CODE})**-1.5) * dbnvar_inv",
                 lambda v, d: (-0.5 * (v.bnvar + EPS) ** -1.5) * d.bnvar_inv,
                 "power rule",
+                tex=(
+                    r"\text{bnvar_inv}_j = (\text{bnvar}_j + \epsilon)^{-1/2}",
+                    r"\frac{\partial\,\text{bnvar_inv}_j}{\partial\,\text{bnvar}_j} = -\frac{1}{2}\,(\text{bnvar}_j + \epsilon)^{-3/2}",
+                    r"\text{dbnvar}_j = -\frac{1}{2}\,(\text{bnvar}_j + \epsilon)^{-3/2}\;\text{dbnvar_inv}_j",
+                ),
             ),
         ),
         "batchnorm: inverse standard deviation",
@@ -404,12 +521,28 @@ OPS: list[Op] = [
         "bnraw = bndiff * bnvar_inv",
         lambda v: v.bndiff * v.bnvar_inv,
         (
-            Rule("bndiff", "dbndiff = bnvar_inv * dbnraw", lambda v, d: v.bnvar_inv * d.bnraw, "product rule"),
+            Rule(
+                "bndiff",
+                "dbndiff = bnvar_inv * dbnraw",
+                lambda v, d: v.bnvar_inv * d.bnraw,
+                "product rule",
+                tex=(
+                    r"\text{bnraw}_{ij} = \text{bndiff}_{ij}\;\text{bnvar_inv}_j",
+                    r"\frac{\partial\,\text{bnraw}_{ij}}{\partial\,\text{bndiff}_{ij}} = \text{bnvar_inv}_j",
+                    r"\text{dbndiff}_{ij} = \text{bnvar_inv}_j\;\text{dbnraw}_{ij}",
+                ),
+            ),
             Rule(
                 "bnvar_inv",
                 "dbnvar_inv = (bndiff * dbnraw).sum(0, keepdim=True)",
                 lambda v, d: (v.bndiff * d.bnraw).sum(0, keepdim=True),
                 BCAST_0 + " (keepdim)",
+                tex=(
+                    r"\text{bnraw}_{ij} = \text{bndiff}_{ij}\;\text{bnvar_inv}_j",
+                    r"\frac{\partial\,\text{bnraw}_{ij}}{\partial\,\text{bnvar_inv}_j} = \text{bndiff}_{ij} \quad \text{for every row } i",
+                    r"\text{dbnvar_inv}_j = \sum_i \text{bndiff}_{ij}\;\text{dbnraw}_{ij}",
+                ),
+                example="sum",
             ),
         ),
         "batchnorm: normalise",
@@ -425,7 +558,17 @@ OPS: list[Op] = [
         lambda v: v.bngain * v.bnraw + v.bnbias,
         (
             _DBNGAIN,
-            Rule("bnraw", "dbnraw = bngain * dhpreact", lambda v, d: v.bngain * d.hpreact, "product rule"),
+            Rule(
+                "bnraw",
+                "dbnraw = bngain * dhpreact",
+                lambda v, d: v.bngain * d.hpreact,
+                "product rule",
+                tex=(
+                    r"\text{hpreact}_{ij} = \text{bngain}_j\;\text{bnraw}_{ij} + \text{bnbias}_j",
+                    r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{bnraw}_{ij}} = \text{bngain}_j",
+                    r"\text{dbnraw}_{ij} = \text{bngain}_j\;\text{dhpreact}_{ij}",
+                ),
+            ),
             _DBNBIAS,
         ),
         "batchnorm: scale and shift",
@@ -445,6 +588,15 @@ OPS: list[Op] = [
                 "dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))",
                 _dhprebn_fused,
                 "Exercise 3: every atomic batchnorm line folded into one expression (Bessel-corrected variance)",
+                tex=(
+                    r"x = \text{hprebn},\; \mu = \text{bnmeani},\; \sigma^2 = \text{bnvar},\; s = \text{bnvar_inv},\; \hat{x} = \text{bnraw},\; y = \text{hpreact} \quad \text{(one column } j\text{)}",
+                    r"\mu = \frac{1}{n}\sum_k x_k, \quad \sigma^2 = \frac{1}{n-1}\sum_k (x_k - \mu)^2, \quad s = (\sigma^2 + \epsilon)^{-1/2}, \quad \hat{x}_k = (x_k - \mu)\,s, \quad y_k = \gamma\,\hat{x}_k + \beta",
+                    r"\text{dbnraw}_k = \gamma\;\text{dhpreact}_k \quad (\gamma = \text{bngain})",
+                    r"\frac{\partial \hat{x}_k}{\partial x_i} = s\Big([k = i] - \frac{1}{n} - \frac{1}{n-1}\,\hat{x}_k\,\hat{x}_i\Big) \quad \Big(\frac{\partial \sigma^2}{\partial x_i} = \frac{2}{n-1}(x_i - \mu)\Big)",
+                    r"\text{dhprebn}_i = \sum_k \frac{\partial \hat{x}_k}{\partial x_i}\,\text{dbnraw}_k = s\Big(\text{dbnraw}_i - \frac{1}{n}\sum_k \text{dbnraw}_k - \frac{1}{n-1}\,\hat{x}_i \sum_k \text{dbnraw}_k\,\hat{x}_k\Big)",
+                    r"\text{dhprebn}_i = \frac{\gamma\,s}{n}\Big(n\,\text{dhpreact}_i - \sum_k \text{dhpreact}_k - \frac{n}{n-1}\,\hat{x}_i \sum_k \text{dhpreact}_k\,\hat{x}_k\Big)",
+                ),
+                rounding="the closed form regroups the atomic chain's sums and products: the same number, rounded in another order",
             ),
             _DBNGAIN,
             _DBNBIAS,
@@ -467,6 +619,13 @@ OPS: list[Op] = [
                 "dhpreact = (1.0 - h**2) * dh",
                 lambda v, d: (1.0 - v.h**2) * d.h,
                 "tanh'(x) = 1 - tanh(x)², written with the output h",
+                tex=(
+                    r"\text{h}_{ij} = \tanh(\text{hpreact}_{ij})",
+                    r"\frac{\partial\,\text{h}_{ij}}{\partial\,\text{hpreact}_{ij}} = 1 - \tanh^2(\text{hpreact}_{ij}) = 1 - \text{h}_{ij}^2",
+                    r"\text{dhpreact}_{ij} = (1 - \text{h}_{ij}^2)\;\text{dh}_{ij}",
+                ),
+                example="tanh",
+                rounding="autograd's tanh backward computes grad · (1 − y²) in one kernel; (1.0 - h**2) * dh rounds h**2, the subtraction and the product one by one: the same number, its last bits rounded differently",
             ),
         ),
         "the hidden layer's non-linearity",
@@ -486,6 +645,12 @@ OPS: list[Op] = [
                 "dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes",
                 lambda v, d: F.one_hot(v.logits.max(1).indices, num_classes=v.logits.shape[1]) * d.logit_maxes,
                 "max routes the gradient to the position of the maximum only",
+                tex=(
+                    r"\text{logit_maxes}_i = \max_j \text{logits}_{ij} = \text{logits}_{i,m_i}, \quad m_i = \operatorname{argmax}_j \text{logits}_{ij}",
+                    r"\frac{\partial\,\text{logit_maxes}_i}{\partial\,\text{logits}_{ij}} = [j = m_i]",
+                    r"\text{dlogits}_{ij} \mathrel{+}= [j = m_i]\;\text{dlogit_maxes}_i",
+                ),
+                example="max",
             ),
         ),
         "each row's maximum (for numerical stability)",
@@ -505,12 +670,23 @@ OPS: list[Op] = [
                 "dlogits = dnorm_logits.clone()",
                 lambda v, d: d.norm_logits.clone(),
                 "subtraction passes the gradient through",
+                tex=(
+                    r"\text{norm_logits}_{ij} = \text{logits}_{ij} - \text{logit_maxes}_i",
+                    r"\frac{\partial\,\text{norm_logits}_{ij}}{\partial\,\text{logits}_{ij}} = 1",
+                    r"\text{dlogits}_{ij} = \text{dnorm_logits}_{ij}",
+                ),
             ),
             Rule(
                 "logit_maxes",
                 "dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)",
                 lambda v, d: (-d.norm_logits).sum(1, keepdim=True),
                 BCAST_1 + ", with a minus sign; ≈ 0, since the softmax ignores a shift",
+                tex=(
+                    r"\text{norm_logits}_{ij} = \text{logits}_{ij} - \text{logit_maxes}_i",
+                    r"\frac{\partial\,\text{norm_logits}_{ij}}{\partial\,\text{logit_maxes}_i} = -1 \quad \text{for every column } j",
+                    r"\text{dlogit_maxes}_i = -\sum_j \text{dnorm_logits}_{ij}",
+                ),
+                example="sum",
             ),
         ),
         "shift every row so its maximum is 0",
@@ -530,6 +706,11 @@ OPS: list[Op] = [
                 "dnorm_logits = counts * dcounts",
                 lambda v, d: v.counts * d.counts,
                 "exp is its own derivative: reuse the output",
+                tex=(
+                    r"\text{counts}_{ij} = e^{\text{norm_logits}_{ij}}",
+                    r"\frac{\partial\,\text{counts}_{ij}}{\partial\,\text{norm_logits}_{ij}} = e^{\text{norm_logits}_{ij}} = \text{counts}_{ij}",
+                    r"\text{dnorm_logits}_{ij} = \text{counts}_{ij}\;\text{dcounts}_{ij}",
+                ),
             ),
         ),
         "exponentiate",
@@ -549,6 +730,11 @@ OPS: list[Op] = [
                 "dcounts += torch.ones_like(counts) * dcounts_sum",
                 lambda v, d: torch.ones_like(v.counts) * d.counts_sum,
                 SUM_1,
+                tex=(
+                    r"\text{counts_sum}_i = \sum_j \text{counts}_{ij}",
+                    r"\frac{\partial\,\text{counts_sum}_i}{\partial\,\text{counts}_{ij}} = 1 \quad \text{for every column } j",
+                    r"\text{dcounts}_{ij} \mathrel{+}= \text{dcounts_sum}_i",
+                ),
             ),
         ),
         "each row's normaliser",
@@ -568,6 +754,11 @@ OPS: list[Op] = [
                 "dcounts_sum = (-counts_sum**-2) * dcounts_sum_inv",
                 lambda v, d: (-(v.counts_sum**-2)) * d.counts_sum_inv,
                 "power rule",
+                tex=(
+                    r"\text{counts_sum_inv}_i = \text{counts_sum}_i^{-1}",
+                    r"\frac{\partial\,\text{counts_sum_inv}_i}{\partial\,\text{counts_sum}_i} = -\text{counts_sum}_i^{-2}",
+                    r"\text{dcounts_sum}_i = -\text{counts_sum}_i^{-2}\;\text{dcounts_sum_inv}_i",
+                ),
             ),
         ),
         "its inverse",
@@ -583,13 +774,27 @@ OPS: list[Op] = [
         lambda v: v.counts * v.counts_sum_inv,
         (
             Rule(
-                "counts", "dcounts = counts_sum_inv * dprobs", lambda v, d: v.counts_sum_inv * d.probs, "product rule"
+                "counts",
+                "dcounts = counts_sum_inv * dprobs",
+                lambda v, d: v.counts_sum_inv * d.probs,
+                "product rule",
+                tex=(
+                    r"\text{probs}_{ij} = \text{counts}_{ij}\;\text{counts_sum_inv}_i",
+                    r"\frac{\partial\,\text{probs}_{ij}}{\partial\,\text{counts}_{ij}} = \text{counts_sum_inv}_i",
+                    r"\text{dcounts}_{ij} = \text{counts_sum_inv}_i\;\text{dprobs}_{ij}",
+                ),
             ),
             Rule(
                 "counts_sum_inv",
                 "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)",
                 lambda v, d: (v.counts * d.probs).sum(1, keepdim=True),
                 BCAST_1,
+                tex=(
+                    r"\text{probs}_{ij} = \text{counts}_{ij}\;\text{counts_sum_inv}_i",
+                    r"\frac{\partial\,\text{probs}_{ij}}{\partial\,\text{counts_sum_inv}_i} = \text{counts}_{ij} \quad \text{for every column } j",
+                    r"\text{dcounts_sum_inv}_i = \sum_j \text{counts}_{ij}\;\text{dprobs}_{ij}",
+                ),
+                example="sum",
             ),
         ),
         "normalise: softmax",
@@ -609,6 +814,11 @@ OPS: list[Op] = [
                 "dprobs = (1.0 / probs) * dlogprobs",
                 lambda v, d: (1.0 / v.probs) * d.logprobs,
                 "d log(x) = 1/x: a low probability for the target boosts its gradient",
+                tex=(
+                    r"\text{logprobs}_{ij} = \log \text{probs}_{ij}",
+                    r"\frac{\partial\,\text{logprobs}_{ij}}{\partial\,\text{probs}_{ij}} = \frac{1}{\text{probs}_{ij}}",
+                    r"\text{dprobs}_{ij} = \frac{1}{\text{probs}_{ij}}\;\text{dlogprobs}_{ij}",
+                ),
             ),
         ),
         "log of the probabilities",
@@ -628,6 +838,11 @@ OPS: list[Op] = [
                 "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n",
                 _dlogprobs,
                 "only the target's log-probability in each row enters the mean: -1/n there, 0 elsewhere",
+                tex=(
+                    r"\text{loss} = -\frac{1}{n}\sum_i \text{logprobs}_{i,\,\text{Yb}_i}",
+                    r"\frac{\partial\,\text{loss}}{\partial\,\text{logprobs}_{ij}} = -\frac{1}{n}\,[j = \text{Yb}_i]",
+                    r"\text{dlogprobs}_{ij} = -\frac{1}{n}\,[j = \text{Yb}_i] \quad (\text{dloss} = 1)",
+                ),
             ),
         ),
         "negative log-likelihood of the targets",
@@ -647,6 +862,14 @@ OPS: list[Op] = [
                 "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n",
                 _dlogits_fused,
                 "Exercise 2: softmax minus one-hot of the target, divided by n",
+                tex=(
+                    r"\text{loss} = \frac{1}{n}\sum_i \Big(-\text{logits}_{i,y_i} + \log \sum_k e^{\text{logits}_{ik}}\Big), \quad y_i = \text{Yb}_i",
+                    r"\frac{\partial}{\partial\,\text{logits}_{ij}} \log \sum_k e^{\text{logits}_{ik}} = \frac{e^{\text{logits}_{ij}}}{\sum_k e^{\text{logits}_{ik}}} = p_{ij} \quad \text{(the softmax)}",
+                    r"\frac{\partial\,\text{loss}}{\partial\,\text{logits}_{ij}} = \frac{1}{n}\big(p_{ij} - [j = y_i]\big)",
+                    r"\text{dlogits} = \big(\operatorname{softmax}(\text{logits}) - \operatorname{onehot}(\text{Yb})\big) / n",
+                ),
+                example="forces",
+                rounding="F.cross_entropy's backward takes the softmax from log_softmax (exp of the log-probabilities) in one fused kernel, where F.softmax computes exp(x - max) / sum: the same number, rounded differently",
             ),
         ),
         "cross-entropy in one op",
