@@ -77,6 +77,7 @@ class Rule:
     # the derivation, forward line → local derivative → chain rule: LaTeX lines that the page shows as MathML;
     # \text{name} names a node (\text{dname} its gradient), so that the page can point at it in the graph
     tex: tuple[str, ...] = ()
+    tex_notes: tuple[str, ...] = ()  # what each line does, in words (the fused rules: which atomic lines it folds)
     # the worked example the page computes from the live tensors: "matmul", "sum" (a broadcast's sum), "max",
     # "gather" (C[Xb]), "tanh" or "forces" (dlogits); None: the derivation alone
     example: str | None = None
@@ -588,6 +589,14 @@ OPS: list[Op] = [
                 "dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))",
                 _dhprebn_fused,
                 "Exercise 3: every atomic batchnorm line folded into one expression (Bessel-corrected variance)",
+                tex_notes=(
+                    "the names: every symbol is a node of Exercise 1's atomic batchnorm, which this one line folds",
+                    "the forward in one column j: bnmeani (μ), bndiff = x − μ, bndiff2, bnvar with Bessel's 1/(n−1), bnvar_inv (s), bnraw (x̂) and hpreact",
+                    "hpreact = γ·x̂ + β: what reaches x̂ is γ·dhpreact, the atomic dbnraw",
+                    "x̂ₖ depends on xᵢ three ways: directly (bndiff: [k = i]·s), through the mean (bnmeani: −s/n) and through the variance (bndiff2 → bnvar → bnvar_inv: −s·x̂ₖx̂ᵢ/(n−1)); the mean's share of ∂σ²/∂xᵢ is 0, since the deviations sum to 0",
+                    "the chain rule sums over every k that xᵢ reaches: dbndiff's two contributions and dhprebn's two (through bndiff and bnmeani) become one line",
+                    "1/n pulled out in front turns Bessel's 1/(n−1) into n/(n−1); with the biased 1/n variance that factor would be 1. Under the bug lab's 1/n-for-1/(n−1) bug (Exercise 1) bnmeani stays ≈: its gradient −Σᵢ dbndiffᵢ sums the wrong term 2·bndiffᵢ·dbndiff2ᵢ over the batch, and Σᵢ bndiffᵢ = 0, so the error cancels; dhprebn reads dbndiff row by row and is ✗",
+                ),
                 tex=(
                     r"x = \text{hprebn},\; \mu = \text{bnmeani},\; \sigma^2 = \text{bnvar},\; s = \text{bnvar_inv},\; \hat{x} = \text{bnraw},\; y = \text{hpreact} \quad \text{(one column } j\text{)}",
                     r"\mu = \frac{1}{n}\sum_k x_k, \quad \sigma^2 = \frac{1}{n-1}\sum_k (x_k - \mu)^2, \quad s = (\sigma^2 + \epsilon)^{-1/2}, \quad \hat{x}_k = (x_k - \mu)\,s, \quad y_k = \gamma\,\hat{x}_k + \beta",
@@ -862,6 +871,12 @@ OPS: list[Op] = [
                 "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n",
                 _dlogits_fused,
                 "Exercise 2: softmax minus one-hot of the target, divided by n",
+                tex_notes=(
+                    "each row's loss: minus the target's logit, plus the log of the row's normaliser (log-sum-exp)",
+                    "the log-sum-exp's derivative is the softmax: the atomic chain counts → counts_sum → counts_sum_inv → probs, folded",
+                    "so every logit's gradient is its probability, minus 1 at the target, and the mean divides by n",
+                    "the notebook's three lines: softmax, subtract 1 at (row, Yb), divide by n",
+                ),
                 tex=(
                     r"\text{loss} = \frac{1}{n}\sum_i \Big(-\text{logits}_{i,y_i} + \log \sum_k e^{\text{logits}_{ik}}\Big), \quad y_i = \text{Yb}_i",
                     r"\frac{\partial}{\partial\,\text{logits}_{ij}} \log \sum_k e^{\text{logits}_{ik}} = \frac{e^{\text{logits}_{ij}}}{\sum_k e^{\text{logits}_{ik}}} = p_{ij} \quad \text{(the softmax)}",

@@ -12,7 +12,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from .. import challenge, views
+from .. import challenge, views, why
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
@@ -30,17 +30,20 @@ from .schemas import (
     HealthPublic,
     HintQuery,
     HintsPublic,
+    InstancePublic,
     MetaPublic,
     PassQuery,
     RunRequest,
     StatePublic,
     StepQuery,
     TensorDetailPublic,
+    WhyPublic,
+    WhyQuery,
 )
 
 router = APIRouter(prefix="/api", tags=["explorer"])
 LARGE = 4 * 32 * 64  # batch x width above 4x the lecture's: computed in a worker thread (see _computed)
-PASS, STEP, HINT = QueryModel(PassQuery), QueryModel(StepQuery), QueryModel(HintQuery)
+PASS, STEP, HINT, WHY = QueryModel(PassQuery), QueryModel(StepQuery), QueryModel(HintQuery), QueryModel(WhyQuery)
 
 
 def _json(content: Any) -> Response:
@@ -196,6 +199,38 @@ async def tensor(request: Request, name: str, query: Annotated[StepQuery, Depend
             raise HTTPException(404, str(e)) from None
 
     return await _computed(request, query, view)
+
+
+NO_NODE = {404: {"description": "no such tensor or run"}, 409: NO_RUN[409]}
+
+
+def _why(request: Request, name: str, query: WhyQuery, view: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    bp = _pass(request, query)
+    step = _step(bp.mode, bp.total_steps, query.step)
+    if name not in bp.node_names():
+        raise HTTPException(404, f"no tensor {name!r} in mode {bp.mode}; it has: {', '.join(bp.node_names())}")
+    at = [int(i) for i in query.at.split(",")] if query.at else None
+    try:
+        return view(bp, step, at)
+    except why.NotThere as e:  # an entry outside the tensor's shape
+        raise _invalid("at", str(e), query.at) from None
+
+
+@router.get("/why/{name}", response_model=WhyPublic, responses=NO_NODE, openapi_extra=WHY.openapi)
+async def why_drawer(request: Request, name: str, query: Annotated[WhyQuery, Depends(WHY)]) -> Response:
+    """Why the gradient of `name` is what it is: derivations (MathML), worked examples, forces, ≈ explained."""
+    dataset = _cache(request).dataset
+    return await _computed(
+        request, query, lambda: _why(request, name, query, lambda bp, s, at: why.explain(bp, dataset, name, s, at))
+    )
+
+
+@router.get("/instance/{name}", response_model=InstancePublic, responses=NO_NODE, openapi_extra=WHY.openapi)
+async def instance(request: Request, name: str, query: Annotated[WhyQuery, Depends(WHY)]) -> Response:
+    """The rules that made one entry of d`name` (?at=row,col), written out with that entry's numbers."""
+    return await _computed(
+        request, query, lambda: _why(request, name, query, lambda bp, s, at: why.instance(bp, name, s, at or []))
+    )
 
 
 @router.get("/hints", response_model=HintsPublic, responses=NO_RUN, openapi_extra=HINT.openapi)

@@ -40,7 +40,7 @@ class PassQuery(BaseModel):
     mode: ModeName = Field(MODES[0], description="the backward mode: one exercise of the lecture (GET /api/meta)")
 
     def to_config(self) -> ModelConfig:
-        return ModelConfig(**self.model_dump(exclude={"mode", "step", "code"}))
+        return ModelConfig(**self.model_dump(exclude={"mode", "step", "code", "at"}))
 
 
 class StepQuery(PassQuery):
@@ -420,3 +420,78 @@ class HintsPublic(BaseModel):
 
 class HintQuery(PassQuery):
     step: int = Field(ge=1, le=MAX_STEPS, description="the backward step (1 = the first)")
+
+
+# --- why a gradient is what it is (server/why.py) -------------------------------------------------------
+
+
+class WhyQuery(StepQuery):
+    at: str | None = Field(
+        None,
+        pattern=r"^\d{1,6}(,\d{1,6}){0,3}$",
+        description="the entry the worked examples (or the written-out rule) use: indices, e.g. 3,7",
+    )
+
+
+class DerivationLinePublic(BaseModel):
+    tex: str
+    mathml: str  # the LaTeX as MathML, drawn by the browser
+    note: str  # what the line does, in words ("" where the line says it)
+
+
+class WhyRulePublic(BaseModel):
+    op: str
+    step: int
+    formula: str
+    code: str  # the right rule, as the notebook writes it
+    bug_code: str | None  # the bug lab's line standing in for it
+    contribution: int
+    of: int
+    reached: bool
+    lines: list[DerivationLinePublic]
+    example: dict[str, Any] | None  # a worked example from the live tensors: its "kind" says which
+
+
+class ApproxPublic(BaseModel):
+    index: list[int]  # where |manual - reference| is largest
+    manual: float
+    reference: float
+    abs: float
+    rel: float | None
+    cause: str
+
+
+class WhyPublic(BaseModel):
+    name: str
+    mode: str
+    step: int
+    index: list[int]
+    rules: list[WhyRulePublic]
+    forces: dict[str, Any] | None  # the logits: n·dlogits = softmax − one-hot for one row
+    approx: ApproxPublic | None  # an approximate gradient: where it differs and why
+    division: dict[str, Any] | None  # counts_sum: the lecture's 1.0/x vs x**-1 remark, measured
+
+
+class OperandPublic(BaseModel):
+    tensor: str
+    grad: bool  # the gradient d<tensor> (else the forward value)
+    index: list[int]
+    value: float
+
+
+class InstancePartPublic(BaseModel):
+    op: str
+    step: int
+    code: str
+    bug: bool
+    lines: list[str]
+    operands: list[OperandPublic]
+    value: float | None
+
+
+class InstancePublic(BaseModel):
+    name: str
+    step: int
+    index: list[int]
+    parts: list[InstancePartPublic]  # each rule that added to the entry by this step, written out
+    total: float | None  # the manual gradient's entry
