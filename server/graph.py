@@ -398,7 +398,7 @@ OPS: list[Op] = [
                 tex=(
                     r"\text{bnmeani}_j = \frac{1}{n}\sum_i \text{hprebn}_{ij}",
                     r"\frac{\partial\,\text{bnmeani}_j}{\partial\,\text{hprebn}_{ij}} = \frac{1}{n} \quad \text{for every row } i",
-                    r"\text{dhprebn}_{ij} \mathrel{+}= \frac{1}{n}\,\text{dbnmeani}_j",
+                    r"\text{dhprebn}_{ij} \;\text{+=}\; \frac{1}{n}\,\text{dbnmeani}_j",
                 ),
             ),
         ),
@@ -458,7 +458,7 @@ OPS: list[Op] = [
                 tex=(
                     r"\text{bndiff2}_{ij} = \text{bndiff}_{ij}^2",
                     r"\frac{\partial\,\text{bndiff2}_{ij}}{\partial\,\text{bndiff}_{ij}} = 2\,\text{bndiff}_{ij}",
-                    r"\text{dbndiff}_{ij} \mathrel{+}= 2\,\text{bndiff}_{ij}\;\text{dbndiff2}_{ij}",
+                    r"\text{dbndiff}_{ij} \;\text{+=}\; 2\,\text{bndiff}_{ij}\;\text{dbndiff2}_{ij}",
                 ),
             ),
         ),
@@ -657,7 +657,7 @@ OPS: list[Op] = [
                 tex=(
                     r"\text{logit_maxes}_i = \max_j \text{logits}_{ij} = \text{logits}_{i,m_i}, \quad m_i = \operatorname{argmax}_j \text{logits}_{ij}",
                     r"\frac{\partial\,\text{logit_maxes}_i}{\partial\,\text{logits}_{ij}} = [j = m_i]",
-                    r"\text{dlogits}_{ij} \mathrel{+}= [j = m_i]\;\text{dlogit_maxes}_i",
+                    r"\text{dlogits}_{ij} \;\text{+=}\; [j = m_i]\;\text{dlogit_maxes}_i",
                 ),
                 example="max",
             ),
@@ -742,7 +742,7 @@ OPS: list[Op] = [
                 tex=(
                     r"\text{counts_sum}_i = \sum_j \text{counts}_{ij}",
                     r"\frac{\partial\,\text{counts_sum}_i}{\partial\,\text{counts}_{ij}} = 1 \quad \text{for every column } j",
-                    r"\text{dcounts}_{ij} \mathrel{+}= \text{dcounts_sum}_i",
+                    r"\text{dcounts}_{ij} \;\text{+=}\; \text{dcounts_sum}_i",
                 ),
             ),
         ),
@@ -824,7 +824,7 @@ OPS: list[Op] = [
                 lambda v, d: (1.0 / v.probs) * d.logprobs,
                 "d log(x) = 1/x: a low probability for the target boosts its gradient",
                 tex=(
-                    r"\text{logprobs}_{ij} = \log \text{probs}_{ij}",
+                    r"\text{logprobs}_{ij} = \log(\text{probs}_{ij})",
                     r"\frac{\partial\,\text{logprobs}_{ij}}{\partial\,\text{probs}_{ij}} = \frac{1}{\text{probs}_{ij}}",
                     r"\text{dprobs}_{ij} = \frac{1}{\text{probs}_{ij}}\;\text{dlogprobs}_{ij}",
                 ),
@@ -894,6 +894,15 @@ OPS: list[Op] = [
     ),
 ]
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
+
+# the order of the notebook's cmp(...) lines (Exercise 1's cell; Exercises 2 and 3 print logits and hprebn): the
+# check cell prints a step's complete gradients in the order the backward completes them, ties (the rules of one
+# op) in this order
+CMP_ORDER = (
+    "logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits", "h",
+    "W2", "b2", "hpreact", "bngain", "bnbias", "bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani",
+    "hprebn", "embcat", "W1", "b1", "emb", "C",
+)  # fmt: skip
 
 MODE_LIST = [
     Mode("atomic", "Exercise 1: atomic", "Exercise 1: backprop through every atomic line", frozenset()),

@@ -274,6 +274,7 @@ def _max(bp: BackwardPass, op: Op, scope: dict[str, Any], index: list[int]) -> d
     upstream = float(scope[f"d{op.outputs[0]}"][row, 0])
     return {
         "kind": "max",
+        "source": src,
         "title": f"{op.outputs[0]}[{row}]: the maximum of row {row}, and where its gradient goes",
         "row": row,
         "values": [float(x) for x in values],

@@ -87,6 +87,9 @@ async function request(url, init = {}) {
 export const fetchGraph = (params) => getPure("/api/graph", params);
 export const fetchState = (params) => getPure("/api/state", params);
 export const fetchTensor = (name, params) => getPure(`/api/tensor/${encodeURIComponent(name)}`, params);
+// why a gradient is what it is (the drawer), and one entry's rules written out with its numbers
+export const fetchWhy = (name, params) => getPure(`/api/why/${encodeURIComponent(name)}`, params);
+export const fetchInstance = (name, params) => getPure(`/api/instance/${encodeURIComponent(name)}`, params);
 export const fetchDataset = () => get("/api/dataset", {});
 // the modes, and each config field's default and bounds; the URL index.html preloads (no "?")
 export const fetchMeta = () => request("/api/meta");

@@ -3,9 +3,10 @@ import * as api from "./api.js";
 import * as challenge from "./challenge.js";
 import * as graphView from "./graph.js";
 import * as panelView from "./panel.js";
+import * as whyView from "./why.js";
 import { apiParams, fromURL, toURL } from "./state.js";
 import { bannerHtml, bugNoteHtml, bugOffText, followed, runNoteHtml } from "./banner.js";
-import { plotlyReady } from "./dom.js";
+import { esc, plotlyReady } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 let meta = null; // the modes and the config's defaults, bounds and choices (/api/meta): the controls are built from it
@@ -139,11 +140,55 @@ async function load({ push = false, revert = null } = {}) {
   document.body.dataset.renders = String(renders);
   document.body.dataset.ready = "1";
   prefetchSteps(view);
+  refreshWhy();
+}
+
+// The why drawer follows the inspector's node and the step; closed, it asks for nothing.
+function setWhy(on) {
+  state.why = on;
+  history.replaceState(null, "", toURL(state, meta));
+  const button = $("panel").querySelector('[data-testid="why-open"]');
+  if (button) button.setAttribute("aria-pressed", on ? "true" : "false");
+  refreshWhy();
+  if (!on && button) button.focus();
+}
+
+function refreshWhy() {
+  const el = $("why");
+  if (!state.why || !state.node || !graph || !lastView) {
+    whyView.close(el);
+    return;
+  }
+  whyView.show(el, state.node, {
+    fetchWhy: api.fetchWhy, params: apiParams(state), graph, view: lastView, order: meta.cmp_order,
+    labels: lastDetail && lastDetail.name === state.node ? lastDetail.labels : [], onClose: () => setWhy(false),
+  });
+}
+
+// The rules of the entry under the pointer, written out by the server with the entry's numbers.
+let cellTimer = 0;
+function showCellRule(index, box) {
+  clearTimeout(cellTimer);
+  const node = state.node;
+  const params = { ...apiParams(state), at: index.join(",") };
+  cellTimer = setTimeout(() => {
+    api.fetchInstance(node, params).then((answer) => {
+      if (state.node !== node || !box.isConnected) return;
+      box.hidden = false;
+      box.dataset.index = answer.index.join(",");
+      box.dataset.operands = JSON.stringify(answer.parts.flatMap((p) => p.operands));
+      box.dataset.total = String(answer.total);
+      box.innerHTML = answer.parts.map((p) => `<div class="part"><span class="muted">from ${esc(p.op)} (step ${p.step})${p.bug ? ' <span class="bug-tag">BUG</span>' : ""}</span><pre>${esc(p.lines.join("\n"))}</pre></div>`).join("") +
+        (answer.parts.length > 1 ? `<div>sum of the ${answer.parts.length} contributions: <b>${esc(String(answer.total))}</b></div>` : "");
+    }, () => {});
+  }, 60);
 }
 
 let lastView = null;
+let lastDetail = null;
 function renderPanel(detail, view) {
   lastView = view;
+  lastDetail = detail;
   const panel = $("panel");
   if (!detail) {
     panel.innerHTML = panelView.intro();
@@ -157,6 +202,9 @@ function renderPanel(detail, view) {
     onSlice: (slice) => update({ slice }),
     onPin: (pinned) => update({ pinned }),
     onExpand: (on) => expand(on, detail),
+    why: state.why,
+    onWhy: (on) => setWhy(on),
+    onCell: showCellRule,
   });
 }
 
@@ -311,6 +359,7 @@ function bind() {
     else if (event.key === "ArrowLeft") stepBy(-1);
     else if (event.key === "Home") goTo(0);
     else if (event.key === "End") goTo(graph.schedule.length);
+    else if ((event.key === "w" || event.key === "W") && state.node) setWhy(!state.why);
   });
   window.addEventListener("popstate", () => { state = fromURL(location.search, meta); load(); });
 }
@@ -344,6 +393,10 @@ window.addEventListener("resize", () => {
   }, 120);
 });
 document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && state && state.why) {
+    setWhy(false);
+    return;
+  }
   if (event.key === "Escape" && document.body.classList.contains("expanded")) {
     document.body.classList.remove("expanded");
     load();

@@ -99,7 +99,7 @@ function smallTable(detail, panels) {
   return `<table class="numbers" data-testid="numbers"><thead><tr><th></th>${cols.map((c) => `<th scope="col">${esc(c.label)}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
 }
 
-export function render(el, { detail, graph, nodeState, view, slice, pinned, expanded, onView, onSlice, onPin, onExpand }) {
+export function render(el, { detail, graph, nodeState, view, slice, pinned, expanded, why, onView, onSlice, onPin, onExpand, onWhy, onCell }) {
   const panels = panelsOf(detail);
   const status = STATUS[nodeStatus(nodeState)];
   const producer = graph.ops.find((op) => op.outputs.includes(detail.name));
@@ -115,6 +115,7 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
         <div class="main-wrap"></div>
         <div class="main-empty muted" data-testid="main-empty" hidden></div>
         <div class="readout" data-testid="readout" aria-live="polite">Hover a cell: its four numbers appear here.</div>
+        <div class="cell-rule" data-testid="cell-rule" hidden></div>
         <div class="thumbs">${VIEWS.map((v) => `<figure class="thumb" data-view="${v.key}" data-testid="thumb-${v.key}"><figcaption></figcaption><canvas></canvas><div class="thumb-empty muted" hidden></div></figure>`).join("")}</div>
         <div class="split" data-testid="split" hidden></div>`}</div>`;
     el.dataset.small = String(small);
@@ -124,12 +125,15 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
   if (moved && readout && !fresh) {
     readout.textContent = "Hover a cell: its four numbers appear here.";
     delete readout.dataset.cell;
+    const rule = el.querySelector(".cell-rule");
+    if (rule) rule.hidden = true;
   }
   el.querySelector(".insp-text").innerHTML = `
     <div class="insp-head">
       <h2 data-testid="panel-title">${esc(detail.name)} <small>${esc(detail.kind)} · shape (${detail.shape.join(", ")})</small></h2>
       <span class="chip" data-testid="status" style="border-color:${status.color};background:${status.fill}">${esc(statusText(nodeState))}</span>
       <span class="insp-buttons">
+        <button type="button" data-testid="why-open" aria-pressed="${why ? "true" : "false"}" title="the derivation, worked examples and the check cell (W)">Why?</button>
         <button type="button" data-testid="pin" aria-pressed="${pinned ? "true" : "false"}" title="keep this node open while stepping">${pinned ? "Pinned" : "Pin"}</button>
         <button type="button" data-testid="expand" aria-pressed="${expanded ? "true" : "false"}">${expanded ? "Close full window" : "Full window"}</button>
       </span>
@@ -142,6 +146,7 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
     ${detail.shape.length === 3 ? `<label class="slice">context position <select data-testid="slice">${detail.labels[1].map((l, i) => `<option value="${i}" ${i === slice ? "selected" : ""}>${esc(l)}</option>`).join("")}</select></label>` : ""}`;
   el.querySelector('[data-testid="pin"]').onclick = () => onPin(!pinned);
   el.querySelector('[data-testid="expand"]').onclick = () => onExpand(!expanded);
+  el.querySelector('[data-testid="why-open"]').onclick = () => onWhy(!why);
   const select = el.querySelector('[data-testid="slice"]');
   if (select) select.onchange = () => onSlice(Number(select.value));
   if (small) {
@@ -151,7 +156,7 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
   }
   const grids = {};
   for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, slice);
-  current = { detail, slice, view, grids, panels };
+  current = { detail, slice, view, grids, panels, onCell };
   // the switch and the thumbnails
   for (const b of el.querySelectorAll(".views button")) {
     b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
@@ -288,6 +293,14 @@ function setCross(el, cell, from) {
   });
   el.querySelector(".readout").innerHTML = `<span class="muted">row ${i} ${esc(v.y[i])} · col ${j} ${esc(v.x[j])}</span> ${cells.join(" ")}`;
   el.querySelector(".readout").dataset.cell = `${i},${j}`;
+  // the rules of the entry under the pointer, written out with its numbers (the server writes them)
+  if (current.onCell && current.detail.grad_manual) current.onCell(entryOf(current.detail, cell, current.slice), el.querySelector(".cell-rule"));
+}
+
+// the tensor index of a drawn cell: a vector is one row, a 3-D tensor is drawn one context position at a time
+export function entryOf(detail, [i, j], slice) {
+  const rank = detail.shape.length;
+  return rank === 1 ? [j] : rank === 2 ? [i, j] : [i, slice, j];
 }
 
 // A node fed by several ops: each op's contribution and their sum, side by side.

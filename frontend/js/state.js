@@ -18,7 +18,7 @@ export function fromURL(search, meta) {
   const mode = meta.modes.some((m) => m.name === q.get("mode")) ? q.get("mode") : meta.default_mode;
   const step = q.has("step") ? Math.max(0, parseInt(q.get("step"), 10) || 0) : 0;
   const view = VIEWS.includes(q.get("view")) ? q.get("view") : "manual";
-  return { config, mode, step, node: q.get("node") || null, slice: Number(q.get("slice") || 0), pinned: q.get("pin") === "1", view };
+  return { config, mode, step, node: q.get("node") || null, slice: Number(q.get("slice") || 0), pinned: q.get("pin") === "1", view, why: q.get("why") === "1" };
 }
 
 export function toURL(state, meta) {
@@ -33,6 +33,7 @@ export function toURL(state, meta) {
   if (state.slice) q.set("slice", state.slice);
   if (state.pinned) q.set("pin", "1");
   if (state.view !== "manual") q.set("view", state.view);
+  if (state.why) q.set("why", "1");
   return `?${q}`;
 }
 

@@ -16,7 +16,7 @@ from .. import challenge, views, why
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
-from ..graph import MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
+from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
 from ..serialize import dumps
 from .fair import client_of
 from .query import QueryModel
@@ -128,6 +128,7 @@ def _meta() -> dict[str, Any]:
         "config": _fields(PassQuery, skip=("mode",)),
         "train": _fields(RunRequest),
         "train_mode": TRAINED_MODE,
+        "cmp_order": list(CMP_ORDER),
     }
 
 

@@ -357,6 +357,7 @@ class MetaPublic(BaseModel):
     config: dict[str, FieldPublic]  # PassQuery's fields but mode, in its order
     train: dict[str, FieldPublic]  # RunRequest's fields: the training form's defaults and bounds
     train_mode: str  # the mode a trained run is explored in (its backward's)
+    cmp_order: list[str]  # the notebook's order of its cmp(...) lines: the check cell's ties
 
 
 class BugPublic(BaseModel):
