@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .serialize import entry
+
 SHOWN_TERMS = 3  # terms of a sum written out before "…"
 SUM_LETTERS = {0: "i", 1: "j", 2: "e"}  # the index a sum over that dimension runs over
 INNER = "k"  # a matrix product's inner index
@@ -90,7 +92,7 @@ class Writer:
             sym = node.id + ("[" + ",".join(str(i) for i in at) + "]" if at else "")
             if not concrete:
                 return sym, sym
-            x = float(v[tuple(at)]) if at else float(v)
+            x = entry(v, at)
             if record:
                 grad = node.id.startswith("d") and node.id[1:] in self.scope
                 self.operands.append(Operand(node.id[1:] if grad else node.id, grad, [int(i) for i in at], x))
@@ -249,7 +251,7 @@ def write_rule(code: str, target: str, scope: dict[str, Any], index: list[int]) 
                 pass
             else:
                 at = Writer.entry(out, list(index), len(index))
-                value = float(out[tuple(at)]) if at else float(out)
+                value = entry(out, at)
                 op = "+=" if isinstance(stmt, ast.AugAssign) else "="
                 lines = [f"{grad}{where} {op} {sym}", f"= {numbers}", f"= {num(value)}"]
                 return {"lines": lines, "operands": [o.public() for o in writer.operands], "value": value}
@@ -266,7 +268,7 @@ def _trace(tree: ast.Module, grad: str, scope: dict[str, Any], index: list[int])
         exec(compile(ast.Module([stmt], []), "<rule>", "exec"), {"__builtins__": {"range": range}}, local)  # noqa: S102
         t = local.get(grad)
         if isinstance(t, torch.Tensor):
-            value = float(t[tuple(index)]) if index else float(t)
+            value = entry(t, index)
             lines.append(f"{ast.unparse(stmt)}   → {grad}{where} = {num(value)}")
         else:
             lines.append(ast.unparse(stmt))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy
 import orjson
 import torch
 
@@ -23,6 +24,15 @@ def dumps(content: Any) -> bytes:
 def finite_or_none(x: float | None) -> float | None:
     """A float JSON can carry: NaN and ±Inf become null."""
     return x if x is not None and math.isfinite(x) else None
+
+
+def entry(t: torch.Tensor, index: list[int] | tuple[int, ...] = ()) -> float:
+    """One entry as the tensor's JSON writes it: a float32 entry with float32's shortest digits, so that the page
+    reads the same number from an answer that names the entry as from the tensor's data."""
+    x = t[tuple(index)].item() if index else t.item()
+    if t.dtype == torch.float32 and math.isfinite(x):
+        return float(str(numpy.float32(x)))
+    return float(x)
 
 
 def tensor_public(t: torch.Tensor | None) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from .data import Dataset
 from .engine import BackwardPass
 from .graph import Op, Rule
 from .instance import Writer, write_rule
+from .serialize import entry
 
 SHOWN = 3  # a matrix product's slice: 2 rows × SHOWN inner × 2 columns (the lecture's 2×3 @ 3×2)
 SATURATED = 0.99  # |h| above it: tanh is flat there, 1 − h² ≈ 0, and the unit passes almost no gradient
@@ -52,7 +53,7 @@ def _scope(bp: BackwardPass, step: int, op: Op) -> dict[str, Any]:
 
 
 def _num(t: torch.Tensor, index: list[int]) -> float:
-    return float(t[tuple(index)]) if index else float(t)
+    return entry(t, index)
 
 
 def explain(bp: BackwardPass, dataset: Dataset, name: str, step: int, at: list[int] | None = None) -> dict[str, Any]:
@@ -141,8 +142,19 @@ def _example(bp: BackwardPass, dataset: Dataset, step: int, op: Op, rule: Rule, 
     raise ValueError(f"rule {op.name}/{rule.target} declares an unknown example {kind!r}")
 
 
-def _slice(t: torch.Tensor, rows: list[int], cols: list[int]) -> list[list[float]]:
-    return [[float(t[r, c]) for c in cols] for r in rows]
+def _operand(t: torch.Tensor, name: str, grad: bool, transposed: bool, rows: list[int], cols: list[int]) -> dict:
+    """A slice of a product's operand as it enters the product (`t.T` where transposed), with each entry's index
+    in the tensor itself."""
+    indices = [[[c, r] if transposed else [r, c] for c in cols] for r in rows]
+    return {
+        "tensor": name,
+        "grad": grad,
+        "transposed": transposed,
+        "rows": rows,
+        "cols": cols,
+        "indices": indices,
+        "values": [[entry(t, i) for i in row] for row in indices],
+    }
 
 
 def _matmul(bp: BackwardPass, op: Op, rule: Rule, scope: dict[str, Any], index: list[int]) -> dict[str, Any]:
@@ -154,16 +166,9 @@ def _matmul(bp: BackwardPass, op: Op, rule: Rule, scope: dict[str, Any], index: 
     c0 = min(index[1], bp.values[rule.target].shape[1] - 2)
     rows, cols, inner = [r0, r0 + 1], [c0, c0 + 1], list(range(SHOWN))
     if rule.target == x:  # dx[r, c] = Σ_j dout[r, j] · w[c, j]
-        a = {"tensor": out, "grad": True, "rows": rows, "cols": inner, "values": _slice(dout, rows, inner)}
         wt = scope[w]
-        b = {
-            "tensor": w,
-            "grad": False,
-            "transposed": True,
-            "rows": cols,
-            "cols": inner,
-            "values": _slice(wt, cols, inner),
-        }
+        a = _operand(dout, out, True, False, rows, inner)
+        b = _operand(wt, w, False, True, inner, cols)
         a_full, b_full = dout, wt.T
         code = f"d{x} = d{out} @ {w}.T"
         why = (
@@ -174,15 +179,8 @@ def _matmul(bp: BackwardPass, op: Op, rule: Rule, scope: dict[str, Any], index: 
         )
     else:  # dw[r, c] = Σ_i x[i, r] · dout[i, c]
         xv = scope[x]
-        a = {
-            "tensor": x,
-            "grad": False,
-            "transposed": True,
-            "rows": rows,
-            "cols": inner,
-            "values": _slice(xv.T, rows, inner),
-        }
-        b = {"tensor": out, "grad": True, "rows": inner, "cols": cols, "values": _slice(dout, inner, cols)}
+        a = _operand(xv, x, False, True, rows, inner)
+        b = _operand(dout, out, True, False, inner, cols)
         a_full, b_full = xv.T, dout
         code = f"d{w} = {x}.T @ d{out}"
         why = (
@@ -192,13 +190,13 @@ def _matmul(bp: BackwardPass, op: Op, rule: Rule, scope: dict[str, Any], index: 
         )
     a_rows = [[float(a_full[r, j]) for j in inner] for r in rows]
     b_cols = [[float(b_full[j, c]) for c in cols] for j in inner]
+    result = a_full @ b_full  # the rule's product: its entries are the gradient's
     entries = []
     for p, r in enumerate(rows):
         for q, c in enumerate(cols):
             terms = [a_rows[p][j] * b_cols[j][q] for j in range(len(inner))]
-            full = float(a_full[r] @ b_full[:, c])
+            full = entry(result, [r, c])
             entries.append({"index": [r, c], "terms": terms, "partial": sum(terms), "full": full})
-    result = a_full @ b_full
     return {
         "kind": "matmul",
         "title": f"{code}, element by element",
@@ -251,14 +249,14 @@ def sum_terms(code: str, target: str, scope: dict[str, Any], index: list[int]) -
         at.insert(dim, 0)
     terms = []
     for v in range(inner.shape[dim]):
-        entry = [v if d == dim else i for d, i in enumerate(at)]
+        at_v = [v if d == dim else i for d, i in enumerate(at)]
         writer.operands = []
-        _, text = writer.write(base, entry, inner.dim())
+        _, text = writer.write(base, at_v, inner.dim())
         terms.append(
             {
-                "index": entry,
+                "index": at_v,
                 "text": text,
-                "value": float(inner[tuple(entry)]),
+                "value": entry(inner, at_v),
                 "operands": [o.public() for o in writer.operands],
             }
         )
@@ -271,13 +269,13 @@ def _max(bp: BackwardPass, op: Op, scope: dict[str, Any], index: list[int]) -> d
     row = index[0]
     values = scope[src][row]
     m = int(values.argmax())
-    upstream = float(scope[f"d{op.outputs[0]}"][row, 0])
+    upstream = entry(scope[f"d{op.outputs[0]}"], [row, 0])
     return {
         "kind": "max",
         "source": src,
         "title": f"{op.outputs[0]}[{row}]: the maximum of row {row}, and where its gradient goes",
         "row": row,
-        "values": [float(x) for x in values],
+        "values": [entry(values, [j]) for j in range(values.numel())],
         "argmax": m,
         "upstream": upstream,
         "contribution": [upstream if j == m else 0.0 for j in range(values.numel())],
@@ -298,7 +296,7 @@ def _gather(bp: BackwardPass, dataset: Dataset, scope: dict[str, Any], index: li
     if counts[c] == 0:
         c = int(counts.argmax())  # a character the batch never uses gets no gradient: show one it uses
     places = (Xb == c).nonzero().tolist()
-    uses = [{"row": k, "position": t, "value": float(demb[k, t, e])} for k, t in places]
+    uses = [{"row": k, "position": t, "value": entry(demb, [k, t, e])} for k, t in places]
     return {
         "kind": "gather",
         "title": f"dC[{c}] ('{dataset.itos[c]}'): every place the batch used that character",
@@ -325,7 +323,7 @@ def _tanh(bp: BackwardPass, scope: dict[str, Any], index: list[int]) -> dict[str
     saturated = [worst // h.shape[1], worst % h.shape[1]]
     units = []
     for label, (r, c) in (("chosen", index), ("most saturated", saturated)):
-        hv, g = float(h[r, c]), float(dh[r, c])
+        hv, g = entry(h, [r, c]), entry(dh, [r, c])
         local = 1.0 - hv**2
         units.append({"label": label, "index": [r, c], "h": hv, "local": local, "dh": g, "dhpreact": local * g})
     count = int((h.abs() > SATURATED).sum())
@@ -350,23 +348,28 @@ def _forces(bp: BackwardPass, dataset: Dataset, row: int) -> dict[str, Any]:
     assert isinstance(logits, torch.Tensor) and isinstance(n, int)
     probs = bp.values["probs"] if "probs" in bp.values else F.softmax(logits, 1)
     target = int(bp.values["Yb"][row])  # type: ignore[index]
-    dlogits = bp.ref_grads["logits"]
-    force = [float(n * g) for g in dlogits[row]]
+    # the identity n·dlogits = softmax − one-hot, in float64: its row sums to 0 up to 1e-16, where the served
+    # float32 gradient's rounding (~1e-8 an entry) would add up to ~1e-7; agreement with the backward's is shown
+    onehot = [1.0 if j == target else 0.0 for j in range(logits.shape[1])]
+    p64 = F.softmax(logits[row].to(torch.float64), 0)
+    force = [float(p) - o for p, o in zip(p64, onehot, strict=True)]
+    served = bp.ref_grads["logits"][row].to(torch.float64) * n
     return {
         "row": row,
         "n": n,
         "target": target,
         "labels": [dataset.itos[i] for i in range(logits.shape[1])],
-        "probs": [float(p) for p in probs[row]],  # type: ignore[index]
-        "onehot": [1.0 if j == target else 0.0 for j in range(logits.shape[1])],
+        "probs": [entry(probs, [row, j]) for j in range(logits.shape[1])],  # type: ignore[arg-type]
+        "onehot": onehot,
         "force": force,
         "sum": float(sum(force)),
+        "backward_maxdiff": float((served - torch.tensor(force, dtype=torch.float64)).abs().max()),
         "text": (
-            f"n·dlogits for row {row} is softmax − one-hot: the target '{dataset.itos[target]}' is pulled down by "
-            f"1 − p (its logit should rise: gradient descent moves against the gradient), and every other "
-            "character is pushed up by exactly its probability, so the more a wrong character is predicted, the "
-            "harder it is pushed. The forces of a row sum to 0: probabilities sum to 1, the one-hot too. Once the "
-            "net predicts the target with p = 1, every force is 0."
+            f"n·dlogits for row {row} is softmax − one-hot. Gradient descent moves each logit against its "
+            f"gradient: the target '{dataset.itos[target]}' (force p − 1 < 0) is pulled up, and every other character "
+            "is pushed down by exactly its probability, so the more a wrong character is predicted, the harder it is "
+            "pushed. The forces of a row balance, they sum to 0: the probabilities sum to 1, as does the one-hot. "
+            "Once the net predicts the target with p = 1, every force is 0."
         ),
     }
 
@@ -390,8 +393,8 @@ def _approx(bp: BackwardPass, name: str, step: int) -> dict[str, Any] | None:
         "index": index,
         "manual": m,
         "reference": r,
-        "abs": abs(m - r),
-        "rel": abs(m - r) / abs(r) if r else None,
+        "abs": float(diff[tuple(index)]),  # of the float32 entries, not of their printed digits
+        "rel": float(diff[tuple(index)]) / abs(r) if r else None,
         "cause": _cause(bp, name, step),
     }
 
