@@ -330,7 +330,8 @@ def test_run_alls_frame_is_drawn_ahead_and_kept_while_stepping(page, base_url):
     target = next(r["target"] for op in graph["ops"] if op["name"] == last for r in op["rules"])
     reserved = page.locator(".main-plot[data-reserved]")
     page.wait_for_function(
-        "() => { const d = document.querySelector('.main-plot[data-reserved]'); return d && d.querySelector('.xtick'); }"
+        "() => { const d = document.querySelector('.main-plot[data-reserved]');"
+        " return d && d.querySelector('.xtick'); }"
     )
     reserved_grid = reserved.get_attribute("data-grid")
     page.evaluate("document.querySelector('.main-plot[data-reserved]').prepared = true")
@@ -814,10 +815,14 @@ def serious_violations(page: Page) -> list[str]:
         "mode=fused_bn&step=14&node=hprebn&pin=1",
         "mode=fused&step=7&node=loss&pin=1",
         "bug=no_broadcast_sum&step=20&node=counts_sum_inv&pin=1",
+        "step=20&node=W2&pin=1&why=1",  # the why drawer open: MathML, tables, the forces' bars
+        "step=20&node=logits&pin=1&why=1",
     ],
 )
 def test_axe_finds_no_serious_violation_in_the_explorer(page, base_url, query):
     open_page(page, f"{base_url}/?{query}")
+    if "why=1" in query:
+        page.locator("#why[data-node]").wait_for()
     assert not serious_violations(page)
 
 
@@ -899,3 +904,152 @@ def test_phone_no_sideways_scroll_and_tap_tooltips(browser, base_url):
         assert pg.evaluate("document.documentElement.scrollWidth") <= 390
     finally:
         context.close()
+
+
+# ---- the why drawer ------------------------------------------------------------------------------------
+
+WHY_MODES = ["atomic", "fused_ce", "fused_bn", "fused"]
+
+
+def drawer_text(page: Page) -> str:
+    return page.get_by_test_id("why").inner_text()
+
+
+def completion_steps(graph: dict) -> dict[str, int]:
+    """The step at which each gradient is complete: the last op in the schedule that adds to it."""
+    ops = {op["name"]: op for op in graph["ops"]}
+    done = {}
+    for step, name in enumerate(graph["schedule"], start=1):
+        for rule in ops[name]["rules"]:
+            done[rule["target"]] = step
+    return done
+
+
+def notebook_line(name: str, cmp: dict) -> str:
+    # the lecture's cmp(), as the notebook writes it, with the values the API serves
+    return (
+        f"{name:15s} | exact: {str(cmp['exact']):5s} | approximate: {str(cmp['approx']):5s} | maxdiff: {cmp['maxdiff']}"
+    )
+
+
+def check_the_check_cell(page: Page, mode: str, step: int) -> None:
+    state = served(page, f"/api/state?mode={mode}&step={step}")
+    graph = served(page, f"/api/graph?mode={mode}")
+    lines = page.get_by_test_id("check-cell-text").inner_text().split("\n")
+    cmp_lines = [line for line in lines if not line.startswith("#")]
+    complete = {
+        name for name, node in state["nodes"].items() if node["status"] == "complete" and node["cmp"] and name != "loss"
+    }
+    names = [line[:15].strip() for line in cmp_lines]
+    assert set(names) == complete
+    for name, line in zip(names, cmp_lines, strict=True):
+        assert line.startswith(notebook_line(name, state["nodes"][name]["cmp"])), line
+    order = completion_steps(graph)
+    assert [order[n] for n in names] == sorted(order[n] for n in names)  # in the order the backward completed them
+
+
+@pytest.mark.parametrize("mode", WHY_MODES)
+def test_the_drawer_in_every_mode(page, base_url, mode):
+    open_page(page, f"{base_url}/?mode={mode}&node=logits&step=0")
+    expect(page.get_by_test_id("why")).to_be_hidden()
+    graph = served(page, f"/api/graph?mode={mode}")
+    step = len(graph["schedule"])
+    act(page, lambda: page.get_by_test_id("run-all").click())
+    # the view followed the step to the last gradient: open the logits again, then the drawer by its button
+    act(page, lambda: page.get_by_test_id("gnode-logits").click())
+    page.get_by_test_id("why-open").click()
+    drawer = page.get_by_test_id("why")
+    expect(drawer).to_be_visible()
+    expect(drawer.locator(".why-head h2")).to_contain_text("dlogits")
+    expect(page.get_by_test_id("derivation").first).to_be_visible()
+    assert drawer.locator("math").count() >= 3
+    assert drawer.locator("math mtext.sym").count() >= 2  # the names in the math point at the graph
+    text = drawer_text(page)
+    for raw in ("\\", "_{", "^{", "frac", "text{"):
+        assert raw not in text, f"raw LaTeX {raw!r} visible in the drawer"
+    # the forces on one row: bars at the probabilities the API serves, and a row sum of 0
+    logits = served(page, f"/api/tensor/logits?mode={mode}&step={step}")
+    row = logits["value"]["data"][0]
+    top = max(row)
+    exps = [math.exp(x - top) for x in row]
+    probs = [e / sum(exps) for e in exps]
+    if mode in ("atomic", "fused_bn"):  # the probs node is served: the bars are its entries
+        probs = served(page, f"/api/tensor/probs?mode={mode}&step={step}")["value"]["data"][0]
+    bars = page.get_by_test_id("force-row")
+    expect(bars).to_have_count(27)
+    shown = [float(bars.nth(j).get_attribute("data-prob")) for j in range(27)]
+    assert shown == pytest.approx(probs, abs=1e-6)
+    assert abs(float(page.get_by_test_id("forces-sum").get_attribute("data-value"))) < 1e-7
+    check_the_check_cell(page, mode, step)
+    # Escape closes it, and the permalink says so
+    page.keyboard.press("Escape")
+    expect(drawer).to_be_hidden()
+    assert "why=1" not in page.url
+
+
+def test_worked_examples_show_the_served_numbers(page, base_url):
+    for node in ("W2", "h", "hpreact"):  # the matrix products and tanh: each number names its tensor entry
+        open_page(page, f"{base_url}/?step=20&node={node}&pin=1&why=1")
+        expect(page.get_by_test_id("why")).to_have_attribute("data-node", node)
+        numbers = page.locator("#why .num[data-tensor]")
+        assert numbers.count() >= 1
+        for k in range(numbers.count()):
+            num = numbers.nth(k)
+            tensor, grad = num.get_attribute("data-tensor"), num.get_attribute("data-grad") == "1"
+            step = num.get_attribute("data-step") or "20"
+            index = [int(i) for i in num.get_attribute("data-index").split(",")]
+            data = served(page, f"/api/tensor/{tensor}?step={step}")["grad_manual" if grad else "value"]["data"]
+            for i in index:
+                data = data[i]
+            assert float(num.get_attribute("data-value")) == data, (node, tensor, grad, index)
+    # a broadcast's sum: every term's operands are the served entries, and the total is the served gradient
+    open_page(page, f"{base_url}/?step=20&node=counts_sum_inv&pin=1&why=1")
+    example = page.get_by_test_id("example-sum")
+    expect(example).to_be_visible()
+    counts = served(page, "/api/tensor/counts?step=20")["value"]["data"]
+    dprobs = served(page, "/api/tensor/probs?step=2")["grad_manual"]["data"]  # as the probs' step received it
+    terms = page.get_by_test_id("sum-terms").locator("li")
+    expect(terms).to_have_count(27)
+    for k in range(27):
+        operands = json.loads(terms.nth(k).get_attribute("data-operands"))
+        by = {(o["tensor"], o["grad"]): o for o in operands}
+        i, j = by[("counts", False)]["index"]
+        assert by[("counts", False)]["value"] == counts[i][j]
+        assert by[("probs", True)]["value"] == dprobs[i][j]
+    total = float(page.get_by_test_id("sum-total").get_attribute("data-value"))
+    assert total == served(page, "/api/tensor/counts_sum_inv?step=20")["grad_manual"]["data"][0][0]
+
+
+def test_hovering_a_gradient_cell_writes_its_rule_with_the_served_numbers(page, base_url):
+    open_page(page, f"{base_url}/?step=2&node=probs&pin=1")
+    cell = page.evaluate(
+        """() => { const d = document.querySelector('[data-testid=heatmap-main]');
+          const xa = d._fullLayout.xaxis, ya = d._fullLayout.yaxis, r = d.getBoundingClientRect();
+          return {px: r.left + xa._offset + xa._length * (7.5 / 27),
+                  py: r.top + ya._offset + ya._length * (3.5 / 32)}; }"""
+    )
+    page.mouse.move(cell["px"], cell["py"])
+    box = page.get_by_test_id("cell-rule")
+    expect(box).to_be_visible()
+    expect(box).to_have_attribute("data-index", "3,7")
+    expect(box).to_contain_text("dprobs[3,7] = (1.0 / probs[3,7]) * dlogprobs[3,7]")
+    probs = served(page, "/api/tensor/probs?step=2")
+    received = served(page, "/api/tensor/logprobs?step=1")["grad_manual"]["data"]  # what the step read
+    operands = {o["tensor"]: o for o in json.loads(box.get_attribute("data-operands"))}
+    assert operands["probs"]["value"] == probs["value"]["data"][3][7] and not operands["probs"]["grad"]
+    assert operands["logprobs"]["value"] == received[3][7] and operands["logprobs"]["grad"]
+    assert float(box.get_attribute("data-total")) == probs["grad_manual"]["data"][3][7]
+
+
+def test_a_name_in_the_math_points_at_its_node_in_the_graph(page, base_url):
+    open_page(page, f"{base_url}/?step=3&node=counts_sum_inv&pin=1&why=1")
+    expect(page.get_by_test_id("why")).to_have_attribute("data-node", "counts_sum_inv")
+    symbol = page.locator('#why mtext.sym[data-node="counts"]').first
+    symbol.hover()
+    expect(page.locator('#graph [data-testid="gnode-counts"]')).to_have_class(re.compile(r"\bsym-hl\b"))
+    # the lecture's remark on 1.0/x, measured: exact with **-1, approximate with a division
+    division = page.get_by_test_id("division")
+    expect(division).to_contain_text("1.0 / counts_sum")
+    rows = division.locator("tr")
+    expect(rows.nth(1)).to_contain_text("True")
+    expect(rows.nth(2)).to_contain_text("False")

@@ -22,8 +22,8 @@ function cell(x, tensor, grad, index, step) {
 const at = (index) => `[${index.join(", ")}]`;
 
 function derivationHtml(rule) {
-  return `<ol class="derivation" data-testid="derivation">${rule.lines.map((l) => `
-    <li><div class="math">${l.mathml}</div>${l.note ? `<div class="why-note">${esc(l.note)}</div>` : ""}</li>`).join("")}</ol>`;
+  return `<ol class="derivation" data-testid="derivation">${rule.lines.map((l, i) => `
+    <li><div class="math" tabindex="0" role="group" aria-label="derivation, line ${i + 1}">${l.mathml}</div>${l.note ? `<div class="why-note">${esc(l.note)}</div>` : ""}</li>`).join("")}</ol>`;
 }
 
 function matmulHtml(ex, opStep) {
@@ -41,7 +41,7 @@ function matmulHtml(ex, opStep) {
 function sumHtml(ex) {
   const shown = ex.terms.map((t) => `<li data-operands='${esc(JSON.stringify(t.operands))}' data-value="${t.value}">
     <span class="muted">${at(t.index)}</span> ${esc(t.text)} = ${esc(num4(t.value))}</li>`).join("");
-  return `<ol class="terms sum-terms" data-testid="sum-terms">${shown}</ol>
+  return `<ol class="terms sum-terms" data-testid="sum-terms" tabindex="0" aria-label="the terms of the sum">${shown}</ol>
     <p>sum of the ${ex.terms.length} terms = <b data-testid="sum-total" data-value="${ex.total}">${esc(num4(ex.total))}</b></p>`;
 }
 
@@ -111,7 +111,7 @@ export function divisionHtml(d) {
 export function checkCellHtml(lines, step) {
   return `<section class="why-check" data-testid="check-cell"><h3>The lecture's check cell after step ${step}
     <button type="button" data-testid="copy-check" class="small">Copy</button></h3>
-    <pre data-testid="check-cell-text">${esc(lines.length ? lines.join("\n") : "# no gradient is complete yet: step forward")}</pre></section>`;
+    <pre data-testid="check-cell-text" tabindex="0" role="region" aria-label="the check cell's lines">${esc(lines.length ? lines.join("\n") : "# no gradient is complete yet: step forward")}</pre></section>`;
 }
 
 // the whole drawer for one /api/why answer
