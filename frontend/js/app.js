@@ -153,6 +153,7 @@ function setWhy(on) {
   if (!on && button) button.focus();
 }
 
+let whyAt = null; // the entry the drawer's examples use: the last cell clicked in the heatmap (null: the first)
 function refreshWhy() {
   const el = $("why");
   if (!state.why || !state.node || !graph || !lastView) {
@@ -162,6 +163,12 @@ function refreshWhy() {
   whyView.show(el, state.node, {
     fetchWhy: api.fetchWhy, params: apiParams(state), graph, view: lastView, order: meta.cmp_order,
     labels: lastDetail && lastDetail.name === state.node ? lastDetail.labels : [], onClose: () => setWhy(false),
+    at: whyAt && whyAt.node === state.node ? whyAt.index : null,
+    onEntry: (index) => { whyAt = { node: state.node, index }; refreshWhy(); },
+    onAtomic: (name) => { // Exercise 1's graph, at its last step: every gradient there
+      const atomic = meta.modes.find((m) => m.name === meta.default_mode);
+      location.search = `?mode=${atomic.name}&step=${atomic.steps}&node=${encodeURIComponent(name)}&pin=1&why=1`;
+    },
   });
 }
 
@@ -205,6 +212,7 @@ function renderPanel(detail, view) {
     why: state.why,
     onWhy: (on) => setWhy(on),
     onCell: showCellRule,
+    onPick: (index) => { whyAt = { node: detail.name, index }; if (state.why) refreshWhy(); },
   });
 }
 

@@ -99,7 +99,7 @@ function smallTable(detail, panels) {
   return `<table class="numbers" data-testid="numbers"><thead><tr><th></th>${cols.map((c) => `<th scope="col">${esc(c.label)}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
 }
 
-export function render(el, { detail, graph, nodeState, view, slice, pinned, expanded, why, onView, onSlice, onPin, onExpand, onWhy, onCell }) {
+export function render(el, { detail, graph, nodeState, view, slice, pinned, expanded, why, onView, onSlice, onPin, onExpand, onWhy, onCell, onPick }) {
   const panels = panelsOf(detail);
   const status = STATUS[nodeStatus(nodeState)];
   const producer = graph.ops.find((op) => op.outputs.includes(detail.name));
@@ -156,7 +156,7 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
   }
   const grids = {};
   for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, slice);
-  current = { detail, slice, view, grids, panels, onCell };
+  current = { detail, slice, view, grids, panels, onCell, onPick };
   // the switch and the thumbnails
   for (const b of el.querySelectorAll(".views button")) {
     b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
@@ -266,9 +266,16 @@ function drawMain(el) {
   empty.hidden = true;
   const wrap = el.querySelector(".main-wrap");
   // the pointer over the painted cells moves the crosshair (one listener for the wrapper's life)
-  wrap.onpointermove = wrap.onpointerdown = (event) => { // a tap on a phone, too
+  wrap.onpointermove = (event) => {
     const t = event.target;
     if (t.dataset.overlay === "cells" && t.grid) setCross(el, cellAt(t, t.grid, event), current.view);
+  };
+  wrap.onpointerdown = (event) => { // a tap on a phone, too; a click also picks the why drawer's entry
+    const t = event.target;
+    if (t.dataset.overlay !== "cells" || !t.grid) return;
+    const cell = cellAt(t, t.grid, event);
+    setCross(el, cell, current.view);
+    if (cell && current.onPick) current.onPick(entryOf(current.detail, cell, current.slice));
   };
   return renderMain(div, grids[view], rangeOf(p), { title: p.title, cross: sameShape(view) ? cross : null });
 }

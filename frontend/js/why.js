@@ -74,18 +74,20 @@ export function exampleHtml(ex, { labels = [], opStep = 0 } = {}) {
     ${ex.text ? `<p>${esc(ex.text)}</p>` : ""}${body}</div>`;
 }
 
-export function forcesHtml(f) {
+export function forcesHtml(f, rowLabels = []) {
   const scale = Math.max(1, ...f.force.map(Math.abs));
   const rows = f.labels.map((label, j) => {
     const p = f.probs[j], force = f.force[j];
     const w = (Math.abs(force) / scale) * 50;
     return `<div class="force-row${j === f.target ? " target" : ""}" data-testid="force-row" data-prob="${p}" data-force="${force}">
-      <span class="force-char">${esc(label)}${j === f.target ? " ◀ target" : ""}</span>
+      <span class="force-char"${j === f.target ? ' title="the target"' : ""}>${esc(label)}${j === f.target ? " ◀ target" : ""}</span>
       <span class="prob-bar" title="p = ${esc(num4(p))}"><i style="width:${(p * 100).toFixed(2)}%"></i>${f.onehot[j] ? '<b class="onehot" title="one-hot: 1"></b>' : ""}</span>
       <span class="force-bar"><i class="${force < 0 ? "neg" : "pos"}" style="width:${w.toFixed(2)}%;${force < 0 ? `right:50%` : "left:50%"}"></i></span>
       <span class="force-num">${esc(num4(force))}</span></div>`;
   }).join("");
-  return `<section class="why-forces" data-testid="forces"><h3>dlogits as forces, batch row ${f.row}</h3>
+  const options = rowLabels.map((l, i) => `<option value="${i}"${i === f.row ? " selected" : ""}>${i}: ${esc(l)}</option>`).join("");
+  const choose = options ? ` <label class="small-select">row <select data-testid="forces-row">${options}</select></label>` : "";
+  return `<section class="why-forces" data-testid="forces"><h3>dlogits as forces, batch row ${f.row}${choose}</h3>
     <p>${esc(f.text)}</p>
     <div class="force-head"><span>char</span><span>softmax p (bar) and one-hot (mark)</span><span>n·dlogits = p − one-hot</span><span></span></div>
     ${rows}
@@ -128,9 +130,9 @@ export function drawerHtml(answer, { labels = [], checkLines = [] } = {}) {
   const none = answer.rules.length ? "" : '<p class="muted">No gradient flows into this tensor: it is an input of the network.</p>';
   return `<header class="why-head"><h2 id="why-title">Why <code>d${esc(answer.name)}</code> is what it is</h2>
       <button type="button" data-testid="why-close" aria-label="close the why drawer">Close</button></header>
-    <p class="muted">${esc(answer.mode)} · after step ${answer.step} · hover a name in the math to find it in the graph</p>
+    <p class="muted">${esc(answer.mode)} · after step ${answer.step} · hover a name in the math to find it in the graph · the examples use entry ${at(answer.index)}: click a cell of the heatmap to pick another</p>
     ${none}${rules}
-    ${answer.forces ? forcesHtml(answer.forces) : ""}
+    ${answer.forces ? forcesHtml(answer.forces, labels[0] || []) : ""}
     ${answer.approx ? approxHtml(answer.approx, labels) : ""}
     ${answer.division ? divisionHtml(answer.division) : ""}
     ${checkCellHtml(checkLines, answer.step)}`;
@@ -142,7 +144,7 @@ let shown = null; // the URL of the answer drawn
 
 // Open (or refresh) the drawer on `name`: `ctx` = {fetchWhy, params, graph, view, order, labels, onClose}
 export async function show(el, name, ctx) {
-  const params = ctx.params;
+  const params = ctx.at ? { ...ctx.params, at: ctx.at.join(",") } : ctx.params;
   const url = `${name}?${new URLSearchParams(params)}`;
   // below the toolbar where there is room, so that Next and Previous stay in reach; over everything on a phone
   const header = document.querySelector("header.top .toolbar");
@@ -180,6 +182,10 @@ export function close(el) {
 
 function bind(el, ctx) {
   el.querySelector('[data-testid="why-close"]').onclick = () => ctx.onClose();
+  const row = el.querySelector('[data-testid="forces-row"]');
+  if (row) row.onchange = () => ctx.onEntry([Number(row.value), 0]);
+  // a name folded into this mode's op opens in Exercise 1's atomic graph
+  for (const t of el.querySelectorAll("mtext.sym-elsewhere")) t.onclick = () => ctx.onAtomic(t.dataset.atomic);
   const copy = el.querySelector('[data-testid="copy-check"]');
   if (copy) {
     copy.onclick = async () => {
@@ -210,7 +216,8 @@ function markSymbols(el, graph) {
       t.dataset.node = name;
     } else if (/^d?[a-z_]+\d*$/.test(text) && text.includes("_")) {
       t.classList.add("sym-elsewhere");
-      t.setAttribute("title", "a node of Exercise 1's atomic graph, folded into this mode's op");
+      t.dataset.atomic = text.replace(/^d(?=[a-z])/, "");
+      t.setAttribute("title", "a node of Exercise 1's atomic graph, folded into this mode's op: click to open it there");
     }
   }
   el.onpointerover = (event) => {
