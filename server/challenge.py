@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import itertools
+import math
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from .bugs import right_rule
-from .engine import BackwardPass, compare
-from .graph import NODES
-from .sandbox import Refused, evaluate
+from .engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
+from .graph import NODES, Rule
+from .sandbox import MAX_TENSOR_OPS, MAX_WORK, Cost, Refused, evaluate
 from .serialize import cmp_public, tensor_public
 
 HINT_LEVELS = ("shape", "local derivative", "chain rule", "answer")
@@ -75,34 +81,64 @@ def _paths(bp: BackwardPass, target: str, step: int) -> str:
     return f" — {target} feeds {total} ops: this is path {k}, add it to the gradient so far with +="
 
 
-def _shape_feedback(name: str, got: tuple[int, ...], want: tuple[int, ...]) -> str:
-    msg = f"{name}: yours is {_fmt(got)}, expected {_fmt(want)}"
-    if len(got) == len(want):
-        summed = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if w == 1 and g > 1]
-        spread = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g == 1 and w > 1]
+def _shape_feedback(name: str, got: torch.Tensor, expected: torch.Tensor) -> str:
+    shape, want = tuple(got.shape), tuple(expected.shape)
+    msg = f"{name}: yours is {_fmt(shape)}, expected {_fmt(want)}"
+    if len(shape) == len(want):
+        summed = [i for i, (g, w) in enumerate(zip(shape, want, strict=True)) if w == 1 and g > 1]
+        spread = [i for i, (g, w) in enumerate(zip(shape, want, strict=True)) if g == 1 and w > 1]
+        if summed and spread:
+            return (f"{msg}: summed over dim {' and '.join(map(str, spread))} where the forward pass broadcast over "
+                    f"dim {' and '.join(map(str, summed))}: sum over dim {' and '.join(map(str, summed))}, "
+                    "keepdim=True")  # fmt: skip
         if summed:
             dims = " and ".join(str(i) for i in summed)
             return f"{msg}: the forward pass broadcast this over dim {dims}, so sum over dim {dims} with keepdim=True"
         if spread:
             dims = " and ".join(str(i) for i in spread)
             return f"{msg}: the forward pass summed over dim {dims}; the gradient is copied along it, not summed"
-    if len(got) < len(want) and sum(got) and torch.Size(got).numel() == torch.Size(want).numel():
+        if len(shape) == 2 and shape[::-1] == want:
+            what = "autograd's transposed" if _close(got.T.to(expected.dtype), expected) else "the transpose's shape"
+            return f"{msg}: it is {what}; (A @ B).T = B.T @ A.T: swap the operands and transpose both"
+    if len(shape) < len(want) and sum(shape) and torch.Size(shape).numel() == torch.Size(want).numel():
         return f"{msg}: same entries, other shape: add keepdim=True to the sum, or .view({', '.join(map(str, want))})"
-    if torch.Size(got).numel() == torch.Size(want).numel():
+    if torch.Size(shape).numel() == torch.Size(want).numel():
         return f"{msg}: same number of entries: .view({', '.join(map(str, want))})"
     return f"{msg}: a gradient has the shape of its tensor"
 
 
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "(" + ",".join(map(str, shape)) + ")"
+def _fmt(shape: tuple[int, ...] | torch.Size) -> str:
+    return f"({shape[0]},)" if len(shape) == 1 else "(" + ",".join(map(str, shape)) + ")"
+
+
+def _same_entries(got: torch.Size, want: torch.Size) -> bool:
+    """Shapes apart only by dims of size 1 where broadcasting lines them up: (64,) and (1,64), not (32,) and (32,1)."""
+    try:
+        both = torch.broadcast_shapes(got, want)
+    except RuntimeError:
+        return False
+    return got.numel() == want.numel() == both.numel()
+
+
+def _shape_note(name: str, got: torch.Size, want: torch.Size) -> str:
+    fix = (
+        "keepdim=True in the sum gives the exact shape"
+        if len(got) < len(want)
+        else f"a sum without keepdim=True (or .view({', '.join(map(str, want))})) gives the exact shape"
+    )
+    return (f"{name} has shape {_fmt(got)}, autograd's {_fmt(want)}: {fix}; the lecture's cmp passes because == and "
+            f"allclose broadcast {_fmt(got)} against {_fmt(want)}")  # fmt: skip
 
 
 def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
     """Run the learner's code at `step` and compare each gradient of the step with autograd's."""
     ctx = context(bp, step)
-    env = evaluate(source, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"])
+    wanted = {f"d{t}": tuple(bp.values[t].shape) for t in ctx["targets"]}  # type: ignore[union-attr]
+    cost = Cost()
+    env = evaluate(source, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted=wanted, cost=cost)
     results = []
-    for target in ctx["targets"]:
+    for rule in ctx["op"].rules:
+        target = rule.target
         name = f"d{target}"
         done, total = bp.contributions_done(target, step), bp.totals[target]
         complete = done == total
@@ -111,21 +147,25 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         assert expected is not None
         item: dict[str, Any] = {"name": name, "expected_shape": list(expected.shape), "complete": complete,
                                 "contribution": [done, total], "feedback": [], "cmp": None, "diff": None}  # fmt: skip
+        results.append(item)
         got = env.get(name)
         if not isinstance(got, torch.Tensor):
             item["feedback"].append(
                 f"{name} is not defined: this step produces {name}" if got is None else f"{name} is not a tensor"
             )
-            results.append(item)
             continue
         item["shape"] = list(got.shape)
-        if tuple(got.shape) != tuple(expected.shape):
-            item["feedback"].append(_shape_feedback(name, tuple(got.shape), tuple(expected.shape)))
-            # no difference: broadcast against a wrong shape it can be any size (a (32768,1,1) answer
-            # minus a (32,27) gradient is 28M entries); the shape feedback says what to fix
-            item["cmp"] = cmp_public(compare(got, expected))
-            results.append(item)
-            continue
+        shape_note = None
+        if got.shape != expected.shape:
+            if not _same_entries(got.shape, expected.shape):
+                item["feedback"].append(_shape_feedback(name, got, expected))
+                # no difference: broadcast against a wrong shape it can be any size (a (32768,1,1) answer
+                # minus a (32,27) gradient is 28M entries); the shape feedback says what to fix
+                item["cmp"] = cmp_public(compare(got, expected))
+                continue
+            # (64,) for (1,64): the lecture's dbnmeani; graded on its entries, and told about its shape
+            shape_note = _shape_note(name, got.shape, expected.shape)
+            got = got.reshape(expected.shape)
         if not got.is_floating_point():
             item["feedback"].append(f"{name} holds integers ({got.dtype}); a gradient is float: .float()")
         got = got.to(expected.dtype)
@@ -133,23 +173,23 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         if bad:
             item["feedback"].append(f"{name} has {bad} NaN/Inf entries: a log of 0, a 0/0, or a huge power?")
         cmp = compare(got, expected)
+        if shape_note:
+            cmp |= {"shape": item["shape"], "shape_ok": False}
         item["cmp"] = cmp_public(cmp)
         item["diff"] = tensor_public(got - expected)
-        previous = bp.grad_at(target, step - 1)
         if cmp["approx"]:
             item["feedback"].append(
                 f"{name} is right"
                 + (" (bitwise equal to " if cmp["exact"] else " (equal within float rounding to ")
                 + ("autograd's)" if complete else f"the sum of the first {done} of {total} contributions)")
             )  # fmt: skip
-        elif complete and total > 1 and previous is not None and torch.allclose(got, expected - previous, atol=1e-6):
-            item["feedback"].append(
-                f"{name} is only this step's contribution: {target} is used by {total} ops in the forward pass; "
-                f"add to the gradient so far: {name} += ..."
-            )
-        else:
+        elif bad:
             item["feedback"].append(f"{name} differs from autograd's: maxdiff {cmp['maxdiff']:.3g}")
-        results.append(item)
+        else:
+            slip = functools.partial(_dim_slip, source, ctx, wanted, cost, name, expected)
+            item["feedback"].append(_diagnose(bp, step, rule, name, got, expected, slip))
+        if shape_note:
+            item["feedback"].append(shape_note)
     return {
         "step": step,
         "op": ctx["op"].name,
@@ -157,3 +197,229 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         "correct": all(r["cmp"] is not None and r["cmp"]["approx"] for r in results),
         "results": results,
     }
+
+
+# --- what a wrong gradient of the right shape has wrong -------------------------------------------------
+
+
+def _diagnose(
+    bp: BackwardPass,
+    step: int,
+    rule: Rule,
+    name: str,
+    got: torch.Tensor,
+    expected: torch.Tensor,
+    dim_slip: Callable[[], str | None],
+) -> str:
+    """One line on what is wrong with a finite gradient of the right shape, from the likeliest slip to the least."""
+    target, n = rule.target, bp.config.batch_size
+    done, total = bp.contributions_done(target, step), bp.totals[target]
+    previous = bp.grad_at(target, step - 1)
+    if done == total and total > 1 and previous is not None and _close(got, expected - previous):
+        return (f"{name} is only this step's contribution: {target} is used by {total} ops in the forward pass; "
+                f"add to the gradient so far: {name} += ...")  # fmt: skip
+    if not bool(got.any()):
+        return f"{name} is 0 everywhere; autograd's is not"
+    factor = _factor(got, expected)
+    if factor is not None:
+        return _factor_feedback(name, factor, n)
+    if got.dim() == 2 and got.shape[0] == got.shape[1] and _close(got, expected.T):
+        return (f"{name} is autograd's transposed (square, so its shape could not tell): (A @ B).T = B.T @ A.T, "
+                "swap the operands and transpose both")  # fmt: skip
+    parts = _chain_parts(bp, step, rule)
+    if parts is not None:
+        out, upstream, local = parts
+        # written with = or with += onto the gradient so far
+        sums = [0.0] if previous is None else [0.0, previous]
+        if any(_close(got, base + local) for base in sums):
+            return f"{name} equals the local derivative alone: multiply by d{out} (the chain rule)"
+        if any(_close(got, base + upstream) for base in sums):
+            formula = bp.schedule[step - 1].formula.split("\n")[0]
+            return f"{name} equals d{out} alone: multiply by the local derivative of {formula} (the chain rule)"
+    where = _wrong_part(got, expected)
+    if where:
+        return f"{name}: {where}"
+    slip = dim_slip()  # last: it reruns the code
+    if slip:
+        return slip
+    return f"{name} differs from autograd's: maxdiff {float((got - expected).abs().max()):.3g}"
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
+    """Equal up to rounding, relative to the larger of the two (a gradient near 0 is not close to any)."""
+    if a.shape != b.shape:
+        return False
+    scale = max(float(a.abs().max()), float(b.abs().max())) if a.numel() else 0.0
+    return float((a - b).abs().max()) <= rtol * scale if a.numel() else True
+
+
+def _factor(got: torch.Tensor, expected: torch.Tensor) -> float | None:
+    """c where got = c * expected everywhere (c != 1), by least squares; None if no constant fits."""
+    g, e = got.double(), expected.double()
+    ee = float((e * e).sum())
+    if ee == 0.0:
+        return None
+    c = float((g * e).sum()) / ee
+    if not math.isfinite(c) or abs(c - 1.0) < 1e-3 or c == 0.0:
+        return None
+    return c if _close(g, c * e) else None
+
+
+def _factor_feedback(name: str, c: float, n: int) -> str:
+    named = [
+        (n, f"{n}", f"n is {n}: did you forget /n?"),
+        (1 / n, f"1/{n}", f"n is {n}: divided by n once too often?"),
+        (n / (n - 1), f"{n}/{n - 1}", "did you divide by n-1 where the forward pass divides by n?"),
+        ((n - 1) / n, f"{n - 1}/{n}", "did you divide by n where the forward pass divides by n-1 (Bessel's "
+                                       "correction in bnvar)?"),
+        (n - 1, f"{n - 1}", f"n-1 is {n - 1}: did you forget /(n-1)?"),
+        (1 / (n - 1), f"1/{n - 1}", f"n-1 is {n - 1}: divided by n-1 once too often?"),
+    ]  # fmt: skip
+    for k, label, why in named:
+        if k != 1 and abs(abs(c) / k - 1) < 1e-3:
+            if c > 0:
+                return f"{name} is {label}× autograd's — {why}"
+            return f"{name} is −{label}× autograd's: the sign is flipped, and {why}"
+    if abs(c + 1) < 1e-3:
+        return f"{name} is autograd's with the sign flipped: a minus sign is missing, or one too many"
+    return f"{name} is {c:.4g}× autograd's everywhere: the direction is right, a constant factor is off"
+
+
+def _chain_parts(bp: BackwardPass, step: int, rule: Rule) -> tuple[str, torch.Tensor, torch.Tensor] | None:
+    """(the op's output, its gradient, the rule's local derivative alone: the rule with that gradient set to 1)."""
+    op = bp.schedule[step - 1]
+    out = op.outputs[0]
+    upstream = bp.grad_at(out, step - 1)
+    if out == "loss" or upstream is None:
+        return None  # dloss = 1: the local derivative is the whole gradient
+    grads = {name: g for name in bp.node_names() if (g := bp.grad_at(name, step - 1)) is not None}
+    try:
+        with torch.no_grad():
+            local = right_rule(rule).fn(
+                SimpleNamespace(**bp.values), SimpleNamespace(**{**grads, out: torch.ones_like(upstream)})
+            )
+    except Exception:  # a rule that needs more than the output's gradient: no local derivative to offer
+        return None
+    return out, upstream, local
+
+
+def _wrong_part(got: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """'only rows 3 and 7 are wrong (2 of 27)...' when the wrong entries keep to some rows or columns."""
+    bad = (got - expected).abs() > ALLCLOSE_ATOL + ALLCLOSE_RTOL * expected.abs()  # the lecture's allclose, entrywise
+    if got.dim() == 0 or not bool(bad.any()):
+        return None
+    for dim, what in ((0, "rows" if got.dim() > 1 else "entries"), (1, "columns")):
+        if dim >= got.dim():
+            break
+        wrong = bad.movedim(dim, 0).flatten(1).any(1) if got.dim() > 1 else bad
+        if int(wrong.sum()) < wrong.numel():
+            index = wrong.nonzero().flatten().tolist()
+            shown = ", ".join(map(str, index[:8])) + (", ..." if len(index) > 8 else "")
+            return f"only {what} {shown} are wrong ({len(index)} of {wrong.numel()}); the other {what} match autograd's"
+    return None
+
+
+MAX_DIM_VARIANTS = 12  # reruns of the learner's code with a reduction over another dim
+
+
+def _dim_slip(
+    source: str, ctx: dict[str, Any], wanted: dict[str, tuple[int, ...]], cost: Cost, name: str, expected: torch.Tensor
+) -> str | None:
+    """Runs the learner's code again with a .sum / .mean / .max / softmax over another dim: is that the slip?"""
+    tree = ast.parse(source)
+    if any(isinstance(node, ast.For) for node in ast.walk(tree)):
+        return None  # a loop's rerun costs too much for a guess
+    lines = [stmt for stmt in tree.body if _writes(stmt) == name]  # the slip sits in the gradient's own lines
+    sites = [node for stmt in lines for node in ast.walk(stmt) if isinstance(node, ast.Call) and _dim_node(node)]
+    for changes in _dim_changes(sites, MAX_DIM_VARIANTS):
+        # the reruns may spend a quarter of what one program may; the learner's own run counts in it
+        if cost.work > MAX_WORK // 4 or cost.tensor_ops > MAX_TENSOR_OPS // 4:
+            return None
+        before = [ast.unparse(call) for call, _ in changes]
+        olds = [_set_dim(call, dim) for call, dim in changes]
+        variant = ast.unparse(tree)
+        after = [ast.unparse(call) for call, _ in changes]
+        for (call, _), old in zip(changes, olds, strict=True):
+            _set_dim(call, old)
+        try:
+            env = evaluate(variant, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted, cost)
+        except Refused:
+            continue
+        got = env.get(name)
+        if not isinstance(got, torch.Tensor) or not _same_entries(got.shape, expected.shape):
+            continue
+        if compare(got.reshape(expected.shape).to(expected.dtype), expected)["approx"]:
+            swaps = "; ".join(
+                f"line {call.lineno}: {old} → {new}" for (call, _), old, new in zip(changes, before, after, strict=True)
+            )
+            sums = all(call.func.attr in ("sum", "mean") for call, _ in changes)  # type: ignore[attr-defined]
+            return f"{name} {'sums' if sums else 'reduces'} over the wrong dimension: {swaps} gives autograd's"
+    return None
+
+
+REDUCTIONS = {"sum", "mean", "max", "min", "softmax", "log_softmax"}
+
+
+def _dim_node(call: ast.Call) -> ast.expr | None:
+    """The dim argument of a reduction or softmax, if it is written as an integer."""
+    func = call.func
+    if not isinstance(func, ast.Attribute) or func.attr not in REDUCTIONS:
+        return None
+    module = isinstance(func.value, ast.Name) and func.value.id in ("torch", "F")
+    position = 1 if module else 0
+    node = next((k.value for k in call.keywords if k.arg == "dim"), None)
+    if node is None and len(call.args) > position:
+        node = call.args[position]
+    return node if node is not None and _int_of(node) is not None else None
+
+
+def _int_of(node: ast.expr) -> int | None:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _int_of(node.operand)
+        return -inner if inner is not None else None
+    return None
+
+
+def _set_dim(call: ast.Call, dim: int) -> int:
+    """Writes another dim into the call; returns the one it had."""
+    node = _dim_node(call)
+    assert node is not None
+    old = _int_of(node)
+    assert old is not None
+    new = ast.Constant(dim) if dim >= 0 else ast.UnaryOp(ast.USub(), ast.Constant(-dim))
+    for k in call.keywords:
+        if k.arg == "dim":
+            k.value = new
+            return old
+    module = isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name)
+    position = 1 if module and call.func.value.id in ("torch", "F") else 0  # type: ignore[union-attr]
+    call.args[position] = new
+    return old
+
+
+def _dim_changes(sites: list[ast.Call], limit: int) -> list[list[tuple[ast.Call, int]]]:
+    """Each reduction over the other of dims 0 and 1 alone, then two of them, ...: the likelier slips first."""
+    options = []
+    for call in sites:
+        dim = _int_of(_dim_node(call))  # type: ignore[arg-type]
+        assert dim is not None
+        options.append([(call, d) for d in (0, 1) if d != (dim % 2 if dim < 0 else dim)])
+    changes: list[list[tuple[ast.Call, int]]] = []
+    for size in range(1, len(options) + 1):
+        for chosen in itertools.combinations(options, size):
+            changes += [list(combo) for combo in itertools.product(*chosen)]
+            if len(changes) >= limit:
+                return changes[:limit]
+    return changes
+
+
+def _writes(stmt: ast.stmt) -> str | None:
+    """The name an assignment writes (x = ..., x[i] = ..., x += ...)."""
+    target = (
+        stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target if isinstance(stmt, ast.AugAssign) else None
+    )
+    while isinstance(target, ast.Subscript):
+        target = target.value
+    return target.id if isinstance(target, ast.Name) else None

@@ -4,8 +4,13 @@ on the meta device before anything is computed, and every result capped.
 No eval/exec and no sandbox library: once a torch object is reachable, a blocklist cannot work
 (tensor and storage methods without underscores read and write files). Here nothing is reachable but
 what the interpreter hands out: tensors, numbers, shapes, ranges, and calls to the methods and
-functions listed below. No strings exist at all. The interpreter runs in a sandbox process with a
-memory limit and a timeout (server/sandbox_pool.py); this module is the part that decides what may run.
+functions listed below. No strings exist at all. The only control flow is `for name in range(...)`,
+as the notebook writes dC: loops nest at most MAX_LOOP_DEPTH deep and a program's iterations, tensor
+operations, evaluated expressions and computed entries are capped, counted in the dry run on the meta
+device before anything is computed (a loop's count comes from integers and shapes, never from a
+tensor's values, so the dry run spends what the real run will). The interpreter runs in a sandbox
+process with a memory limit and a timeout (server/sandbox_pool.py); this module is the part that
+decides what may run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import math
 import operator
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,13 +35,22 @@ MAX_FLOAT = 1e12  # float constants and computed Python floats
 MAX_EXPONENT = 16  # x ** p with |p| <= 16
 MAX_RANGE = 10**5
 MAX_TUPLE = 64  # a shape has at most this many entries (torch's own limit on dimensions)
+MAX_LOOP_DEPTH = 3  # for loops nest at most this deep (the notebook's dC loop nests 2)
+# loop-body runs in all, outer loops' included: the largest config's dC loop (batch 256, block 8) runs 256 + 2,048
+MAX_ITERATIONS = 4096
+# tensor operations in all (that dC loop: 2,049); the dry run spends far more on one than on a name or an x[k, j]
+MAX_TENSOR_OPS = 4096
+MAX_EVALUATIONS = 1 << 16  # expressions evaluated in all, names and numbers included (that dC loop: ~20,000)
+# tensor entries read and written in all, multiply-adds for @: 2x the largest config's heaviest step (dW1, dembcat)
+MAX_WORK = 1 << 28
 
-STATEMENTS = (ast.Assign, ast.AugAssign, ast.Expr)
+STATEMENTS = (ast.Assign, ast.AugAssign, ast.Expr, ast.For)
 EXPRESSIONS = (
     ast.BinOp, ast.UnaryOp, ast.Call, ast.Attribute, ast.Subscript, ast.Name, ast.Constant, ast.Tuple,
     ast.Slice, ast.keyword, ast.Load, ast.Store,
     ast.Add, ast.Sub, ast.Mult, ast.Div, ast.MatMult, ast.Pow, ast.USub, ast.UAdd,
 )  # fmt: skip
+SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.MatMult: "@", ast.Pow: "**"}
 BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.MatMult: operator.matmul, ast.Pow: operator.pow,
@@ -56,6 +71,22 @@ RESERVED = {"torch", "F", "range"}
 
 class Refused(ValueError):
     """Code that will not run, with a reason a learner can act on."""
+
+
+@dataclass
+class Cost:
+    """What a program spends in a run; the dry run refuses it past a cap, before anything is computed."""
+
+    iterations: int = 0  # loop-body runs
+    tensor_ops: int = 0  # operations with a tensor operand or result
+    evaluations: int = 0  # expressions evaluated
+    work: int = 0  # tensor entries read and written, multiply-adds for @
+
+    def add(self, other: Cost) -> None:
+        self.iterations += other.iterations
+        self.tensor_ops += other.tensor_ops
+        self.evaluations += other.evaluations
+        self.work += other.work
 
 
 class NotDefined(Refused):
@@ -88,7 +119,16 @@ def parse(source: str) -> ast.Module:
         _check_node(node)
     if not tree.body:
         raise Refused("there is no code: write the gradient(s) of this step, e.g. dx = ...")
+    _check_loop_depth(tree.body, 0)
     return tree
+
+
+def _check_loop_depth(body: list[ast.stmt], depth: int) -> None:
+    for stmt in body:
+        if isinstance(stmt, ast.For):
+            if depth + 1 > MAX_LOOP_DEPTH:
+                raise Refused(f"line {stmt.lineno}: loops nest at most {MAX_LOOP_DEPTH} deep")
+            _check_loop_depth(stmt.body, depth + 1)
 
 
 def _check_node(node: ast.AST) -> None:
@@ -96,10 +136,12 @@ def _check_node(node: ast.AST) -> None:
         return
     if isinstance(node, ast.stmt):
         if not isinstance(node, STATEMENTS):
-            raise Refused(f"line {node.lineno}: only assignments (x = ..., x += ..., x[i] = ...) and "
-                          f"x.index_add_(...) are allowed, not {type(node).__name__.lower()}")  # fmt: skip
+            raise Refused(f"line {node.lineno}: only assignments (x = ..., x += ..., x[i] = ...), x.index_add_(...) "
+                          f"and for loops over range(...) are allowed, not {type(node).__name__.lower()}")  # fmt: skip
         if isinstance(node, ast.Assign) and len(node.targets) != 1:
             raise Refused(f"line {node.lineno}: one target per assignment (a = b = ... is not allowed)")
+        if isinstance(node, ast.For):
+            _check_loop(node)
         return
     if not isinstance(node, EXPRESSIONS):
         what = {
@@ -137,6 +179,16 @@ def _check_node(node: ast.AST) -> None:
             raise Refused("*args is not allowed")
 
 
+def _check_loop(node: ast.For) -> None:
+    if not isinstance(node.target, ast.Name):
+        raise Refused(f"line {node.lineno}: a loop variable is one plain name: for k in range(n)")
+    it = node.iter
+    if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"):
+        raise Refused(f"line {node.lineno}: a loop runs over range(...) only: for k in range(Xb.shape[0])")
+    if node.orelse:
+        raise Refused(f"line {node.lineno}: for ... else is not available; a loop is for k in range(...) and its body")
+
+
 def _check_number(value: Any) -> None:
     if isinstance(value, bool):
         return
@@ -150,45 +202,68 @@ class Interpreter:
     """Walks a checked program over a scope of tensors. meta=True: shapes only (the dry run)."""
 
     def __init__(
-        self, scope: dict[str, Any], shared: set[str], mutable: set[str], later: dict[str, str], meta: bool
+        self,
+        scope: dict[str, Any],
+        shared: set[str],
+        mutable: set[str],
+        later: dict[str, str],
+        meta: bool,
+        wanted: dict[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.env = dict(scope)
+        self.given = set(scope)
         self.shared_ids = {id(scope[k]) for k in shared if isinstance(scope.get(k), torch.Tensor)}
         self.protected = set(shared)
         self.mutable = set(mutable)
         self.later = later  # gradient name -> when it becomes available
         self.meta = meta
+        self.wanted = wanted or {}  # gradient name -> its shape: a shape error can suggest the fix that gives it
         largest = max((v.numel() for v in scope.values() if isinstance(v, torch.Tensor)), default=0)
         self.max_numel = min(MAX_NUMEL, max(NUMEL_FACTOR * largest, 1 << 12))
+        self.cost = Cost()
+        self.loops: list[list[Any]] = []  # [name, value] of each loop running, outermost first
+        self.assigned: tuple[ast.expr, tuple[int, ...]] | None = None  # (value node, wanted shape) of the statement
 
     def run(self, tree: ast.Module) -> dict[str, Any]:
-        for stmt in tree.body:
+        self.block(tree.body)
+        return self.env
+
+    def block(self, body: list[ast.stmt]) -> None:
+        for stmt in body:
             try:
                 self.statement(stmt)
             except Refused:
                 raise
             except NotImplementedError:  # the meta device cannot know the result's shape
-                raise Refused(f"line {stmt.lineno}: this needs the values of a tensor to know the size of the "
+                raise Refused(f"{self.where(stmt)}: this needs the values of a tensor to know the size of the "
                               "result (data-dependent): not available here") from None  # fmt: skip
             except MemoryError:
-                raise Refused(f"line {stmt.lineno}: out of memory") from None
+                raise Refused(f"{self.where(stmt)}: out of memory") from None
             except RecursionError:
-                raise Refused(f"line {stmt.lineno}: nested too deeply") from None
+                raise Refused(f"{self.where(stmt)}: nested too deeply") from None
             except Exception as e:  # torch's own errors (shapes, dtypes, indices) are the learner's feedback
-                raise Refused(f"line {stmt.lineno}: {_short(e)}") from None
-        return self.env
+                raise Refused(f"{self.where(stmt)}: {_short(e)}") from None
+
+    def where(self, node: ast.stmt | ast.expr) -> str:
+        """'line 4', or 'line 4 (k = 3, j = 1)' inside loops: which iteration went wrong."""
+        loops = ", ".join(f"{name} = {value}" for name, value in self.loops)
+        return f"line {node.lineno}" + (f" ({loops})" if loops else "")
 
     # --- statements ---
     def statement(self, node: ast.stmt) -> None:
         if isinstance(node, ast.Assign):
             target = node.targets[0]
+            wanted = self.wanted.get(target.id) if isinstance(target, ast.Name) else None
+            self.assigned = (node.value, wanted) if wanted else None
             value = self.expr(node.value)
+            self.assigned = None
             if isinstance(target, ast.Name):
                 self.bind(target.id, value, node)
             elif isinstance(target, ast.Subscript):
                 tensor = self.owned_tensor(target.value, node, "item assignment")
                 index = self.index(target.slice)
                 tensor[index] = value
+                self.spend(node, value)
             else:
                 raise Refused(f"line {node.lineno}: assign to a name or to x[...]")
         elif isinstance(node, ast.AugAssign):
@@ -198,12 +273,18 @@ class Interpreter:
             if isinstance(node.target, ast.Name):
                 tensor = self.owned_tensor(node.target, node, f"{type(node.op).__name__.lower()}-assignment")
                 getattr(tensor, AUGOPS[type(node.op)])(value)
+                self.spend(node, tensor, value)
             elif isinstance(node.target, ast.Subscript):
                 tensor = self.owned_tensor(node.target.value, node, "item assignment")
                 index = self.index(node.target.slice)
-                tensor[index] = BINOPS[type(node.op)](tensor[index], value)
+                # as Python runs x[i] += v: in place on x[i] (a view, or a copy for an index tensor), stored back
+                part = getattr(tensor[index], AUGOPS[type(node.op)])(value)
+                tensor[index] = part
+                self.spend(node, part, value)
             else:
                 raise Refused(f"line {node.lineno}: += needs a name or x[...]")
+        elif isinstance(node, ast.For):
+            self.loop(node)
         else:  # Expr: only an in-place method call does anything
             call = node.value
             if not (
@@ -213,6 +294,41 @@ class Interpreter:
             ):
                 raise Refused(f"line {node.lineno}: this line computes a value and drops it; assign it: dx = ...")
             self.expr(call)
+
+    def loop(self, node: ast.For) -> None:
+        assert isinstance(node.target, ast.Name)  # parse() let only `for name in range(...)` through
+        name = node.target.id
+        hidden = self.hidden_by(name)
+        if hidden:
+            raise Refused(f"line {node.lineno}: the loop variable {name} would hide {hidden}; a loop variable is "
+                          "a new name (k, j, i)")  # fmt: skip
+        span = self.expr(node.iter)
+        assert isinstance(span, range)
+        self.cost.iterations += len(span)  # counted before the loop runs: a too-long loop is refused at once
+        if self.cost.iterations > MAX_ITERATIONS:
+            raise Refused(f"{self.where(node)}: the loops would run more than {MAX_ITERATIONS:,} times in all "
+                          f"({self.cost.iterations:,} with this one); the notebook's dC loop runs n x block_size "
+                          "times")  # fmt: skip
+        self.loops.append([name, None])
+        try:
+            for value in span:
+                self.loops[-1][1] = value
+                self.env[name] = value
+                self.block(node.body)
+        finally:
+            self.loops.pop()
+
+    def hidden_by(self, name: str) -> str:
+        """What a loop variable of that name would hide ('' if nothing): only new names may count."""
+        if name in RESERVED:
+            return name
+        if name in self.protected:
+            return f"the tensor {name}"
+        if name in self.given or name in self.later:
+            return f"the gradient {name}" if name.startswith("d") else name
+        if any(name == running for running, _ in self.loops):
+            return "the variable of the loop around it"
+        return ""
 
     def bind(self, name: str, value: Any, node: ast.stmt) -> None:
         if name in RESERVED or name in ("n", "n_embd"):
@@ -236,8 +352,33 @@ class Interpreter:
         base = tensor._base if tensor._base is not None else tensor
         return id(tensor) in self.shared_ids or id(base) in self.shared_ids
 
+    def spend(self, node: ast.AST, *values: Any, macs: int = 0) -> None:
+        """Count one tensor operation and the entries it read and wrote; past a cap, the program is refused."""
+        numel = macs
+        tensors = False
+        for v in values:
+            for t in v if isinstance(v, tuple) else (v,):
+                if isinstance(t, torch.Tensor):
+                    numel += t.numel()
+                    tensors = True
+        if not tensors:
+            return
+        self.cost.tensor_ops += 1
+        self.cost.work += numel
+        line = getattr(node, "lineno", 0)
+        if self.cost.tensor_ops > MAX_TENSOR_OPS:
+            raise Refused(f"line {line}: more than {MAX_TENSOR_OPS:,} tensor operations in all; a gradient takes a "
+                          "few (loop over fewer items, or use whole-tensor operations)")  # fmt: skip
+        if self.cost.work > MAX_WORK:
+            raise Refused(f"line {line}: the code computes more than {MAX_WORK:,} tensor entries in all; a "
+                          "gradient takes far fewer")  # fmt: skip
+
     # --- expressions ---
     def expr(self, node: ast.expr) -> Any:
+        self.cost.evaluations += 1
+        if self.cost.evaluations > MAX_EVALUATIONS:
+            raise Refused(f"line {node.lineno}: more than {MAX_EVALUATIONS:,} expressions evaluated in all; "
+                          "loop over fewer items")  # fmt: skip
         value = self._expr(node)
         self.check_value(value)
         return value
@@ -251,7 +392,9 @@ class Interpreter:
             return self.name(node.id)
         if isinstance(node, ast.UnaryOp):
             value = self.expr(node.operand)
-            return -value if isinstance(node.op, ast.USub) else +value
+            result = -value if isinstance(node.op, ast.USub) else +value
+            self.spend(node, value, result)
+            return result
         if isinstance(node, ast.BinOp):
             left, right = self.expr(node.left), self.expr(node.right)
             if isinstance(node.op, ast.Pow):
@@ -268,7 +411,14 @@ class Interpreter:
                                   "join with + (x.shape + (1,))")  # fmt: skip
                 if len(left) + len(right) > MAX_TUPLE:
                     raise Refused(f"line {node.lineno}: a shape of more than {MAX_TUPLE} entries")
-            return BINOPS[type(node.op)](left, right)
+            if isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor):
+                self.check_operands(node, left, right)
+            result = BINOPS[type(node.op)](left, right)
+            macs = 0
+            if isinstance(node.op, ast.MatMult) and isinstance(result, torch.Tensor) and left.dim():
+                macs = result.numel() * left.shape[-1]
+            self.spend(node, left, right, result, macs=macs)
+            return result
         if isinstance(node, ast.Tuple):
             return tuple(self.expr(e) for e in node.elts)
         if isinstance(node, ast.Attribute):
@@ -288,10 +438,61 @@ class Interpreter:
             base = self.expr(node.value)
             if not isinstance(base, torch.Tensor | tuple):
                 raise Refused("only tensors and shapes can be indexed")
-            return base[self.index(node.slice)]
+            index = self.index(node.slice)
+            result = base[index]
+            if _gathers(index):  # an index tensor gathers a copy: an operation, where x[k, j] is a view
+                self.spend(node, base, result)
+            return result
         if isinstance(node, ast.Call):
             return self.call(node)
         raise Refused(f"{type(node).__name__} is not allowed")
+
+    def check_operands(self, node: ast.BinOp, left: torch.Tensor, right: torch.Tensor) -> None:
+        """torch's shape errors, said with the operands as written and their shapes (and the likely fix)."""
+        a, b = _operand(node.left), _operand(node.right)
+        op = SYMBOLS[type(node.op)]
+        if isinstance(node.op, ast.MatMult):
+            if not left.dim() or not right.dim():
+                return  # torch says what is wrong with a 0-dim operand
+            inner = right.shape[-2] if right.dim() >= 2 else right.shape[0]
+            if left.shape[-1] == inner:
+                return
+            fix = self.matmul_fix(node, left, right) if left.dim() == right.dim() == 2 else None
+            raise Refused(f"{self.where(node)}: {a} @ {b}: {_fmt(left.shape)} @ {_fmt(right.shape)}: inner sizes "
+                          f"{left.shape[-1]} and {inner}"
+                          + (f" — did you mean {fix}?" if fix else " differ: the left's last size must be the "
+                             "right's first"))  # fmt: skip
+        try:
+            torch.broadcast_shapes(left.shape, right.shape)
+            return
+        except RuntimeError:
+            pass
+        ndim = max(left.dim(), right.dim())
+        ls, rs = (1,) * (ndim - left.dim()) + tuple(left.shape), (1,) * (ndim - right.dim()) + tuple(right.shape)
+        dim = next(i for i in range(ndim - 1, -1, -1) if ls[i] != rs[i] and 1 not in (ls[i], rs[i]))
+        fix = ""
+        if left.dim() == right.dim() == 2:
+            if _broadcasts(left.shape, right.T.shape):
+                fix = f" — did you mean {a} {op} {_transposed(node.right)}?"
+            elif _broadcasts(left.T.shape, right.shape):
+                fix = f" — did you mean {_transposed(node.left)} {op} {b}?"
+        raise Refused(f"{self.where(node)}: {a} {op} {b}: {_fmt(left.shape)} and {_fmt(right.shape)} do not "
+                      f"broadcast: dim {dim} has {ls[dim]} and {rs[dim]} (sizes must match, or one be 1)"
+                      + fix)  # fmt: skip
+
+    def matmul_fix(self, node: ast.BinOp, left: torch.Tensor, right: torch.Tensor) -> str | None:
+        """The operands transposed or swapped so that the product exists; the one of the wanted shape first."""
+        a, b = _operand(node.left), _operand(node.right)
+        at, bt = _transposed(node.left), _transposed(node.right)
+        (l0, l1), (r0, r1) = left.shape, right.shape
+        options = [  # text, (rows, inner, inner, cols)
+            (f"{at} @ {b}", (l1, l0, r0, r1)), (f"{a} @ {bt}", (l0, l1, r1, r0)), (f"{b} @ {a}", (r0, r1, l0, l1)),
+            (f"{at} @ {bt}", (l1, l0, r1, r0)), (f"{bt} @ {a}", (r1, r0, l0, l1)), (f"{b} @ {at}", (r0, r1, l1, l0)),
+        ]  # fmt: skip
+        working = [(text, (rows, cols)) for text, (rows, i, j, cols) in options if i == j]
+        wanted = self.assigned[1] if self.assigned and self.assigned[0] is node else None
+        best = [text for text, shape in working if shape == wanted] or [text for text, _ in working]
+        return best[0] if best else None
 
     def index(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Slice):
@@ -306,6 +507,10 @@ class Interpreter:
             return torch.tensor(value, device="meta" if self.meta else "cpu")
         if isinstance(value, torch.Tensor) and value.dtype in (torch.bool, torch.uint8):
             raise Refused("boolean masks select a data-dependent number of entries: not available here")
+        if self.meta and isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+            # a 0-dim integer tensor (ix = Xb[k,j]) indexes as the integer it holds: the dry run has no values,
+            # and any integer gives the shape; the real run checks the value against the size
+            return 0
         return value
 
     def call(self, node: ast.Call) -> Any:
@@ -330,10 +535,13 @@ class Interpreter:
                 raise Refused(f"{func.value.id}.{func.attr} is not available; these are: "
                               f"{', '.join(sorted(allowed))}")  # fmt: skip
             if func.attr == "one_hot":
-                return self.one_hot(args, kwargs)
-            if func.attr in ("zeros_like", "ones_like") and kwargs:
-                raise Refused(f"torch.{func.attr}(x) takes just the tensor")
-            return getattr(module, func.attr)(*args, **kwargs)
+                result = self.one_hot(args, kwargs)
+            else:
+                if func.attr in ("zeros_like", "ones_like") and kwargs:
+                    raise Refused(f"torch.{func.attr}(x) takes just the tensor")
+                result = getattr(module, func.attr)(*args, **kwargs)
+            self.spend(node, *args, *kwargs.values(), result)
+            return result
         base = self.expr(func.value)
         if not isinstance(base, torch.Tensor):
             raise Refused(f".{func.attr}(...) needs a tensor")
@@ -347,7 +555,9 @@ class Interpreter:
             shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else tuple(args)
             if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
                 raise Refused(f".{func.attr} takes integers")
-        return getattr(base, func.attr)(*args, **kwargs)
+        result = getattr(base, func.attr)(*args, **kwargs)
+        self.spend(node, base, *args, *kwargs.values(), result)
+        return result
 
     def one_hot(self, args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         if len(args) < 1 or not isinstance(args[0], torch.Tensor) or args[0].dtype != torch.int64:
@@ -384,18 +594,65 @@ class Interpreter:
             raise Refused(f"a {type(value).__name__} is not a value a gradient needs")
 
 
+def _fmt(shape: tuple[int, ...] | torch.Size) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
+
+
+def _gathers(index: Any) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, torch.Tensor) and p.dim() > 0 for p in parts)
+
+
+def _broadcasts(a: torch.Size, b: torch.Size) -> bool:
+    try:
+        torch.broadcast_shapes(a, b)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _operand(node: ast.expr) -> str:
+    """An operand as the learner wrote it (from the checked tree: no strings), short, bracketed if needed."""
+    text = ast.unparse(node)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"({text})" if isinstance(node, ast.BinOp) else text
+
+
+def _transposed(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute) and node.attr == "T":
+        return _operand(node.value)
+    text = _operand(node)
+    return f"{text}.T" if isinstance(node, ast.Name | ast.Attribute | ast.Subscript | ast.Call) else f"({text}).T"
+
+
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:300]
 
 
 def evaluate(
-    source: str, scope: dict[str, Any], shared: set[str], mutable: set[str], later: dict[str, str]
+    source: str,
+    scope: dict[str, Any],
+    shared: set[str],
+    mutable: set[str],
+    later: dict[str, str],
+    wanted: dict[str, tuple[int, ...]] | None = None,
+    cost: Cost | None = None,
 ) -> dict[str, Any]:
-    """Run the program on copies: first shapes only (meta device), then for real. Returns its names."""
+    """Run the program on copies: first shapes only (meta device), then for real. Returns its names.
+
+    `wanted`: the shapes of the gradients the program should make (a shape error suggests the fix that
+    gives them); `cost`: adds what the dry run spent.
+    """
     tree = parse(source)
     meta_scope = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
-    Interpreter(meta_scope, shared, mutable, later, meta=True).run(tree)
+    dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted)
+    try:
+        dry.run(tree)
+    finally:
+        if cost is not None:
+            cost.add(dry.cost)
     real = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
     with torch.no_grad():
-        return Interpreter(real, shared, mutable, later, meta=False).run(tree)
+        return Interpreter(real, shared, mutable, later, meta=False, wanted=wanted).run(tree)

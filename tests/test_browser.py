@@ -733,6 +733,31 @@ def test_challenge_lecture_answer_wrong_shape_and_progress(page, base_url):
     expect(page.get_by_test_id("challenge-progress")).to_contain_text("1 of 20 steps solved, 1 revealed")
 
 
+def test_challenge_takes_the_notebooks_loop_as_typed_and_names_a_forgotten_n(page, base_url):
+    open_page(page, f"{base_url}/?step=19")
+    page.get_by_test_id("challenge-toggle").check()
+    expect(page.get_by_test_id("challenge-task")).to_contain_text("Write dC")
+    box = page.get_by_test_id("challenge-code")
+    box.click()
+    # typed line by line with Enter, no spaces: the box indents the loops' bodies as the notebook does
+    page.keyboard.type("dC = torch.zeros_like(C)\nfor k in range(Xb.shape[0]):\nfor j in range(Xb.shape[1]):\n"
+                       "ix = Xb[k,j]\ndC[ix] += demb[k,j]")  # fmt: skip
+    assert box.input_value() == (
+        "dC = torch.zeros_like(C)\nfor k in range(Xb.shape[0]):\n  for j in range(Xb.shape[1]):\n"
+        "    ix = Xb[k,j]\n    dC[ix] += demb[k,j]"
+    )
+    expect(box).to_have_attribute("rows", "5")  # the whole loop in view
+    page.get_by_test_id("challenge-check").click()
+    expect(page.get_by_test_id("challenge-feedback")).to_contain_text("dC is right")
+    # a gradient of the right shape with the wrong numbers is told its slip, not a bare maxdiff
+    open_page(page, f"{base_url}/?step=0")
+    check_code(page, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0")
+    expect(page.get_by_test_id("challenge-feedback")).to_contain_text(
+        "dlogprobs is 32× autograd's — n is 32: did you forget /n?"
+    )
+    expect(page.get_by_test_id("challenge-diff")).to_have_attribute("data-shape", "32x27")
+
+
 def test_challenge_hostile_code_is_refused_and_the_server_keeps_serving(page, base_url):
     open_page(page, f"{base_url}/?step=0")
     page.get_by_test_id("challenge-toggle").check()

@@ -152,7 +152,6 @@ HOSTILE = [
     "x = [1, 2]",
     "(x := counts)",
     "x = counts if 1 else counts",
-    "for i in range(3): x = i",
     "while True: pass",
     "def f(): pass",
     "class A: pass",
@@ -217,6 +216,47 @@ HOSTILE = [
     "x = c\u043eunts",
     "_x = 1",
     "x = counts.__len__()",
+    # loops: the one control flow there is, bounded
+    # only `for name in range(...)`: no else, no other targets or iterables, no other control flow
+    "for i in range(3):\n  x = i\nelse:\n  x = 1",
+    "for i, j in range(3):\n  x = i",
+    "for i in counts:\n  x = i",
+    "for i in (1, 2):\n  x = i",
+    "for i in range(3):\n  break",
+    "for i in range(3):\n  if i:\n    x = 1",
+    "async def f():\n  async for i in range(3):\n    x = i",
+    # nested past the cap, or iterating past it
+    "for a in range(2):\n for b in range(2):\n  for c in range(2):\n   for d in range(2):\n    x = a",
+    "for a in range(16):\n for b in range(16):\n  for c in range(17):\n   x = a",
+    "for i in range(100000):\n  x = i",
+    "for i in range(10**6):\n  x = i",
+    "for i in range(4000):\n  x = ((i, i, i, i), (i, i, i, i), (i, i, i, i), (i, i, i, i))",
+    "for i in range(2100):\n  x = counts * 2\n  y = x + 1",
+    "a = (torch.ones_like(hprebn).view(2048, 1) * torch.ones_like(b1)[0:16].view(1, 16)).view(128, 256)\n"
+    "for i in range(300):\n  y = a @ a.T",
+    # loops that grow tensors
+    "x = counts\nfor i in range(10):\n  x = x.view(-1, 1) * x.view(1, -1)",
+    "x = counts.view(-1)\nfor i in range(4):\n  x = x + x.view(-1, 1)",
+    # loop variables that would hide shared names
+    "for counts in range(3):\n  x = 1",
+    "for n in range(3):\n  x = 1",
+    "for torch in range(3):\n  x = 1",
+    "for dprobs in range(3):\n  x = 1",
+    "for dcounts_sum in range(3):\n  x = 1",
+    "for i in range(3):\n  for i in range(3):\n    x = i",
+    # in-place changes of shared tensors and their views, inside loops
+    "for k in range(n):\n  x = counts[k]\n  x += 1",
+    "for k in range(n):\n  counts[k] += 1",
+    "for k in range(3):\n  ix = Xb[k, 0]\n  ix += 1",
+    "for k in range(3):\n  x = W1.T\n  x[k] = 0",
+    "for k in range(3):\n  dprobs[k] *= 2",
+    "for k in range(3):\n  dprobs.index_add_(0, Xb[k], dprobs)",
+    "for k in range(3):\n  x = counts\n  counts = x",
+    # iteration counts from data
+    "for i in range(Xb[0, 0]):\n  x = i",
+    "for i in range(Yb.sum()):\n  x = i",
+    "for i in range(n * Xb[0, 0]):\n  x = i",
+    "for i in range(counts.shape[0] * 100000):\n  x = i",
 ]
 
 
@@ -244,7 +284,8 @@ DEFENCES = [
     "not part of the gradient vocabulary", "strings are not allowed", "not a real number", "names starting with _",
     "is not available", "cannot be called", "there is no", "cannot be reassigned", "is a tensor of the forward pass",
     "is shared", "is too large", "exponents are numbers", "division by zero", "0 to a negative power", "is too long",
-    "entries) is too big",
+    "entries) is too big", "for ... else", "one plain name", "range(...) only", "loops nest at most",
+    "times in all", "tensor operations in all", "expressions evaluated in all", "tensor entries in all", "would hide",
 ]  # fmt: skip
 
 
@@ -283,7 +324,8 @@ NAMES = ["counts", "probs", "dprobs", "counts_sum", "dcounts_sum", "dcounts_sum_
 ATTRS = ["sum", "view", "T", "shape", "exp", "log", "max", "values", "clone", "index_add_", "data", "numpy",
          "__class__", "storage", "zeros_like", "ones_like", "one_hot", "item", "tolist", "mul_"]  # fmt: skip
 TOKENS = ["+", "-", "*", "/", "@", "**", "(", ")", "[", "]", ",", ".", ":", "=", "+=", " ", "\n", "1", "0", "-1",
-          "2.5", "1e9", "keepdim=True", "dim=1", "'s'", "lambda", "for", "in", "if", "import", ";"]  # fmt: skip
+          "2.5", "1e9", "keepdim=True", "dim=1", "'s'", "lambda", "for", "in", "if", "import", ";", "range(n)",
+          ":\n  ", "for k in range(3):\n  ", "break"]  # fmt: skip
 
 
 @st.composite
@@ -327,4 +369,43 @@ def test_fuzzed_programs_are_graded_or_refused_and_change_nothing(atomic, code):
     except Refused as e:
         assert str(e)
     assert all(torch.equal(atomic.values[k], v) for k, v in before.items())
+    assert set(os.listdir(ROOT)) == before_files
+
+
+@st.composite
+def loop_programs(draw):
+    # the notebook's dC loop, mutated: nesting past the cap, long and data-driven ranges, loop variables named as
+    # shared tensors, bodies that grow tensors or change shared ones (and their views) in place
+    def bound():
+        return draw(st.sampled_from(["2", "3", "n", "Xb.shape[1]", "Xb[0, 0]", "10**5", "k + 1", "-1", "n * n"]))
+
+    body = [
+        "x = counts[k]", "x += 1", "ix = Xb[k, 0]", "ix += 1", "y = torch.zeros_like(counts)", "y[ix] += dprobs[k]",
+        "counts[k] += 1", "dprobs[k] *= 2", "z = y.view(-1, 1) * y.view(1, -1)", "y = y + y", "y[k] = counts[k]",
+        "dcounts_sum = counts.sum(1, keepdim=True) * 0", "x = W1.T", "x[k] = 0", "x = y.view(-1)", "x -= 1",
+        "dcounts_sum[k] += 1", "w = dprobs[range(n), Yb]", "w = w * w",
+    ]  # fmt: skip
+    shadows = ["counts", "n", "dprobs", "x", "dcounts_sum", "k"]
+    lines = ["y = torch.zeros_like(counts)", "x = counts.clone()", "ix = Xb[0, 0]", "w = dprobs[0]"]
+    lines += [line.replace("[k", "[0") for line in draw(st.lists(st.sampled_from(body), max_size=2))]
+    for level in range(draw(st.sampled_from([1, 1, 2, 2, 3, 4]))):
+        name = draw(st.sampled_from(["k", "j", "i"][level:] * 3 + shadows))
+        lines.append(f"{'  ' * level}for {name} in range({bound()}):")
+    depth = level + 1
+    for line in draw(st.lists(st.sampled_from(body), min_size=1, max_size=4)):
+        lines.append("  " * depth + line.replace("[k", f"[{name}"))  # indexed by the innermost loop's variable
+    return "\n".join(lines)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(code=loop_programs())
+def test_fuzzed_loops_are_graded_or_refused_and_change_nothing(atomic, code):
+    before_files = set(os.listdir(ROOT))
+    before = snapshot(atomic)
+    try:
+        result = grade(atomic, 4, code)
+        assert result["step"] == 4 and len(result["results"]) == 1
+    except Refused as e:
+        assert str(e) and "Traceback" not in str(e)
+    assert unchanged(atomic, before)
     assert set(os.listdir(ROOT)) == before_files

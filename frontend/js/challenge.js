@@ -2,6 +2,7 @@
 // Progress (solved / revealed steps and drafts) is kept in this browser, per mode.
 import * as api from "./api.js";
 import { esc } from "./dom.js";
+import { newlineAt, rowsFor } from "./editor.js";
 import { absMax, as2d, identical, rangeOf, renderMain } from "./heatmaps.js";
 
 const $ = (id) => document.getElementById(id);
@@ -25,6 +26,10 @@ function store(mutate) {
 
 const py = (b) => (b ? "True" : "False");
 
+function fit() {
+  $("challenge-code").rows = rowsFor($("challenge-code").value);
+}
+
 function renderProgress() {
   const mode = load().modes?.[ctx.params.mode] || { solved: {}, revealed: {} };
   const solved = Object.keys(mode.solved).length;
@@ -44,7 +49,19 @@ export function init() {
     $("challenge-body").hidden = !all.on;
   });
   $("challenge-code").addEventListener("input", () => {
+    fit();
     if (ctx) store((m) => { m.drafts[ctx.step] = $("challenge-code").value; });
+  });
+  $("challenge-code").addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || e.shiftKey || e.ctrlKey || e.altKey || e.metaKey || e.isComposing) return;
+    const box = e.target;
+    e.preventDefault();
+    const text = newlineAt(box.value, box.selectionStart);
+    // insertText keeps the browser's undo; it fires the input event that saves the draft
+    if (!document.execCommand("insertText", false, text)) {
+      box.setRangeText(text, box.selectionStart, box.selectionEnd, "end");
+      box.dispatchEvent(new Event("input"));
+    }
   });
   $("challenge-check").addEventListener("click", check);
   $("challenge-hint").addEventListener("click", hint);
@@ -64,12 +81,14 @@ export function update({ params, step, total, op }) {
   if (!op) {
     $("challenge-task").textContent = "The backward pass is complete: Reset or step back to try a step.";
     $("challenge-code").value = "";
+    fit();
     return;
   }
   const targets = op.rules.map((r) => `d${r.target}`).join(", ");
   $("challenge-task").innerHTML = `Step ${step}: backprop through <code>${esc(op.formula.split("\n")[0])}</code>. ` +
     `Write <b>${esc(targets)}</b>, then Check (Next shows the answer).`;
   $("challenge-code").value = load().modes?.[params.mode]?.drafts?.[step] ?? "";
+  fit();
 }
 
 async function check() {

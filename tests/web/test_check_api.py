@@ -32,6 +32,21 @@ def test_the_lectures_dlogprobs_is_exact(client):
     assert item["cmp"]["exact"] and item["diff"]["max"] == 0 and item["diff"]["shape"] == [32, 27]
 
 
+def test_the_notebooks_dC_loop_is_graded(client):
+    from ..test_challenge import EXERCISE_1
+
+    code = EXERCISE_1[EXERCISE_1.index("dC = ") :]  # the loop, as the notebook writes it
+    body = client.post("/api/check", json={"step": 20, "code": code}).json()
+    assert body["correct"] and body["results"][0]["diff"]["shape"] == [27, 10], body
+
+
+def test_a_wrong_gradient_of_the_right_shape_is_told_what_is_wrong(client):
+    code = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0"
+    (item,) = client.post("/api/check", json={"step": 1, "code": code}).json()["results"]
+    assert item["feedback"] == ["dlogprobs is 32× autograd's — n is 32: did you forget /n?"]
+    assert item["diff"]["shape"] == [32, 27]  # and the heatmap of the difference
+
+
 def test_a_wrong_shape_gets_its_reason_and_no_diff(client):
     code = "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs"
     body = client.post("/api/check", json={"step": 3, "code": code}).json()
@@ -68,6 +83,8 @@ def test_a_check_is_serialized_by_the_worker_not_on_the_event_loop(client, monke
         ("torch.save(counts, 'x')", ".save is not available"),
         ("x = 'abc'", "strings are not allowed"),
         ("counts += 1", "counts is shared"),
+        ("for k in range(n):\n  for j in range(n):\n    for i in range(n):\n      x = k", "4,096 times in all"),
+        ("for counts in range(3):\n  x = 1", "would hide the tensor counts"),
         ("x = " + "(" * 900 + "1" + ")" * 900, "too many nested parentheses"),
     ],
 )
