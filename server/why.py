@@ -273,6 +273,7 @@ def _max(bp: BackwardPass, op: Op, scope: dict[str, Any], index: list[int]) -> d
     return {
         "kind": "max",
         "source": src,
+        "output": op.outputs[0],
         "title": f"{op.outputs[0]}[{row}]: the maximum of row {row}, and where its gradient goes",
         "row": row,
         "values": [entry(values, [j]) for j in range(values.numel())],

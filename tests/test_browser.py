@@ -1013,7 +1013,8 @@ def test_the_drawer_in_every_mode(page, base_url, mode):
 
 
 def test_worked_examples_show_the_served_numbers(page, base_url):
-    for node in ("W2", "h", "hpreact"):  # the matrix products and tanh: each number names its tensor entry
+    # the matrix products, tanh, the max's row and C's scatter: each number names the tensor entry it shows
+    for node in ("W2", "h", "hpreact", "logits", "C"):
         open_page(page, f"{base_url}/?step=20&node={node}&pin=1&why=1")
         expect(page.get_by_test_id("why")).to_have_attribute("data-node", node)
         numbers = page.locator("#why .num[data-tensor]")
