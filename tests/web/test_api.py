@@ -464,7 +464,13 @@ def test_head_is_answered_as_get_without_the_body(client, path):
     get, head = client.get(path), client.head(path)
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-type"] == get.headers["content-type"]
-    assert head.headers["content-length"] == str(len(get.content))
+    # the length GET sends, on the wire (compressed where the client accepts it, as both asked)
+    assert head.headers.get("content-encoding") == get.headers.get("content-encoding")
+    assert head.headers["content-length"] == get.headers["content-length"]
+    identity = client.get(path, headers={"Accept-Encoding": "identity"})
+    assert client.head(path, headers={"Accept-Encoding": "identity"}).headers["content-length"] == str(
+        len(identity.content)
+    )
 
 
 def test_served_with_the_graph(embedded_dataset):
