@@ -90,6 +90,23 @@ class EncodedETag:
         await self.app(scope, receive, tagged)
 
 
+FAST = {"zstd": 3, "br": 3, "gzip": 4}  # levels for a large answer compressed off the event loop
+
+
+def accepted(accept_encoding: str) -> str | None:
+    """The encoding to send for an Accept-Encoding header: zstd, then brotli, then gzip (the middleware's order)."""
+    offered = {part.split(";")[0].strip().lower() for part in accept_encoding.split(",")}
+    return next((encoding for encoding in ENCODINGS if encoding in offered), None)
+
+
+def compress(body: bytes, encoding: str, level: int) -> bytes:
+    if encoding == "zstd":
+        return zstandard.ZstdCompressor(level=level).compress(body)
+    if encoding == "br":
+        return brotli.compress(body, quality=level)
+    return gzip.compress(body, level)
+
+
 class Precompressed:
     """A large file that never changes (plotly.min.js, 4.8 MB) compressed once per encoding, on first request:
     zstd 10 / brotli 5 / gzip 6 take 0.1–0.3 s each, which no request should pay twice."""
@@ -103,20 +120,11 @@ class Precompressed:
 
     def best(self, accept_encoding: str) -> tuple[str | None, bytes]:
         """(encoding, body) for an Accept-Encoding header: zstd, then brotli, then gzip, else as it is."""
-        offered = {part.split(";")[0].strip().lower() for part in accept_encoding.split(",")}
-        for encoding in ENCODINGS:
-            if encoding in offered:
-                return encoding, self._encode(encoding)
-        return None, self.body
+        encoding = accepted(accept_encoding)
+        return (encoding, self._encode(encoding)) if encoding else (None, self.body)
 
     def _encode(self, encoding: str) -> bytes:
         with self._lock:
             if encoding not in self._encoded:
-                level = self.LEVELS[encoding]
-                if encoding == "zstd":
-                    self._encoded[encoding] = zstandard.ZstdCompressor(level=level).compress(self.body)
-                elif encoding == "br":
-                    self._encoded[encoding] = brotli.compress(self.body, quality=level)
-                else:
-                    self._encoded[encoding] = gzip.compress(self.body, level)
+                self._encoded[encoding] = compress(self.body, encoding, self.LEVELS[encoding])
             return self._encoded[encoding]

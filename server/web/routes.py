@@ -19,7 +19,7 @@ from ..engine import BackwardPass
 from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
 from ..serialize import dumps
 from .fair import client_of
-from .http_cache import cache_headers, etag_of, not_modified
+from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
 from .query import QueryModel
 from .schemas import (
     BugsPublic,
@@ -187,9 +187,20 @@ async def _computed(request: Request, query: PassQuery, view: Callable[[], Any])
         return cached
     if query.batch_size * max(query.n_hidden, query.n_embd * query.block_size) <= LARGE:
         return _json(view(), headers)
+    encoding = accepted(request.headers.get("accept-encoding", ""))
+
+    def answer() -> Response:
+        # serialized and compressed in the thread too: a large tensor's JSON is megabytes (14 MB at the largest
+        # config: zstd 3 takes ~0.1 s), and the loop must keep answering; the middleware passes it through
+        body = dumps(view())
+        if not encoding:
+            return Response(body, media_type="application/json", headers=headers)
+        packed = compress(body, encoding, FAST[encoding])
+        coded = {**headers, "Content-Encoding": encoding, "Vary": "Accept-Encoding"}
+        return Response(packed, media_type="application/json", headers=coded)
+
     async with request.app.state.large.slot(client_of(request)):  # one at a time, clients in turn
-        # serialized in the thread too: a large tensor's JSON is megabytes, and the loop must keep answering
-        return await anyio.to_thread.run_sync(lambda: _json(view(), headers))
+        return await anyio.to_thread.run_sync(answer)
 
 
 @router.get("/graph", response_model=GraphPublic, responses=NO_RUN, openapi_extra=PASS.openapi)

@@ -100,6 +100,16 @@ def test_answers_and_assets_are_compressed_as_the_client_accepts(client, encodin
             assert again.status_code == 304
 
 
+def test_a_large_configs_answer_is_compressed_off_the_event_loop(client):
+    url = "/api/tensor/h?batch_size=256&n_hidden=512&step=20"  # past routes.LARGE: computed in a worker thread
+    identity = plain(client, url)
+    with client.stream("GET", url, headers={"Accept-Encoding": "gzip, zstd"}) as packed:
+        raw = b"".join(packed.iter_raw())
+    assert packed.headers["content-encoding"] == "zstd"
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(raw) == identity.content
+    assert packed.headers["etag"] == identity.headers["etag"][:-1] + '-zstd"'
+
+
 def test_a_small_answer_goes_uncompressed(client):
     answer = client.get("/api/health", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in answer.headers
