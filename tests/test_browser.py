@@ -927,6 +927,16 @@ def test_phone_no_sideways_scroll_and_tap_tooltips(browser, base_url):
         pg.get_by_test_id("legend").tap()  # a tap elsewhere hides it
         expect(pg.get_by_test_id("tooltip")).to_be_hidden()
         assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        # the why drawer covers the phone's screen; its long lines of math scroll inside it, not the page
+        open_page(pg, f"{base_url}/?mode=fused_bn&step=14&node=hprebn&pin=1&why=1")
+        drawer = pg.get_by_test_id("why")
+        expect(drawer).to_have_attribute("data-node", "hprebn")
+        box = drawer.bounding_box()
+        assert box["x"] == 0 and box["width"] == 390
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        assert drawer.evaluate("(d) => d.scrollWidth") <= 390
+        pg.get_by_test_id("why-close").tap()
+        expect(drawer).to_be_hidden()
     finally:
         context.close()
 
