@@ -8,7 +8,7 @@ between requests (the state and one tensor per step, as api_bench.py's "ahead").
 side by side, the share of nginx's answers that came from its cache, and whether the client kept up: its CPU
 time against the wall time and how late its event loop woke (a late loop inflates every latency it measures).
 Not a test: machines are noisy.
-Usage: python bench/proxy_bench.py [--students 1000] [--api 2] [--nginx-workers auto]
+Usage: python bench/proxy_bench.py [--students 1000] [--api 2] [--nginx-workers auto] [--think 0] [--encoding ...]
 """
 
 from __future__ import annotations
@@ -37,6 +37,25 @@ from deploy.render_nginx import prepare, render  # noqa: E402
 NGINX = "/usr/sbin/nginx"
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
 TIMEOUT = 30.0  # seconds; a request not answered by then counts as an error
+BROWSER = "gzip, deflate, br, zstd"  # Chromium's Accept-Encoding
+
+
+class EncodedClient(RawClient):
+    """RawClient asking for a compressed answer as a browser does; the body is counted, not decoded."""
+
+    accept_encoding = BROWSER
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: {self.accept_encoding}\r\n\r\n"
+        self.writer.write(request.encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+        return status, await self.reader.readexactly(length)
 
 
 def start_nginx(state_dir: Path, listen: int, api: list[int], workers: str) -> subprocess.Popen:
@@ -65,14 +84,15 @@ async def loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
         lags.append(time.perf_counter() - t0 - 0.01)
 
 
-async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str]) -> dict:
-    """n students, student i on ports[i % len(ports)], all on one config (the lecture's but the seed)."""
+async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think: float) -> dict:
+    """n students, student i on ports[i % len(ports)], all on one config (the lecture's but the seed);
+    each reads a step for `think` seconds before the next."""
     latencies: list[tuple[int, float]] = []  # (step, seconds)
     errors: list[str] = []
 
     async def student(i: int) -> None:
         port = ports[i % len(ports)]
-        client = RawClient(port)
+        client = EncodedClient(port)
         try:
             for step in range(21):
                 node = nodes[min(step, len(nodes) - 1)]
@@ -85,8 +105,10 @@ async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str]) -> dic
                     except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as e:
                         errors.append(f"{url} {e!r}")
                         client.close()
-                        client = RawClient(port)
+                        client = EncodedClient(port)
                     latencies.append((step, time.perf_counter() - t0))
+                if think:
+                    await asyncio.sleep(think)
         finally:
             client.close()
 
@@ -113,9 +135,12 @@ def main() -> None:
     parser.add_argument("--nginx-workers", default="auto", help="nginx worker processes (auto: one per core)")
     parser.add_argument("--data", default=str(LECTURE_DATA if LECTURE_DATA.exists() else ""), help="names file")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait after start-up")
+    parser.add_argument("--think", type=float, default=0.0, help="seconds each student reads a step (0: no pause)")
+    parser.add_argument("--encoding", default=BROWSER, help="the students' Accept-Encoding ('identity': none)")
     args = parser.parse_args()
     if not Path(NGINX).exists():
         sys.exit("Debian's nginx is required: apt-get install -y nginx (make browser-deps)")
+    EncodedClient.accept_encoding = args.encoding
     data = ["--data", args.data] if args.data else []
     # no challenge checks in this scenario: no sandbox processes to share the cores with
     ports = [free_port() for _ in range(args.api)]
@@ -130,8 +155,8 @@ def main() -> None:
     runs: dict[str, dict] = {}
     try:
         # a fresh seed per run: each starts as cold as a class's first visit
-        runs["direct"] = asyncio.run(lockstep(ports, args.students, 70_001, nodes))
-        runs["proxy"] = asyncio.run(lockstep([listen], args.students, 70_002, nodes))
+        runs["direct"] = asyncio.run(lockstep(ports, args.students, 70_001, nodes, args.think))
+        runs["proxy"] = asyncio.run(lockstep([listen], args.students, 70_002, nodes, args.think))
     finally:
         nginx.send_signal(signal.SIGQUIT)  # graceful: flushes the access log
         nginx.wait(timeout=30)
@@ -142,7 +167,8 @@ def main() -> None:
     state.cleanup()
 
     print(
-        f"{args.students} students in lockstep, one config, 21 steps x (state + tensor); "
+        f"{args.students} students in lockstep, one config, 21 steps x (state + tensor), {args.think} s between steps, "
+        f"Accept-Encoding: {args.encoding}; "
         f"{args.api} API processes; nginx workers: {args.nginx_workers}; cores: {os.cpu_count()}; "
         f"load average before: {load_before[0]:.1f}, after: {os.getloadavg()[0]:.1f}\n"
     )
