@@ -58,10 +58,11 @@ class EncodedClient(RawClient):
         return status, await self.reader.readexactly(length)
 
 
-def start_nginx(state_dir: Path, listen: int, api: list[int], workers: str) -> subprocess.Popen:
+def start_nginx(state_dir: Path, listen: int, api: list[int], workers: str, lock_timeout: str) -> subprocess.Popen:
     prepare(state_dir)
     conf = state_dir / "nginx.conf"
-    conf.write_text(render(f"127.0.0.1:{listen}", state_dir, [f"127.0.0.1:{p}" for p in api], None, workers, False))
+    upstreams = [f"127.0.0.1:{p}" for p in api]
+    conf.write_text(render(f"127.0.0.1:{listen}", state_dir, upstreams, None, workers, False, lock_timeout))
     proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(state_dir), "-e", str(state_dir / "error.log")])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -135,6 +136,7 @@ def main() -> None:
     parser.add_argument("--nginx-workers", default="auto", help="nginx worker processes (auto: one per core)")
     parser.add_argument("--data", default=str(LECTURE_DATA if LECTURE_DATA.exists() else ""), help="names file")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait after start-up")
+    parser.add_argument("--lock-timeout", default="100ms", help="nginx's proxy_cache_lock_timeout")
     parser.add_argument("--think", type=float, default=0.0, help="seconds each student reads a step (0: no pause)")
     parser.add_argument("--encoding", default=BROWSER, help="the students' Accept-Encoding ('identity': none)")
     args = parser.parse_args()
@@ -148,7 +150,7 @@ def main() -> None:
     state = tempfile.TemporaryDirectory()
     state_dir = Path(state.name)
     listen = free_port()
-    nginx = start_nginx(state_dir, listen, ports, args.nginx_workers)
+    nginx = start_nginx(state_dir, listen, ports, args.nginx_workers, args.lock_timeout)
     time.sleep(args.settle)
     load_before = os.getloadavg()
     nodes = SCENARIOS["ahead"]
@@ -169,7 +171,8 @@ def main() -> None:
     print(
         f"{args.students} students in lockstep, one config, 21 steps x (state + tensor), {args.think} s between steps, "
         f"Accept-Encoding: {args.encoding}; "
-        f"{args.api} API processes; nginx workers: {args.nginx_workers}; cores: {os.cpu_count()}; "
+        f"{args.api} API processes; nginx workers: {args.nginx_workers}, lock timeout {args.lock_timeout}; "
+        f"cores: {os.cpu_count()}; "
         f"load average before: {load_before[0]:.1f}, after: {os.getloadavg()[0]:.1f}\n"
     )
     print(f"{'measure':34s} {'direct':>10s} {'proxy':>10s} {'target':>8s}")

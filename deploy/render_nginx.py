@@ -20,6 +20,7 @@ def render(
     runs: list[str] | None = None,
     worker_processes: str = "auto",
     daemon: bool = True,
+    lock_timeout: str = "100ms",
 ) -> str:
     """The config text; `runs` defaults to the first API process (the one whose SQLite file holds the runs)."""
     if not api:
@@ -32,6 +33,7 @@ def render(
         "runs_servers": servers(runs or api[:1]),
         "worker_processes": worker_processes,
         "daemon": "on" if daemon else "off",
+        "lock_timeout": lock_timeout,
     }
     text = TEMPLATE.read_text()
     for name, value in values.items():
@@ -57,9 +59,13 @@ def main() -> None:
     parser.add_argument("--runs", action="append", help="the process(es) holding the runs (default: the first --api)")
     parser.add_argument("--worker-processes", default="auto", help="nginx workers (default auto: one per core)")
     parser.add_argument("--foreground", action="store_true", help="daemon off: systemd's Type=simple, a container")
+    parser.add_argument("--lock-timeout", default="100ms", help="how long a cold URL's other askers wait")
     args = parser.parse_args()
     prepare(args.state_dir)
-    print(render(args.listen, args.state_dir, args.api, args.runs, args.worker_processes, not args.foreground), end="")
+    config = render(
+        args.listen, args.state_dir, args.api, args.runs, args.worker_processes, not args.foreground, args.lock_timeout
+    )
+    print(config, end="")
 
 
 if __name__ == "__main__":
