@@ -46,6 +46,7 @@ bench: setup browser-deps
 	$(BIN)/python bench/browser_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/sandbox_bench.py
+	$(BIN)/python bench/proxy_bench.py
 
 # the abuse cases of the README's reliability table; BEFORE=DIR measures an older tree beside this one
 bench-attacks: setup
