@@ -123,10 +123,11 @@ async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think:
     return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": lags}
 
 
-def cache_statuses(access_log: Path, seed: int) -> collections.Counter:
-    """nginx's cache status of each request of the run on `seed`, from its access log."""
-    pattern = re.compile(rf"seed={seed}&.*cache=(\S+)")
-    return collections.Counter(m[1] for line in access_log.read_text().splitlines() if (m := pattern.search(line)))
+def proxy_log(access_log: Path, seed: int) -> tuple[collections.Counter, list[float]]:
+    """nginx's cache status and request time (first byte read to last byte sent) of each request on `seed`."""
+    pattern = re.compile(rf"seed={seed}&.*cache=(\S+) .* rt=([\d.]+)")
+    matches = [m for line in access_log.read_text().splitlines() if (m := pattern.search(line))]
+    return collections.Counter(m[1] for m in matches), [float(m[2]) for m in matches]
 
 
 def main() -> None:
@@ -165,7 +166,7 @@ def main() -> None:
         for s in servers:
             s.terminate()
             s.wait(timeout=10)
-    statuses = cache_statuses(state_dir / "access.log", 70_002)
+    statuses, nginx_times = proxy_log(state_dir / "access.log", 70_002)
     state.cleanup()
 
     print(
@@ -193,6 +194,11 @@ def main() -> None:
     total = sum(statuses.values())
     share = ", ".join(f"{k} {v / total:.1%}" for k, v in statuses.most_common()) if total else "no log lines"
     print(f"\nnginx cache status of the proxy run's {total} requests: {share}")
+    if nginx_times:  # what the students would see from a client that never lags (no kernel queues counted)
+        print(
+            f"nginx's own request time (its log): p50 {percentile(nginx_times, 50):.2f} ms, "
+            f"p99 {percentile(nginx_times, 99):.2f} ms, max {percentile(nginx_times, 100):.2f} ms"
+        )
     for name, r in runs.items():
         for sample in r["errors"][:3]:
             print(f"error ({name}):", sample)
