@@ -52,6 +52,9 @@ CHECKS_WAITING_PER_WORKER = 8  # checks waiting in all, per check worker (more: 
 # tensor, the neighbouring steps it prefetches), so a client's share is larger; clients are still served in turn
 LARGE_PER_CLIENT, LARGE_WAITING = 12, 48
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
+# the page's files: a class's proxy and the browsers keep them a minute (a new version reaches everyone within
+# one), then revalidate with their ETag (StaticFiles sets it: a 304 sends nothing again)
+PAGE_CACHE = "public, max-age=60"
 COMPRESS_FROM = 500  # bytes: a smaller answer goes as it is (the headers would outweigh the saving)
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
@@ -79,7 +82,10 @@ class FrontendFiles(StaticFiles):
             if allowed_methods(self.api, url):
                 raise StarletteHTTPException(405)
             raise StarletteHTTPException(404, f"no API endpoint {url}")
-        return await super().get_response(path, scope)
+        response = await super().get_response(path, scope)
+        if response.status_code in (200, 304):
+            response.headers["Cache-Control"] = PAGE_CACHE
+        return response
 
 
 def use_checks(app: FastAPI, pool: Any, slots: int) -> None:

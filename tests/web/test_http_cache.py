@@ -110,6 +110,13 @@ def test_a_large_configs_answer_is_compressed_off_the_event_loop(client):
     assert packed.headers["etag"] == identity.headers["etag"][:-1] + '-zstd"'
 
 
+def test_the_pages_files_may_be_kept_a_minute_and_revalidate(client):
+    for url in ("/", "/js/app.js", "/style.css", "/train.html"):
+        first = plain(client, url)
+        assert first.headers["cache-control"] == "public, max-age=60", url
+        assert plain(client, url, **{"If-None-Match": first.headers["etag"]}).status_code == 304
+
+
 def test_a_small_answer_goes_uncompressed(client):
     answer = client.get("/api/health", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in answer.headers
