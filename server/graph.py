@@ -95,6 +95,9 @@ class Op:
     rows: str = "mixed"
     # the op after training, if it differs: batchnorm with the calibrated statistics instead of the batch's
     eval_forward: Fn | None = None
+    calibrated: tuple[str, ...] = ()  # the statistics eval_forward reads: computed over the training split
+    # the hand-tuned twin that computes the op when training (server/layers.py lists them); None: no twin
+    kernel: str | None = None
 
 
 NODE_LIST = [
@@ -247,6 +250,7 @@ def _linear(out: str, x: str, w: str, b: str, about: str) -> Op:
         about,
         symbol="@ +",
         rows="each",
+        kernel="linear",
     )
 
 
@@ -283,6 +287,7 @@ OPS: list[Op] = [
         "look up the embedding of every context character",
         symbol="C[Xb]",
         rows="each",
+        kernel="embedding",
     ),
     Op(
         "embcat",
@@ -301,6 +306,7 @@ OPS: list[Op] = [
         "concatenate the block_size embeddings of each row",
         symbol="view",
         rows="each",
+        kernel="view",
     ),
     _linear("hprebn", "embcat", "W1", "b1", "linear layer 1"),
     Op(
@@ -454,6 +460,8 @@ OPS: list[Op] = [
         fuses="bn",
         rows="mixed",
         eval_forward=_batchnorm_eval,
+        calibrated=("bnmean_running", "bnvar_running"),
+        kernel="batchnorm",
     ),
     Op(
         "h",
@@ -472,6 +480,7 @@ OPS: list[Op] = [
         "the hidden layer's non-linearity",
         symbol="tanh",
         rows="each",
+        kernel="tanh",
     ),
     _linear("logits", "h", "W2", "b2", "linear layer 2: the output layer"),
     Op(
@@ -653,6 +662,7 @@ OPS: list[Op] = [
         symbol="cross_entropy",
         fuses="ce",
         rows="mean",
+        kernel="cross_entropy",
     ),
 ]
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
