@@ -1,4 +1,4 @@
-"""The frontend's pure modules (state, heatmaps, banner, panel), unit-tested by Node's built-in test runner
+"""The frontend's pure modules (state, heatmaps, banner, panel, curves), unit-tested by Node's built-in test runner
 (tests/js/*.test.mjs): each file's tests are reported here, and any failure fails this test."""
 
 from __future__ import annotations
