@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 import server.engine as engine
 from server.bugs import BUGS
-from server.graph import MODES, nodes_for_mode, ops_for_mode
+from server.graph import MODES, PARAMS, nodes_for_mode, ops_for_mode
 from server.layout import graph_layout
 from server.web.app import create_app
 
@@ -167,6 +167,17 @@ def test_float64_and_zero_bias(client):
     assert s["nodes"]["hpreact"]["cmp"]["maxdiff"] < 1e-15
     t = client.get("/api/tensor/b2", params={"init": "zero_bias"}).json()
     assert t["value"]["min"] == 0 and t["value"]["max"] == 0
+
+
+def test_zero_bias_does_what_its_description_says(client):
+    # the description is read off the declaration ("zero_bias: b1=b2=bnbias=0, bngain=1" in the lecture's network)
+    description = client.get("/api/meta").json()["config"]["init"]["description"]
+    said = {name: float(group[-1]) for group in (g.split("=") for g in description.split(": ")[1].split(", "))
+            for name in group[:-1]}  # fmt: skip
+    assert set(said) == {n.name for n in PARAMS if n.init.zero_bias is not None} and said
+    for name, value in said.items():
+        t = client.get(f"/api/tensor/{name}", params={"init": "zero_bias"}).json()
+        assert t["value"]["min"] == t["value"]["max"] == value, name
 
 
 @pytest.mark.parametrize(
