@@ -178,14 +178,16 @@ def test_statistics_are_recorded(lecture_dataset):
     progress = [d for k, d in events if k == "progress"]
     ud = [u for d in progress for u in d["ud"]]
     assert [s for s, _ in ud] == list(range(0, 600, 100))
-    assert set(ud[0][1]) == {"C", "W1", "W2"}  # the 2-D parameters
+    p, _ = init_params(SMALL.model(), lecture_dataset.vocab_size)
+    assert set(ud[0][1]) == {k for k, t in p.items() if t.dim() == 2 and 1 not in t.shape}  # C, W1, W2: the matrices
     assert all(-6 < v < 0 for _, r in ud for v in r.values())  # log10 update/data ratio
     saturation = [v for d in progress for _, v in d["saturation"]]
     assert len(saturation) == 6 and all(0 <= v <= 1 for v in saturation)
     hists = [d for k, d in events if k == "histograms"]
     assert hists[0]["step"] == 0 and hists[-1]["step"] == 599 and len(hists) == 11
-    h = hists[0]["activations"]["h"]
-    assert sum(h["counts"]) == 32 * 200 and -1 <= h["edges"][0] and h["edges"][-1] <= 1
+    for block in LAYERS.hidden:  # every hidden block's tanh
+        h = hists[0]["activations"][block.h]
+        assert sum(h["counts"]) == 32 * 200 and -1 <= h["edges"][0] and h["edges"][-1] <= 1
 
 
 def test_a_huge_learning_rate_diverges_and_is_recorded(lecture_dataset):
