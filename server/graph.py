@@ -3,9 +3,10 @@
 Every op is one forward line of the notebook, with its formula text, the code that runs it and,
 right next to it, the local backward rule for each of its inputs (the lecture's own line of code).
 Every parameter node carries its initialisation (the lecture's line). The forward executor, the
-backward schedule, the graph JSON, the explanations, the initialisation and the forward that evaluates
-and samples a trained model are all derived from NODES and OPS, and the backward modes from MODE_LIST;
-adding an op or a mode means adding one entry here.
+backward schedule, the graph JSON, the explanations, the initialisation, the forward that evaluates
+and samples a trained model and the hidden blocks the training kernels loop over (server/layers.py)
+are all derived from NODES and OPS, and the backward modes from MODE_LIST; adding an op or a mode
+means adding one entry here, and a hidden block (linear, batchnorm, tanh) its ops and nodes here.
 """
 
 from __future__ import annotations
