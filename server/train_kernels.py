@@ -44,13 +44,16 @@ class ManualBackward:
     def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
         self.params = [p[k] for k in PARAM_NAMES]
         self.C = p[LAYERS.embedding]
-        # each hidden block with its W, W.T, b, bngain and bnbias
+        slot = {name: i for i, name in enumerate(PARAM_NAMES)}  # where each gradient goes in the list returned
+        # each hidden block: W, W.T, b, bngain, bnbias, and the slots of dW, db, dbngain, dbnbias
         self.hidden = [
-            (blk, p[blk.linear.W], p[blk.linear.W].t(), p[blk.linear.b], p[blk.gain], p[blk.bias])
+            (p[blk.linear.W], p[blk.linear.W].t(), p[blk.linear.b], p[blk.gain], p[blk.bias],
+             (slot[blk.linear.W], slot[blk.linear.b], slot[blk.gain], slot[blk.bias]))
             for blk in LAYERS.hidden
-        ]
+        ]  # fmt: skip
         self.W2, self.b2 = p[LAYERS.output.W], p[LAYERS.output.b]
         self.W2t = self.W2.t()
+        self.output_slots = slot[LAYERS.output.W], slot[LAYERS.output.b], slot[LAYERS.embedding]
         self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
         n = batch_size
         dtype = self.C.dtype
@@ -68,11 +71,10 @@ class ManualBackward:
         (losses()), which takes a cross-entropy call off every step."""
         n = Xb.shape[0]
         xflat = Xb.view(-1)  # (n * block_size,)
-        acts: dict[str, torch.Tensor] = {}  # with keep: activations and their gradients by declared name
         # forward
         h = self.C.index_select(0, xflat).view(n, -1)  # embcat: (n, block_size * n_embd), C[Xb]
         saved = []  # what each hidden block's backward reads
-        for blk, W, Wt, b, bngain, bnbias in self.hidden:
+        for W, Wt, b, bngain, bnbias, slots in self.hidden:
             x = h
             hprebn = torch.addmm(b, x, W)  # (n, n_hidden)
             bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
@@ -80,37 +82,42 @@ class ManualBackward:
             bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
             hpreact = torch.addcmul(bnbias, bngain, bnraw)  # (n, n_hidden)
             h = torch.tanh(hpreact)  # (n, n_hidden)
-            saved.append((blk, Wt, bngain, x, bnvar_inv, bnraw, h))
-            if keep:
-                acts.update({blk.hprebn: hprebn, blk.hpreact: hpreact, blk.h: h})
+            saved.append((x, hprebn, bnvar_inv, bnraw, hpreact, h, Wt, bngain, slots))
         logits = torch.addmm(self.b2, h, self.W2)  # (n, vocab_size)
         # backward, every gradient n times its true value: dlogits = softmax - one_hot, without the / n
         dlogits = torch.softmax(logits, 1)  # (n, vocab_size)
         dlogits.scatter_add_(1, Yb.view(-1, 1), self.minus_ones)
         dh = torch.mm(dlogits, self.W2t)  # (n, n_hidden)
-        out = LAYERS.output
-        by_name = {out.W: torch.mm(h.t(), dlogits), out.b: dlogits.sum(0)}  # dW2 (n_hidden, vocab_size), db2
-        for blk, Wt, bngain, x, bnvar_inv, bnraw, h in reversed(saved):
+        grads: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
+        W2_slot, b2_slot, C_slot = self.output_slots
+        grads[W2_slot] = torch.mm(h.t(), dlogits)  # dW2: (n_hidden, vocab_size)
+        grads[b2_slot] = dlogits.sum(0)  # db2: (vocab_size,)
+        kept = []  # with keep: each block's dhpreact, last block first
+        for x, _, bnvar_inv, bnraw, _, h, Wt, bngain, (W_slot, b_slot, gain_slot, bias_slot) in reversed(saved):
             dhpreact = dh.addcmul_(dh, h * h, value=-1.0)  # (1 - h**2) * dh, (n, n_hidden); x*x beats square()
             dbngain = (bnraw * dhpreact).sum(0, keepdim=True)  # (1, n_hidden)
             dbnbias = dhpreact.sum(0, keepdim=True)  # (1, n_hidden)
             if keep:
-                acts["d" + blk.hpreact] = dhpreact / n  # before the in-place lines below make it dhprebn
+                kept.append(dhpreact / n)  # before the in-place lines below make it dhprebn
             # the lecture's bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
             # with its n divided out: bngain*bnvar_inv * (dhpreact - dbnbias/n - bnraw*dbngain/(n-1))
             dhprebn = dhpreact.sub_(dbnbias, alpha=1.0 / n).addcmul_(bnraw, dbngain, value=-1.0 / (n - 1))
             dhprebn.mul_(bngain * bnvar_inv)  # (n, n_hidden)
-            by_name[blk.linear.W] = torch.mm(x.t(), dhprebn)  # dW1: (fan_in, n_hidden)
-            by_name[blk.linear.b] = dhprebn.sum(0)  # db1: (n_hidden,)
-            by_name[blk.gain], by_name[blk.bias] = dbngain, dbnbias
+            grads[W_slot] = torch.mm(x.t(), dhprebn)  # dW1: (fan_in, n_hidden)
+            grads[b_slot] = dhprebn.sum(0)  # db1: (n_hidden,)
+            grads[gain_slot], grads[bias_slot] = dbngain, dbnbias
             dh = torch.mm(dhprebn, Wt)  # the block's input: (n, n_hidden), or dembcat (n, block_size * n_embd)
             if keep:
-                acts["d" + blk.hprebn] = dhprebn / n
-        by_name[LAYERS.embedding] = torch.index_add(self.zeros_C, 0, xflat, dh.view(-1, self.n_embd))  # dC
-        grads = [by_name[k] for k in PARAM_NAMES]
+                kept.append(dhprebn / n)
+        grads[C_slot] = torch.index_add(self.zeros_C, 0, xflat, dh.view(-1, self.n_embd))  # dC: (vocab_size, n_embd)
         if not keep:
             return logits, grads, {}
-        acts.update({out.out: logits, "d" + out.out: dlogits / n})
+        # the activations and their gradients by declared name (hprebn, hpreact, h, logits, dlogits, dhpreact, dhprebn)
+        acts = {"d" + LAYERS.output.out: dlogits / n, LAYERS.output.out: logits}
+        for blk, (_, hprebn, _, _, hpreact, h, *_) in zip(LAYERS.hidden, saved, strict=True):
+            acts.update({blk.hprebn: hprebn, blk.hpreact: hpreact, blk.h: h})
+        for blk, dhpreact, dhprebn in zip(reversed(LAYERS.hidden), kept[::2], kept[1::2], strict=True):
+            acts.update({"d" + blk.hpreact: dhpreact, "d" + blk.hprebn: dhprebn})
         return logits, [g / n for g in grads], acts
 
     def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
