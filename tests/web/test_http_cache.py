@@ -19,7 +19,7 @@ DETERMINISTIC = [
     "/api/state?step=3",
     "/api/tensor/counts_sum_inv?step=3",
     "/api/hints?step=3",
-    "/api/why/W2?step=20&at=5,3",
+    "/api/why/W2?step=9&at=5,3",
     "/api/instance/probs?step=2&at=3,7",
 ]
 
@@ -85,7 +85,7 @@ def test_a_trained_runs_answers_are_not_shared(client):
     ],
 )
 def test_answers_and_assets_are_compressed_as_the_client_accepts(client, encoding, decode):
-    for url in ("/api/tensor/hprebn?step=20", "/js/app.js", "/vendor/plotly.min.js"):
+    for url in ("/api/tensor/hprebn?step=3", "/js/app.js", "/vendor/plotly.min.js"):
         identity = plain(client, url)
         with client.stream("GET", url, headers={"Accept-Encoding": encoding}) as packed:
             raw = b"".join(packed.iter_raw())  # the bytes on the wire, not decoded by httpx
@@ -101,7 +101,7 @@ def test_answers_and_assets_are_compressed_as_the_client_accepts(client, encodin
 
 
 def test_a_large_configs_answer_is_compressed_off_the_event_loop(client):
-    url = "/api/tensor/h?batch_size=256&n_hidden=512&step=20"  # past routes.LARGE: computed in a worker thread
+    url = "/api/tensor/h?batch_size=256&n_hidden=512&step=3"  # past routes.LARGE: computed in a worker thread
     identity = plain(client, url)
     with client.stream("GET", url, headers={"Accept-Encoding": "gzip, zstd"}) as packed:
         raw = b"".join(packed.iter_raw())
