@@ -61,8 +61,8 @@ function gatherHtml(ex, opStep) {
 
 function tanhHtml(ex, opStep) {
   const rows = ex.units.map((u) => `<tr><td>${esc(u.label)} ${at(u.index)}</td>
-    <td>${cell(u.h, "h", false, u.index)}</td><td>${esc(num4(u.local))}</td><td>${cell(u.dh, "h", true, u.index, opStep - 1)}</td><td>${esc(num4(u.dhpreact))}</td></tr>`).join("");
-  return `<table class="mini wide" data-testid="tanh-units"><tr><th>unit</th><th>h</th><th>1 − h²</th><th>dh</th><th>dhpreact</th></tr>${rows}</table>
+    <td>${cell(u.h, ex.output, false, u.index)}</td><td>${esc(num4(u.local))}</td><td>${cell(u.dh, ex.output, true, u.index, opStep - 1)}</td><td>${esc(num4(u.dhpreact))}</td></tr>`).join("");
+  return `<table class="mini wide" data-testid="tanh-units"><tr><th>unit</th><th>${esc(ex.output)}</th><th>1 − ${esc(ex.output)}²</th><th>d${esc(ex.output)}</th><th>d${esc(ex.input)}</th></tr>${rows}</table>
     <p>${ex.saturated} of ${ex.entries} activations have |h| &gt; ${ex.threshold}.</p>`;
 }
 
