@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
     watched REAL NOT NULL,              -- last time an event stream was open on it
     heartbeat REAL,                     -- last time its worker wrote
     worker_pid INTEGER,
+    worker TEXT,                        -- the queue's worker that took it (host:pid), with a task queue
     step INTEGER NOT NULL DEFAULT 0,
     started REAL,
     ended REAL,
@@ -78,10 +79,14 @@ class Limits:
 
 
 class RunStore:
-    """All access to the runs database. Each call opens its own connection: usable from any thread."""
+    """All access to the runs database (SQLite). Each call opens its own connection: usable from any thread."""
+
+    # runs are claimed by the web processes' Scheduler (True), or taken from a task queue by workers (False)
+    claims_locally = True
 
     def __init__(self, path: str | Path, limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.url = str(self.path)  # what a training process opens (python -m server.train_process --db)
         self.limits = limits
         self.clock = clock  # wall time in seconds: every timestamp written and every age compared
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +97,8 @@ class RunStore:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
             if "losses" not in columns:  # a database from before per-step losses were kept
                 db.execute("ALTER TABLE runs ADD COLUMN losses BLOB")
+            if "worker" not in columns:
+                db.execute("ALTER TABLE runs ADD COLUMN worker TEXT")
             # a write, rolled back: a read-only file (or folder) fails here, at start-up, not on the first run
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -113,7 +120,7 @@ class RunStore:
         later writes cannot wait for the lock in WAL mode, it fails with "database is locked"."""
         db = self._connect()
         try:
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            self._begin(db, immediate)
             try:
                 yield db
             except BaseException:
@@ -122,6 +129,12 @@ class RunStore:
             db.execute("COMMIT")
         finally:
             db.close()
+
+    def close(self) -> None:
+        """Release what the store holds open (SQLite: nothing, each call connects)."""
+
+    def _begin(self, db: Any, immediate: bool) -> None:
+        db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     # --- the web side ---------------------------------------------------------------------------
 
@@ -137,11 +150,12 @@ class RunStore:
                 )
             ids = []
             for config in configs:
-                cur = db.execute(
-                    "INSERT INTO runs (created, config, keep_running, status, watched) VALUES (?, ?, ?, 'queued', ?)",
+                row = db.execute(
+                    "INSERT INTO runs (created, config, keep_running, status, watched) VALUES (?, ?, ?, 'queued', ?) "
+                    "RETURNING id",
                     (now, json.dumps(config.as_dict()), int(keep_running), now),
-                )
-                ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+                ).fetchone()
+                ids.append(int(row[0]))
             if len(ids) > 1:
                 db.execute(f"UPDATE runs SET group_id = ? WHERE id IN ({','.join('?' * len(ids))})", (ids[0], *ids))
             for run_id in ids:
@@ -185,7 +199,7 @@ class RunStore:
             rows = db.execute(
                 "SELECT kind, data FROM (SELECT seq, kind, data, CASE kind WHEN 'check' THEN "
                 "row_number() OVER (PARTITION BY kind ORDER BY seq) END AS r FROM events "
-                "WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms')) "
+                "WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms')) AS e "
                 "WHERE r IS NULL OR r % ? = 0 OR r = ? ORDER BY seq",
                 (run_id, stride, n_checks),
             ).fetchall()
@@ -259,6 +273,20 @@ class RunStore:
             self._event(db, row["id"], "status", {"status": "running"})
         return row["id"], TrainConfig(**json.loads(row["config"]))
 
+    def start(self, run_id: int, worker: str) -> TrainConfig | None:
+        """A queue's worker takes run `run_id`: running now if it is still queued; None if it is not."""
+        now = self.clock()
+        with self._db(immediate=True) as db:
+            row = db.execute("SELECT config FROM runs WHERE id = ? AND status = 'queued'", (run_id,)).fetchone()
+            if row is None:  # cancelled or deleted while it waited
+                return None
+            db.execute(
+                "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker = ? WHERE id = ?",
+                (now, now, worker, run_id),
+            )
+            self._event(db, run_id, "status", {"status": "running", "worker": worker})
+        return TrainConfig(**json.loads(row["config"]))
+
     def set_worker(self, run_id: int, pid: int) -> None:
         with self._db(immediate=True) as db:
             db.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (pid, run_id))
@@ -280,7 +308,7 @@ class RunStore:
                 ended = ", ".join(f"'{s}'" for s in ENDED)
                 db.execute(
                     f"DELETE FROM runs WHERE status IN ({ended}) AND id < (SELECT min(id) FROM (SELECT id FROM runs "
-                    f"WHERE status IN ({ended}) ORDER BY id DESC LIMIT ?))",
+                    f"WHERE status IN ({ended}) ORDER BY id DESC LIMIT ?) AS kept)",
                     (self.limits.keep_ended,),
                 )
 
@@ -383,15 +411,27 @@ class StoreURLError(ValueError):
 
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres(url: str) -> bool:
+    """Whether --runs-db names a PostgreSQL database (postgresql://user@host/db) rather than a SQLite file."""
+    match = _SCHEME.match(url)
+    return match is not None and match["scheme"] in POSTGRES_SCHEMES
 
 
 def store_path(url: str) -> str:
-    """The absolute path of the runs database at `url`: a file path, or sqlite:///relative/path and
-    sqlite:////absolute/path. The one place that reads the URL: another database would be another scheme here."""
+    """The runs database at `url` as every process opens it: a PostgreSQL URL as given; for SQLite, the absolute
+    path of a file path, sqlite:///relative/path or sqlite:////absolute/path. The one place that reads the URL."""
     path = url
     if match := _SCHEME.match(url):
+        if match["scheme"] in POSTGRES_SCHEMES:
+            return url
         if match["scheme"] != "sqlite":
-            raise StoreURLError(f"{match['scheme']}:// databases are not supported: give a file path or sqlite:///path")
+            raise StoreURLError(
+                f"{match['scheme']}:// databases are not supported: give a file path, sqlite:///path or "
+                "postgresql://user@host/database"
+            )
         if not match["rest"].startswith("/") or match["rest"] == "/":
             raise StoreURLError("a sqlite URL names a file: sqlite:///relative/path or sqlite:////absolute/path")
         path = match["rest"][1:]
@@ -399,6 +439,11 @@ def store_path(url: str) -> str:
     return os.path.abspath(path)
 
 
-def open_store(url: str, limits: Limits = Limits()) -> RunStore:
-    """The runs store at `url` (see store_path): only SQLite is supported."""
-    return RunStore(store_path(url), limits)
+def open_store(url: str, limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> RunStore:
+    """The runs store at `url` (see store_path): a SQLite file, or a PostgreSQL database."""
+    url = store_path(url)
+    if is_postgres(url):
+        from .runs_postgres import PostgresRunStore
+
+        return PostgresRunStore(url, limits, clock)
+    return RunStore(url, limits, clock)
