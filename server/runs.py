@@ -366,7 +366,11 @@ class RunStore:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 return
             loss_blob = losses.to(torch.float32).numpy().tobytes() if losses is not None else None
-            db.execute("UPDATE runs SET params = ?, losses = ? WHERE id = ?", (blob, loss_blob, run_id))
+            # an ended run keeps what it has: a second end (a worker's, after its training process's) changes nothing
+            db.execute(
+                "UPDATE runs SET params = ?, losses = ? WHERE id = ? AND status IN ('queued', 'running')",
+                (blob, loss_blob, run_id),
+            )
             self._end(db, run_id, status, reason)
 
     # --- helpers -----------------------------------------------------------------------------------

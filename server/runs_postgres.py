@@ -18,6 +18,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from .runs import Limits, RunStore
+from .train_config import TrainConfig
+from .train_queue import Deferrer, apply_schema
 
 WRITE_LOCK = 0x62_61_63_6B  # the advisory lock every write holds ('back')
 POOL_SIZE = 8  # connections a process keeps: its threads' concurrent transactions
@@ -87,7 +89,8 @@ class Connection:
 
 
 class PostgresRunStore(RunStore):
-    """The runs store in PostgreSQL: runs are taken by workers from the task queue (server/train_worker.py)."""
+    """The runs store in PostgreSQL: each queued run is a job in the task queue (server/train_queue.py), which
+    workers on any machine take (server/train_worker.py)."""
 
     claims_locally = False
 
@@ -99,11 +102,13 @@ class PostgresRunStore(RunStore):
         self._pool: ConnectionPool | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
+        self.jobs = Deferrer(url)
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("BEGIN")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))  # two processes starting at once
                 conn.execute(SCHEMA)
+                apply_schema(conn)  # the task queue's tables, in the same database
                 conn.execute("COMMIT")
         except psycopg.Error as e:  # unreachable, refused, no such database: a message at start-up
             raise ConnectionError(str(e).strip()) from None
@@ -122,6 +127,17 @@ class PostgresRunStore(RunStore):
                 )
                 self._pool_pid = os.getpid()
             return self._pool
+
+    def create(self, configs: list[TrainConfig], keep_running: bool) -> list[int]:
+        """Queue runs, as the SQLite store does, and a training job for each in the task queue."""
+        ids = super().create(configs, keep_running)
+        try:
+            self.jobs.defer(ids)
+        except Exception as e:  # the queue refused: the runs say so rather than wait for a job that never comes
+            for run_id in ids:
+                self.end(run_id, "failed", f"the task queue refused its job: {type(e).__name__}: {e}", None)
+            raise
+        return ids
 
     def _connect(self) -> Any:
         raise NotImplementedError("connections come from the pool")
@@ -147,6 +163,7 @@ class PostgresRunStore(RunStore):
             db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def close(self) -> None:
+        self.jobs.close()
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.close()
