@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (run_id, seq)
 );
 """
+# a run's summary: what is listed and streamed, without its parameters and losses (read from a server, not a file)
+SUMMARY = (
+    "id, created, config, group_id, keep_running, status, reason, step, started, ended, result, "
+    "params IS NOT NULL AS has_params"
+)
 
 
 class QueueFull(RuntimeError):
@@ -166,7 +171,7 @@ class RunStore:
         """The newest `limit` runs older than run `before` (None: the newest), and the cursor of the next page."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT * FROM runs WHERE id < ? ORDER BY id DESC LIMIT ?", (before or 2**63 - 1, limit + 1)
+                f"SELECT {SUMMARY} FROM runs WHERE id < ? ORDER BY id DESC LIMIT ?", (before or 2**63 - 1, limit + 1)
             ).fetchall()
         more = len(rows) > limit
         runs = [self._summary(row) for row in rows[:limit]]
@@ -174,7 +179,7 @@ class RunStore:
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         with self._db() as db:
-            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute(f"SELECT {SUMMARY} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._summary(row) if row else None
 
     def events_after(self, run_id: int, seq: int, limit: int = 500) -> list[tuple[int, str, str]]:
@@ -406,7 +411,7 @@ class RunStore:
             "started": row["started"],
             "ended": row["ended"],
             "result": json.loads(row["result"]) if row["result"] else None,
-            "has_params": row["params"] is not None,
+            "has_params": bool(row["has_params"]),
         }
 
 

@@ -12,12 +12,14 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
 
-from .live_server import free_port
+from .conftest import LECTURE_DATA
+from .live_server import ROOT, free_port
 
 
 def postgres_bin() -> Path:
@@ -67,3 +69,27 @@ class PostgresServer:
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class WorkerProcess:
+    """python -m server.train_worker on the tests' PostgreSQL; its output goes to a file, printed if a test fails."""
+
+    def __init__(self, url: str, name: str, *extra: str) -> None:
+        self.name = name
+        self.log = tempfile.TemporaryFile("w+")
+        cmd = [sys.executable, "-m", "server.train_worker", "--runs-db", url, "--data", str(LECTURE_DATA),
+               "--name", name, *extra]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -183,7 +183,7 @@ def test_worker_stop_reasons(open_runs):
 class Server(LiveServer):
     """The server on the lecture's data with a given runs database; a new one on the same file is a restart."""
 
-    def __init__(self, db: Path, *extra: str) -> None:
+    def __init__(self, db: Path | str, *extra: str) -> None:
         super().__init__("--data", str(LECTURE_DATA), "--runs-db", str(db), *extra)
         self.db = db
 
@@ -210,12 +210,24 @@ def read_events(server: Server, run_id: int, last_event_id: int | None = None, u
     return events
 
 
-@pytest.fixture()
-def server(tmp_path):
-    s = Server(tmp_path / "runs.db").start()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request, tmp_path):
+    """The server on a SQLite file (it trains its runs), or on PostgreSQL with a training worker beside it."""
+    worker = None
+    if request.param == "sqlite":
+        s = Server(tmp_path / "runs.db").start()
+    else:
+        from .postgres import WorkerProcess
+
+        url = request.getfixturevalue("postgres_server").new_database()
+        s = Server(url, "--check-workers", "0").start()
+        worker = WorkerProcess(url, "worker", "--max-runs", "2")
     yield s
     if s.proc.poll() is None:
         s.stop()
+    if worker is not None:
+        worker.stop()
+        print(worker.output())
 
 
 def test_run_lifecycle_events_in_order_and_resumable(server):

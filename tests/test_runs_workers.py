@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -20,35 +17,12 @@ from server.runs import ENDED, HEARTBEAT_TIMEOUT_S, Limits, open_store
 from server.train_config import TrainConfig
 
 from .conftest import LECTURE_DATA
-from .live_server import ROOT, LiveServer
+from .live_server import LiveServer
+from .postgres import WorkerProcess
 from .test_runs import SHORT, _alive, read_events
 
 TINY = TrainConfig(n_hidden=16, batch_size=8, max_steps=20, lr_decay_step=10, check_every=10)  # seconds, not minutes
 LONG = {"max_steps": 1_000_000, "keep_running": True}  # trains until stopped
-
-
-class WorkerProcess:
-    """python -m server.train_worker on the tests' PostgreSQL; its output goes to a file, printed if a test fails."""
-
-    def __init__(self, url: str, name: str, *extra: str) -> None:
-        self.name = name
-        self.log = tempfile.TemporaryFile("w+")
-        cmd = [sys.executable, "-m", "server.train_worker", "--runs-db", url, "--data", str(LECTURE_DATA),
-               "--name", name, *extra]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture()
