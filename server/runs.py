@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat REAL,                     -- last time its worker wrote
     worker_pid INTEGER,
     worker TEXT,                        -- the queue's worker that took it (host:pid), with a task queue
+    data_sha256 TEXT,                   -- the names the web server read: a worker reading others refuses it
     step INTEGER NOT NULL DEFAULT 0,
     started REAL,
     ended REAL,
@@ -68,6 +69,10 @@ SUMMARY = (
 
 class QueueFull(RuntimeError):
     """More runs asked for than the server runs and queues."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The task queue refused a run's job (PostgreSQL unreachable while deferring): the run failed, saying so."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,9 @@ class RunStore:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
             if "losses" not in columns:  # a database from before per-step losses were kept
                 db.execute("ALTER TABLE runs ADD COLUMN losses BLOB")
-            if "worker" not in columns:
-                db.execute("ALTER TABLE runs ADD COLUMN worker TEXT")
+            for column in ("worker", "data_sha256"):  # a database from before training workers
+                if column not in columns:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
             # a write, rolled back: a read-only file (or folder) fails here, at start-up, not on the first run
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -143,8 +149,9 @@ class RunStore:
 
     # --- the web side ---------------------------------------------------------------------------
 
-    def create(self, configs: list[TrainConfig], keep_running: bool) -> list[int]:
-        """Queue runs (two for a manual/autograd pair, sharing a group); QueueFull past the bound."""
+    def create(self, configs: list[TrainConfig], keep_running: bool, data_sha256: str | None = None) -> list[int]:
+        """Queue runs (two for a manual/autograd pair, sharing a group) on the names with this sha256;
+        QueueFull past the bound."""
         now = self.clock()
         with self._db(immediate=True) as db:
             queued = db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
@@ -156,9 +163,9 @@ class RunStore:
             ids = []
             for config in configs:
                 row = db.execute(
-                    "INSERT INTO runs (created, config, keep_running, status, watched) VALUES (?, ?, ?, 'queued', ?) "
-                    "RETURNING id",
-                    (now, json.dumps(config.as_dict()), int(keep_running), now),
+                    "INSERT INTO runs (created, config, keep_running, status, watched, data_sha256) "
+                    "VALUES (?, ?, ?, 'queued', ?, ?) RETURNING id",
+                    (now, json.dumps(config.as_dict()), int(keep_running), now, data_sha256),
                 ).fetchone()
                 ids.append(int(row[0]))
             if len(ids) > 1:
@@ -278,12 +285,22 @@ class RunStore:
             self._event(db, row["id"], "status", {"status": "running"})
         return row["id"], TrainConfig(**json.loads(row["config"]))
 
-    def start(self, run_id: int, worker: str) -> TrainConfig | None:
-        """A queue's worker takes run `run_id`: running now if it is still queued; None if it is not."""
+    def start(self, run_id: int, worker: str, data_sha256: str | None = None) -> TrainConfig | None:
+        """A queue's worker, reading the names with this sha256, takes run `run_id`: running now if it is still
+        queued; None if it is not, or if the run was asked for on other names (it fails, saying so)."""
         now = self.clock()
         with self._db(immediate=True) as db:
-            row = db.execute("SELECT config FROM runs WHERE id = ? AND status = 'queued'", (run_id,)).fetchone()
+            row = db.execute(
+                "SELECT config, data_sha256 FROM runs WHERE id = ? AND status = 'queued'", (run_id,)
+            ).fetchone()
             if row is None:  # cancelled or deleted while it waited
+                return None
+            if row["data_sha256"] and data_sha256 and row["data_sha256"] != data_sha256:
+                reason = (
+                    f"worker {worker} reads another names file (sha256 {data_sha256[:12]}…, the web server's "
+                    f"{row['data_sha256'][:12]}…): give it the same --data"
+                )
+                self._end(db, run_id, "failed", reason)
                 return None
             db.execute(
                 "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker = ? WHERE id = ?",

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .runs import Limits, RunStore
+from .runs import Limits, QueueUnavailable, RunStore
 from .train_config import TrainConfig
 from .train_queue import Deferrer, apply_schema
 
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat DOUBLE PRECISION,
     worker_pid INTEGER,
     worker TEXT,
+    data_sha256 TEXT,
     step INTEGER NOT NULL DEFAULT 0,
     started DOUBLE PRECISION,
     ended DOUBLE PRECISION,
@@ -128,15 +129,16 @@ class PostgresRunStore(RunStore):
                 self._pool_pid = os.getpid()
             return self._pool
 
-    def create(self, configs: list[TrainConfig], keep_running: bool) -> list[int]:
+    def create(self, configs: list[TrainConfig], keep_running: bool, data_sha256: str | None = None) -> list[int]:
         """Queue runs, as the SQLite store does, and a training job for each in the task queue."""
-        ids = super().create(configs, keep_running)
+        ids = super().create(configs, keep_running, data_sha256)
         try:
             self.jobs.defer(ids)
         except Exception as e:  # the queue refused: the runs say so rather than wait for a job that never comes
+            reason = f"the task queue refused its job: {type(e).__name__}: {e}"
             for run_id in ids:
-                self.end(run_id, "failed", f"the task queue refused its job: {type(e).__name__}: {e}", None)
-            raise
+                self.end(run_id, "failed", reason, None)
+            raise QueueUnavailable(reason) from e
         return ids
 
     def _connect(self) -> Any:

@@ -53,8 +53,8 @@ class Worker:
         self.store = open_store(url, Limits(watch_grace_s=watch_grace_s))
 
     async def train(self, run_id: int) -> None:
-        config = await asyncio.to_thread(self.store.start, run_id, self.name)
-        if config is None:  # cancelled or deleted while it waited in the queue
+        config = await asyncio.to_thread(self.store.start, run_id, self.name, self.dataset.sha256)
+        if config is None:  # cancelled or deleted while it waited in the queue, or asked for on other names
             return
         cmd = [
             sys.executable, "-m", "server.train_process", "--db", self.url, "--run", str(run_id),

@@ -92,6 +92,12 @@ def test_a_queue_worker_starts_only_a_run_still_queued(open_runs):
     assert store.start(cancelled, "host-b:18") is None and store.get(cancelled)["status"] == "cancelled"
     running = [json.loads(data) for _, kind, data in store.events_after(waiting, 0) if kind == "status"][-1]
     assert running == {"status": "running", "worker": "host-a:17"}
+    (elsewhere,) = store.create([TrainConfig()], keep_running=True, data_sha256="a" * 64)
+    assert store.start(elsewhere, "host-c:19", data_sha256="b" * 64) is None
+    refused = store.get(elsewhere)
+    assert refused["status"] == "failed" and "host-c:19 reads another names file" in refused["reason"]
+    (same,) = store.create([TrainConfig()], keep_running=True, data_sha256="a" * 64)
+    assert store.start(same, "host-c:19", data_sha256="a" * 64) is not None
 
 
 class Clock:

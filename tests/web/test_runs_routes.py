@@ -153,3 +153,24 @@ def test_meta_serves_the_training_forms_defaults_as_a_run_gets_them(client):
     # a trained run is explored in the mode whose backward it trained with: both blocks fused
     graph = client.get("/api/graph", params={"mode": meta["train_mode"]}).json()
     assert not any(op["name"] in ("bnmeani", "logit_maxes") for op in graph["ops"])
+
+
+def test_a_run_whose_job_the_queue_refuses_fails_with_a_503(lecture_dataset, postgres_server):
+    from server.runs import open_store
+
+    runs = open_store(postgres_server.new_database(), Limits(max_queued=4))  # SQLite has no queue to refuse
+
+    class Refusing:
+        def defer(self, run_ids: list[int]) -> None:
+            raise ConnectionError("the queue's connection was lost")
+
+        def close(self) -> None:
+            pass
+
+    runs.jobs = Refusing()
+    with TestClient(create_app(lecture_dataset, runs=runs, schedule=False), base_url="http://127.0.0.1") as client:
+        r = client.post("/api/runs", json=SHORT)
+        assert r.status_code == 503 and "connection was lost" in r.json()["detail"] and r.headers["Retry-After"]
+        (run,) = client.get("/api/runs").json()["runs"]
+        assert run["status"] == "failed" and "task queue refused" in run["reason"]
+    runs.close()
