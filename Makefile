@@ -5,7 +5,7 @@ PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format bench bench-attacks browser-deps clean
+.PHONY: setup run test test-fast lint format bench bench-attacks browser-deps postgres-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,12 +25,16 @@ browser-deps:
 	@command -v node >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nodejs >/dev/null)
 	@test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx >/dev/null)
 
-test: setup browser-deps
+# the runs tests start a PostgreSQL server of their own from Debian's binaries: installed here when missing
+postgres-deps:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
+
+test: setup browser-deps postgres-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup postgres-deps
 	$(BIN)/python -m pytest -q -m "not browser and not slow"
 
 lint: setup

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     watched REAL NOT NULL,              -- last time an event stream was open on it
     heartbeat REAL,                     -- last time its worker wrote
     worker_pid INTEGER,
+    worker TEXT,                        -- the queue's worker that took it (host:pid), with a task queue
+    data_sha256 TEXT,                   -- the names the web server read: a worker reading others refuses it
     step INTEGER NOT NULL DEFAULT 0,
     started REAL,
     ended REAL,
@@ -58,10 +60,19 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (run_id, seq)
 );
 """
+# a run's summary: what is listed and streamed, without its parameters and losses (read from a server, not a file)
+SUMMARY = (
+    "id, created, config, group_id, keep_running, status, reason, step, started, ended, result, "
+    "params IS NOT NULL AS has_params"
+)
 
 
 class QueueFull(RuntimeError):
     """More runs asked for than the server runs and queues."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The task queue refused a run's job (PostgreSQL unreachable while deferring): the run failed, saying so."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +89,14 @@ class Limits:
 
 
 class RunStore:
-    """All access to the runs database. Each call opens its own connection: usable from any thread."""
+    """All access to the runs database (SQLite). Each call opens its own connection: usable from any thread."""
+
+    # runs are claimed by the web processes' Scheduler (True), or taken from a task queue by workers (False)
+    claims_locally = True
 
     def __init__(self, path: str | Path, limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.url = str(self.path)  # what a training process opens (python -m server.train_process --db)
         self.limits = limits
         self.clock = clock  # wall time in seconds: every timestamp written and every age compared
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +107,9 @@ class RunStore:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
             if "losses" not in columns:  # a database from before per-step losses were kept
                 db.execute("ALTER TABLE runs ADD COLUMN losses BLOB")
+            for column in ("worker", "data_sha256"):  # a database from before training workers
+                if column not in columns:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
             # a write, rolled back: a read-only file (or folder) fails here, at start-up, not on the first run
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -113,7 +131,7 @@ class RunStore:
         later writes cannot wait for the lock in WAL mode, it fails with "database is locked"."""
         db = self._connect()
         try:
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            self._begin(db, immediate)
             try:
                 yield db
             except BaseException:
@@ -123,10 +141,17 @@ class RunStore:
         finally:
             db.close()
 
+    def close(self) -> None:
+        """Release what the store holds open (SQLite: nothing, each call connects)."""
+
+    def _begin(self, db: Any, immediate: bool) -> None:
+        db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
     # --- the web side ---------------------------------------------------------------------------
 
-    def create(self, configs: list[TrainConfig], keep_running: bool) -> list[int]:
-        """Queue runs (two for a manual/autograd pair, sharing a group); QueueFull past the bound."""
+    def create(self, configs: list[TrainConfig], keep_running: bool, data_sha256: str | None = None) -> list[int]:
+        """Queue runs (two for a manual/autograd pair, sharing a group) on the names with this sha256;
+        QueueFull past the bound."""
         now = self.clock()
         with self._db(immediate=True) as db:
             queued = db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
@@ -137,11 +162,12 @@ class RunStore:
                 )
             ids = []
             for config in configs:
-                cur = db.execute(
-                    "INSERT INTO runs (created, config, keep_running, status, watched) VALUES (?, ?, ?, 'queued', ?)",
-                    (now, json.dumps(config.as_dict()), int(keep_running), now),
-                )
-                ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+                row = db.execute(
+                    "INSERT INTO runs (created, config, keep_running, status, watched, data_sha256) "
+                    "VALUES (?, ?, ?, 'queued', ?, ?) RETURNING id",
+                    (now, json.dumps(config.as_dict()), int(keep_running), now, data_sha256),
+                ).fetchone()
+                ids.append(int(row[0]))
             if len(ids) > 1:
                 db.execute(f"UPDATE runs SET group_id = ? WHERE id IN ({','.join('?' * len(ids))})", (ids[0], *ids))
             for run_id in ids:
@@ -152,7 +178,7 @@ class RunStore:
         """The newest `limit` runs older than run `before` (None: the newest), and the cursor of the next page."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT * FROM runs WHERE id < ? ORDER BY id DESC LIMIT ?", (before or 2**63 - 1, limit + 1)
+                f"SELECT {SUMMARY} FROM runs WHERE id < ? ORDER BY id DESC LIMIT ?", (before or 2**63 - 1, limit + 1)
             ).fetchall()
         more = len(rows) > limit
         runs = [self._summary(row) for row in rows[:limit]]
@@ -160,7 +186,7 @@ class RunStore:
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         with self._db() as db:
-            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute(f"SELECT {SUMMARY} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._summary(row) if row else None
 
     def events_after(self, run_id: int, seq: int, limit: int = 500) -> list[tuple[int, str, str]]:
@@ -185,7 +211,7 @@ class RunStore:
             rows = db.execute(
                 "SELECT kind, data FROM (SELECT seq, kind, data, CASE kind WHEN 'check' THEN "
                 "row_number() OVER (PARTITION BY kind ORDER BY seq) END AS r FROM events "
-                "WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms')) "
+                "WHERE run_id = ? AND kind IN ('progress', 'check', 'histograms')) AS e "
                 "WHERE r IS NULL OR r % ? = 0 OR r = ? ORDER BY seq",
                 (run_id, stride, n_checks),
             ).fetchall()
@@ -259,6 +285,30 @@ class RunStore:
             self._event(db, row["id"], "status", {"status": "running"})
         return row["id"], TrainConfig(**json.loads(row["config"]))
 
+    def start(self, run_id: int, worker: str, data_sha256: str | None = None) -> TrainConfig | None:
+        """A queue's worker, reading the names with this sha256, takes run `run_id`: running now if it is still
+        queued; None if it is not, or if the run was asked for on other names (it fails, saying so)."""
+        now = self.clock()
+        with self._db(immediate=True) as db:
+            row = db.execute(
+                "SELECT config, data_sha256 FROM runs WHERE id = ? AND status = 'queued'", (run_id,)
+            ).fetchone()
+            if row is None:  # cancelled or deleted while it waited
+                return None
+            if row["data_sha256"] and data_sha256 and row["data_sha256"] != data_sha256:
+                reason = (
+                    f"worker {worker} reads another names file (sha256 {data_sha256[:12]}…, the web server's "
+                    f"{row['data_sha256'][:12]}…): give it the same --data"
+                )
+                self._end(db, run_id, "failed", reason)
+                return None
+            db.execute(
+                "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker = ? WHERE id = ?",
+                (now, now, worker, run_id),
+            )
+            self._event(db, run_id, "status", {"status": "running", "worker": worker})
+        return TrainConfig(**json.loads(row["config"]))
+
     def set_worker(self, run_id: int, pid: int) -> None:
         with self._db(immediate=True) as db:
             db.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (pid, run_id))
@@ -280,7 +330,7 @@ class RunStore:
                 ended = ", ".join(f"'{s}'" for s in ENDED)
                 db.execute(
                     f"DELETE FROM runs WHERE status IN ({ended}) AND id < (SELECT min(id) FROM (SELECT id FROM runs "
-                    f"WHERE status IN ({ended}) ORDER BY id DESC LIMIT ?))",
+                    f"WHERE status IN ({ended}) ORDER BY id DESC LIMIT ?) AS kept)",
                     (self.limits.keep_ended,),
                 )
 
@@ -338,7 +388,11 @@ class RunStore:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 return
             loss_blob = losses.to(torch.float32).numpy().tobytes() if losses is not None else None
-            db.execute("UPDATE runs SET params = ?, losses = ? WHERE id = ?", (blob, loss_blob, run_id))
+            # an ended run keeps what it has: a second end (a worker's, after its training process's) changes nothing
+            db.execute(
+                "UPDATE runs SET params = ?, losses = ? WHERE id = ? AND status IN ('queued', 'running')",
+                (blob, loss_blob, run_id),
+            )
             self._end(db, run_id, status, reason)
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -374,7 +428,7 @@ class RunStore:
             "started": row["started"],
             "ended": row["ended"],
             "result": json.loads(row["result"]) if row["result"] else None,
-            "has_params": row["params"] is not None,
+            "has_params": bool(row["has_params"]),
         }
 
 
@@ -383,15 +437,27 @@ class StoreURLError(ValueError):
 
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres(url: str) -> bool:
+    """Whether --runs-db names a PostgreSQL database (postgresql://user@host/db) rather than a SQLite file."""
+    match = _SCHEME.match(url)
+    return match is not None and match["scheme"] in POSTGRES_SCHEMES
 
 
 def store_path(url: str) -> str:
-    """The absolute path of the runs database at `url`: a file path, or sqlite:///relative/path and
-    sqlite:////absolute/path. The one place that reads the URL: another database would be another scheme here."""
+    """The runs database at `url` as every process opens it: a PostgreSQL URL as given; for SQLite, the absolute
+    path of a file path, sqlite:///relative/path or sqlite:////absolute/path. The one place that reads the URL."""
     path = url
     if match := _SCHEME.match(url):
+        if match["scheme"] in POSTGRES_SCHEMES:
+            return url
         if match["scheme"] != "sqlite":
-            raise StoreURLError(f"{match['scheme']}:// databases are not supported: give a file path or sqlite:///path")
+            raise StoreURLError(
+                f"{match['scheme']}:// databases are not supported: give a file path, sqlite:///path or "
+                "postgresql://user@host/database"
+            )
         if not match["rest"].startswith("/") or match["rest"] == "/":
             raise StoreURLError("a sqlite URL names a file: sqlite:///relative/path or sqlite:////absolute/path")
         path = match["rest"][1:]
@@ -399,6 +465,11 @@ def store_path(url: str) -> str:
     return os.path.abspath(path)
 
 
-def open_store(url: str, limits: Limits = Limits()) -> RunStore:
-    """The runs store at `url` (see store_path): only SQLite is supported."""
-    return RunStore(store_path(url), limits)
+def open_store(url: str, limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> RunStore:
+    """The runs store at `url` (see store_path): a SQLite file, or a PostgreSQL database."""
+    url = store_path(url)
+    if is_postgres(url):
+        from .runs_postgres import PostgresRunStore
+
+        return PostgresRunStore(url, limits, clock)
+    return RunStore(url, limits, clock)

@@ -39,10 +39,12 @@ class Scheduler:
             if proc.poll() is not None:
                 del self.processes[run_id]
         self.store.sweep()
+        if not self.store.claims_locally:  # PostgreSQL: workers take the runs from the task queue
+            return
         while (claimed := self.store.claim()) is not None:
             run_id, _ = claimed
             cmd = [
-                sys.executable, "-m", "server.train_process", "--db", str(self.store.path), "--run", str(run_id),
+                sys.executable, "-m", "server.train_process", "--db", self.store.url, "--run", str(run_id),
                 "--data-name", str(self.dataset.path), "--data-sha256", self.dataset.sha256,
                 "--watch-grace", str(self.store.limits.watch_grace_s),
             ]  # fmt: skip

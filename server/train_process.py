@@ -1,8 +1,10 @@
-"""A training run's own process: python -m server.train_process --db PATH --run ID --data-name NAME --data-sha256 HEX.
+"""A training run's own process: python -m server.train_process --db DB --run ID --data-name NAME --data-sha256 HEX.
 
-The names list comes through stdin, as the server validated it at start-up (the file is never re-read).
+--db: a SQLite path or a PostgreSQL URL. The names list comes through stdin, as the server validated it at
+start-up (the file is never re-read).
 
-Started by a server process for a run it claimed. One torch thread; reports through the run store;
+Started by a server process for a run it claimed (SQLite), or by a worker for a run it took from the task
+queue (PostgreSQL: server/train_worker.py). One torch thread; reports through the run store;
 stops when the run is cancelled, deleted or abandoned, when it gets SIGTERM (server shutdown), or
 when the server process that started it is gone (no orphan trains on forever).
 """
@@ -18,7 +20,7 @@ import traceback
 import torch
 
 from .data import dataset_from
-from .runs import Limits, RunStore
+from .runs import Limits, open_store
 from .train_config import TrainConfig
 from .training import Training
 
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raw = sys.stdin.buffer.read()  # first: the server's writer thread waits on the pipe
     torch.set_num_threads(1)
-    store = RunStore(args.db, Limits(watch_grace_s=args.watch_grace))
+    store = open_store(args.db, Limits(watch_grace_s=args.watch_grace))
     parent = os.getppid()
     terminated = False
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     reasons = {
         "diverged": "the loss became NaN or infinite (learning rate too large?)",
         "abandoned": "nobody was watching it (start it with keep running)",
-        "interrupted": "the server stopped while it trained",
+        "interrupted": "the server (or worker) stopped while it trained",
         "deleted": None,
         "cancelled": "cancelled",
     }

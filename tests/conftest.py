@@ -25,3 +25,38 @@ def lecture_dataset() -> Dataset:
 @pytest.fixture(scope="session")
 def embedded_dataset() -> Dataset:
     return load_dataset(DEFAULT_DATA)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session (tests/postgres.py); each test asks it for a database of its own."""
+    from .postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def runs_url(request, tmp_path):
+    """A new, empty runs database: a SQLite file, or a database on the tests' PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.db")
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture()
+def open_runs(runs_url):
+    """open_runs(limits, clock): a store on this test's database (SQLite or PostgreSQL), closed after the test."""
+    from server.runs import Limits, open_store
+
+    stores = []
+
+    def make(limits=None, clock=None, url=None):
+        store = open_store(url or runs_url, limits or Limits(), **({"clock": clock} if clock else {}))
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()

@@ -28,8 +28,8 @@ SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
 # --- the store -----------------------------------------------------------------------------------
 
 
-def test_store_queue_claim_and_bounds(tmp_path):
-    store = RunStore(tmp_path / "runs.db", Limits(max_running=1, max_queued=3))
+def test_store_queue_claim_and_bounds(open_runs):
+    store = open_runs(Limits(max_running=1, max_queued=3))
     ids = store.create([TrainConfig(backward="manual"), TrainConfig(backward="autograd")], keep_running=False)
     assert [store.get(i)["status"] for i in ids] == ["queued", "queued"]
     assert store.get(ids[0])["group"] == store.get(ids[1])["group"] == ids[0]
@@ -42,8 +42,8 @@ def test_store_queue_claim_and_bounds(tmp_path):
     assert [kind for _, kind, _ in store.events_after(ids[0], 0)] == ["status", "status"]  # queued, running
 
 
-def test_store_events_heartbeat_and_params(tmp_path):
-    store = RunStore(tmp_path / "runs.db")
+def test_store_events_heartbeat_and_params(open_runs):
+    store = open_runs()
     (run_id,) = store.create([TrainConfig()], keep_running=False)
     store.claim()
     for step in (256, 512):
@@ -65,10 +65,10 @@ def test_store_events_heartbeat_and_params(tmp_path):
     assert not store.append(run_id, "progress", {"step": 1})  # a worker learns its run is gone
 
 
-def test_a_runs_detail_is_bounded_however_many_checks_it_recorded(tmp_path):
+def test_a_runs_detail_is_bounded_however_many_checks_it_recorded(open_runs):
     from server.training import CHECK_EVENTS, STATS_POINTS
 
-    store = RunStore(tmp_path / "runs.db")
+    store = open_runs()
     (run_id,) = store.create([TrainConfig()], keep_running=False)
     store.claim()
     n = 3 * CHECK_EVENTS + 7  # as a run with a check every step wrote them before checks were grouped
@@ -82,6 +82,24 @@ def test_a_runs_detail_is_bounded_however_many_checks_it_recorded(tmp_path):
     assert len(history["ud"]) <= STATS_POINTS + 1 and history["ud"][-1] == ud[-1]
 
 
+def test_a_queue_worker_starts_only_a_run_still_queued(open_runs):
+    store = open_runs()
+    waiting, cancelled = store.create([TrainConfig(), TrainConfig(backward="autograd")], keep_running=True)
+    store.cancel(cancelled)
+    config = store.start(waiting, "host-a:17")
+    assert config is not None and config.backward == "manual" and store.get(waiting)["status"] == "running"
+    assert store.start(waiting, "host-b:18") is None  # taken already: a second delivery of its job does nothing
+    assert store.start(cancelled, "host-b:18") is None and store.get(cancelled)["status"] == "cancelled"
+    running = [json.loads(data) for _, kind, data in store.events_after(waiting, 0) if kind == "status"][-1]
+    assert running == {"status": "running", "worker": "host-a:17"}
+    (elsewhere,) = store.create([TrainConfig()], keep_running=True, data_sha256="a" * 64)
+    assert store.start(elsewhere, "host-c:19", data_sha256="b" * 64) is None
+    refused = store.get(elsewhere)
+    assert refused["status"] == "failed" and "host-c:19 reads another names file" in refused["reason"]
+    (same,) = store.create([TrainConfig()], keep_running=True, data_sha256="a" * 64)
+    assert store.start(same, "host-c:19", data_sha256="a" * 64) is not None
+
+
 class Clock:
     """The store's clock: time moves only when the test moves it."""
 
@@ -92,9 +110,9 @@ class Clock:
         return self.now
 
 
-def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_path):
+def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(open_runs):
     clock = Clock()
-    store = RunStore(tmp_path / "runs.db", Limits(max_running=1, watch_grace_s=5), clock=clock)
+    store = open_runs(Limits(max_running=1, watch_grace_s=5), clock)
     silent, waiting = store.create([TrainConfig(), TrainConfig()], keep_running=False)
     (kept,) = store.create([TrainConfig()], keep_running=True)
     assert store.claim()[0] == silent
@@ -110,8 +128,8 @@ def test_sweep_interrupts_silent_workers_and_cancels_unwatched_queued_runs(tmp_p
     assert store.should_stop(kept) is None
 
 
-def test_ended_runs_beyond_the_retention_are_pruned(tmp_path):
-    store = RunStore(tmp_path / "runs.db", Limits(max_queued=10, keep_ended=2))
+def test_ended_runs_beyond_the_retention_are_pruned(open_runs):
+    store = open_runs(Limits(max_queued=10, keep_ended=2))
     ids = store.create([TrainConfig() for _ in range(5)], keep_running=True)
     for run_id in ids[:4]:
         store.cancel(run_id)
@@ -119,7 +137,10 @@ def test_ended_runs_beyond_the_retention_are_pruned(tmp_path):
     runs, _ = store.list()
     assert [r["id"] for r in runs] == [ids[4], ids[3], ids[2]]  # the queued one and the newest 2 ended
     assert store.events_after(ids[0], 0) == []  # their events went with them
-    assert len(RunStore(tmp_path / "all.db", Limits(keep_ended=0)).list()[0]) == 0  # 0 keeps everything
+    store.limits = Limits(keep_ended=0)
+    store.cancel(ids[4])
+    store.sweep()
+    assert [r["id"] for r in store.list()[0]] == [ids[4], ids[3], ids[2]]  # 0 keeps everything
 
 
 @pytest.fixture()
@@ -145,9 +166,9 @@ def test_a_read_only_database_is_refused_at_start(read_only):
     assert proc.returncode == 2 and "cannot use the runs database" in proc.stderr and "readonly" in proc.stderr
 
 
-def test_worker_stop_reasons(tmp_path):
+def test_worker_stop_reasons(open_runs):
     clock = Clock()
-    store = RunStore(tmp_path / "runs.db", Limits(watch_grace_s=0.5), clock=clock)
+    store = open_runs(Limits(watch_grace_s=0.5), clock)
     (run_id,) = store.create([TrainConfig()], keep_running=False)
     store.claim()
     clock.now += 0.5
@@ -168,7 +189,7 @@ def test_worker_stop_reasons(tmp_path):
 class Server(LiveServer):
     """The server on the lecture's data with a given runs database; a new one on the same file is a restart."""
 
-    def __init__(self, db: Path, *extra: str) -> None:
+    def __init__(self, db: Path | str, *extra: str) -> None:
         super().__init__("--data", str(LECTURE_DATA), "--runs-db", str(db), *extra)
         self.db = db
 
@@ -195,12 +216,24 @@ def read_events(server: Server, run_id: int, last_event_id: int | None = None, u
     return events
 
 
-@pytest.fixture()
-def server(tmp_path):
-    s = Server(tmp_path / "runs.db").start()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request, tmp_path):
+    """The server on a SQLite file (it trains its runs), or on PostgreSQL with a training worker beside it."""
+    worker = None
+    if request.param == "sqlite":
+        s = Server(tmp_path / "runs.db").start()
+    else:
+        from .postgres import WorkerProcess
+
+        url = request.getfixturevalue("postgres_server").new_database()
+        s = Server(url, "--check-workers", "0").start()
+        worker = WorkerProcess(url, "worker", "--max-runs", "2")
     yield s
     if s.proc.poll() is None:
         s.stop()
+    if worker is not None:
+        worker.stop()
+        print(worker.output())
 
 
 def test_run_lifecycle_events_in_order_and_resumable(server):

@@ -101,7 +101,6 @@ def test_a_sqlite_url_with_four_slashes_is_absolute(tmp_path):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://db.example/runs", "postgresql:// databases are not supported"),
         ("mysql+pymysql://u@h/runs", "mysql+pymysql:// databases are not supported"),
         ("sqlite://", "names a file"),
         ("sqlite:///", "names a file"),
@@ -113,3 +112,21 @@ def test_other_urls_are_refused(tmp_path, monkeypatch, url, message):
     with pytest.raises(StoreURLError, match=message.replace("+", r"\+")):
         open_store(url)
     assert list(tmp_path.iterdir()) == []  # nothing was created on the way
+
+
+def test_a_postgresql_url_goes_to_every_process_as_given(postgres_server):
+    from server.runs_postgres import PostgresRunStore
+
+    url = postgres_server.new_database()
+    assert store_path(url) == url and store_path("postgres://u@h/db") == "postgres://u@h/db"
+    store = open_store(url, Limits(keep_ended=3))
+    try:
+        assert isinstance(store, PostgresRunStore) and store.url == url and store.limits.keep_ended == 3
+    finally:
+        store.close()
+
+
+def test_an_unreachable_postgresql_is_a_message_at_start(postgres_server):
+    url = postgres_server.url("no_such_database")
+    with pytest.raises(ConnectionError, match="no_such_database"):
+        open_store(url)

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..config import BOUNDS
-from ..runs import ENDED, QueueFull, RunStore
+from ..runs import ENDED, QueueFull, QueueUnavailable, RunStore
 from ..serialize import dumps
 from .feeds import RunFeeds
 from .schemas import ErrorPublic, RunDetailPublic, RunLossesPublic, RunPublic, RunRequest, RunsPublic
@@ -40,15 +40,19 @@ def _run(store: RunStore, run_id: int) -> dict:
         400: {"model": ErrorPublic, "description": "the body is not JSON"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
         429: {"model": ErrorPublic, "description": "the queue is full"},
+        503: {"model": ErrorPublic, "description": "the task queue refused the run's job (PostgreSQL)"},
     },
 )
 def start(request: Request, body: RunRequest) -> dict:
     """Queue one run, or two (backward=both: manual and autograd from the same seed, curves to overlay)."""
     store = _store(request)
     try:
-        ids = store.create(body.to_configs(), body.keep_running)
+        # the names this server read: a training worker (PostgreSQL) on other names refuses the run
+        ids = store.create(body.to_configs(), body.keep_running, request.app.state.cache.dataset.sha256)
     except QueueFull as e:
         raise HTTPException(429, str(e), headers={"Retry-After": "10"}) from None
+    except QueueUnavailable as e:
+        raise HTTPException(503, str(e), headers={"Retry-After": "10"}) from None
     return {"runs": [store.get(i) for i in ids]}
 
 

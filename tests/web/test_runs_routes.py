@@ -1,11 +1,11 @@
-"""The runs API (server/web/runs_routes.py) on a store without workers: runs stay queued."""
+"""The runs API (server/web/runs_routes.py) on a store without workers: runs stay queued. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
-from server.runs import Limits, RunStore
+from server.runs import Limits
 from server.train_config import TrainConfig
 from server.web.app import create_app
 
@@ -13,8 +13,8 @@ SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
 
 
 @pytest.fixture()
-def client(lecture_dataset, tmp_path):
-    runs = RunStore(tmp_path / "runs.db", Limits(max_queued=4))
+def client(lecture_dataset, open_runs):
+    runs = open_runs(Limits(max_queued=4))
     with TestClient(
         create_app(lecture_dataset, runs=runs, schedule=False),
         base_url="http://127.0.0.1",
@@ -117,12 +117,12 @@ def test_runs_are_listed_a_page_at_a_time(client):
         assert client.get("/api/runs", params=bad).status_code == 422
 
 
-def test_a_run_trained_on_other_data_is_a_409_not_a_500(client, tmp_path):
+def test_a_run_trained_on_other_data_is_a_409_not_a_500(client):
     from server.engine import init_params
 
     (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
-    store = RunStore(tmp_path / "runs.db")
-    store.claim()
+    store = client.app.state.runs
+    assert store.start(run["id"], "test:1") is not None
     params, _ = init_params(TrainConfig().model(), 28)  # another names list had 27 letters and '.'
     store.end(run["id"], "finished", None, params)
     r = client.get("/api/tensor/C", params={"run": run["id"], "n_hidden": 200})
@@ -153,3 +153,24 @@ def test_meta_serves_the_training_forms_defaults_as_a_run_gets_them(client):
     # a trained run is explored in the mode whose backward it trained with: both blocks fused
     graph = client.get("/api/graph", params={"mode": meta["train_mode"]}).json()
     assert not any(op["name"] in ("bnmeani", "logit_maxes") for op in graph["ops"])
+
+
+def test_a_run_whose_job_the_queue_refuses_fails_with_a_503(lecture_dataset, postgres_server):
+    from server.runs import open_store
+
+    runs = open_store(postgres_server.new_database(), Limits(max_queued=4))  # SQLite has no queue to refuse
+
+    class Refusing:
+        def defer(self, run_ids: list[int]) -> None:
+            raise ConnectionError("the queue's connection was lost")
+
+        def close(self) -> None:
+            pass
+
+    runs.jobs = Refusing()
+    with TestClient(create_app(lecture_dataset, runs=runs, schedule=False), base_url="http://127.0.0.1") as client:
+        r = client.post("/api/runs", json=SHORT)
+        assert r.status_code == 503 and "connection was lost" in r.json()["detail"] and r.headers["Retry-After"]
+        (run,) = client.get("/api/runs").json()["runs"]
+        assert run["status"] == "failed" and "task queue refused" in run["reason"]
+    runs.close()
