@@ -45,15 +45,18 @@ class ManualBackward:
         self.params = [p[k] for k in PARAM_NAMES]
         self.C = p[LAYERS.embedding]
         slot = {name: i for i, name in enumerate(PARAM_NAMES)}  # where each gradient goes in the list returned
-        # each hidden block: W, W.T, b, bngain, bnbias, and the slots of dW, db, dbngain, dbnbias
+        # each hidden block: W, W.T, b, bngain, bnbias, the slots of dW, db, dbngain, dbnbias, and the names its
+        # kept activations go by (hprebn, hpreact, h, dhpreact, dhprebn)
         self.hidden = [
             (p[blk.linear.W], p[blk.linear.W].t(), p[blk.linear.b], p[blk.gain], p[blk.bias],
-             (slot[blk.linear.W], slot[blk.linear.b], slot[blk.gain], slot[blk.bias]))
+             (slot[blk.linear.W], slot[blk.linear.b], slot[blk.gain], slot[blk.bias]),
+             (blk.hprebn, blk.hpreact, blk.h, "d" + blk.hpreact, "d" + blk.hprebn))
             for blk in LAYERS.hidden
         ]  # fmt: skip
         self.W2, self.b2 = p[LAYERS.output.W], p[LAYERS.output.b]
         self.W2t = self.W2.t()
         self.output_slots = slot[LAYERS.output.W], slot[LAYERS.output.b], slot[LAYERS.embedding]
+        self.logits_names = LAYERS.output.out, "d" + LAYERS.output.out
         self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
         n = batch_size
         dtype = self.C.dtype
@@ -71,10 +74,11 @@ class ManualBackward:
         (losses()), which takes a cross-entropy call off every step."""
         n = Xb.shape[0]
         xflat = Xb.view(-1)  # (n * block_size,)
+        acts: dict[str, torch.Tensor] = {}  # with keep: the activations and their gradients by declared name
         # forward
         h = self.C.index_select(0, xflat).view(n, -1)  # embcat: (n, block_size * n_embd), C[Xb]
         saved = []  # what each hidden block's backward reads
-        for W, Wt, b, bngain, bnbias, slots in self.hidden:
+        for W, Wt, b, bngain, bnbias, slots, names in self.hidden:
             x = h
             hprebn = torch.addmm(b, x, W)  # (n, n_hidden)
             bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
@@ -82,7 +86,9 @@ class ManualBackward:
             bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
             hpreact = torch.addcmul(bnbias, bngain, bnraw)  # (n, n_hidden)
             h = torch.tanh(hpreact)  # (n, n_hidden)
-            saved.append((x, hprebn, bnvar_inv, bnraw, hpreact, h, Wt, bngain, slots))
+            saved.append((x, bnvar_inv, bnraw, h, Wt, bngain, slots, names))
+            if keep:
+                acts[names[0]], acts[names[1]], acts[names[2]] = hprebn, hpreact, h
         logits = torch.addmm(self.b2, h, self.W2)  # (n, vocab_size)
         # backward, every gradient n times its true value: dlogits = softmax - one_hot, without the / n
         dlogits = torch.softmax(logits, 1)  # (n, vocab_size)
@@ -92,13 +98,12 @@ class ManualBackward:
         W2_slot, b2_slot, C_slot = self.output_slots
         grads[W2_slot] = torch.mm(h.t(), dlogits)  # dW2: (n_hidden, vocab_size)
         grads[b2_slot] = dlogits.sum(0)  # db2: (vocab_size,)
-        kept = []  # with keep: each block's dhpreact, last block first
-        for x, _, bnvar_inv, bnraw, _, h, Wt, bngain, (W_slot, b_slot, gain_slot, bias_slot) in reversed(saved):
+        for x, bnvar_inv, bnraw, h, Wt, bngain, (W_slot, b_slot, gain_slot, bias_slot), names in reversed(saved):
             dhpreact = dh.addcmul_(dh, h * h, value=-1.0)  # (1 - h**2) * dh, (n, n_hidden); x*x beats square()
             dbngain = (bnraw * dhpreact).sum(0, keepdim=True)  # (1, n_hidden)
             dbnbias = dhpreact.sum(0, keepdim=True)  # (1, n_hidden)
             if keep:
-                kept.append(dhpreact / n)  # before the in-place lines below make it dhprebn
+                acts[names[3]] = dhpreact / n  # before the in-place lines below make it dhprebn
             # the lecture's bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
             # with its n divided out: bngain*bnvar_inv * (dhpreact - dbnbias/n - bnraw*dbngain/(n-1))
             dhprebn = dhpreact.sub_(dbnbias, alpha=1.0 / n).addcmul_(bnraw, dbngain, value=-1.0 / (n - 1))
@@ -108,16 +113,11 @@ class ManualBackward:
             grads[gain_slot], grads[bias_slot] = dbngain, dbnbias
             dh = torch.mm(dhprebn, Wt)  # the block's input: (n, n_hidden), or dembcat (n, block_size * n_embd)
             if keep:
-                kept.append(dhprebn / n)
+                acts[names[4]] = dhprebn / n
         grads[C_slot] = torch.index_add(self.zeros_C, 0, xflat, dh.view(-1, self.n_embd))  # dC: (vocab_size, n_embd)
         if not keep:
-            return logits, grads, {}
-        # the activations and their gradients by declared name (hprebn, hpreact, h, logits, dlogits, dhpreact, dhprebn)
-        acts = {"d" + LAYERS.output.out: dlogits / n, LAYERS.output.out: logits}
-        for blk, (_, hprebn, _, _, hpreact, h, *_) in zip(LAYERS.hidden, saved, strict=True):
-            acts.update({blk.hprebn: hprebn, blk.hpreact: hpreact, blk.h: h})
-        for blk, dhpreact, dhprebn in zip(reversed(LAYERS.hidden), kept[::2], kept[1::2], strict=True):
-            acts.update({"d" + blk.hpreact: dhpreact, "d" + blk.hprebn: dhprebn})
+            return logits, grads, acts
+        acts[self.logits_names[0]], acts[self.logits_names[1]] = logits, dlogits / n
         return logits, [g / n for g in grads], acts
 
     def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
