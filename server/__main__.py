@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"backprop-explorer: cannot use the data file: {e}", file=sys.stderr)
         return 2
-    from .runs import StoreURLError, open_store, store_path
+    from .runs import StoreURLError, store_path
+    from .stores import open_store
 
     try:
         runs_db = store_path(settings.runs_db)

@@ -463,13 +463,3 @@ def store_path(url: str) -> str:
         path = match["rest"][1:]
     # absolute: training processes start in the project's folder, not the server's working directory
     return os.path.abspath(path)
-
-
-def open_store(url: str, limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> RunStore:
-    """The runs store at `url` (see store_path): a SQLite file, or a PostgreSQL database."""
-    url = store_path(url)
-    if is_postgres(url):
-        from .runs_postgres import PostgresRunStore
-
-        return PostgresRunStore(url, limits, clock)
-    return RunStore(url, limits, clock)

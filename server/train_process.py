@@ -20,7 +20,8 @@ import traceback
 import torch
 
 from .data import dataset_from
-from .runs import Limits, open_store
+from .runs import Limits
+from .stores import open_store
 from .train_config import TrainConfig
 from .training import Training
 

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 from .data import DEFAULT_DATA, DataError, Dataset, load_dataset
-from .runs import Limits, StoreURLError, is_postgres, open_store, store_path
+from .runs import Limits, StoreURLError, is_postgres, store_path
 from .settings import Settings
+from .stores import open_store
 from .train_queue import QUEUE, queue_app
 
 ROOT = Path(__file__).resolve().parent.parent

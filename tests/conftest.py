@@ -48,7 +48,8 @@ def runs_url(request, tmp_path):
 @pytest.fixture()
 def open_runs(runs_url):
     """open_runs(limits, clock): a store on this test's database (SQLite or PostgreSQL), closed after the test."""
-    from server.runs import Limits, open_store
+    from server.runs import Limits
+    from server.stores import open_store
 
     stores = []
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from server.runs import ENDED, HEARTBEAT_TIMEOUT_S, Limits, open_store
+from server.runs import ENDED, HEARTBEAT_TIMEOUT_S, Limits
+from server.stores import open_store
 from server.train_config import TrainConfig
 
 from .conftest import LECTURE_DATA

@@ -8,8 +8,9 @@ from dataclasses import fields
 import pytest
 
 from server.__main__ import build_parser
-from server.runs import Limits, StoreURLError, open_store, store_path
+from server.runs import Limits, StoreURLError, store_path
 from server.settings import Settings, field_comments, from_options
+from server.stores import open_store
 from server.web.guards import answered_hosts
 
 # one row per field: the option, what is typed, and the value the field takes (not read from the code under test)

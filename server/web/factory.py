@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from ..config import ModelConfig
 from ..data import DEFAULT_DATA, dataset_from, load_dataset
 from ..graph import MODES
-from ..runs import Limits, open_store
+from ..runs import Limits
 from ..settings import Settings
+from ..stores import open_store
 from .app import create_app
 
 # what python -m server validated: its settings, and the names list's path, bytes and sha256

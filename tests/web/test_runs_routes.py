@@ -156,7 +156,7 @@ def test_meta_serves_the_training_forms_defaults_as_a_run_gets_them(client):
 
 
 def test_a_run_whose_job_the_queue_refuses_fails_with_a_503(lecture_dataset, postgres_server):
-    from server.runs import open_store
+    from server.stores import open_store
 
     runs = open_store(postgres_server.new_database(), Limits(max_queued=4))  # SQLite has no queue to refuse
 
