@@ -12,7 +12,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from .. import challenge, views, why
+from .. import cells, challenge, views, why
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
@@ -22,6 +22,7 @@ from .fair import client_of
 from .query import QueryModel
 from .schemas import (
     BugsPublic,
+    CellCheckPublic,
     CheckPublic,
     CheckRequest,
     DatasetPublic,
@@ -120,7 +121,8 @@ def _fields(schema: type, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any
 @functools.cache  # the declaration and the schema do not change while the server runs
 def _meta() -> dict[str, Any]:
     modes = [
-        {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name))} for m in MODE_LIST
+        {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name)), "cell": _cell(m.name)}
+        for m in MODE_LIST
     ]
     return {
         "modes": modes,
@@ -130,6 +132,11 @@ def _meta() -> dict[str, Any]:
         "train_mode": TRAINED_MODE,
         "cmp_order": list(CMP_ORDER),
     }
+
+
+def _cell(mode: str) -> dict[str, Any]:
+    cell = cells.cell_for(mode)
+    return {"exercise": cell.exercise, "about": cell.about, "grads": [f"d{n}" for n in cells.cell_grads(mode)]}
 
 
 @router.get("/bugs", response_model=BugsPublic)
@@ -248,7 +255,7 @@ async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) ->
 
 @router.post(
     "/check",
-    response_model=CheckPublic,
+    response_model=CheckPublic | CellCheckPublic,
     responses={
         400: {"model": ErrorPublic, "description": "the body is not JSON"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
@@ -258,12 +265,14 @@ async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) ->
     },
 )
 async def check(request: Request, body: CheckRequest) -> Response:
-    """Run a learner's gradient code for one backward step (in a sandboxed worker) and grade it."""
+    """Run a learner's gradient code for one backward step, or the mode's whole backward cell (no step), in a
+    sandboxed worker, and grade it."""
     pool = getattr(request.app.state, "checks", None)
     if pool is None:
         raise HTTPException(503, "code checks are off on this server")
     # the worker computes the pass itself: here only the step is checked against the mode
-    _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
+    if body.step is not None:
+        _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
     job = {"config": body.to_config(), "mode": body.mode, "step": body.step, "code": body.code}
     async with request.app.state.check_queue.slot(client_of(request)):  # a fair share of the workers
         answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
