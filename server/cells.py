@@ -387,10 +387,27 @@ def _first_wrong(run: _Run, checks: list[dict[str, Any]], env: dict[str, Any]) -
             why = (f"{grad} holds {done[grad]} of its {total} contributions: {c['name']} feeds {total} ops in the "
                    f"forward pass; add the other {paths} with {grad} += ...")  # fmt: skip
         else:
-            why = (f"{grad} was right after line {c['line']} and changed after it: a later line changed it in place "
-                   f"through another name (y = {grad} shares its memory; y = {grad}.clone() does not)")  # fmt: skip
+            why = f"{grad} was right after line {c['line']} and changed after it: " + _alias(run, stmt, grad)
         return _line(run, stmt, grad, [why], None)
     return None
+
+
+def _alias(run: _Run, last: ast.stmt, grad: str) -> str:
+    """Which later line made another name for the gradient's memory (y = dx, y = dx.view(...)), which then changed."""
+    for stmt in run.statements[run.statements.index(last) + 1 :]:
+        if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)):
+            continue
+        value = stmt.value
+        while isinstance(value, ast.Call | ast.Attribute) and not _is_name(value):
+            base = value.func if isinstance(value, ast.Call) else value
+            if not (isinstance(base, ast.Attribute) and base.attr in ("view", "reshape", "T", "t")):
+                break
+            value = base.value
+        if _is_name(value, grad):
+            other = stmt.targets[0].id
+            return (f"line {stmt.lineno} makes {other} the same memory as {grad}, so changing {other} in place (+=, "
+                    f"[...] =) changes {grad} too: {other} = {grad}.clone() makes a copy")  # fmt: skip
+    return f"a later line changed it in place through another name (y = {grad} shares its memory; .clone() does not)"
 
 
 def _contributions(bp: BackwardPass, name: str, got: torch.Tensor) -> int | None:
