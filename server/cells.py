@@ -208,7 +208,7 @@ def _fmt(shape: torch.Size) -> str:
 # --- grading -----------------------------------------------------------------------------------------------------
 
 
-def _writes(stmt: ast.stmt) -> set[str]:
+def writes(stmt: ast.stmt) -> set[str]:
     """The names a statement assigns or changes in place (x = ..., x[i] += ..., x.index_add_(...), in loops too)."""
     out: set[str] = set()
     for node in ast.walk(stmt):
@@ -271,7 +271,7 @@ class _Run:
         self.statements.append(stmt)
         self.after.append({
             name: env[name].clone()
-            for name in sorted(_writes(stmt) & self.grads)
+            for name in sorted(writes(stmt) & self.grads)
             if isinstance(env.get(name), torch.Tensor)
         })  # fmt: skip
         self.print_at(len(self.statements), env)
@@ -315,11 +315,11 @@ def grade_cell(bp: BackwardPass, source: str) -> dict[str, Any]:
             notes.append(f"line {cell.grads_line}: grads = [{', '.join(cell.grads)}]: the update zips it with "
                          f"parameters = [{', '.join(PARAM_NAMES)}], so it must be [{', '.join(expected)}]")  # fmt: skip
     required = [f"d{name}" for name in cell_grads(bp.mode)]
-    written = set().union(*map(_writes, run.statements)) & run.grads
+    written = set().union(*map(writes, run.statements)) & run.grads
     graded = order([g[1:] for g in set(required) | (written - run.given)])
     last_line = {}
     for stmt in run.statements:
-        for name in _writes(stmt):
+        for name in writes(stmt):
             last_line[name] = stmt.lineno
     checks = [_check(bp, name, env, f"d{name}" in required, last_line.get(f"d{name}")) for name in graded]
     first_wrong = _first_wrong(run, checks, env)
@@ -427,7 +427,7 @@ def _wrong_line(
 ) -> dict[str, Any]:
     bp, name = run.bp, grad[1:]
     total, k = bp.totals[name], done[grad]
-    last = not any(grad in _writes(s) for s in run.statements[i + 1 :])
+    last = not any(grad in writes(s) for s in run.statements[i + 1 :])
     if last or k + 1 >= total:  # the line finishes the gradient: autograd's is what it should be
         step, expected = bp.completed_at[name], bp.ref_grads[name]
     else:  # the line adds contribution k+1 of several

@@ -12,11 +12,12 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from .. import cells, challenge, views, why
+from .. import cells, challenge, export, views, why
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
 from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
+from ..sandbox import Refused
 from ..serialize import dumps
 from .fair import client_of
 from .query import QueryModel
@@ -27,6 +28,7 @@ from .schemas import (
     CheckRequest,
     DatasetPublic,
     ErrorPublic,
+    ExportRequest,
     GraphPublic,
     HealthPublic,
     HintQuery,
@@ -279,3 +281,30 @@ async def check(request: Request, body: CheckRequest) -> Response:
     if "refused" in answer:
         raise HTTPException(422, answer["refused"])
     return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there
+
+
+FILE_TYPES = {"py": "text/x-python", "ipynb": "application/x-ipynb+json"}
+
+
+@router.post(
+    "/export",
+    response_class=Response,
+    responses={
+        200: {"description": "the file, as a download", "content": {t: {} for t in FILE_TYPES.values()}},
+        400: {"model": ErrorPublic, "description": "the body is not JSON"},
+        413: {"model": ErrorPublic, "description": "the body is too large"},
+        422: {"model": ErrorPublic, "description": "code outside the challenge's vocabulary, or a step past the end"},
+    },
+)
+async def export_file(body: ExportRequest) -> Response:
+    """The learner's whole cell, or their solved steps, as a .py or .ipynb that rebuilds the lecture's data and net,
+    runs their backward and prints the notebook's cmp lines. The code is checked, never run, here."""
+    steps = {s.step: s.code for s in body.steps} if body.steps is not None else None
+    if steps:
+        _step(body.mode, len(ops_for_mode(body.mode)), max(steps), where="body")
+    try:
+        name, content = export.export(body.mode, body.to_config(), body.format, cell=body.code, steps=steps)
+    except Refused as e:
+        raise HTTPException(422, str(e)) from None
+    disposition = f'attachment; filename="{name}"'
+    return Response(content, media_type=FILE_TYPES[body.format], headers={"Content-Disposition": disposition})

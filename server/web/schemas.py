@@ -429,6 +429,38 @@ class CheckPublic(BaseModel):
     results: list[CheckItemPublic]
 
 
+class ExportStep(BaseModel):
+    """A step the learner solved: its number and their code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: JsonInt = Field(ge=1, le=MAX_STEPS, description="the backward step (1 = the first)")
+    code: str = Field(max_length=MAX_SOURCE_CHARS, description="the learner's code for it")
+
+
+class ExportRequest(PassQuery):
+    """A learner's backward to take home as a runnable file: the mode's whole cell (code), or their solved steps."""
+
+    code: str | None = Field(None, max_length=MAX_CELL_CHARS, description="the mode's whole backward cell")
+    steps: list[ExportStep] | None = Field(
+        None, min_length=1, max_length=MAX_STEPS, description="solved steps; the lecture's lines fill the gaps"
+    )
+    format: Literal["py", "ipynb"] = Field("py", description="a Python script, or a Jupyter notebook (nbformat 4)")
+    run: Literal[0] = Field(0, description="exports rebuild the initialisation")
+    bug: Literal[""] = Field("", description="exports use the right rules")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ExportRequest:
+        if (self.code is None) == (self.steps is None):
+            raise ValueError("send the whole cell as code, or the solved steps as steps: one of the two")
+        if self.steps is not None and len({s.step for s in self.steps}) < len(self.steps):
+            raise ValueError("each step once")
+        return self
+
+    def to_config(self) -> ModelConfig:
+        return ModelConfig(**self.model_dump(exclude={"mode", "code", "steps", "format"}))
+
+
 class CellCheckItemPublic(BaseModel):
     """One gradient of a whole cell, checked as the notebook's cmp line checks it: the cell's final value."""
 
