@@ -62,6 +62,17 @@ def cell_grads(mode: str) -> list[str]:
     return order([n.name for n in nodes_for_mode(mode) if n.name in targets and (not wanted or n.name in wanted)])
 
 
+def cell_given(mode: str) -> list[str]:
+    """The nodes whose gradients are in scope before the cell: the notebook's earlier cells computed them."""
+    grads = set(cell_grads(mode))
+    before: list[str] = []
+    for op in backward_schedule(mode):
+        if any(rule.target in grads for rule in op.rules):
+            break
+        before += [rule.target for rule in op.rules if rule.target not in before]
+    return order(before)
+
+
 def first_step(bp: BackwardPass) -> int:
     """The backward step the cell starts at: the gradients of the steps before it are in scope (earlier cells)."""
     return min(bp.contribution_steps[name][0] for name in cell_grads(bp.mode))

@@ -138,7 +138,12 @@ def _meta() -> dict[str, Any]:
 
 def _cell(mode: str) -> dict[str, Any]:
     cell = cells.cell_for(mode)
-    return {"exercise": cell.exercise, "about": cell.about, "grads": [f"d{n}" for n in cells.cell_grads(mode)]}
+    return {
+        "exercise": cell.exercise,
+        "about": cell.about,
+        "grads": [f"d{n}" for n in cells.cell_grads(mode)],
+        "given": [f"d{n}" for n in cells.cell_given(mode)],
+    }
 
 
 @router.get("/bugs", response_model=BugsPublic)

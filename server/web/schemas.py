@@ -339,6 +339,7 @@ class CellPublic(BaseModel):
     exercise: str
     about: str  # what the learner writes, in a line
     grads: list[str]  # the gradients it computes, in the order of the notebook's cmp lines
+    given: list[str]  # the gradients in scope before it (the notebook's earlier cells computed them)
 
 
 class ModePublic(BaseModel):
