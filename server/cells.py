@@ -19,12 +19,16 @@ from typing import Any
 import torch
 
 from .challenge import context, diagnose, dim_slip, same_entries, shape_feedback, shape_note
-from .engine import BackwardPass, compare
+from .engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
 from .graph import CMP_ORDER, MODES_BY_NAME, PARAM_NAMES, backward_schedule, nodes_for_mode
 from .sandbox import Cost, Refused, evaluate, read
 from .serialize import cmp_public, tensor_public
 
-MAX_CMP_ENTRIES = 1 << 22  # a cmp line whose operands broadcast past this is said, not computed ((N,) against (N,1))
+MAX_CMP_ENTRIES = 1 << 21  # a cmp line whose operands broadcast past this is said, not computed ((N,) against (N,1))
+# entries all of a cell's cmp lines compare: the notebook's 26 at the largest config compare ~3M
+MAX_CMP_WORK = 1 << 24
+# the wrong values kept for the first wrong line (a right partial sum is kept as its count only)
+MAX_KEPT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,7 @@ def _matches(got: torch.Tensor, want: torch.Tensor) -> bool:
         got = got.reshape(want.shape)
     if not got.is_floating_point():
         return False
-    return bool(compare(got.to(want.dtype), want)["approx"])
+    return torch.allclose(got.to(want.dtype), want, rtol=ALLCLOSE_RTOL, atol=ALLCLOSE_ATOL)
 
 
 class _Run:
@@ -267,8 +271,12 @@ class _Run:
         self.wanted = {f"d{n}": tuple(bp.values[n].shape) for n in bp.totals if n != "loss"}  # type: ignore[union-attr]
         self.cost = Cost()
         self.statements: list[ast.stmt] = []
-        self.after: list[dict[str, torch.Tensor]] = []  # the gradients each statement wrote, as they were after it
+        # each statement's gradients as they were after it: (name, how many contributions it holds if it is a right
+        # partial sum, else the value) - a value kept to say what is wrong, or its shape alone past MAX_KEPT_BYTES
+        self.after: list[list[tuple[str, int | None, torch.Tensor]]] = []
+        self.kept = 0  # bytes of the values kept
         self.printed: list[dict[str, Any]] = []
+        self.compared = 0  # entries the cmp lines compared
 
     def run(self) -> dict[str, Any]:
         self.print_at(0, self.ctx["scope"])
@@ -280,11 +288,22 @@ class _Run:
 
     def record(self, stmt: ast.stmt, env: dict[str, Any]) -> None:
         self.statements.append(stmt)
-        self.after.append({
-            name: env[name].clone()
-            for name in sorted(writes(stmt) & self.grads)
-            if isinstance(env.get(name), torch.Tensor)
-        })  # fmt: skip
+        wrote = []
+        for name in sorted(writes(stmt) & self.grads):
+            value = env.get(name)
+            if not isinstance(value, torch.Tensor):
+                continue
+            k = _contributions(self.bp, name[1:], value)
+            if k is None:
+                size = value.numel() * value.element_size()
+                ref = self.bp.ref_grads[name[1:]]
+                if value.numel() == ref.numel() and self.kept + size <= MAX_KEPT_BYTES:
+                    self.kept += size
+                    value = value.clone()
+                else:  # its shape is what is wrong with it (or the budget is spent): the shape is kept
+                    value = torch.empty(value.shape, dtype=value.dtype, device="meta")
+            wrote.append((name, k, value))
+        self.after.append(wrote)
         self.print_at(len(self.statements), env)
 
     def print_at(self, done: int, env: dict[str, Any]) -> None:
@@ -307,7 +326,16 @@ class _Run:
                     "ok": False}  # fmt: skip
         if grad not in env:
             return {"line": line, "text": f"{label:15s} | {grad} is not defined at line {line}", "ok": False}
-        text, ok = notebook_cmp(label, env[grad], ref)
+        dt = env[grad]
+        if isinstance(dt, torch.Tensor):
+            try:
+                self.compared += torch.broadcast_shapes(dt.shape, ref.shape).numel()
+            except RuntimeError:
+                pass  # notebook_cmp says so
+            if self.compared > MAX_CMP_WORK:
+                return {"line": line, "text": f"{label:15s} | not compared: the cell's cmp lines compare more than "
+                        f"{MAX_CMP_WORK:,} entries in all", "ok": False}  # fmt: skip
+        text, ok = notebook_cmp(label, dt, ref)
         return {"line": line, "text": text, "ok": ok}
 
 
@@ -378,8 +406,7 @@ def _first_wrong(run: _Run, checks: list[dict[str, Any]], env: dict[str, Any]) -
     ok = {c["grad"]: c["ok"] for c in checks}
     done = {g: bp.contributions_done(g[1:], run.first - 1) for g in run.grads}  # contributions in each, so far
     for i, (stmt, after) in enumerate(zip(run.statements, run.after, strict=True)):
-        for grad, got in after.items():
-            k = _contributions(bp, grad[1:], got)
+        for grad, k, got in after:
             if k is not None:
                 done[grad] = k
                 continue
@@ -454,6 +481,8 @@ def _wrong_line(
     diff = None
     if got.shape != expected.shape and not same_entries(got.shape, expected.shape):
         feedback.append(shape_feedback(grad, got, expected))
+    elif got.is_meta:  # past the budget of kept values
+        feedback.append(f"{grad} differs from what this line should make")
     else:
         got = got.reshape(expected.shape)
         if not got.is_floating_point():

@@ -98,7 +98,8 @@ def shape_feedback(name: str, got: torch.Tensor, expected: torch.Tensor) -> str:
             dims = " and ".join(str(i) for i in spread)
             return f"{msg}: the forward pass summed over dim {dims}; the gradient is copied along it, not summed"
         if len(shape) == 2 and shape[::-1] == want:
-            what = "autograd's transposed" if _close(got.T.to(expected.dtype), expected) else "the transpose's shape"
+            same = not got.is_meta and _close(got.T.to(expected.dtype), expected)  # a meta tensor: its shape alone
+            what = "autograd's transposed" if same else "the transpose's shape"
             return f"{msg}: it is {what}; (A @ B).T = B.T @ A.T: swap the operands and transpose both"
     if len(shape) < len(want) and sum(shape) and torch.Size(shape).numel() == torch.Size(want).numel():
         return f"{msg}: same entries, other shape: add keepdim=True to the sum, or .view({', '.join(map(str, want))})"

@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import dataclass
 
 from .bugs import right_rule
-from .cells import cell_for, cell_grads, order, split_cell, writes
+from .cells import cell_for, cell_given, cell_grads, order, split_cell, writes
 from .config import ModelConfig
 from .engine import BN_DEFAULT_SEED
 from .graph import MODES_BY_NAME, PARAM_NAMES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
@@ -230,7 +230,7 @@ def _cell_backward(mode: str, text: str, program: str) -> tuple[str, list[str]]:
     schedule = backward_schedule(mode)
     first = min(k for k, op in enumerate(schedule, start=1) if any(rule.target in grads for rule in op.rules))
     before = _lecture_lines(mode, first)
-    given = {rule.target for op in schedule[: first - 1] for rule in op.rules}
+    given = set(cell_given(mode))
     written = {name[1:] for stmt in parse(program, cell=True).body for name in writes(stmt)} & set(_gradients(mode))
     checked = order(sorted(grads | (written - given)))
     prelude = (

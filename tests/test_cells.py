@@ -332,3 +332,22 @@ def test_refused_cells_say_why(passes, cell, reason):
     with pytest.raises(Refused, match=None) as refused:
         grade_cell(passes["fused"], cell)
     assert reason in str(refused.value)
+
+
+def test_cmp_lines_are_capped_like_everything_else_a_cell_computes(passes):
+    from server.cells import MAX_CMP_ENTRIES, MAX_CMP_WORK
+
+    # (1024,1,1) against hprebn's (32,64): 2M entries a line, as many as one line may compare
+    per_line = 1024 * 32 * 64
+    assert per_line == MAX_CMP_ENTRIES
+    lines = MAX_CMP_WORK // per_line + 1
+    cell = "d = hprebn.view(2048, 1, 1)[0:1024]\n" + "cmp('x', d, hprebn)\n" * lines
+    printed = grade_cell(passes["fused"], cell)["printed"]
+    assert all("| exact: False | approximate: False" in p["text"] for p in printed[:-1])
+    assert (
+        printed[-1]["text"] == "x               | not compared: the cell's cmp lines compare more than 16,777,216 "
+        "entries in all"
+    )
+    # one line past the per-line cap is said, not computed
+    (line,) = grade_cell(passes["fused"], "d = hprebn.view(2048, 1, 1)\ncmp('x', d, hprebn)")["printed"]
+    assert line["text"] == "x               | shape (2048, 1, 1) against (32, 64) broadcasts to (2048, 32, 64)"
