@@ -244,7 +244,7 @@ async def why_drawer(request: Request, name: str, query: Annotated[WhyQuery, Dep
 async def instance(request: Request, name: str, query: Annotated[WhyQuery, Depends(WHY)]) -> Response:
     """The rules that made one entry of d`name` (?at=row,col), written out with that entry's numbers."""
     return await _computed(
-        request, query, lambda: _why(request, name, query, lambda bp, s, at: why.instance(bp, name, s, at or []))
+        request, query, lambda: _why(request, name, query, lambda bp, s, at: why.instance(bp, name, s, at))
     )
 
 
