@@ -129,9 +129,10 @@ def _sections(
         own_cmp = False
         what = f"your solved steps of {exercise} ({len(steps)} of {len(schedule)})"
     intro = (
-        f"{MODES_BY_NAME[mode].title}. This rebuilds the lecture's data and network (seed {config.seed}, the "
-        "lecture's initialisation), runs the forward pass and PyTorch's loss.backward(), then your backward, and "
-        "prints the notebook's cmp line for each gradient."
+        f"{MODES_BY_NAME[mode].title}. This rebuilds the lecture's data and network (seed {config.seed}, "
+        + ("the lecture's initialisation" if config.init == "lecture" else f"init={config.init}")
+        + "), runs the forward pass and PyTorch's loss.backward(), then your backward, and prints the notebook's "
+        "cmp line for each gradient."
     )
     run = (
         f"Run it: python {_name(mode, cell, fmt)} path/to/names.txt (or set NAMES_TXT, or put names.txt beside it)."
