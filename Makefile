@@ -18,10 +18,12 @@ run: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	$(BIN)/python -m server --host $(HOST) --port $(PORT) $(ARGS)
 
-# the browser tests need Debian's chromium, the frontend's unit tests its nodejs: installed here when missing
+# the browser tests need Debian's chromium, the frontend's unit tests its nodejs, deploy/'s test and bench its
+# nginx: installed here when missing
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	@command -v node >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nodejs >/dev/null)
+	@test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx >/dev/null)
 
 test: setup browser-deps
 	$(BIN)/ruff check .
@@ -44,6 +46,7 @@ bench: setup browser-deps
 	$(BIN)/python bench/browser_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/sandbox_bench.py
+	$(BIN)/python bench/proxy_bench.py
 
 # the abuse cases of the README's reliability table; BEFORE=DIR measures an older tree beside this one
 bench-attacks: setup

@@ -29,7 +29,7 @@ class ModelConfig:
     n_hidden: int = 64  # neurons in the hidden layer
     block_size: int = 3  # context length: how many characters predict the next one
     dtype: Dtype = "float32"  # float64 casts the float32-drawn parameters, then runs in double
-    init: Init = "lecture"  # zero_bias: b1, b2, bnbias = 0 and bngain = 1 (hides wrong grads)
+    init: Init = "lecture"  # zero_bias: every bias 0 and every batchnorm gain 1 (hides wrong grads)
     run: int = 0  # > 0: the parameters of this finished training run instead of the initialisation
     bug: str = ""  # a bug-lab name (server/bugs.py): that wrong backward rule replaces the right one
 

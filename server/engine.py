@@ -19,7 +19,6 @@ from .forward import run_forward
 from .graph import NODES, PARAM_NAMES, PARAMS, Op, nodes_for_mode, ops_for_mode
 from .numeric import check_gradient, ops_after
 
-BN_DEFAULT_SEED = 67280421310721  # what torch.Generator() starts at: the lecture's unseeded draw
 ALLCLOSE_RTOL, ALLCLOSE_ATOL = 1e-5, 1e-8  # torch.allclose's defaults, which the lecture's cmp() uses
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -10,27 +10,39 @@ import torch.nn.functional as F
 from .data import Dataset
 from .forward import run_forward
 from .graph import eval_ops
+from .layers import LAYERS
 
 N_SAMPLES = 20  # names sampled at the end of a run, as in the lecture
 
 
 @torch.no_grad()
-def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batchnorm's mean and variance over a whole split, as the lecture does after training."""
-    hprebn = run_forward(eval_ops("hprebn"), {**p, "Xb": X, "n": X.shape[0]})["hprebn"]  # (N, n_hidden)
-    assert isinstance(hprebn, torch.Tensor)
-    return hprebn.mean(0, keepdim=True), hprebn.var(0, keepdim=True, unbiased=True)
+def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each batchnorm's mean and variance over a whole split, as the lecture does after training.
+
+    Block by block: a later batchnorm is calibrated on what the calibrated earlier blocks make."""
+    ops = eval_ops("loss")
+    made_by = {out: i for i, op in enumerate(ops) for out in op.outputs}
+    values: dict[str, Any] = {**p, "Xb": X, "n": X.shape[0]}
+    bn: dict[str, torch.Tensor] = {}
+    done = 0
+    for block in LAYERS.hidden:
+        end = made_by[block.hprebn] + 1
+        values = run_forward(ops[:end], values, start=done)  # on from the previous block's calibrated batchnorm
+        hprebn = values[block.hprebn]  # (N, n_hidden)
+        mean, var = block.running
+        bn[mean], bn[var] = hprebn.mean(0, keepdim=True), hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
+        values.update({mean: bn[mean], var: bn[var]})
+        done = end
+    return bn
 
 
-def _eval_values(p: dict[str, torch.Tensor], bn: tuple[torch.Tensor, torch.Tensor], X: torch.Tensor) -> dict[str, Any]:
+def _eval_values(p: dict[str, torch.Tensor], bn: dict[str, torch.Tensor], X: torch.Tensor) -> dict[str, Any]:
     """The inputs of the trained model's forward: parameters, calibrated batchnorm statistics, contexts."""
-    return {**p, "bnmean_running": bn[0], "bnvar_running": bn[1], "Xb": X, "n": X.shape[0]}
+    return {**p, **bn, "Xb": X, "n": X.shape[0]}
 
 
 @torch.no_grad()
-def split_loss(
-    p: dict[str, torch.Tensor], bn: tuple[torch.Tensor, torch.Tensor], X: torch.Tensor, Y: torch.Tensor
-) -> float:
+def split_loss(p: dict[str, torch.Tensor], bn: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor) -> float:
     """Cross-entropy over a split with the calibrated batchnorm statistics."""
     loss = run_forward(eval_ops("loss"), {**_eval_values(p, bn, X), "Yb": Y})["loss"]
     assert isinstance(loss, torch.Tensor)
@@ -40,7 +52,7 @@ def split_loss(
 @torch.no_grad()
 def sample_names(
     p: dict[str, torch.Tensor],
-    bn: tuple[torch.Tensor, torch.Tensor],
+    bn: dict[str, torch.Tensor],
     dataset: Dataset,
     block_size: int,
     seed: int,

@@ -13,13 +13,15 @@ import json
 import textwrap
 from dataclasses import dataclass
 
+import torch
+
 from .bugs import right_rule
 from .cells import cell_for, cell_given, cell_grads, order, split_cell, writes
 from .config import ModelConfig
-from .engine import BN_DEFAULT_SEED
 from .graph import MODES_BY_NAME, PARAM_NAMES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
 from .sandbox import Refused, parse
 
+FRESH_SEED = torch.Generator().initial_seed()  # what a new torch.Generator() starts at, as the explorer draws with it
 # a fused op's forward as the notebook writes it, with the tensors its backward reads: the declared formula is the
 # one-line version, which does not name them (tests/test_export.py checks these lines against the declared op)
 NOTEBOOK_FORWARD = {
@@ -170,7 +172,7 @@ def _network(config: ModelConfig) -> str:
         *(node.init.code for node in seeded),  # type: ignore[union-attr]
         "# the lecture draws these from the global generator: seeded as a new torch.Generator() starts, they are the "
         "explorer's",
-        f"torch.manual_seed({BN_DEFAULT_SEED})",
+        f"torch.manual_seed({FRESH_SEED})",
         *(node.init.code for node in fresh),  # type: ignore[union-attr]
     ]
     if config.init == "zero_bias":

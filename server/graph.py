@@ -3,9 +3,10 @@
 Every op is one forward line of the notebook, with its formula text, the code that runs it and,
 right next to it, the local backward rule for each of its inputs (the lecture's own line of code).
 Every parameter node carries its initialisation (the lecture's line). The forward executor, the
-backward schedule, the graph JSON, the explanations, the initialisation and the forward that evaluates
-and samples a trained model are all derived from NODES and OPS, and the backward modes from MODE_LIST;
-adding an op or a mode means adding one entry here.
+backward schedule, the graph JSON, the explanations, the initialisation, the forward that evaluates
+and samples a trained model and the hidden blocks the training kernels loop over (server/layers.py)
+are all derived from NODES and OPS, and the backward modes from MODE_LIST; adding an op or a mode
+means adding one entry here, and a hidden block (linear, batchnorm, tanh) its ops and nodes here.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class Op:
     rows: str = "mixed"
     # the op after training, if it differs: batchnorm with the calibrated statistics instead of the batch's
     eval_forward: Fn | None = None
+    calibrated: tuple[str, ...] = ()  # the statistics eval_forward reads: computed over the training split
+    # the hand-tuned twin that computes the op when training (server/layers.py lists them); None: no twin
+    kernel: str | None = None
 
 
 NODE_LIST = [
@@ -304,6 +308,7 @@ def _linear(out: str, x: str, w: str, b: str, about: str) -> Op:
         about,
         symbol="@ +",
         rows="each",
+        kernel="linear",
     )
 
 
@@ -358,6 +363,7 @@ OPS: list[Op] = [
         "look up the embedding of every context character",
         symbol="C[Xb]",
         rows="each",
+        kernel="embedding",
     ),
     Op(
         "embcat",
@@ -381,6 +387,7 @@ OPS: list[Op] = [
         "concatenate the block_size embeddings of each row",
         symbol="view",
         rows="each",
+        kernel="view",
     ),
     _linear("hprebn", "embcat", "W1", "b1", "linear layer 1"),
     Op(
@@ -615,6 +622,8 @@ OPS: list[Op] = [
         fuses="bn",
         rows="mixed",
         eval_forward=_batchnorm_eval,
+        calibrated=("bnmean_running", "bnvar_running"),
+        kernel="batchnorm",
     ),
     Op(
         "h",
@@ -640,6 +649,7 @@ OPS: list[Op] = [
         "the hidden layer's non-linearity",
         symbol="tanh",
         rows="each",
+        kernel="tanh",
     ),
     _linear("logits", "h", "W2", "b2", "linear layer 2: the output layer"),
     Op(
@@ -891,6 +901,7 @@ OPS: list[Op] = [
         symbol="cross_entropy",
         fuses="ce",
         rows="mean",
+        kernel="cross_entropy",
     ),
 ]
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}

@@ -1,7 +1,7 @@
 """The two training steps of Exercise 4: the hand-tuned fused manual backward, and autograd's.
 
 The manual step is a fast twin of the declared rules (server/graph.py, mode TRAINED_MODE): tests check it
-against them, and against autograd, in float64.
+against them, and against autograd, in float64. Every step loops over the declared hidden blocks (LAYERS).
 """
 
 from __future__ import annotations
@@ -10,18 +10,24 @@ import torch
 import torch.nn.functional as F
 
 from .graph import EPS, PARAM_NAMES
+from .layers import LAYERS
 
 
 def forward_loss(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
-    """The lecture's Exercise 4 forward pass (batchnorm with batch statistics), as autograd sees it."""
+    """The lecture's Exercise 4 forward pass (batchnorm with batch statistics), as autograd sees it.
+
+    Not the declared forward run for autograd: the declaration normalises first (bngain * bnraw), this
+    line scales first (bngain * bndiff), and the other rounding changes the last bits of autograd's
+    gradients, which the training checks compare with."""
     n = Xb.shape[0]
-    embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
-    hprebn = embcat @ p["W1"] + p["b1"]  # (n, n_hidden)
-    bnmean = hprebn.mean(0, keepdim=True)  # (1, n_hidden)
-    bnvar = hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
-    hpreact = p["bngain"] * (hprebn - bnmean) * (bnvar + EPS) ** -0.5 + p["bnbias"]
-    h = torch.tanh(hpreact)  # (n, n_hidden)
-    logits = h @ p["W2"] + p["b2"]  # (n, vocab_size)
+    h = p[LAYERS.embedding][Xb].view(n, -1)  # (n, block_size * n_embd)
+    for block in LAYERS.hidden:
+        hprebn = h @ p[block.linear.W] + p[block.linear.b]  # (n, n_hidden)
+        bnmean = hprebn.mean(0, keepdim=True)  # (1, n_hidden)
+        bnvar = hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
+        hpreact = p[block.gain] * (hprebn - bnmean) * (bnvar + EPS) ** -0.5 + p[block.bias]
+        h = torch.tanh(hpreact)  # (n, n_hidden)
+    logits = h @ p[LAYERS.output.W] + p[LAYERS.output.b]  # (n, vocab_size)
     return F.cross_entropy(logits, Yb)
 
 
@@ -37,9 +43,17 @@ class ManualBackward:
 
     def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
         self.params = [p[k] for k in PARAM_NAMES]
-        self.C, self.W1, self.b1, self.W2, self.b2 = p["C"], p["W1"], p["b1"], p["W2"], p["b2"]
-        self.bngain, self.bnbias = p["bngain"], p["bnbias"]
-        self.W1t, self.W2t = self.W1.t(), self.W2.t()
+        self.C = p[LAYERS.embedding]
+        slot = {name: i for i, name in enumerate(PARAM_NAMES)}  # where each gradient goes in the list returned
+        # each hidden block: W, W.T, b, bngain, bnbias, and the slots of dW, db, dbngain, dbnbias
+        self.hidden = [
+            (p[blk.linear.W], p[blk.linear.W].t(), p[blk.linear.b], p[blk.gain], p[blk.bias],
+             (slot[blk.linear.W], slot[blk.linear.b], slot[blk.gain], slot[blk.bias]))
+            for blk in LAYERS.hidden
+        ]  # fmt: skip
+        self.W2, self.b2 = p[LAYERS.output.W], p[LAYERS.output.b]
+        self.W2t = self.W2.t()
+        self.output_slots = slot[LAYERS.output.W], slot[LAYERS.output.b], slot[LAYERS.embedding]
         self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
         n = batch_size
         dtype = self.C.dtype
@@ -51,45 +65,59 @@ class ManualBackward:
     def grads(
         self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Logits and n x the seven gradients (PARAM_NAMES order); with keep, the true gradients and activations.
+        """Logits and n x the gradients (PARAM_NAMES order); with keep, the true gradients and activations.
 
         The backward needs no loss value: the loss of each step is computed later, many steps at once
         (losses()), which takes a cross-entropy call off every step."""
         n = Xb.shape[0]
         xflat = Xb.view(-1)  # (n * block_size,)
         # forward
-        embcat = self.C.index_select(0, xflat).view(n, -1)  # (n, block_size * n_embd): C[Xb]
-        hprebn = torch.addmm(self.b1, embcat, self.W1)  # (n, n_hidden)
-        bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
-        bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(EPS).rsqrt_()  # (1, n_hidden)
-        bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
-        hpreact = torch.addcmul(self.bnbias, self.bngain, bnraw)  # (n, n_hidden)
-        h = torch.tanh(hpreact)  # (n, n_hidden)
+        h = self.C.index_select(0, xflat).view(n, -1)  # embcat: (n, block_size * n_embd), C[Xb]
+        saved = []  # what each hidden block's backward reads
+        for W, Wt, b, bngain, bnbias, slots in self.hidden:
+            x = h
+            hprebn = torch.addmm(b, x, W)  # (n, n_hidden)
+            bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
+            bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(EPS).rsqrt_()  # (1, n_hidden)
+            bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
+            hpreact = torch.addcmul(bnbias, bngain, bnraw)  # (n, n_hidden)
+            h = torch.tanh(hpreact)  # (n, n_hidden)
+            saved.append((x, hprebn, bnvar_inv, bnraw, hpreact, h, Wt, bngain, slots))
         logits = torch.addmm(self.b2, h, self.W2)  # (n, vocab_size)
         # backward, every gradient n times its true value: dlogits = softmax - one_hot, without the / n
         dlogits = torch.softmax(logits, 1)  # (n, vocab_size)
         dlogits.scatter_add_(1, Yb.view(-1, 1), self.minus_ones)
         dh = torch.mm(dlogits, self.W2t)  # (n, n_hidden)
-        dW2 = torch.mm(h.t(), dlogits)  # (n_hidden, vocab_size)
-        db2 = dlogits.sum(0)  # (vocab_size,)
-        dhpreact = dh.addcmul_(dh, h * h, value=-1.0)  # (1 - h**2) * dh, (n, n_hidden); x*x beats square()
-        dbngain = (bnraw * dhpreact).sum(0, keepdim=True)  # (1, n_hidden)
-        dbnbias = dhpreact.sum(0, keepdim=True)  # (1, n_hidden)
-        kept = dhpreact.clone() if keep else dhpreact
-        # the lecture's bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
-        # with its n divided out: bngain*bnvar_inv * (dhpreact - dbnbias/n - bnraw*dbngain/(n-1))
-        dhprebn = dhpreact.sub_(dbnbias, alpha=1.0 / n).addcmul_(bnraw, dbngain, value=-1.0 / (n - 1))
-        dhprebn.mul_(self.bngain * bnvar_inv)  # (n, n_hidden)
-        dW1 = torch.mm(embcat.t(), dhprebn)  # (block_size * n_embd, n_hidden)
-        db1 = dhprebn.sum(0)  # (n_hidden,)
-        dembcat = torch.mm(dhprebn, self.W1t)  # (n, block_size * n_embd)
-        dC = torch.index_add(self.zeros_C, 0, xflat, dembcat.view(-1, self.n_embd))  # (vocab_size, n_embd)
-        by_name = {"C": dC, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "bngain": dbngain, "bnbias": dbnbias}
-        grads = [by_name[k] for k in PARAM_NAMES]
+        grads: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
+        W2_slot, b2_slot, C_slot = self.output_slots
+        grads[W2_slot] = torch.mm(h.t(), dlogits)  # dW2: (n_hidden, vocab_size)
+        grads[b2_slot] = dlogits.sum(0)  # db2: (vocab_size,)
+        kept = []  # with keep: each block's dhpreact, last block first
+        for x, _, bnvar_inv, bnraw, _, h, Wt, bngain, (W_slot, b_slot, gain_slot, bias_slot) in reversed(saved):
+            dhpreact = dh.addcmul_(dh, h * h, value=-1.0)  # (1 - h**2) * dh, (n, n_hidden); x*x beats square()
+            dbngain = (bnraw * dhpreact).sum(0, keepdim=True)  # (1, n_hidden)
+            dbnbias = dhpreact.sum(0, keepdim=True)  # (1, n_hidden)
+            if keep:
+                kept.append(dhpreact / n)  # before the in-place lines below make it dhprebn
+            # the lecture's bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
+            # with its n divided out: bngain*bnvar_inv * (dhpreact - dbnbias/n - bnraw*dbngain/(n-1))
+            dhprebn = dhpreact.sub_(dbnbias, alpha=1.0 / n).addcmul_(bnraw, dbngain, value=-1.0 / (n - 1))
+            dhprebn.mul_(bngain * bnvar_inv)  # (n, n_hidden)
+            grads[W_slot] = torch.mm(x.t(), dhprebn)  # dW1: (fan_in, n_hidden)
+            grads[b_slot] = dhprebn.sum(0)  # db1: (n_hidden,)
+            grads[gain_slot], grads[bias_slot] = dbngain, dbnbias
+            dh = torch.mm(dhprebn, Wt)  # the block's input: (n, n_hidden), or dembcat (n, block_size * n_embd)
+            if keep:
+                kept.append(dhprebn / n)
+        grads[C_slot] = torch.index_add(self.zeros_C, 0, xflat, dh.view(-1, self.n_embd))  # dC: (vocab_size, n_embd)
         if not keep:
             return logits, grads, {}
-        acts = {"hprebn": hprebn, "hpreact": hpreact, "h": h, "logits": logits,
-                "dlogits": dlogits / n, "dhpreact": kept / n, "dhprebn": dhprebn / n}  # fmt: skip
+        # the activations and their gradients by declared name (hprebn, hpreact, h, logits, dlogits, dhpreact, dhprebn)
+        acts = {"d" + LAYERS.output.out: dlogits / n, LAYERS.output.out: logits}
+        for blk, (_, hprebn, _, _, hpreact, h, *_) in zip(LAYERS.hidden, saved, strict=True):
+            acts.update({blk.hprebn: hprebn, blk.hpreact: hpreact, blk.h: h})
+        for blk, dhpreact, dhprebn in zip(reversed(LAYERS.hidden), kept[::2], kept[1::2], strict=True):
+            acts.update({"d" + blk.hpreact: dhpreact, "d" + blk.hprebn: dhprebn})
         return logits, [g / n for g in grads], acts
 
     def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +141,7 @@ class AutogradBackward:
     def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
         self.p = p
         self.params = [p[k] for k in PARAM_NAMES]
-        dtype = p["C"].dtype
+        dtype = p[LAYERS.embedding].dtype
         self.centering = torch.eye(batch_size, dtype=dtype) - 1.0 / batch_size
         self.bessel_row = torch.full((1, batch_size), 1.0 / (batch_size - 1), dtype=dtype)
 
@@ -127,12 +155,13 @@ class AutogradBackward:
     def fast_loss(self, Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
         """The manual step's forward, op for op (fused kernels, batch statistics by products): a fair baseline."""
         p, n = self.p, Xb.shape[0]
-        embcat = p["C"][Xb].view(n, -1)  # (n, block_size * n_embd)
-        hprebn = torch.addmm(p["b1"], embcat, p["W1"])  # (n, n_hidden)
-        bndiff = torch.mm(self.centering, hprebn)  # (n, n_hidden)
-        bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + EPS).rsqrt()  # (1, n_hidden)
-        h = torch.tanh(torch.addcmul(p["bnbias"], p["bngain"], bndiff * bnvar_inv))  # (n, n_hidden)
-        return F.cross_entropy(torch.addmm(p["b2"], h, p["W2"]), Yb)
+        h = p[LAYERS.embedding][Xb].view(n, -1)  # embcat: (n, block_size * n_embd)
+        for blk in LAYERS.hidden:
+            hprebn = torch.addmm(p[blk.linear.b], h, p[blk.linear.W])  # (n, n_hidden)
+            bndiff = torch.mm(self.centering, hprebn)  # (n, n_hidden)
+            bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + EPS).rsqrt()  # (1, n_hidden)
+            h = torch.tanh(torch.addcmul(p[blk.bias], p[blk.gain], bndiff * bnvar_inv))  # (n, n_hidden)
+        return F.cross_entropy(torch.addmm(p[LAYERS.output.b], h, p[LAYERS.output.W]), Yb)
 
     def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> torch.Tensor:
         """Called under no_grad, like the manual step: autograd is switched on for the forward only."""

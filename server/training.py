@@ -18,6 +18,7 @@ from .data import Dataset
 from .engine import init_params
 from .evaluation import calibrate_bn, sample_names, split_loss
 from .graph import PARAM_NAMES, PARAMS
+from .layers import LAYERS
 from .train_config import MAX_LR as MAX_LR  # re-exported: web/schemas.py imports them from here
 from .train_config import TRAIN_BOUNDS as TRAIN_BOUNDS
 from .train_config import TrainConfig
@@ -34,6 +35,12 @@ SATURATED = 0.97  # |tanh| above this counts as saturated, as in the previous le
 HIST_BINS = 40
 # the weight matrices (2-D, no broadcast axis): their update ratios and gradient histograms are plotted
 WEIGHTS = tuple(node.name for node in PARAMS if len(node.axes) == 2 and "one" not in node.axes)
+# the activations and their gradients plotted as histograms, in forward and in backward order
+ACTIVATIONS = (*(name for b in LAYERS.hidden for name in (b.hprebn, b.hpreact, b.h)), LAYERS.output.out)
+ACTIVATION_GRADS = tuple(
+    "d" + name for name in (LAYERS.output.out, *(n for b in reversed(LAYERS.hidden) for n in (b.hpreact, b.hprebn)))
+)
+TANH_OUTPUTS = tuple(block.h for block in LAYERS.hidden)  # the units whose saturation is sampled
 
 
 def _histogram(t: torch.Tensor) -> dict[str, Any]:
@@ -140,8 +147,8 @@ class Training:
             weights = dict(zip(PARAM_NAMES, grads, strict=True))
             self.emit("histograms", {
                 "step": i,
-                "activations": {k: _histogram(acts[k]) for k in ("hprebn", "hpreact", "h", "logits")},
-                "activation_grads": {k: _histogram(acts[k]) for k in ("dlogits", "dhpreact", "dhprebn")},
+                "activations": {k: _histogram(acts[k]) for k in ACTIVATIONS},
+                "activation_grads": {k: _histogram(acts[k]) for k in ACTIVATION_GRADS},
                 "weight_grads": {k: _histogram(weights[k]) for k in WEIGHTS},
             })  # fmt: skip
         if i % self.stats_every == 0:
@@ -150,7 +157,8 @@ class Training:
                 k: _finite(float(((lr * gr).std() / t.std()).log10()))
                 for k, gr, t in zip(PARAM_NAMES, grads, self.manual.params, strict=True) if k in WEIGHTS
             }])  # fmt: skip
-            self.saturation.append([i, float((acts["h"].abs() > SATURATED).float().mean())])
+            h = torch.cat([acts[k] for k in TANH_OUTPUTS], 1)  # (n, units of every hidden block)
+            self.saturation.append([i, float((h.abs() > SATURATED).float().mean())])
         if cfg.backward == "autograd":
             return self.reference.step(Xb, Yb, lr)
         torch._foreach_add_(self.manual.params, grads, alpha=-lr)

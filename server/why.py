@@ -136,7 +136,7 @@ def _example(bp: BackwardPass, dataset: Dataset, step: int, op: Op, rule: Rule, 
     if kind == "gather":
         return _gather(bp, dataset, scope, index)
     if kind == "tanh":
-        return _tanh(bp, scope, index)
+        return _tanh(op, scope, index)
     if kind == "forces":
         return {"kind": "forces", "title": "dlogits as forces: see below"}
     raise ValueError(f"rule {op.name}/{rule.target} declares an unknown example {kind!r}")
@@ -273,6 +273,7 @@ def _max(bp: BackwardPass, op: Op, scope: dict[str, Any], index: list[int]) -> d
     return {
         "kind": "max",
         "source": src,
+        "output": op.outputs[0],
         "title": f"{op.outputs[0]}[{row}]: the maximum of row {row}, and where its gradient goes",
         "row": row,
         "values": [entry(values, [j]) for j in range(values.numel())],
@@ -315,9 +316,10 @@ def _gather(bp: BackwardPass, dataset: Dataset, scope: dict[str, Any], index: li
     }
 
 
-def _tanh(bp: BackwardPass, scope: dict[str, Any], index: list[int]) -> dict[str, Any]:
+def _tanh(op: Op, scope: dict[str, Any], index: list[int]) -> dict[str, Any]:
     """h = tanh(hpreact): 1 − h² at a typical unit and at a saturated one, where the gradient vanishes."""
-    h, dh = scope["h"], scope["dh"]
+    out = op.outputs[0]
+    h, dh = scope[out], scope[f"d{out}"]
     flat = h.abs().view(-1)
     worst = int(flat.argmax())
     saturated = [worst // h.shape[1], worst % h.shape[1]]
@@ -329,13 +331,15 @@ def _tanh(bp: BackwardPass, scope: dict[str, Any], index: list[int]) -> dict[str
     count = int((h.abs() > SATURATED).sum())
     return {
         "kind": "tanh",
+        "output": out,
+        "input": op.inputs[0],
         "title": "tanh: 1 − h², and a saturated unit",
         "units": units,
         "saturated": count,
         "entries": h.numel(),
         "threshold": SATURATED,
         "text": (
-            f"tanh flattens out near ±1, so 1 − h² is close to 0 there and the gradient that reaches hpreact "
+            f"tanh flattens out near ±1, so 1 − h² is close to 0 there and the gradient that reaches {op.inputs[0]} "
             f"nearly vanishes. {count} of {h.numel()} activations in this batch have |h| > {SATURATED}: those "
             "units learn almost nothing from this batch (the lecture's reason for scaling W1 by (5/3)/√fan_in)."
         ),

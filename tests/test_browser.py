@@ -14,7 +14,14 @@ from axe_playwright_python.sync_playwright import Axe
 from colorspacious import cspace_convert
 from playwright.sync_api import Page, expect, sync_playwright
 
+from server.graph import MODES, nodes_for_mode, ops_for_mode
+
 from .live_server import live_server
+
+# the declared counts (the lecture's, 20 steps over 29 nodes in Exercise 1, are pinned in tests/test_graph.py)
+STEPS = {mode: len(ops_for_mode(mode)) for mode in MODES}
+NODE_COUNT = {mode: len(nodes_for_mode(mode)) for mode in MODES}
+LAST = STEPS["atomic"]  # the default mode's last step
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -101,10 +108,10 @@ def test_page_draws_every_node_op_and_arrow(page, base_url):
     open_page(page, base_url)
     graph = served(page, "/api/graph")
     nodes = graph_nodes(page)
-    assert len(nodes) == 29 and {"Xb", "Yb", "C", "W1", "logits", "loss"} <= set(nodes)
+    assert len(nodes) == NODE_COUNT["atomic"] and {"Xb", "Yb", "C", "W1", "logits", "loss"} <= set(nodes)
     # op nodes between the tensors, as micrograd draws them: one ellipse and one button per op
-    assert page.locator("[data-testid^=gop-]").count() == len(graph["ops"]) == 20
-    assert page.locator("[data-testid^=gnode-]").count() == 29
+    assert page.locator("[data-testid^=gop-]").count() == len(graph["ops"]) == LAST
+    assert page.locator("[data-testid^=gnode-]").count() == NODE_COUNT["atomic"]
     drawn = page.evaluate(
         """() => { const data = document.querySelector('#graph .graph-plot').data;
           const count = (name) => data.filter((t) => t.name.startsWith(name))
@@ -114,11 +121,11 @@ def test_page_draws_every_node_op_and_arrow(page, base_url):
                   heads: document.querySelectorAll('#graph .graph-plot .scatterlayer .point').length}; }"""
     )
     edges = sum(len(op["inputs"]) + len(op["outputs"]) for op in graph["ops"])
-    assert drawn["ops"] == 20 and drawn["edges"] == edges and drawn["arrows"] == edges, drawn
+    assert drawn["ops"] == LAST and drawn["edges"] == edges and drawn["arrows"] == edges, drawn
     assert drawn["heads"] >= edges  # every arrowhead is an SVG marker in the page
     expect(page.get_by_test_id("gop-probs")).to_have_text("*")  # an ellipse with the op's symbol
     expect(page.get_by_test_id("gop-probs")).to_have_css("border-top-left-radius", "50%")
-    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 0 / {LAST}")
     expect(page.get_by_test_id("legend")).to_contain_text("mismatch")
     expect(page.get_by_test_id("intro")).to_contain_text("Press Next")
     expect(page.get_by_test_id("error")).to_be_hidden()
@@ -155,7 +162,7 @@ def test_stepping_the_whole_schedule_and_previous(page, base_url):
     expect(page.get_by_test_id("op-banner")).to_contain_text("dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)")
     for _ in range(17):
         act(page, lambda: page.keyboard.press("ArrowRight"))
-    expect(page.get_by_test_id("step-label")).to_have_text("step 20 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step {LAST} / {LAST}")
     labels = node_labels(page)
     for name, label in labels.items():
         if name in ("Xb", "Yb"):
@@ -164,9 +171,9 @@ def test_stepping_the_whole_schedule_and_previous(page, base_url):
         assert "✗" not in label
     assert "✓" in labels["logprobs"] and "✓" in labels["W2"] and "≈" in labels["hpreact"]
     act(page, lambda: page.get_by_test_id("prev").click())
-    expect(page.get_by_test_id("step-label")).to_have_text("step 19 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step {LAST - 1} / {LAST}")
     assert "·" in node_labels(page)["C"]  # dC comes from the last step, now undone
-    assert "step=19" in page.url
+    assert f"step={LAST - 1}" in page.url
 
 
 def test_next_follows_the_gradient_into_view(page, base_url):
@@ -222,7 +229,7 @@ def cell_pixel(page: Page, i: int, j: int, at: float = 0.5) -> list[int]:
 
 
 def test_inspector_one_large_heatmap_switch_and_small_multiples(page, base_url):
-    open_page(page, base_url + "/?step=20")
+    open_page(page, base_url + f"/?step={LAST}")
     click_node(page, "logits")
     expect(page.get_by_test_id("panel-title")).to_contain_text("logits")
     plot = main_plot(page)
@@ -235,7 +242,7 @@ def test_inspector_one_large_heatmap_switch_and_small_multiples(page, base_url):
     assert all(re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", t) for t in plot["colorbar"]), plot["colorbar"]
     assert len(ticks) >= 3 and plot["zmin"] <= min(ticks) < max(ticks) <= plot["zmax"]
     assert plot["cells"][0] == pytest.approx(plot["cells"][1], abs=1)  # the cells fill the frame's plot area
-    detail = served(page, "/api/tensor/logits?step=20")
+    detail = served(page, f"/api/tensor/logits?step={LAST}")
     # the marginal bars are the served gradient's row and column sums
     manual = detail["grad_manual"]["data"]
     assert plot["rows"] == pytest.approx([sum(r) for r in manual], abs=1e-9)
@@ -281,8 +288,8 @@ def test_inspector_one_large_heatmap_switch_and_small_multiples(page, base_url):
 
 
 def test_hovering_a_cell_marks_it_in_all_four_and_prints_the_served_numbers(page, base_url):
-    open_page(page, f"{base_url}/?step=20&node=counts&pin=1")
-    detail = served(page, "/api/tensor/counts?step=20")
+    open_page(page, f"{base_url}/?step={LAST}&node=counts&pin=1")
+    detail = served(page, f"/api/tensor/counts?step={LAST}")
     cell = page.evaluate(
         """() => { const d = document.querySelector('[data-testid=heatmap-main]');
           const s = d._fullLayout._size, xa = d._fullLayout.xaxis, ya = d._fullLayout.yaxis;
@@ -349,8 +356,8 @@ def test_run_alls_frame_is_drawn_ahead_and_kept_while_stepping(page, base_url):
 
 
 def test_a_scalar_is_printed_as_a_number(page, base_url):
-    open_page(page, f"{base_url}/?step=20&node=loss&pin=1")
-    detail = served(page, "/api/tensor/loss?step=20")
+    open_page(page, f"{base_url}/?step={LAST}&node=loss&pin=1")
+    detail = served(page, f"/api/tensor/loss?step={LAST}")
     table = page.get_by_test_id("numbers")
     expect(table).to_be_visible()
     expect(page.get_by_test_id("heatmap-main")).to_have_count(0)
@@ -383,10 +390,10 @@ def test_a_partial_gradient_is_compared_with_its_own_paths(page, base_url):
 def test_mode_switch_changes_the_graph(page, base_url):
     open_page(page, base_url)
     act(page, lambda: page.get_by_test_id("mode").select_option("fused"))
-    assert len(graph_nodes(page)) == 16
-    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 7")
+    assert len(graph_nodes(page)) == NODE_COUNT["fused"]
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 0 / {STEPS['fused']}")
     act(page, lambda: page.get_by_test_id("mode").select_option("fused_bn"))
-    assert len(graph_nodes(page)) == 23 and "bnraw" not in graph_nodes(page)
+    assert len(graph_nodes(page)) == NODE_COUNT["fused_bn"] and "bnraw" not in graph_nodes(page)
 
 
 # the labels and the canvas measured in one synchronous snapshot, so a scroll in between cannot move one of them
@@ -436,7 +443,7 @@ def test_no_graph_label_overlaps_or_is_clipped(page, base_url, mode, size):
 def test_controls_are_disabled_while_a_request_is_in_flight(page, base_url):
     # the last step's state is held back (from its prefetch on arrival): Run all waits for it
     held = []
-    last = re.compile(r"/api/state\?.*step=20(&|$)")
+    last = re.compile(rf"/api/state\?.*step={LAST}(&|$)")
     page.route(last, lambda route: held.append(route))
     open_page(page, base_url)
     page.get_by_test_id("run-all").click()
@@ -445,7 +452,7 @@ def test_controls_are_disabled_while_a_request_is_in_flight(page, base_url):
         expect(page.get_by_test_id(control)).to_be_disabled()
     assert held, "the last step was not asked for"
     act(page, lambda: [route.continue_() for route in held])
-    expect(page.get_by_test_id("step-label")).to_have_text("step 20 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step {LAST} / {LAST}")
     expect(page.get_by_test_id("loading")).to_be_hidden()
     expect(page.get_by_test_id("next")).to_be_disabled()  # the end: nothing after it
     expect(page.get_by_test_id("prev")).to_be_enabled()
@@ -453,8 +460,8 @@ def test_controls_are_disabled_while_a_request_is_in_flight(page, base_url):
 
 def test_nonfinite_cells_are_marked_and_counted(page, base_url):
     # one NaN and one +Inf put into the server's answer for logits' value (no config makes them): their cells
-    # are marked and the readout says NaN/Inf. Only step 20's answer is changed (the prefetch of step 19 is not)
-    target = re.compile(r"/api/tensor/logits\?(.*&)?step=20(&|$)")
+    # are marked and the readout says NaN/Inf. Only the last step's answer is changed (its neighbour's prefetch is not)
+    target = re.compile(rf"/api/tensor/logits\?(.*&)?step={LAST}(&|$)")
 
     def with_nonfinite(route):
         body = route.fetch().json()
@@ -464,7 +471,7 @@ def test_nonfinite_cells_are_marked_and_counted(page, base_url):
         route.fulfill(json=body)
 
     page.route(target, with_nonfinite)
-    open_page(page, f"{base_url}/?node=logits&pin=1&step=20&view=value")
+    open_page(page, f"{base_url}/?node=logits&pin=1&step={LAST}&view=value")
     expect(page.get_by_test_id("main-cells")).to_have_attribute("data-nonfinite", "0,1;2,3")
     # black with a white ×: the corner of the cell black, its centre (where the strokes cross) white
     assert cell_pixel(page, 0, 1, at=0.1) == [0, 0, 0] and cell_pixel(page, 2, 3, at=0.1) == [0, 0, 0]
@@ -473,16 +480,16 @@ def test_nonfinite_cells_are_marked_and_counted(page, base_url):
 
 def test_permalink_reload_and_back(page, base_url):
     open_page(page, base_url + "/?mode=fused_ce&step=5&node=h")
-    expect(page.get_by_test_id("step-label")).to_have_text("step 5 / 13")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 5 / {STEPS['fused_ce']}")
     expect(page.get_by_test_id("mode")).to_have_value("fused_ce")
     expect(page.get_by_test_id("panel-title")).to_contain_text("h")
     act(page, lambda: page.get_by_test_id("next").click())
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
-    expect(page.get_by_test_id("step-label")).to_have_text("step 6 / 13")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 6 / {STEPS['fused_ce']}")
     expect(page.get_by_test_id("panel-title")).to_contain_text("h")
     act(page, lambda: page.go_back())
-    expect(page.get_by_test_id("step-label")).to_have_text("step 5 / 13")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 5 / {STEPS['fused_ce']}")
 
 
 def test_the_mode_select_and_the_config_defaults_come_from_meta(page, base_url):
@@ -554,7 +561,7 @@ def test_rejected_config_shows_the_servers_message(page, base_url):
 
 def test_server_errors_are_shown(page, base_url):
     # the last step fails from the start: its prefetch fails silently, Run all asks again and shows why
-    last = re.compile(r"/api/state\?.*step=20(&|$)")
+    last = re.compile(rf"/api/state\?.*step={LAST}(&|$)")
     page.route(last, lambda route: route.fulfill(status=500, body='{"detail": "boom"}'))
     open_page(page, f"{base_url}/?step=3")
     expect(page.get_by_test_id("error")).to_be_hidden()
@@ -567,7 +574,7 @@ def test_server_errors_are_shown(page, base_url):
     page.unroute(last)
     act(page, lambda: page.get_by_test_id("run-all").click())
     expect(page.get_by_test_id("error")).to_be_hidden()
-    expect(page.get_by_test_id("step-label")).to_have_text("step 20 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step {LAST} / {LAST}")
 
 
 def test_going_back_to_a_step_seen_redraws_without_asking_the_server(page, base_url):
@@ -577,23 +584,23 @@ def test_going_back_to_a_step_seen_redraws_without_asking_the_server(page, base_
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url) if "/api/" in request.url else None)
     act(page, lambda: page.get_by_test_id("prev").click())
-    expect(page.get_by_test_id("step-label")).to_have_text("step 1 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 1 / {LAST}")
     expect(page.get_by_test_id("panel")).to_contain_text("logits")
     act(page, lambda: page.get_by_test_id("reset").click())
-    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 0 / {LAST}")
     # only the prefetch of the step after each one shown may go out (step 2, then step 1): nothing for steps 1, 0
     assert not [u for u in asked if re.search(r"step=[01](&|$)", u)], asked
     # Run all's step is asked for when the pointer reaches its button, before the click
     before = len(asked)
     page.get_by_test_id("run-all").hover()
     page.wait_for_function(
-        "performance.getEntriesByType('resource').some((e) => /api\\/tensor.*step=20(&|$)/.test(e.name))"
+        f"performance.getEntriesByType('resource').some((e) => /api\\/tensor.*step={LAST}(&|$)/.test(e.name))"
     )
-    assert [u for u in asked[before:] if re.search(r"/api/state\?.*step=20(&|$)", u)], asked
+    assert [u for u in asked[before:] if re.search(rf"/api/state\?.*step={LAST}(&|$)", u)], asked
     before = len(asked)
     act(page, lambda: page.get_by_test_id("run-all").click())
-    expect(page.get_by_test_id("step-label")).to_have_text("step 20 / 20")
-    assert not [u for u in asked[before:] if re.search(r"step=20(&|$)", u)], asked  # drawn from it
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step {LAST} / {LAST}")
+    assert not [u for u in asked[before:] if re.search(rf"step={LAST}(&|$)", u)], asked  # drawn from it
 
 
 def test_a_permalink_prefetches_both_neighbouring_steps(page, base_url):
@@ -606,10 +613,10 @@ def test_a_permalink_prefetches_both_neighbouring_steps(page, base_url):
     )
     for step in (2, 4):
         assert any(re.search(rf"step={step}(&|$)", u) for u in asked), (step, asked)
-    assert not [u for u in asked if re.search(r"step=(0|20)(&|$)", u)], asked  # Reset, Run all: on intent only
+    assert not [u for u in asked if re.search(rf"step=(0|{LAST})(&|$)", u)], asked  # Reset, Run all: on intent only
     before = len(asked)
     act(page, lambda: page.get_by_test_id("prev").click())
-    expect(page.get_by_test_id("step-label")).to_have_text("step 2 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 2 / {LAST}")
     assert not [u for u in asked[before:] if re.search(r"step=2(&|$)", u)]  # drawn from the prefetch
 
 
@@ -619,7 +626,7 @@ def test_prefetched_next_step_and_its_failure(page, base_url):
     page.route(step2, lambda route: route.fulfill(status=500, body='{"detail": "boom at step 2"}'))
     with page.expect_request(step2):  # asked for as soon as step 1 is drawn, before any click
         act(page, lambda: page.get_by_test_id("next").click())
-    expect(page.get_by_test_id("step-label")).to_have_text("step 1 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 1 / {LAST}")
     expect(page.get_by_test_id("error")).to_be_hidden()  # a failed prefetch says nothing until it is used
     page.get_by_test_id("next").click()
     expect(page.get_by_test_id("error")).to_contain_text("boom at step 2")
@@ -671,7 +678,7 @@ def test_finished_run_results_and_its_net_in_the_explorer(page, base_url):
     page.get_by_test_id("explore").click()
     page.wait_for_selector("body[data-ready='1']")
     expect(page.get_by_test_id("run-note")).to_contain_text("trained run")
-    expect(page.get_by_test_id("step-label")).to_have_text("step 0 / 7")  # fused mode
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 0 / {STEPS['fused']}")  # fused mode
     act(page, lambda: page.get_by_test_id("run-all").click())
     statuses = node_labels(page)
     assert not any("✗" in label for label in statuses.values()), statuses
@@ -704,7 +711,7 @@ def test_challenge_lecture_answer_wrong_shape_and_progress(page, base_url):
     expect(page.get_by_test_id("challenge-feedback")).to_contain_text(
         "dlogprobs       | exact: True | approximate: True"
     )
-    expect(page.get_by_test_id("challenge-progress")).to_contain_text("1 of 20 steps solved")
+    expect(page.get_by_test_id("challenge-progress")).to_contain_text(f"1 of {LAST} steps solved")
     # step 3: a wrong shape gets the broadcast explanation and a diff heatmap
     open_page(page, f"{base_url}/?step=2")
     check_code(page, "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs")
@@ -730,7 +737,7 @@ def test_challenge_lecture_answer_wrong_shape_and_progress(page, base_url):
     # progress is kept in the browser, per mode
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
-    expect(page.get_by_test_id("challenge-progress")).to_contain_text("1 of 20 steps solved, 1 revealed")
+    expect(page.get_by_test_id("challenge-progress")).to_contain_text(f"1 of {LAST} steps solved, 1 revealed")
 
 
 def test_challenge_takes_the_notebooks_loop_as_typed_and_names_a_forgotten_n(page, base_url):
@@ -769,7 +776,7 @@ def test_challenge_hostile_code_is_refused_and_the_server_keeps_serving(page, ba
     check_code(page, DLOGPROBS)  # the evaluator still answers
     expect(page.get_by_test_id("challenge-feedback")).to_contain_text("exact: True")
     act(page, lambda: page.get_by_test_id("next").click())  # and the explorer still serves
-    expect(page.get_by_test_id("step-label")).to_have_text("step 1 / 20")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 1 / {LAST}")
 
 
 def test_bug_lab_tells_the_truth(page, base_url):
@@ -837,11 +844,11 @@ def serious_violations(page: Page) -> list[str]:
     [
         "mode=atomic&step=3",
         "mode=fused_ce&step=4&node=logits&pin=1",
-        "mode=fused_bn&step=14&node=hprebn&pin=1",
-        "mode=fused&step=7&node=loss&pin=1",
-        "bug=no_broadcast_sum&step=20&node=counts_sum_inv&pin=1",
-        "step=20&node=W2&pin=1&why=1",  # the why drawer open: MathML, tables, the forces' bars
-        "step=20&node=logits&pin=1&why=1",
+        f"mode=fused_bn&step={STEPS['fused_bn']}&node=hprebn&pin=1",
+        f"mode=fused&step={STEPS['fused']}&node=loss&pin=1",
+        f"bug=no_broadcast_sum&step={LAST}&node=counts_sum_inv&pin=1",
+        f"step={LAST}&node=W2&pin=1&why=1",  # the why drawer open: MathML, tables, the forces' bars
+        f"step={LAST}&node=logits&pin=1&why=1",
     ],
 )
 def test_axe_finds_no_serious_violation_in_the_explorer(page, base_url, query):
@@ -903,7 +910,7 @@ def test_a_keyboard_only_walk_opens_a_node(page, base_url):
     page.keyboard.press("ArrowUp")
     moved = page.evaluate("document.activeElement.dataset.id")
     assert moved != start and moved.startswith("tensor:"), moved
-    expect(page.get_by_test_id("step-label")).to_have_text("step 2 / 20")  # the arrows moved focus, not the step
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 2 / {LAST}")  # the arrows moved focus, not the step
     act(page, lambda: page.keyboard.press("Enter"))
     expect(page.get_by_test_id("panel-title")).to_contain_text(moved.split(":", 1)[1])
     # focus stays on a step button when it disables at the end
@@ -927,6 +934,16 @@ def test_phone_no_sideways_scroll_and_tap_tooltips(browser, base_url):
         pg.get_by_test_id("legend").tap()  # a tap elsewhere hides it
         expect(pg.get_by_test_id("tooltip")).to_be_hidden()
         assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        # the why drawer covers the phone's screen; its long lines of math scroll inside it, not the page
+        open_page(pg, f"{base_url}/?mode=fused_bn&step={STEPS['fused_bn']}&node=hprebn&pin=1&why=1")
+        drawer = pg.get_by_test_id("why")
+        expect(drawer).to_have_attribute("data-node", "hprebn")
+        box = drawer.bounding_box()
+        assert box["x"] == 0 and box["width"] == 390
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        assert drawer.evaluate("(d) => d.scrollWidth") <= 390
+        pg.get_by_test_id("why-close").tap()
+        expect(drawer).to_be_hidden()
     finally:
         context.close()
 
@@ -1013,25 +1030,26 @@ def test_the_drawer_in_every_mode(page, base_url, mode):
 
 
 def test_worked_examples_show_the_served_numbers(page, base_url):
-    for node in ("W2", "h", "hpreact"):  # the matrix products and tanh: each number names its tensor entry
-        open_page(page, f"{base_url}/?step=20&node={node}&pin=1&why=1")
+    # the matrix products, tanh, the max's row and C's scatter: each number names the tensor entry it shows
+    for node in ("W2", "h", "hpreact", "logits", "C"):
+        open_page(page, f"{base_url}/?step={LAST}&node={node}&pin=1&why=1")
         expect(page.get_by_test_id("why")).to_have_attribute("data-node", node)
         numbers = page.locator("#why .num[data-tensor]")
         assert numbers.count() >= 1
         for k in range(numbers.count()):
             num = numbers.nth(k)
             tensor, grad = num.get_attribute("data-tensor"), num.get_attribute("data-grad") == "1"
-            step = num.get_attribute("data-step") or "20"
+            step = num.get_attribute("data-step") or LAST
             index = [int(i) for i in num.get_attribute("data-index").split(",")]
             data = served(page, f"/api/tensor/{tensor}?step={step}")["grad_manual" if grad else "value"]["data"]
             for i in index:
                 data = data[i]
             assert float(num.get_attribute("data-value")) == data, (node, tensor, grad, index)
     # a broadcast's sum: every term's operands are the served entries, and the total is the served gradient
-    open_page(page, f"{base_url}/?step=20&node=counts_sum_inv&pin=1&why=1")
+    open_page(page, f"{base_url}/?step={LAST}&node=counts_sum_inv&pin=1&why=1")
     example = page.get_by_test_id("example-sum")
     expect(example).to_be_visible()
-    counts = served(page, "/api/tensor/counts?step=20")["value"]["data"]
+    counts = served(page, f"/api/tensor/counts?step={LAST}")["value"]["data"]
     dprobs = served(page, "/api/tensor/probs?step=2")["grad_manual"]["data"]  # as the probs' step received it
     terms = page.get_by_test_id("sum-terms").locator("li")
     expect(terms).to_have_count(27)
@@ -1042,7 +1060,7 @@ def test_worked_examples_show_the_served_numbers(page, base_url):
         assert by[("counts", False)]["value"] == counts[i][j]
         assert by[("probs", True)]["value"] == dprobs[i][j]
     total = float(page.get_by_test_id("sum-total").get_attribute("data-value"))
-    assert total == served(page, "/api/tensor/counts_sum_inv?step=20")["grad_manual"]["data"][0][0]
+    assert total == served(page, f"/api/tensor/counts_sum_inv?step={LAST}")["grad_manual"]["data"][0][0]
 
 
 def test_hovering_a_gradient_cell_writes_its_rule_with_the_served_numbers(page, base_url):

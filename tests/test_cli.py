@@ -84,7 +84,7 @@ def test_a_large_config_does_not_hold_up_everyone_else():
     # the largest pass and a batchnorm node's finite differences take ~1 s; they run in a worker thread,
     # so a request for the lecture's pass is answered meanwhile, not after them
     with live_server("--check-workers", "0") as url:
-        large = "batch_size=256&n_hidden=512&n_embd=64&block_size=8&dtype=float64&step=20"
+        large = f"batch_size=256&n_hidden=512&n_embd=64&block_size=8&dtype=float64&step={len(ops_for_mode('atomic'))}"
         finished: list[str] = []
 
         def fetch(what: str, path: str) -> None:

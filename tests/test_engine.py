@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -17,27 +18,32 @@ from server.graph import (
     MODE_LIST,
     MODES,
     NODES,
+    OPS,
     PARAM_NAMES,
+    PARAMS,
     Rule,
     Undeclared,
     backward_schedule,
     nodes_for_mode,
     ops_for_mode,
 )
+from server.layers import LAYERS
 
 LECTURE = ModelConfig()
-# the lecture's Exercise 1 check: these gradients come out bitwise equal to autograd
-EXACT_IN_LECTURE = [
-    "logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits",
-    "logit_maxes", "logits", "h", "W2", "b2",
-]  # fmt: skip
+_LAST_TANH = [op.name for op in ops_for_mode("atomic")].index(LAYERS.hidden[-1].h)
+# the lecture's Exercise 1 check: the gradients down to the last tanh's output (logprobs ... logits, h, W2, b2 in
+# the lecture's network) come out bitwise equal to autograd; from its rule on they are only close
+EXACT_IN_LECTURE = sorted(
+    {name for op in ops_for_mode("atomic")[_LAST_TANH + 1 :] for name in (*op.inputs, *op.outputs)} - {"Xb", "Yb"}
+)
 
 
-def test_parameter_count_and_first_batch(lecture_dataset):
-    params, g = init_params(LECTURE, lecture_dataset.vocab_size)
-    assert sum(p.numel() for p in params.values()) == 4137
-    _, Yb = sample_batch(LECTURE, lecture_dataset, g)
-    assert Yb[:8].tolist() == [8, 14, 15, 22, 0, 19, 9, 14]  # as read out in the lecture
+def test_parameter_count_is_the_declared_shapes(lecture_dataset):
+    # the lecture's count (4137) is pinned in tests/test_graph.py
+    params, _ = init_params(LECTURE, lecture_dataset.vocab_size)
+    sizes = engine.axis_sizes(LECTURE, lecture_dataset.vocab_size)
+    assert sum(p.numel() for p in params.values()) == sum(math.prod(sizes[a] for a in node.axes) for node in PARAMS)
+    assert [tuple(params[node.name].shape) for node in PARAMS] == [tuple(sizes[a] for a in n.axes) for n in PARAMS]
 
 
 def test_bn_params_come_from_a_default_seeded_generator(lecture_dataset):
@@ -48,23 +54,21 @@ def test_bn_params_come_from_a_default_seeded_generator(lecture_dataset):
 
 
 def test_declared_init_is_the_lectures_draws_in_its_order(lecture_dataset):
-    # the lecture's lines, written out: same draws, same order, same arithmetic, bit for bit
-    vocab_size, ne, nh, bs = lecture_dataset.vocab_size, 10, 64, 3
+    # each parameter's line of code as declared (the lecture's), run in the declared order: the seeded generator's
+    # lines, then those that draw from the global RNG, here seeded as a fresh torch.Generator starts: bit for bit
+    vocab_size = lecture_dataset.vocab_size
     g = torch.Generator().manual_seed(LECTURE.seed)
-    lecture = {
-        "C": torch.randn((vocab_size, ne), generator=g),
-        "W1": torch.randn((ne * bs, nh), generator=g) * (5 / 3) / ((ne * bs) ** 0.5),
-        "b1": torch.randn(nh, generator=g) * 0.1,
-        "W2": torch.randn((nh, vocab_size), generator=g) * 0.1,
-        "b2": torch.randn(vocab_size, generator=g) * 0.1,
-    }
-    g_bn = torch.Generator()
-    lecture["bngain"] = torch.randn((1, nh), generator=g_bn) * 0.1 + 1.0
-    lecture["bnbias"] = torch.randn((1, nh), generator=g_bn) * 0.1
+    lecture = {"torch": torch, "g": g, "vocab_size": vocab_size, "n_embd": LECTURE.n_embd,
+               "n_hidden": LECTURE.n_hidden, "block_size": LECTURE.block_size}  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(torch.Generator().initial_seed())
+        for node in PARAMS:
+            assert ("generator=g" in node.init.code) == (node.init.generator == "seeded"), node.name
+            exec(node.init.code, lecture)
     params, g_after = init_params(LECTURE, vocab_size)
-    assert list(params) == list(lecture) == list(PARAM_NAMES)
-    for name, t in lecture.items():
-        assert torch.equal(params[name], t), name
+    assert list(params) == list(PARAM_NAMES) == [node.name for node in PARAMS]
+    for name, t in params.items():
+        assert torch.equal(t, lecture[name]), name
     assert torch.equal(g_after.get_state(), g.get_state())  # the batch draw starts where the lecture's does
 
 
@@ -142,9 +146,9 @@ def test_schedule_and_partial_status(lecture_dataset, mode):
     assert [op.name for op in bp.schedule] == [op.name for op in backward_schedule(mode)]
     assert bp.total_steps == len(ops_for_mode(mode))
     reused = {name for name, k in bp.totals.items() if k == 2}
-    expected_reused = {"atomic": {"counts", "logits", "bndiff", "hprebn"}, "fused_ce": {"bndiff", "hprebn"},
-                       "fused_bn": {"counts", "logits"}, "fused": set()}[mode]  # fmt: skip
-    assert reused == expected_reused
+    # the nodes two ops of the mode read (counts, logits, bndiff, hprebn in the lecture's Exercise 1)
+    readers = Counter(i for op in ops_for_mode(mode) for i in op.inputs if NODES[i].kind != "input")
+    assert reused == {name for name, k in readers.items() if k == 2} and max(readers.values()) <= 2
     for name in reused:
         steps = [s for s, _ in bp.history[name]]
         first, second = steps
@@ -172,22 +176,23 @@ def test_atomic_step_counts_and_first_steps(lecture_dataset):
     assert bp.grad_at("probs", 1) is None
 
 
-# the lecture's four exercises: the blocks each fuses, and its schedule's length (8 cross-entropy lines -> 1,
-# 7 batchnorm lines -> 1)
+# the lecture's four exercises: what each computes in one op (every batchnorm block, for fused_bn); a fused block
+# takes its lines' steps down to one (8 cross-entropy lines -> 1, 7 batchnorm lines -> 1 in the lecture)
 LECTURE_MODES = {
-    "atomic": (set(), 20),
-    "fused_ce": ({"ce"}, 13),
-    "fused_bn": ({"bn"}, 14),
-    "fused": ({"ce", "bn"}, 7),
+    "atomic": set(),
+    "fused_ce": {"cross_entropy"},
+    "fused_bn": {"batchnorm"},
+    "fused": {"cross_entropy", "batchnorm"},
 }
 
 
 @pytest.mark.parametrize("mode", MODE_LIST, ids=lambda m: m.name)
 def test_each_declared_mode_fuses_its_blocks(mode):
-    blocks, steps = LECTURE_MODES[mode.name]
+    blocks = {op.fuses for op in OPS if op.fuses and op.kernel in LECTURE_MODES[mode.name]}
     assert mode.fuses == blocks and mode.title.startswith("Exercise")
     ops = ops_for_mode(mode.name)
-    assert len(ops) == steps
+    lines = Counter(op.block for op in ops_for_mode("atomic") if op.block)
+    assert len(ops) == len(ops_for_mode("atomic")) - sum(lines[b] - 1 for b in blocks)
     # a fused block: its one fused op and none of its atomic lines; any other block: its lines, no fused op
     assert {op.fuses for op in ops if op.fuses} == blocks
     assert not {op.block for op in ops if op.block} & blocks
@@ -254,7 +259,7 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
     config = replace(LECTURE, dtype="float64")
     probe = run_backward(config, lecture_dataset, mode)
     row_local = [n for n in probe.node_names() if _uses_row_path(probe, n)]
-    assert {"h", "logits"} <= set(row_local)  # after batchnorm, in every mode
+    assert {LAYERS.hidden[-1].h, "logits"} <= set(row_local)  # after the last batchnorm, in every mode
     results = {}
     for path in ("rows", "full"):
         if path == "full":
@@ -296,20 +301,27 @@ def test_steps_asked_in_any_order_give_the_same_gradients(lecture_dataset, mode)
     assert lazy.history.keys() == eager.keys()
 
 
-def test_finite_differences_stay_accurate_where_probabilities_are_tiny(lecture_dataset):
+def test_finite_differences_stay_accurate_where_probabilities_are_tiny(lecture_dataset, monkeypatch):
     """A wider net has probabilities far below the step's floor: their entries get a step relative to themselves."""
-    bp = run_backward(
-        replace(LECTURE, batch_size=128, n_hidden=200, dtype="float64", seed=3), lecture_dataset, "fused_bn"
-    )
-    # within a few fixed steps (1e-4) of 0, where log's curvature makes a five-point stencil with that step wrong
-    assert bp.values["probs"].min() < 1e-3
+    steps = []
+    measure = numeric.derivatives
+    monkeypatch.setattr(numeric, "derivatives", lambda *a: steps.append((a[2], a[4])) or measure(*a))
+    # the first seed from 3 on whose checked entries of probs include one within a few fixed steps (1e-4) of 0,
+    # where log's curvature makes a five-point stencil with that step wrong (seed 3 in the lecture's network)
+    for seed in range(3, 10):
+        config = replace(LECTURE, batch_size=128, n_hidden=200, dtype="float64", seed=seed)
+        bp = run_backward(config, lecture_dataset, "fused_bn")
+        steps.clear()
+        bp.numeric("probs")
+        if any(name == "probs" and (h < numeric.NUMERIC_STEP * numeric.NUMERIC_STEP_FLOOR).any() for name, h in steps):
+            break
+    else:
+        pytest.fail("no seed's check of probs met a probability far below the step's floor")
     for name in bp.node_names():
         if name not in ("Xb", "Yb"):
             assert bp.numeric(name)["max_rel_err"] < 1e-6, (name, bp.numeric(name))
     # and a wrong gradient there is still caught, by the same margin at every step size
-    wrong = run_backward(
-        replace(LECTURE, batch_size=128, n_hidden=200, dtype="float64", seed=3), lecture_dataset, "fused_bn"
-    )
+    wrong = run_backward(config, lecture_dataset, "fused_bn")
     step, grad = wrong.history["probs"][-1]
     wrong.history["probs"][-1] = (step, grad * 1.01)
     assert wrong.numeric("probs")["max_rel_err"] == pytest.approx(0.01 / 1.01, abs=1e-6)

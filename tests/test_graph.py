@@ -22,6 +22,7 @@ from server.graph import (
     nodes_for_mode,
     ops_for_mode,
 )
+from server.layers import LAYERS
 
 # the blocks each mode fuses, as its declaration says
 FUSED_BLOCKS = {name: MODES_BY_NAME[name].fuses for name in MODES}
@@ -123,12 +124,16 @@ def test_the_formulas_run_in_order_give_the_executors_forward(leaves, forwards, 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_loss_is_the_cross_entropy_of_the_batch(leaves, forwards, mode):
-    """Independent of the declaration: the lecture's model written out with torch's own layers."""
+    """Independent of the declared ops: the lecture's model written out with torch's own functions, one
+    linear, batchnorm and tanh per hidden block the trained mode has (server/layers.py)."""
     p = leaves
     emb = p["C"][p["Xb"]]  # (n, block_size, n_embd)
-    hprebn = emb.view(emb.shape[0], -1) @ p["W1"] + p["b1"]  # (n, n_hidden)
-    hpreact = p["bngain"] * (hprebn - hprebn.mean(0, keepdim=True)) / (hprebn.var(0, keepdim=True) + 1e-5).sqrt()
-    logits = torch.tanh(hpreact + p["bnbias"]) @ p["W2"] + p["b2"]  # (n, vocab)
+    h = emb.view(emb.shape[0], -1)  # (n, block_size * n_embd)
+    for block in LAYERS.hidden:
+        hprebn = h @ p[block.linear.W] + p[block.linear.b]  # (n, n_hidden)
+        normed = (hprebn - hprebn.mean(0, keepdim=True)) / (hprebn.var(0, keepdim=True) + 1e-5).sqrt()
+        h = torch.tanh(p[block.gain] * normed + p[block.bias])  # (n, n_hidden)
+    logits = h @ p[LAYERS.output.W] + p[LAYERS.output.b]  # (n, vocab)
     expected = F.cross_entropy(logits, p["Yb"])
     torch.testing.assert_close(forwards[mode]["loss"], expected, rtol=FORMULA_RTOL, atol=FORMULA_ATOL)
 
@@ -291,13 +296,18 @@ def test_node_and_step_counts_follow_from_the_declaration(lecture_dataset, mode)
     assert bp.total_steps == len(ops_for_mode("atomic")) - removed
 
 
-def test_the_lectures_counts():
-    """Lecture fidelity, pinned once: Exercise 1 backprops through 20 forward lines over 29 tensors (9 leaves);
-    fusing the cross-entropy (8 lines) and the batchnorm (7 lines) leaves 13, 14 and 7 steps."""
+def test_the_lectures_counts(lecture_dataset):
+    """Lecture fidelity, pinned once (every other test derives its counts from the declaration): Exercise 1
+    backprops through 20 forward lines over 29 tensors (9 leaves); fusing the cross-entropy (8 lines) and the
+    batchnorm (7 lines) leaves 13, 14 and 7 steps; 4137 parameters, then the first batch as read out in the lecture."""
     steps = {mode: len(ops_for_mode(mode)) for mode in MODES}
     nodes = {mode: len(nodes_for_mode(mode)) for mode in MODES}
     assert steps == {"atomic": 20, "fused_ce": 13, "fused_bn": 14, "fused": 7}
     assert nodes == {"atomic": 29, "fused_ce": 22, "fused_bn": 23, "fused": 16}
+    params, g = init_params(ModelConfig(), lecture_dataset.vocab_size)
+    assert sum(p.numel() for p in params.values()) == 4137
+    _, Yb = sample_batch(ModelConfig(), lecture_dataset, g)
+    assert Yb[:8].tolist() == [8, 14, 15, 22, 0, 19, 9, 14]
 
 
 # --- helpers: ops built from names are the lecture's lines ---------------------------------------

@@ -1,5 +1,5 @@
-"""The frontend's pure modules (state, heatmaps, banner, panel, editor), unit-tested by Node's built-in test runner
-(tests/js/*.test.mjs): each file's tests are reported here, and any failure fails this test."""
+"""The frontend's pure modules (state, heatmaps, banner, panel, curves, editor, text), unit-tested by Node's
+built-in test runner (tests/js/*.test.mjs): each file's tests are reported here, and any failure fails this test."""
 
 from __future__ import annotations
 

@@ -230,7 +230,10 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
     assert abs(other["result"]["val_loss"] - detail["result"]["val_loss"]) < 1e-3  # same seed, same batches
     assert detail["history"]["points"][-1][0] == 1999 and detail["history"]["checks"][-1]["max"] < 1e-6
     # the trained net in the explorer: its loss on a batch is far below the initial 3.3
-    trained = server.api("GET", "/api/state", params={"run": run["id"], "n_hidden": 200}).json()
+    answer = server.api("GET", "/api/state", params={"run": run["id"], "n_hidden": 200})
+    # a trained run's answer is not for shared caches: a deleted run's id can come back with other parameters
+    assert answer.headers["cache-control"] == "private, no-store" and "etag" not in answer.headers
+    trained = answer.json()
     fresh = server.api("GET", "/api/state", params={"n_hidden": 200}).json()
     assert trained["loss"] < fresh["loss"] - 0.5
     wrong = server.api("GET", "/api/state", params={"run": run["id"]})  # n_hidden 64: not this net

@@ -11,6 +11,7 @@ import torch
 from server.engine import backward_from, init_params
 from server.evaluation import calibrate_bn, sample_names, split_loss
 from server.graph import PARAM_NAMES, TRAINED_MODE
+from server.layers import LAYERS
 from server.train_config import TrainConfig
 from server.train_kernels import AutogradBackward, ManualBackward, forward_loss
 from server.training import Training
@@ -66,28 +67,37 @@ def test_training_kernels_are_the_declared_forward_and_rules_float64(lecture_dat
         torch.testing.assert_close(grad, bp.ref_grads[name], rtol=1e-9, atol=1e-12, msg=name)
 
 
+def _lecture_eval(p, X, stats=None):
+    """The lecture's evaluation lines, once per declared hidden block: logits, and each batchnorm's statistics
+    (computed on X, the lecture's calibration, unless given)."""
+    stats = {} if stats is None else stats
+    h = p["C"][X].view(X.shape[0], -1)  # (N, block_size * n_embd)
+    for block in LAYERS.hidden:
+        hpreact = h @ p[block.linear.W] + p[block.linear.b]  # (N, n_hidden)
+        mean, var = block.running
+        if mean not in stats:
+            stats[mean], stats[var] = hpreact.mean(0, keepdim=True), hpreact.var(0, keepdim=True, unbiased=True)
+        hpreact = p[block.gain] * (hpreact - stats[mean]) * (stats[var] + 1e-5) ** -0.5 + p[block.bias]
+        h = torch.tanh(hpreact)  # (N, n_hidden)
+    return h @ p[LAYERS.output.W] + p[LAYERS.output.b], stats
+
+
 def test_evaluation_is_the_lectures_code(lecture_dataset):
     # the lecture's calibration, split loss and sampling lines written out: the declared forward gives the same bits
     config = TrainConfig(n_hidden=64)
     p, _ = init_params(config.model(), lecture_dataset.vocab_size)
     splits = lecture_dataset.splits(config.block_size)
     X, Y = splits.Xdev, splits.Ydev
-    hpreact = p["C"][X].view(X.shape[0], -1) @ p["W1"] + p["b1"]
-    bnmean, bnvar = hpreact.mean(0, keepdim=True), hpreact.var(0, keepdim=True, unbiased=True)
+    logits, stats = _lecture_eval(p, X)
     bn = calibrate_bn(p, X)
-    assert torch.equal(bn[0], bnmean) and torch.equal(bn[1], bnvar)
-    hpreact = p["bngain"] * (hpreact - bnmean) * (bnvar + 1e-5) ** -0.5 + p["bnbias"]
-    logits = torch.tanh(hpreact) @ p["W2"] + p["b2"]
+    assert list(bn) == list(stats) and all(torch.equal(bn[k], stats[k]) for k in stats)
     assert split_loss(p, bn, X, Y) == float(torch.nn.functional.cross_entropy(logits, Y))
     g = torch.Generator().manual_seed(config.seed + 10)
     names = []
     for _ in range(5):
         context, chars = [0] * config.block_size, []
         while True:
-            emb = p["C"][torch.tensor([context])]
-            h = torch.tanh(p["bngain"] * (emb.view(1, -1) @ p["W1"] + p["b1"] - bnmean) * (bnvar + 1e-5) ** -0.5
-                           + p["bnbias"])  # fmt: skip
-            probs = torch.nn.functional.softmax(h @ p["W2"] + p["b2"], dim=1)
+            probs = torch.nn.functional.softmax(_lecture_eval(p, torch.tensor([context]), stats)[0], dim=1)
             ix = int(torch.multinomial(probs, num_samples=1, generator=g))
             if ix == 0:
                 break
@@ -168,14 +178,16 @@ def test_statistics_are_recorded(lecture_dataset):
     progress = [d for k, d in events if k == "progress"]
     ud = [u for d in progress for u in d["ud"]]
     assert [s for s, _ in ud] == list(range(0, 600, 100))
-    assert set(ud[0][1]) == {"C", "W1", "W2"}  # the 2-D parameters
+    p, _ = init_params(SMALL.model(), lecture_dataset.vocab_size)
+    assert set(ud[0][1]) == {k for k, t in p.items() if t.dim() == 2 and 1 not in t.shape}  # C, W1, W2: the matrices
     assert all(-6 < v < 0 for _, r in ud for v in r.values())  # log10 update/data ratio
     saturation = [v for d in progress for _, v in d["saturation"]]
     assert len(saturation) == 6 and all(0 <= v <= 1 for v in saturation)
     hists = [d for k, d in events if k == "histograms"]
     assert hists[0]["step"] == 0 and hists[-1]["step"] == 599 and len(hists) == 11
-    h = hists[0]["activations"]["h"]
-    assert sum(h["counts"]) == 32 * 200 and -1 <= h["edges"][0] and h["edges"][-1] <= 1
+    for block in LAYERS.hidden:  # every hidden block's tanh
+        h = hists[0]["activations"][block.h]
+        assert sum(h["counts"]) == 32 * 200 and -1 <= h["edges"][0] and h["edges"][-1] <= 1
 
 
 def test_a_huge_learning_rate_diverges_and_is_recorded(lecture_dataset):

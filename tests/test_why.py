@@ -67,6 +67,11 @@ def test_the_listed_rules_have_their_worked_example():
         assert declared[key] == kind, key
 
 
+def step_of(bp, op_name: str) -> int:
+    """The backward step of an op, read from the schedule."""
+    return next(step for step, op in enumerate(bp.schedule, start=1) if op.name == op_name)
+
+
 def _scope(bp, step, op):
     scope = {**bp.values, "torch": torch, "F": F}
     for out in op.outputs:
@@ -115,7 +120,7 @@ def test_the_matmul_example_is_the_engines_gradient_entry_by_entry(cache):
             assert same(entry["full"], manual[r, c])  # the rule's own product: the gradient's entry, bit for bit
             assert len(entry["terms"]) == 3 and entry["partial"] == pytest.approx(sum(entry["terms"]))
         # the slices are the tensors' entries, each at the index it names (a transposed operand read across)
-        out = bp.grad_at("logits", 8)  # dlogits as the logits' backward step (9) received it
+        out = bp.grad_at("logits", step_of(bp, "logits") - 1)  # dlogits as the logits' backward step received it
         for m in (ex["a"], ex["b"]):
             source = out if m["grad"] else bp.values[m["tensor"]]
             for p, r in enumerate(m["rows"]):
@@ -130,28 +135,28 @@ def test_the_sum_example_adds_up_to_the_gradient_entry(cache):
     ex = answer["rules"][0]["example"]
     assert ex["kind"] == "sum" and ex["dim"] == 1 and len(ex["terms"]) == 27
     assert sum(t["value"] for t in ex["terms"]) == pytest.approx(
-        float(bp.grad_at("counts_sum_inv", 20)[4, 0]), rel=1e-5
+        float(bp.grad_at("counts_sum_inv", bp.total_steps)[4, 0]), rel=1e-5
     )
-    assert same(ex["total"], bp.grad_at("counts_sum_inv", 20)[4, 0])
+    assert same(ex["total"], bp.grad_at("counts_sum_inv", bp.total_steps)[4, 0])
     for term in ex["terms"]:
         j = term["index"][1]
         by = {(o["tensor"], o["grad"]): o["value"] for o in term["operands"]}
         assert same(by[("counts", False)], bp.values["counts"][4, j])
-        assert same(by[("probs", True)], bp.grad_at("probs", 2)[4, j])
+        assert same(by[("probs", True)], bp.grad_at("probs", step_of(bp, "logprobs"))[4, j])
 
 
 def test_the_gather_example_collects_every_use_of_a_character(cache):
     bp = cache.get(ModelConfig(), "atomic")
-    ex = why.explain(bp, cache.dataset, "C", 20, [1, 0])["rules"][0]["example"]
+    ex = why.explain(bp, cache.dataset, "C", bp.total_steps, [1, 0])["rules"][0]["example"]
     Xb = bp.values["Xb"]
     assert len(ex["uses"]) == int((Xb == ex["char"]).sum())
     assert sum(o["count"] for o in ex["occurrences"]) == Xb.numel()
-    assert ex["total"] == pytest.approx(float(bp.grad_at("C", 20)[ex["char"], 0]), rel=1e-5, abs=1e-9)
+    assert ex["total"] == pytest.approx(float(bp.grad_at("C", bp.total_steps)[ex["char"], 0]), rel=1e-5, abs=1e-9)
 
 
 def test_the_tanh_example_finds_a_saturated_unit(cache):
     bp = cache.get(ModelConfig(), "atomic")
-    ex = why.explain(bp, cache.dataset, "hpreact", 20, [0, 0])["rules"][0]["example"]
+    ex = why.explain(bp, cache.dataset, "hpreact", bp.total_steps, [0, 0])["rules"][0]["example"]
     h = bp.values["h"]
     assert ex["saturated"] == int((h.abs() > 0.99).sum())
     worst = ex["units"][1]
@@ -176,7 +181,7 @@ def test_the_forces_on_a_row_are_softmax_minus_one_hot_and_sum_to_zero(cache, mo
 
 def test_the_lectures_division_remark_holds(cache):
     bp = cache.get(ModelConfig(), "atomic")
-    rows = {r["forward"]: r for r in why.explain(bp, cache.dataset, "counts_sum", 20)["division"]["rows"]}
+    rows = {r["forward"]: r for r in why.explain(bp, cache.dataset, "counts_sum", bp.total_steps)["division"]["rows"]}
     assert rows["counts_sum_inv = counts_sum**-1"]["exact"] is True
     assert rows["counts_sum_inv = 1.0 / counts_sum"]["exact"] is False
     assert rows["counts_sum_inv = 1.0 / counts_sum"]["approx"] is True
@@ -184,23 +189,23 @@ def test_the_lectures_division_remark_holds(cache):
 
 def test_an_approximate_gradient_says_where_and_why(cache):
     bp = cache.get(ModelConfig(), "atomic")
-    approx = why.explain(bp, cache.dataset, "hpreact", 20)["approx"]
-    diff = (bp.grad_at("hpreact", 20) - bp.ref_grads["hpreact"]).abs()
+    approx = why.explain(bp, cache.dataset, "hpreact", bp.total_steps)["approx"]
+    diff = (bp.grad_at("hpreact", bp.total_steps) - bp.ref_grads["hpreact"]).abs()
     assert approx["abs"] == pytest.approx(float(diff.max()), rel=1e-6)
     assert float(diff[tuple(approx["index"])]) == float(diff.max())
     assert "tanh" in approx["cause"]
     # downstream, the same difference is inherited, and says where it started
-    inherited = why.explain(bp, cache.dataset, "W1", 20)["approx"]["cause"]
+    inherited = why.explain(bp, cache.dataset, "W1", bp.total_steps)["approx"]["cause"]
     assert inherited.startswith("inherited") and "dhpreact" in inherited
     # exact gradients have nothing to explain
-    assert why.explain(bp, cache.dataset, "probs", 20)["approx"] is None
+    assert why.explain(bp, cache.dataset, "probs", bp.total_steps)["approx"] is None
 
 
 def test_under_the_bessel_bug_bnmeani_stays_approximate_and_says_the_error_cancels(cache):
     bp = cache.get(ModelConfig(bug="bessel_n"), "atomic")
-    state = {n: bp.cmp_at(n, 20) for n in ("bnmeani", "bndiff")}
+    state = {n: bp.cmp_at(n, bp.total_steps) for n in ("bnmeani", "bndiff")}
     assert state["bndiff"]["approx"] is False and state["bnmeani"]["approx"] is True
-    assert "cancels" in why.explain(bp, cache.dataset, "bnmeani", 20)["approx"]["cause"]
+    assert "cancels" in why.explain(bp, cache.dataset, "bnmeani", bp.total_steps)["approx"]["cause"]
     # and the derivation of the fused batchnorm says why
     notes = " ".join(
         ln["note"]

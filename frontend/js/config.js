@@ -34,4 +34,5 @@ export const AXIS_TITLE = {
   one: "",
 };
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00" }; // Okabe-Ito blue / vermillion
-export const WEIGHT_COLOR = { C: "#009E73", W1: "#0072B2", W2: "#CC79A7" };
+// one per weight matrix, in the order the server lists them (the declaration's): a new layer needs no entry
+export const WEIGHT_COLORS = ["#009E73", "#0072B2", "#CC79A7", "#D55E00", "#E69F00", "#56B4E9"]; // Okabe-Ito

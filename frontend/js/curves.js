@@ -1,6 +1,6 @@
 // Pure renderers of a training run's plots: render*(el, runs) with Plotly.react. `runs` are the page's
 // run models (see train.js): config, points, smooth, checks, ud, saturation, histograms.
-import { BACKWARD_COLOR, WEIGHT_COLOR } from "./config.js";
+import { BACKWARD_COLOR, WEIGHT_COLORS } from "./config.js";
 
 const base = (title, ytitle, extra = {}) => ({
   title: { text: title, font: { size: 13 } },
@@ -44,9 +44,9 @@ export function renderChecks(el, runs) {
 
 export function renderUpdateRatio(el, run) {
   const names = run.ud.length ? Object.keys(run.ud[0][1]) : [];
-  const traces = names.map((name) => ({
+  const traces = names.map((name, i) => ({
     type: "scatter", mode: "lines", name, x: run.ud.map((u) => u[0]), y: run.ud.map((u) => u[1][name]),
-    line: { color: WEIGHT_COLOR[name], width: 1.4 },
+    line: { color: WEIGHT_COLORS[i % WEIGHT_COLORS.length], width: 1.4 },
   }));
   const steps = run.ud.map((u) => u[0]);
   if (steps.length) {

@@ -45,30 +45,30 @@ function sumHtml(ex) {
     <p>sum of the ${ex.terms.length} terms = <b data-testid="sum-total" data-value="${ex.total}">${esc(num4(ex.total))}</b></p>`;
 }
 
-function maxHtml(ex, labels) {
-  const chips = ex.values.map((v, j) => `<span class="chip-num${j === ex.argmax ? " hit" : ""}" title="${esc(labels[j] ?? j)}">${esc(labels[j] ?? j)} ${esc(num4(v))}</span>`).join(" ");
+function maxHtml(ex, labels, opStep) {
+  const chips = ex.values.map((v, j) => `<span class="chip-num${j === ex.argmax ? " hit" : ""}" title="${esc(labels[j] ?? j)}">${esc(labels[j] ?? j)} ${cell(v, ex.source, false, [ex.row, j])}</span>`).join(" ");
   return `<p class="chips" data-testid="max-row" data-argmax="${ex.argmax}">${chips}</p>
-    <p>contribution: d${esc(ex.source)}[${ex.row}, ${ex.argmax}] += ${esc(num4(ex.upstream))}, every other column of the row += 0</p>`;
+    <p>contribution: d${esc(ex.source)}[${ex.row}, ${ex.argmax}] += d${esc(ex.output)}[${ex.row}, 0] = ${cell(ex.upstream, ex.output, true, [ex.row, 0], opStep - 1)}, every other column of the row += 0</p>`;
 }
 
-function gatherHtml(ex) {
+function gatherHtml(ex, opStep) {
   const counts = ex.occurrences.filter((o) => o.count).map((o) => `<span class="chip-num${o.char === ex.label ? " hit" : ""}">'${esc(o.char)}' ×${o.count}</span>`).join(" ");
-  const uses = ex.uses.map((u) => `<li>row ${u.row}, position ${u.position}: demb[${u.row}, ${u.position}, ${ex.dim}] = ${esc(num4(u.value))}</li>`).join("");
+  const uses = ex.uses.map((u) => `<li>row ${u.row}, position ${u.position}: demb[${u.row}, ${u.position}, ${ex.dim}] = ${cell(u.value, "emb", true, [u.row, u.position, ex.dim], opStep - 1)}</li>`).join("");
   return `<p class="chips" data-testid="char-counts">characters in this batch: ${counts}</p>
     <ul class="terms" data-testid="gather-uses">${uses}</ul>
     <p>dC[${ex.char}, ${ex.dim}] = sum over the ${ex.uses.length} uses = <b data-testid="gather-total" data-value="${ex.total}">${esc(num4(ex.total))}</b></p>`;
 }
 
-function tanhHtml(ex) {
+function tanhHtml(ex, opStep) {
   const rows = ex.units.map((u) => `<tr><td>${esc(u.label)} ${at(u.index)}</td>
-    <td>${cell(u.h, "h", false, u.index)}</td><td>${esc(num4(u.local))}</td><td>${esc(num4(u.dh))}</td><td>${esc(num4(u.dhpreact))}</td></tr>`).join("");
-  return `<table class="mini wide" data-testid="tanh-units"><tr><th>unit</th><th>h</th><th>1 − h²</th><th>dh</th><th>dhpreact</th></tr>${rows}</table>
+    <td>${cell(u.h, ex.output, false, u.index)}</td><td>${esc(num4(u.local))}</td><td>${cell(u.dh, ex.output, true, u.index, opStep - 1)}</td><td>${esc(num4(u.dhpreact))}</td></tr>`).join("");
+  return `<table class="mini wide" data-testid="tanh-units"><tr><th>unit</th><th>${esc(ex.output)}</th><th>1 − ${esc(ex.output)}²</th><th>d${esc(ex.output)}</th><th>d${esc(ex.input)}</th></tr>${rows}</table>
     <p>${ex.saturated} of ${ex.entries} activations have |h| &gt; ${ex.threshold}.</p>`;
 }
 
 export function exampleHtml(ex, { labels = [], opStep = 0 } = {}) {
   const body = ex.kind === "matmul" ? matmulHtml(ex, opStep) : ex.kind === "sum" ? sumHtml(ex)
-    : ex.kind === "max" ? maxHtml(ex, labels) : ex.kind === "gather" ? gatherHtml(ex) : ex.kind === "tanh" ? tanhHtml(ex) : "";
+    : ex.kind === "max" ? maxHtml(ex, labels, opStep) : ex.kind === "gather" ? gatherHtml(ex, opStep) : ex.kind === "tanh" ? tanhHtml(ex, opStep) : "";
   if (!body) return "";
   return `<div class="example" data-testid="example-${esc(ex.kind)}"><h4>Worked example: ${esc(ex.title)}</h4>
     ${ex.text ? `<p>${esc(ex.text)}</p>` : ""}${body}</div>`;

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import Scope
+from starlette_compress import CompressMiddleware
 
 from ..assets import FRONTEND
 from ..cache import PassCache
@@ -40,6 +41,7 @@ from .guards import (
     internal_error,
     validation_error,
 )
+from .http_cache import EncodedETag, Precompressed, not_modified
 from .routes import router
 from .runs_routes import router as runs_router
 
@@ -50,6 +52,10 @@ CHECKS_WAITING_PER_WORKER = 8  # checks waiting in all, per check worker (more: 
 # tensor, the neighbouring steps it prefetches), so a client's share is larger; clients are still served in turn
 LARGE_PER_CLIENT, LARGE_WAITING = 12, 48
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
+# the page's files: a class's proxy and the browsers keep them a minute (a new version reaches everyone within
+# one), then revalidate with their ETag (StaticFiles sets it: a 304 sends nothing again)
+PAGE_CACHE = "public, max-age=60"
+COMPRESS_FROM = 500  # bytes: a smaller answer goes as it is (the headers would outweigh the saving)
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
 
@@ -76,7 +82,10 @@ class FrontendFiles(StaticFiles):
             if allowed_methods(self.api, url):
                 raise StarletteHTTPException(405)
             raise StarletteHTTPException(404, f"no API endpoint {url}")
-        return await super().get_response(path, scope)
+        response = await super().get_response(path, scope)
+        if response.status_code in (200, 304):
+            response.headers["Cache-Control"] = PAGE_CACHE
+        return response
 
 
 def use_checks(app: FastAPI, pool: Any, slots: int) -> None:
@@ -158,6 +167,10 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, internal_error)
 
+    # JSON and the page's files compressed as the client accepts (zstd, brotli, gzip), Server-Sent Events
+    # streamed as they come; the ETag of a compressed copy names its encoding (outside the compression)
+    app.add_middleware(CompressMiddleware, minimum_size=COMPRESS_FROM)
+    app.add_middleware(EncodedETag)
     app.add_middleware(HeadAsGet)
     app.add_middleware(LimitBody)
     app.add_middleware(GuardOrigin, allowed_hosts=answered_hosts(settings))  # outermost: refused before a body is read
@@ -170,14 +183,19 @@ def create_app(
     # attached: 1198 vs 1262 ms median over 8 interleaved visits each, measured)
     plotly_js = COMPILE_HINT + PLOTLY_JS.read_bytes()
     plotly_etag = f'"{plotly.__version__}-{len(plotly_js)}"'
+    bundle = Precompressed(plotly_js)
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     def plotly_bundle(request: Request) -> Response:
         # it never changes for an installed plotly: let the browser keep it (and V8 its compiled code)
-        headers = {"Cache-Control": "public, max-age=86400", "ETag": plotly_etag}
-        if request.headers.get("if-none-match") == plotly_etag:
+        headers = {"Cache-Control": "public, max-age=86400", "ETag": plotly_etag, "Vary": "Accept-Encoding"}
+        if not_modified(request, plotly_etag):
             return Response(status_code=304, headers=headers)
-        return Response(plotly_js, media_type="text/javascript", headers=headers)
+        # compressed once, not per request (the middleware leaves a response with a Content-Encoding alone)
+        encoding, body = bundle.best(request.headers.get("accept-encoding", ""))
+        if encoding:
+            headers = {**headers, "Content-Encoding": encoding}
+        return Response(body, media_type="text/javascript", headers=headers)
 
     # the page is the product: no page, no server (StaticFiles checks the folder exists)
     app.mount("/", FrontendFiles(app, directory=FRONTEND, html=True), name="frontend")

@@ -20,6 +20,7 @@ from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
 from ..sandbox import Refused
 from ..serialize import dumps
 from .fair import client_of
+from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
 from .query import QueryModel
 from .schemas import (
     BugsPublic,
@@ -49,10 +50,19 @@ LARGE = 4 * 32 * 64  # batch x width above 4x the lecture's: computed in a worke
 PASS, STEP, HINT, WHY = QueryModel(PassQuery), QueryModel(StepQuery), QueryModel(HintQuery), QueryModel(WhyQuery)
 
 
-def _json(content: Any) -> Response:
+def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
     # the views already match the XPublic schemas (schemathesis checks it); skipping FastAPI's
     # re-validation and jsonable_encoder walk keeps large tensors cheap to send
-    return Response(dumps(content), media_type="application/json")
+    return Response(dumps(content), media_type="application/json", headers=headers)
+
+
+def _cacheable(request: Request, query: Any = None) -> tuple[Response | None, dict[str, str]]:
+    """The answer's cache headers, and a 304 when the client (or its proxy) has it already: nothing computed."""
+    etag = None if getattr(query, "run", 0) else etag_of(request, _cache(request).dataset.sha256, query)
+    headers = cache_headers(etag)
+    if etag and not_modified(request, etag):
+        return Response(status_code=304, headers=headers), headers
+    return None, headers
 
 
 def _cache(request: Request) -> PassCache:
@@ -100,9 +110,10 @@ async def health(request: Request) -> dict:
 
 
 @router.get("/meta", response_model=MetaPublic)
-async def meta() -> Response:
+async def meta(request: Request) -> Response:
     """What the page builds its controls from: the declared modes, and each config field's default and bounds."""
-    return _json(_meta())
+    cached, headers = _cacheable(request)
+    return cached or _json(_meta(), headers)
 
 
 def _fields(schema: type, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
@@ -147,26 +158,33 @@ def _cell(mode: str) -> dict[str, Any]:
 
 
 @router.get("/bugs", response_model=BugsPublic)
-async def bugs() -> dict:
+async def bugs(request: Request) -> Response:
     """The bug lab: wrong backward rules that can be switched on with ?bug=NAME."""
+    cached, headers = _cacheable(request)
     fields = ("name", "title", "op", "target", "code", "modes", "why", "notice")
-    return {"bugs": [{k: getattr(bug, k) for k in fields} for bug in BUGS.values()]}
+    return cached or _json({"bugs": [{k: getattr(bug, k) for k in fields} for bug in BUGS.values()]}, headers)
 
 
 @router.get("/dataset", response_model=DatasetPublic)
-def dataset(request: Request) -> dict:
+def dataset(request: Request) -> Response:
+    cached, headers = _cacheable(request)
+    if cached:
+        return cached
     ds = _cache(request).dataset
     block_size = PassQuery().block_size
     splits = ds.splits(block_size)
-    return {
-        "file": ds.path.name,
-        "words": len(ds.words),
-        "vocab": [ds.itos[i] for i in range(ds.vocab_size)],
-        "vocab_size": ds.vocab_size,
-        "block_size": block_size,
-        "splits": {"train": len(splits.Ytr), "val": len(splits.Ydev), "test": len(splits.Yte)},
-        "sha256": ds.sha256,
-    }
+    return _json(
+        {
+            "file": ds.path.name,
+            "words": len(ds.words),
+            "vocab": [ds.itos[i] for i in range(ds.vocab_size)],
+            "vocab_size": ds.vocab_size,
+            "block_size": block_size,
+            "splits": {"train": len(splits.Ytr), "val": len(splits.Ydev), "test": len(splits.Yte)},
+            "sha256": ds.sha256,
+        },
+        headers,
+    )
 
 
 NO_RUN = {404: {"description": "no such trained run"}, 409: {"description": "the run was trained on other data"}}
@@ -178,11 +196,25 @@ async def _computed(request: Request, query: PassQuery, view: Callable[[], Any])
     A large pass and its checks take up to ~1 s (batch 256 x hidden 512): off the loop, the process
     keeps answering everyone else meanwhile (torch's kernels release the GIL). One at a time per process.
     """
+    cached, headers = _cacheable(request, query)
+    if cached:
+        return cached
     if query.batch_size * max(query.n_hidden, query.n_embd * query.block_size) <= LARGE:
-        return _json(view())
+        return _json(view(), headers)
+    encoding = accepted(request.headers.get("accept-encoding", ""))
+
+    def answer() -> Response:
+        # serialized and compressed in the thread too: a large tensor's JSON is megabytes (14 MB at the largest
+        # config: zstd 3 takes ~0.1 s), and the loop must keep answering; the middleware passes it through
+        body = dumps(view())
+        if not encoding:
+            return Response(body, media_type="application/json", headers=headers)
+        packed = compress(body, encoding, FAST[encoding])
+        coded = {**headers, "Content-Encoding": encoding, "Vary": "Accept-Encoding"}
+        return Response(packed, media_type="application/json", headers=coded)
+
     async with request.app.state.large.slot(client_of(request)):  # one at a time, clients in turn
-        # serialized in the thread too: a large tensor's JSON is megabytes, and the loop must keep answering
-        return await anyio.to_thread.run_sync(lambda: _json(view()))
+        return await anyio.to_thread.run_sync(answer)
 
 
 @router.get("/graph", response_model=GraphPublic, responses=NO_RUN, openapi_extra=PASS.openapi)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from ..bugs import BUGS
 from ..config import BOUNDS, Dtype, Init, ModelConfig
-from ..graph import MODES, ops_for_mode
+from ..graph import MODES, PARAMS, ops_for_mode
 from ..sandbox import MAX_CELL_CHARS, MAX_SOURCE_CHARS
 from ..training import MAX_LR, TRAIN_BOUNDS, TrainConfig
 
@@ -16,6 +16,15 @@ _DEFAULTS = ModelConfig()
 BugName = Literal.__getitem__(("", *BUGS))  # type: ignore[attr-defined]
 ModeName = Literal.__getitem__(MODES)  # type: ignore[attr-defined]
 MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule
+
+
+def _zero_bias() -> str:
+    """What init=zero_bias sets, from the declaration: b1=b2=bnbias=0, bngain=1 in the lecture's network."""
+    names: dict[float, list[str]] = {}
+    for node in PARAMS:
+        if node.init is not None and node.init.zero_bias is not None:
+            names.setdefault(node.init.zero_bias, []).append(node.name)
+    return "zero_bias: " + ", ".join("=".join([*group, f"{value:g}"]) for value, group in names.items())
 
 
 def _bounded(name: str, about: str, defaults: Any = _DEFAULTS) -> Any:
@@ -35,7 +44,7 @@ class PassQuery(BaseModel):
     n_hidden: int = _bounded("n_hidden", "hidden layer size")
     block_size: int = _bounded("block_size", "context length")
     dtype: Dtype = Field(_DEFAULTS.dtype, description="precision of the pass")
-    init: Init = Field(_DEFAULTS.init, description="zero_bias: b1=b2=bnbias=0, bngain=1")
+    init: Init = Field(_DEFAULTS.init, description=_zero_bias())
     run: int = _bounded("run", "a finished training run whose parameters to use (0: the initialisation)")
     bug: BugName = Field("", description="bug lab: a wrong backward rule to switch on ('' for none)")
     mode: ModeName = Field(MODES[0], description="the backward mode: one exercise of the lecture (GET /api/meta)")

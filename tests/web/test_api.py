@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 
 import server.engine as engine
 from server.bugs import BUGS
-from server.graph import MODES, nodes_for_mode, ops_for_mode
+from server.config import ModelConfig
+from server.graph import MODES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
+from server.layers import LAYERS
 from server.layout import graph_layout
 from server.web.app import create_app
 
@@ -122,9 +124,11 @@ def test_state_steps_and_statuses(client):
         if name in ("Xb", "Yb"):
             continue
         assert node["status"] == "complete" and node["cmp"]["approx"], name
-    for name in ("logprobs", "probs", "counts", "logits", "h", "W2", "b2"):
+    # bitwise equal to autograd down to the last tanh's output (h, W2, b2 in the lecture's network), not after it
+    out = LAYERS.output
+    for name in ("logprobs", "probs", "counts", out.out, out.x, out.W, out.b):
         assert full["nodes"][name]["cmp"]["exact"] is True, name
-    assert full["nodes"]["hpreact"]["cmp"]["exact"] is False
+    assert full["nodes"][LAYERS.hidden[-1].hpreact]["cmp"]["exact"] is False
     assert math.isclose(full["loss"], s0["loss"])
 
 
@@ -148,10 +152,13 @@ def test_tensor_detail(client):
     assert len(xb["value"]["data"][0]) == 3 and all(0 <= i < 27 for i in xb["value"]["data"][0])
 
 
-def test_first_batch_targets_through_the_api(client):
+def test_first_batch_targets_through_the_api(client, lecture_dataset):
+    # the engine's first batch (the lecture's, [8, 14, 15, 22, ...], is pinned in tests/test_graph.py)
+    _, g = engine.init_params(ModelConfig(), lecture_dataset.vocab_size)
+    _, Yb = engine.sample_batch(ModelConfig(), lecture_dataset, g)
     yb = client.get("/api/tensor/Yb").json()
-    assert yb["value"]["data"][:8] == [8, 14, 15, 22, 0, 19, 9, 14]
-    assert yb["labels"][0][0].endswith("→h")  # 8 = 'h'
+    assert yb["value"]["data"] == Yb.tolist()
+    assert [label.split("→")[1] for label in yb["labels"][0]] == [lecture_dataset.itos[int(y)] for y in Yb]
 
 
 def test_permalink_is_deterministic(client):
@@ -169,6 +176,21 @@ def test_float64_and_zero_bias(client):
     assert t["value"]["min"] == 0 and t["value"]["max"] == 0
 
 
+def test_zero_bias_does_what_its_description_says(client):
+    # the description is read off the declaration ("zero_bias: b1=b2=bnbias=0, bngain=1" in the lecture's network)
+    description = client.get("/api/meta").json()["config"]["init"]["description"]
+    said = {name: float(group[-1]) for group in (g.split("=") for g in description.split(": ")[1].split(", "))
+            for name in group[:-1]}  # fmt: skip
+    assert set(said) == {n.name for n in PARAMS if n.init.zero_bias is not None} and said
+    for name, value in said.items():
+        t = client.get(f"/api/tensor/{name}", params={"init": "zero_bias"}).json()
+        assert t["value"]["min"] == t["value"]["max"] == value, name
+
+
+MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule's
+FUSED = len(ops_for_mode("fused"))
+
+
 @pytest.mark.parametrize(
     ("path", "params", "status", "needle"),
     [
@@ -182,8 +204,8 @@ def test_float64_and_zero_bias(client):
         ("/api/state", {"mode": "nope"}, 422, "mode"),
         ("/api/state", {"dtype": "float16"}, 422, "dtype"),
         ("/api/state", {"init": "kaiming"}, 422, "init"),
-        ("/api/state", {"step": 21}, 422, "less than or equal to 20"),
-        ("/api/state", {"step": 8, "mode": "fused"}, 422, "past the end: mode fused has 7 backward steps"),
+        ("/api/state", {"step": MAX_STEPS + 1}, 422, f"less than or equal to {MAX_STEPS}"),
+        ("/api/state", {"step": FUSED + 1, "mode": "fused"}, 422, f"past the end: mode fused has {FUSED} backward"),
         ("/api/state", {"step": -1}, 422, "step"),
         ("/api/state", {"data": "/etc/passwd"}, 422, "data"),
         ("/api/graph", {"path": "../shared/data/names.txt"}, 422, "path"),
@@ -305,7 +327,8 @@ def test_finite_differences_speak_of_the_complete_gradient_only(client):
     assert partial["numeric"] is None
     assert partial["numeric_note"] == "finite differences check the complete gradient: available from step 5"
     pending = client.get("/api/tensor/W1", params={"step": 0}).json()
-    assert pending["numeric"] is None and pending["numeric_note"].endswith("available from step 18")
+    made_at = [op.name for op in backward_schedule("atomic")].index("hprebn") + 1  # its one consumer's step
+    assert pending["numeric"] is None and pending["numeric_note"].endswith(f"available from step {made_at}")
     done = client.get("/api/tensor/counts", params={"step": 5}).json()
     assert done["numeric_note"] is None and done["numeric"]["max_rel_err"] < 1e-2
     xb = client.get("/api/tensor/Xb").json()
@@ -464,7 +487,13 @@ def test_head_is_answered_as_get_without_the_body(client, path):
     get, head = client.get(path), client.head(path)
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-type"] == get.headers["content-type"]
-    assert head.headers["content-length"] == str(len(get.content))
+    # the length GET sends, on the wire (compressed where the client accepts it, as both asked)
+    assert head.headers.get("content-encoding") == get.headers.get("content-encoding")
+    assert head.headers["content-length"] == get.headers["content-length"]
+    identity = client.get(path, headers={"Accept-Encoding": "identity"})
+    assert client.head(path, headers={"Accept-Encoding": "identity"}).headers["content-length"] == str(
+        len(identity.content)
+    )
 
 
 def test_served_with_the_graph(embedded_dataset):

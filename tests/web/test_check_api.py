@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -9,6 +10,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from server.cache import BYTES_PER_VALUE_BYTE
+from server.engine import axis_sizes
+from server.graph import backward_schedule, nodes_for_mode, ops_for_mode
 from server.sandbox_pool import SandboxPool
 from server.settings import Settings
 from server.web.app import create_app
@@ -98,8 +102,9 @@ def test_refused_code_is_a_422_with_a_reason_and_the_server_keeps_serving(client
 
 
 def test_bad_check_requests(client):
-    assert client.post("/api/check", json={"step": 21, "code": "x = 1"}).status_code == 422
-    assert client.post("/api/check", json={"step": 14, "mode": "fused", "code": "x = 1"}).status_code == 422
+    past_atomic, past_fused = len(ops_for_mode("atomic")) + 1, len(ops_for_mode("fused")) + 1
+    assert client.post("/api/check", json={"step": past_atomic, "code": "x = 1"}).status_code == 422
+    assert client.post("/api/check", json={"step": past_fused, "mode": "fused", "code": "x = 1"}).status_code == 422
     assert client.post("/api/check", json={"step": 1, "code": "x" * 3000}).status_code == 422
     assert client.post("/api/check", json={"step": 1, "code": "x = 1", "run": 3}).status_code == 422
     assert client.post("/api/check", json={"step": 1, "code": "x = 1", "path": "/etc"}).status_code == 422
@@ -148,14 +153,20 @@ def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
 def test_a_workers_passes_fit_its_memory_limit(lecture_dataset):
     from server.config import ModelConfig
 
-    # each pass of the largest config holds ~40 MB by step 18; kept 16 at a time they ran a worker with a
-    # 256 MiB limit out of memory ("can't allocate memory" killed it), now the cache holds a quarter of it
-    pool = SandboxPool(lecture_dataset, size=1, timeout_s=60, memory_limit=256 << 20)
+    # each pass of the largest config holds ~40 MB by the first linear layer's step (18 in the lecture's network);
+    # kept 16 at a time they ran a worker with a 256 MiB limit out of memory ("can't allocate memory" killed it),
+    # now the cache holds a quarter of it. The limit: 256 MiB, or four of the largest passes as the cache
+    # estimates them where the declared network makes them larger (the lecture's: 4 x 63 MB)
     code = "dembcat = dhprebn @ W1.T\ndW1 = embcat.T @ dhprebn\ndb1 = dhprebn.sum(0)"
+    step = [op.name for op in backward_schedule("atomic")].index("hprebn") + 1
     largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
+    sizes = {**axis_sizes(ModelConfig(**largest), lecture_dataset.vocab_size), "batch": 256, "context": 8}
+    values = sum(8 * math.prod(sizes[a] for a in node.axes) for node in nodes_for_mode("atomic"))  # float64, int64
+    limit = max(256 << 20, 4 * BYTES_PER_VALUE_BYTE * values)
+    pool = SandboxPool(lecture_dataset, size=1, timeout_s=60, memory_limit=limit)
     try:
         for seed in range(8):
-            job = {"config": ModelConfig(seed=seed, **largest), "mode": "atomic", "step": 18, "code": code}
+            job = {"config": ModelConfig(seed=seed, **largest), "mode": "atomic", "step": step, "code": code}
             answer = pool.run(job)
             assert "json" in answer and orjson.loads(answer["json"])["correct"], (seed, answer)
         assert pool.respawns == 0

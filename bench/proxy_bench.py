@@ -1,0 +1,208 @@
+"""A class of a thousand: N students in lockstep on one config, straight to the API processes and through nginx.
+
+Starts N API processes (python -m server, one worker each) and Debian's nginx rendered from
+deploy/nginx.conf.template in front of them, then lets the class step through the atomic schedule twice, each
+time on a config nobody asked for yet (so both runs start cold): "direct" spreads the students over the API
+processes, "proxy" sends them all through nginx. Every student is one keep-alive connection with no pause
+between requests (the state and one tensor per step, as api_bench.py's "ahead"). Prints p50 / p99 / errors
+side by side, the share of nginx's answers that came from its cache, and whether the client kept up: its CPU
+time against the wall time and how late its event loop woke (a late loop inflates every latency it measures).
+Not a test: machines are noisy.
+Usage: python bench/proxy_bench.py [--students 1000] [--api 2] [--nginx-workers auto] [--think 0] [--encoding ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from api_bench import SCENARIOS, RawClient, free_port, percentile, start_server  # noqa: E402
+
+from deploy.render_nginx import prepare, render  # noqa: E402
+
+NGINX = "/usr/sbin/nginx"
+LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
+TIMEOUT = 30.0  # seconds; a request not answered by then counts as an error
+BROWSER = "gzip, deflate, br, zstd"  # Chromium's Accept-Encoding
+
+
+class EncodedClient(RawClient):
+    """RawClient asking for a compressed answer as a browser does; the body is counted, not decoded."""
+
+    accept_encoding = BROWSER
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: {self.accept_encoding}\r\n\r\n"
+        self.writer.write(request.encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+        return status, await self.reader.readexactly(length)
+
+
+def start_nginx(state_dir: Path, listen: int, api: list[int], workers: str, lock_timeout: str) -> subprocess.Popen:
+    prepare(state_dir)
+    conf = state_dir / "nginx.conf"
+    upstreams = [f"127.0.0.1:{p}" for p in api]
+    conf.write_text(render(f"127.0.0.1:{listen}", state_dir, upstreams, None, workers, False, lock_timeout))
+    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(state_dir), "-e", str(state_dir / "error.log")])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{listen}/api/health", timeout=2)
+            return proc
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("nginx did not start:\n" + (state_dir / "error.log").read_text())
+
+
+async def loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
+    """How late a 10 ms sleep wakes: the client's own delay, added to every latency it measures."""
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - t0 - 0.01)
+
+
+async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think: float) -> dict:
+    """n students, student i on ports[i % len(ports)], all on one config (the lecture's but the seed);
+    each reads a step for `think` seconds before the next."""
+    latencies: list[tuple[int, float]] = []  # (step, seconds)
+    errors: list[str] = []
+
+    async def student(i: int) -> None:
+        port = ports[i % len(ports)]
+        client = EncodedClient(port)
+        try:
+            for step in range(21):
+                node = nodes[min(step, len(nodes) - 1)]
+                for url in (f"/api/state?seed={seed}&step={step}", f"/api/tensor/{node}?seed={seed}&step={step}"):
+                    t0 = time.perf_counter()
+                    try:
+                        status, body = await asyncio.wait_for(client.get(url), TIMEOUT)
+                        if status != 200:
+                            errors.append(f"{status} {url} {body[:120]!r}")
+                    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as e:
+                        errors.append(f"{url} {e!r}")
+                        client.close()
+                        client = EncodedClient(port)
+                    latencies.append((step, time.perf_counter() - t0))
+                if think:
+                    await asyncio.sleep(think)
+        finally:
+            client.close()
+
+    stop, lags = asyncio.Event(), []
+    ticker = asyncio.create_task(loop_lag(stop, lags))
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(student(i) for i in range(n)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    stop.set()
+    await ticker
+    return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": lags}
+
+
+def proxy_log(access_log: Path, seed: int) -> tuple[collections.Counter, list[float]]:
+    """nginx's cache status and request time (first byte read to last byte sent) of each request on `seed`."""
+    pattern = re.compile(rf"seed={seed}&.*cache=(\S+) .* rt=([\d.]+)")
+    matches = [m for line in access_log.read_text().splitlines() if (m := pattern.search(line))]
+    return collections.Counter(m[1] for m in matches), [float(m[2]) for m in matches]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--students", type=int, default=1000)
+    parser.add_argument("--api", type=int, default=2, help="API processes (one worker each)")
+    parser.add_argument("--nginx-workers", default="auto", help="nginx worker processes (auto: one per core)")
+    parser.add_argument("--data", default=str(LECTURE_DATA if LECTURE_DATA.exists() else ""), help="names file")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait after start-up")
+    parser.add_argument("--lock-timeout", default="100ms", help="nginx's proxy_cache_lock_timeout")
+    parser.add_argument("--think", type=float, default=0.0, help="seconds each student reads a step (0: no pause)")
+    parser.add_argument("--encoding", default=BROWSER, help="the students' Accept-Encoding ('identity': none)")
+    args = parser.parse_args()
+    if not Path(NGINX).exists():
+        sys.exit("Debian's nginx is required: apt-get install -y nginx (make browser-deps)")
+    EncodedClient.accept_encoding = args.encoding
+    data = ["--data", args.data] if args.data else []
+    # no challenge checks in this scenario: no sandbox processes to share the cores with
+    ports = [free_port() for _ in range(args.api)]
+    servers = [start_server(p, 1, "--check-workers", "0", *data) for p in ports]
+    state = tempfile.TemporaryDirectory()
+    state_dir = Path(state.name)
+    listen = free_port()
+    nginx = start_nginx(state_dir, listen, ports, args.nginx_workers, args.lock_timeout)
+    time.sleep(args.settle)
+    load_before = os.getloadavg()
+    nodes = SCENARIOS["ahead"]
+    runs: dict[str, dict] = {}
+    try:
+        # a fresh seed per run: each starts as cold as a class's first visit
+        runs["direct"] = asyncio.run(lockstep(ports, args.students, 70_001, nodes, args.think))
+        runs["proxy"] = asyncio.run(lockstep([listen], args.students, 70_002, nodes, args.think))
+    finally:
+        nginx.send_signal(signal.SIGQUIT)  # graceful: flushes the access log
+        nginx.wait(timeout=30)
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=10)
+    statuses, nginx_times = proxy_log(state_dir / "access.log", 70_002)
+    state.cleanup()
+
+    print(
+        f"{args.students} students in lockstep, one config, 21 steps x (state + tensor), {args.think} s between steps, "
+        f"Accept-Encoding: {args.encoding}; "
+        f"{args.api} API processes; nginx workers: {args.nginx_workers}, lock timeout {args.lock_timeout}; "
+        f"cores: {os.cpu_count()}; "
+        f"load average before: {load_before[0]:.1f}, after: {os.getloadavg()[0]:.1f}\n"
+    )
+    print(f"{'measure':34s} {'direct':>10s} {'proxy':>10s} {'target':>8s}")
+    rows = [
+        ("p50 (ms)", lambda r: percentile([t for _, t in r["latencies"]], 50), None),
+        ("p99 (ms)", lambda r: percentile([t for _, t in r["latencies"]], 99), 250),
+        ("  p99 of step 0 (connect, cold)", lambda r: percentile([t for s, t in r["latencies"] if s == 0], 99), None),
+        ("  p99 of steps 1-20", lambda r: percentile([t for s, t in r["latencies"] if s > 0], 99), None),
+        ("max (ms)", lambda r: percentile([t for _, t in r["latencies"]], 100), None),
+        ("errors", lambda r: len(r["errors"]), 0),
+        ("requests / s", lambda r: len(r["latencies"]) / r["wall"], None),
+        ("client CPU / wall", lambda r: r["client_cpu"] / r["wall"], None),
+        ("client loop lag p99 (ms)", lambda r: percentile(r["lags"], 99) if r["lags"] else 0.0, None),
+    ]
+    for name, measure, target in rows:
+        values = [measure(runs[k]) for k in ("direct", "proxy")]
+        print(f"{name:34s} {values[0]:10.2f} {values[1]:10.2f} {(str(target) if target is not None else '-'):>8s}")
+    total = sum(statuses.values())
+    share = ", ".join(f"{k} {v / total:.1%}" for k, v in statuses.most_common()) if total else "no log lines"
+    print(f"\nnginx cache status of the proxy run's {total} requests: {share}")
+    if nginx_times:  # what the students would see from a client that never lags (no kernel queues counted)
+        print(
+            f"nginx's own request time (its log): p50 {percentile(nginx_times, 50):.2f} ms, "
+            f"p99 {percentile(nginx_times, 99):.2f} ms, max {percentile(nginx_times, 100):.2f} ms"
+        )
+    for name, r in runs.items():
+        for sample in r["errors"][:3]:
+            print(f"error ({name}):", sample)
+
+
+if __name__ == "__main__":
+    main()
