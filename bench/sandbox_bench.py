@@ -2,7 +2,8 @@
 
 Grades each program in this process as a sandbox process does (one torch thread) and prints one row each: the
 outcome (graded, or the cap that refused it), what the dry run counted, and the seconds the check took (median
-of --runs), against the sandbox process's timeout. Not a test: the figures go to the README.
+of --runs), against the sandbox process's timeout; then the same for whole cells (the notebook's, and floods of
+what only a cell has: cmp lines, wrong lines kept to be told). Not a test: the figures go to the README.
 Usage: python bench/sandbox_bench.py [--runs 3]
 """
 
@@ -19,12 +20,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server.cells import grade_cell  # noqa: E402
 from server.challenge import context, grade  # noqa: E402
 from server.config import ModelConfig  # noqa: E402
 from server.data import load_dataset  # noqa: E402
 from server.engine import run_backward  # noqa: E402
 from server.sandbox import Cost, Refused, evaluate  # noqa: E402
 from server.sandbox_pool import TIMEOUT_S  # noqa: E402
+from tests.test_cells import EXERCISE_1_CMP  # noqa: E402 (the notebook's cells, as literal text)
+from tests.test_challenge import EXERCISE_1, EXERCISE_4  # noqa: E402
 
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
 LARGEST = ModelConfig(batch_size=256, n_hidden=512, n_embd=64, block_size=8, dtype="float64")
@@ -51,6 +55,18 @@ PROGRAMS = [  # (label, config, step, code)
      WIDE + "for i in range(40):\n  y = a + a"),
     ("entries cap, largest config: 2M-entry adds", "largest", 4,
      WIDE + "for i in range(400):\n  y = a + a"),
+]  # fmt: skip
+
+
+SIGN_FLIP = EXERCISE_1.replace("dcounts_sum = (-counts_sum**-2)", "dcounts_sum = (counts_sum**-2)")
+CELLS = [  # (label, config, mode, cell)
+    ("notebook Exercise 1 cell + its 26 cmp lines", "lecture", "atomic", EXERCISE_1 + EXERCISE_1_CMP),
+    ("notebook Exercise 1 cell + its 26 cmp lines", "largest", "atomic", EXERCISE_1 + EXERCISE_1_CMP),
+    ("Exercise 1 cell, a sign flip on line 6", "largest", "atomic", SIGN_FLIP),
+    ("notebook Exercise 4 block", "largest", "fused", EXERCISE_4),
+    ("250 cmp lines of 2M entries each", "largest", "atomic",
+     "d = torch.ones_like(hprebn[0:16, 0:1]).unsqueeze(2)\n" + "cmp('x', d, hprebn)\n" * 250),
+    ("100 wrong lines, each kept to be told", "largest", "atomic", "dhprebn = hprebn * 2\n" * 100),
 ]  # fmt: skip
 
 
@@ -91,6 +107,23 @@ def main() -> None:
         median = statistics.median(times)
         print(f"{label:44s} {config:8s} {outcome:32s} {cost.iterations:6,d} {cost.tensor_ops:6,d} "
               f"{cost.evaluations:7,d} {cost.work:13,d} {median:10.3f} {median / TIMEOUT_S:10.0%}")  # fmt: skip
+    print(f"\n{'whole cell':44s} {'config':8s} {'outcome':32s} {'s (median)':>10s} {'of timeout':>10s}")
+    cell_passes = {(config, mode): passes[config] if mode == "atomic" else run_backward(
+        LARGEST if config == "largest" else ModelConfig(), dataset, mode) for _, config, mode, _ in CELLS}  # fmt: skip
+    for bp in cell_passes.values():
+        bp.ref_grads, bp.history  # noqa: B018
+        grade_cell(bp, EXERCISE_1 if bp.mode == "atomic" else EXERCISE_4)  # warm
+    for label, config, mode, cell in CELLS:
+        bp = cell_passes[config, mode]
+        times = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            result = grade_cell(bp, cell)
+            times.append(time.perf_counter() - start)
+        wrong = result["first_wrong"]
+        outcome = "correct" if result["correct"] else f"wrong, first: line {wrong['line']}" if wrong else "wrong"
+        median = statistics.median(times)
+        print(f"{label:44s} {config:8s} {outcome:32s} {median:10.3f} {median / TIMEOUT_S:10.0%}")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def _paths(bp: BackwardPass, target: str, step: int) -> str:
     return f" — {target} feeds {total} ops: this is path {k}, add it to the gradient so far with +="
 
 
-def _shape_feedback(name: str, got: torch.Tensor, expected: torch.Tensor) -> str:
+def shape_feedback(name: str, got: torch.Tensor, expected: torch.Tensor) -> str:
     shape, want = tuple(got.shape), tuple(expected.shape)
     msg = f"{name}: yours is {_fmt(shape)}, expected {_fmt(want)}"
     if len(shape) == len(want):
@@ -98,7 +98,8 @@ def _shape_feedback(name: str, got: torch.Tensor, expected: torch.Tensor) -> str
             dims = " and ".join(str(i) for i in spread)
             return f"{msg}: the forward pass summed over dim {dims}; the gradient is copied along it, not summed"
         if len(shape) == 2 and shape[::-1] == want:
-            what = "autograd's transposed" if _close(got.T.to(expected.dtype), expected) else "the transpose's shape"
+            same = not got.is_meta and _close(got.T.to(expected.dtype), expected)  # a meta tensor: its shape alone
+            what = "autograd's transposed" if same else "the transpose's shape"
             return f"{msg}: it is {what}; (A @ B).T = B.T @ A.T: swap the operands and transpose both"
     if len(shape) < len(want) and sum(shape) and torch.Size(shape).numel() == torch.Size(want).numel():
         return f"{msg}: same entries, other shape: add keepdim=True to the sum, or .view({', '.join(map(str, want))})"
@@ -111,7 +112,7 @@ def _fmt(shape: tuple[int, ...] | torch.Size) -> str:
     return f"({shape[0]},)" if len(shape) == 1 else "(" + ",".join(map(str, shape)) + ")"
 
 
-def _same_entries(got: torch.Size, want: torch.Size) -> bool:
+def same_entries(got: torch.Size, want: torch.Size) -> bool:
     """Shapes apart only by dims of size 1 where broadcasting lines them up: (64,) and (1,64), not (32,) and (32,1)."""
     try:
         both = torch.broadcast_shapes(got, want)
@@ -120,7 +121,7 @@ def _same_entries(got: torch.Size, want: torch.Size) -> bool:
     return got.numel() == want.numel() == both.numel()
 
 
-def _shape_note(name: str, got: torch.Size, want: torch.Size) -> str:
+def shape_note(name: str, got: torch.Size, want: torch.Size) -> str:
     fix = (
         "keepdim=True in the sum gives the exact shape"
         if len(got) < len(want)
@@ -155,16 +156,16 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
             )
             continue
         item["shape"] = list(got.shape)
-        shape_note = None
+        note = None
         if got.shape != expected.shape:
-            if not _same_entries(got.shape, expected.shape):
-                item["feedback"].append(_shape_feedback(name, got, expected))
+            if not same_entries(got.shape, expected.shape):
+                item["feedback"].append(shape_feedback(name, got, expected))
                 # no difference: broadcast against a wrong shape it can be any size (a (32768,1,1) answer
                 # minus a (32,27) gradient is 28M entries); the shape feedback says what to fix
                 item["cmp"] = cmp_public(compare(got, expected))
                 continue
             # (64,) for (1,64): the lecture's dbnmeani; graded on its entries, and told about its shape
-            shape_note = _shape_note(name, got.shape, expected.shape)
+            note = shape_note(name, got.shape, expected.shape)
             got = got.reshape(expected.shape)
         if not got.is_floating_point():
             item["feedback"].append(f"{name} holds integers ({got.dtype}); a gradient is float: .float()")
@@ -173,7 +174,7 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         if bad:
             item["feedback"].append(f"{name} has {bad} NaN/Inf entries: a log of 0, a 0/0, or a huge power?")
         cmp = compare(got, expected)
-        if shape_note:
+        if note:
             cmp |= {"shape": item["shape"], "shape_ok": False}
         item["cmp"] = cmp_public(cmp)
         item["diff"] = tensor_public(got - expected)
@@ -186,10 +187,10 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         elif bad:
             item["feedback"].append(f"{name} differs from autograd's: maxdiff {cmp['maxdiff']:.3g}")
         else:
-            slip = functools.partial(_dim_slip, source, ctx, wanted, cost, name, expected)
-            item["feedback"].append(_diagnose(bp, step, rule, name, got, expected, slip))
-        if shape_note:
-            item["feedback"].append(shape_note)
+            slip = functools.partial(dim_slip, source, ctx, wanted, cost, name, expected)
+            item["feedback"].append(diagnose(bp, step, rule, name, got, expected, slip))
+        if note:
+            item["feedback"].append(note)
     return {
         "step": step,
         "op": ctx["op"].name,
@@ -202,7 +203,7 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
 # --- what a wrong gradient of the right shape has wrong -------------------------------------------------
 
 
-def _diagnose(
+def diagnose(
     bp: BackwardPass,
     step: int,
     rule: Rule,
@@ -322,14 +323,27 @@ def _wrong_part(got: torch.Tensor, expected: torch.Tensor) -> str | None:
 MAX_DIM_VARIANTS = 12  # reruns of the learner's code with a reduction over another dim
 
 
-def _dim_slip(
-    source: str, ctx: dict[str, Any], wanted: dict[str, tuple[int, ...]], cost: Cost, name: str, expected: torch.Tensor
+def dim_slip(
+    source: str,
+    ctx: dict[str, Any],
+    wanted: dict[str, tuple[int, ...]],
+    cost: Cost,
+    name: str,
+    expected: torch.Tensor,
+    upto: int | None = None,
 ) -> str | None:
-    """Runs the learner's code again with a .sum / .mean / .max / softmax over another dim: is that the slip?"""
+    """Runs the learner's code again with a .sum / .mean / .max / softmax over another dim: is that the slip?
+
+    upto: a whole cell's wrong statement (its index): the cell is rerun up to it, with the change in it alone.
+    """
     tree = ast.parse(source)
-    if any(isinstance(node, ast.For) for node in ast.walk(tree)):
+    if upto is not None:
+        tree.body = tree.body[: upto + 1]
+        lines = tree.body[-1:]
+    else:
+        lines = [stmt for stmt in tree.body if _writes(stmt) == name]  # the slip sits in the gradient's own lines
+    if any(isinstance(node, ast.For) for stmt in (tree.body if upto is None else lines) for node in ast.walk(stmt)):
         return None  # a loop's rerun costs too much for a guess
-    lines = [stmt for stmt in tree.body if _writes(stmt) == name]  # the slip sits in the gradient's own lines
     sites = [node for stmt in lines for node in ast.walk(stmt) if isinstance(node, ast.Call) and _dim_node(node)]
     for changes in _dim_changes(sites, MAX_DIM_VARIANTS):
         # the reruns may spend a quarter of what one program may; the learner's own run counts in it
@@ -342,11 +356,13 @@ def _dim_slip(
         for (call, _), old in zip(changes, olds, strict=True):
             _set_dim(call, old)
         try:
-            env = evaluate(variant, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted, cost)
+            env = evaluate(
+                variant, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted, cost, ctx.get("cell", False)
+            )
         except Refused:
             continue
         got = env.get(name)
-        if not isinstance(got, torch.Tensor) or not _same_entries(got.shape, expected.shape):
+        if not isinstance(got, torch.Tensor) or not same_entries(got.shape, expected.shape):
             continue
         if compare(got.reshape(expected.shape).to(expected.dtype), expected)["approx"]:
             swaps = "; ".join(

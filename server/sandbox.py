@@ -28,6 +28,10 @@ import torch.nn.functional as F
 
 MAX_SOURCE_CHARS = 2000
 MAX_AST_NODES = 400
+# a whole backward cell (server/cells.py): the notebook's Exercise 1 cell is 473 parts, ~2,600 characters with its
+# comments and cmp lines; every cap on what a program computes stays the same
+MAX_CELL_CHARS = 8000
+MAX_CELL_AST_NODES = 1200
 MAX_NUMEL = 1 << 21  # no tensor a program makes is larger than this (2M entries) ...
 NUMEL_FACTOR = 16  # ... nor than 16 x the largest tensor in scope (lecture config: 32,768; a broadcast blows past)
 MAX_INT = 10**6  # integer constants and computed integers
@@ -95,10 +99,11 @@ class NotDefined(Refused):
         self.name = name
 
 
-def parse(source: str) -> ast.Module:
-    """The checked syntax tree of a program, or Refused."""
-    if len(source) > MAX_SOURCE_CHARS:
-        raise Refused(f"the code is {len(source)} characters long; at most {MAX_SOURCE_CHARS}")
+def read(source: str, cell: bool = False) -> ast.Module:
+    """The syntax tree of plain-ASCII code of a bounded size, not yet checked against the allowlist; or Refused."""
+    limit = MAX_CELL_CHARS if cell else MAX_SOURCE_CHARS
+    if len(source) > limit:
+        raise Refused(f"the code is {len(source)} characters long; at most {limit}")
     bad = sorted({c for c in source if not (c.isascii() and (c.isprintable() or c in "\n\t"))})
     if bad:
         shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
@@ -106,16 +111,25 @@ def parse(source: str) -> ast.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SyntaxWarnings would go to the server's log
-            tree = ast.parse(source, mode="exec")
+            return ast.parse(source, mode="exec")
     except SyntaxError as e:
         raise Refused(f"syntax error on line {e.lineno}: {e.msg}") from None
     except (MemoryError, RecursionError, ValueError):  # parser bombs: deeply nested brackets
         raise Refused("the code is nested too deeply to read") from None
+
+
+def parse(source: str, cell: bool = False) -> ast.Module:
+    """The checked syntax tree of a program (cell: a whole backward cell, larger), or Refused."""
+    tree = read(source, cell)
+    limit = MAX_CELL_AST_NODES if cell else MAX_AST_NODES
     count = 0
     for node in ast.walk(tree):
         count += 1
-        if count > MAX_AST_NODES:
-            raise Refused(f"the code has more than {MAX_AST_NODES} parts; a gradient takes a few lines")
+        if count > limit:
+            raise Refused(
+                f"the code has more than {limit} parts; "
+                + ("a backward cell takes a few dozen lines" if cell else "a gradient takes a few lines")
+            )
         _check_node(node)
     if not tree.body:
         raise Refused("there is no code: write the gradient(s) of this step, e.g. dx = ...")
@@ -209,6 +223,7 @@ class Interpreter:
         later: dict[str, str],
         meta: bool,
         wanted: dict[str, tuple[int, ...]] | None = None,
+        unit: str = "step",
     ) -> None:
         self.env = dict(scope)
         self.given = set(scope)
@@ -216,6 +231,7 @@ class Interpreter:
         self.protected = set(shared)
         self.mutable = set(mutable)
         self.later = later  # gradient name -> when it becomes available
+        self.unit = unit  # what the program is: a backward "step", or a whole cell, read "line" by line
         self.meta = meta
         self.wanted = wanted or {}  # gradient name -> its shape: a shape error can suggest the fix that gives it
         largest = max((v.numel() for v in scope.values() if isinstance(v, torch.Tensor)), default=0)
@@ -224,8 +240,12 @@ class Interpreter:
         self.loops: list[list[Any]] = []  # [name, value] of each loop running, outermost first
         self.assigned: tuple[ast.expr, tuple[int, ...]] | None = None  # (value node, wanted shape) of the statement
 
-    def run(self, tree: ast.Module) -> dict[str, Any]:
-        self.block(tree.body)
+    def run(self, tree: ast.Module, after: Callable[[ast.stmt, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Runs the program; after(statement, names) is called after each top-level statement."""
+        for stmt in tree.body:
+            self.block([stmt])
+            if after is not None:
+                after(stmt, self.env)
         return self.env
 
     def block(self, body: list[ast.stmt]) -> None:
@@ -573,7 +593,7 @@ class Interpreter:
         if name in self.env:
             return self.env[name]
         if name in self.later:
-            raise NotDefined(name, f"{name} is not defined yet at this step: {self.later[name]}")
+            raise NotDefined(name, f"{name} is not defined yet at this {self.unit}: {self.later[name]}")
         raise NotDefined(name, f"there is no {name} here (misspelt? a forward tensor is named as in the lecture)")
 
     def check_value(self, value: Any) -> None:
@@ -639,15 +659,19 @@ def evaluate(
     later: dict[str, str],
     wanted: dict[str, tuple[int, ...]] | None = None,
     cost: Cost | None = None,
+    cell: bool = False,
+    after: Callable[[ast.stmt, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the program on copies: first shapes only (meta device), then for real. Returns its names.
 
     `wanted`: the shapes of the gradients the program should make (a shape error suggests the fix that
-    gives them); `cost`: adds what the dry run spent.
+    gives them); `cost`: adds what the dry run spent; `cell`: a whole backward cell (larger, told line by
+    line); `after(statement, names)`: called in the real run after each top-level statement.
     """
-    tree = parse(source)
+    tree = parse(source, cell)
+    unit = "line" if cell else "step"
     meta_scope = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
-    dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted)
+    dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted, unit=unit)
     try:
         dry.run(tree)
     finally:
@@ -655,4 +679,4 @@ def evaluate(
             cost.add(dry.cost)
     real = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
     with torch.no_grad():
-        return Interpreter(real, shared, mutable, later, meta=False, wanted=wanted).run(tree)
+        return Interpreter(real, shared, mutable, later, meta=False, wanted=wanted, unit=unit).run(tree, after)

@@ -61,6 +61,7 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     import torch
 
     from .cache import PassCache
+    from .cells import grade_cell
     from .challenge import grade, hints
     from .config import ModelConfig
     from .data import dataset_from
@@ -81,6 +82,7 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     grade(bp, 3, "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs * 2")  # the feedback paths
     loop = "dC = torch.zeros_like(C)\nfor k in range(n):\n  for j in range(Xb.shape[1]):\n    dC[Xb[k,j]] += demb[k,j]"
     grade(bp, 20, loop)  # the loops' path
+    grade_cell(bp, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n\ndprobs = 2 * dlogprobs")
     warmed_at = os.nice(0)
     # then below the web server: learners' code never slows down pages and the API. The warm-up (~3 s of CPU)
     # ran at the server's priority: niced on a busy machine it took over a minute, and the first check was
@@ -97,6 +99,8 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
             bp = passes.get(job["config"], job["mode"])
             if job.get("hints"):
                 conn.send({"hints": hints(bp, job["step"])})
+            elif job.get("step") is None:  # a whole backward cell
+                conn.send({"json": graded_json(grade_cell(bp, job["code"]))})
             else:
                 # serialized here, not in the web process: its event loop never spends time on a check's JSON
                 conn.send({"json": graded_json(grade(bp, job["step"], job["code"]))})

@@ -76,7 +76,8 @@ def graded_json(graded: dict[str, Any], max_bytes: int = MAX_GRADED_BYTES) -> by
     body = dumps(graded)
     if len(body) <= max_bytes:
         return body
-    for item in graded["results"]:
+    items = graded.get("results") or [graded.get("first_wrong") or {"diff": None}]  # a step's, or a whole cell's
+    for item in items:
         if item["diff"] is not None:
             item["diff"] = None
             item["feedback"].append(f"{item['name']}'s difference is too large to send ({len(body):,} bytes in all)")

@@ -103,8 +103,8 @@ def _entry(t: torch.Tensor, at: list[int] | None) -> list[int]:
     return list(at)
 
 
-def instance(bp: BackwardPass, name: str, step: int, at: list[int]) -> dict[str, Any]:
-    """The rules that made d`name`[at] by `step`, each written out at that entry with its numbers, and the sum."""
+def instance(bp: BackwardPass, name: str, step: int, at: list[int] | None) -> dict[str, Any]:
+    """The rules that made d`name`[at] by `step` (no at: the first entry), each written out there, and the sum."""
     if name not in bp.node_names():
         raise NotThere(f"no tensor {name!r} in mode {bp.mode}")
     value = bp.values[name]

@@ -150,8 +150,12 @@ def test_the_readme_curl_examples_work_in_order(tmp_path):
         port = url.rsplit(":", 1)[1]
         for argv in commands:
             argv = [a.replace("localhost:8000", f"localhost:{port}") for a in argv]
-            out = subprocess.run(
-                [*argv, "--max-time", "300", "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=330
+            out = subprocess.run(  # in tmp_path: a download (-OJ) lands there
+                [*argv, "--max-time", "300", "-w", "\n%{http_code}"],
+                capture_output=True,
+                text=True,
+                timeout=330,
+                cwd=tmp_path,
             ).stdout
             status = int(out.rsplit("\n", 1)[1])
             expected = 422 if "batch_size=1" in argv[-1] else None

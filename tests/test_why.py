@@ -234,6 +234,8 @@ def test_the_why_and_instance_endpoints_refuse_bad_input(client):
     assert client.get("/api/why/W2?at=a,b").status_code == 422
     assert client.get("/api/instance/W2?at=1,2&step=99").status_code == 422
     assert client.get("/api/why/W2?at=3,4").status_code == 200  # and the server goes on serving
+    # without an entry, the first one, as the why drawer's examples take it (the schema says at is optional)
+    assert client.get("/api/instance/C").json()["index"] == [0, 0]
 
 
 def test_the_instance_endpoint_serves_the_written_rule(client):

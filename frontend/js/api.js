@@ -115,3 +115,22 @@ export const runEvents = (id) => new EventSource(`/api/runs/${id}/events`);
 export const fetchBugs = () => get("/api/bugs", {});
 export const fetchHints = (params) => getPure("/api/hints", params);
 export const checkCode = (params, code) => send("POST", "/api/check", { ...params, code });
+
+// the learner's cell or solved steps as a .py or .ipynb: {name, blob} to download
+export async function exportFile(params, body) {
+  let response;
+  try {
+    response = await fetch("/api/export", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ...params, ...body }),
+    });
+  } catch (e) {
+    throw new ApiError(`The server is unreachable (${e.message}). Is it still running?`, 0);
+  }
+  if (!response.ok) {
+    let answer = null;
+    try { answer = await response.json(); } catch { answer = null; }
+    throw new ApiError(reason(answer) || response.statusText, response.status);
+  }
+  const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+  return { name: name ? name[1] : `backprop.${body.format}`, blob: await response.blob() };
+}

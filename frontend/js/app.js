@@ -422,7 +422,7 @@ async function start() {
   buildControls();
   legend();
   bind();
-  challenge.init();
+  challenge.init(meta);
   await load();
   loadBugs();
 }

@@ -1,13 +1,17 @@
-// Challenge mode: write the next backward step's gradient(s) yourself; the server grades them in a sandbox.
-// Progress (solved / revealed steps and drafts) is kept in this browser, per mode.
+// Challenge mode: write the next backward step's gradient(s) yourself, or the mode's whole backward cell; the server
+// grades them in a sandbox. Progress (solved steps and their code, revealed steps, drafts, the cell) is kept in this
+// browser, per mode; solved steps and the cell download as a runnable .py or .ipynb.
 import * as api from "./api.js";
+import { CELL_MAX_ROWS, CELL_MIN_ROWS, cellResultHtml, cellScopeText, cellTaskHtml } from "./cell.js";
 import { esc } from "./dom.js";
 import { newlineAt, rowsFor } from "./editor.js";
 import { absMax, as2d, identical, rangeOf, renderMain } from "./heatmaps.js";
 
 const $ = (id) => document.getElementById(id);
 const KEY = "backprop-explorer:challenge";
+let meta = null; // /api/meta: each mode's cell
 let ctx = null; // {params, step, total, op}: the step to solve
+let cellKey = ""; // the params the cell's answer is for
 let level = 0;
 let ladder = null;
 
@@ -28,6 +32,15 @@ const py = (b) => (b ? "True" : "False");
 
 function fit() {
   $("challenge-code").rows = rowsFor($("challenge-code").value);
+  $("cell-code").rows = rowsFor($("cell-code").value, CELL_MIN_ROWS, CELL_MAX_ROWS);
+}
+
+// solved steps with their code (a step solved before the code was kept: its draft)
+function solvedSteps(mode) {
+  return Object.entries(mode.solved)
+    .map(([step, code]) => ({ step: Number(step), code: typeof code === "string" ? code : mode.drafts?.[step] }))
+    .filter((s) => s.code)
+    .sort((a, b) => a.step - b.step);
 }
 
 function renderProgress() {
@@ -36,25 +49,30 @@ function renderProgress() {
   const revealed = Object.keys(mode.revealed).filter((s) => !mode.solved[s]).length;
   $("challenge-progress").textContent = `— ${ctx.params.mode}: ${solved} of ${ctx.total} steps solved` +
     (revealed ? `, ${revealed} revealed` : "") + (mode.solved[ctx.step] ? " · this one ✓" : "");
+  const none = !solvedSteps({ drafts: {}, ...mode }).length;
+  for (const b of document.querySelectorAll("[data-testid^=steps-export-]")) {
+    b.disabled = none;
+    b.title = none ? "solve a step first" : "download your solved steps, the lecture's lines in the gaps";
+  }
 }
 
-export function init() {
-  const on = load().on === true;
-  $("challenge-toggle").checked = on;
-  $("challenge-body").hidden = !on;
-  $("challenge-toggle").addEventListener("change", () => {
-    const all = load();
-    all.on = $("challenge-toggle").checked;
-    localStorage.setItem(KEY, JSON.stringify(all));
-    $("challenge-body").hidden = !all.on;
-  });
-  $("challenge-code").addEventListener("input", () => {
+function showTab(tab) {
+  for (const [name, panel] of [["step", "challenge-step"], ["cell", "challenge-cell"]]) {
+    const on = name === tab;
+    $(`tab-${name}`).setAttribute("aria-selected", String(on));
+    $(`tab-${name}`).tabIndex = on ? 0 : -1;
+    $(panel).hidden = !on;
+  }
+  fit();
+}
+
+function bindEditor(box, save) {
+  box.addEventListener("input", () => {
     fit();
-    if (ctx) store((m) => { m.drafts[ctx.step] = $("challenge-code").value; });
+    if (ctx) store((m) => save(m, box.value));
   });
-  $("challenge-code").addEventListener("keydown", (e) => {
+  box.addEventListener("keydown", (e) => {
     if (e.key !== "Enter" || e.shiftKey || e.ctrlKey || e.altKey || e.metaKey || e.isComposing) return;
-    const box = e.target;
     e.preventDefault();
     const text = newlineAt(box.value, box.selectionStart);
     // insertText keeps the browser's undo; it fires the input event that saves the draft
@@ -63,14 +81,93 @@ export function init() {
       box.dispatchEvent(new Event("input"));
     }
   });
+}
+
+async function download(body, button) {
+  if (!ctx) return;
+  button.disabled = true;
+  try {
+    const { name, blob } = await api.exportFile(ctx.params, { ...body, format: button.dataset.format });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  } catch (e) {
+    const where = body.code !== undefined ? "cell-feedback" : "challenge-feedback";
+    $(where).innerHTML = `<p class="bad" data-testid="export-refused">${esc(e.message)}</p>`;
+  } finally {
+    button.disabled = false;
+    if (body.steps) renderProgress();
+  }
+}
+
+export function init(served) {
+  meta = served;
+  const on = load().on === true;
+  $("challenge-toggle").checked = on;
+  $("challenge-body").hidden = !on;
+  $("challenge-toggle").addEventListener("change", () => {
+    const all = load();
+    all.on = $("challenge-toggle").checked;
+    localStorage.setItem(KEY, JSON.stringify(all));
+    $("challenge-body").hidden = !all.on;
+    fit();
+  });
+  // the tabs: a click, or the arrow keys between them (the ARIA tabs pattern)
+  for (const name of ["step", "cell"]) {
+    $(`tab-${name}`).addEventListener("click", () => {
+      const all = load();
+      all.tab = name;
+      localStorage.setItem(KEY, JSON.stringify(all));
+      showTab(name);
+    });
+    $(`tab-${name}`).addEventListener("keydown", (e) => {
+      if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+      const other = name === "step" ? "cell" : "step";
+      $(`tab-${other}`).click();
+      $(`tab-${other}`).focus();
+    });
+  }
+  showTab(load().tab === "cell" ? "cell" : "step");
+  bindEditor($("challenge-code"), (m, code) => { m.drafts[ctx.step] = code; });
+  bindEditor($("cell-code"), (m, code) => { m.cell = code; });
   $("challenge-check").addEventListener("click", check);
   $("challenge-hint").addEventListener("click", hint);
+  $("cell-check").addEventListener("click", checkCell);
+  for (const b of document.querySelectorAll("[data-testid^=steps-export-]")) {
+    b.addEventListener("click", () => {
+      const mode = load().modes?.[ctx.params.mode] || { solved: {}, drafts: {} };
+      download({ steps: solvedSteps(mode) }, b);
+    });
+  }
+  for (const b of document.querySelectorAll("[data-testid^=cell-export-]")) {
+    b.addEventListener("click", () => download({ code: $("cell-code").value }, b));
+  }
+}
+
+// the mode's cell: its task, and the draft kept for it; its answer stays while the mode and config do
+function updateCell(params) {
+  const key = JSON.stringify(params);
+  if (key === cellKey) return;
+  const modeChanged = !cellKey || JSON.parse(cellKey).mode !== params.mode;
+  cellKey = key;
+  const cell = meta.modes.find((m) => m.name === params.mode).cell;
+  $("cell-task").innerHTML = cellTaskHtml(cell);
+  $("cell-scope").textContent = cellScopeText(cell);
+  if (modeChanged) $("cell-code").value = load().modes?.[params.mode]?.cell ?? "";
+  $("cell-feedback").replaceChildren();
+  $("cell-diff").hidden = true;
+  fit();
 }
 
 // called after every render with the step that comes next
 export function update({ params, step, total, op }) {
   const same = ctx && ctx.step === step && JSON.stringify(ctx.params) === JSON.stringify(params);
   ctx = { params, step, total, op };
+  updateCell(params);
   renderProgress();
   if (same) return;
   level = 0;
@@ -95,9 +192,10 @@ async function check() {
   if (!ctx || !ctx.op) return;
   $("challenge-check").disabled = true;
   try {
-    const result = await api.checkCode({ ...ctx.params, step: ctx.step }, $("challenge-code").value);
+    const code = $("challenge-code").value;
+    const result = await api.checkCode({ ...ctx.params, step: ctx.step }, code);
     renderResult(result);
-    if (result.correct) store((m) => { m.solved[ctx.step] = true; });
+    if (result.correct) store((m) => { m.solved[ctx.step] = code; }); // the code travels home with the export
     renderProgress();
   } catch (e) {
     $("challenge-diff").hidden = true;
@@ -123,13 +221,33 @@ function renderResult(result) {
 }
 
 // the first wrong tensor's difference, drawn as the inspector draws its heatmaps (one context position of a 3-D one)
-function renderDiff(item) {
+function renderDiff(item, wrap = $("challenge-diff"), against = "autograd") {
   const t = item.diff;
   const labels = t.shape.map((n) => Array.from({ length: n }, (_, i) => String(i)));
   const grid = as2d(t, labels, t.shape.map(() => "one"), 0);
-  $("challenge-diff").dataset.shape = t.shape.join("x");
-  const title = `${item.name}: yours − autograd${t.shape.length === 3 ? " (context position 0)" : ""}`;
-  return renderMain($("challenge-diff").querySelector(".main-plot"), grid, rangeOf({ range: absMax(t) || 1e-12 }), { title });
+  wrap.dataset.shape = t.shape.join("x");
+  const title = `${item.name}: yours − ${against}${t.shape.length === 3 ? " (context position 0)" : ""}`;
+  return renderMain(wrap.querySelector(".main-plot"), grid, rangeOf({ range: absMax(t) || 1e-12 }), { title });
+}
+
+async function checkCell() {
+  if (!ctx) return;
+  $("cell-check").disabled = true;
+  const params = ctx.params;
+  try {
+    const result = await api.checkCode(params, $("cell-code").value);
+    if (JSON.stringify(params) !== cellKey) return; // the mode or config changed meanwhile
+    $("cell-feedback").innerHTML = cellResultHtml(result);
+    const first = result.first_wrong;
+    const shown = first && first.diff && !identical(first.diff);
+    $("cell-diff").hidden = !shown;
+    if (shown) renderDiff(first, $("cell-diff"), `what line ${first.line} should make`);
+  } catch (e) {
+    $("cell-diff").hidden = true;
+    $("cell-feedback").innerHTML = `<p class="bad" data-testid="cell-refused">${esc(e.message)}</p>`;
+  } finally {
+    $("cell-check").disabled = false;
+  }
 }
 
 async function hint() {

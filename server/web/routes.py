@@ -12,21 +12,24 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from .. import challenge, views, why
+from .. import cells, challenge, export, views, why
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
 from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
+from ..sandbox import Refused
 from ..serialize import dumps
 from .fair import client_of
 from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
 from .query import QueryModel
 from .schemas import (
     BugsPublic,
+    CellCheckPublic,
     CheckPublic,
     CheckRequest,
     DatasetPublic,
     ErrorPublic,
+    ExportRequest,
     GraphPublic,
     HealthPublic,
     HintQuery,
@@ -131,7 +134,8 @@ def _fields(schema: type, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any
 @functools.cache  # the declaration and the schema do not change while the server runs
 def _meta() -> dict[str, Any]:
     modes = [
-        {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name))} for m in MODE_LIST
+        {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name)), "cell": _cell(m.name)}
+        for m in MODE_LIST
     ]
     return {
         "modes": modes,
@@ -140,6 +144,16 @@ def _meta() -> dict[str, Any]:
         "train": _fields(RunRequest),
         "train_mode": TRAINED_MODE,
         "cmp_order": list(CMP_ORDER),
+    }
+
+
+def _cell(mode: str) -> dict[str, Any]:
+    cell = cells.cell_for(mode)
+    return {
+        "exercise": cell.exercise,
+        "about": cell.about,
+        "grads": [f"d{n}" for n in cells.cell_grads(mode)],
+        "given": [f"d{n}" for n in cells.cell_given(mode)],
     }
 
 
@@ -262,7 +276,7 @@ async def why_drawer(request: Request, name: str, query: Annotated[WhyQuery, Dep
 async def instance(request: Request, name: str, query: Annotated[WhyQuery, Depends(WHY)]) -> Response:
     """The rules that made one entry of d`name` (?at=row,col), written out with that entry's numbers."""
     return await _computed(
-        request, query, lambda: _why(request, name, query, lambda bp, s, at: why.instance(bp, name, s, at or []))
+        request, query, lambda: _why(request, name, query, lambda bp, s, at: why.instance(bp, name, s, at))
     )
 
 
@@ -280,7 +294,7 @@ async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) ->
 
 @router.post(
     "/check",
-    response_model=CheckPublic,
+    response_model=CheckPublic | CellCheckPublic,
     responses={
         400: {"model": ErrorPublic, "description": "the body is not JSON"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
@@ -290,15 +304,44 @@ async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) ->
     },
 )
 async def check(request: Request, body: CheckRequest) -> Response:
-    """Run a learner's gradient code for one backward step (in a sandboxed worker) and grade it."""
+    """Run a learner's gradient code for one backward step, or the mode's whole backward cell (no step), in a
+    sandboxed worker, and grade it."""
     pool = getattr(request.app.state, "checks", None)
     if pool is None:
         raise HTTPException(503, "code checks are off on this server")
     # the worker computes the pass itself: here only the step is checked against the mode
-    _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
+    if body.step is not None:
+        _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
     job = {"config": body.to_config(), "mode": body.mode, "step": body.step, "code": body.code}
     async with request.app.state.check_queue.slot(client_of(request)):  # a fair share of the workers
         answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
     if "refused" in answer:
         raise HTTPException(422, answer["refused"])
     return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there
+
+
+FILE_TYPES = {"py": "text/x-python", "ipynb": "application/x-ipynb+json"}
+
+
+@router.post(
+    "/export",
+    response_class=Response,
+    responses={
+        200: {"description": "the file, as a download", "content": {t: {} for t in FILE_TYPES.values()}},
+        400: {"model": ErrorPublic, "description": "the body is not JSON"},
+        413: {"model": ErrorPublic, "description": "the body is too large"},
+        422: {"model": ErrorPublic, "description": "code outside the challenge's vocabulary, or a step past the end"},
+    },
+)
+async def export_file(body: ExportRequest) -> Response:
+    """The learner's whole cell, or their solved steps, as a .py or .ipynb that rebuilds the lecture's data and net,
+    runs their backward and prints the notebook's cmp lines. The code is checked, never run, here."""
+    steps = {s.step: s.code for s in body.steps} if body.steps is not None else None
+    if steps:
+        _step(body.mode, len(ops_for_mode(body.mode)), max(steps), where="body")
+    try:
+        name, content = export.export(body.mode, body.to_config(), body.format, cell=body.code, steps=steps)
+    except Refused as e:
+        raise HTTPException(422, str(e)) from None
+    disposition = f'attachment; filename="{name}"'
+    return Response(content, media_type=FILE_TYPES[body.format], headers={"Content-Disposition": disposition})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from ..bugs import BUGS
 from ..config import BOUNDS, Dtype, Init, ModelConfig
 from ..graph import MODES, PARAMS, ops_for_mode
+from ..sandbox import MAX_CELL_CHARS, MAX_SOURCE_CHARS
 from ..training import MAX_LR, TRAIN_BOUNDS, TrainConfig
 
 _DEFAULTS = ModelConfig()
@@ -341,11 +342,21 @@ class RunLossesPublic(BaseModel):
     loss: list[float | None]  # per step; null where the loss was not finite
 
 
+class CellPublic(BaseModel):
+    """The notebook's backward cell of a mode, which POST /api/check without a step grades whole."""
+
+    exercise: str
+    about: str  # what the learner writes, in a line
+    grads: list[str]  # the gradients it computes, in the order of the notebook's cmp lines
+    given: list[str]  # the gradients in scope before it (the notebook's earlier cells computed them)
+
+
 class ModePublic(BaseModel):
     name: str
     label: str  # short, for a select
     title: str  # as GET /api/graph's mode_title
     steps: int  # backward steps in the mode's schedule
+    cell: CellPublic
 
 
 class FieldPublic(BaseModel):
@@ -384,18 +395,29 @@ class BugsPublic(BaseModel):
     bugs: list[BugPublic]
 
 
-MAX_CODE_CHARS = 2000
-
-
 class CheckRequest(PassQuery):
-    """A learner's code for the gradient(s) of one backward step."""
+    """A learner's code for the gradient(s) of one backward step, or (no step) the mode's whole backward cell."""
 
-    step: int = Field(
-        ge=1, le=MAX_STEPS, description="the backward step (1 = the first) whose gradients the code computes"
+    step: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description="the backward step (1 = the first) whose gradients the code computes; none: the code is the "
+        "mode's whole backward cell (Exercise 1's cell, 2's three lines, 3's one-liner, 4's block), cmp lines and all",
     )
-    code: str = Field(max_length=MAX_CODE_CHARS, description="the lecture's PyTorch syntax, e.g. dlogprobs = ...")
+    code: str = Field(
+        max_length=MAX_CELL_CHARS,
+        description=f"the lecture's PyTorch syntax, e.g. dlogprobs = ...; a step's code at most {MAX_SOURCE_CHARS} "
+        "characters",
+    )
     run: Literal[0] = Field(0, description="challenges use the initialisation")
     bug: Literal[""] = Field("", description="challenges use the right rules")
+
+    @model_validator(mode="after")
+    def _step_code_size(self) -> CheckRequest:
+        if self.step is not None and len(self.code) > MAX_SOURCE_CHARS:
+            raise ValueError(f"a step's code is at most {MAX_SOURCE_CHARS} characters (a cell's {MAX_CELL_CHARS})")
+        return self
 
 
 class CheckItemPublic(BaseModel):
@@ -415,6 +437,80 @@ class CheckPublic(BaseModel):
     formula: str
     correct: bool
     results: list[CheckItemPublic]
+
+
+class ExportStep(BaseModel):
+    """A step the learner solved: its number and their code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: JsonInt = Field(ge=1, le=MAX_STEPS, description="the backward step (1 = the first)")
+    code: str = Field(max_length=MAX_SOURCE_CHARS, description="the learner's code for it")
+
+
+class ExportRequest(PassQuery):
+    """A learner's backward to take home as a runnable file: the mode's whole cell (code), or their solved steps."""
+
+    code: str | None = Field(None, max_length=MAX_CELL_CHARS, description="the mode's whole backward cell")
+    steps: list[ExportStep] | None = Field(
+        None, min_length=1, max_length=MAX_STEPS, description="solved steps; the lecture's lines fill the gaps"
+    )
+    format: Literal["py", "ipynb"] = Field("py", description="a Python script, or a Jupyter notebook (nbformat 4)")
+    run: Literal[0] = Field(0, description="exports rebuild the initialisation")
+    bug: Literal[""] = Field("", description="exports use the right rules")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ExportRequest:
+        if (self.code is None) == (self.steps is None):
+            raise ValueError("send the whole cell as code, or the solved steps as steps: one of the two")
+        if self.steps is not None and len({s.step for s in self.steps}) < len(self.steps):
+            raise ValueError("each step once")
+        return self
+
+    def to_config(self) -> ModelConfig:
+        return ModelConfig(**self.model_dump(exclude={"mode", "code", "steps", "format"}))
+
+
+class CellCheckItemPublic(BaseModel):
+    """One gradient of a whole cell, checked as the notebook's cmp line checks it: the cell's final value."""
+
+    name: str  # the tensor, as the cmp line names it
+    grad: str
+    required: bool  # the notebook's cell computes it (else the cell went on past it, and it is checked too)
+    line: int | None  # the cell's last line that wrote it
+    text: str  # the notebook's cmp line: name | exact | approximate | maxdiff
+    ok: bool  # the cmp line says approximate: True
+    cmp: CmpPublic | None
+    feedback: list[str]
+
+
+class CellPrintedPublic(BaseModel):
+    """A cmp(...) line of the cell, answered where it stands (with the names as they are there)."""
+
+    line: int
+    text: str
+    ok: bool
+
+
+class CellWrongPublic(BaseModel):
+    """The first line whose gradient is wrong while everything it read was right: what is wrong with it."""
+
+    line: int | None  # null: a gradient the cell never computes
+    end_line: int | None
+    code: str
+    name: str
+    feedback: list[str]
+    diff: TensorPublic | None  # yours - what the line should make
+
+
+class CellCheckPublic(BaseModel):
+    mode: str
+    exercise: str
+    correct: bool
+    checks: list[CellCheckItemPublic]  # in the order of the notebook's cmp lines
+    printed: list[CellPrintedPublic]  # the cell's own cmp lines, in its order
+    first_wrong: CellWrongPublic | None
+    notes: list[str]
 
 
 class HintPublic(BaseModel):

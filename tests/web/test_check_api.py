@@ -255,3 +255,55 @@ def test_the_whole_hostile_corpus_through_the_api(client, tmp_path):
         assert client.get("/api/health").status_code == 200
     assert set(ROOT.iterdir()) == files
     assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]
+
+
+# --- whole cells: POST /api/check without a step ---------------------------------------------------------------
+
+
+def test_the_notebooks_exercise_1_cell_is_graded_whole(client):
+    from ..test_cells import EXERCISE_1_CMP
+    from ..test_challenge import EXERCISE_1
+
+    r = client.post("/api/check", json={"code": EXERCISE_1 + "\n" + EXERCISE_1_CMP})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["correct"] and body["exercise"] == "Exercise 1" and body["first_wrong"] is None
+    assert [c["name"] for c in body["checks"]] == client.get("/api/meta").json()["cmp_order"]
+    assert [p["text"] for p in body["printed"]] == [c["text"] for c in body["checks"]]
+    assert body["printed"][0]["text"] == "logprobs        | exact: True  | approximate: True  | maxdiff: 0.0"
+
+
+def test_a_wrong_cell_gets_its_first_wrong_line(client):
+    from ..test_challenge import EXERCISE_4
+
+    code = EXERCISE_4.replace("dW2 = h.T @ dlogits", "dW2 = h.T @ dlogits * n")
+    body = client.post("/api/check", json={"mode": "fused", "code": code}).json()
+    assert not body["correct"] and body["first_wrong"]["code"] == "dW2 = h.T @ dlogits * n"
+    assert body["first_wrong"]["feedback"] == ["dW2 is 32× autograd's — n is 32: did you forget /n?"]
+    assert body["first_wrong"]["diff"]["shape"] == [64, 27]
+    assert [c["name"] for c in body["checks"] if not c["ok"]] == ["W2"]  # only dW2: nothing reads it
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("import os", "only assignments"),
+        ("cmp('logits', dlogits, logits)\nx = 'abc'", "strings are not allowed"),
+        ("for k in range(n):\n  for j in range(n):\n    for i in range(n):\n      x = k", "4,096 times in all"),
+        ("dlogits = F.softmax(logits, 1)\n" * 200, "more than 1200 parts"),
+    ],
+)
+def test_a_refused_cell_is_a_422_and_the_server_keeps_serving(client, code, reason):
+    r = client.post("/api/check", json={"mode": "fused", "code": code})
+    assert r.status_code == 422 and reason in r.json()["detail"], r.text
+    assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]
+    assert client.get("/api/state").json()["nodes"]["counts"]["cmp"]["exact"]
+
+
+def test_a_cells_size_and_a_steps_size(client):
+    assert client.post("/api/check", json={"code": "x" * 8001}).status_code == 422
+    r = client.post("/api/check", json={"step": 1, "code": "x = 1  # " + "x" * 2100})
+    assert r.status_code == 422 and "a step's code is at most 2000 characters" in r.text
+    assert client.post("/api/check", json={"mode": "fused", "code": "x = 1"}).json()["checks"][0]["text"] == (
+        "logits          | dlogits is not defined"
+    )
