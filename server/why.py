@@ -58,11 +58,7 @@ def _num(t: torch.Tensor, index: list[int]) -> float:
 
 def explain(bp: BackwardPass, dataset: Dataset, name: str, step: int, at: list[int] | None = None) -> dict[str, Any]:
     """The why drawer of node `name` after `step` backward steps; `at` picks the entry the examples use."""
-    if name not in bp.node_names():
-        raise NotThere(f"no tensor {name!r} in mode {bp.mode}")
-    value = bp.values[name]
-    assert isinstance(value, torch.Tensor)
-    index = _entry(value, at)
+    value, index = _node_entry(bp, name, at)
     rules = []
     for k, (s, op, rule) in enumerate(_rules_into(bp, name), start=1):
         right = right_rule(rule)
@@ -95,6 +91,15 @@ def explain(bp: BackwardPass, dataset: Dataset, name: str, step: int, at: list[i
     }
 
 
+def _node_entry(bp: BackwardPass, name: str, at: list[int] | None) -> tuple[torch.Tensor, list[int]]:
+    """The node's value and the entry `at` names in it (None: the first entry); NotThere for either missing."""
+    if name not in bp.node_names():
+        raise NotThere(f"no tensor {name!r} in mode {bp.mode}")
+    value = bp.values[name]
+    assert isinstance(value, torch.Tensor)
+    return value, _entry(value, at)
+
+
 def _entry(t: torch.Tensor, at: list[int] | None) -> list[int]:
     if at is None:
         return [0] * t.dim()
@@ -105,11 +110,7 @@ def _entry(t: torch.Tensor, at: list[int] | None) -> list[int]:
 
 def instance(bp: BackwardPass, name: str, step: int, at: list[int] | None) -> dict[str, Any]:
     """The rules that made d`name`[at] by `step` (no at: the first entry), each written out there, and the sum."""
-    if name not in bp.node_names():
-        raise NotThere(f"no tensor {name!r} in mode {bp.mode}")
-    value = bp.values[name]
-    assert isinstance(value, torch.Tensor)
-    index = _entry(value, at)
+    value, index = _node_entry(bp, name, at)
     parts = []
     for s, op, rule in _rules_into(bp, name):
         if s > step:
