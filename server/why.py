@@ -58,7 +58,7 @@ def _num(t: torch.Tensor, index: list[int]) -> float:
 
 def explain(bp: BackwardPass, dataset: Dataset, name: str, step: int, at: list[int] | None = None) -> dict[str, Any]:
     """The why drawer of node `name` after `step` backward steps; `at` picks the entry the examples use."""
-    value, index = _node_entry(bp, name, at)
+    _, index = _node_entry(bp, name, at)
     rules = []
     for k, (s, op, rule) in enumerate(_rules_into(bp, name), start=1):
         right = right_rule(rule)
