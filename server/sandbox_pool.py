@@ -47,7 +47,8 @@ def death_message(exitcode: int | None) -> str:
     return f"the evaluator {why} while checking this code; it has been restarted"
 
 
-def _limit_memory(extra: int) -> None:
+def limit_memory(extra: int) -> None:
+    """At most `extra` bytes of address space beyond what this process uses now."""
     import resource
 
     with open("/proc/self/statm") as f:
@@ -89,7 +90,7 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     # refused with "the evaluator did not start"
     os.nice(CHECK_NICENESS)
     try:
-        _limit_memory(memory_limit)
+        limit_memory(memory_limit)
     except (OSError, ValueError):  # no /proc or no rlimit: the timeout still holds
         pass
     conn.send({"ready": True, "warmed_at_niceness": warmed_at})

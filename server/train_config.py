@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from .config import ModelConfig
+from .sandbox import MAX_CELL_CHARS
 
-Backward = Literal["manual", "autograd"]
+Backward = Literal["manual", "autograd", "code"]
 TRAIN_BOUNDS: dict[str, tuple[int, int]] = {
     "max_steps": (1, 1_000_000),
     "lr_decay_step": (0, 1_000_000),
@@ -31,7 +32,8 @@ class TrainConfig:
     lr_decay_step: int = 100_000  # from this step on, lr_after
     lr_after: float = 0.01  # the decayed learning rate
     check_every: int = 1000  # K: compare the manual gradients with autograd every K steps
-    backward: Backward = "manual"  # manual (the fused Exercise 2+3 backward) or autograd
+    backward: Backward = "manual"  # manual (the fused Exercise 2+3 backward), autograd, or code (the learner's)
+    code: str | None = None  # backward=code: the notebook's block from dlogits = F.softmax(logits, 1) to grads = [...]
 
     def __post_init__(self) -> None:
         self.model()  # validates seed, sizes
@@ -43,8 +45,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= MAX_LR:
                 raise ValueError(f"{name} must be a finite number in [0, {MAX_LR:g}], got {value!r}")
-        if self.backward not in ("manual", "autograd"):
-            raise ValueError(f"backward must be manual or autograd, got {self.backward!r}")
+        if self.backward not in ("manual", "autograd", "code"):
+            raise ValueError(f"backward must be manual, autograd or code, got {self.backward!r}")
+        if (self.backward == "code") != isinstance(self.code, str):
+            raise ValueError("code is the backward block of a run with backward=code, and only of one")
+        if isinstance(self.code, str) and not 0 < len(self.code) <= MAX_CELL_CHARS:
+            raise ValueError(f"code must be 1 to {MAX_CELL_CHARS} characters long")
 
     def model(self) -> ModelConfig:
         return ModelConfig(

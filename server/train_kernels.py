@@ -6,6 +6,8 @@ against them, and against autograd, in float64. Every step loops over the declar
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -65,17 +67,8 @@ class ManualBackward:
         self.bessel_row = torch.full((1, n), 1.0 / (n - 1), dtype=dtype)  # row @ x = x.sum(0, keepdim=True) / (n-1)
         self.n_embd = self.C.shape[1]
 
-    def grads(
-        self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
-    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Logits and n x the gradients (PARAM_NAMES order); with keep, the true gradients and activations.
-
-        The backward needs no loss value: the loss of each step is computed later, many steps at once
-        (losses()), which takes a cross-entropy call off every step."""
-        n = Xb.shape[0]
-        xflat = Xb.view(-1)  # (n * block_size,)
-        acts: dict[str, torch.Tensor] = {}  # with keep: the activations and their gradients by declared name
-        # forward
+    def forward(self, xflat: torch.Tensor, n: int) -> tuple[torch.Tensor, list[tuple[Any, ...]]]:
+        """Logits, and per hidden block (input, hprebn, bnvar_inv, bnraw, hpreact, h, W.T, bngain, slots, names)."""
         h = self.C.index_select(0, xflat).view(n, -1)  # embcat: (n, block_size * n_embd), C[Xb]
         saved = []  # what each hidden block's backward reads
         for W, Wt, b, bngain, bnbias, slots, names in self.hidden:
@@ -86,10 +79,24 @@ class ManualBackward:
             bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
             hpreact = torch.addcmul(bnbias, bngain, bnraw)  # (n, n_hidden)
             h = torch.tanh(hpreact)  # (n, n_hidden)
-            saved.append((x, bnvar_inv, bnraw, h, Wt, bngain, slots, names))
-            if keep:
-                acts[names[0]], acts[names[1]], acts[names[2]] = hprebn, hpreact, h
-        logits = torch.addmm(self.b2, h, self.W2)  # (n, vocab_size)
+            saved.append((x, hprebn, bnvar_inv, bnraw, hpreact, h, Wt, bngain, slots, names))
+        return torch.addmm(self.b2, h, self.W2), saved  # logits: (n, vocab_size)
+
+    def grads(
+        self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Logits and n x the gradients (PARAM_NAMES order); with keep, the true gradients and activations.
+
+        The backward needs no loss value: the loss of each step is computed later, many steps at once
+        (losses()), which takes a cross-entropy call off every step."""
+        n = Xb.shape[0]
+        xflat = Xb.view(-1)  # (n * block_size,)
+        logits, saved = self.forward(xflat, n)
+        h = saved[-1][5]  # the last hidden block's output
+        acts: dict[str, torch.Tensor] = {}  # with keep: the activations and their gradients by declared name
+        if keep:
+            for _, hprebn, _, _, hpreact, h_out, *_, names in saved:
+                acts[names[0]], acts[names[1]], acts[names[2]] = hprebn, hpreact, h_out
         # backward, every gradient n times its true value: dlogits = softmax - one_hot, without the / n
         dlogits = torch.softmax(logits, 1)  # (n, vocab_size)
         dlogits.scatter_add_(1, Yb.view(-1, 1), self.minus_ones)
@@ -98,7 +105,7 @@ class ManualBackward:
         W2_slot, b2_slot, C_slot = self.output_slots
         grads[W2_slot] = torch.mm(h.t(), dlogits)  # dW2: (n_hidden, vocab_size)
         grads[b2_slot] = dlogits.sum(0)  # db2: (vocab_size,)
-        for x, bnvar_inv, bnraw, h, Wt, bngain, (W_slot, b_slot, gain_slot, bias_slot), names in reversed(saved):
+        for x, _, bnvar_inv, bnraw, _, h, Wt, bngain, (W_slot, b_slot, gain_slot, bias_slot), names in reversed(saved):
             dhpreact = dh.addcmul_(dh, h * h, value=-1.0)  # (1 - h**2) * dh, (n, n_hidden); x*x beats square()
             dbngain = (bnraw * dhpreact).sum(0, keepdim=True)  # (1, n_hidden)
             dbnbias = dhpreact.sum(0, keepdim=True)  # (1, n_hidden)

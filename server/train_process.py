@@ -21,6 +21,8 @@ import torch
 
 from .data import dataset_from
 from .runs import Limits
+from .sandbox import Refused
+from .sandbox_pool import MEMORY_LIMIT, limit_memory
 from .stores import open_store
 from .train_config import TrainConfig
 from .training import Training
@@ -59,9 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             return "interrupted"
         return store.should_stop(args.run)
 
+    config = TrainConfig(**run["config"])
+    dataset = dataset_from(args.data_name, raw, args.data_sha256)
+    if config.code is not None:  # the learner's code trains under a check's memory limit, for the whole run
+        try:
+            limit_memory(MEMORY_LIMIT)
+        except (OSError, ValueError):  # no /proc or no rlimit: the dry run's caps on every step still hold
+            pass
     try:
-        training = Training(TrainConfig(**run["config"]), dataset_from(args.data_name, raw, args.data_sha256), emit)
+        training = Training(config, dataset, emit)
         status = training.run(should_stop)
+    except Refused as e:  # the learner's block: refused when checked, or failed on a batch
+        store.end(args.run, "failed", f"your backward: {e}", None)
+        return 1
     except Exception as e:  # a bug or a resource limit: the run says why instead of hanging as running
         traceback.print_exc()
         store.end(args.run, "failed", f"{type(e).__name__}: {e}", None)
@@ -76,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     final = {"abandoned": "cancelled"}.get(status, status)
     keep = status in ("finished", "diverged")  # a diverged net is still worth stepping through
     losses = training.losses[: training.flushed]
-    store.end(args.run, final, reasons.get(status), training.p if keep else None, losses)
+    # a run of the learner's backward that ran to its end says whether its checks passed and the loss fell
+    reason = (training.verdict(status) if keep else None) or reasons.get(status)
+    store.end(args.run, final, reason, training.p if keep else None, losses)
     return 0
 
 

@@ -19,6 +19,7 @@ from .engine import init_params
 from .evaluation import calibrate_bn, sample_names, split_loss
 from .graph import PARAM_NAMES, PARAMS
 from .layers import LAYERS
+from .train_code import CodeBackward
 from .train_config import MAX_LR as MAX_LR  # re-exported: web/schemas.py imports them from here
 from .train_config import TRAIN_BOUNDS as TRAIN_BOUNDS
 from .train_config import TrainConfig
@@ -33,6 +34,9 @@ CURVE_POINTS = 2000  # raw per-step losses kept for the curve, evenly spaced
 SMOOTH_BUCKETS = 200  # the smoothed line: mean log10 loss over max_steps / 200 steps (1000 in the lecture)
 SATURATED = 0.97  # |tanh| above this counts as saturated, as in the previous lecture
 HIST_BINS = 40
+CHECK_RTOL = 1e-4  # a gradient agrees with autograd's within this share of the step's largest gradient entry
+LOSS_WINDOW = 100  # a run's first and last this many steps' mean loss tell whether the loss fell ...
+LOSS_FELL = 0.02  # ... by more than this (nats)
 # the weight matrices (2-D, no broadcast axis): their update ratios and gradient histograms are plotted
 WEIGHTS = tuple(node.name for node in PARAMS if len(node.axes) == 2 and "one" not in node.axes)
 # the activations and their gradients plotted as histograms, in forward and in backward order
@@ -61,6 +65,20 @@ def _histogram(t: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def _agrees(grad: torch.Tensor, ref: torch.Tensor, scale: float) -> bool:
+    """Whether a gradient is autograd's up to float32 rounding: max |diff| <= CHECK_RTOL x `scale`, the largest entry
+    of all of autograd's gradients of the step.
+
+    Not cmp's entrywise allclose: its atol of 1e-8 fails the built-in backward's right gradients on small entries
+    within a few hundred steps; nor relative to each gradient: db1 is 0 (batchnorm cancels it) up to rounding."""
+    diff = float((grad - ref).abs().max())
+    return math.isfinite(diff) and diff <= CHECK_RTOL * scale
+
+
+def _num(x: float | None) -> str:
+    return "not finite" if x is None else f"{x:.3g}"
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -83,9 +101,14 @@ class Training:
         self.config, self.dataset, self.emit, self.clock = config, dataset, emit, clock
         self.splits = dataset.splits(config.block_size)
         self.p, self.g = init_params(config.model(), dataset.vocab_size)
-        self.manual = ManualBackward(self.p, config.batch_size)
         self.reference = AutogradBackward(self.p, config.batch_size)
-        self.stepper = self.manual if config.backward == "manual" else self.reference
+        self.manual: ManualBackward | CodeBackward
+        if config.code is not None:  # the learner's block, checked and compiled on the first batch of the split
+            n = config.batch_size
+            self.manual = CodeBackward(self.p, n, config.code, self.splits.Xtr[:n], self.splits.Ytr[:n])
+        else:
+            self.manual = ManualBackward(self.p, config.batch_size)
+        self.stepper = self.reference if config.backward == "autograd" else self.manual
         total = config.max_steps
         self.losses = torch.empty(total)  # every step's loss
         self.pending: list[Any] = []  # what the stepper's losses() turns into the losses of the last steps
@@ -97,6 +120,9 @@ class Training:
         n_checks = -(-total // config.check_every) + (1 if (total - 1) % config.check_every else 0)
         self.check_group = -(-n_checks // CHECK_EVENTS)  # comparisons per check event
         self.pending_check: dict[str, Any] | None = None  # the worst of the group so far
+        self.checks_done = 0
+        self.worst_check: float | None = 0.0  # the largest maxdiff of every check (None: one was not finite)
+        self.first_wrong: tuple[int, dict[str, float | None]] | None = None  # the first check that failed
         self.ud: list[list[Any]] = []
         self.saturation: list[list[Any]] = []
         self.started = clock()
@@ -142,13 +168,16 @@ class Training:
         if i % cfg.check_every == 0 or i == total - 1:
             _, ref = self.reference.grads(Xb, Yb)
             maxdiff = {k: _finite(float((a - b).abs().max())) for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True)}
-            self.record_check(i, maxdiff, last=i == total - 1)
+            scale = max(float(b.abs().max()) for b in ref)
+            wrong = [k for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True) if not _agrees(a, b, scale)]
+            self.record_check(i, maxdiff, wrong, last=i == total - 1)
         if i in self.checkpoints:
             weights = dict(zip(PARAM_NAMES, grads, strict=True))
             self.emit("histograms", {
                 "step": i,
-                "activations": {k: _histogram(acts[k]) for k in ACTIVATIONS},
-                "activation_grads": {k: _histogram(acts[k]) for k in ACTIVATION_GRADS},
+                # a learner's block may name its gradients otherwise: only those it has are drawn
+                "activations": {k: _histogram(acts[k]) for k in ACTIVATIONS if k in acts},
+                "activation_grads": {k: _histogram(acts[k]) for k in ACTIVATION_GRADS if k in acts},
                 "weight_grads": {k: _histogram(weights[k]) for k in WEIGHTS},
             })  # fmt: skip
         if i % self.stats_every == 0:
@@ -164,15 +193,25 @@ class Training:
         torch._foreach_add_(self.manual.params, grads, alpha=-lr)
         return logits, Yb
 
-    def record_check(self, step: int, maxdiff: dict[str, float | None], last: bool) -> None:
-        """Emit a check event, or fold this comparison into the group's (each parameter's worst; None is sticky)."""
+    def record_check(self, step: int, maxdiff: dict[str, float | None], wrong: list[str], last: bool) -> None:
+        """Emit a check event, or fold this comparison into the group's (each parameter's worst; None is sticky).
+
+        `wrong`: the parameters whose gradient is not allclose to autograd's (the event lists every one the group
+        had)."""
+        self.checks_done += 1
+        self.worst_check = _worse(self.worst_check, max((v for v in maxdiff.values() if v is not None), default=0.0))
+        if None in maxdiff.values():
+            self.worst_check = None
+        if wrong and self.first_wrong is None:
+            self.first_wrong = (step, {k: maxdiff[k] for k in wrong})
         group = self.pending_check
         if group is None:
-            group = self.pending_check = {"step": step, "maxdiff": maxdiff, "checks": 0}
+            group = self.pending_check = {"step": step, "maxdiff": maxdiff, "checks": 0, "wrong": wrong}
         else:
             before = group["maxdiff"]
             group["step"] = step
             group["maxdiff"] = {k: _worse(before[k], v) for k, v in maxdiff.items()}
+            group["wrong"] = [k for k in PARAM_NAMES if k in group["wrong"] or k in wrong]
         group["checks"] += 1
         if group["checks"] == self.check_group or last:
             values = group["maxdiff"].values()
@@ -208,6 +247,30 @@ class Training:
         })  # fmt: skip
         self.ud, self.saturation = [], []
         return bool(torch.isfinite(chunk).all())
+
+    def verdict(self, status: str) -> str | None:
+        """What a run with the learner's backward shows: do the checks agree with autograd, and did the loss fall."""
+        if self.config.backward != "code" or self.checks_done == 0:
+            return None
+        if self.first_wrong is not None:
+            step, wrong = self.first_wrong
+            said = ", ".join(f"d{k} (max |diff| {_num(v)})" for k, v in wrong.items())
+            checks = f"your backward disagrees with autograd from the check at step {step}: {said}"
+        else:
+            checks = (
+                f"your backward agreed with autograd at all {self.checks_done:,} checks (largest max |diff| "
+                f"{_num(self.worst_check)}; {CHECK_RTOL:g} x the largest gradient entry counts as equal)"
+            )
+        done = self.flushed
+        if status == "diverged":
+            return f"{checks}; the loss became NaN or infinite at step {done:,}"
+        window = max(1, min(LOSS_WINDOW, done // 10))
+        if done < 2 * window:
+            return checks
+        first, last = float(self.losses[:window].mean()), float(self.losses[done - window : done].mean())
+        fell = math.isfinite(first) and math.isfinite(last) and last < first - LOSS_FELL
+        trend = "fell" if fell else "did not fall"
+        return f"{checks}; the loss {trend}: {first:.3f} in the first {window} steps, {last:.3f} in the last {window}"
 
     def stop(self, status: str) -> str:
         if self.pending:

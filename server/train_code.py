@@ -1,0 +1,466 @@
+"""Exercise 4 with the learner's own backward: the notebook's block from `dlogits = F.softmax(logits, 1)` to
+`grads = [...]`, checked once and compiled into closures that every training step runs.
+
+The block is read as a whole cell (server/cells.py takes off its cmp lines and `grads = [...]`), checked against
+the sandbox's allowlist and dry-run on the meta device with the run's shapes, under every cap a single check has
+(server/sandbox.py), then run once for real by the interpreter. The forward is the declared one (the trained
+mode's ops), so the block sees the names the notebook's training loop has. A block's shapes and its Python values
+(integers, shapes, ranges) are the same at every step: its only control flow is `for name in range(...)` over
+integers, never over a tensor's values. So what the dry run checked holds for every step, and the compiled
+closures skip those checks. A loop nest that adds one entry's row at a time (the notebook's dC loop) compiles to
+one index_add_, which adds the same rows in the same order; a first compiled run is compared bitwise with the
+interpreter's before the block is accepted.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .cells import split_cell
+from .forward import run_forward
+from .graph import PARAM_NAMES, TRAINED_MODE, ops_for_mode
+from .layers import LAYERS
+from .sandbox import AUGOPS, BINOPS, Cost, Interpreter, Refused, parse
+from .train_kernels import ManualBackward
+
+Env = dict[str, Any]
+Expr = Callable[[Env], Any]
+Stmt = Callable[[Env], None]
+DEFAULT_GRADS = tuple("d" + name for name in PARAM_NAMES)  # without grads = [...]: the parameters' names with d
+BN_SAVED = ("bnraw", "bnvar_inv")  # what the trained mode's batchnorm op keeps for its backward (graph.py)
+
+
+@dataclass
+class Program:
+    """A checked block: its tree, its compiled statements, what its dry run spent, and the gradients it returns."""
+
+    tree: ast.Module
+    statements: list[Stmt]
+    grads: tuple[str, ...]  # the block's names of the gradients of C, W1, ... (PARAM_NAMES order)
+    cost: Cost
+    fused_loops: int  # loop nests compiled into one index_add_
+
+
+def scope_of(values: dict[str, Any]) -> Env:
+    """What a block reads: the declared forward's tensors, the parameters, Xb, Yb and n (no _-prefixed internals)."""
+    return {k: v for k, v in values.items() if isinstance(v, torch.Tensor | int) and not k.startswith("_")}
+
+
+def forward_scope(params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> Env:
+    """The trained mode's declared forward of one batch, as the block sees it."""
+    n, n_embd = Xb.shape[0], params[PARAM_NAMES[0]].shape[1]
+    values = run_forward(ops_for_mode(TRAINED_MODE), {**params, "Xb": Xb, "Yb": Yb, "n": n, "n_embd": n_embd})
+    return scope_of(values)
+
+
+def check_block(source: str, scope: Env, params: dict[str, torch.Tensor]) -> Program:
+    """The block checked, dry-run and compiled for a scope of these shapes; Refused with a reason otherwise."""
+    cell = split_cell(source)
+    tree = parse(cell.program, cell=True)
+    shared = {k for k, v in scope.items() if isinstance(v, torch.Tensor)}
+    meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
+    dry = Interpreter(meta, shared, set(), {}, meta=True, unit="line")
+    dry.run(tree)
+    grads = tuple(cell.grads) if cell.grads is not None else DEFAULT_GRADS
+    if len(grads) != len(PARAM_NAMES):
+        raise Refused(f"line {cell.grads_line}: grads lists {len(grads)} gradients; the net has {len(PARAM_NAMES)} "
+                      f"parameters, in this order: {', '.join(PARAM_NAMES)}")  # fmt: skip
+    for grad, name in zip(grads, PARAM_NAMES, strict=True):
+        got = dry.env.get(grad)
+        where = f"line {cell.grads_line}: " if cell.grads is not None else ""
+        if not isinstance(got, torch.Tensor):
+            raise Refused(
+                f"{where}{grad} is not computed by the block"
+                + ("" if cell.grads is not None else f" (end it with grads = [{', '.join(DEFAULT_GRADS)}])")
+            )
+        want = params[name].shape
+        if got.dtype != params[name].dtype or not _updates(got.shape, want):
+            raise Refused(f"{where}{grad} has shape {_fmt(got.shape)} ({got.dtype}); the update subtracts it from "
+                          f"{name}, of shape {_fmt(want)}")  # fmt: skip
+    compiler = Compiler(tree)
+    program = Program(tree, [compiler.statement(s) for s in tree.body], grads, dry.cost, compiler.fused)
+    # the interpreter's own run on copies, and the compiled one: the same bits, or the block is not trained
+    copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
+    with torch.no_grad():
+        want_env = Interpreter(copies, shared, set(), {}, meta=False, unit="line").run(tree)
+        got_env = run_program(program, dict(scope))
+    for grad in grads:
+        if not torch.equal(want_env[grad], got_env[grad]) and not _both_nan_equal(want_env[grad], got_env[grad]):
+            raise Refused(f"{grad}: the compiled block differs from the interpreted one (a bug of this server)")
+    return program
+
+
+def run_program(program: Program, env: Env) -> Env:
+    for statement in program.statements:
+        statement(env)
+    return env
+
+
+def _updates(grad: torch.Size, param: torch.Size) -> bool:
+    """Whether param -= lr * grad keeps param's shape (a (64,) gradient of a (1,64) gain does, as in the notebook)."""
+    try:
+        return torch.broadcast_shapes(grad, param) == param
+    except RuntimeError:
+        return False
+
+
+def _both_nan_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.equal(a.isnan(), b.isnan())) and bool((a == b)[~a.isnan()].all())
+
+
+def _fmt(shape: torch.Size) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
+
+
+class Compiler:
+    """Closures that do what the interpreter's real run does (server/sandbox.py), without its checks."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.fused = 0
+        self.loads = _loads(tree)  # a name nothing else reads need not be kept up to date
+
+    # --- statements ---
+    def statement(self, node: ast.stmt) -> Stmt:
+        if isinstance(node, ast.Assign):
+            target, value = node.targets[0], self.expr(node.value)
+            if isinstance(target, ast.Name):
+                name = target.id
+
+                def assign(env: Env) -> None:
+                    env[name] = value(env)
+
+                return assign
+            assert isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            base, index = target.value.id, self.index(target.slice)
+
+            def set_item(env: Env) -> None:
+                v = value(env)
+                env[base][index(env)] = v
+
+            return set_item
+        if isinstance(node, ast.AugAssign):
+            method, value = AUGOPS[type(node.op)], self.expr(node.value)
+            if isinstance(node.target, ast.Name):
+                name = node.target.id
+
+                def augment(env: Env) -> None:
+                    v = value(env)
+                    getattr(env[name], method)(v)
+
+                return augment
+            target = node.target
+            assert isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            base, index = target.value.id, self.index(target.slice)
+
+            def augment_item(env: Env) -> None:
+                v = value(env)
+                tensor, i = env[base], index(env)
+                tensor[i] = getattr(tensor[i], method)(v)
+
+            return augment_item
+        if isinstance(node, ast.For):
+            return self.loop(node)
+        assert isinstance(node, ast.Expr)  # an in-place method call: x.index_add_(...)
+        call = self.expr(node.value)
+
+        def effect(env: Env) -> None:
+            call(env)
+
+        return effect
+
+    def loop(self, node: ast.For) -> Stmt:
+        assert isinstance(node.target, ast.Name)
+        name, span, body = node.target.id, self.expr(node.iter), [self.statement(s) for s in node.body]
+
+        def loop(env: Env) -> None:
+            for value in span(env):
+                env[name] = value
+                for statement in body:
+                    statement(env)
+
+        scatter = _scatter_nest(node)
+        if scatter is None:
+            return loop
+        self.fused += 1
+        names, spans = scatter.loops, [self.expr(n.iter) for n in scatter.nodes]
+        index_name, table, rows, entries, dims = scatter.ix, scatter.table, scatter.rows, scatter.index, len(names)
+        if index_name is not None and self.loads[index_name] == _loads(node)[index_name]:
+            index_name = None  # ix = X[k, j] is read by the loop only: not kept after it
+
+        def scatter_add(env: Env) -> None:
+            """T[X[k, j]] += V[k, j] for every k and j, in that order: one index_add_ when the shapes allow it."""
+            ranges = [s(env) for s in spans]
+            t, x, v = env.get(table), env.get(entries), env.get(rows)
+            sizes = tuple(len(r) for r in ranges)
+            if not (
+                all(r.start == 0 and r.step == 1 and len(r) > 0 for r in ranges)
+                and isinstance(t, torch.Tensor) and isinstance(x, torch.Tensor) and isinstance(v, torch.Tensor)
+                and x.dtype == torch.int64 and tuple(x.shape) == sizes
+                and tuple(v.shape[:dims]) == sizes and v.shape[dims:] == t.shape[1:] and v.dtype == t.dtype
+            ):  # fmt: skip
+                loop(env)
+                return
+            t.index_add_(0, x.reshape(-1), v.reshape(-1, *t.shape[1:]))
+            for loop_name, r in zip(names, ranges, strict=True):  # as after the loops: each variable at its last
+                env[loop_name] = r[-1]
+            if index_name is not None:
+                env[index_name] = x[tuple(r[-1] for r in ranges)]
+
+        return scatter_add
+
+    # --- expressions ---
+    def expr(self, node: ast.expr) -> Expr:
+        if isinstance(node, ast.Constant):
+            constant = node.value
+            return lambda env: constant
+        if isinstance(node, ast.Name):
+            name = node.id
+            return lambda env: env[name]
+        if isinstance(node, ast.UnaryOp):
+            operand = self.expr(node.operand)
+            if isinstance(node.op, ast.USub):
+                return lambda env: -operand(env)
+            return lambda env: +operand(env)
+        if isinstance(node, ast.BinOp):
+            op, left, right = BINOPS[type(node.op)], self.expr(node.left), self.expr(node.right)
+            # a name or a number as an operand is read in place: one call less per operation
+            a, b = node.left, node.right
+            if isinstance(a, ast.Name) and isinstance(b, ast.Name):
+                x, y = a.id, b.id
+                return lambda env: op(env[x], env[y])
+            if isinstance(a, ast.Name) and isinstance(b, ast.Constant):
+                x, c = a.id, b.value
+                return lambda env: op(env[x], c)
+            if isinstance(a, ast.Constant) and isinstance(b, ast.Name):
+                c, y = a.value, b.id
+                return lambda env: op(c, env[y])
+            return lambda env: op(left(env), right(env))
+        if isinstance(node, ast.Tuple):
+            parts = [self.expr(e) for e in node.elts]
+            return lambda env: tuple(p(env) for p in parts)
+        if isinstance(node, ast.Attribute):
+            base, attr = self.expr(node.value), node.attr
+            if attr == "shape":
+                return lambda env: tuple(base(env).shape)
+            if attr == "T":
+                return lambda env: base(env).T
+            return lambda env: getattr(base(env), attr)  # .values, .indices of max(dim)
+        if isinstance(node, ast.Subscript):
+            base, index = self.expr(node.value), self.index(node.slice)
+            return lambda env: base(env)[index(env)]
+        assert isinstance(node, ast.Call)
+        return self.call(node)
+
+    def index(self, node: ast.expr) -> Expr:
+        if isinstance(node, ast.Slice):
+            parts = [self.expr(p) if p is not None else None for p in (node.lower, node.upper, node.step)]
+            return lambda env: slice(*(p(env) if p is not None else None for p in parts))
+        if isinstance(node, ast.Tuple):
+            parts = [self.index(e) for e in node.elts]
+            return lambda env: tuple(p(env) for p in parts)
+        value = self.expr(node)
+        ranges: dict[range, torch.Tensor] = {}  # range(n) as an index tensor, made once (nothing can change it)
+
+        def index(env: Env) -> Any:
+            v = value(env)
+            if isinstance(v, range):
+                t = ranges.get(v)
+                if t is None:
+                    t = ranges[v] = torch.tensor(v)
+                return t
+            return v
+
+        return index
+
+    def call(self, node: ast.Call) -> Expr:
+        args = [self.expr(a) for a in node.args]
+        kwargs = {k.arg: self.expr(k.value) for k in node.keywords}
+        func = node.func
+        if isinstance(func, ast.Name):  # range
+            return lambda env: range(*(a(env) for a in args))
+        assert isinstance(func, ast.Attribute)
+        attr = func.attr
+        if isinstance(func.value, ast.Name) and func.value.id in ("torch", "F"):
+            if attr == "one_hot":
+                tensor, classes = args[0], args[1] if len(args) > 1 else kwargs["num_classes"]
+                return lambda env: F.one_hot(tensor(env), classes(env))
+            function = getattr(torch if func.value.id == "torch" else F, attr)
+            if not kwargs:
+                return lambda env: function(*(a(env) for a in args))
+            return lambda env: function(*(a(env) for a in args), **{k: v(env) for k, v in kwargs.items()})
+        base = self.expr(func.value)  # a method: its tensor first, then the arguments, as the interpreter does
+        if not kwargs:
+            return lambda env: getattr(base(env), attr)(*(a(env) for a in args))
+
+        def method(env: Env) -> Any:
+            tensor = base(env)
+            return getattr(tensor, attr)(*(a(env) for a in args), **{k: v(env) for k, v in kwargs.items()})
+
+        return method
+
+
+@dataclass(frozen=True)
+class _Scatter:
+    """The notebook's dC loop, read off its syntax: for k ...: for j ...: ix = X[k, j]; T[ix] += V[k, j]."""
+
+    nodes: tuple[ast.For, ...]  # the loops, outermost first
+    loops: tuple[str, ...]  # their variables
+    ix: str | None  # the name the entry is put in first (ix = X[k, j]), if it is
+    table: str  # T
+    index: str  # X
+    rows: str  # V
+
+
+def _scatter_nest(node: ast.For) -> _Scatter | None:
+    nodes = [node]
+    while len(nodes[-1].body) == 1 and isinstance(nodes[-1].body[0], ast.For):
+        nodes.append(nodes[-1].body[0])
+    loops = tuple(n.target.id for n in nodes if isinstance(n.target, ast.Name))
+    body = nodes[-1].body
+    # a range may not read an outer loop's variable (the nest is then not a box of entries)
+    if len(set(loops)) != len(nodes) or any(_reads(n.iter) & set(loops) for n in nodes):
+        return None
+    ix = None
+    if len(body) == 2 and isinstance(body[0], ast.Assign) and isinstance(body[0].targets[0], ast.Name):
+        ix, entry = body[0].targets[0].id, body[0].value
+        body = body[1:]
+    if len(body) != 1:
+        return None
+    stmt = body[0]
+    if not (
+        isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add)
+        and isinstance(stmt.target, ast.Subscript) and isinstance(stmt.target.value, ast.Name)
+    ):  # fmt: skip
+        return None
+    table, at = stmt.target.value.id, stmt.target.slice
+    if ix is None:
+        entry = at
+    elif not (isinstance(at, ast.Name) and at.id == ix):
+        return None
+    index = _entry_of(entry, loops)
+    rows = _entry_of(stmt.value, loops)
+    if index is None or rows is None:
+        return None
+    if len({table, index, rows, ix, *loops} - {None}) != 3 + len(loops) + (ix is not None):
+        return None
+    return _Scatter(tuple(nodes), loops, ix, table, index, rows)
+
+
+def _entry_of(node: ast.expr, loops: tuple[str, ...]) -> str | None:
+    """X for X[k, j] subscripted by exactly the loop variables in order; None otherwise."""
+    if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)):
+        return None
+    parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+    if [p.id if isinstance(p, ast.Name) else None for p in parts] != list(loops):
+        return None
+    return node.value.id
+
+
+def _reads(node: ast.expr) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _loads(tree: ast.AST) -> Counter[str]:
+    """How often each name is read."""
+    return Counter(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+
+
+class CodeBackward:
+    """A training step whose backward is the learner's block: the forward, the block, the SGD update.
+
+    The same interface as ManualBackward (train_kernels.py): grads() gives true gradients, step() updates. The
+    forward each step is ManualBackward's fused one, a tested twin of the declared forward: at the start its
+    tensors are compared with the declared forward's on the first batch, and the declared one runs instead if
+    they differ in name, shape or value."""
+
+    def __init__(self, p: dict[str, torch.Tensor], batch_size: int, source: str, Xb: torch.Tensor, Yb: torch.Tensor):
+        if len(LAYERS.hidden) != 1:
+            raise Refused("your own backward trains the lecture's net, with one hidden layer")
+        self.p = p
+        self.params = [p[k] for k in PARAM_NAMES]
+        self.kernel = ManualBackward(p, batch_size)
+        declared = forward_scope(p, Xb, Yb)
+        self.program = check_block(source, declared, p)
+        self.reads_loss = "loss" in _loads(self.program.tree)
+        self.constants = {k: v for k, v in declared.items() if k in p or isinstance(v, int)}
+        block = LAYERS.hidden[0]
+        self.names = (LAYERS.embcat, block.hprebn, BN_SAVED[1], BN_SAVED[0], block.hpreact, block.h)
+        self.emb = next(op.outputs[0] for op in ops_for_mode(TRAINED_MODE) if op.kernel == "embedding")
+        self.logits = LAYERS.output.out
+        self.fast = True
+        self.fast = self.twin_agrees(declared, self.scope(Xb, Yb))
+        self.losses = ManualBackward.losses
+
+    def scope(self, Xb: torch.Tensor, Yb: torch.Tensor) -> Env:
+        """The block's names for one batch."""
+        if not self.fast:
+            return forward_scope(self.p, Xb, Yb)
+        n = Xb.shape[0]
+        logits, saved = self.kernel.forward(Xb.view(-1), n)
+        env = dict(self.constants)
+        env.update(zip(self.names, saved[0][:6], strict=True))
+        env["Xb"], env["Yb"], env[self.logits] = Xb, Yb, logits
+        env[self.emb] = env[LAYERS.embcat].view(n, Xb.shape[1], -1)  # (n, block_size, n_embd)
+        if self.reads_loss:
+            env["loss"] = F.cross_entropy(logits, Yb)
+        return env
+
+    @staticmethod
+    def twin_agrees(declared: Env, fast: Env) -> bool:
+        """Whether the fused forward gives the declared forward's tensors (names, shapes, values to rounding)."""
+        declared = {k: v for k, v in declared.items() if k != "loss" or k in fast}
+        if declared.keys() != fast.keys():
+            return False
+        for k, want in declared.items():
+            got = fast[k]
+            if isinstance(want, torch.Tensor):
+                if not (isinstance(got, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype):
+                    return False
+                if want.is_floating_point() and not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+                    return False
+                if not want.is_floating_point() and not torch.equal(got, want):
+                    return False
+            elif got != want:
+                return False
+        return True
+
+    def grads(
+        self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Logits, the block's gradients (PARAM_NAMES order) and, with keep, every tensor by name."""
+        env = self.scope(Xb, Yb)
+        try:
+            run_program(self.program, env)
+        except Exception as e:  # a value only this batch has (an index past the end): the interpreter says where
+            raise Refused(self.explain(Xb, Yb, e)) from None
+        # a (64,) gradient of a (1,64) gain updates it as the notebook's p.data += -lr * grad does: broadcast
+        grads = [
+            g if g.shape == p.shape else g.expand(p.shape)
+            for g, p in zip((env[name] for name in self.program.grads), self.params, strict=True)
+        ]
+        return env["logits"], grads, env if keep else {}
+
+    def explain(self, Xb: torch.Tensor, Yb: torch.Tensor, error: Exception) -> str:
+        env = self.scope(Xb, Yb)
+        shared = {k for k, v in env.items() if isinstance(v, torch.Tensor)}
+        try:
+            with torch.no_grad():
+                Interpreter(env, shared, set(), {}, meta=False, unit="line").run(self.program.tree)
+        except Refused as e:
+            return str(e)
+        except Exception:
+            pass
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+
+    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step, called under no_grad; returns what losses() needs: (logits, Yb)."""
+        logits, grads, _ = self.grads(Xb, Yb)
+        torch._foreach_add_(self.params, grads, alpha=-lr)
+        return logits, Yb
