@@ -97,6 +97,9 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
     while True:
         job = conn.recv()
         try:
+            if "train" in job:  # a training run's backward block, checked on the run's first batch as it will be
+                conn.send(check_training_code(dataset, job["train"]))
+                continue
             bp = passes.get(job["config"], job["mode"])
             if job.get("hints"):
                 conn.send({"hints": hints(bp, job["step"])})
@@ -110,6 +113,21 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
         except Exception as e:  # any other failure: the learner hears what it was, and the process carries on
             conn.send({"refused": failure_message(e, memory_limit)})
             passes = new_cache()  # whatever grew is let go (a memory error leaves the cache the likeliest cause)
+
+
+def check_training_code(dataset: Dataset, fields: dict[str, Any]) -> dict[str, Any]:
+    """What POST /api/runs is told of a run's backward block (backward=code): compiled as the run will compile it."""
+    from .engine import init_params
+    from .train_code import CodeBackward
+    from .train_config import TrainConfig
+
+    config = TrainConfig(**fields)
+    splits = dataset.splits(config.block_size)
+    n = config.batch_size
+    p, _ = init_params(config.model(), dataset.vocab_size)
+    assert config.code is not None
+    program = CodeBackward(p, n, config.code, splits.Xtr[:n], splits.Ytr[:n]).program
+    return {"ok": True, "fused_loops": program.fused_loops}
 
 
 class SandboxProcess:

@@ -270,7 +270,11 @@ class Training:
         first, last = float(self.losses[:window].mean()), float(self.losses[done - window : done].mean())
         fell = math.isfinite(first) and math.isfinite(last) and last < first - LOSS_FELL
         trend = "fell" if fell else "did not fall"
-        return f"{checks}; the loss {trend}: {first:.3f} in the first {window} steps, {last:.3f} in the last {window}"
+        said = f"{checks}; the loss {trend}: {first:.3f} in the first {window} steps, {last:.3f} in the last {window}"
+        guess = math.log(self.dataset.vocab_size)  # a net that learned nothing predicts every character alike
+        if fell and last > guess - LOSS_FELL:
+            said += f", no lower than a uniform guess over the {self.dataset.vocab_size} characters (ln = {guess:.3f})"
+        return said
 
     def stop(self, status: str) -> str:
         if self.pending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -11,6 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from ..config import BOUNDS
 from ..runs import ENDED, QueueFull, QueueUnavailable, RunStore
 from ..serialize import dumps
+from ..train_config import TrainConfig
+from .fair import client_of
 from .feeds import RunFeeds
 from .schemas import ErrorPublic, RunDetailPublic, RunLossesPublic, RunPublic, RunRequest, RunsPublic
 
@@ -39,16 +42,41 @@ def _run(store: RunStore, run_id: int) -> dict:
     responses={
         400: {"model": ErrorPublic, "description": "the body is not JSON"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
-        429: {"model": ErrorPublic, "description": "the queue is full"},
-        503: {"model": ErrorPublic, "description": "the task queue refused the run's job (PostgreSQL)"},
+        422: {"model": ErrorPublic, "description": "the request is invalid, or (backward=code) the code was refused"},
+        429: {"model": ErrorPublic, "description": "the queue is full, or this client has checks waiting"},
+        503: {
+            "model": ErrorPublic,
+            "description": "the task queue refused the run's job (PostgreSQL), or code checks are off or busy",
+        },
     },
 )
-def start(request: Request, body: RunRequest) -> dict:
-    """Queue one run, or two (backward=both: manual and autograd from the same seed, curves to overlay)."""
+async def start(request: Request, body: RunRequest) -> dict:
+    """Queue one run, or two (backward=both: manual and autograd from the same seed, curves to overlay).
+
+    backward=code: the block is checked first, as a whole cell is (a sandbox process dry-runs it with the run's
+    shapes); a block it refuses is a 422 with the reason, and no run."""
+    configs = body.to_configs()
+    if body.backward == "code":
+        await _check_code(request, configs[0])
+    return await run_in_threadpool(_create, request, configs, body.keep_running)
+
+
+async def _check_code(request: Request, config: TrainConfig) -> None:
+    pool = getattr(request.app.state, "checks", None)
+    if pool is None:
+        raise HTTPException(503, "code checks are off on this server: training with your own backward needs them")
+    job = {"train": config.as_dict()}
+    async with request.app.state.check_queue.slot(client_of(request)):  # a fair share of the sandbox processes
+        answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
+    if "refused" in answer:
+        raise HTTPException(422, answer["refused"])
+
+
+def _create(request: Request, configs: list[TrainConfig], keep_running: bool) -> dict:
     store = _store(request)
     try:
         # the names this server read: a training worker (PostgreSQL) on other names refuses the run
-        ids = store.create(body.to_configs(), body.keep_running, request.app.state.cache.dataset.sha256)
+        ids = store.create(configs, keep_running, request.app.state.cache.dataset.sha256)
     except QueueFull as e:
         raise HTTPException(429, str(e), headers={"Retry-After": "10"}) from None
     except QueueUnavailable as e:

@@ -278,15 +278,30 @@ class RunRequest(BaseModel):
     lr_decay_step: JsonInt = _train_bounded("lr_decay_step", "step from which lr_after is used")
     lr_after: JsonFloat = Field(_TRAIN.lr_after, ge=0, le=MAX_LR, allow_inf_nan=False, description="decayed rate")
     check_every: JsonInt = _train_bounded("check_every", "compare manual gradients with autograd every K steps")
-    backward: Literal["manual", "autograd", "both"] = Field(
-        "manual", description="manual (fused Exercise 2+3 backward), autograd, or both from the same seed"
+    backward: Literal["manual", "autograd", "both", "code"] = Field(
+        "manual",
+        description="manual (fused Exercise 2+3 backward), autograd, both from the same seed, or code: your own "
+        "backward block",
+    )
+    code: str | None = Field(
+        None,
+        max_length=MAX_CELL_CHARS,
+        description="backward=code: the notebook's backward block inside the training loop, from "
+        "dlogits = F.softmax(logits, 1) to grads = [dC, dW1, db1, dW2, db2, dbngain, dbnbias], in the lecture's "
+        f"PyTorch syntax, at most {MAX_CELL_CHARS} characters",
     )
     keep_running: StrictBool = Field(False, description="train on when nobody watches its event stream")
 
+    @model_validator(mode="after")
+    def _code_with_code(self) -> RunRequest:
+        if (self.backward == "code") != (self.code is not None):
+            raise ValueError("code goes with backward=code, and backward=code needs code: the backward block")
+        return self
+
     def to_configs(self) -> list[TrainConfig]:
-        fields = self.model_dump(exclude={"backward", "keep_running"})
+        fields = self.model_dump(exclude={"backward", "keep_running", "code"})
         kinds = ["manual", "autograd"] if self.backward == "both" else [self.backward]
-        return [TrainConfig(**fields, backward=kind) for kind in kinds]
+        return [TrainConfig(**fields, backward=kind, code=self.code) for kind in kinds]
 
 
 class TrainConfigPublic(BaseModel):
@@ -300,7 +315,8 @@ class TrainConfigPublic(BaseModel):
     lr_decay_step: int
     lr_after: float
     check_every: int
-    backward: Literal["manual", "autograd"]
+    backward: Literal["manual", "autograd", "code"]
+    code: str | None = None
 
 
 class RunResultPublic(BaseModel):
