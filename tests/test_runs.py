@@ -361,3 +361,31 @@ def test_an_unwatched_run_stops_unless_kept_running(tmp_path):
         assert runs[kept["id"]]["status"] == "finished"
     finally:
         server.stop()
+
+
+def test_runs_with_the_learners_own_backward(tmp_path):
+    from .test_train_code import BLOCK
+
+    server = Server(tmp_path / "runs.db").start()
+    try:
+        short = {"max_steps": 400, "lr_decay_step": 200, "check_every": 100}
+        right = server.api("POST", "/api/runs", json={**short, "backward": "code", "code": BLOCK}).json()["runs"][0]
+        flipped = BLOCK.replace("dlogits /= n", "dlogits /= -n")
+        wrong = server.api("POST", "/api/runs", json={**short, "backward": "code", "code": flipped}).json()["runs"][0]
+        for run, agreed in ((right, True), (wrong, False)):
+            events = read_events(server, run["id"])
+            checks = [d for _, k, d in events if k == "check"]
+            assert [c["step"] for c in checks] == [0, 100, 200, 300, 399]
+            assert all((c["wrong"] == []) == agreed for c in checks)
+            detail = server.api("GET", f"/api/runs/{run['id']}").json()
+            assert detail["status"] == "finished" and len(detail["result"]["samples"]) == 20
+            # the run says whether its checks agreed and whether the loss fell
+            if agreed:
+                assert detail["reason"].startswith("your backward agreed with autograd at all 5 checks")
+                assert "; the loss fell: " in detail["reason"]
+            else:
+                assert detail["reason"].startswith("your backward disagrees with autograd from the check at step 0")
+                assert "; the loss did not fall: " in detail["reason"]
+            assert detail["history"]["checks"][-1]["wrong"] == checks[-1]["wrong"]
+    finally:
+        server.stop()

@@ -26,7 +26,9 @@ def client(lecture_dataset, open_runs):
 @pytest.mark.parametrize(
     "body",
     [{"lr": -1}, {"lr": "NaN"}, {"lr": 1e39}, {"max_steps": 0}, {"n_hidden": 10_000}, {"backward": "sgd"},
-     {"batch_size": 1}, {"path": "/etc/passwd"}, {"seed": -5}],
+     {"batch_size": 1}, {"path": "/etc/passwd"}, {"seed": -5}, {"backward": "code"}, {"code": "dlogits = logits"},
+     {"backward": "both", "code": "dlogits = logits"}, {"backward": "code", "code": "#" * 8001},
+     {"backward": "code", "code": 5}],
 )  # fmt: skip
 def test_bad_run_configs_are_422_and_change_nothing(client, body):
     r = client.post("/api/runs", json=body)
@@ -149,7 +151,7 @@ def test_meta_serves_the_training_forms_defaults_as_a_run_gets_them(client):
     for name in ("n_hidden", "batch_size", "max_steps"):
         too_big = client.post("/api/runs", json={name: meta["train"][name]["maximum"] + 1})
         assert too_big.status_code == 422 and name in too_big.text
-    assert meta["train"]["backward"]["choices"] == ["manual", "autograd", "both"]
+    assert meta["train"]["backward"]["choices"] == ["manual", "autograd", "both", "code"]
     # a trained run is explored in the mode whose backward it trained with: both blocks fused
     graph = client.get("/api/graph", params={"mode": meta["train_mode"]}).json()
     assert not any(op["name"] in ("bnmeani", "logit_maxes") for op in graph["ops"])
@@ -174,3 +176,30 @@ def test_a_run_whose_job_the_queue_refuses_fails_with_a_503(lecture_dataset, pos
         (run,) = client.get("/api/runs").json()["runs"]
         assert run["status"] == "failed" and "task queue refused" in run["reason"]
     runs.close()
+
+
+def test_a_runs_own_backward_is_checked_before_it_is_queued(lecture_dataset, open_runs):
+    from server.settings import Settings
+
+    from ..test_train_code import BLOCK
+
+    runs = open_runs(Limits(max_queued=4))
+    app = create_app(lecture_dataset, Settings(check_workers=1), runs=runs, schedule=False)
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        wrong = BLOCK.replace("dh = dlogits @ W2.T", "dh = dlogits @ W2")
+        r = client.post("/api/runs", json={**SHORT, "backward": "code", "code": wrong})
+        assert r.status_code == 422 and "line 7: dlogits @ W2: (32,27) @ (200,27)" in r.json()["detail"]
+        loop = BLOCK + "for a in range(100):\n  for b in range(100):\n    dW1 = dW1 * 1.0\n"
+        r = client.post("/api/runs", json={**SHORT, "backward": "code", "code": loop})
+        assert r.status_code == 422 and "the loops would run more than 4,096 times" in r.json()["detail"]
+        assert client.get("/api/runs").json()["runs"] == []  # no run for a refused block
+        r = client.post("/api/runs", json={**SHORT, "backward": "code", "code": BLOCK})
+        assert r.status_code == 201, r.text
+        (run,) = r.json()["runs"]
+        assert run["config"]["backward"] == "code" and run["config"]["code"] == BLOCK and run["status"] == "queued"
+        assert client.get("/api/health").status_code == 200
+    # a server without code checks cannot take it: the web process never runs a learner's code
+    r = TestClient(create_app(lecture_dataset, runs=runs, schedule=False), base_url="http://127.0.0.1").post(
+        "/api/runs", json={**SHORT, "backward": "code", "code": BLOCK}
+    )
+    assert r.status_code == 503 and "code checks are off" in r.json()["detail"]
