@@ -15,6 +15,7 @@ interpreter's before the block is accepted.
 from __future__ import annotations
 
 import ast
+import operator
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -250,6 +251,9 @@ class Compiler:
             if attr == "shape":
                 return lambda env: tuple(base(env).shape)
             if attr == "T":
+                if isinstance(node.value, ast.Name):
+                    name = node.value.id
+                    return lambda env: env[name].T
                 return lambda env: base(env).T
             return lambda env: getattr(base(env), attr)  # .values, .indices of max(dim)
         if isinstance(node, ast.Subscript):
@@ -295,6 +299,18 @@ class Compiler:
             if not kwargs:
                 return lambda env: function(*(a(env) for a in args))
             return lambda env: function(*(a(env) for a in args), **{k: v(env) for k, v in kwargs.items()})
+        if all(isinstance(a, ast.Constant) for a in (*node.args, *(k.value for k in node.keywords))):
+            # x.sum(0, keepdim=True): the call made once (operator.methodcaller), applied to the tensor each step
+            call = operator.methodcaller(
+                attr,
+                *(a.value for a in node.args),  # type: ignore[attr-defined]
+                **{k.arg: k.value.value for k in node.keywords},
+            )  # type: ignore[attr-defined]
+            if isinstance(func.value, ast.Name):
+                name = func.value.id
+                return lambda env: call(env[name])
+            tensor = self.expr(func.value)
+            return lambda env: call(tensor(env))
         base = self.expr(func.value)  # a method: its tensor first, then the arguments, as the interpreter does
         if not kwargs:
             return lambda env: getattr(base(env), attr)(*(a(env) for a in args))
