@@ -36,6 +36,12 @@ Expr = Callable[[Env], Any]
 Stmt = Callable[[Env], None]
 DEFAULT_GRADS = tuple("d" + name for name in PARAM_NAMES)  # without grads = [...]: the parameters' names with d
 BN_SAVED = ("bnraw", "bnvar_inv")  # what the trained mode's batchnorm op keeps for its backward (graph.py)
+# what a block reads: the forward's tensors in its order (batchnorm's kept ones after its output), the parameters
+READS = (
+    *(name for op in ops_for_mode(TRAINED_MODE)
+      for name in (*op.outputs, *(BN_SAVED if op.kernel == "batchnorm" else ()))),
+    *PARAM_NAMES, "Xb", "Yb", "n",
+)  # fmt: skip
 
 
 @dataclass

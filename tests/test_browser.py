@@ -693,6 +693,53 @@ def test_a_rejected_run_config_shows_the_servers_reason(page, base_url):
     expect(page.get_by_test_id("run-title")).to_contain_text("No run open")
 
 
+def test_training_with_your_own_backward(page, base_url):
+    from .test_train_code import BLOCK
+
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("code-box")).to_be_hidden()
+    page.get_by_test_id("cfg-backward").select_option("code")
+    expect(page.get_by_test_id("code-box")).to_be_visible()
+    # the box starts from the notebook's frame, and says what the block reads, as the server declares it
+    expect(page.get_by_test_id("cfg-code")).to_have_value(
+        re.compile(r"grads = \[dC, dW1, db1, dW2, db2, dbngain, dbnbias\]")
+    )
+    for name in served(page, "/api/meta")["train_code"]["reads"]:
+        expect(page.get_by_test_id("code-help")).to_contain_text(name)
+    page.get_by_test_id("cfg-max_steps").fill("400")
+    page.get_by_test_id("cfg-lr_decay_step").fill("200")
+    page.get_by_test_id("cfg-check_every").fill("100")
+    # a block the sandbox refuses: its reason, and no run
+    page.get_by_test_id("cfg-code").fill(BLOCK.replace("dh = dlogits @ W2.T", "dh = dlogits @ W2"))
+    page.get_by_test_id("start-code").click()
+    expect(page.get_by_test_id("run-error")).to_contain_text("did you mean dlogits @ W2.T?")
+    expect(page.get_by_test_id("run-title")).to_contain_text("No run open")
+    # the notebook's block trains; the run says its checks agreed and the loss fell
+    page.get_by_test_id("cfg-code").fill(BLOCK)
+    page.get_by_test_id("start-code").click()
+    verdict = page.get_by_test_id("verdict")
+    expect(verdict).to_contain_text("your backward agreed with autograd at all 5 checks", timeout=60_000)
+    expect(verdict).to_contain_text("the loss fell")
+    expect(page.get_by_test_id("samples")).to_be_visible()
+    assert page.evaluate("document.getElementById('check-plot').data.length") == 1  # no check disagrees
+    expect(page.get_by_test_id("run-code").locator("pre")).to_have_text(BLOCK)
+    # fixed wrong: a sign flipped; edited from the run and trained again, its checks are marked and it says so
+    page.get_by_test_id("run-code").locator("summary").click()
+    page.get_by_test_id("edit-code").click()
+    expect(page.get_by_test_id("cfg-code")).to_have_value(BLOCK)
+    page.get_by_test_id("cfg-code").fill(BLOCK.replace("dlogits /= n", "dlogits /= -n"))
+    page.get_by_test_id("start-code").click()
+    expect(verdict).to_contain_text("your backward disagrees with autograd from the check at step 0", timeout=60_000)
+    expect(verdict).to_contain_text("the loss did not fall")
+    wrong = page.evaluate("document.getElementById('check-plot').data[1]")
+    assert wrong["name"].endswith("disagrees") and wrong["x"] == [0, 100, 200, 300, 399]
+    assert "dW2" in wrong["text"][0]
+    # the page flows: the runs list below the plots, not over them
+    plots, runs = page.locator("main").bounding_box(), page.locator(".runs").bounding_box()
+    assert runs["y"] >= plots["y"] + plots["height"] > plots["y"] + 600
+
+
 DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
 
 

@@ -33,6 +33,7 @@ export const AXIS_TITLE = {
   hidden: "hidden unit",
   one: "",
 };
-export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00" }; // Okabe-Ito blue / vermillion
+export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00", code: "#009E73" }; // Okabe-Ito blue / vermillion / green
+export const WRONG_COLOR = "#b3261e"; // a check that disagrees with autograd
 // one per weight matrix, in the order the server lists them (the declaration's): a new layer needs no entry
 export const WEIGHT_COLORS = ["#009E73", "#0072B2", "#CC79A7", "#D55E00", "#E69F00", "#56B4E9"]; // Okabe-Ito

@@ -1,6 +1,6 @@
 // Pure renderers of a training run's plots: render*(el, runs) with Plotly.react. `runs` are the page's
 // run models (see train.js): config, points, smooth, checks, ud, saturation, histograms.
-import { BACKWARD_COLOR, WEIGHT_COLORS } from "./config.js";
+import { BACKWARD_COLOR, WEIGHT_COLORS, WRONG_COLOR } from "./config.js";
 
 const base = (title, ytitle, extra = {}) => ({
   title: { text: title, font: { size: 13 } },
@@ -38,6 +38,18 @@ export function renderChecks(el, runs) {
     marker: { size: 4 }, line: { color: BACKWARD_COLOR[run.config.backward] },
     hovertemplate: "step %{x}<br>max |manual − autograd| %{y:.3g}<extra></extra>",
   }));
+  // the checks where a gradient disagrees with autograd's, marked, with their names
+  for (const run of runs) {
+    const wrong = run.checks.filter((c) => c.wrong?.length);
+    if (!wrong.length) continue;
+    traces.push({
+      type: "scatter", mode: "markers", name: `${label(run)}: disagrees`,
+      x: wrong.map((c) => c.step), y: wrong.map((c) => c.max),
+      text: wrong.map((c) => c.wrong.map((k) => `d${k}`).join(", ")),
+      marker: { symbol: "x", size: 9, color: WRONG_COLOR },
+      hovertemplate: "step %{x}: %{text} disagree<br>max |manual − autograd| %{y:.3g}<extra></extra>",
+    });
+  }
   return Plotly.react(el, traces, base("manual vs autograd: max |diff| over all parameters", "max abs diff",
     { yaxis: { type: "log", exponentformat: "e", tickfont: { size: 10 } } }), CONFIG);
 }

@@ -22,7 +22,7 @@ function fillForm(values) {
   const form = $("run-form");
   for (const [key, value] of Object.entries(values)) {
     const input = form.elements[key];
-    if (!input) continue;
+    if (!input || (key === "code" && value === null)) continue; // the defaults leave your code as it is
     if (input.type === "checkbox") input.checked = value;
     else input.value = value;
   }
@@ -37,11 +37,58 @@ function readForm() {
   const body = {};
   for (const [key, value] of Object.entries(runDefaults())) {
     const input = form.elements[key];
+    if (key === "code") {
+      if (form.elements.backward.value === "code") body.code = input.value;
+      continue;
+    }
     if (input.type === "checkbox") body[key] = input.checked;
     else if (typeof value === "number") body[key] = input.value === "" ? null : Number(input.value);
     else body[key] = input.value;
   }
   return body;
+}
+
+// your own backward: the code box, shown for backward=code; its text is kept in this browser as you type
+const CODE_KEY = "backprop-explorer:train-code";
+const CHALLENGE_KEY = "backprop-explorer:challenge"; // the explorer's challenge mode keeps your cells there
+const TEMPLATE = (grads) => `# manual backprop! #swole_doge_meme
+# -----------------
+# YOUR CODE HERE :)
+
+grads = [${grads.join(", ")}]
+# -----------------
+`;
+
+function explorerCell() {
+  try { return JSON.parse(localStorage.getItem(CHALLENGE_KEY))?.modes?.[meta.train_mode]?.cell || ""; } catch { return ""; }
+}
+
+function showCodeBox() {
+  const on = $("run-form").elements.backward.value === "code";
+  $("code-box").hidden = !on;
+  if (!on) return;
+  const code = $("code");
+  if (!code.value) code.value = localStorage.getItem(CODE_KEY) || TEMPLATE(meta.train_code.grads);
+  $("code-from-cell").hidden = !explorerCell();
+  countCode();
+}
+
+function countCode() {
+  const n = $("code").value.length, max = meta.train_code.max_chars;
+  $("code-count").textContent = `${n.toLocaleString()} / ${max.toLocaleString()} characters`;
+  $("code-count").classList.toggle("bad", n > max);
+}
+
+function codeHelp(tc) {
+  const code = (names) => names.map((n) => `<code>${esc(n)}</code>`).join(", ");
+  const params = tc.grads.map((g) => g.slice(1));
+  const forward = tc.reads.filter((n) => !params.includes(n) && !["Xb", "Yb", "n"].includes(n));
+  return `Write the backward pass as the notebook does inside its training loop, from <code>dlogits = F.softmax(logits, 1)</code>
+    to <code>grads = [${tc.grads.map(esc).join(", ")}]</code> (in that order: the update zips it with the parameters).
+    It reads the forward's tensors (${code(forward)}), the parameters (${code(params)}), <code>Xb</code>, <code>Yb</code> and
+    <code>n</code>; loops are <code>for k in range(...)</code>, as the notebook's <code>dC</code> loop. It is checked
+    before the run starts, with the limits of a challenge check, and then runs at every step; every K steps its gradients
+    are compared with autograd's.`;
 }
 
 function model(run) {
@@ -90,7 +137,19 @@ function renderHead() {
   const lead = open[0];
   if (!lead) return;
   const active = open.filter((r) => ACTIVE.includes(r.status));
-  $("run-title").textContent = open.map((r) => `run #${r.id} (${r.config.backward}): ${r.status}${r.reason && r.status !== "finished" ? ` — ${r.reason}` : ""}`).join(" · ");
+  const said = (r) => r.reason && r.status !== "finished" && !(r.config.backward === "code" && r.status === "diverged");
+  $("run-title").textContent = open.map((r) => `run #${r.id} (${r.config.backward}): ${r.status}${said(r) ? ` — ${r.reason}` : ""}`).join(" · ");
+  // a run of your own backward says whether its checks agreed with autograd and whether the loss fell
+  const judged = open.find((r) => r.config.backward === "code" && ["finished", "diverged"].includes(r.status) && r.reason);
+  $("verdict").hidden = !judged;
+  if (judged) {
+    const wrong = judged.checks.some((c) => c.wrong?.length);
+    $("verdict").className = `verdict ${wrong ? "bad" : "ok"}`;
+    $("verdict").textContent = `${wrong ? "✗" : "✓"} Run #${judged.id}: ${judged.reason}.`;
+  }
+  const coded = open.find((r) => r.config.backward === "code");
+  $("run-code").hidden = !coded;
+  if (coded) $("run-code").querySelector("pre").textContent = coded.config.code;
   $("run-title").dataset.status = lead.status;
   const p = lead.progress;
   $("progress").max = lead.max_steps;
@@ -180,7 +239,23 @@ function bind() {
       $("run-error").hidden = false;
     }
   });
-  $("defaults").addEventListener("click", () => fillForm(runDefaults()));
+  $("defaults").addEventListener("click", () => { fillForm(runDefaults()); showCodeBox(); });
+  $("run-form").elements.backward.addEventListener("change", showCodeBox);
+  $("code").addEventListener("input", () => { localStorage.setItem(CODE_KEY, $("code").value); countCode(); });
+  $("edit-code").addEventListener("click", () => {
+    const coded = open.find((r) => r.config.backward === "code");
+    fillForm({ ...coded.config, keep_running: false });
+    showCodeBox();
+    localStorage.setItem(CODE_KEY, $("code").value);
+    countCode();
+    $("code").focus();
+    $("code-box").scrollIntoView({ block: "start" });
+  });
+  $("code-from-cell").addEventListener("click", () => {
+    $("code").value = explorerCell();
+    localStorage.setItem(CODE_KEY, $("code").value);
+    countCode();
+  });
   $("cancel").addEventListener("click", async () => {
     try {
       await Promise.all(open.filter((r) => ACTIVE.includes(r.status)).map((r) => api.cancelRun(r.id).catch((e) => {
@@ -237,6 +312,8 @@ async function start() {
     return;
   }
   fillForm(runDefaults());
+  $("code-help").innerHTML = codeHelp(meta.train_code);
+  showCodeBox();
   bind();
   await refreshList();
   await route();

@@ -12,12 +12,12 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from .. import cells, challenge, export, views, why
+from .. import cells, challenge, export, train_code, views, why
 from ..bugs import BUGS
 from ..cache import OtherVocabulary, PassCache
 from ..engine import BackwardPass
 from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
-from ..sandbox import Refused
+from ..sandbox import MAX_CELL_CHARS, Refused
 from ..serialize import dumps
 from .fair import client_of
 from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
@@ -143,6 +143,11 @@ def _meta() -> dict[str, Any]:
         "config": _fields(PassQuery, skip=("mode",)),
         "train": _fields(RunRequest),
         "train_mode": TRAINED_MODE,
+        "train_code": {
+            "reads": list(train_code.READS),
+            "grads": list(train_code.DEFAULT_GRADS),
+            "max_chars": MAX_CELL_CHARS,
+        },
         "cmp_order": list(CMP_ORDER),
     }
 

@@ -393,7 +393,16 @@ class MetaPublic(BaseModel):
     config: dict[str, FieldPublic]  # PassQuery's fields but mode, in its order
     train: dict[str, FieldPublic]  # RunRequest's fields: the training form's defaults and bounds
     train_mode: str  # the mode a trained run is explored in (its backward's)
+    train_code: TrainCodePublic
     cmp_order: list[str]  # the notebook's order of its cmp(...) lines: the check cell's ties
+
+
+class TrainCodePublic(BaseModel):
+    """A run with your own backward (backward=code): what its block reads and must leave for the update."""
+
+    reads: list[str]  # the forward's tensors, the parameters, Xb, Yb and n, in the forward's order
+    grads: list[str]  # grads = [dC, dW1, ...]: the gradients in the order of the parameters
+    max_chars: int
 
 
 class BugPublic(BaseModel):
