@@ -52,7 +52,8 @@ class Program:
     statements: list[Stmt]
     grads: tuple[str, ...]  # the block's names of the gradients of C, W1, ... (PARAM_NAMES order)
     cost: Cost
-    fused_loops: int  # loop nests compiled into one index_add_
+    fused_loops: int  # loop nests compiled into one index_add_ (where the shapes allow it when they run)
+    in_place: int  # operations that write their result into an operand the expression made
 
 
 def scope_of(values: dict[str, Any]) -> Env:
@@ -91,8 +92,18 @@ def check_block(source: str, scope: Env, params: dict[str, torch.Tensor]) -> Pro
         if got.dtype != params[name].dtype or not _updates(got.shape, want):
             raise Refused(f"{where}{grad} has shape {_fmt(got.shape)} ({got.dtype}); the update subtracts it from "
                           f"{name}, of shape {_fmt(want)}")  # fmt: skip
-    compiler = Compiler(tree)
-    program = Program(tree, [compiler.statement(s) for s in tree.body], grads, dry.cost, compiler.fused)
+    # compiled once to note each operation's shapes on this batch, then for good, writing results into operands
+    # the expression has just made where the shapes allow it
+    recorder = Compiler(tree, records={})
+    statements = [recorder.statement(s) for s in tree.body]
+    copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
+    with torch.no_grad():
+        for statement in statements:
+            statement(copies)
+    compiler = Compiler(tree, plan=recorder.in_place())
+    program = Program(
+        tree, [compiler.statement(s) for s in tree.body], grads, dry.cost, compiler.fused, len(compiler.plan)
+    )
     # the interpreter's own run on copies, and the compiled one: the same bits, or the block is not trained
     copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
     with torch.no_grad():
@@ -126,12 +137,46 @@ def _fmt(shape: torch.Size) -> str:
     return "(" + ",".join(map(str, shape)) + ")"
 
 
-class Compiler:
-    """Closures that do what the interpreter's real run does (server/sandbox.py), without its checks."""
+# what a call makes anew (never a view or its own tensor): an operation may write its result into it
+FRESH_CALLS = {
+    "sum", "mean", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax", "sigmoid",
+    "zeros_like", "ones_like",
+}  # fmt: skip
+IN_PLACE = {ast.Add: "add_", ast.Sub: "sub_", ast.Mult: "mul_", ast.Div: "div_"}
+Meta = tuple[torch.Size, torch.dtype] | None  # a tensor's shape and dtype; None: not a tensor
 
-    def __init__(self, tree: ast.Module) -> None:
+
+class Compiler:
+    """Closures that do what the interpreter's real run does (server/sandbox.py), without its checks.
+
+    `records`: compile to note, as it runs, each top-level operation's operands and result (shape, dtype); `plan`:
+    from those notes, the operations whose result may be written into an operand that the expression just made
+    (`(1.0 - h**2) * dh`: into 1.0 - h**2), which computes the same numbers without a new tensor."""
+
+    def __init__(
+        self,
+        tree: ast.Module,
+        records: dict[int, tuple[Meta, Meta, Meta]] | None = None,
+        plan: dict[int, str] | None = None,
+    ) -> None:
         self.fused = 0
         self.loads = _loads(tree)  # a name nothing else reads need not be kept up to date
+        self.records, self.plan = records, plan or {}
+        self.depth = 0  # loops around the code being compiled: shapes inside may change from one iteration to the next
+        self.fresh: dict[int, tuple[bool, bool, type]] = {}  # each operation: whether its operands are made anew
+
+    def in_place(self) -> dict[int, str]:
+        """From the records: which operand each top-level operation may write its result into."""
+        plan = {}
+        for key, (left, right, out) in (self.records or {}).items():
+            fresh_left, fresh_right, op = self.fresh[key]
+            if out is None:
+                continue
+            if fresh_left and left == out:
+                plan[key] = "left"
+            elif fresh_right and right == out and op in (ast.Add, ast.Mult):  # a + b and a * b commute exactly
+                plan[key] = "right"
+        return plan
 
     # --- statements ---
     def statement(self, node: ast.stmt) -> Stmt:
@@ -171,7 +216,7 @@ class Compiler:
                 tensor, i = env[base], index(env)
                 tensor[i] = getattr(tensor[i], method)(v)
 
-            return augment_item
+            return self.entries_once(node, base, value, augment_item) or augment_item
         if isinstance(node, ast.For):
             return self.loop(node)
         assert isinstance(node, ast.Expr)  # an in-place method call: x.index_add_(...)
@@ -182,9 +227,50 @@ class Compiler:
 
         return effect
 
+    def entries_once(self, node: ast.AugAssign, base: str, value: Expr, general: Stmt) -> Stmt | None:
+        """x[range(n), Yb] -= 1 as one index_put_ that adds -1: the pairs are distinct (a range of increasing
+        integers from 0 in front), so adding at each pair is the read, subtract and write of x[...] -= 1."""
+        target = node.target
+        assert isinstance(target, ast.Subscript)
+        at, number = target.slice, node.value
+        if not (
+            type(node.op) in (ast.Add, ast.Sub)
+            and isinstance(number, ast.Constant) and not isinstance(number.value, bool)
+            and isinstance(at, ast.Tuple) and len(at.elts) >= 2
+            and isinstance(at.elts[0], ast.Call) and isinstance(at.elts[0].func, ast.Name)
+        ):  # fmt: skip
+            return None
+        first, rest = self.expr(at.elts[0]), [self.index(e) for e in at.elts[1:]]
+        added = number.value if isinstance(node.op, ast.Add) else -number.value
+        ranges: dict[range, torch.Tensor] = {}
+        values: dict[torch.dtype, torch.Tensor] = {}
+
+        def add_at_pairs(env: Env) -> None:
+            value(env)
+            r = first(env)
+            tensor, others = env[base], [i(env) for i in rest]
+            if not (
+                isinstance(r, range) and r.start >= 0 and r.step > 0 and len(r) > 0
+                and all(isinstance(o, torch.Tensor) and o.dtype == torch.int64 and o.shape == (len(r),) for o in others)
+            ):  # fmt: skip
+                general(env)
+                return
+            rows = ranges.get(r)
+            if rows is None:
+                rows = ranges[r] = torch.tensor(r)
+            v = values.get(tensor.dtype)
+            if v is None:
+                v = values[tensor.dtype] = torch.tensor(added, dtype=tensor.dtype)
+            tensor.index_put_((rows, *others), v, accumulate=True)
+
+        return add_at_pairs
+
     def loop(self, node: ast.For) -> Stmt:
         assert isinstance(node.target, ast.Name)
-        name, span, body = node.target.id, self.expr(node.iter), [self.statement(s) for s in node.body]
+        name, span = node.target.id, self.expr(node.iter)
+        self.depth += 1
+        body = [self.statement(s) for s in node.body]
+        self.depth -= 1
 
         def loop(env: Env) -> None:
             for value in span(env):
@@ -201,8 +287,8 @@ class Compiler:
         if index_name is not None and self.loads[index_name] == _loads(node)[index_name]:
             index_name = None  # ix = X[k, j] is read by the loop only: not kept after it
 
-        def scatter_add(env: Env) -> None:
-            """T[X[k, j]] += V[k, j] for every k and j, in that order: one index_add_ when the shapes allow it."""
+        def decide(env: Env) -> tuple[tuple[int, ...], dict[str, int], tuple[int, ...]] | None:
+            """(the rows' shape for index_add_, the loop variables' last values, the last entry), or None: a loop."""
             ranges = [s(env) for s in spans]
             t, x, v = env.get(table), env.get(entries), env.get(rows)
             sizes = tuple(len(r) for r in ranges)
@@ -212,13 +298,27 @@ class Compiler:
                 and x.dtype == torch.int64 and tuple(x.shape) == sizes
                 and tuple(v.shape[:dims]) == sizes and v.shape[dims:] == t.shape[1:] and v.dtype == t.dtype
             ):  # fmt: skip
+                return None
+            lasts = {loop_name: r[-1] for loop_name, r in zip(names, ranges, strict=True)}
+            return (-1, *t.shape[1:]), lasts, tuple(r[-1] for r in ranges)
+
+        top = self.depth == 0  # at the top level every value it decides on is the same at every step
+        decided: list[Any] = []
+
+        def scatter_add(env: Env) -> None:
+            """T[X[k, j]] += V[k, j] for every k and j, in that order: one index_add_ when the shapes allow it."""
+            plan = decided[0] if decided else decide(env)
+            if top and not decided:
+                decided.append(plan)
+            if plan is None:
                 loop(env)
                 return
-            t.index_add_(0, x.reshape(-1), v.reshape(-1, *t.shape[1:]))
-            for loop_name, r in zip(names, ranges, strict=True):  # as after the loops: each variable at its last
-                env[loop_name] = r[-1]
+            row_shape, lasts, last = plan
+            x = env[entries]
+            env[table].index_add_(0, x.reshape(-1), env[rows].reshape(row_shape))
+            env.update(lasts)  # as after the loops: each variable at its last value
             if index_name is not None:
-                env[index_name] = x[tuple(r[-1] for r in ranges)]
+                env[index_name] = x[last]
 
         return scatter_add
 
@@ -237,6 +337,29 @@ class Compiler:
             return lambda env: +operand(env)
         if isinstance(node, ast.BinOp):
             op, left, right = BINOPS[type(node.op)], self.expr(node.left), self.expr(node.right)
+            if self.depth == 0 and type(node.op) in IN_PLACE:
+                key = id(node)
+                self.fresh[key] = (_fresh(node.left), _fresh(node.right), type(node.op))
+                if self.records is not None:
+                    records = self.records
+
+                    def record(env: Env) -> Any:
+                        a, b = left(env), right(env)
+                        out = op(a, b)
+                        records[key] = (_meta(a), _meta(b), _meta(out))
+                        return out
+
+                    return record
+                method = IN_PLACE[type(node.op)]
+                if self.plan.get(key) == "left":
+                    return lambda env: getattr(left(env), method)(right(env))
+                if self.plan.get(key) == "right":
+
+                    def into_right(env: Env) -> Any:
+                        a = left(env)
+                        return getattr(right(env), method)(a)
+
+                    return into_right
             # a name or a number as an operand is read in place: one call less per operation
             a, b = node.left, node.right
             if isinstance(a, ast.Name) and isinstance(b, ast.Name):
@@ -373,6 +496,17 @@ def _scatter_nest(node: ast.For) -> _Scatter | None:
     if len({table, index, rows, ix, *loops} - {None}) != 3 + len(loops) + (ix is not None):
         return None
     return _Scatter(tuple(nodes), loops, ix, table, index, rows)
+
+
+def _fresh(node: ast.expr) -> bool:
+    """Whether an expression's tensor is made by it, so that nothing else holds it: an operation's or a call's."""
+    if isinstance(node, ast.BinOp | ast.UnaryOp):
+        return True
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in FRESH_CALLS
+
+
+def _meta(value: Any) -> Meta:
+    return (value.shape, value.dtype) if isinstance(value, torch.Tensor) else None
 
 
 def _entry_of(node: ast.expr, loops: tuple[str, ...]) -> str | None:
