@@ -101,6 +101,22 @@ VARIANTS = {
     "rows at once": (BLOCK.replace(NOTEBOOK_DC, "for k in range(n):\n  dC[Xb[k]] += demb[k]\n"), 1),
     "one-hot": (BLOCK.replace("dlogits[range(n), Yb] -= 1", "dlogits = dlogits - F.one_hot(Yb, num_classes=27)"), 1),
     "no grads line": (EXERCISE_4, 1),
+    # x[range(...), Yb] -= 1 is one index_put_ only for a range of increasing rows from 0 or more
+    "pairs from 1": (
+        BLOCK.replace(
+            "dlogits[range(n), Yb] -= 1", "dlogits[range(1, n), Yb[1:]] -= 1\ndlogits[range(1), Yb[:1]] -= 1"
+        ),
+        1,
+    ),
+    "pairs backwards": (BLOCK.replace("dlogits[range(n), Yb] -= 1", "dlogits[range(n - 1, -1, -1), Yb] -= 1"), 1),
+    # a result larger than the operand made for it: a new tensor, as the interpreter makes
+    "a broadcast": (
+        BLOCK.replace(
+            "db2 = dlogits.sum(0)",
+            "t = dlogits.sum(0, keepdim=True) + dlogits\ndb2 = (t - dlogits.sum(0, keepdim=True)).sum(0) / n",
+        ),
+        1,
+    ),
 }
 
 
@@ -126,11 +142,12 @@ def test_the_compiled_block_computes_bit_for_bit_what_the_interpreter_does(lectu
 
 
 def test_the_fused_forward_is_the_declared_forward(lecture_params):
-    from server.train_code import forward_scope
+    from server.train_code import READS, forward_scope
 
     p, batches = lecture_params
     code = CodeBackward(p, 32, BLOCK, *batches[0])
     assert code.fast  # the fused twin agreed with the declared forward on the first batch
+    assert set(READS) | {"n_embd"} == forward_scope(p, *batches[0]).keys()  # what /api/meta says a block reads
     for Xb, Yb in batches:
         declared, fast = forward_scope(p, Xb, Yb), code.scope(Xb, Yb)
         assert declared.keys() - {"loss"} == fast.keys()
