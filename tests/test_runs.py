@@ -387,5 +387,27 @@ def test_runs_with_the_learners_own_backward(tmp_path):
                 assert detail["reason"].startswith("your backward disagrees with autograd from the check at step 0")
                 assert "; the loss did not fall: " in detail["reason"]
             assert detail["history"]["checks"][-1]["wrong"] == checks[-1]["wrong"]
+        # a long run of a learner's block trains under a check's memory limit, in a process of its own
+        long = {"max_steps": 1_000_000, "backward": "code", "code": BLOCK, "keep_running": True}
+        run = server.api("POST", "/api/runs", json=long).json()["runs"][0]
+        read_events(server, run["id"], until=lambda event: event[1] == "progress")
+        limits = [
+            Path(f"/proc/{pid}/limits").read_text()
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and "-m server.train_process " in (c := _cmdline(pid)) and f" --run {run['id']} " in c
+        ]
+        assert len(limits) == 1
+        (address_space,) = [
+            line.split()[3:5] for line in limits[0].splitlines() if line.startswith("Max address space")
+        ]
+        assert address_space[0] != "unlimited" and address_space[0] == address_space[1]
+        assert server.api("POST", f"/api/runs/{run['id']}/cancel").status_code == 200
     finally:
         server.stop()
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:  # gone meanwhile
+        return ""
