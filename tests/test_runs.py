@@ -394,7 +394,7 @@ def test_runs_with_the_learners_own_backward(tmp_path):
         limits = [
             Path(f"/proc/{pid}/limits").read_text()
             for pid in os.listdir("/proc")
-            if pid.isdigit() and "-m server.train_process " in (c := _cmdline(pid)) and f" --run {run['id']} " in c
+            if pid.isdigit() and f"-m server.train_process --db {server.db} --run {run['id']} " in _cmdline(pid)
         ]
         assert len(limits) == 1
         (address_space,) = [
