@@ -80,3 +80,21 @@ def test_the_cell_and_the_solved_steps_download_as_files(page, base_url, tmp_pat
     page.get_by_test_id("cell-code").fill("import os")
     page.get_by_test_id("cell-export-py").click()
     expect(page.get_by_test_id("export-refused")).to_contain_text("only assignments")
+
+
+def test_a_right_exercise_4_cell_goes_to_training_with_its_block(page, base_url):  # noqa: F811
+    from .test_train_code import BLOCK
+
+    open_page(page, f"{base_url}/?mode=fused&step=0")
+    page.get_by_test_id("challenge-toggle").check()
+    page.get_by_test_id("tab-cell").click()
+    page.get_by_test_id("cell-code").fill(BLOCK)
+    page.get_by_test_id("cell-check").click()
+    link = page.get_by_test_id("cell-train")
+    expect(link).to_be_visible(timeout=60_000)  # a cold sandbox
+    link.click()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("cfg-backward")).to_have_value("code")
+    expect(page.get_by_test_id("code-box")).to_be_visible()
+    expect(page.get_by_test_id("cfg-code")).to_have_value(BLOCK)
+    assert page.url.endswith("/train.html")  # the hand-over is not kept in the address

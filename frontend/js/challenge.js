@@ -238,6 +238,10 @@ async function checkCell() {
     const result = await api.checkCode(params, $("cell-code").value);
     if (JSON.stringify(params) !== cellKey) return; // the mode or config changed meanwhile
     $("cell-feedback").innerHTML = cellResultHtml(result);
+    if (result.correct && params.mode === meta.train_mode) { // Exercise 4's block: the training page takes it
+      $("cell-feedback").insertAdjacentHTML("beforeend", `<p><a href="/train.html?code=cell" data-testid="cell-train">` +
+        "Train the net with this block (Exercise 4) →</a></p>");
+    }
     const first = result.first_wrong;
     const shown = first && first.diff && !identical(first.diff);
     $("cell-diff").hidden = !shown;

@@ -313,6 +313,13 @@ async function start() {
   }
   fillForm(runDefaults());
   $("code-help").innerHTML = codeHelp(meta.train_code);
+  if (new URLSearchParams(location.search).get("code") === "cell" && explorerCell()) {
+    // from the explorer's Exercise 4 cell: your block in the box, ready to train
+    $("run-form").elements.backward.value = "code";
+    $("code").value = explorerCell();
+    localStorage.setItem(CODE_KEY, $("code").value);
+    history.replaceState(null, "", "train.html");
+  }
   showCodeBox();
   bind();
   await refreshList();
