@@ -43,7 +43,7 @@ def test_serves_a_custom_file(tmp_path):
     words = ["ab", "ba", "abc", "cab", "bca", "aa", "bb", "cc", "abca", "cba", "acb"]
     path = tmp_path / "abc.txt"
     path.write_text("\n".join(words) + "\n")
-    with live_server("--data", str(path), "--allowed-hosts", "class.example") as url:
+    with live_server("--data", str(path), "--allowed-hosts", "class.example", "--check-workers", "0") as url:
         with urllib.request.urlopen(f"{url}/api/dataset", timeout=10) as r:
             ds = json.load(r)
         named = urllib.request.Request(f"{url}/api/health", headers={"Host": "class.example:8000"})
@@ -60,7 +60,7 @@ def test_serves_a_custom_file(tmp_path):
 
 def test_workers_each_take_a_share_of_the_connections():
     # one SO_REUSEPORT socket per worker: fresh connections land on both processes
-    with live_server("--workers", "2") as url:
+    with live_server("--workers", "2", "--check-workers", "0") as url:  # no sandbox processes: not what is tested
         pids = set()
         deadline = time.monotonic() + 60  # the second worker may still be starting when the first answers
         while len(pids) < 2 and time.monotonic() < deadline:
@@ -70,10 +70,10 @@ def test_workers_each_take_a_share_of_the_connections():
 
 
 def test_a_taken_port_is_an_error_not_a_restart_loop():
-    with live_server() as url:
+    with live_server("--check-workers", "0") as url:
         port = url.rsplit(":", 1)[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "server", "--port", port, "--workers", "2"],
+            [sys.executable, "-m", "server", "--port", port, "--workers", "2", "--check-workers", "0"],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert proc.returncode != 0

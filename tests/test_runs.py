@@ -190,7 +190,9 @@ class Server(LiveServer):
     """The server on the lecture's data with a given runs database; a new one on the same file is a restart."""
 
     def __init__(self, db: Path | str, *extra: str) -> None:
-        super().__init__("--data", str(LECTURE_DATA), "--runs-db", str(db), *extra)
+        # without sandbox processes unless asked for: their warm-up (seconds of CPU each) is not what these test
+        checks = () if "--check-workers" in extra else ("--check-workers", "0")
+        super().__init__("--data", str(LECTURE_DATA), "--runs-db", str(db), *checks, *extra)
         self.db = db
 
     def api(self, method: str, path: str, **kw) -> httpx.Response:
@@ -226,7 +228,7 @@ def server(request, tmp_path):
         from .postgres import WorkerProcess
 
         url = request.getfixturevalue("postgres_server").new_database()
-        s = Server(url, "--check-workers", "0").start()
+        s = Server(url).start()
         worker = WorkerProcess(url, "worker", "--max-runs", "2")
     yield s
     if s.proc.poll() is None:
@@ -276,7 +278,7 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
 def test_runs_train_on_the_words_validated_at_start_not_the_file(tmp_path):
     data = tmp_path / "names.txt"
     data.write_bytes(LECTURE_DATA.read_bytes())
-    server = LiveServer("--data", str(data), "--runs-db", str(tmp_path / "runs.db")).start()
+    server = LiveServer("--data", str(data), "--runs-db", str(tmp_path / "runs.db"), "--check-workers", "0").start()
     try:
         with data.open("a") as f:
             f.write("zoë\n")  # a 28th character, after start-up: the run's worker starts after this
@@ -366,7 +368,7 @@ def test_an_unwatched_run_stops_unless_kept_running(tmp_path):
 def test_runs_with_the_learners_own_backward(tmp_path):
     from .test_train_code import BLOCK
 
-    server = Server(tmp_path / "runs.db").start()
+    server = Server(tmp_path / "runs.db", "--check-workers", "1").start()
     try:
         short = {"max_steps": 400, "lr_decay_step": 200, "check_every": 100}
         right = server.api("POST", "/api/runs", json={**short, "backward": "code", "code": BLOCK}).json()["runs"][0]
