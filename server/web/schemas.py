@@ -285,6 +285,7 @@ class RunRequest(BaseModel):
     )
     code: str | None = Field(
         None,
+        min_length=1,
         max_length=MAX_CELL_CHARS,
         description="backward=code: the notebook's backward block inside the training loop, from "
         "dlogits = F.softmax(logits, 1) to grads = [dC, dW1, db1, dW2, db2, dbngain, dbnbias], in the lecture's "

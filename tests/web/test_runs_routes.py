@@ -28,7 +28,7 @@ def client(lecture_dataset, open_runs):
     [{"lr": -1}, {"lr": "NaN"}, {"lr": 1e39}, {"max_steps": 0}, {"n_hidden": 10_000}, {"backward": "sgd"},
      {"batch_size": 1}, {"path": "/etc/passwd"}, {"seed": -5}, {"backward": "code"}, {"code": "dlogits = logits"},
      {"backward": "both", "code": "dlogits = logits"}, {"backward": "code", "code": "#" * 8001},
-     {"backward": "code", "code": 5}],
+     {"backward": "code", "code": ""}, {"backward": "code", "code": 5}],
 )  # fmt: skip
 def test_bad_run_configs_are_422_and_change_nothing(client, body):
     r = client.post("/api/runs", json=body)
