@@ -909,6 +909,9 @@ def test_axe_finds_no_serious_violation_on_the_training_page(page, base_url):
     page.goto(f"{base_url}/train.html")
     page.wait_for_selector("body[data-ready='1']")
     assert not serious_violations(page)
+    page.get_by_test_id("cfg-backward").select_option("code")  # the code box: its legend, help and buttons
+    expect(page.get_by_test_id("code-box")).to_be_visible()
+    assert not serious_violations(page)
 
 
 def hex_rgb(color: str) -> list[float]:
