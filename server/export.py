@@ -22,18 +22,6 @@ from .graph import MODES_BY_NAME, PARAM_NAMES, PARAMS, backward_schedule, nodes_
 from .sandbox import Refused, parse
 
 FRESH_SEED = torch.Generator().initial_seed()  # what a new torch.Generator() starts at, as the explorer draws with it
-# a fused op's forward as the notebook writes it, with the tensors its backward reads: the declared formula is the
-# one-line version, which does not name them (tests/test_export.py checks these lines against the declared op)
-NOTEBOOK_FORWARD = {
-    "batchnorm": """\
-# BatchNorm layer, as Exercise 4's training loop writes it
-bnmean = hprebn.mean(0, keepdim=True)
-bnvar = hprebn.var(0, keepdim=True, unbiased=True)
-bnvar_inv = (bnvar + 1e-5)**-0.5
-bnraw = (hprebn - bnmean) * bnvar_inv
-hpreact = bngain * bnraw + bnbias""",
-}
-
 CMP = """\
 # utility function we will use later when comparing manual gradients to PyTorch gradients
 def cmp(s, dt, t):
@@ -201,7 +189,7 @@ def _network(config: ModelConfig) -> str:
 
 
 def _forward(mode: str) -> str:
-    lines = [NOTEBOOK_FORWARD.get(op.name, op.formula) for op in ops_for_mode(mode)]
+    lines = [op.notebook or op.formula for op in ops_for_mode(mode)]  # a fused op: the lines naming what it saves
     kept = [node.name for node in nodes_for_mode(mode) if node.kind == "intermediate"]
     return "\n".join([
         "# forward pass",

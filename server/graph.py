@@ -108,6 +108,9 @@ class Op:
     calibrated: tuple[str, ...] = ()  # the statistics eval_forward reads: computed over the training split
     # the hand-tuned twin that computes the op when training (server/layers.py lists them); None: no twin
     kernel: str | None = None
+    saves: tuple[str, ...] = ()  # the tensors its forward keeps for its backward, as the notebook names them
+    # a fused op's forward as the notebook writes it, naming what it saves (the formula is the one-line version)
+    notebook: str = ""
 
 
 NODE_LIST = [
@@ -624,6 +627,14 @@ OPS: list[Op] = [
         eval_forward=_batchnorm_eval,
         calibrated=("bnmean_running", "bnvar_running"),
         kernel="batchnorm",
+        saves=("bnraw", "bnvar_inv"),
+        notebook=f"""\
+# BatchNorm layer, as Exercise 4's training loop writes it
+bnmean = hprebn.mean(0, keepdim=True)
+bnvar = hprebn.var(0, keepdim=True, unbiased=True)
+bnvar_inv = (bnvar + {EPS_CODE})**-0.5
+bnraw = (hprebn - bnmean) * bnvar_inv
+hpreact = bngain * bnraw + bnbias""",
     ),
     Op(
         "h",

@@ -35,11 +35,10 @@ Env = dict[str, Any]
 Expr = Callable[[Env], Any]
 Stmt = Callable[[Env], None]
 DEFAULT_GRADS = tuple("d" + name for name in PARAM_NAMES)  # without grads = [...]: the parameters' names with d
-BN_SAVED = ("bnraw", "bnvar_inv")  # what the trained mode's batchnorm op keeps for its backward (graph.py)
-# what a block reads: the forward's tensors in its order (batchnorm's kept ones after its output), the parameters
+# what a block reads: the forward's tensors in its order (what an op saves for its backward after its output),
+# the parameters, the batch and n
 READS = (
-    *(name for op in ops_for_mode(TRAINED_MODE)
-      for name in (*op.outputs, *(BN_SAVED if op.kernel == "batchnorm" else ()))),
+    *(name for op in ops_for_mode(TRAINED_MODE) for name in (*op.outputs, *op.saves)),
     *PARAM_NAMES, "Xb", "Yb", "n",
 )  # fmt: skip
 
@@ -547,7 +546,8 @@ class CodeBackward:
         self.reads_loss = "loss" in _loads(self.program.tree)
         self.constants = {k: v for k, v in declared.items() if k in p or isinstance(v, int)}
         block = LAYERS.hidden[0]
-        self.names = (LAYERS.embcat, block.hprebn, BN_SAVED[1], BN_SAVED[0], block.hpreact, block.h)
+        bnraw, bnvar_inv = next(op.saves for op in ops_for_mode(TRAINED_MODE) if op.kernel == "batchnorm")
+        self.names = (LAYERS.embcat, block.hprebn, bnvar_inv, bnraw, block.hpreact, block.h)
         self.emb = next(op.outputs[0] for op in ops_for_mode(TRAINED_MODE) if op.kernel == "embedding")
         self.logits = LAYERS.output.out
         self.fast = True

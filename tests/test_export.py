@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 from server.cells import grade_cell
 from server.config import ModelConfig
 from server.engine import run_backward
-from server.export import NOTEBOOK_FORWARD, export
+from server.export import export
 from server.graph import OPS_BY_NAME
 from server.web.app import create_app
 
@@ -50,9 +50,11 @@ def all_right(lines: dict[str, str]) -> bool:
 def test_the_notebooks_batchnorm_lines_are_the_declared_fused_op(lecture_dataset):
     bp = run_backward(LECTURE, lecture_dataset, "fused")
     scope = {"hprebn": bp.values["hprebn"], "bngain": bp.params["bngain"], "bnbias": bp.params["bnbias"]}
-    exec(NOTEBOOK_FORWARD["batchnorm"], scope)
-    declared = OPS_BY_NAME["batchnorm"].forward(type("V", (), scope))
-    for name in ("hpreact", "bnraw", "bnvar_inv"):
+    op = OPS_BY_NAME["batchnorm"]
+    exec(op.notebook, scope)
+    declared = op.forward(type("V", (), scope))
+    assert set(declared) == {*op.outputs, *op.saves}  # what it saves is what the declaration says it saves
+    for name in declared:
         assert torch.equal(scope[name], declared[name]), name
 
 
