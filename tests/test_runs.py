@@ -278,7 +278,7 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
 def test_runs_train_on_the_words_validated_at_start_not_the_file(tmp_path):
     data = tmp_path / "names.txt"
     data.write_bytes(LECTURE_DATA.read_bytes())
-    server = LiveServer("--data", str(data), "--runs-db", str(tmp_path / "runs.db"), "--check-workers", "0").start()
+    server = LiveServer("--data", str(data), "--runs-db", str(tmp_path / "runs.db"), "--check-workers", "1").start()
     try:
         with data.open("a") as f:
             f.write("zoë\n")  # a 28th character, after start-up: the run's worker starts after this
