@@ -5,8 +5,11 @@ Every wait polls the database or the event stream with a generous deadline; noth
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -16,9 +19,10 @@ import pytest
 from server.runs import ENDED, HEARTBEAT_TIMEOUT_S, Limits
 from server.stores import open_store
 from server.train_config import TrainConfig
+from server.web.feeds import RunFeeds
 
 from .conftest import LECTURE_DATA
-from .live_server import LiveServer
+from .live_server import ROOT, LiveServer
 from .postgres import WorkerProcess
 from .test_runs import SHORT, _alive, read_events
 
@@ -69,9 +73,52 @@ def registered_workers(store) -> int:
 
 
 def statuses(store, run_id: int) -> list[dict]:
-    import json
-
     return [json.loads(data) for _, kind, data in store.events_after(run_id, 0) if kind == "status"]
+
+
+async def in_another_process(url: str, code: str) -> None:
+    """Run `code` with `store` open on `url` in a Python process of its own (as a training process would)."""
+    script = f"from server.stores import open_store\nstore = open_store({url!r})\n{code}\nstore.close()"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
+    assert await asyncio.wait_for(proc.wait(), 120) == 0
+
+
+def test_an_event_written_by_another_process_reaches_an_open_stream_through_its_notice(store):
+    (run_id,) = store.create([TINY], keep_running=True)  # committed before anybody listens: no notice of it
+
+    async def scenario() -> None:
+        # a feed that would poll once a day: only a notice can bring it what another process writes
+        feeds = RunFeeds(store, max_streams=4, notified_poll_s=86_400)
+        feeds.start()
+        await asyncio.wait_for(feeds.listening.wait(), 60)
+        assert feeds.poll_s == 86_400
+
+        async def connected() -> bool:
+            return False
+
+        stream = feeds.stream(feeds.subscribe(run_id, 0), 0, connected)
+
+        async def next_chunk() -> str:  # past the retry line and keep-alive comments
+            while not (chunk := await anext(stream)).startswith("id: "):
+                pass
+            return chunk
+
+        async def next_event() -> tuple[int, str, dict]:
+            chunk = await asyncio.wait_for(next_chunk(), 120)
+            seq, kind, data = (line.partition(": ")[2] for line in chunk.strip().split("\n"))
+            return int(seq), kind, json.loads(data)
+
+        assert await next_event() == (1, "status", {"status": "queued"})  # the feed's first read
+        await in_another_process(store.url, f"store.append({run_id}, 'progress', {{'step': 7}})")
+        assert await next_event() == (2, "progress", {"step": 7})
+        # a run deleted elsewhere ends its streams
+        await in_another_process(store.url, f"store.delete({run_id})")
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(stream), 120)
+        assert not feeds.feeds and feeds.open == 0
+        await feeds.close()
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.slow
