@@ -72,6 +72,13 @@ def registered_workers(store) -> int:
         return db.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0]
 
 
+def jobs(store) -> list[tuple[int, str]]:
+    """(run id, status) of the training jobs in the queue's table."""
+    with store._db() as db:
+        rows = db.execute("SELECT args->>'run_id', status FROM procrastinate_jobs ORDER BY id").fetchall()
+    return [(int(run_id), status) for run_id, status in rows]
+
+
 def statuses(store, run_id: int) -> list[dict]:
     return [json.loads(data) for _, kind, data in store.events_after(run_id, 0) if kind == "status"]
 
@@ -121,6 +128,42 @@ def test_an_event_written_by_another_process_reaches_an_open_stream_through_its_
     asyncio.run(scenario())
 
 
+def test_the_jobs_of_a_queue_worker_that_stopped_beating_are_settled_by_their_runs(store):
+    from server.train_queue import QUEUE, queue_app, settle_stalled_jobs
+
+    queued, running, ended, gone = store.create([TINY] * 4, keep_running=True)  # a job each
+    for run_id in (running, ended, gone):
+        store.start(run_id, "lost")
+    store.end(ended, "interrupted", "its worker stopped while it trained", None)
+    store.delete(gone)
+
+    async def train(run_id: int) -> None:
+        raise AssertionError("nothing trains here")
+
+    async def run_status(run_id: int) -> str | None:
+        run = store.get(run_id)
+        return run["status"] if run else None
+
+    async def scenario() -> list[tuple[int, str]]:
+        app = queue_app(store.url, train)
+        async with app.open_async():
+            # a queue worker takes the four jobs, then stops beating (killed: nothing is written)
+            worker = await app.job_manager.register_worker()
+            taken = [await app.job_manager.fetch_job([QUEUE], worker) for _ in range(4)]
+            assert sorted(job.task_kwargs["run_id"] for job in taken if job) == [queued, running, ended, gone]
+            assert await settle_stalled_jobs(app, run_status) == []  # it beat a moment ago: nothing is stalled
+            with store._db(immediate=True) as db:
+                db.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
+            return await settle_stalled_jobs(app, run_status)
+
+    settled = asyncio.run(scenario())
+    assert len(settled) == 3
+    # the run that never started is taken again; an ended or deleted run's job fails; a running run's waits
+    assert dict(jobs(store)) == {queued: "todo", running: "doing", ended: "failed", gone: "failed"}
+    with store._db() as db:
+        assert db.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0] == 0  # pruned
+
+
 @pytest.mark.slow
 def test_three_workers_drain_twelve_queued_runs_one_at_a_time_each(store, workers):
     names = ["w1", "w2", "w3"]
@@ -166,6 +209,11 @@ def test_a_killed_worker_interrupts_its_run_and_no_other(store, workers):
     assert store.get(kept)["status"] == "cancelled"
     wait_for("the third run to finish", lambda: store.get(third)["status"] == "finished")
     assert statuses(store, third)[1]["worker"] == "survivor"
+    # the killed worker's job: "doing" until the survivor sees that worker's heartbeat stopped, then failed (its
+    # run ended, and a run is not retried); the jobs that ended normally are gone
+    wait_for("the killed worker's job to end", lambda: dict(jobs(store))[lost] != "doing")
+    assert dict(jobs(store))[lost] == "failed"
+    wait_for("the other jobs, succeeded, deleted", lambda: len(jobs(store)) == 1)
 
 
 @pytest.mark.slow
