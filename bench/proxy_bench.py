@@ -7,6 +7,9 @@ processes, "proxy" sends them all through nginx. Every student is one keep-alive
 between requests (the state and one tensor per step, as api_bench.py's "ahead"). Prints p50 / p99 / errors
 side by side, the share of nginx's answers that came from its cache, and whether the client kept up: its CPU
 time against the wall time and how late its event loop woke (a late loop inflates every latency it measures).
+Then the class comes back ("revisit", both ways): each student asks for the same answers again with the ETags
+it got (If-None-Match, as a browser revalidating its copies once their max-age is past), and the share of 304s
+is counted.
 Not a test: machines are noisy.
 Usage: python bench/proxy_bench.py [--students 1000] [--api 2] [--nginx-workers auto] [--think 0] [--encoding ...]
 """
@@ -45,17 +48,21 @@ class EncodedClient(RawClient):
 
     accept_encoding = BROWSER
 
-    async def get(self, url: str) -> tuple[int, bytes]:
+    async def get(self, url: str, etag: str | None = None) -> tuple[int, bytes, str | None]:
+        """(status, body, ETag); with `etag`, a conditional request (If-None-Match)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
-        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: {self.accept_encoding}\r\n\r\n"
+        condition = f"If-None-Match: {etag}\r\n" if etag else ""
+        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: {self.accept_encoding}\r\n{condition}\r\n"
         self.writer.write(request.encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
-        return status, await self.reader.readexactly(length)
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if status == 304:  # no body
+            return status, b"", headers.get("etag")
+        return status, await self.reader.readexactly(int(headers["content-length"])), headers.get("etag")
 
 
 def start_nginx(state_dir: Path, listen: int, api: list[int], workers: str, lock_timeout: str) -> subprocess.Popen:
@@ -85,11 +92,16 @@ async def loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
         lags.append(time.perf_counter() - t0 - 0.01)
 
 
-async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think: float) -> dict:
+async def lockstep(
+    ports: list[int], n: int, seed: int, nodes: list[str], think: float, etags: list[dict[str, str]] | None = None
+) -> dict:
     """n students, student i on ports[i % len(ports)], all on one config (the lecture's but the seed);
-    each reads a step for `think` seconds before the next."""
+    each reads a step for `think` seconds before the next. With `etags` (a run's own, returned), each student
+    asks on condition of the ETag it got for each URL."""
     latencies: list[tuple[int, float]] = []  # (step, seconds)
     errors: list[str] = []
+    got: list[dict[str, str]] = [{} for _ in range(n)]  # each student's ETags, by URL
+    statuses: collections.Counter = collections.Counter()
 
     async def student(i: int) -> None:
         port = ports[i % len(ports)]
@@ -100,8 +112,10 @@ async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think:
                 for url in (f"/api/state?seed={seed}&step={step}", f"/api/tensor/{node}?seed={seed}&step={step}"):
                     t0 = time.perf_counter()
                     try:
-                        status, body = await asyncio.wait_for(client.get(url), TIMEOUT)
-                        if status != 200:
+                        etag = etags[i].get(url) if etags else None
+                        status, body, got[i][url] = await asyncio.wait_for(client.get(url, etag), TIMEOUT)
+                        statuses[status] += 1
+                        if status not in ((200, 304) if etag else (200,)):
                             errors.append(f"{status} {url} {body[:120]!r}")
                     except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as e:
                         errors.append(f"{url} {e!r}")
@@ -120,13 +134,14 @@ async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think:
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     stop.set()
     await ticker
-    return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": lags}
+    return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": lags, "etags": got,
+            "statuses": statuses}  # fmt: skip
 
 
-def proxy_log(access_log: Path, seed: int) -> tuple[collections.Counter, list[float]]:
+def proxy_log(lines: list[str], seed: int) -> tuple[collections.Counter, list[float]]:
     """nginx's cache status and request time (first byte read to last byte sent) of each request on `seed`."""
     pattern = re.compile(rf"seed={seed}&.*cache=(\S+) .* rt=([\d.]+)")
-    matches = [m for line in access_log.read_text().splitlines() if (m := pattern.search(line))]
+    matches = [m for line in lines if (m := pattern.search(line))]
     return collections.Counter(m[1] for m in matches), [float(m[2]) for m in matches]
 
 
@@ -160,13 +175,22 @@ def main() -> None:
         # a fresh seed per run: each starts as cold as a class's first visit
         runs["direct"] = asyncio.run(lockstep(ports, args.students, 70_001, nodes, args.think))
         runs["proxy"] = asyncio.run(lockstep([listen], args.students, 70_002, nodes, args.think))
+        time.sleep(2)  # nginx flushes its log buffers within 1 s: what is written now is the proxy run's
+        proxy_lines = len((state_dir / "access.log").read_text().splitlines())
+        # the class comes back, each student with the ETags it got: revalidation (the cache entries are fresh)
+        revisits = {
+            "direct": asyncio.run(lockstep(ports, args.students, 70_001, nodes, 0, runs["direct"]["etags"])),
+            "proxy": asyncio.run(lockstep([listen], args.students, 70_002, nodes, 0, runs["proxy"]["etags"])),
+        }
     finally:
         nginx.send_signal(signal.SIGQUIT)  # graceful: flushes the access log
         nginx.wait(timeout=30)
         for s in servers:
             s.terminate()
             s.wait(timeout=10)
-    statuses, nginx_times = proxy_log(state_dir / "access.log", 70_002)
+    log = (state_dir / "access.log").read_text().splitlines()
+    statuses, nginx_times = proxy_log(log[:proxy_lines], 70_002)
+    revisit_statuses, _ = proxy_log(log[proxy_lines:], 70_002)
     state.cleanup()
 
     print(
@@ -194,12 +218,23 @@ def main() -> None:
     total = sum(statuses.values())
     share = ", ".join(f"{k} {v / total:.1%}" for k, v in statuses.most_common()) if total else "no log lines"
     print(f"\nnginx cache status of the proxy run's {total} requests: {share}")
+    print("the class comes back with its ETags (If-None-Match, no pause):")
+    for name, r in revisits.items():
+        n = sum(r["statuses"].values())
+        times = [t for _, t in r["latencies"]]
+        print(
+            f"  {name:6s}: {r['statuses'][304] / n:.1%} of {n} answers 304, {len(r['errors'])} errors; "
+            f"p50 {percentile(times, 50):.2f} ms, p99 {percentile(times, 99):.2f} ms"
+        )
+    total = sum(revisit_statuses.values())
+    share = ", ".join(f"{k} {v / total:.1%}" for k, v in revisit_statuses.most_common()) if total else "no log lines"
+    print(f"nginx cache status of the proxy revisit's {total} requests: {share}")
     if nginx_times:  # what the students would see from a client that never lags (no kernel queues counted)
         print(
             f"nginx's own request time (its log): p50 {percentile(nginx_times, 50):.2f} ms, "
             f"p99 {percentile(nginx_times, 99):.2f} ms, max {percentile(nginx_times, 100):.2f} ms"
         )
-    for name, r in runs.items():
+    for name, r in [*runs.items(), *(("revisit " + k, v) for k, v in revisits.items())]:
         for sample in r["errors"][:3]:
             print(f"error ({name}):", sample)
 
