@@ -173,6 +173,8 @@ def lockstep_h2load(ports: list[int], n: int, seed: int, nodes: list[str], threa
                 errors.append(f"status {status}")
         if (done := re.search(r"requests: .*", output)) and "0 failed, 0 errored" not in output:
             errors.append(f"h2load: {done[0]}")
+        if connect := re.search(r"time for connect: .*", output):  # its latencies start once connected
+            print(f"h2load on port {log.stem.rsplit('-', 1)[1]}: {' '.join(connect[0].split())} (min max mean sd)")
     cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": [], "etags": None,
             "statuses": statuses}  # fmt: skip

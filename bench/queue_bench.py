@@ -90,11 +90,13 @@ def main() -> None:
         f"load average before: {load_before[0]:.1f}, after: {load_after[0]:.1f}\n"
     )
     base = statistics.median(args.runs / r["wall"] * 60 for r in results[counts[0]])
-    print(f"{'workers':>8s} {'runs / min':>11s} {'x ' + str(counts[0]) + ' worker':>11s} {'a run, median s':>16s}")
+    header = f"{'workers':>8s} {'runs / min':>11s} {'x ' + str(counts[0]) + ' worker':>11s} {'a run, median s':>16s}"
+    print(f"{header}  each round's runs / min")
     for n in counts:
-        per_min = statistics.median(args.runs / r["wall"] * 60 for r in results[n])
+        rounds = [args.runs / r["wall"] * 60 for r in results[n]]
+        per_min = statistics.median(rounds)
         own = statistics.median(t for r in results[n] for t in r["own"])
-        print(f"{n:8d} {per_min:11.1f} {per_min / base:11.2f} {own:16.2f}")
+        print(f"{n:8d} {per_min:11.1f} {per_min / base:11.2f} {own:16.2f}  {', '.join(f'{x:.1f}' for x in rounds)}")
 
 
 if __name__ == "__main__":
