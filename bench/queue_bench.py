@@ -4,7 +4,8 @@ Starts a throwaway PostgreSQL cluster (Debian's binaries, as the tests do), then
 of its own: the workers (python -m server.train_worker --max-runs 1: one training process each) register, N short
 runs are queued at once, and the clock runs from the queueing to the last run's end. Worker counts alternate in
 rounds, so machine noise hits them alike. Prints runs per minute, the ratio to one worker, and a run's own time
-(taken to ended: the training process's start-up and its steps), with the load average before and after.
+(taken to ended: the training process's start-up and its steps), the queue's hand-off on a worker (a run's end
+to its next run's start), with the load average before and after.
 Not a test: machines are noisy.
 Usage: python bench/queue_bench.py [--runs 9] [--steps 500] [--workers 1,2,3] [--rounds 1]
 """
@@ -12,6 +13,7 @@ Usage: python bench/queue_bench.py [--runs 9] [--steps 500] [--workers 1,2,3] [-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -57,7 +59,16 @@ def one_round(postgres: PostgresServer, workers: int, config: TrainConfig, n_run
         if bad:
             sys.exit(f"queue_bench: runs did not finish: {bad}")
         wall = max(r["ended"] for r in runs) - t0
-        return {"wall": wall, "own": [r["ended"] - r["started"] for r in runs]}
+        # the queue's hand-off: on each worker, from a run's end to its next run's start
+        on: dict[str, list[dict]] = {}
+        for r in runs:
+            running = [json.loads(d) for _, k, d in store.events_after(r["id"], 0) if k == "status"][1]
+            on.setdefault(running["worker"], []).append(r)
+        gaps = []
+        for mine in on.values():
+            mine.sort(key=lambda r: r["started"])
+            gaps += [b["started"] - a["ended"] for a, b in zip(mine, mine[1:], strict=False)]
+        return {"wall": wall, "own": [r["ended"] - r["started"] for r in runs], "gaps": gaps}
     finally:
         for worker in started:
             worker.stop()
@@ -91,12 +102,14 @@ def main() -> None:
     )
     base = statistics.median(args.runs / r["wall"] * 60 for r in results[counts[0]])
     header = f"{'workers':>8s} {'runs / min':>11s} {'x ' + str(counts[0]) + ' worker':>11s} {'a run, median s':>16s}"
-    print(f"{header}  each round's runs / min")
+    print(f"{header} {'hand-off, median ms':>20s}  each round's runs / min")
     for n in counts:
         rounds = [args.runs / r["wall"] * 60 for r in results[n]]
         per_min = statistics.median(rounds)
         own = statistics.median(t for r in results[n] for t in r["own"])
-        print(f"{n:8d} {per_min:11.1f} {per_min / base:11.2f} {own:16.2f}  {', '.join(f'{x:.1f}' for x in rounds)}")
+        gap = statistics.median(t for r in results[n] for t in r["gaps"]) * 1000
+        print(f"{n:8d} {per_min:11.1f} {per_min / base:11.2f} {own:16.2f} {gap:20.0f}  "
+              f"{', '.join(f'{x:.1f}' for x in rounds)}")  # fmt: skip
 
 
 if __name__ == "__main__":
