@@ -5,7 +5,7 @@ PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format bench bench-attacks browser-deps postgres-deps clean
+.PHONY: setup run test test-fast lint format bench bench-attacks browser-deps postgres-deps bench-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ browser-deps:
 postgres-deps:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
 
+# proxy_bench.py's lighter load generator (--client h2load): nghttp2's h2load
+bench-deps:
+	@command -v h2load >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null)
+
 test: setup browser-deps postgres-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,12 +49,14 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup browser-deps
+bench: setup browser-deps postgres-deps bench-deps
 	$(BIN)/python bench/api_bench.py
 	$(BIN)/python bench/browser_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/sandbox_bench.py
 	$(BIN)/python bench/proxy_bench.py
+	$(BIN)/python bench/proxy_bench.py --client h2load
+	$(BIN)/python bench/queue_bench.py
 
 # the abuse cases of the README's reliability table; BEFORE=DIR measures an older tree beside this one
 bench-attacks: setup

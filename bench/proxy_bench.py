@@ -7,6 +7,12 @@ processes, "proxy" sends them all through nginx. Every student is one keep-alive
 between requests (the state and one tensor per step, as api_bench.py's "ahead"). Prints p50 / p99 / errors
 side by side, the share of nginx's answers that came from its cache, and whether the client kept up: its CPU
 time against the wall time and how late its event loop woke (a late loop inflates every latency it measures).
+Then the class comes back ("revisit", both ways): each student asks for the same answers again with the ETags
+it got (If-None-Match, as a browser revalidating its copies once their max-age is past), and the share of 304s
+is counted. With --client h2load the students are nghttp2's h2load (C, one thread by default; Debian's
+nghttp2-client) instead of this script's asyncio client: each of its clients is a student, on one keep-alive
+HTTP/1.1 connection, asking for the same 42 URLs in the same order; latencies come from its per-request log
+(no per-step split, no revisit), so that the load generator takes less of the 2 cores the servers need.
 Not a test: machines are noisy.
 Usage: python bench/proxy_bench.py [--students 1000] [--api 2] [--nginx-workers auto] [--think 0] [--encoding ...]
 """
@@ -16,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import math
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -45,17 +53,21 @@ class EncodedClient(RawClient):
 
     accept_encoding = BROWSER
 
-    async def get(self, url: str) -> tuple[int, bytes]:
+    async def get(self, url: str, etag: str | None = None) -> tuple[int, bytes, str | None]:
+        """(status, body, ETag); with `etag`, a conditional request (If-None-Match)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
-        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: {self.accept_encoding}\r\n\r\n"
+        condition = f"If-None-Match: {etag}\r\n" if etag else ""
+        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: {self.accept_encoding}\r\n{condition}\r\n"
         self.writer.write(request.encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
-        return status, await self.reader.readexactly(length)
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if status == 304:  # no body
+            return status, b"", headers.get("etag")
+        return status, await self.reader.readexactly(int(headers["content-length"])), headers.get("etag")
 
 
 def start_nginx(state_dir: Path, listen: int, api: list[int], workers: str, lock_timeout: str) -> subprocess.Popen:
@@ -85,11 +97,16 @@ async def loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
         lags.append(time.perf_counter() - t0 - 0.01)
 
 
-async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think: float) -> dict:
+async def lockstep(
+    ports: list[int], n: int, seed: int, nodes: list[str], think: float, etags: list[dict[str, str]] | None = None
+) -> dict:
     """n students, student i on ports[i % len(ports)], all on one config (the lecture's but the seed);
-    each reads a step for `think` seconds before the next."""
+    each reads a step for `think` seconds before the next. With `etags` (a run's own, returned), each student
+    asks on condition of the ETag it got for each URL."""
     latencies: list[tuple[int, float]] = []  # (step, seconds)
     errors: list[str] = []
+    got: list[dict[str, str]] = [{} for _ in range(n)]  # each student's ETags, by URL
+    statuses: collections.Counter = collections.Counter()
 
     async def student(i: int) -> None:
         port = ports[i % len(ports)]
@@ -100,8 +117,10 @@ async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think:
                 for url in (f"/api/state?seed={seed}&step={step}", f"/api/tensor/{node}?seed={seed}&step={step}"):
                     t0 = time.perf_counter()
                     try:
-                        status, body = await asyncio.wait_for(client.get(url), TIMEOUT)
-                        if status != 200:
+                        etag = etags[i].get(url) if etags else None
+                        status, body, got[i][url] = await asyncio.wait_for(client.get(url, etag), TIMEOUT)
+                        statuses[status] += 1
+                        if status not in ((200, 304) if etag else (200,)):
                             errors.append(f"{status} {url} {body[:120]!r}")
                     except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as e:
                         errors.append(f"{url} {e!r}")
@@ -120,14 +139,57 @@ async def lockstep(ports: list[int], n: int, seed: int, nodes: list[str], think:
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     stop.set()
     await ticker
-    return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": lags}
+    return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": lags, "etags": got,
+            "statuses": statuses}  # fmt: skip
 
 
-def proxy_log(access_log: Path, seed: int) -> tuple[collections.Counter, list[float]]:
+def lockstep_h2load(ports: list[int], n: int, seed: int, nodes: list[str], threads: int, folder: Path) -> dict:
+    """n students as h2load clients (n / len(ports) on each port, one h2load each, at once), each asking for the
+    schedule's 42 URLs in order on one HTTP/1.1 connection."""
+    procs = []
+    cpu0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    for k, port in enumerate(ports):
+        clients = n // len(ports) + (k < n % len(ports))
+        urls = folder / f"urls-{seed}-{port}.txt"
+        urls.write_text("".join(
+            f"http://127.0.0.1:{port}{path}?seed={seed}&step={step}\n"
+            for step in range(21) for path in ("/api/state", f"/api/tensor/{nodes[min(step, len(nodes) - 1)]}")
+        ))  # fmt: skip
+        log = folder / f"h2load-{seed}-{port}.log"
+        encoding = f"Accept-Encoding: {EncodedClient.accept_encoding}"
+        cmd = ["h2load", "--h1", "-n", str(42 * clients), "-c", str(clients), "-t", str(threads), "-m", "1",
+               "-i", str(urls), "-H", encoding, "--log-file", str(log)]  # fmt: skip
+        procs.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), log))
+    outputs = [proc.communicate(timeout=600)[0] for proc, _ in procs]
+    wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    latencies, errors, statuses = [], [], collections.Counter()
+    for (_, log), output in zip(procs, outputs, strict=True):
+        for line in log.read_text().splitlines():
+            _, status, micros = line.split("\t")[:3]
+            statuses[int(status)] += 1
+            latencies.append((-1, int(micros) / 1e6))
+            if status != "200":
+                errors.append(f"status {status}")
+        if (done := re.search(r"requests: .*", output)) and "0 failed, 0 errored" not in output:
+            errors.append(f"h2load: {done[0]}")
+        if connect := re.search(r"time for connect: .*", output):  # its latencies start once connected
+            print(f"h2load on port {log.stem.rsplit('-', 1)[1]}: {' '.join(connect[0].split())} (min max mean sd)")
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu, "lags": [], "etags": None,
+            "statuses": statuses}  # fmt: skip
+
+
+def proxy_log(lines: list[str], seed: int) -> tuple[collections.Counter, list[float]]:
     """nginx's cache status and request time (first byte read to last byte sent) of each request on `seed`."""
     pattern = re.compile(rf"seed={seed}&.*cache=(\S+) .* rt=([\d.]+)")
-    matches = [m for line in access_log.read_text().splitlines() if (m := pattern.search(line))]
+    matches = [m for line in lines if (m := pattern.search(line))]
     return collections.Counter(m[1] for m in matches), [float(m[2]) for m in matches]
+
+
+def p99_or_nan(seconds: list[float]) -> float:
+    """The p99 in ms; nan where the client did not measure it (h2load: no steps, no loop)."""
+    return percentile(seconds, 99) if seconds else math.nan
 
 
 def main() -> None:
@@ -140,9 +202,13 @@ def main() -> None:
     parser.add_argument("--lock-timeout", default="100ms", help="nginx's proxy_cache_lock_timeout")
     parser.add_argument("--think", type=float, default=0.0, help="seconds each student reads a step (0: no pause)")
     parser.add_argument("--encoding", default=BROWSER, help="the students' Accept-Encoding ('identity': none)")
+    parser.add_argument("--client", choices=("python", "h2load"), default="python", help="the load generator")
+    parser.add_argument("--h2load-threads", type=int, default=1, help="h2load's threads (each takes a core)")
     args = parser.parse_args()
     if not Path(NGINX).exists():
         sys.exit("Debian's nginx is required: apt-get install -y nginx (make browser-deps)")
+    if args.client == "h2load" and args.think:
+        sys.exit("--client h2load asks with no pause between steps: --think 0")
     EncodedClient.accept_encoding = args.encoding
     data = ["--data", args.data] if args.data else []
     # no challenge checks in this scenario: no sandbox processes to share the cores with
@@ -158,18 +224,34 @@ def main() -> None:
     runs: dict[str, dict] = {}
     try:
         # a fresh seed per run: each starts as cold as a class's first visit
-        runs["direct"] = asyncio.run(lockstep(ports, args.students, 70_001, nodes, args.think))
-        runs["proxy"] = asyncio.run(lockstep([listen], args.students, 70_002, nodes, args.think))
+        if args.client == "h2load":
+            for name, targets, seed in (("direct", ports, 70_001), ("proxy", [listen], 70_002)):
+                runs[name] = lockstep_h2load(targets, args.students, seed, nodes, args.h2load_threads, state_dir)
+        else:
+            runs["direct"] = asyncio.run(lockstep(ports, args.students, 70_001, nodes, args.think))
+            runs["proxy"] = asyncio.run(lockstep([listen], args.students, 70_002, nodes, args.think))
+        time.sleep(2)  # nginx flushes its log buffers within 1 s: what is written now is the proxy run's
+        proxy_lines = len((state_dir / "access.log").read_text().splitlines())
+        # the class comes back, each student with the ETags it got: revalidation (the cache entries are fresh)
+        revisits = {}
+        if args.client == "python":
+            revisits = {
+                "direct": asyncio.run(lockstep(ports, args.students, 70_001, nodes, 0, runs["direct"]["etags"])),
+                "proxy": asyncio.run(lockstep([listen], args.students, 70_002, nodes, 0, runs["proxy"]["etags"])),
+            }
     finally:
         nginx.send_signal(signal.SIGQUIT)  # graceful: flushes the access log
         nginx.wait(timeout=30)
         for s in servers:
             s.terminate()
             s.wait(timeout=10)
-    statuses, nginx_times = proxy_log(state_dir / "access.log", 70_002)
+    log = (state_dir / "access.log").read_text().splitlines()
+    statuses, nginx_times = proxy_log(log[:proxy_lines], 70_002)
+    revisit_statuses, _ = proxy_log(log[proxy_lines:], 70_002)
     state.cleanup()
 
     print(
+        f"client: {args.client}{f' ({args.h2load_threads} thread)' if args.client == 'h2load' else ''}; "
         f"{args.students} students in lockstep, one config, 21 steps x (state + tensor), {args.think} s between steps, "
         f"Accept-Encoding: {args.encoding}; "
         f"{args.api} API processes; nginx workers: {args.nginx_workers}, lock timeout {args.lock_timeout}; "
@@ -180,13 +262,13 @@ def main() -> None:
     rows = [
         ("p50 (ms)", lambda r: percentile([t for _, t in r["latencies"]], 50), None),
         ("p99 (ms)", lambda r: percentile([t for _, t in r["latencies"]], 99), 250),
-        ("  p99 of step 0 (connect, cold)", lambda r: percentile([t for s, t in r["latencies"] if s == 0], 99), None),
-        ("  p99 of steps 1-20", lambda r: percentile([t for s, t in r["latencies"] if s > 0], 99), None),
+        ("  p99 of step 0 (connect, cold)", lambda r: p99_or_nan([t for s, t in r["latencies"] if s == 0]), None),
+        ("  p99 of steps 1-20", lambda r: p99_or_nan([t for s, t in r["latencies"] if s > 0]), None),
         ("max (ms)", lambda r: percentile([t for _, t in r["latencies"]], 100), None),
         ("errors", lambda r: len(r["errors"]), 0),
         ("requests / s", lambda r: len(r["latencies"]) / r["wall"], None),
         ("client CPU / wall", lambda r: r["client_cpu"] / r["wall"], None),
-        ("client loop lag p99 (ms)", lambda r: percentile(r["lags"], 99) if r["lags"] else 0.0, None),
+        ("client loop lag p99 (ms)", lambda r: p99_or_nan(r["lags"]), None),
     ]
     for name, measure, target in rows:
         values = [measure(runs[k]) for k in ("direct", "proxy")]
@@ -194,12 +276,25 @@ def main() -> None:
     total = sum(statuses.values())
     share = ", ".join(f"{k} {v / total:.1%}" for k, v in statuses.most_common()) if total else "no log lines"
     print(f"\nnginx cache status of the proxy run's {total} requests: {share}")
+    if revisits:
+        print("the class comes back with its ETags (If-None-Match, no pause):")
+    for name, r in revisits.items():
+        n = sum(r["statuses"].values())
+        times = [t for _, t in r["latencies"]]
+        print(
+            f"  {name:6s}: {r['statuses'][304] / n:.1%} of {n} answers 304, {len(r['errors'])} errors; "
+            f"p50 {percentile(times, 50):.2f} ms, p99 {percentile(times, 99):.2f} ms"
+        )
+    if revisits:
+        total = sum(revisit_statuses.values())
+        share = ", ".join(f"{k} {v / total:.1%}" for k, v in revisit_statuses.most_common()) if total else "none"
+        print(f"nginx cache status of the proxy revisit's {total} requests: {share}")
     if nginx_times:  # what the students would see from a client that never lags (no kernel queues counted)
         print(
             f"nginx's own request time (its log): p50 {percentile(nginx_times, 50):.2f} ms, "
             f"p99 {percentile(nginx_times, 99):.2f} ms, max {percentile(nginx_times, 100):.2f} ms"
         )
-    for name, r in runs.items():
+    for name, r in [*runs.items(), *(("revisit " + k, v) for k, v in revisits.items())]:
         for sample in r["errors"][:3]:
             print(f"error ({name}):", sample)
 

@@ -93,6 +93,8 @@ class RunStore:
 
     # runs are claimed by the web processes' Scheduler (True), or taken from a task queue by workers (False)
     claims_locally = True
+    # the store tells other processes when a run changes (listen): their event streams need not poll it fast
+    notifies = False
 
     def __init__(self, path: str | Path, limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -250,7 +252,10 @@ class RunStore:
     def delete(self, run_id: int) -> bool:
         """Forget a run; a worker still training it notices the missing row and stops."""
         with self._db(immediate=True) as db:
-            return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+            gone = db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+            if gone:
+                self._notify(db, run_id)
+        return gone
 
     def losses(self, run_id: int) -> torch.Tensor | None:
         """Every step's loss of an ended run, (steps,) float32."""
@@ -403,6 +408,16 @@ class RunStore:
             "INSERT INTO events (run_id, seq, kind, data) VALUES (?, ?, ?, ?)",
             (run_id, seq, kind, json.dumps(data, allow_nan=False)),
         )
+        self._notify(db, run_id)
+
+    def _notify(self, db: Any, run_id: int) -> None:
+        """Tell the listening processes, when this transaction commits, that run `run_id` changed (SQLite: nobody
+        listens, streams poll)."""
+
+    async def listen(self, changed: Callable[[int], None], listening: Callable[[], None]) -> None:
+        """Call changed(run_id) for each run another process changes, on one connection, until cancelled; call
+        listening() once every notice from then on will come. Only a store that `notifies`."""
+        raise NotImplementedError("a SQLite store does not notify: its streams poll")
 
     def _end(self, db: sqlite3.Connection, run_id: int, status: str, reason: str | None) -> None:
         changed = db.execute(

@@ -22,6 +22,7 @@ from .train_config import TrainConfig
 from .train_queue import Deferrer, apply_schema
 
 WRITE_LOCK = 0x62_61_63_6B  # the advisory lock every write holds ('back')
+CHANNEL = "run_changed"  # NOTIFY'd with a run's id when it gets an event or is deleted
 POOL_SIZE = 8  # connections a process keeps: its threads' concurrent transactions
 
 SCHEMA = """
@@ -94,6 +95,7 @@ class PostgresRunStore(RunStore):
     workers on any machine take (server/train_worker.py)."""
 
     claims_locally = False
+    notifies = True
 
     def __init__(self, url: str, limits: Limits | None = None, clock: Callable[[], float] = time.time) -> None:
         self.url = url
@@ -163,6 +165,19 @@ class PostgresRunStore(RunStore):
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
         else:  # one snapshot for the whole read, as a SQLite read transaction
             db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def _notify(self, db: Any, run_id: int) -> None:
+        # delivered at COMMIT, with the event, in commit order: a listener never reads before the row is there
+        db.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(run_id)))
+
+    async def listen(self, changed: Callable[[int], None], listening: Callable[[], None]) -> None:
+        """Call changed(run_id) for each run any process changes (LISTEN on one connection of its own), until
+        cancelled or the connection fails (psycopg.OperationalError)."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            listening()
+            async for notice in conn.notifies():
+                changed(int(notice.payload))
 
     def close(self) -> None:
         self.jobs.close()

@@ -11,11 +11,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
+from procrastinate.exceptions import ConnectorException
+from procrastinate.jobs import Status
 from procrastinate.schema import SchemaManager
+from procrastinate.utils import utcnow
 
 TASK = "train_run"  # the one task: train run `run_id` (server/train_worker.py defines it)
 QUEUE = "training"
 DEFER_POOL = {"min_size": 1, "max_size": 2}  # a web process defers a run or two at a time
+# a queue worker whose heartbeat (procrastinate's, every 10 s) is older than this is gone: its jobs are stalled
+STALLED_AFTER_S = 30.0
 
 
 def apply_schema(db: Any) -> None:
@@ -63,3 +68,25 @@ def queue_app(url: str, train: Callable[[int], Awaitable[None]]) -> App:
         await train(run_id)
 
     return app
+
+
+async def settle_stalled_jobs(app: App, run_status: Callable[[int], Awaitable[str | None]]) -> list[tuple[int, str]]:
+    """The jobs left "doing" by queue workers that stopped beating (killed, machine gone), settled by their run's
+    status: a run that never started is queued again, a run that ended (or is gone) fails its job, a run still
+    running is left until it ends (its own heartbeat says when). [(job id, what was done)]."""
+    manager = app.job_manager
+    await manager.prune_stalled_workers(STALLED_AFTER_S)  # their rows go; their jobs keep no worker
+    done = []
+    for job in await manager.get_stalled_jobs(queue=QUEUE, task_name=TASK, seconds_since_heartbeat=STALLED_AFTER_S):
+        assert job.id is not None
+        status = await run_status(int(job.task_kwargs["run_id"]))
+        try:
+            if status == "queued":
+                await manager.retry_job_by_id_async(job.id, utcnow())
+                done.append((job.id, "retried"))
+            elif status != "running":
+                await manager.finish_job_by_id_async(job.id, Status.FAILED, delete_job=False)
+                done.append((job.id, "failed"))
+        except ConnectorException:  # another worker's sweep settled it first
+            continue
+    return done

@@ -17,14 +17,18 @@ import socket
 import sys
 from pathlib import Path
 
+from procrastinate import App
+
 from .data import DEFAULT_DATA, DataError, Dataset, load_dataset
 from .runs import Limits, StoreURLError, is_postgres, store_path
 from .settings import Settings
 from .stores import open_store
-from .train_queue import QUEUE, queue_app
+from .train_queue import QUEUE, queue_app, settle_stalled_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP_EVERY_S = 5.0  # how often a worker marks runs whose training process stopped beating (any machine's)
+# how often a worker marks runs whose training process stopped beating, and settles the jobs of queue workers that
+# stopped beating (any machine's)
+SWEEP_EVERY_S = 5.0
 STOP_GRACE_S = 10.0  # a training process that has not ended its run this long after SIGTERM is killed
 
 
@@ -84,10 +88,16 @@ class Worker:
         # a training process that died without ending its run (killed, out of memory): the run says so now
         await asyncio.to_thread(self.store.end, run_id, "failed", f"its training process exited ({code})", None)
 
-    async def sweep(self) -> None:
+    async def run_status(self, run_id: int) -> str | None:
+        run = await asyncio.to_thread(self.store.get, run_id)
+        return run["status"] if run else None
+
+    async def sweep(self, app: App) -> None:
         while True:
             try:
                 await asyncio.to_thread(self.store.sweep)
+                # a killed worker's job would stay "doing" forever: it ends when its run has
+                await settle_stalled_jobs(app, self.run_status)
             except Exception:  # the database restarting: try again next time
                 logging.getLogger("backprop-explorer").exception("sweep failed")
             await asyncio.sleep(SWEEP_EVERY_S)
@@ -95,17 +105,17 @@ class Worker:
 
 async def serve(url: str, worker: Worker, max_runs: int) -> None:
     app = queue_app(url, worker.train)
-    sweeper = asyncio.create_task(worker.sweep())
-    try:
-        async with app.open_async():
+    async with app.open_async():
+        sweeper = asyncio.create_task(worker.sweep(app))
+        try:
             # jobs wake the worker through LISTEN/NOTIFY; on SIGTERM running jobs are cancelled at once, which
             # ends their runs as interrupted (a run is not retried: its learner starts it again if they want)
             await app.run_worker_async(
                 queues=[QUEUE], concurrency=max_runs, name=worker.name, shutdown_graceful_timeout=0,
                 delete_jobs="successful",
             )  # fmt: skip
-    finally:
-        sweeper.cancel()
+        finally:
+            sweeper.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,11 @@ Every wait polls the database or the event stream with a generous deadline; noth
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -16,9 +19,10 @@ import pytest
 from server.runs import ENDED, HEARTBEAT_TIMEOUT_S, Limits
 from server.stores import open_store
 from server.train_config import TrainConfig
+from server.web.feeds import RunFeeds
 
 from .conftest import LECTURE_DATA
-from .live_server import LiveServer
+from .live_server import ROOT, LiveServer
 from .postgres import WorkerProcess
 from .test_runs import SHORT, _alive, read_events
 
@@ -68,10 +72,96 @@ def registered_workers(store) -> int:
         return db.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0]
 
 
-def statuses(store, run_id: int) -> list[dict]:
-    import json
+def jobs(store) -> list[tuple[int, str]]:
+    """(run id, status) of the training jobs in the queue's table."""
+    with store._db() as db:
+        rows = db.execute("SELECT args->>'run_id', status FROM procrastinate_jobs ORDER BY id").fetchall()
+    return [(int(run_id), status) for run_id, status in rows]
 
+
+def statuses(store, run_id: int) -> list[dict]:
     return [json.loads(data) for _, kind, data in store.events_after(run_id, 0) if kind == "status"]
+
+
+async def in_another_process(url: str, code: str) -> None:
+    """Run `code` with `store` open on `url` in a Python process of its own (as a training process would)."""
+    script = f"from server.stores import open_store\nstore = open_store({url!r})\n{code}\nstore.close()"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
+    assert await asyncio.wait_for(proc.wait(), 120) == 0
+
+
+def test_an_event_written_by_another_process_reaches_an_open_stream_through_its_notice(store):
+    (run_id,) = store.create([TINY], keep_running=True)  # committed before anybody listens: no notice of it
+
+    async def scenario() -> None:
+        # a feed that would poll once a day: only a notice can bring it what another process writes
+        feeds = RunFeeds(store, max_streams=4, notified_poll_s=86_400)
+        feeds.start()
+        await asyncio.wait_for(feeds.listening.wait(), 60)
+        assert feeds.poll_s == 86_400
+
+        async def connected() -> bool:
+            return False
+
+        stream = feeds.stream(feeds.subscribe(run_id, 0), 0, connected)
+
+        async def next_chunk() -> str:  # past the retry line and keep-alive comments
+            while not (chunk := await anext(stream)).startswith("id: "):
+                pass
+            return chunk
+
+        async def next_event() -> tuple[int, str, dict]:
+            chunk = await asyncio.wait_for(next_chunk(), 120)
+            seq, kind, data = (line.partition(": ")[2] for line in chunk.strip().split("\n"))
+            return int(seq), kind, json.loads(data)
+
+        assert await next_event() == (1, "status", {"status": "queued"})  # the feed's first read
+        await in_another_process(store.url, f"store.append({run_id}, 'progress', {{'step': 7}})")
+        assert await next_event() == (2, "progress", {"step": 7})
+        # a run deleted elsewhere ends its streams
+        await in_another_process(store.url, f"store.delete({run_id})")
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(stream), 120)
+        assert not feeds.feeds and feeds.open == 0
+        await feeds.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_jobs_of_a_queue_worker_that_stopped_beating_are_settled_by_their_runs(store):
+    from server.train_queue import QUEUE, queue_app, settle_stalled_jobs
+
+    queued, running, ended, gone = store.create([TINY] * 4, keep_running=True)  # a job each
+    for run_id in (running, ended, gone):
+        store.start(run_id, "lost")
+    store.end(ended, "interrupted", "its worker stopped while it trained", None)
+    store.delete(gone)
+
+    async def train(run_id: int) -> None:
+        raise AssertionError("nothing trains here")
+
+    async def run_status(run_id: int) -> str | None:
+        run = store.get(run_id)
+        return run["status"] if run else None
+
+    async def scenario() -> list[tuple[int, str]]:
+        app = queue_app(store.url, train)
+        async with app.open_async():
+            # a queue worker takes the four jobs, then stops beating (killed: nothing is written)
+            worker = await app.job_manager.register_worker()
+            taken = [await app.job_manager.fetch_job([QUEUE], worker) for _ in range(4)]
+            assert sorted(job.task_kwargs["run_id"] for job in taken if job) == [queued, running, ended, gone]
+            assert await settle_stalled_jobs(app, run_status) == []  # it beat a moment ago: nothing is stalled
+            with store._db(immediate=True) as db:
+                db.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
+            return await settle_stalled_jobs(app, run_status)
+
+    settled = asyncio.run(scenario())
+    assert len(settled) == 3
+    # the run that never started is taken again; an ended or deleted run's job fails; a running run's waits
+    assert dict(jobs(store)) == {queued: "todo", running: "doing", ended: "failed", gone: "failed"}
+    with store._db() as db:
+        assert db.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0] == 0  # pruned
 
 
 @pytest.mark.slow
@@ -119,6 +209,11 @@ def test_a_killed_worker_interrupts_its_run_and_no_other(store, workers):
     assert store.get(kept)["status"] == "cancelled"
     wait_for("the third run to finish", lambda: store.get(third)["status"] == "finished")
     assert statuses(store, third)[1]["worker"] == "survivor"
+    # the killed worker's job: "doing" until the survivor sees that worker's heartbeat stopped, then failed (its
+    # run ended, and a run is not retried); the jobs that ended normally are gone
+    wait_for("the killed worker's job to end", lambda: dict(jobs(store))[lost] != "doing")
+    assert dict(jobs(store))[lost] == "failed"
+    wait_for("the other jobs, succeeded, deleted", lambda: len(jobs(store)) == 1)
 
 
 @pytest.mark.slow

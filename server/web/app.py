@@ -133,6 +133,8 @@ def create_app(
         if task and scheduler:
             task.cancel()
             await run_in_threadpool(scheduler.shutdown)
+        if app.state.feeds is not None:
+            await app.state.feeds.close()  # its listening connection
 
     app = FastAPI(
         title="Backprop Explorer",

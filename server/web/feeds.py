@@ -3,11 +3,14 @@
 A stream used to poll the database four times a second on the shared thread pool, each on its own:
 800 open streams held up every other endpoint. Now a run's feed polls once for all its streams and
 keeps its recent events in memory; a stream that is behind reads the database itself until it is not.
+With a store that notifies (PostgreSQL: LISTEN/NOTIFY), one listening connection per process wakes a
+run's feed when the run changes, and the feeds poll only slowly, in case a notice was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from ..runs import ENDED, RunStore
 
 POLL_S = 0.25  # how often a feed looks for new events
+NOTIFIED_POLL_S = 5.0  # the same while the store's notices wake the feeds
+RELISTEN_S = 2.0  # a lost listening connection is opened again after this (the feeds poll fast meanwhile)
 WATCH_EVERY_S = 2.0  # how often a feed tells the run that somebody watches
 KEEPALIVE_S = 15.0  # a comment line on a stream when nothing happened for this long
 WAKE_S = 1.0  # a waiting stream looks whether its client is still there at least this often
@@ -38,6 +43,7 @@ class RunFeed:
         self.streams = 0
         self.task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self.woken = asyncio.Event()  # the store says the run changed: read it now
 
     def after(self, seq: int) -> list[Event] | None:
         """The events after `seq` from memory; None when some of them are no longer (or not yet) kept."""
@@ -67,11 +73,52 @@ class RunFeeds:
     """The feeds of one server process, and the bound on its open streams (more: 503)."""
 
     def __init__(
-        self, store: RunStore, max_streams: int, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+        self,
+        store: RunStore,
+        max_streams: int,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        notified_poll_s: float = NOTIFIED_POLL_S,
     ) -> None:
         self.store, self.max_streams, self.sleep = store, max_streams, sleep
+        self.notified_poll_s = notified_poll_s
         self.feeds: dict[int, RunFeed] = {}
         self.open = 0
+        self.listening = asyncio.Event()  # set while the store's notices come
+        self.listener: asyncio.Task[None] | None = None
+
+    @property
+    def poll_s(self) -> float:
+        """How long a feed waits between reads when nothing wakes it."""
+        return self.notified_poll_s if self.listening.is_set() else POLL_S
+
+    def start(self) -> None:
+        """Listen to the store's notices, if it sends any (one connection for the whole process)."""
+        if self.store.notifies and self.listener is None:
+            self.listener = asyncio.create_task(self._listen())
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.cancel()
+            await asyncio.gather(self.listener, return_exceptions=True)
+            self.listener = None
+
+    async def _listen(self) -> None:
+        def changed(run_id: int) -> None:
+            if feed := self.feeds.get(run_id):
+                feed.woken.set()
+
+        def listening() -> None:
+            self.listening.set()
+            for feed in self.feeds.values():  # what changed before the notices came
+                feed.woken.set()
+
+        while True:
+            try:
+                await self.store.listen(changed, listening)
+            except Exception:  # the database restarting: the feeds poll fast until the notices come again
+                logging.getLogger("backprop-explorer").exception("listening to the runs' notices failed")
+            self.listening.clear()
+            await asyncio.sleep(RELISTEN_S)
 
     def subscribe(self, run_id: int, seq: int) -> RunFeed:
         """A stream opens on run `run_id`, from event `seq`: its feed (started if none is running)."""
@@ -79,6 +126,7 @@ class RunFeeds:
             raise HTTPException(
                 503, f"{self.open} event streams are open on this server, its most", headers={"Retry-After": "10"}
             )
+        self.start()
         feed = self.feeds.get(run_id)
         if feed is None:
             feed = self.feeds[run_id] = RunFeed(run_id, seq)
@@ -97,25 +145,47 @@ class RunFeeds:
                 feed.task.cancel()
 
     async def _poll(self, feed: RunFeed) -> None:
-        last_watch = -WATCH_EVERY_S
+        last_watch, last_read = -WATCH_EVERY_S, 0.0
+        read = watch = True
         while True:
             now = time.monotonic()
-            if now - last_watch >= WATCH_EVERY_S:  # an open stream counts as somebody watching the run
+            if watch or now - last_watch >= WATCH_EVERY_S:  # an open stream counts as somebody watching the run
                 await run_in_threadpool(self.store.watch, feed.run_id)
                 last_watch = now
-            batch = await run_in_threadpool(self.store.events_after, feed.run_id, feed.seq, PAGE)
-            ended = False
-            if not batch:
-                run = await run_in_threadpool(self.store.get, feed.run_id)
-                if run is None or run["status"] in ENDED:
-                    # the final events are committed with the status: read any that came in meanwhile
-                    batch = await run_in_threadpool(self.store.events_after, feed.run_id, feed.seq, PAGE)
-                    ended = len(batch) < PAGE
-            feed.publish(batch, ended)
-            if feed.ended:
-                return
-            if len(batch) < PAGE:  # a full page: read on at once
-                await self.sleep(POLL_S)
+            if read:
+                feed.woken.clear()  # a notice from now on is news
+                batch = await run_in_threadpool(self.store.events_after, feed.run_id, feed.seq, PAGE)
+                ended = False
+                if not batch:
+                    run = await run_in_threadpool(self.store.get, feed.run_id)
+                    if run is None or run["status"] in ENDED:
+                        # the final events are committed with the status: read any that came in meanwhile
+                        batch = await run_in_threadpool(self.store.events_after, feed.run_id, feed.seq, PAGE)
+                        ended = len(batch) < PAGE
+                feed.publish(batch, ended)
+                if feed.ended:
+                    return
+                if len(batch) == PAGE:  # a full page: read on at once
+                    continue
+                last_read = now
+            # sleep until the next read or watch is due, or a notice wakes the feed
+            read_at, watch_at = last_read + self.poll_s, last_watch + WATCH_EVERY_S
+            woken = await self._rest(feed, max(0.0, min(read_at, watch_at) - time.monotonic()))
+            read = woken or read_at <= watch_at
+            watch = not woken and watch_at < read_at
+
+    async def _rest(self, feed: RunFeed, seconds: float) -> bool:
+        """Sleep `seconds`; True if the feed was woken first."""
+        if feed.woken.is_set():
+            return True
+        sleeping = asyncio.ensure_future(self.sleep(seconds))
+        woken = asyncio.ensure_future(feed.woken.wait())
+        try:
+            await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            woken.cancel()
+        return feed.woken.is_set()
 
     async def stream(self, feed: RunFeed, seq: int, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
         """Server-Sent Events: the run's events after `seq`, then live ones until the run ends."""

@@ -15,6 +15,8 @@ from server.web.feeds import RunFeeds
 class Store:
     """The run store's reads a feed makes, counted (called from the thread pool)."""
 
+    notifies = False  # as SQLite's: the feed polls
+
     def __init__(self) -> None:
         self.events: list[tuple[int, str, str]] = []
         self.status = "running"
