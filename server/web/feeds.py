@@ -10,6 +10,7 @@ run's feed when the run changes, and the feeds poll only slowly, in case a notic
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -155,7 +156,8 @@ class RunFeeds:
             if read:
                 feed.woken.clear()  # a notice from now on is news
                 batch = await run_in_threadpool(self.store.events_after, feed.run_id, feed.seq, PAGE)
-                ended = False
+                # a run's last event is its final status: a stream of an ended run ends at once, not a poll later
+                ended = bool(batch) and batch[-1][1] == "status" and json.loads(batch[-1][2]).get("final") is True
                 if not batch:
                     run = await run_in_threadpool(self.store.get, feed.run_id)
                     if run is None or run["status"] in ENDED:

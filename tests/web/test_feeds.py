@@ -80,12 +80,12 @@ def test_twenty_streams_share_one_poll_and_see_every_event_in_order():
             await ticker.tick()
         store.add("status", {"status": "finished", "final": True})
         store.status = "finished"
-        await ticker.tick()  # the final event is read
-        ticker.wake.put_nowait(None)  # nothing new, and the run has ended: the feed stops
+        ticker.wake.put_nowait(None)  # the final event is read: the run has ended, the feed stops without a poll more
         await asyncio.wait_for(asyncio.gather(*streams), 30)
         assert all(mine == [1, 2, 3, 4, 5] for mine in received), received
         # one read per poll for all 20 streams (a stream that joined late would read its backlog once)
-        assert store.calls["events_after"] == 7 and store.calls["watch"] == 1, store.calls
+        assert store.calls["events_after"] == 5 and store.calls["get"] == 0 and store.calls["watch"] == 1, store.calls
+        assert ticker.sleeping.empty()  # and it did not sleep again
         assert feeds.open == 0 and not feeds.feeds
 
     asyncio.run(scenario())
