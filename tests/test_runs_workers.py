@@ -210,7 +210,15 @@ def test_a_killed_worker_interrupts_its_run_and_no_other(store, workers):
     wait_for("the third run to finish", lambda: store.get(third)["status"] == "finished")
     assert statuses(store, third)[1]["worker"] == "survivor"
     # the killed worker's job: "doing" until the survivor sees that worker's heartbeat stopped, then failed (its
-    # run ended, and a run is not retried); the jobs that ended normally are gone
+    # run ended, and a run is not retried); the jobs that ended normally are gone. Its last beat is made an hour old,
+    # as if that time had passed: the survivor's next sweep finds it stalled, without the test waiting on the clock
+    assert dict(jobs(store))[lost] == "doing"
+    with store._db(immediate=True) as db:
+        db.execute(
+            "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' WHERE id = "
+            "(SELECT worker_id FROM procrastinate_jobs WHERE args->>'run_id' = ?)",
+            (str(lost),),
+        )
     wait_for("the killed worker's job to end", lambda: dict(jobs(store))[lost] != "doing")
     assert dict(jobs(store))[lost] == "failed"
     wait_for("the other jobs, succeeded, deleted", lambda: len(jobs(store)) == 1)
