@@ -262,7 +262,7 @@ class Interpreter:
             except RecursionError:
                 raise Refused(f"{self.where(stmt)}: nested too deeply") from None
             except Exception as e:  # torch's own errors (shapes, dtypes, indices) are the learner's feedback
-                raise Refused(f"{self.where(stmt)}: {_short(e)}") from None
+                raise Refused(f"{self.where(stmt)}: {short_error(e)}") from None
 
     def where(self, node: ast.stmt | ast.expr) -> str:
         """'line 4', or 'line 4 (k = 3, j = 1)' inside loops: which iteration went wrong."""
@@ -478,8 +478,8 @@ class Interpreter:
             if left.shape[-1] == inner:
                 return
             fix = self.matmul_fix(node, left, right) if left.dim() == right.dim() == 2 else None
-            raise Refused(f"{self.where(node)}: {a} @ {b}: {_fmt(left.shape)} @ {_fmt(right.shape)}: inner sizes "
-                          f"{left.shape[-1]} and {inner}"
+            raise Refused(f"{self.where(node)}: {a} @ {b}: {fmt_shape(left.shape)} @ {fmt_shape(right.shape)}: "
+                          f"inner sizes {left.shape[-1]} and {inner}"
                           + (f" — did you mean {fix}?" if fix else " differ: the left's last size must be the "
                              "right's first"))  # fmt: skip
         try:
@@ -496,7 +496,7 @@ class Interpreter:
                 fix = f" — did you mean {a} {op} {_transposed(node.right)}?"
             elif _broadcasts(left.T.shape, right.shape):
                 fix = f" — did you mean {_transposed(node.left)} {op} {b}?"
-        raise Refused(f"{self.where(node)}: {a} {op} {b}: {_fmt(left.shape)} and {_fmt(right.shape)} do not "
+        raise Refused(f"{self.where(node)}: {a} {op} {b}: {fmt_shape(left.shape)} and {fmt_shape(right.shape)} do not "
                       f"broadcast: dim {dim} has {ls[dim]} and {rs[dim]} (sizes must match, or one be 1)"
                       + fix)  # fmt: skip
 
@@ -614,7 +614,8 @@ class Interpreter:
             raise Refused(f"a {type(value).__name__} is not a value a gradient needs")
 
 
-def _fmt(shape: tuple[int, ...] | torch.Size) -> str:
+def fmt_shape(shape: tuple[int, ...] | torch.Size) -> str:
+    """(32,27): a shape as the learner is told it."""
     return "(" + ",".join(map(str, shape)) + ")"
 
 
@@ -646,7 +647,8 @@ def _transposed(node: ast.expr) -> str:
     return f"{text}.T" if isinstance(node, ast.Name | ast.Attribute | ast.Subscript | ast.Call) else f"({text}).T"
 
 
-def _short(e: BaseException) -> str:
+def short_error(e: BaseException) -> str:
+    """The first line of an error's message, at most 300 characters (its type when it has none)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:300]
 

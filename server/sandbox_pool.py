@@ -126,8 +126,8 @@ def check_training_code(dataset: Dataset, fields: dict[str, Any]) -> dict[str, A
     n = config.batch_size
     p, _ = init_params(config.model(), dataset.vocab_size)
     assert config.code is not None
-    program = CodeBackward(p, n, config.code, splits.Xtr[:n], splits.Ytr[:n]).program
-    return {"ok": True, "fused_loops": program.fused_loops}
+    CodeBackward(p, n, config.code, splits.Xtr[:n], splits.Ytr[:n])  # Refused with the reason, or the block trains
+    return {"ok": True}
 
 
 class SandboxProcess:

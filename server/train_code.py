@@ -28,7 +28,7 @@ from .cells import split_cell
 from .forward import run_forward
 from .graph import PARAM_NAMES, TRAINED_MODE, ops_for_mode
 from .layers import LAYERS
-from .sandbox import AUGOPS, BINOPS, Cost, Interpreter, Refused, parse
+from .sandbox import AUGOPS, BINOPS, Cost, Interpreter, Refused, fmt_shape, parse, short_error
 from .train_kernels import ManualBackward
 
 Env = dict[str, Any]
@@ -89,29 +89,34 @@ def check_block(source: str, scope: Env, params: dict[str, torch.Tensor]) -> Pro
             )
         want = params[name].shape
         if got.dtype != params[name].dtype or not _updates(got.shape, want):
-            raise Refused(f"{where}{grad} has shape {_fmt(got.shape)} ({got.dtype}); the update subtracts it from "
-                          f"{name}, of shape {_fmt(want)}")  # fmt: skip
+            raise Refused(f"{where}{grad} has shape {fmt_shape(got.shape)} ({got.dtype}); the update subtracts it from "
+                          f"{name}, of shape {fmt_shape(want)}")  # fmt: skip
     # compiled once to note each operation's shapes on this batch, then for good, writing results into operands
     # the expression has just made where the shapes allow it
     recorder = Compiler(tree, records={})
     statements = [recorder.statement(s) for s in tree.body]
-    copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
+    env = _copies(scope)
     with torch.no_grad():
         for statement in statements:
-            statement(copies)
+            statement(env)
     compiler = Compiler(tree, plan=recorder.in_place())
     program = Program(
         tree, [compiler.statement(s) for s in tree.body], grads, dry.cost, compiler.fused, len(compiler.plan)
     )
     # the interpreter's own run on copies, and the compiled one: the same bits, or the block is not trained
-    copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
     with torch.no_grad():
-        want_env = Interpreter(copies, shared, set(), {}, meta=False, unit="line").run(tree)
+        want_env = Interpreter(_copies(scope), shared, set(), {}, meta=False, unit="line").run(tree)
         got_env = run_program(program, dict(scope))
     for grad in grads:
-        if not torch.equal(want_env[grad], got_env[grad]) and not _both_nan_equal(want_env[grad], got_env[grad]):
+        want, got = want_env[grad], got_env[grad]
+        # the same bits, NaN where NaN is: allclose with no tolerance compares as == does, and NaN equals NaN
+        if want.shape != got.shape or not torch.allclose(want, got, rtol=0, atol=0, equal_nan=True):
             raise Refused(f"{grad}: the compiled block differs from the interpreted one (a bug of this server)")
     return program
+
+
+def _copies(scope: Env) -> Env:
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
 
 
 def run_program(program: Program, env: Env) -> Env:
@@ -126,14 +131,6 @@ def _updates(grad: torch.Size, param: torch.Size) -> bool:
         return torch.broadcast_shapes(grad, param) == param
     except RuntimeError:
         return False
-
-
-def _both_nan_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.equal(a.isnan(), b.isnan())) and bool((a == b)[~a.isnan()].all())
-
-
-def _fmt(shape: torch.Size) -> str:
-    return "(" + ",".join(map(str, shape)) + ")"
 
 
 # what a call makes anew (never a view or its own tensor): an operation may write its result into it
@@ -163,6 +160,13 @@ class Compiler:
         self.records, self.plan = records, plan or {}
         self.depth = 0  # loops around the code being compiled: shapes inside may change from one iteration to the next
         self.fresh: dict[int, tuple[bool, bool, type]] = {}  # each operation: whether its operands are made anew
+        self.ranges: dict[range, torch.Tensor] = {}  # range(n) as an index tensor, made once (nothing can change it)
+
+    def range_tensor(self, r: range) -> torch.Tensor:
+        t = self.ranges.get(r)
+        if t is None:
+            t = self.ranges[r] = torch.tensor(r)
+        return t
 
     def in_place(self) -> dict[int, str]:
         """From the records: which operand each top-level operation may write its result into."""
@@ -241,7 +245,6 @@ class Compiler:
             return None
         first, rest = self.expr(at.elts[0]), [self.index(e) for e in at.elts[1:]]
         added = number.value if isinstance(node.op, ast.Add) else -number.value
-        ranges: dict[range, torch.Tensor] = {}
         values: dict[torch.dtype, torch.Tensor] = {}
 
         def add_at_pairs(env: Env) -> None:
@@ -254,9 +257,7 @@ class Compiler:
             ):  # fmt: skip
                 general(env)
                 return
-            rows = ranges.get(r)
-            if rows is None:
-                rows = ranges[r] = torch.tensor(r)
+            rows = self.range_tensor(r)
             v = values.get(tensor.dtype)
             if v is None:
                 v = values[tensor.dtype] = torch.tensor(added, dtype=tensor.dtype)
@@ -398,16 +399,10 @@ class Compiler:
             parts = [self.index(e) for e in node.elts]
             return lambda env: tuple(p(env) for p in parts)
         value = self.expr(node)
-        ranges: dict[range, torch.Tensor] = {}  # range(n) as an index tensor, made once (nothing can change it)
 
         def index(env: Env) -> Any:
             v = value(env)
-            if isinstance(v, range):
-                t = ranges.get(v)
-                if t is None:
-                    t = ranges[v] = torch.tensor(v)
-                return t
-            return v
+            return self.range_tensor(v) if isinstance(v, range) else v
 
         return index
 
@@ -550,14 +545,15 @@ class CodeBackward:
         self.names = (LAYERS.embcat, block.hprebn, bnvar_inv, bnraw, block.hpreact, block.h)
         self.emb = next(op.outputs[0] for op in ops_for_mode(TRAINED_MODE) if op.kernel == "embedding")
         self.logits = LAYERS.output.out
-        self.fast = True
-        self.fast = self.twin_agrees(declared, self.scope(Xb, Yb))
+        self.fast = self.twin_agrees(declared, self.fused_scope(Xb, Yb))
         self.losses = ManualBackward.losses
 
     def scope(self, Xb: torch.Tensor, Yb: torch.Tensor) -> Env:
         """The block's names for one batch."""
-        if not self.fast:
-            return forward_scope(self.p, Xb, Yb)
+        return self.fused_scope(Xb, Yb) if self.fast else forward_scope(self.p, Xb, Yb)
+
+    def fused_scope(self, Xb: torch.Tensor, Yb: torch.Tensor) -> Env:
+        """The block's names for one batch, from the manual step's fused forward."""
         n = Xb.shape[0]
         logits, saved = self.kernel.forward(Xb.view(-1), n)
         env = dict(self.constants)
@@ -601,7 +597,7 @@ class CodeBackward:
             g if g.shape == p.shape else g.expand(p.shape)
             for g, p in zip((env[name] for name in self.program.grads), self.params, strict=True)
         ]
-        return env["logits"], grads, env if keep else {}
+        return env[self.logits], grads, env if keep else {}
 
     def explain(self, Xb: torch.Tensor, Yb: torch.Tensor, error: Exception) -> str:
         env = self.scope(Xb, Yb)
@@ -613,7 +609,7 @@ class CodeBackward:
             return str(e)
         except Exception:
             pass
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+        return f"{type(error).__name__}: {short_error(error)}"
 
     def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step, called under no_grad; returns what losses() needs: (logits, Yb)."""

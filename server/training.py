@@ -65,14 +65,19 @@ def _histogram(t: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def _agrees(grad: torch.Tensor, ref: torch.Tensor, scale: float) -> bool:
-    """Whether a gradient is autograd's up to float32 rounding: max |diff| <= CHECK_RTOL x `scale`, the largest entry
-    of all of autograd's gradients of the step.
+def _agrees(maxdiff: float | None, scale: float) -> bool:
+    """Whether a gradient is autograd's up to float32 rounding: its max |diff| (None: not finite) <= CHECK_RTOL x
+    `scale`, the largest entry of all of autograd's gradients of the step.
 
     Not cmp's entrywise allclose: its atol of 1e-8 fails the built-in backward's right gradients on small entries
     within a few hundred steps; nor relative to each gradient: db1 is 0 (batchnorm cancels it) up to rounding."""
-    diff = float((grad - ref).abs().max())
-    return math.isfinite(diff) and diff <= CHECK_RTOL * scale
+    return maxdiff is not None and maxdiff <= CHECK_RTOL * scale
+
+
+def _worst(maxdiff: dict[str, float | None]) -> float | None:
+    """The largest of a check's maxdiffs; None (not finite) if one is."""
+    values = maxdiff.values()
+    return None if None in values else max(values, default=0.0)  # type: ignore[type-var]
 
 
 def _num(x: float | None) -> str:
@@ -169,7 +174,7 @@ class Training:
             _, ref = self.reference.grads(Xb, Yb)
             maxdiff = {k: _finite(float((a - b).abs().max())) for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True)}
             scale = max(float(b.abs().max()) for b in ref)
-            wrong = [k for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True) if not _agrees(a, b, scale)]
+            wrong = [k for k in PARAM_NAMES if not _agrees(maxdiff[k], scale)]
             self.record_check(i, maxdiff, wrong, last=i == total - 1)
         if i in self.checkpoints:
             weights = dict(zip(PARAM_NAMES, grads, strict=True))
@@ -196,12 +201,10 @@ class Training:
     def record_check(self, step: int, maxdiff: dict[str, float | None], wrong: list[str], last: bool) -> None:
         """Emit a check event, or fold this comparison into the group's (each parameter's worst; None is sticky).
 
-        `wrong`: the parameters whose gradient is not allclose to autograd's (the event lists every one the group
+        `wrong`: the parameters whose gradient does not agree with autograd's (the event lists every one the group
         had)."""
         self.checks_done += 1
-        self.worst_check = _worse(self.worst_check, max((v for v in maxdiff.values() if v is not None), default=0.0))
-        if None in maxdiff.values():
-            self.worst_check = None
+        self.worst_check = _worse(self.worst_check, _worst(maxdiff))
         if wrong and self.first_wrong is None:
             self.first_wrong = (step, {k: maxdiff[k] for k in wrong})
         group = self.pending_check
@@ -214,9 +217,7 @@ class Training:
             group["wrong"] = [k for k in PARAM_NAMES if k in group["wrong"] or k in wrong]
         group["checks"] += 1
         if group["checks"] == self.check_group or last:
-            values = group["maxdiff"].values()
-            worst = max((v for v in values if v is not None), default=None)
-            self.emit("check", {**group, "max": worst if None not in values else None})
+            self.emit("check", {**group, "max": _worst(group["maxdiff"])})
             self.pending_check = None
 
     def flush(self, done: int) -> bool:

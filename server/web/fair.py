@@ -11,6 +11,7 @@ import asyncio
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import HTTPException, Request
 
@@ -18,6 +19,16 @@ from fastapi import HTTPException, Request
 def client_of(request: Request) -> Hashable:
     """Who is asking: the peer's address (behind a reverse proxy every client is the proxy)."""
     return request.client.host if request.client else None
+
+
+async def in_sandbox(request: Request, pool: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """A learner-code job's answer from the app's sandbox processes (app.use_checks), run with this client's fair
+    share of them; HTTPException 429 or 503 when the queue is full, 422 with the reason when the code is refused."""
+    async with request.app.state.check_queue.slot(client_of(request)):
+        answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
+    if "refused" in answer:
+        raise HTTPException(422, answer["refused"])
+    return answer
 
 
 class FairQueue:

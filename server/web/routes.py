@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from ..engine import BackwardPass
 from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
 from ..sandbox import MAX_CELL_CHARS, Refused
 from ..serialize import dumps
-from .fair import client_of
+from .fair import client_of, in_sandbox
 from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
 from .query import QueryModel
 from .schemas import (
@@ -317,11 +316,8 @@ async def check(request: Request, body: CheckRequest) -> Response:
     # the worker computes the pass itself: here only the step is checked against the mode
     if body.step is not None:
         _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
-    job = {"config": body.to_config(), "mode": body.mode, "step": body.step, "code": body.code}
-    async with request.app.state.check_queue.slot(client_of(request)):  # a fair share of the workers
-        answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
-    if "refused" in answer:
-        raise HTTPException(422, answer["refused"])
+    answer = await in_sandbox(request, pool, {"config": body.to_config(), "mode": body.mode, "step": body.step,
+                                              "code": body.code})  # fmt: skip
     return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there
 
 

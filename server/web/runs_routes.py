@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -13,7 +12,7 @@ from ..config import BOUNDS
 from ..runs import ENDED, QueueFull, QueueUnavailable, RunStore
 from ..serialize import dumps
 from ..train_config import TrainConfig
-from .fair import client_of
+from .fair import in_sandbox
 from .feeds import RunFeeds
 from .schemas import ErrorPublic, RunDetailPublic, RunLossesPublic, RunPublic, RunRequest, RunsPublic
 
@@ -65,11 +64,7 @@ async def _check_code(request: Request, config: TrainConfig) -> None:
     pool = getattr(request.app.state, "checks", None)
     if pool is None:
         raise HTTPException(503, "code checks are off on this server: training with your own backward needs them")
-    job = {"train": config.as_dict()}
-    async with request.app.state.check_queue.slot(client_of(request)):  # a fair share of the sandbox processes
-        answer = await asyncio.get_running_loop().run_in_executor(request.app.state.check_threads, pool.run, job)
-    if "refused" in answer:
-        raise HTTPException(422, answer["refused"])
+    await in_sandbox(request, pool, {"train": config.as_dict()})  # 422 with the reason if the block is refused
 
 
 def _create(request: Request, configs: list[TrainConfig], keep_running: bool) -> dict:
