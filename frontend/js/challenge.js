@@ -6,9 +6,9 @@ import { CELL_MAX_ROWS, CELL_MIN_ROWS, cellResultHtml, cellScopeText, cellTaskHt
 import { esc } from "./dom.js";
 import { newlineAt, rowsFor } from "./editor.js";
 import { absMax, as2d, identical, rangeOf, renderMain } from "./heatmaps.js";
+import { CHALLENGE_KEY as KEY } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
-const KEY = "backprop-explorer:challenge";
 let meta = null; // /api/meta: each mode's cell
 let ctx = null; // {params, step, total, op}: the step to solve
 let cellKey = ""; // the params the cell's answer is for

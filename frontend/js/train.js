@@ -4,6 +4,7 @@ import * as api from "./api.js";
 import * as curves from "./curves.js";
 import { esc, plotlyReady } from "./dom.js";
 import { emptyHistory, mergeEvent } from "./history.js";
+import { TRAIN_CODE_KEY, savedCell } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = ["queued", "running"];
@@ -49,8 +50,6 @@ function readForm() {
 }
 
 // your own backward: the code box, shown for backward=code; its text is kept in this browser as you type
-const CODE_KEY = "backprop-explorer:train-code";
-const CHALLENGE_KEY = "backprop-explorer:challenge"; // the explorer's challenge mode keeps your cells there
 const TEMPLATE = (grads) => `# manual backprop! #swole_doge_meme
 # -----------------
 # YOUR CODE HERE :)
@@ -59,8 +58,17 @@ grads = [${grads.join(", ")}]
 # -----------------
 `;
 
-function explorerCell() {
-  try { return JSON.parse(localStorage.getItem(CHALLENGE_KEY))?.modes?.[meta.train_mode]?.cell || ""; } catch { return ""; }
+const explorerCell = () => savedCell(meta.train_mode); // your Exercise 4 cell in the explorer's challenge
+
+// the code box's text, kept in this browser as it changes
+function keepCode() {
+  localStorage.setItem(TRAIN_CODE_KEY, $("code").value);
+  countCode();
+}
+
+function setCode(text) {
+  $("code").value = text;
+  keepCode();
 }
 
 function showCodeBox() {
@@ -68,7 +76,7 @@ function showCodeBox() {
   $("code-box").hidden = !on;
   if (!on) return;
   const code = $("code");
-  if (!code.value) code.value = localStorage.getItem(CODE_KEY) || TEMPLATE(meta.train_code.grads);
+  if (!code.value) code.value = localStorage.getItem(TRAIN_CODE_KEY) || TEMPLATE(meta.train_code.grads);
   $("code-from-cell").hidden = !explorerCell();
   countCode();
 }
@@ -241,21 +249,16 @@ function bind() {
   });
   $("defaults").addEventListener("click", () => { fillForm(runDefaults()); showCodeBox(); });
   $("run-form").elements.backward.addEventListener("change", showCodeBox);
-  $("code").addEventListener("input", () => { localStorage.setItem(CODE_KEY, $("code").value); countCode(); });
+  $("code").addEventListener("input", keepCode);
   $("edit-code").addEventListener("click", () => {
     const coded = open.find((r) => r.config.backward === "code");
     fillForm({ ...coded.config, keep_running: false });
     showCodeBox();
-    localStorage.setItem(CODE_KEY, $("code").value);
-    countCode();
+    setCode(coded.config.code);
     $("code").focus();
     $("code-box").scrollIntoView({ block: "start" });
   });
-  $("code-from-cell").addEventListener("click", () => {
-    $("code").value = explorerCell();
-    localStorage.setItem(CODE_KEY, $("code").value);
-    countCode();
-  });
+  $("code-from-cell").addEventListener("click", () => setCode(explorerCell()));
   $("cancel").addEventListener("click", async () => {
     try {
       await Promise.all(open.filter((r) => ACTIVE.includes(r.status)).map((r) => api.cancelRun(r.id).catch((e) => {
@@ -316,8 +319,7 @@ async function start() {
   if (new URLSearchParams(location.search).get("code") === "cell" && explorerCell()) {
     // from the explorer's Exercise 4 cell: your block in the box, ready to train
     $("run-form").elements.backward.value = "code";
-    $("code").value = explorerCell();
-    localStorage.setItem(CODE_KEY, $("code").value);
+    setCode(explorerCell());
     history.replaceState(null, "", "train.html");
   }
   showCodeBox();
