@@ -125,10 +125,14 @@ def test_checks_off_is_503(lecture_dataset):
 
 
 def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
-    pool = SandboxPool(lecture_dataset, size=1, timeout_s=0.0)  # every job is "too slow"
+    pool = SandboxPool(lecture_dataset, size=1, timeout_s=1.0)
     try:
         from server.config import ModelConfig
 
+        # stuck for good (stopped), not merely slow: a timeout of 0 s let a fast answer through on a busy machine
+        sandbox = pool.idle.queue[0]
+        assert sandbox.wait_ready(60)
+        os.kill(sandbox.proc.pid, signal.SIGSTOP)
         job = {"config": ModelConfig(), "mode": "atomic", "step": 1, "code": DLOGPROBS}
         assert "ran longer than" in pool.run(job)["refused"]
         assert pool.respawns == 1
