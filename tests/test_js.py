@@ -3,6 +3,7 @@ built-in test runner (tests/js/*.test.mjs): each file's tests are reported here,
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +21,11 @@ def test_the_frontends_pure_modules_pass_their_node_tests():
     summary = {line.split()[1]: int(line.split()[2]) for line in out.stdout.splitlines() if line.startswith("# ")
                and len(line.split()) == 3 and line.split()[2].isdigit()}  # fmt: skip
     assert out.returncode == 0 and summary.get("fail") == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert summary.get("pass", 0) >= 18, summary
+    # every test the files declare ran and passed: none skipped, left to do, or lost to a file that failed to load
+    declared = sum(len(re.findall(r"^\s*(?:test|it)\(", Path(f).read_text(), re.M)) for f in files)
+    assert declared >= 28, declared
+    assert summary.get("pass") == summary.get("tests") == declared, summary
+    assert summary.get("skipped") == summary.get("todo") == summary.get("cancelled") == 0, summary
 
 
 def test_the_training_page_merges_events_as_the_server_does(tmp_path):
