@@ -4,6 +4,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
+# PyPI's Linux torch wheel pulls several GB of CUDA libraries: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# adds PyTorch's CPU-only wheel index, whose build pip then prefers (empty: pip's configured indexes alone)
+TORCH_INDEX ?=
+PIP_INSTALL := $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 .PHONY: setup run test test-fast lint format bench bench-attacks browser-deps postgres-deps bench-deps clean
 
@@ -12,10 +16,10 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,data]'
+	$(PIP_INSTALL) -e '.[test,data,docs]'
 
 run: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 	$(BIN)/python -m server --host $(HOST) --port $(PORT) $(ARGS)
 
 # the browser tests need Debian's chromium, the frontend's unit tests its nodejs, deploy/'s test and bench its
@@ -41,6 +45,12 @@ test: setup browser-deps postgres-deps
 test-fast: setup postgres-deps
 	$(BIN)/python -m pytest -q -m "not browser and not slow"
 
+# the documentation site (docs/, mkdocs.yml) into site/; --strict: any warning, a broken link say, fails it
+# (NO_MKDOCS_2_WARNING: mkdocs-material's banner about its successor, printed on every build)
+.PHONY: docs
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -58,9 +68,9 @@ bench: setup browser-deps postgres-deps bench-deps
 	$(BIN)/python bench/proxy_bench.py --client h2load
 	$(BIN)/python bench/queue_bench.py
 
-# the abuse cases of the README's reliability table; BEFORE=DIR measures an older tree beside this one
+# the abuse cases of docs/reliability.md's table; BEFORE=DIR measures an older tree beside this one
 bench-attacks: setup
 	$(BIN)/python bench/attack_bench.py $(if $(BEFORE),--before $(BEFORE))
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts site

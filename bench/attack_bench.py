@@ -1,10 +1,10 @@
-"""Attack bench: the abuse cases of issue 12, each against a live server on 127.0.0.1, before and after.
+"""Attack bench: the abuse cases of docs/reliability.md, each against a live server on 127.0.0.1, before and after.
 
-Starts `python -m server` from each source tree given (--before DIR: e.g. an export of an older
-commit; the tree this script sits in is always measured, as "after") on a free loopback port and
+Starts `python -m server` from each source tree given (--before DIR: e.g. a checkout of the previous
+release; the tree this script sits in is always measured, as "after") on a free loopback port and
 prints one row per attack with what each tree did: status code, bytes, seconds, resident memory.
 Every attack is bounded (sizes, counts and waits are capped) so the old code's failures stay short.
-Not a test: the figures go to the README's reliability table.
+Not a test: the figures go to docs/reliability.md's table.
 Usage: python bench/attack_bench.py [--before DIR] [--only 1,2,8]
 """
 

@@ -3,7 +3,7 @@
 Grades each program in this process as a sandbox process does (one torch thread) and prints one row each: the
 outcome (graded, or the cap that refused it), what the dry run counted, and the seconds the check took (median
 of --runs), against the sandbox process's timeout; then the same for whole cells (the notebook's, and floods of
-what only a cell has: cmp lines, wrong lines kept to be told). Not a test: the figures go to the README.
+what only a cell has: cmp lines, wrong lines kept to be told). Not a test: the figures go to docs/challenge.md.
 Usage: python bench/sandbox_bench.py [--runs 3]
 """
 

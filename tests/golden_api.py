@@ -1,4 +1,4 @@
-"""The golden set: what the API answered at the lecture's defaults before the declaration was reshaped.
+"""The golden set: what the API answers at the lecture's defaults, recorded once and kept.
 
 Every answer is kept as the sha256 and length of its body (tests/golden/api.json): a refactor of the
 engine or the declaration must leave each one byte-identical. Record anew only for a deliberate change

@@ -140,8 +140,7 @@ def test_a_busy_port_says_what_to_do(tmp_path):
 
 @pytest.mark.slow
 def test_the_readme_curl_examples_work_in_order(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    api = readme[readme.index("## API") : readme.index("## Layout")]
+    api = (ROOT / "docs" / "api.md").read_text()
     blocks = [b.split("```", 1)[0] for b in api.split("```sh\n")[1:]]
     commands = [shlex.split(line, comments=True) for b in blocks for line in b.replace("\\\n", " ").splitlines()]
     commands = [c for c in commands if c and c[0] == "curl"]

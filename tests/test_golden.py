@@ -1,5 +1,5 @@
-"""Every answer of the golden set (tests/golden_api.py) byte-identical to the one recorded before the
-declaration was reshaped: the refactors behind the API change nothing it says."""
+"""Every answer of the golden set (tests/golden_api.py) byte-identical to the recorded one: a refactor behind
+the API changes nothing it says."""
 
 from __future__ import annotations
 
