@@ -29,6 +29,9 @@ OPTIONS = [
     ("--check-workers", "0", "check_workers", 0),
     ("--max-streams", "7", "max_streams", 7),
     ("--allowed-hosts", "a.example, .b.example,", "allowed_hosts", ("a.example", ".b.example")),
+    ("--forwarded-allow-ips", "10.0.0.1,10.1.0.0/16", "forwarded_allow_ips", ("10.0.0.1", "10.1.0.0/16")),
+    ("--max-connections-per-client", "32", "max_connections_per_client", 32),
+    ("--head-timeout", "2.5", "head_timeout", 2.5),
 ]
 
 
