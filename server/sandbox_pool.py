@@ -147,6 +147,9 @@ def _serve(conn: Connection, memory_limit: int) -> None:
             if "train" in job:  # a training run's backward block, checked on the run's first batch as it will be
                 conn.send(check_training_code(dataset, job["train"]))
                 continue
+            if "passes" in job:  # how many passes it keeps (what a failed check must not throw away)
+                conn.send({"passes": len(passes)})
+                continue
             bp = passes.get(job["config"], job["mode"])
             if job.get("hints"):
                 conn.send({"hints": hints(bp, job["step"])})
