@@ -54,8 +54,14 @@ def deployment() -> Iterator[Deployment]:
         state_dir = Path(tmp)
         servers = [
             LiveServer(
-                "--data", str(LECTURE_DATA), "--check-workers", "1", "--runs-db", f"{tmp}/runs{i}.sqlite3",
-                "--forwarded-allow-ips", "127.0.0.1",
+                "--data",
+                str(LECTURE_DATA),
+                "--check-workers",
+                "1",
+                "--runs-db",
+                f"{tmp}/runs{i}.sqlite3",
+                "--forwarded-allow-ips",
+                "127.0.0.1",
             )  # fmt: skip
             for i in range(2)
         ]
@@ -186,4 +192,3 @@ def nginx_encoding(accept_encoding: str) -> str:
 def test_nginx_reduces_accept_encoding_as_the_api_does(header):
     # nginx asks the API for the one encoding the API would choose for this header, q=0 meaning "not this one"
     assert nginx_encoding(header) == (accepted(header) or "")
-
