@@ -415,3 +415,60 @@ def test_the_fd_limit_is_raised_to_the_hard_limit():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert out.split()[0] == "True", out
+
+
+def _connect(url: str, source: str = "127.0.0.1") -> socket.socket:
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=60, source_address=(source, 0))
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bytes:
+    """What the server sent before it closed the connection (b"" for a bare close); the socket's 60 s timeout
+    bounds the wait, so a server that keeps it open fails the test instead of hanging it."""
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_half_sent_requests_are_closed_and_one_address_holds_a_bounded_number(tmp_path):
+    cap = 20
+    server = Started(tmp_path, "--check-workers", "0", "--head-timeout", "1", "--max-connections-per-client", str(cap))
+    try:
+        url = server.ready_url()
+        # a request line and no more: the head never completes, so the server closes it (408) after --head-timeout
+        held = [_connect(url) for _ in range(cap)]
+        for sock in held:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\n")
+        # past the cap, this address's connections are closed at once, without an answer; another address is served
+        extra = [_connect(url) for _ in range(30)]
+        for sock in extra:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert {_closed_by_server(sock) for sock in extra} == {b""}
+        with _connect(url, source="127.0.0.2") as sock:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert _closed_by_server(sock).startswith(b"HTTP/1.1 200")
+        answers = {_closed_by_server(sock).split(b"\r\n")[0] for sock in held}
+        assert answers == {b"HTTP/1.1 408 Request Timeout"}
+        for sock in held + extra:
+            sock.close()
+        # the address is served again once its connections closed
+        server.until("the address served again", lambda: _health_from(url) == 200)
+    finally:
+        server.interrupt(signal.SIGINT)
+    log = server.output()
+    assert log.count("refused connections from 127.0.0.1") == 1, log  # once, not per socket
+    assert log.count("request head took over 1 s") == 1, log
+    assert "Traceback" not in log
+
+
+def _health_from(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}api/health", timeout=30) as r:
+            return r.status
+    except OSError:
+        return 0
