@@ -13,7 +13,7 @@ import sqlite3
 import sys
 from dataclasses import replace
 
-from .settings import add_options, from_options
+from .settings import Settings, add_options, from_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +28,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_fd_limit() -> None:
+    """The soft limit on open files raised to the hard one: each connection holds one (Debian's soft limit, 1024,
+    is a class's worth)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # some systems cap it lower than they say: keep the soft limit
+            pass
+
+
+def ready_line(host: str, port: int, data: str | None, runs_db: str) -> str:
+    """The line the server prints once it answers: where, with which data and which runs database."""
+    from .stores import redacted
+
+    shown = f"[{host}]" if ":" in host else host
+    return f"Backprop Explorer on http://{shown}:{port}/ (data: {data or 'embedded'}, runs: {redacted(runs_db)})"
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = from_options(build_parser().parse_args(argv))
+    try:
+        return _start(settings)
+    except KeyboardInterrupt:  # Ctrl-C before the server took the signal over, or the one it re-raises on its way out
+        return 130
+
+
+def _start(settings: Settings) -> int:
+    raise_fd_limit()
 
     from .assets import missing
 
@@ -46,17 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backprop-explorer: cannot use the data file: {e}", file=sys.stderr)
         return 2
     from .runs import StoreURLError, store_path
-    from .stores import open_store
+    from .stores import open_store, redacted, without_password
 
     try:
         runs_db = store_path(settings.runs_db)
     except StoreURLError as e:
-        print(f"backprop-explorer: cannot use the runs database {settings.runs_db}: {e}", file=sys.stderr)
+        why = without_password(str(e), settings.runs_db)
+        print(f"backprop-explorer: cannot use the runs database {redacted(settings.runs_db)}: {why}", file=sys.stderr)
         return 2
     try:
         open_store(runs_db)
     except (OSError, sqlite3.Error) as e:
-        print(f"backprop-explorer: cannot use the runs database {runs_db}: {e}", file=sys.stderr)
+        why = without_password(str(e), runs_db)
+        print(f"backprop-explorer: cannot use the runs database {redacted(runs_db)}: {why}", file=sys.stderr)
         return 2
     from .web.guards import EVERY_INTERFACE
 
@@ -66,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "address others type with --allowed-hosts",
             file=sys.stderr,
         )
+    shown_data = None if settings.data is None else data  # the ready line says "embedded" for the default
     settings = replace(settings, data=data, runs_db=runs_db)  # every web process sees the same files
 
     from .web_processes import serve
@@ -79,12 +111,22 @@ def main(argv: list[str] | None = None) -> int:
         # process works through a round of requests, a class's new connections wait a round each
         # (bench/api_bench.py, 100 students: first-request p99 0.6-0.7 s with uvloop, 0.1 s with asyncio)
         "loop": "asyncio",
-        "http": "httptools",
+        # httptools, with a deadline for a request's head and a cap on a client's connections
+        "http": "server.web.connections:GuardedHttpToolsProtocol",
+        # X-Forwarded-For and -Proto from the proxies named, and from no one else (uvicorn trusts loopback by
+        # default: any local program could then pass for as many clients as it likes)
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
     }
     from .web.factory import hand_over
 
     handed = (data, dataset.raw, dataset.sha256)
-    return serve(settings.host, settings.port, settings.workers, options, setup=(hand_over, (settings, handed)))
+
+    def say_ready(port: int) -> None:
+        print(ready_line(settings.host, port, shown_data, runs_db), flush=True)
+
+    setup = (hand_over, (settings, handed))
+    return serve(settings.host, settings.port, settings.workers, options, setup=setup, on_ready=say_ready)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import multiprocessing
 import queue
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +29,36 @@ CHECK_NICENESS = 10
 def failure_message(e: BaseException, memory_limit: int) -> str:
     """What a learner is told when grading failed with an error the sandbox did not turn into a reason."""
     text = str(e).strip()
-    if isinstance(e, MemoryError) or "can't allocate memory" in text or "Cannot allocate memory" in text:
+    if is_memory_error(e):
         return f"the check needs more memory than a check may use ({memory_limit >> 20} MiB); try a smaller config"
     first = text.splitlines()[0][:300] if text else ""
     return f"the check failed: {type(e).__name__}" + (f": {first}" if first else "")
+
+
+def is_memory_error(e: BaseException) -> bool:
+    """Whether a failure is the memory limit's (the one failure after which a sandbox lets its passes go)."""
+    text = str(e)
+    return isinstance(e, MemoryError) or "can't allocate memory" in text or "Cannot allocate memory" in text
+
+
+def escaped(value: Any) -> Any:
+    """`value` with every string UTF-8 can carry: a lone surrogate (Python allows one, JSON's UTF-8 does not) is
+    written as its escape, '\\ud800'. Lists, tuples and dicts are rebuilt; anything else is kept as it is."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {escaped(k): escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(escaped(v) for v in value)
+    return value
+
+
+def answer_json(to_json: Callable[[Any], bytes], answer: Any) -> bytes:
+    """An answer's JSON bytes; one whose text holds a lone surrogate (a label the learner typed) is escaped first."""
+    try:
+        return to_json(answer)
+    except (TypeError, UnicodeEncodeError):
+        return to_json(escaped(answer))
 
 
 def death_message(exitcode: int | None) -> str:
@@ -56,8 +83,28 @@ def limit_memory(extra: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (used + extra, used + extra))
 
 
-def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
+def quiet_start(start: Callable[[], None]) -> None:
+    """Run `start` (a spawn) with SIGINT and SIGTERM held back: the child inherits the held mask, so a Ctrl-C that
+    reaches the whole process group while it boots neither kills it half-started nor prints its traceback."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _serve(conn: Connection, memory_limit: int) -> None:
     import os
+
+    # the web process owns this process (it kills it when it stops): a Ctrl-C to the process group is not for it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        data: DataHandOver = conn.recv()  # over this pipe, not the spawn's: see SandboxProcess
+    except EOFError:  # the web process stopped before handing the data over
+        return
 
     import torch
 
@@ -100,19 +147,23 @@ def _serve(conn: Connection, data: DataHandOver, memory_limit: int) -> None:
             if "train" in job:  # a training run's backward block, checked on the run's first batch as it will be
                 conn.send(check_training_code(dataset, job["train"]))
                 continue
+            if "passes" in job:  # how many passes it keeps (what a failed check must not throw away)
+                conn.send({"passes": len(passes)})
+                continue
             bp = passes.get(job["config"], job["mode"])
             if job.get("hints"):
                 conn.send({"hints": hints(bp, job["step"])})
             elif job.get("step") is None:  # a whole backward cell
-                conn.send({"json": graded_json(grade_cell(bp, job["code"]))})
+                conn.send({"json": answer_json(graded_json, grade_cell(bp, job["code"]))})
             else:
                 # serialized here, not in the web process: its event loop never spends time on a check's JSON
-                conn.send({"json": graded_json(grade(bp, job["step"], job["code"]))})
+                conn.send({"json": answer_json(graded_json, grade(bp, job["step"], job["code"]))})
         except Refused as e:
-            conn.send({"refused": str(e)})
+            conn.send({"refused": escaped(str(e))})
         except Exception as e:  # any other failure: the learner hears what it was, and the process carries on
-            conn.send({"refused": failure_message(e, memory_limit)})
-            passes = new_cache()  # whatever grew is let go (a memory error leaves the cache the likeliest cause)
+            conn.send({"refused": escaped(failure_message(e, memory_limit))})
+            if is_memory_error(e):
+                passes = new_cache()  # whatever grew is let go: the cache is the likeliest cause
 
 
 def check_training_code(dataset: Dataset, fields: dict[str, Any]) -> dict[str, Any]:
@@ -136,16 +187,26 @@ class SandboxProcess:
     def __init__(self, data: DataHandOver, memory_limit: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, data, memory_limit), daemon=True)
-        self.proc.start()
+        # the words go over this pipe, not as the spawn's arguments: multiprocessing writes those into the child
+        # while it still holds the pipe's other end itself, so a child that dies first (a Ctrl-C reaches both)
+        # leaves that write blocked for good; here a dead child is a broken pipe
+        self.proc = ctx.Process(target=_serve, args=(child, memory_limit), daemon=True)
+        quiet_start(self.proc.start)
         child.close()
         self.ready = False
         self.started: dict[str, Any] = {}  # its ready message
+        try:
+            self.conn.send(data)
+        except OSError:  # it died at once: wait_ready says so, and the slot starts a fresh one
+            pass
 
     def wait_ready(self, timeout: float) -> bool:
-        if not self.ready and self.conn.poll(timeout):
-            self.started = self.conn.recv()
-            self.ready = bool(self.started.get("ready"))
+        try:
+            if not self.ready and self.conn.poll(timeout):
+                self.started = self.conn.recv()
+                self.ready = bool(self.started.get("ready"))
+        except (EOFError, OSError):  # it died while starting
+            return False
         return self.ready
 
     def kill(self) -> None:

@@ -35,6 +35,23 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # comma-separated host names the server answers to besides localhost,
     # 127.0.0.1 and ::1 (and --host): the name or address students type; '.example.org' takes its subdomains too,
     # '*' any name
+    forwarded_allow_ips: tuple[str, ...] = ()  # comma-separated addresses (or networks) of reverse proxies whose
+    # X-Forwarded-For and X-Forwarded-Proto are trusted (deploy/ gives nginx's); none by default: a client is its
+    # own address
+    max_connections_per_client: int = 256  # open connections one client address may hold per server process;
+    # more are closed at once (a trusted proxy's are not counted)
+    head_timeout: float = 5.0  # seconds a connection may take to send a request's line and headers; then closed
+
+
+# the values an option may take (inclusive; None: unbounded): anything else is a usage error, not a traceback
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "port": (0, 65535),
+    "workers": (1, None),
+    "check_workers": (0, None),
+    "max_streams": (0, None),
+    "max_connections_per_client": (1, None),
+    "head_timeout": (0.1, None),
+}
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -63,6 +80,20 @@ def field_comments() -> dict[str, str]:
     return comments
 
 
+def _bounded(parse: Any, low: float | None, high: float | None) -> Any:
+    """`parse`, refusing a value outside [low, high] with argparse's usage error."""
+
+    def parse_bounded(text: str) -> Any:
+        value = parse(text)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {bounds}")
+        return value
+
+    parse_bounded.__name__ = parse.__name__  # argparse names the type in "invalid int value"
+    return parse_bounded
+
+
 def add_options(parser: argparse.ArgumentParser) -> None:
     """One option per field: its default is the field's default, its help the field's comment."""
     hints = get_type_hints(Settings)
@@ -72,7 +103,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         text = comments[f.name].replace("%", "%%")  # argparse formats help with %
         if f.default not in (None, ()):
             text += f" (default {f.default})"
-        parser.add_argument("--" + f.name.replace("_", "-"), type=_PARSERS[hints[f.name]], default=f.default, help=text)
+        parse = _PARSERS[hints[f.name]]
+        if f.name in RANGES:
+            parse = _bounded(parse, *RANGES[f.name])
+        parser.add_argument("--" + f.name.replace("_", "-"), type=parse, default=f.default, help=text)
 
 
 def from_options(args: argparse.Namespace) -> Settings:

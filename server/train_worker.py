@@ -22,7 +22,7 @@ from procrastinate import App
 from .data import DEFAULT_DATA, DataError, Dataset, load_dataset
 from .runs import Limits, StoreURLError, is_postgres, store_path
 from .settings import Settings
-from .stores import open_store
+from .stores import open_store, redacted, without_password
 from .train_queue import QUEUE, queue_app, settle_stalled_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = store_path(args.runs_db)
     except StoreURLError as e:
-        print(f"train_worker: cannot use the runs database {args.runs_db}: {e}", file=sys.stderr)
+        print(f"train_worker: cannot use the runs database {redacted(args.runs_db)}: "
+              f"{without_password(str(e), args.runs_db)}", file=sys.stderr)  # fmt: skip
         return 2
     if not is_postgres(url):
         print("train_worker: workers take runs from PostgreSQL (--runs-db postgresql://...): with a SQLite file "
@@ -141,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker = Worker(url, dataset, args.watch_grace, name)
     except OSError as e:
-        print(f"train_worker: cannot use the runs database {url}: {e}", file=sys.stderr)
+        print(f"train_worker: cannot use the runs database {redacted(url)}: {without_password(str(e), url)}",
+              file=sys.stderr)  # fmt: skip
         return 2
     logging.basicConfig(level=logging.WARNING)
-    print(f"train_worker {name}: taking runs from {url}, {args.max_runs} at once", file=sys.stderr, flush=True)
+    print(f"train_worker {name}: taking runs from {redacted(url)} (queue {QUEUE!r}), {args.max_runs} at once",
+          file=sys.stderr, flush=True)  # fmt: skip
     asyncio.run(serve(url, worker, args.max_runs))
     return 0
 

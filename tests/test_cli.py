@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +15,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -205,3 +211,263 @@ def test_the_settings_reach_the_web_process(tmp_path):
         while listed() != [2] and time.monotonic() < deadline:
             time.sleep(0.2)
         assert listed() == [2]
+
+
+class Started:
+    """python -m server in a process group of its own (as a terminal runs it), its output in a file."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.log = tmp_path / "server.log"
+        cmd = [sys.executable, "-m", "server", "--port", "0", "--runs-db", str(tmp_path / "runs.sqlite3"), *args]
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def until(self, what: str, found: Callable[[], bool], deadline_s: float = 120) -> None:
+        """Poll (bounded) until found(); fail with the output if the server ended or the deadline passed first."""
+        deadline = time.monotonic() + deadline_s
+        while not found():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"never saw {what}:\n{self.output()}")
+            time.sleep(0.005)
+
+    def ready_url(self) -> str:
+        self.until("the ready line", lambda: READY.search(self.output()) is not None)
+        match = READY.search(self.output())
+        assert match is not None
+        return match["url"]
+
+    def descendants(self) -> list[int]:
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue
+            found += map(int, children)
+            todo += map(int, children)
+        return found
+
+    def interrupt(self, sig: int) -> float:
+        """Send `sig` to the whole process group (what Ctrl-C does); the seconds until the server ended."""
+        sent = time.monotonic()
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the server did not end within {STOP_DEADLINE_S} s of {signal.Signals(sig).name}")
+        return time.monotonic() - sent
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+READY = re.compile(r"^Backprop Explorer on (?P<url>http://\S+/) \(data: (?P<data>.*), runs: (?P<runs>.*)\)$", re.M)
+STOP_DEADLINE_S = 20  # generous: "a few seconds" on an idle machine, a loaded CI box must never flake
+
+
+def spawned(server: Started) -> bool:
+    return True  # right away: the interpreter is still starting
+
+
+def a_check_process_started(server: Started) -> bool:
+    # a sandbox process exists: the server is handing it the names list (where a Ctrl-C once hung it for good)
+    return any("multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text() for pid in _alive(server.descendants()))
+
+
+def ready(server: Started) -> bool:
+    return READY.search(server.output()) is not None
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}/cmdline").exists()]
+
+
+@pytest.mark.parametrize(
+    ("sig", "moment", "workers"),
+    [
+        (signal.SIGINT, spawned, "1"),
+        (signal.SIGINT, a_check_process_started, "1"),
+        (signal.SIGTERM, a_check_process_started, "1"),
+        (signal.SIGINT, ready, "1"),
+        (signal.SIGINT, a_check_process_started, "2"),  # the web processes' hand-over, then their sandboxes'
+        (signal.SIGTERM, ready, "2"),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_ctrl_c_or_sigterm_at_any_moment_of_start_up_ends_the_server(tmp_path, sig, moment, workers):
+    server = Started(tmp_path, "--workers", workers, "--check-workers", "1")
+    server.until(moment.__name__, lambda: moment(server))
+    children = server.descendants()
+    server.interrupt(sig)
+    assert "Traceback" not in server.output(), server.output()
+    # nothing is left behind: every process it started has ended too
+    deadline = time.monotonic() + STOP_DEADLINE_S
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in _alive(children) if "server" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "argument --port: 99999 is out of range: from 0 to 65535"),
+        (["--port", "-1"], "argument --port: -1 is out of range"),
+        (["--port", "eighty"], "argument --port: invalid int value: 'eighty'"),
+        (["--workers", "0"], "argument --workers: 0 is out of range: at least 1"),
+        (["--head-timeout", "0"], "argument --head-timeout: 0 is out of range"),
+    ],
+)
+def test_an_option_out_of_range_is_a_usage_error(args, message):
+    proc = subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr and "usage:" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_0_says_which_port_it_took_once_ready(tmp_path, workers):
+    server = Started(tmp_path, "--workers", workers, "--check-workers", "0")
+    try:
+        url = server.ready_url()
+        line = READY.search(server.output())
+        assert line is not None and line["data"] == "embedded" and line["runs"] == str(tmp_path / "runs.sqlite3")
+        assert server.output().count("Backprop Explorer on") == 1
+        port = int(url.rsplit(":", 1)[1].rstrip("/"))
+        assert port > 0
+        pids = set()
+        for _ in range(40 if workers == "2" else 1):  # every process listens on the one port announced
+            with urllib.request.urlopen(f"{url}api/health", timeout=30) as r:
+                pids.add(json.load(r)["worker"])
+            if len(pids) == int(workers):
+                break
+        assert len(pids) == int(workers)
+    finally:
+        server.interrupt(signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://student:s3cr%40t-pw@127.0.0.1:1/runs",  # nothing listens on port 1: refused at once
+        "mysql://student:s3cr%40t-pw@db.example/runs",
+        "postgresql://student:s3cr%40t-pw@/runs?host=/nonexistent",
+    ],
+)
+def test_a_database_password_is_never_shown(url):
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--runs-db", url, "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "cannot use the runs database" in proc.stderr
+    assert "s3cr" not in proc.stderr and "student:***@" in proc.stderr, proc.stderr
+
+
+def test_forwarded_addresses_from_loopback_are_not_believed(tmp_path):
+    # six checks "from" six forwarded addresses, all from this machine, are one client: two at a time, 429 beyond
+    server = Started(tmp_path, "--check-workers", "1")
+    try:
+        url = server.ready_url()
+        sandboxes = [
+            pid for pid in server.descendants() if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text()
+        ]
+        body = json.dumps({"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)"}).encode()
+
+        def check(i: int) -> int:
+            headers = {"Content-Type": "application/json", "X-Forwarded-For": f"10.0.0.{i}"}
+            request = urllib.request.Request(f"{url}api/check", body, headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=60) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert check(0) == 200  # the sandbox process is warm
+        for pid in sandboxes:
+            os.kill(pid, signal.SIGSTOP)  # the checks in flight stay in flight (until the server's own timeout)
+        try:
+            with ThreadPoolExecutor(6) as pool:
+                statuses = list(pool.map(check, range(1, 7)))
+        finally:
+            for pid in sandboxes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        assert statuses.count(429) == 4, statuses
+    finally:
+        server.interrupt(signal.SIGINT)
+
+
+def test_the_fd_limit_is_raised_to_the_hard_limit():
+    code = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "from server.__main__ import raise_fd_limit\n"
+        "raise_fd_limit()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard), hard)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert out.split()[0] == "True", out
+
+
+def _connect(url: str, source: str = "127.0.0.1") -> socket.socket:
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=60, source_address=(source, 0))
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bytes:
+    """What the server sent before it closed the connection (b"" for a bare close); the socket's 60 s timeout
+    bounds the wait, so a server that keeps it open fails the test instead of hanging it."""
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_half_sent_requests_are_closed_and_one_address_holds_a_bounded_number(tmp_path):
+    cap = 20
+    server = Started(tmp_path, "--check-workers", "0", "--head-timeout", "1", "--max-connections-per-client", str(cap))
+    try:
+        url = server.ready_url()
+        # a request line and no more: the head never completes, so the server closes it (408) after --head-timeout
+        held = [_connect(url) for _ in range(cap)]
+        for sock in held:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\n")
+        # past the cap, this address's connections are closed at once, without an answer; another address is served
+        extra = [_connect(url) for _ in range(30)]
+        for sock in extra:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert {_closed_by_server(sock) for sock in extra} == {b""}
+        with _connect(url, source="127.0.0.2") as sock:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert _closed_by_server(sock).startswith(b"HTTP/1.1 200")
+        answers = {_closed_by_server(sock).split(b"\r\n")[0] for sock in held}
+        assert answers == {b"HTTP/1.1 408 Request Timeout"}
+        for sock in held + extra:
+            sock.close()
+        # the address is served again once its connections closed
+        server.until("the address served again", lambda: _health_from(url) == 200)
+    finally:
+        server.interrupt(signal.SIGINT)
+    log = server.output()
+    assert log.count("refused connections from 127.0.0.1") == 1, log  # once, not per socket
+    assert log.count("request head took over 1 s") == 1, log
+    assert "Traceback" not in log
+
+
+def _health_from(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}api/health", timeout=30) as r:
+            return r.status
+    except OSError:
+        return 0

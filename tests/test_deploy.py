@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import tempfile
@@ -14,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.render_nginx import prepare, render
+from deploy.render_nginx import TEMPLATE, prepare, render
+from server.web.http_cache import accepted
 from tests.conftest import LECTURE_DATA
 from tests.live_server import LiveServer, free_port
 
@@ -51,7 +53,16 @@ def deployment() -> Iterator[Deployment]:
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
         servers = [
-            LiveServer("--data", str(LECTURE_DATA), "--check-workers", "1", "--runs-db", f"{tmp}/runs{i}.sqlite3")
+            LiveServer(
+                "--data",
+                str(LECTURE_DATA),
+                "--check-workers",
+                "1",
+                "--runs-db",
+                f"{tmp}/runs{i}.sqlite3",
+                "--forwarded-allow-ips",
+                "127.0.0.1",
+            )  # fmt: skip
             for i in range(2)
         ]
         with ThreadPoolExecutor(2) as pool:  # both start at once: start-up is most of this test's time
@@ -160,3 +171,24 @@ def test_a_trained_runs_answer_is_never_cached(deployment):
         answers = [http.get(deployment.proxy + url) for _ in range(2)]
     assert [a.status_code for a in answers] == [404, 404]
     assert [a.headers["x-cache-status"] for a in answers] == ["MISS", "MISS"]
+
+
+def nginx_encoding(accept_encoding: str) -> str:
+    """What the template's map makes of an Accept-Encoding header: its first matching regex (nginx's rule)."""
+    block = TEMPLATE.read_text().split("map $http_accept_encoding $explorer_encoding {", 1)[1].split("}", 1)[0]
+    for pattern, value in re.findall(r'^\s*"~\*(.*)"\s+(\w+);', block, re.MULTILINE):
+        if re.search(pattern, accept_encoding, re.IGNORECASE):
+            return value
+    return ""
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "gzip", "gzip;q=0", "gzip; q=0.0", "gzip;q=0.5", "br, gzip;q=0", "br;q=0, gzip", "zstd;q=0,br;q=0",
+        "gzip, deflate, br, zstd", "deflate", "", "zstd;q=0.001, gzip",
+    ],
+)  # fmt: skip
+def test_nginx_reduces_accept_encoding_as_the_api_does(header):
+    # nginx asks the API for the one encoding the API would choose for this header, q=0 meaning "not this one"
+    assert nginx_encoding(header) == (accepted(header) or "")

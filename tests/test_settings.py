@@ -10,7 +10,7 @@ import pytest
 from server.__main__ import build_parser
 from server.runs import Limits, StoreURLError, store_path
 from server.settings import Settings, field_comments, from_options
-from server.stores import open_store
+from server.stores import open_store, redacted, without_password
 from server.web.guards import answered_hosts
 
 # one row per field: the option, what is typed, and the value the field takes (not read from the code under test)
@@ -29,6 +29,9 @@ OPTIONS = [
     ("--check-workers", "0", "check_workers", 0),
     ("--max-streams", "7", "max_streams", 7),
     ("--allowed-hosts", "a.example, .b.example,", "allowed_hosts", ("a.example", ".b.example")),
+    ("--forwarded-allow-ips", "10.0.0.1,10.1.0.0/16", "forwarded_allow_ips", ("10.0.0.1", "10.1.0.0/16")),
+    ("--max-connections-per-client", "32", "max_connections_per_client", 32),
+    ("--head-timeout", "2.5", "head_timeout", 2.5),
 ]
 
 
@@ -131,3 +134,26 @@ def test_an_unreachable_postgresql_is_a_message_at_start(postgres_server):
     url = postgres_server.url("no_such_database")
     with pytest.raises(ConnectionError, match="no_such_database"):
         open_store(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://ann:s3cret@db.example/runs", "postgresql://ann:***@db.example/runs"),
+        (
+            "postgres://ann:p%40ss@db.example:5432/runs?sslmode=require",
+            "postgres://ann:***@db.example:5432/runs?sslmode=require",
+        ),
+        ("postgresql://ann@db.example/runs", "postgresql://ann@db.example/runs"),
+        ("postgresql://:only@db.example/runs", "postgresql://:***@db.example/runs"),
+        ("/srv/runs.sqlite3", "/srv/runs.sqlite3"),
+    ],
+)
+def test_a_urls_password_is_redacted(url, shown):
+    assert redacted(url) == shown
+
+
+def test_an_error_about_a_url_loses_its_password_in_every_spelling():
+    url = "postgresql://ann:p%40ss@db.example/runs"
+    text = f'invalid dsn: "{url}"; password "p@ss" rejected (p%40ss)'
+    assert "p@ss" not in without_password(text, url) and "p%40ss" not in without_password(text, url)

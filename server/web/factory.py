@@ -14,6 +14,7 @@ from ..runs import Limits
 from ..settings import Settings
 from ..stores import open_store
 from .app import create_app
+from .connections import GuardedHttpToolsProtocol
 
 # what python -m server validated: its settings, and the names list's path, bytes and sha256
 _handed: tuple[Settings, tuple[str, bytes, str]] | None = None
@@ -23,6 +24,7 @@ def hand_over(settings: Settings, data: tuple[str, bytes, str]) -> None:
     """Called in each web process before the app is built: these settings, and these words, not the file's."""
     global _handed
     _handed = (settings, data)
+    GuardedHttpToolsProtocol.configure(settings)
 
 
 def app_from_handed() -> FastAPI:

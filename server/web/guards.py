@@ -113,6 +113,13 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return any(a == "*" or a == name or (a.startswith(".") and (name == a[1:] or name.endswith(a))) for a in allowed)
 
 
+def same_origin(origin: str, scheme: str, host: str | None) -> bool:
+    """Whether an Origin header names this server as the request reached it: its scheme and its Host (a page on
+    http://host may not change what https://host serves, nor the reverse)."""
+    parts = urlsplit(origin)
+    return host is not None and parts.scheme.lower() == scheme and parts.netloc.lower() == host.lower()
+
+
 class GuardOrigin:
     """Refuse requests for a host name this server does not answer to (400: DNS rebinding), and changes
     sent from another origin (403: any page can make a browser POST here, preflight-free with text/plain)."""
@@ -131,8 +138,9 @@ class GuardOrigin:
                                 f"{', '.join(self.allowed_hosts)} (add names with --allowed-hosts)")  # fmt: skip
             elif scope["method"] in UNSAFE_METHODS:
                 origin = headers.get("origin")
-                if origin is not None and (host is None or urlsplit(origin).netloc.lower() != host.lower()):
-                    refused = (403, f"a change sent from another origin ({excerpt(origin)}) is refused")
+                if origin is not None and not same_origin(origin, scope.get("scheme", "http"), host):
+                    refused = (403, f"a change sent from another origin ({excerpt(origin)}) is refused (behind an "
+                                    "HTTPS proxy: name it with --forwarded-allow-ips)")  # fmt: skip
                 elif origin is None and headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
                     refused = (403, "a change sent from another site is refused")
             if refused:

@@ -93,10 +93,29 @@ class EncodedETag:
 FAST = {"zstd": 3, "br": 3, "gzip": 4}  # levels for a large answer compressed off the event loop
 
 
+def _quality(params: list[str]) -> float:
+    """An Accept-Encoding item's q (1 when it names none; 0 when unreadable: a client that garbles it gets it plain)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
 def accepted(accept_encoding: str) -> str | None:
-    """The encoding to send for an Accept-Encoding header: zstd, then brotli, then gzip (the middleware's order)."""
-    offered = {part.split(";")[0].strip().lower() for part in accept_encoding.split(",")}
-    return next((encoding for encoding in ENCODINGS if encoding in offered), None)
+    """The encoding to send for an Accept-Encoding header: zstd, then brotli, then gzip (the middleware's order),
+    among those the client accepts: "gzip;q=0" refuses gzip, "*" stands for every encoding it does not name."""
+    qualities: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *params = item.split(";")
+        coding = coding.strip().lower()
+        if coding:
+            qualities[coding] = _quality(params)
+    wildcard = qualities.get("*", 0.0)
+    return next((e for e in ENCODINGS if qualities.get(e, wildcard) > 0), None)
 
 
 def compress(body: bytes, encoding: str, level: int) -> bytes:

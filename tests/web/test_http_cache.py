@@ -9,7 +9,9 @@ import pytest
 import zstandard
 from fastapi.testclient import TestClient
 
+from server.web import http_cache
 from server.web.app import create_app
+from server.web.http_cache import accepted
 
 DETERMINISTIC = [
     "/api/meta",
@@ -120,3 +122,49 @@ def test_the_pages_files_may_be_kept_a_minute_and_revalidate(client):
 def test_a_small_answer_goes_uncompressed(client):
     answer = client.get("/api/health", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("header", "chosen"),
+    [
+        ("gzip", "gzip"),
+        ("gzip;q=0", None),
+        ("gzip; q=0.000, identity", None),
+        ("zstd;q=0, br;q=0, gzip", "gzip"),
+        ("zstd;q=0.5, gzip", "zstd"),  # any q above 0 is accepted; the server's order decides among them
+        ("*", "zstd"),
+        ("*;q=0", None),
+        ("*, zstd;q=0", "br"),
+        ("GZIP;Q=0", None),
+        ("gzip;q=zero", None),
+        ("", None),
+    ],
+)
+def test_an_encoding_with_q0_is_refused(header, chosen):
+    assert accepted(header) == chosen
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/tensor/hprebn?step=3", "/api/tensor/h?batch_size=256&n_hidden=512&step=3", "/vendor/plotly.min.js"]
+)
+def test_gzip_q0_gets_the_answer_plain(client, url):
+    # the middleware, the large-file bundle and the off-loop compression agree: q=0 means not this one
+    answer = client.get(url, headers={"Accept-Encoding": "gzip;q=0"})
+    assert answer.status_code == 200 and "content-encoding" not in answer.headers
+
+
+def test_the_etag_names_the_build(client, monkeypatch):
+    # a new version of the server changes every answer's tag: no cache keeps an older build's answer
+    url = "/api/state?step=3&seed=77"
+    before = plain(client, url).headers["etag"]
+    monkeypatch.setattr(http_cache, "BUILD", "another-build")
+    after = plain(client, url).headers["etag"]
+    assert after != before
+    assert plain(client, url, **{"If-None-Match": before}).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/api/state?step=3", "/api/meta", "/vendor/plotly.min.js"])
+def test_if_none_match_star_matches_any_answer(client, url):
+    # RFC 9110: "*" matches any current representation, so a cache holding one gets a 304
+    answer = plain(client, url, **{"If-None-Match": "*"})
+    assert answer.status_code == 304 and answer.content == b""
