@@ -341,7 +341,9 @@ class Compiler:
                     statement(env)
 
         scatter = _scatter_nest(node)
-        if scatter is None:
+        # the batch's entries are characters, counted from 0: other entries may be negative, which Python's
+        # indexing counts from the end and index_add_ refuses
+        if scatter is None or scatter.index != "Xb":
             return loop
         self.fused += 1
         names, spans = scatter.loops, [self.expr(n.iter) for n in scatter.nodes]
