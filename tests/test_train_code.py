@@ -362,13 +362,18 @@ def test_a_step_past_a_multiple_of_its_check_s_time_fails_with_its_reason(lectur
     from server.train_code import STEP_FACTOR, StepTooLong
 
     p, batches = lecture_params
-    ticks = iter([0.0, 0.01, 5.0, 5.02, 6.0, 6.0 + STEP_FACTOR * 0.01 + 0.001])  # check, a fine step, a slow one
-    code = CodeBackward(p, 32, BLOCK, *batches[0], clock=lambda: next(ticks))
-    assert code.check_s == pytest.approx(0.01) and code.step_budget_s == pytest.approx(STEP_FACTOR * 0.01)
+    budget = STEP_FACTOR * 0.01
+    # processor time: the check's run takes 10 ms; then the marks of the first step, a stopped one, a slow one
+    cpu = iter([0.0, 0.01, 1.0, 1.0 + 0.002, 2.0 + budget + 0.001])
+    # wall time: a fine step, one stopped for an hour (its processor time did not run), one slow
+    wall = iter([0.0, 0.001, 10.0, 3610.0, 4000.0, 4000.0 + budget + 0.001])
+    code = CodeBackward(p, 32, BLOCK, *batches[0], clock=lambda: next(wall), cpu=lambda: next(cpu))
+    assert code.check_s == pytest.approx(0.01) and code.step_budget_s == pytest.approx(budget)
     before = {k: t.clone() for k, t in p.items()}
     code.step(*batches[1], 0.1)
+    code.step(*batches[2], 0.1)  # an hour by the wall clock, 2 ms of processor time: fine
     assert not torch.equal(before["W1"], p["W1"])
     moved = {k: t.clone() for k, t in p.items()}
     with pytest.raises(StepTooLong, match=f"more than {STEP_FACTOR} times the 10.0 ms its check took"):
-        code.step(*batches[2], 0.1)
+        code.step(*batches[3], 0.1)
     assert all(torch.equal(moved[k], p[k]) for k in p)  # no update from a step that failed
