@@ -208,3 +208,172 @@ def test_a_batch_only_a_later_step_draws_fails_the_step_with_its_line(lecture_pa
     with pytest.raises(Refused) as e:
         code.grads(later, Yb)
     assert "line 26 (k = 5, j = 1)" in str(e.value) and "out of bounds" in str(e.value)
+
+
+def interpreted(code: CodeBackward, Xb: torch.Tensor, Yb: torch.Tensor) -> dict:
+    """The interpreter's run of the block on copies of a batch's names (what a check runs), told apart from the code."""
+    env = code.scope(Xb, Yb)
+    shared = {k for k, v in env.items() if isinstance(v, torch.Tensor)}
+    copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in env.items()}
+    with torch.no_grad():
+        return Interpreter(copies, shared, set(), {}, meta=False, unit="line").run(code.program.tree)
+
+
+def same_bits(a, b) -> bool:
+    """Equal shape, dtype, layout and bits (NaN equal to the same NaN, -0.0 unequal to 0.0)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if (a.shape, a.dtype, a.stride()) != (b.shape, b.dtype, b.stride()):
+            return False
+        if a.is_floating_point():
+            ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+            a, b = a.contiguous().view(ints), b.contiguous().view(ints)
+        return torch.equal(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(same_bits(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def assert_as_interpreted(code: CodeBackward, batches, kept: tuple[str, ...] = ()) -> None:
+    """Every name the block leaves, and every input it was given, as the interpreter leaves them, on each batch
+    (the compiled block need not keep ix, the dC loop's, unless something reads it after the loop: `kept`)."""
+    for Xb, Yb in batches:
+        want = interpreted(code, Xb, Yb)
+        given = code.scope(Xb, Yb)
+        before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in given.items()}
+        with torch.no_grad():
+            got = run_program(code.program, dict(given))
+        assert want.keys() - got.keys() <= {"ix"} - set(kept)
+        for k in want.keys() & got.keys():
+            assert same_bits(got[k], want[k]), k
+        for k, v in before.items():
+            assert same_bits(given[k], v), f"the block wrote into its input {k}"
+
+
+LAST_LINE = "grads = ["
+
+
+def inserted(lines: str) -> str:
+    """The notebook's block with lines added just before its grads = [...]."""
+    return BLOCK.replace(LAST_LINE, lines + LAST_LINE)
+
+
+@pytest.mark.parametrize("name", ["W1", "Xb", "h", "emb"])
+def test_plus_x_is_x_itself_and_no_tensor_to_write_into(lecture_params, name):
+    p, batches = lecture_params
+    before = {k: t.clone() for k, t in p.items()}
+    split = torch.cat([batches[0][0], batches[1][0]])  # a cached training split: the check gets a view of it
+    kept = split.clone()
+    code = CodeBackward(p, 32, inserted(f"junk = (+{name}) * 0\n"), split[:32], batches[0][1])
+    assert all(torch.equal(before[k], p[k]) for k in p), "the check wrote into a parameter"
+    assert torch.equal(split, kept), "the check wrote into the cached split"
+    assert_as_interpreted(code, batches[1:])
+    code.step(*batches[1], 0.1)
+    assert torch.equal(split, kept)
+
+
+RIGHT_CODE = {
+    # the result written into the right-hand operand takes that operand's layout: the transposed dh's is another
+    "a transposed operand on the left": BLOCK.replace("dh = dlogits @ W2.T", "dh = (W2 @ dlogits.T).T").replace(
+        "dhpreact = (1.0 - h**2) * dh", "dhpreact = dh * (1.0 - h**2)"
+    ),
+    "a transposed operand on the right": BLOCK.replace("dh = dlogits @ W2.T", "dh = (W2 @ dlogits.T).T"),
+    # characters counted from the end: -27 is 0 and -1 is 26 for Python's indexing; index_add_ refuses them
+    "negative entries": BLOCK.replace(NOTEBOOK_DC, "X = Xb - 27\n" + NOTEBOOK_DC.replace("Xb[k,j]", "X[k,j]")),
+    # the rows added are the table's own, changed as the loop goes
+    "rows read from the table": inserted(
+        "T = demb.clone().view(-1, 10)\nV = T.view(emb.shape)\n"
+        "for k in range(n):\n  for j in range(3):\n    ix = Xb[k,j]\n    T[ix] += V[k,j]\n"
+    ),
+    # every row of the table is one row of memory
+    "a table of one row": inserted(
+        "T = torch.zeros_like(C[0:1]).expand_as(C)\n"
+        "for k in range(n):\n  for j in range(3):\n    ix = Xb[k,j]\n    T[ix] += demb[k,j]\n"
+    ),
+    "ix changed after the loop": BLOCK.replace(
+        NOTEBOOK_DC, "X = Xb.clone()\n" + NOTEBOOK_DC.replace("Xb[k,j]", "X[k,j]")
+    ).replace(LAST_LINE, "ix += 0\n" + LAST_LINE),
+    # every row of e is one row of memory: the interpreter subtracts 1 once at each place, however often Yb names it
+    "a -= through expand_as": inserted("e = F.softmax(logits, 1)[0:1].expand_as(logits)\ne[range(n), Yb] -= 1\n"),
+    # a method's arguments are evaluated before its tensor: u is dC after the index_add_
+    "a method's arguments first": inserted("u = (dC * 1.0).expand_as(dC.index_add_(0, Xb[0], demb[0]))\n"),
+}
+
+
+@pytest.mark.parametrize("name", RIGHT_CODE)
+def test_right_code_is_accepted_and_compiled_as_the_interpreter_runs_it(lecture_params, name):
+    p, batches = lecture_params
+    code = CodeBackward(p, 32, RIGHT_CODE[name], *batches[0])
+    assert_as_interpreted(code, batches, kept=("ix",) if "ix +=" in RIGHT_CODE[name] else ())
+    assert not code.program.interpreted  # and compiled, not run by the interpreter at every step
+
+
+def test_the_check_batch_s_own_error_is_told_with_its_line_and_iteration(lecture_params):
+    p, (_, (Xb, Yb), *_) = lecture_params
+    Xb = Xb.clamp(max=13)
+    Xb[1, 2] = 20  # 40 is past dC's 27 rows; the dry run cannot see values
+    source = BLOCK.replace("dC[ix] += demb[k,j]", "dC[ix * 2] += demb[k,j]")
+    with pytest.raises(Refused) as e:
+        CodeBackward(p, 32, source, Xb, Yb)
+    assert str(e.value).startswith("line 26 (k = 1, j = 2): ") and "out of bounds" in str(e.value)
+
+
+def counts(check: int) -> str:
+    """A tuple read out of the data: all 32 entries of the batch where Yb[0] is the check batch's, 5 elsewhere."""
+    return "(" + ", ".join("32" if i == check else "5" for i in range(27)) + ")"
+
+
+# 0 on a batch whose Yb[0] is 0, 1 on the others
+ONCE = "(0" + ", 1" * 26 + ")"
+
+
+def test_a_loop_whose_count_comes_from_the_data_is_not_fused_from_the_check_batch(lecture_params):
+    p, batches = lecture_params
+    source = BLOCK.replace(
+        "for k in range(Xb.shape[0]):", f"m = {counts(int(batches[0][1][0]))}[Yb[0]]\nfor k in range(m):"
+    )
+    try:
+        code = CodeBackward(p, 32, source, *batches[0])
+    except Refused as e:  # refused by the sandbox's rules: a value read out of data decides no loop
+        assert "compiled block differs" not in str(e)
+        return
+    assert {int(Yb[0]) for _, Yb in batches} != {int(batches[0][1][0])}  # the counts differ from batch to batch
+    assert_as_interpreted(code, batches)
+    assert code.program.interpreted
+
+
+def test_a_loop_body_the_check_batch_never_runs_is_checked_when_it_runs(lecture_params):
+    p, batches = lecture_params
+    Yb = batches[0][1].clone()
+    Yb[0] = 0
+    source = inserted(f"for q in range({ONCE}[Yb[0]]):\n  W1 *= 0.0\n")
+    before = p["W1"].clone()
+    try:
+        code = CodeBackward(p, 32, source, batches[0][0], Yb)
+    except Refused as e:
+        assert "compiled block differs" not in str(e)
+        return
+    later = next((X, Y) for X, Y in batches[1:] if int(Y[0]) != 0)
+    with pytest.raises(Refused, match="W1 is shared"):
+        code.step(*later, 0.1)
+    assert torch.equal(p["W1"], before)
+
+
+def test_a_step_past_a_multiple_of_its_check_s_time_fails_with_its_reason(lecture_params):
+    from server.train_code import STEP_FACTOR, StepTooLong
+
+    p, batches = lecture_params
+    budget = STEP_FACTOR * 0.01
+    # processor time: the check's run takes 10 ms; then the marks of the first step, a stopped one, a slow one
+    cpu = iter([0.0, 0.01, 1.0, 1.0 + 0.002, 2.0 + budget + 0.001])
+    # wall time: a fine step, one stopped for an hour (its processor time did not run), one slow
+    wall = iter([0.0, 0.001, 10.0, 3610.0, 4000.0, 4000.0 + budget + 0.001])
+    code = CodeBackward(p, 32, BLOCK, *batches[0], clock=lambda: next(wall), cpu=lambda: next(cpu))
+    assert code.check_s == pytest.approx(0.01) and code.step_budget_s == pytest.approx(budget)
+    before = {k: t.clone() for k, t in p.items()}
+    code.step(*batches[1], 0.1)
+    code.step(*batches[2], 0.1)  # an hour by the wall clock, 2 ms of processor time: fine
+    assert not torch.equal(before["W1"], p["W1"])
+    moved = {k: t.clone() for k, t in p.items()}
+    with pytest.raises(StepTooLong, match=f"more than {STEP_FACTOR} times the 10.0 ms its check took"):
+        code.step(*batches[3], 0.1)
+    assert all(torch.equal(moved[k], p[k]) for k in p)  # no update from a step that failed
