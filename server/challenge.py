@@ -14,8 +14,8 @@ import torch
 
 from .bugs import right_rule
 from .engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
-from .graph import NODES, Rule
-from .sandbox import MAX_TENSOR_OPS, MAX_WORK, Cost, Refused, evaluate
+from .graph import NODES, PARAM_NAMES, Op, Rule, backward_schedule, nodes_for_mode, ops_for_mode
+from .sandbox import KEPT_NAMES, MAX_TENSOR_OPS, MAX_WORK, Cost, Names, Refused, evaluate
 from .serialize import cmp_public, tensor_public
 
 HINT_LEVELS = ("shape", "local derivative", "chain rule", "answer")
@@ -25,28 +25,50 @@ def context(bp: BackwardPass, step: int) -> dict[str, Any]:
     """The scope at backward step `step` (1-based): forward tensors, gradients so far, n, Xb, Yb."""
     if not 1 <= step <= bp.total_steps:
         raise Refused(f"step must be between 1 and {bp.total_steps} in mode {bp.mode}")
-    op = bp.schedule[step - 1]
-    targets = [rule.target for rule in op.rules]
+    names = step_names(bp.mode, step, bp.schedule)
     scope: dict[str, Any] = {}
-    for name, value in bp.values.items():
-        if isinstance(value, torch.Tensor | int) and not name.startswith("_"):
-            scope[name] = value
-    shared = {k for k, v in scope.items() if isinstance(v, torch.Tensor)}
-    mutable: set[str] = set()
+    for name in sorted(names.given):
+        grad = bp.grad_at(name[1:], step - 1) if name not in bp.values else None
+        scope[name] = bp.values[name] if name in bp.values else grad
+    op = bp.schedule[step - 1]
+    return {"op": op, "targets": [rule.target for rule in op.rules], "scope": scope, "shared": set(names.shared),
+            "mutable": set(names.mutable), "later": dict(names.later)}  # fmt: skip
+
+
+def value_names(mode: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(the forward's tensors a step reads: parameters, Xb, Yb, each op's outputs and saves; its integers)."""
+    tensors = {*PARAM_NAMES, "Xb", "Yb"}
+    for op in ops_for_mode(mode):
+        tensors |= {name for name in (*op.outputs, *op.saves) if not name.startswith("_")}
+    return frozenset(tensors), frozenset(KEPT_NAMES)
+
+
+def step_names(mode: str, step: int, schedule: list[Op] | None = None) -> Names:
+    """The names a learner's code at backward step `step` starts with, from the declaration alone (the export has
+    no pass): the forward's, the gradients the steps before made, and the ones that come later."""
+    schedule = schedule or backward_schedule(mode)
+    tensors, integers = value_names(mode)
+    targets = {rule.target for rule in schedule[step - 1].rules}
+    made: dict[str, list[int]] = {}  # node -> the steps that add to its gradient
+    for k, op in enumerate(schedule, start=1):
+        for rule in op.rules:
+            made.setdefault(rule.target, []).append(k)
+    shared, mutable = set(tensors), set()
     later: dict[str, str] = {}
-    for name in bp.node_names():
-        grad = bp.grad_at(name, step - 1) if name != "loss" else None
-        if grad is not None:
-            scope[f"d{name}"] = grad
+    for name in (node.name for node in nodes_for_mode(mode)):
+        if name == "loss":
+            continue
+        steps = made.get(name, [])
+        if any(k < step for k in steps):
             (mutable if name in targets else shared).add(f"d{name}")
-        elif NODES[name].kind != "input" and name != "loss":
-            first = next((s for s, _ in bp.history.get(name, ()) if s >= step), None)
+        elif NODES[name].kind != "input":
+            first = next((k for k in steps if k >= step), None)
             if first == step:
                 later[f"d{name}"] = "this step computes it: assign it, e.g. " + f"d{name} = ..."
             elif first is not None:
-                formula = bp.schedule[first - 1].formula.split("\n")[0]
+                formula = schedule[first - 1].formula.split("\n")[0]
                 later[f"d{name}"] = f"it comes out of step {first} (backprop through {formula})"
-    return {"op": op, "targets": targets, "scope": scope, "shared": shared, "mutable": mutable, "later": later}
+    return Names(frozenset(shared | mutable | integers), frozenset(shared), frozenset(mutable), later)
 
 
 def hints(bp: BackwardPass, step: int) -> list[dict[str, Any]]:

@@ -16,11 +16,12 @@ decides what may run.
 from __future__ import annotations
 
 import ast
+import builtins
 import math
 import operator
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -119,8 +120,11 @@ def read(source: str, cell: bool = False) -> ast.Module:
 
 
 def parse(source: str, cell: bool = False) -> ast.Module:
-    """The checked syntax tree of a program (cell: a whole backward cell, larger), or Refused."""
-    tree = read(source, cell)
+    """The syntax tree of a program checked against the allowlist (cell: a whole backward cell, larger), or Refused."""
+    return _check_tree(read(source, cell), cell)
+
+
+def _check_tree(tree: ast.Module, cell: bool) -> ast.Module:
     limit = MAX_CELL_AST_NODES if cell else MAX_AST_NODES
     count = 0
     for node in ast.walk(tree):
@@ -212,6 +216,208 @@ def _check_number(value: Any) -> None:
         raise Refused(f"the number {value!r} is too large or not finite")
 
 
+@dataclass(frozen=True)
+class Names:
+    """The names a program starts with, and what it may do with each."""
+
+    given: frozenset[str]  # every name in scope
+    shared: frozenset[str] = frozenset()  # tensors it reads but never rebinds or changes (forward tensors, inputs)
+    mutable: frozenset[str] = frozenset()  # given tensors that are its own copies: it may change them in place
+    later: Mapping[str, str] = field(default_factory=dict)  # names not in scope yet -> when they come
+    unit: str = "step"  # what the program is: a backward "step", or a whole cell, read "line" by line
+
+
+# calls whose result may be the tensor they are called on, or a view of it (torch returns x itself for x.float()
+# of a float x and for +x): a name bound to one shares its memory; every other call and operator makes a new tensor
+FRESH_METHODS = {
+    "sum", "mean", "max", "min", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax",
+    "sigmoid",
+}  # fmt: skip
+KEPT_NAMES = ("n", "n_embd")
+BUILTINS = frozenset(dir(builtins))  # integers of the scope a program reads and never rebinds
+
+
+def check_program(program: str | ast.Module, names: Names, cell: bool = False) -> ast.Module:
+    """Every static rule of learner code, for the sandbox, the export and the compiled block alike: the allowlist,
+    then scope (a name is read after it is defined), binding (no name the lecture gives is rebound or hidden by a
+    loop variable) and ownership (no in-place write into a tensor the program does not own, in any loop body,
+    run or not). The checked tree, or Refused with the reason a learner is told."""
+    tree = parse(program, cell) if isinstance(program, str) else _check_tree(program, cell)
+    rules = _Rules(names)
+    rules.block(tree.body, set(names.given), [])
+    return tree
+
+
+class _Rules:
+    """The scope, binding and ownership rules, walked over the statements in order (loop bodies once)."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        self.owned = set(names.mutable)
+        self.bindings: dict[str, list[ast.expr]] = {}
+
+    def block(self, body: list[ast.stmt], defined: set[str], loops: list[str]) -> None:
+        if not loops:  # the whole program: which names own their tensor, from every binding anywhere in it
+            self.ownership(body)
+        for stmt in body:
+            self.statement(stmt, defined, loops)
+
+    def ownership(self, body: list[ast.stmt]) -> None:
+        """A name owns its tensor if every binding of it, in any loop body, makes a tensor or a view of an owned one."""
+        for stmt in body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                    self.bindings.setdefault(node.targets[0].id, []).append(node.value)
+        shared = self.names.given - self.names.mutable
+        self.owned = (set(self.names.mutable) | set(self.bindings)) - shared
+        changed = True
+        while changed:
+            changed = False
+            for name, values in self.bindings.items():
+                if name in self.owned and any(_aliases(v) - self.owned for v in values):
+                    self.owned.discard(name)
+                    changed = True
+
+    def statement(self, stmt: ast.stmt, defined: set[str], loops: list[str]) -> None:
+        line = stmt.lineno
+        if isinstance(stmt, ast.Assign):
+            self.reads(stmt.value, defined)
+            target = stmt.targets[0]
+            if isinstance(target, ast.Name):
+                self.bind(target.id, line)
+                defined.add(target.id)
+            elif isinstance(target, ast.Subscript):
+                self.reads(target.slice, defined)
+                self.write(target.value, line, "item assignment", defined)
+            else:
+                raise Refused(f"line {line}: assign to a name or to x[...]")
+        elif isinstance(stmt, ast.AugAssign):
+            if type(stmt.op) not in AUGOPS:
+                raise Refused(f"line {line}: only += -= *= /= are allowed")
+            self.reads(stmt.value, defined)
+            if isinstance(stmt.target, ast.Name):
+                self.write(stmt.target, line, f"{type(stmt.op).__name__.lower()}-assignment", defined)
+            elif isinstance(stmt.target, ast.Subscript):
+                self.reads(stmt.target.slice, defined)
+                self.write(stmt.target.value, line, "item assignment", defined)
+            else:
+                raise Refused(f"line {line}: += needs a name or x[...]")
+        elif isinstance(stmt, ast.For):
+            assert isinstance(stmt.target, ast.Name)  # the allowlist let only `for name in range(...)` through
+            self.reads(stmt.iter, defined)
+            name = stmt.target.id
+            hidden = self.hidden_by(name, loops)
+            if hidden:
+                raise Refused(f"line {line}: the loop variable {name} would hide {hidden}; a loop variable is "
+                              "a new name (k, j, i)")  # fmt: skip
+            self.bind(name, line, loop=True)
+            inside = defined | {name}
+            self.block(stmt.body, inside, [*loops, name])
+            # after the loop as Python has it; a loop that ran no times leaves them undefined, which the run says
+            defined |= inside
+        else:  # Expr: only an in-place method call does anything
+            call = stmt.value
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in IN_PLACE_METHODS
+            ):
+                raise Refused(f"line {line}: this line computes a value and drops it; assign it: dx = ...")
+            self.reads(call, defined)
+
+    def reads(self, node: ast.expr, defined: set[str]) -> None:
+        """Every name the expression reads is defined, torch, F and range are only called, attributes are allowed."""
+        if isinstance(node, ast.Name):
+            if node.id in RESERVED:
+                raise Refused(f"{node.id} can only be called, e.g. torch.zeros_like(x), F.one_hot(Yb, 27), range(n)")
+            if node.id not in defined:
+                if node.id in self.names.later:
+                    raise NotDefined(node.id, f"{node.id} is not defined yet at this {self.names.unit}: "
+                                              f"{self.names.later[node.id]}")  # fmt: skip
+                raise NotDefined(node.id, f"there is no {node.id} here (misspelt? a forward tensor is named as in "
+                                          "the lecture)")  # fmt: skip
+            return
+        if isinstance(node, ast.Call):
+            func = node.func
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                self.reads(arg, defined)
+            if isinstance(func, ast.Name):  # range: the allowlist let no other name be called
+                return
+            assert isinstance(func, ast.Attribute)
+            if isinstance(func.value, ast.Name) and func.value.id in ("torch", "F"):
+                allowed = TORCH_FUNCTIONS if func.value.id == "torch" else F_FUNCTIONS
+                if func.attr not in allowed:
+                    raise Refused(f"{func.value.id}.{func.attr} is not available; these are: "
+                                  f"{', '.join(sorted(allowed))}")  # fmt: skip
+                return
+            self.reads(func.value, defined)
+            if func.attr not in METHODS:
+                raise Refused(f".{func.attr}(...) is not available")
+            if func.attr in IN_PLACE_METHODS:
+                if not isinstance(func.value, ast.Name):
+                    raise Refused(f".{func.attr} changes a tensor in place: call it on a name, dC.{func.attr}(...)")
+                self.write(func.value, node.lineno, f".{func.attr}", defined)
+            return
+        if isinstance(node, ast.Attribute):
+            self.reads(node.value, defined)
+            if node.attr not in ATTRIBUTES:
+                raise Refused(f".{node.attr} is a method: call it, .{node.attr}(...)")
+            return
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr):
+                self.reads(child, defined)
+
+    def bind(self, name: str, line: int, loop: bool = False) -> None:
+        if not loop:  # a loop variable: hidden_by said what it may not be
+            if name in RESERVED or name in KEPT_NAMES:
+                raise Refused(f"line {line}: {name} cannot be reassigned")
+            if name in self.names.shared:
+                raise Refused(f"line {line}: {name} is a tensor of the forward pass; it cannot be reassigned")
+        if name in BUILTINS:  # never a name a Python file has already: an exported file reads the learner's value
+            raise Refused(f"line {line}: {name} is a name Python has; a gradient's names are the lecture's or new")
+
+    def write(self, target: ast.expr, line: int, what: str, defined: set[str]) -> None:
+        """An in-place write into the tensor a name holds: a tensor the program owns, never a shared one or a view."""
+        if not isinstance(target, ast.Name):
+            raise Refused(f"line {line}: {what} works on a name: x[...] = ..., x += ...")
+        self.reads(target, defined)
+        if target.id not in self.owned:
+            raise Refused(f"line {line}: {target.id} is shared ({what} would change it); make your "
+                          f"own first: {target.id}2 = {target.id}.clone() or torch.zeros_like(...)")  # fmt: skip
+
+    def hidden_by(self, name: str, loops: list[str]) -> str:
+        """What a loop variable of that name would hide ('' if nothing): only new names may count."""
+        if name in RESERVED:
+            return name
+        if name in self.names.shared:
+            return f"the tensor {name}"
+        if name in self.names.given or name in self.names.later:
+            return f"the gradient {name}" if name.startswith("d") else name
+        if name in loops:
+            return "the variable of the loop around it"
+        return ""
+
+
+def _aliases(node: ast.expr) -> set[str]:
+    """The names whose tensor the value may be, or be a view of (x, x.T, x[k], x.view(...), +x, (x, y))."""
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, ast.Attribute):
+        return set() if node.attr == "shape" else _aliases(node.value)
+    if isinstance(node, ast.Subscript):
+        return _aliases(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+        return _aliases(node.operand)
+    if isinstance(node, ast.Tuple):
+        return set().union(*map(_aliases, node.elts)) if node.elts else set()
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        func = node.func
+        if isinstance(func.value, ast.Name) and func.value.id in ("torch", "F") or func.attr in FRESH_METHODS:
+            return set()
+        return _aliases(func.value)
+    return set()  # arithmetic and constants make new values
+
+
 class Interpreter:
     """Walks a checked program over a scope of tensors. meta=True: shapes only (the dry run)."""
 
@@ -227,6 +433,7 @@ class Interpreter:
     ) -> None:
         self.env = dict(scope)
         self.given = set(scope)
+        self.names = Names(frozenset(scope), frozenset(shared), frozenset(mutable), dict(later), unit)
         self.shared_ids = {id(scope[k]) for k in shared if isinstance(scope.get(k), torch.Tensor)}
         self.protected = set(shared)
         self.mutable = set(mutable)
@@ -242,6 +449,7 @@ class Interpreter:
 
     def run(self, tree: ast.Module, after: Callable[[ast.stmt, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Runs the program; after(statement, names) is called after each top-level statement."""
+        check_program(tree, self.names, cell=self.unit == "line")  # the static rules hold before anything runs
         for stmt in tree.body:
             self.block([stmt])
             if after is not None:
@@ -670,8 +878,8 @@ def evaluate(
     gives them); `cost`: adds what the dry run spent; `cell`: a whole backward cell (larger, told line by
     line); `after(statement, names)`: called in the real run after each top-level statement.
     """
-    tree = parse(source, cell)
     unit = "line" if cell else "step"
+    tree = check_program(source, Names(frozenset(scope), frozenset(shared), frozenset(mutable), later, unit), cell)
     meta_scope = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
     dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted, unit=unit)
     try:

@@ -311,3 +311,14 @@ def test_a_cells_size_and_a_steps_size(client):
     assert client.post("/api/check", json={"mode": "fused", "code": "x = 1"}).json()["checks"][0]["text"] == (
         "logits          | dlogits is not defined"
     )
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["range = chr\nx = range(111)", "range = W2 * 0", "for k in range(0):\n  W2 *= 0.0", "x = +Xb\nx *= 0"],
+)
+def test_the_export_refuses_what_a_check_refuses_with_the_same_422(client, code):
+    checked = client.post("/api/check", json={"mode": "fused", "code": code})
+    exported = client.post("/api/export", json={"mode": "fused", "code": code, "format": "py"})
+    assert checked.status_code == exported.status_code == 422, exported.text
+    assert exported.json()["detail"] == checked.json()["detail"]
