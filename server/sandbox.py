@@ -72,6 +72,12 @@ TORCH_FUNCTIONS = {"zeros_like", "ones_like", "tanh", "exp", "log", "softmax", "
 F_FUNCTIONS = {"one_hot", "softmax", "log_softmax"}
 KEYWORDS = {"dim", "keepdim", "num_classes"}
 RESERVED = {"torch", "F", "range"}
+# methods whose every argument is a dim or a size
+INT_ARGUMENTS = {"sum", "mean", "view", "reshape", "unsqueeze", "squeeze", "softmax", "log_softmax"}
+DATA_VALUE = (
+    "a value read out of a tensor is data, which the dry run on shapes alone cannot know, so it never decides a "
+    "shape, a loop or an index of a shape"
+)
 
 
 class Refused(ValueError):
@@ -490,8 +496,9 @@ class Interpreter:
             elif isinstance(target, ast.Subscript):
                 tensor = self.owned_tensor(target.value, node, "item assignment")
                 index = self.index(target.slice)
+                touched = self.touched(node, tensor, index)  # refused before it runs: x[i, j] = c writes N x N
                 tensor[index] = value
-                self.spend(node, value)
+                self.spend(node, value, macs=touched)
             else:
                 raise Refused(f"line {node.lineno}: assign to a name or to x[...]")
         elif isinstance(node, ast.AugAssign):
@@ -505,10 +512,11 @@ class Interpreter:
             elif isinstance(node.target, ast.Subscript):
                 tensor = self.owned_tensor(node.target.value, node, "item assignment")
                 index = self.index(node.target.slice)
+                touched = self.touched(node, tensor, index)
                 # as Python runs x[i] += v: in place on x[i] (a view, or a copy for an index tensor), stored back
                 part = getattr(tensor[index], AUGOPS[type(node.op)])(value)
                 tensor[index] = part
-                self.spend(node, part, value)
+                self.spend(node, part, value, macs=touched)  # read, changed (part), written back
             else:
                 raise Refused(f"line {node.lineno}: += needs a name or x[...]")
         elif isinstance(node, ast.For):
@@ -601,6 +609,26 @@ class Interpreter:
             raise Refused(f"line {line}: the code computes more than {MAX_WORK:,} tensor entries in all; a "
                           "gradient takes far fewer")  # fmt: skip
 
+    def touched(self, node: ast.AST, tensor: torch.Tensor, index: Any) -> int:
+        """The entries x[index] reads or writes, from shapes alone: every index pair of the index tensors broadcast
+        together, times the entries of the dims sliced; refused past the size of a tensor a program may make."""
+        parts = index if isinstance(index, tuple) else (index,)
+        if not _gathers(index):
+            return 0  # a view: x[k, j] = v writes what v has, counted with it
+        meta = tuple(
+            (0 if p.dim() == 0 else torch.empty(p.shape, dtype=p.dtype, device="meta"))
+            if isinstance(p, torch.Tensor)
+            else p
+            for p in parts
+        )
+        region = torch.empty(tensor.shape, device="meta")[meta].shape
+        if region.numel() > self.max_numel:
+            shapes = " and ".join(fmt_shape(p.shape) for p in parts if isinstance(p, torch.Tensor) and p.dim())
+            raise Refused(f"{self.where(node)}: this index reaches {region.numel():,} entries (its index tensors, "
+                          f"{shapes}, broadcast together, times the dims it slices); at most {self.max_numel:,} "
+                          "here")  # fmt: skip
+        return region.numel()
+
     # --- expressions ---
     def expr(self, node: ast.expr) -> Any:
         self.cost.evaluations += 1
@@ -666,11 +694,19 @@ class Interpreter:
             base = self.expr(node.value)
             if not isinstance(base, torch.Tensor | tuple):
                 raise Refused("only tensors and shapes can be indexed")
-            index = self.index(node.slice)
-            result = base[index]
+            index = self.index(node.slice, values=isinstance(base, tuple))
+            if isinstance(base, tuple):
+                if any(isinstance(p, torch.Tensor) for p in (index if isinstance(index, tuple) else (index,))):
+                    # the dry run has no values: (1, 100000)[Yb[0]] would be 1 there and 100,000 when it runs
+                    raise Refused(f"{self.where(node)}: a shape is indexed by integers (x.shape[0]), not by a "
+                                  "tensor's value: " + DATA_VALUE)  # fmt: skip
+                return base[index]
             if _gathers(index):  # an index tensor gathers a copy: an operation, where x[k, j] is a view
+                self.touched(node, base, index)
+                result = base[index]
                 self.spend(node, base, result)
-            return result
+                return result
+            return base[index]
         if isinstance(node, ast.Call):
             return self.call(node)
         raise Refused(f"{type(node).__name__} is not allowed")
@@ -722,15 +758,18 @@ class Interpreter:
         best = [text for text, shape in working if shape == wanted] or [text for text, _ in working]
         return best[0] if best else None
 
-    def index(self, node: ast.expr) -> Any:
+    def index(self, node: ast.expr, values: bool = False) -> Any:
+        """An index as torch takes it; values: as it is (a tuple's index, checked to be integers by the caller)."""
         if isinstance(node, ast.Slice):
             parts = [self.expr(p) if p is not None else None for p in (node.lower, node.upper, node.step)]
             if any(p is not None and not isinstance(p, int) for p in parts):
                 raise Refused("slice bounds are integers")
             return slice(*parts)
         if isinstance(node, ast.Tuple):
-            return tuple(self.index(e) for e in node.elts)
+            return tuple(self.index(e, values) for e in node.elts)
         value = self.expr(node)
+        if values:
+            return value
         if isinstance(value, range):
             return torch.tensor(value, device="meta" if self.meta else "cpu")
         if isinstance(value, torch.Tensor) and value.dtype in (torch.bool, torch.uint8):
@@ -762,6 +801,7 @@ class Interpreter:
             if func.attr not in allowed:
                 raise Refused(f"{func.value.id}.{func.attr} is not available; these are: "
                               f"{', '.join(sorted(allowed))}")  # fmt: skip
+            self.integers(node, [*args[1:], *kwargs.values()])
             if func.attr == "one_hot":
                 result = self.one_hot(args, kwargs)
             else:
@@ -779,6 +819,8 @@ class Interpreter:
             if not isinstance(func.value, ast.Name):
                 raise Refused(f".{func.attr} changes a tensor in place: call it on a name, dC.{func.attr}(...)")
             self.owned_tensor(func.value, node, f".{func.attr}")  # type: ignore[arg-type]
+        positions = args if func.attr in INT_ARGUMENTS else args[:1] if func.attr in IN_PLACE_METHODS else []
+        self.integers(node, [*positions, *kwargs.values()])
         if func.attr in ("view", "reshape"):
             shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else tuple(args)
             if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
@@ -786,6 +828,12 @@ class Interpreter:
         result = getattr(base, func.attr)(*args, **kwargs)
         self.spend(node, base, *args, *kwargs.values(), result)
         return result
+
+    def integers(self, node: ast.Call, values: list[Any]) -> None:
+        """Dims, sizes and counts are Python integers: never a tensor, whose value only the real run knows."""
+        if any(isinstance(v, torch.Tensor) for v in values):
+            raise Refused(f"{self.where(node)}: a dim, a size or a count is an integer (1, n, x.shape[0]): "
+                          + DATA_VALUE)  # fmt: skip
 
     def one_hot(self, args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         if len(args) < 1 or not isinstance(args[0], torch.Tensor) or args[0].dtype != torch.int64:

@@ -410,3 +410,91 @@ def test_fuzzed_loops_are_graded_or_refused_and_change_nothing(atomic, code):
         assert str(e) and "Traceback" not in str(e)
     assert unchanged(atomic, before)
     assert set(os.listdir(ROOT)) == before_files
+
+
+# --- indexed reads and writes count every index pair they touch ----------------------------------------------------
+
+ZEROS = "a = (Yb.view(-1, 1) * 0 + Xb.view(1, -1) * 0).view(-1)\n"  # 3,072 valid indices (all 0), no loop
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        ZEROS + "z = torch.zeros_like(counts)\nz[a.view(-1, 1), a.view(1, -1)] = 1.0",  # 9.4M pairs of 2 tensors
+        ZEROS + "z = torch.zeros_like(counts)\nz[a.view(-1, 1), a.view(1, -1)] += 1.0",  # index_put through +=
+        ZEROS + "z = torch.zeros_like(counts)\nz[a.view(-1, 1), a.view(1, -1)] = counts[0, 0]",  # a 0-dim tensor value
+        ZEROS + "b = a[0:64]\nz = torch.zeros_like(emb)\nz[b.view(-1, 1, 1), b.view(1, -1, 1), b.view(1, 1, -1)] = 1.0",
+        ZEROS + "b = a[0:200]\nz = torch.zeros_like(emb)\nz[b.view(-1, 1), :, b.view(1, -1)] = 1.0",  # tensor, slice
+        ZEROS + "b = a[0:2000]\nz = torch.zeros_like(counts)\nz[b] = 1.0",  # 2,000 rows x 27: the slice counts
+        ZEROS + "z = counts[a.view(-1, 1), a.view(1, -1)]",  # a read
+    ],
+)
+def test_an_index_that_reaches_past_the_cap_is_refused_before_it_runs(atomic, code):
+    with pytest.raises(Refused, match=r"this index reaches [\d,]+ entries .* at most 32,768 here"):
+        grade(atomic, 4, code)
+
+
+def test_an_indexed_write_counts_every_pair_it_writes(atomic):
+    from server.challenge import context
+    from server.sandbox import Cost, evaluate
+
+    ctx = context(atomic, 4)
+    before = "b = Yb.view(-1) * 0\nz = torch.zeros_like(counts)\n"
+    costs = []
+    for write in ("", "z[b.view(-1, 1), b.view(1, -1)] = 1.0"):  # 32 x 32 pairs, of a Python number
+        costs.append(Cost())
+        evaluate(before + write, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], cost=costs[-1])
+    assert costs[1].work - costs[0].work >= 32 * 32 and costs[1].tensor_ops > costs[0].tensor_ops
+
+
+# --- a value read out of a tensor never decides a shape, a loop or an index of a shape ------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = (1, 100000)[Yb[0]]",
+        "x = counts.shape[Yb[0]]",
+        "x = counts.shape[Yb[0], 0]",
+        "x = counts.sum(Yb[0])",
+        "x = counts.sum(dim=Yb[0])",
+        "x = counts.view(Yb[0], -1)",
+        "x = counts.unsqueeze(Xb[0, 0])",
+        "x = torch.softmax(counts, Yb[0])",
+        "x = F.log_softmax(counts, dim=Yb[0])",
+        "x = torch.zeros_like(counts)\nx.index_add_(Yb[0], Yb, counts)",
+    ],
+)
+def test_a_tensors_value_is_refused_as_a_shape_or_a_dim(atomic, code):
+    with pytest.raises(Refused, match="a value read out of a tensor is data"):
+        grade(atomic, 4, code)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "for k in range(n - n):\n  W1 *= 0.0",
+        "for k in range(0):\n  Yb *= 0",
+        "for k in range(0):\n  for j in range(0):\n    Xb[k, j] = 0",
+        "x = +counts\nfor k in range(0):\n  x += 1",
+        "x = counts.float()\nfor k in range(0):\n  x.index_add_(0, Yb, counts)",
+        "x = counts.clone()\nfor k in range(0):\n  x = counts.T\nx += 1",
+    ],
+)
+def test_a_write_into_a_shared_tensor_is_refused_in_a_loop_that_never_runs(atomic, code):
+    before = snapshot(atomic)
+    with pytest.raises(Refused, match="is shared"):
+        grade(atomic, 4, code)
+    assert unchanged(atomic, before)
+
+
+@pytest.mark.parametrize("code", ["x = (1, 100000)[Yb[0]]", "for k in range(counts.shape[Yb[0]]):\n  y = k"])
+def test_the_dry_run_alone_refuses_a_shape_indexed_by_a_tensor(atomic, code):
+    from server.challenge import context
+    from server.sandbox import Interpreter, parse
+
+    ctx = context(atomic, 4)
+    meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in ctx["scope"].items()}
+    dry = Interpreter(meta, ctx["shared"], ctx["mutable"], ctx["later"], meta=True)
+    with pytest.raises(Refused, match="not by a tensor's value"):
+        dry.run(parse(code))
