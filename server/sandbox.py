@@ -591,7 +591,7 @@ class Interpreter:
     def spend(self, node: ast.AST, *values: Any, macs: int = 0) -> None:
         """Count one tensor operation and the entries it read and wrote; past a cap, the program is refused."""
         numel = macs
-        tensors = False
+        tensors = macs > 0  # an indexed write of a number into a tensor is an operation on it
         for v in values:
             for t in v if isinstance(v, tuple) else (v,):
                 if isinstance(t, torch.Tensor):
