@@ -169,6 +169,9 @@ def split_cell(source: str) -> CellText:
                 raise Refused(f"line {stmt.lineno}: cmp takes the name, the gradient and the tensor, as the "
                               "notebook writes it: cmp('logits', dlogits, logits)")  # fmt: skip
             label, grad, tensor = args[0].value, args[1].id, args[2].id  # type: ignore[attr-defined,union-attr]
+            if not all(c.isascii() and c.isprintable() for c in label):  # '\ud800' is ASCII as typed, not as read
+                raise Refused(f"line {stmt.lineno}: a cmp label is plain text, as the notebook writes it: "
+                              "cmp('logits', dlogits, logits) (no escapes such as \\n or \\u)")  # fmt: skip
             cell.printouts.append(Printout(stmt.lineno, len(kept), label, grad, tensor))
         elif _parameter_check(stmt):
             cell.printouts.append(Printout(stmt.lineno, len(kept), parameters=True))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from server.cells import grade_cell
+from server.cells import grade_cell, split_cell
 from server.config import ModelConfig
 from server.engine import run_backward
 from server.sandbox import Refused
@@ -351,3 +351,9 @@ def test_cmp_lines_are_capped_like_everything_else_a_cell_computes(passes):
     # one line past the per-line cap is said, not computed
     (line,) = grade_cell(passes["fused"], "d = hprebn.view(2048, 1, 1)\ncmp('x', d, hprebn)")["printed"]
     assert line["text"] == "x               | shape (2048, 1, 1) against (32, 64) broadcasts to (2048, 32, 64)"
+
+
+@pytest.mark.parametrize("label", ["\\ud800", "\\udfff", "\\x00", "a\\nb", "\\u00e9"])
+def test_a_cmp_label_that_is_not_plain_text_is_refused(label):
+    with pytest.raises(Refused, match="line 2: a cmp label is plain text"):
+        split_cell(f"dlogits = F.softmax(logits, 1)\ncmp('{label}', dlogits, logits)")

@@ -322,3 +322,11 @@ def test_the_export_refuses_what_a_check_refuses_with_the_same_422(client, code)
     exported = client.post("/api/export", json={"mode": "fused", "code": code, "format": "py"})
     assert checked.status_code == exported.status_code == 422, exported.text
     assert exported.json()["detail"] == checked.json()["detail"]
+
+
+def test_a_lone_surrogate_in_a_cmp_label_is_a_422_with_its_reason(client):
+    code = "dlogits = F.softmax(logits, 1)\ncmp('\\ud800', dlogits, logits)"  # ASCII as sent, a lone surrogate as read
+    r = client.post("/api/check", json={"mode": "fused", "code": code})
+    assert r.status_code == 422 and "line 2: a cmp label is plain text" in r.json()["detail"], r.text
+    assert "UTF-8" not in r.text
+    assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]
