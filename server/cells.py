@@ -13,7 +13,7 @@ import ast
 import functools
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -296,6 +296,7 @@ class _Run:
         self.ctx = {**ctx, "later": dict(cell_names(bp.mode, bp.schedule).later), "cell": True}
         self.wanted = {f"d{n}": tuple(bp.values[n].shape) for n in bp.totals if n != "loss"}  # type: ignore[union-attr]
         self.cost = Cost()
+        self.own = Cost()  # what the cell's own run spent: the feedback's reruns are budgeted from it
         self.statements: list[ast.stmt] = []
         # each statement's gradients as they were after it: (name, how many contributions it holds if it is a right
         # partial sum, else the value) - a value kept to say what is wrong, or its shape alone past MAX_KEPT_BYTES
@@ -310,6 +311,7 @@ class _Run:
             self.cell.program, self.ctx["scope"], self.ctx["shared"], self.ctx["mutable"], self.ctx["later"],
             self.wanted, self.cost, cell=True, after=self.record,
         )  # fmt: skip
+        self.own = replace(self.cost)
         return env
 
     def record(self, stmt: ast.stmt, env: dict[str, Any]) -> None:
@@ -520,7 +522,7 @@ def _wrong_line(
         else:
             rule = next(r for r in bp.schedule[step - 1].rules if r.target == name)
             slip: Callable[[], str | None] = functools.partial(
-                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, grad, expected, i
+                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, run.own, grad, expected, i
             )
             feedback.append(diagnose(bp, step, rule, grad, got, expected, slip))
         diff = tensor_public(got - expected)

@@ -99,6 +99,19 @@ class Cost:
         self.evaluations += other.evaluations
         self.work += other.work
 
+    def within(self, limit: Cost) -> bool:
+        """Whether every count is at most the limit's."""
+        return (
+            self.iterations <= limit.iterations
+            and self.tensor_ops <= limit.tensor_ops
+            and self.evaluations <= limit.evaluations
+            and self.work <= limit.work
+        )
+
+
+class OverBudget(Refused):
+    """A run past a budget it was given below the caps (the feedback's reruns of a learner's code)."""
+
 
 class NotDefined(Refused):
     def __init__(self, name: str, message: str) -> None:
@@ -436,6 +449,7 @@ class Interpreter:
         meta: bool,
         wanted: dict[str, tuple[int, ...]] | None = None,
         unit: str = "step",
+        limit: Cost | None = None,
     ) -> None:
         self.env = dict(scope)
         self.given = set(scope)
@@ -450,6 +464,7 @@ class Interpreter:
         largest = max((v.numel() for v in scope.values() if isinstance(v, torch.Tensor)), default=0)
         self.max_numel = min(MAX_NUMEL, max(NUMEL_FACTOR * largest, 1 << 12))
         self.cost = Cost()
+        self.limit = limit  # a budget below the caps (the feedback's reruns): past it, OverBudget
         self.loops: list[list[Any]] = []  # [name, value] of each loop running, outermost first
         self.assigned: tuple[ast.expr, tuple[int, ...]] | None = None  # (value node, wanted shape) of the statement
 
@@ -541,6 +556,7 @@ class Interpreter:
         span = self.expr(node.iter)
         assert isinstance(span, range)
         self.cost.iterations += len(span)  # counted before the loop runs: a too-long loop is refused at once
+        self.check_limit()
         if self.cost.iterations > MAX_ITERATIONS:
             raise Refused(f"{self.where(node)}: the loops would run more than {MAX_ITERATIONS:,} times in all "
                           f"({self.cost.iterations:,} with this one); the notebook's dC loop runs n x block_size "
@@ -602,12 +618,17 @@ class Interpreter:
         self.cost.tensor_ops += 1
         self.cost.work += numel
         line = getattr(node, "lineno", 0)
+        self.check_limit()
         if self.cost.tensor_ops > MAX_TENSOR_OPS:
             raise Refused(f"line {line}: more than {MAX_TENSOR_OPS:,} tensor operations in all; a gradient takes a "
                           "few (loop over fewer items, or use whole-tensor operations)")  # fmt: skip
         if self.cost.work > MAX_WORK:
             raise Refused(f"line {line}: the code computes more than {MAX_WORK:,} tensor entries in all; a "
                           "gradient takes far fewer")  # fmt: skip
+
+    def check_limit(self) -> None:
+        if self.limit is not None and not self.cost.within(self.limit):
+            raise OverBudget("the reruns spent their budget")
 
     def touched(self, node: ast.AST, tensor: torch.Tensor, index: Any) -> int:
         """The entries x[index] reads or writes, from shapes alone: every index pair of the index tensors broadcast
@@ -632,6 +653,8 @@ class Interpreter:
     # --- expressions ---
     def expr(self, node: ast.expr) -> Any:
         self.cost.evaluations += 1
+        if self.limit is not None and self.cost.evaluations > self.limit.evaluations:
+            raise OverBudget("the reruns spent their budget")
         if self.cost.evaluations > MAX_EVALUATIONS:
             raise Refused(f"line {node.lineno}: more than {MAX_EVALUATIONS:,} expressions evaluated in all; "
                           "loop over fewer items")  # fmt: skip
@@ -919,17 +942,19 @@ def evaluate(
     cost: Cost | None = None,
     cell: bool = False,
     after: Callable[[ast.stmt, dict[str, Any]], None] | None = None,
+    limit: Cost | None = None,
 ) -> dict[str, Any]:
     """Run the program on copies: first shapes only (meta device), then for real. Returns its names.
 
     `wanted`: the shapes of the gradients the program should make (a shape error suggests the fix that
     gives them); `cost`: adds what the dry run spent; `cell`: a whole backward cell (larger, told line by
-    line); `after(statement, names)`: called in the real run after each top-level statement.
+    line); `after(statement, names)`: called in the real run after each top-level statement; `limit`: a budget
+    below the caps for what the run spends (OverBudget past it, before anything is computed).
     """
     unit = "line" if cell else "step"
     tree = check_program(source, Names(frozenset(scope), frozenset(shared), frozenset(mutable), later, unit), cell)
     meta_scope = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
-    dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted, unit=unit)
+    dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted, unit=unit, limit=limit)
     try:
         dry.run(tree)
     finally:
