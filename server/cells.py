@@ -13,15 +13,15 @@ import ast
 import functools
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from .challenge import context, diagnose, dim_slip, same_entries, shape_feedback, shape_note
+from .challenge import context, diagnose, dim_slip, same_entries, shape_feedback, shape_note, step_names
 from .engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
-from .graph import CMP_ORDER, MODES_BY_NAME, PARAM_NAMES, backward_schedule, nodes_for_mode
-from .sandbox import Cost, Refused, evaluate, read
+from .graph import CMP_ORDER, MODES_BY_NAME, PARAM_NAMES, Op, backward_schedule, nodes_for_mode
+from .sandbox import Cost, Names, Refused, check_program, evaluate, read
 from .serialize import cmp_public, tensor_public
 
 MAX_CMP_ENTRIES = 1 << 21  # a cmp line whose operands broadcast past this is said, not computed ((N,) against (N,1))
@@ -80,6 +80,18 @@ def cell_given(mode: str) -> list[str]:
 def first_step(bp: BackwardPass) -> int:
     """The backward step the cell starts at: the gradients of the steps before it are in scope (earlier cells)."""
     return min(bp.contribution_steps[name][0] for name in cell_grads(bp.mode))
+
+
+def cell_names(mode: str, schedule: list[Op] | None = None) -> Names:
+    """The names a mode's cell starts with, from the declaration alone: those of its first step, every gradient of
+    the mode that is not given yet counted as one the cell computes."""
+    schedule = schedule or backward_schedule(mode)
+    grads = set(cell_grads(mode))
+    first = next(k for k, op in enumerate(schedule, start=1) if any(rule.target in grads for rule in op.rules))
+    names = step_names(mode, first, schedule)
+    made = {f"d{rule.target}" for op in schedule for rule in op.rules}
+    later = dict.fromkeys(sorted(made - names.given), "the cell computes it: assign it before the line that uses it")
+    return Names(names.given, names.shared, names.mutable, later, unit="line")
 
 
 # --- the cell's text: its program, and the notebook's lines that only print --------------------------------------
@@ -157,6 +169,9 @@ def split_cell(source: str) -> CellText:
                 raise Refused(f"line {stmt.lineno}: cmp takes the name, the gradient and the tensor, as the "
                               "notebook writes it: cmp('logits', dlogits, logits)")  # fmt: skip
             label, grad, tensor = args[0].value, args[1].id, args[2].id  # type: ignore[attr-defined,union-attr]
+            if not all(c.isascii() and c.isprintable() for c in label):  # '\ud800' is ASCII as typed, not as read
+                raise Refused(f"line {stmt.lineno}: a cmp label is plain text, as the notebook writes it: "
+                              "cmp('logits', dlogits, logits) (no escapes such as \\n or \\u)")  # fmt: skip
             cell.printouts.append(Printout(stmt.lineno, len(kept), label, grad, tensor))
         elif _parameter_check(stmt):
             cell.printouts.append(Printout(stmt.lineno, len(kept), parameters=True))
@@ -190,6 +205,18 @@ def split_cell(source: str) -> CellText:
         raise Refused(f"line {line}: the check zips parameters with grads: write grads = [dC, dW1, ...] before it")
     cell.program = "\n".join(lines)
     return cell
+
+
+def check_cell(cell: CellText, names: Names) -> ast.Module:
+    """The static rules of a cell's program (sandbox.check_program), and its grads = [...] naming gradients it
+    defines; the checked tree, or Refused as a check of the cell says it."""
+    tree = check_program(cell.program, names, cell=True)
+    if cell.grads is not None:
+        bound = {stmt.targets[0].id for stmt in tree.body if isinstance(stmt, ast.Assign) and _is_name(stmt.targets[0])}
+        missing = [g for g in cell.grads if g not in bound and g not in names.given]  # type: ignore[attr-defined]
+        if missing:
+            raise Refused(f"line {cell.grads_line}: grads lists {', '.join(missing)}, which the cell does not define")
+    return tree
 
 
 # --- the notebook's cmp ----------------------------------------------------------------------------------------
@@ -266,10 +293,10 @@ class _Run:
         ctx = context(bp, self.first)
         self.grads = {f"d{name}" for name in bp.node_names() if name != "loss" and name in bp.totals}
         self.given = {name for name in self.grads if name in ctx["scope"]}
-        later = dict.fromkeys(self.grads - self.given, "the cell computes it: assign it before the line that uses it")
-        self.ctx = {**ctx, "later": later, "cell": True}
+        self.ctx = {**ctx, "later": dict(cell_names(bp.mode, bp.schedule).later), "cell": True}
         self.wanted = {f"d{n}": tuple(bp.values[n].shape) for n in bp.totals if n != "loss"}  # type: ignore[union-attr]
         self.cost = Cost()
+        self.own = Cost()  # what the cell's own run spent: the feedback's reruns are budgeted from it
         self.statements: list[ast.stmt] = []
         # each statement's gradients as they were after it: (name, how many contributions it holds if it is a right
         # partial sum, else the value) - a value kept to say what is wrong, or its shape alone past MAX_KEPT_BYTES
@@ -284,6 +311,7 @@ class _Run:
             self.cell.program, self.ctx["scope"], self.ctx["shared"], self.ctx["mutable"], self.ctx["later"],
             self.wanted, self.cost, cell=True, after=self.record,
         )  # fmt: skip
+        self.own = replace(self.cost)
         return env
 
     def record(self, stmt: ast.stmt, env: dict[str, Any]) -> None:
@@ -494,7 +522,7 @@ def _wrong_line(
         else:
             rule = next(r for r in bp.schedule[step - 1].rules if r.target == name)
             slip: Callable[[], str | None] = functools.partial(
-                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, grad, expected, i
+                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, run.own, grad, expected, i
             )
             feedback.append(diagnose(bp, step, rule, grad, got, expected, slip))
         diff = tensor_public(got - expected)

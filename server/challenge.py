@@ -7,6 +7,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,8 +15,19 @@ import torch
 
 from .bugs import right_rule
 from .engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
-from .graph import NODES, Rule
-from .sandbox import MAX_TENSOR_OPS, MAX_WORK, Cost, Refused, evaluate
+from .graph import NODES, PARAM_NAMES, Op, Rule, backward_schedule, nodes_for_mode, ops_for_mode
+from .sandbox import (
+    KEPT_NAMES,
+    MAX_EVALUATIONS,
+    MAX_ITERATIONS,
+    MAX_TENSOR_OPS,
+    MAX_WORK,
+    Cost,
+    Names,
+    OverBudget,
+    Refused,
+    evaluate,
+)
 from .serialize import cmp_public, tensor_public
 
 HINT_LEVELS = ("shape", "local derivative", "chain rule", "answer")
@@ -25,28 +37,50 @@ def context(bp: BackwardPass, step: int) -> dict[str, Any]:
     """The scope at backward step `step` (1-based): forward tensors, gradients so far, n, Xb, Yb."""
     if not 1 <= step <= bp.total_steps:
         raise Refused(f"step must be between 1 and {bp.total_steps} in mode {bp.mode}")
-    op = bp.schedule[step - 1]
-    targets = [rule.target for rule in op.rules]
+    names = step_names(bp.mode, step, bp.schedule)
     scope: dict[str, Any] = {}
-    for name, value in bp.values.items():
-        if isinstance(value, torch.Tensor | int) and not name.startswith("_"):
-            scope[name] = value
-    shared = {k for k, v in scope.items() if isinstance(v, torch.Tensor)}
-    mutable: set[str] = set()
+    for name in sorted(names.given):
+        grad = bp.grad_at(name[1:], step - 1) if name not in bp.values else None
+        scope[name] = bp.values[name] if name in bp.values else grad
+    op = bp.schedule[step - 1]
+    return {"op": op, "targets": [rule.target for rule in op.rules], "scope": scope, "shared": set(names.shared),
+            "mutable": set(names.mutable), "later": dict(names.later)}  # fmt: skip
+
+
+def value_names(mode: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(the forward's tensors a step reads: parameters, Xb, Yb, each op's outputs and saves; its integers)."""
+    tensors = {*PARAM_NAMES, "Xb", "Yb"}
+    for op in ops_for_mode(mode):
+        tensors |= {name for name in (*op.outputs, *op.saves) if not name.startswith("_")}
+    return frozenset(tensors), frozenset(KEPT_NAMES)
+
+
+def step_names(mode: str, step: int, schedule: list[Op] | None = None) -> Names:
+    """The names a learner's code at backward step `step` starts with, from the declaration alone (the export has
+    no pass): the forward's, the gradients the steps before made, and the ones that come later."""
+    schedule = schedule or backward_schedule(mode)
+    tensors, integers = value_names(mode)
+    targets = {rule.target for rule in schedule[step - 1].rules}
+    made: dict[str, list[int]] = {}  # node -> the steps that add to its gradient
+    for k, op in enumerate(schedule, start=1):
+        for rule in op.rules:
+            made.setdefault(rule.target, []).append(k)
+    shared, mutable = set(tensors), set()
     later: dict[str, str] = {}
-    for name in bp.node_names():
-        grad = bp.grad_at(name, step - 1) if name != "loss" else None
-        if grad is not None:
-            scope[f"d{name}"] = grad
+    for name in (node.name for node in nodes_for_mode(mode)):
+        if name == "loss":
+            continue
+        steps = made.get(name, [])
+        if any(k < step for k in steps):
             (mutable if name in targets else shared).add(f"d{name}")
-        elif NODES[name].kind != "input" and name != "loss":
-            first = next((s for s, _ in bp.history.get(name, ()) if s >= step), None)
+        elif NODES[name].kind != "input":
+            first = next((k for k in steps if k >= step), None)
             if first == step:
                 later[f"d{name}"] = "this step computes it: assign it, e.g. " + f"d{name} = ..."
             elif first is not None:
-                formula = bp.schedule[first - 1].formula.split("\n")[0]
+                formula = schedule[first - 1].formula.split("\n")[0]
                 later[f"d{name}"] = f"it comes out of step {first} (backprop through {formula})"
-    return {"op": op, "targets": targets, "scope": scope, "shared": shared, "mutable": mutable, "later": later}
+    return Names(frozenset(shared | mutable | integers), frozenset(shared), frozenset(mutable), later)
 
 
 def hints(bp: BackwardPass, step: int) -> list[dict[str, Any]]:
@@ -137,6 +171,7 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
     wanted = {f"d{t}": tuple(bp.values[t].shape) for t in ctx["targets"]}  # type: ignore[union-attr]
     cost = Cost()
     env = evaluate(source, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted=wanted, cost=cost)
+    own = replace(cost)  # what the check's own run spent: its feedback's reruns are budgeted from it
     results = []
     for rule in ctx["op"].rules:
         target = rule.target
@@ -187,7 +222,7 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         elif bad:
             item["feedback"].append(f"{name} differs from autograd's: maxdiff {cmp['maxdiff']:.3g}")
         else:
-            slip = functools.partial(dim_slip, source, ctx, wanted, cost, name, expected)
+            slip = functools.partial(dim_slip, source, ctx, wanted, cost, own, name, expected)
             item["feedback"].append(diagnose(bp, step, rule, name, got, expected, slip))
         if note:
             item["feedback"].append(note)
@@ -321,6 +356,20 @@ def _wrong_part(got: torch.Tensor, expected: torch.Tensor) -> str | None:
 
 
 MAX_DIM_VARIANTS = 12  # reruns of the learner's code with a reduction over another dim
+# the reruns of one check's feedback together spend at most this many times what the check's own run spent, in
+# every count (loop-body runs, tensor operations, expressions, entries), and at most a quarter of a cap: a check's
+# feedback never costs more than a fixed multiple of the check
+RERUN_SHARE = 4
+
+
+def rerun_limit(own: Cost) -> Cost:
+    """What the feedback's reruns of a check may spend in all, from what the check's own run spent."""
+    return Cost(
+        min(RERUN_SHARE * own.iterations, MAX_ITERATIONS // 4),
+        min(RERUN_SHARE * own.tensor_ops, MAX_TENSOR_OPS // 4),
+        min(RERUN_SHARE * own.evaluations, MAX_EVALUATIONS // 4),
+        min(RERUN_SHARE * own.work, MAX_WORK // 4),
+    )
 
 
 def dim_slip(
@@ -328,6 +377,7 @@ def dim_slip(
     ctx: dict[str, Any],
     wanted: dict[str, tuple[int, ...]],
     cost: Cost,
+    own: Cost,
     name: str,
     expected: torch.Tensor,
     upto: int | None = None,
@@ -335,7 +385,10 @@ def dim_slip(
     """Runs the learner's code again with a .sum / .mean / .max / softmax over another dim: is that the slip?
 
     upto: a whole cell's wrong statement (its index): the cell is rerun up to it, with the change in it alone.
+    cost: what the check has spent so far (the reruns add to it); own: what its own run spent, of which the reruns
+    together may spend rerun_limit(own).
     """
+    limit = rerun_limit(own)
     tree = ast.parse(source)
     if upto is not None:
         tree.body = tree.body[: upto + 1]
@@ -346,8 +399,13 @@ def dim_slip(
         return None  # a loop's rerun costs too much for a guess
     sites = [node for stmt in lines for node in ast.walk(stmt) if isinstance(node, ast.Call) and _dim_node(node)]
     for changes in _dim_changes(sites, MAX_DIM_VARIANTS):
-        # the reruns may spend a quarter of what one program may; the learner's own run counts in it
-        if cost.work > MAX_WORK // 4 or cost.tensor_ops > MAX_TENSOR_OPS // 4:
+        remaining = Cost(
+            limit.iterations - (cost.iterations - own.iterations),
+            limit.tensor_ops - (cost.tensor_ops - own.tensor_ops),
+            limit.evaluations - (cost.evaluations - own.evaluations),
+            limit.work - (cost.work - own.work),
+        )
+        if not Cost().within(remaining):
             return None
         before = [ast.unparse(call) for call, _ in changes]
         olds = [_set_dim(call, dim) for call, dim in changes]
@@ -357,8 +415,11 @@ def dim_slip(
             _set_dim(call, old)
         try:
             env = evaluate(
-                variant, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted, cost, ctx.get("cell", False)
-            )
+                variant, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted, cost,
+                ctx.get("cell", False), limit=remaining,
+            )  # fmt: skip
+        except OverBudget:
+            return None
         except Refused:
             continue
         got = env.get(name)

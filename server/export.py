@@ -3,8 +3,9 @@ rebuilds the lecture's data and net, runs that backward and prints the notebook'
 
 Everything but the learner's code comes from the declaration: the initialisation lines (graph.Node.init), the
 forward lines (graph.Op.formula), the lecture's backward lines for the steps the learner did not write
-(graph.Rule.code) and the order of the cmp lines (graph.CMP_ORDER). The learner's code is checked against the
-challenge's allowlist first (it is never run here): the file holds the lecture's vocabulary and nothing else.
+(graph.Rule.code) and the order of the cmp lines (graph.CMP_ORDER). The learner's code is checked first by every
+static rule a check applies (sandbox.check_program: the allowlist, scope, binding and ownership; it is never run
+here): the file holds the lecture's vocabulary, over the names the lecture gives, and nothing else.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from .bugs import right_rule
-from .cells import cell_for, cell_given, cell_grads, order, split_cell, writes
+from .cells import cell_for, cell_given, cell_grads, cell_names, check_cell, order, split_cell, writes
+from .challenge import step_names
 from .config import ModelConfig
 from .graph import MODES_BY_NAME, PARAM_NAMES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
-from .sandbox import Refused, parse
+from .sandbox import Refused, check_program, parse
 
 FRESH_SEED = torch.Generator().initial_seed()  # what a new torch.Generator() starts at, as the explorer draws with it
 CMP = """\
@@ -109,7 +111,7 @@ def _sections(
     exercise = cell_for(mode).exercise
     if cell is not None:
         text = split_cell(cell)
-        parse(text.program, cell=True)  # the allowlist, and nothing runs
+        check_cell(text, cell_names(mode))  # every rule a check of the cell applies, and nothing runs
         backward, checked = _cell_backward(mode, text.text, text.program)
         own_cmp = bool(text.printouts)
         what = f"your {exercise} cell"
@@ -244,7 +246,7 @@ def _steps_backward(mode: str, steps: dict[int, str]) -> tuple[str, list[str]]:
         if not 1 <= step <= len(schedule):
             raise Refused(f"step {step}: mode {mode} has {len(schedule)} backward steps")
         try:
-            parse(code)
+            check_program(code, step_names(mode, step))
         except Refused as e:
             raise Refused(f"step {step}: {e}") from None
     last = max(steps)

@@ -16,11 +16,12 @@ decides what may run.
 from __future__ import annotations
 
 import ast
+import builtins
 import math
 import operator
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -71,6 +72,12 @@ TORCH_FUNCTIONS = {"zeros_like", "ones_like", "tanh", "exp", "log", "softmax", "
 F_FUNCTIONS = {"one_hot", "softmax", "log_softmax"}
 KEYWORDS = {"dim", "keepdim", "num_classes"}
 RESERVED = {"torch", "F", "range"}
+# methods whose every argument is a dim or a size
+INT_ARGUMENTS = {"sum", "mean", "view", "reshape", "unsqueeze", "squeeze", "softmax", "log_softmax"}
+DATA_VALUE = (
+    "a value read out of a tensor is data, which the dry run on shapes alone cannot know, so it never decides a "
+    "shape, a loop or an index of a shape"
+)
 
 
 class Refused(ValueError):
@@ -91,6 +98,19 @@ class Cost:
         self.tensor_ops += other.tensor_ops
         self.evaluations += other.evaluations
         self.work += other.work
+
+    def within(self, limit: Cost) -> bool:
+        """Whether every count is at most the limit's."""
+        return (
+            self.iterations <= limit.iterations
+            and self.tensor_ops <= limit.tensor_ops
+            and self.evaluations <= limit.evaluations
+            and self.work <= limit.work
+        )
+
+
+class OverBudget(Refused):
+    """A run past a budget it was given below the caps (the feedback's reruns of a learner's code)."""
 
 
 class NotDefined(Refused):
@@ -119,8 +139,11 @@ def read(source: str, cell: bool = False) -> ast.Module:
 
 
 def parse(source: str, cell: bool = False) -> ast.Module:
-    """The checked syntax tree of a program (cell: a whole backward cell, larger), or Refused."""
-    tree = read(source, cell)
+    """The syntax tree of a program checked against the allowlist (cell: a whole backward cell, larger), or Refused."""
+    return _check_tree(read(source, cell), cell)
+
+
+def _check_tree(tree: ast.Module, cell: bool) -> ast.Module:
     limit = MAX_CELL_AST_NODES if cell else MAX_AST_NODES
     count = 0
     for node in ast.walk(tree):
@@ -212,6 +235,208 @@ def _check_number(value: Any) -> None:
         raise Refused(f"the number {value!r} is too large or not finite")
 
 
+@dataclass(frozen=True)
+class Names:
+    """The names a program starts with, and what it may do with each."""
+
+    given: frozenset[str]  # every name in scope
+    shared: frozenset[str] = frozenset()  # tensors it reads but never rebinds or changes (forward tensors, inputs)
+    mutable: frozenset[str] = frozenset()  # given tensors that are its own copies: it may change them in place
+    later: Mapping[str, str] = field(default_factory=dict)  # names not in scope yet -> when they come
+    unit: str = "step"  # what the program is: a backward "step", or a whole cell, read "line" by line
+
+
+# calls whose result may be the tensor they are called on, or a view of it (torch returns x itself for x.float()
+# of a float x and for +x): a name bound to one shares its memory; every other call and operator makes a new tensor
+FRESH_METHODS = {
+    "sum", "mean", "max", "min", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax",
+    "sigmoid",
+}  # fmt: skip
+KEPT_NAMES = ("n", "n_embd")
+BUILTINS = frozenset(dir(builtins))  # integers of the scope a program reads and never rebinds
+
+
+def check_program(program: str | ast.Module, names: Names, cell: bool = False) -> ast.Module:
+    """Every static rule of learner code, for the sandbox, the export and the compiled block alike: the allowlist,
+    then scope (a name is read after it is defined), binding (no name the lecture gives is rebound or hidden by a
+    loop variable) and ownership (no in-place write into a tensor the program does not own, in any loop body,
+    run or not). The checked tree, or Refused with the reason a learner is told."""
+    tree = parse(program, cell) if isinstance(program, str) else _check_tree(program, cell)
+    rules = _Rules(names)
+    rules.block(tree.body, set(names.given), [])
+    return tree
+
+
+class _Rules:
+    """The scope, binding and ownership rules, walked over the statements in order (loop bodies once)."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        self.owned = set(names.mutable)
+        self.bindings: dict[str, list[ast.expr]] = {}
+
+    def block(self, body: list[ast.stmt], defined: set[str], loops: list[str]) -> None:
+        if not loops:  # the whole program: which names own their tensor, from every binding anywhere in it
+            self.ownership(body)
+        for stmt in body:
+            self.statement(stmt, defined, loops)
+
+    def ownership(self, body: list[ast.stmt]) -> None:
+        """A name owns its tensor if every binding of it, in any loop body, makes a tensor or a view of an owned one."""
+        for stmt in body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                    self.bindings.setdefault(node.targets[0].id, []).append(node.value)
+        shared = self.names.given - self.names.mutable
+        self.owned = (set(self.names.mutable) | set(self.bindings)) - shared
+        changed = True
+        while changed:
+            changed = False
+            for name, values in self.bindings.items():
+                if name in self.owned and any(_aliases(v) - self.owned for v in values):
+                    self.owned.discard(name)
+                    changed = True
+
+    def statement(self, stmt: ast.stmt, defined: set[str], loops: list[str]) -> None:
+        line = stmt.lineno
+        if isinstance(stmt, ast.Assign):
+            self.reads(stmt.value, defined)
+            target = stmt.targets[0]
+            if isinstance(target, ast.Name):
+                self.bind(target.id, line)
+                defined.add(target.id)
+            elif isinstance(target, ast.Subscript):
+                self.reads(target.slice, defined)
+                self.write(target.value, line, "item assignment", defined)
+            else:
+                raise Refused(f"line {line}: assign to a name or to x[...]")
+        elif isinstance(stmt, ast.AugAssign):
+            if type(stmt.op) not in AUGOPS:
+                raise Refused(f"line {line}: only += -= *= /= are allowed")
+            self.reads(stmt.value, defined)
+            if isinstance(stmt.target, ast.Name):
+                self.write(stmt.target, line, f"{type(stmt.op).__name__.lower()}-assignment", defined)
+            elif isinstance(stmt.target, ast.Subscript):
+                self.reads(stmt.target.slice, defined)
+                self.write(stmt.target.value, line, "item assignment", defined)
+            else:
+                raise Refused(f"line {line}: += needs a name or x[...]")
+        elif isinstance(stmt, ast.For):
+            assert isinstance(stmt.target, ast.Name)  # the allowlist let only `for name in range(...)` through
+            self.reads(stmt.iter, defined)
+            name = stmt.target.id
+            hidden = self.hidden_by(name, loops)
+            if hidden:
+                raise Refused(f"line {line}: the loop variable {name} would hide {hidden}; a loop variable is "
+                              "a new name (k, j, i)")  # fmt: skip
+            self.bind(name, line, loop=True)
+            inside = defined | {name}
+            self.block(stmt.body, inside, [*loops, name])
+            # after the loop as Python has it; a loop that ran no times leaves them undefined, which the run says
+            defined |= inside
+        else:  # Expr: only an in-place method call does anything
+            call = stmt.value
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in IN_PLACE_METHODS
+            ):
+                raise Refused(f"line {line}: this line computes a value and drops it; assign it: dx = ...")
+            self.reads(call, defined)
+
+    def reads(self, node: ast.expr, defined: set[str]) -> None:
+        """Every name the expression reads is defined, torch, F and range are only called, attributes are allowed."""
+        if isinstance(node, ast.Name):
+            if node.id in RESERVED:
+                raise Refused(f"{node.id} can only be called, e.g. torch.zeros_like(x), F.one_hot(Yb, 27), range(n)")
+            if node.id not in defined:
+                if node.id in self.names.later:
+                    raise NotDefined(node.id, f"{node.id} is not defined yet at this {self.names.unit}: "
+                                              f"{self.names.later[node.id]}")  # fmt: skip
+                raise NotDefined(node.id, f"there is no {node.id} here (misspelt? a forward tensor is named as in "
+                                          "the lecture)")  # fmt: skip
+            return
+        if isinstance(node, ast.Call):
+            func = node.func
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                self.reads(arg, defined)
+            if isinstance(func, ast.Name):  # range: the allowlist let no other name be called
+                return
+            assert isinstance(func, ast.Attribute)
+            if isinstance(func.value, ast.Name) and func.value.id in ("torch", "F"):
+                allowed = TORCH_FUNCTIONS if func.value.id == "torch" else F_FUNCTIONS
+                if func.attr not in allowed:
+                    raise Refused(f"{func.value.id}.{func.attr} is not available; these are: "
+                                  f"{', '.join(sorted(allowed))}")  # fmt: skip
+                return
+            self.reads(func.value, defined)
+            if func.attr not in METHODS:
+                raise Refused(f".{func.attr}(...) is not available")
+            if func.attr in IN_PLACE_METHODS:
+                if not isinstance(func.value, ast.Name):
+                    raise Refused(f".{func.attr} changes a tensor in place: call it on a name, dC.{func.attr}(...)")
+                self.write(func.value, node.lineno, f".{func.attr}", defined)
+            return
+        if isinstance(node, ast.Attribute):
+            self.reads(node.value, defined)
+            if node.attr not in ATTRIBUTES:
+                raise Refused(f".{node.attr} is a method: call it, .{node.attr}(...)")
+            return
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr):
+                self.reads(child, defined)
+
+    def bind(self, name: str, line: int, loop: bool = False) -> None:
+        if not loop:  # a loop variable: hidden_by said what it may not be
+            if name in RESERVED or name in KEPT_NAMES:
+                raise Refused(f"line {line}: {name} cannot be reassigned")
+            if name in self.names.shared:
+                raise Refused(f"line {line}: {name} is a tensor of the forward pass; it cannot be reassigned")
+        if name in BUILTINS:  # never a name a Python file has already: an exported file reads the learner's value
+            raise Refused(f"line {line}: {name} is a name Python has; a gradient's names are the lecture's or new")
+
+    def write(self, target: ast.expr, line: int, what: str, defined: set[str]) -> None:
+        """An in-place write into the tensor a name holds: a tensor the program owns, never a shared one or a view."""
+        if not isinstance(target, ast.Name):
+            raise Refused(f"line {line}: {what} works on a name: x[...] = ..., x += ...")
+        self.reads(target, defined)
+        if target.id not in self.owned:
+            raise Refused(f"line {line}: {target.id} is shared ({what} would change it); make your "
+                          f"own first: {target.id}2 = {target.id}.clone() or torch.zeros_like(...)")  # fmt: skip
+
+    def hidden_by(self, name: str, loops: list[str]) -> str:
+        """What a loop variable of that name would hide ('' if nothing): only new names may count."""
+        if name in RESERVED:
+            return name
+        if name in self.names.shared:
+            return f"the tensor {name}"
+        if name in self.names.given or name in self.names.later:
+            return f"the gradient {name}" if name.startswith("d") else name
+        if name in loops:
+            return "the variable of the loop around it"
+        return ""
+
+
+def _aliases(node: ast.expr) -> set[str]:
+    """The names whose tensor the value may be, or be a view of (x, x.T, x[k], x.view(...), +x, (x, y))."""
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, ast.Attribute):
+        return set() if node.attr == "shape" else _aliases(node.value)
+    if isinstance(node, ast.Subscript):
+        return _aliases(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+        return _aliases(node.operand)
+    if isinstance(node, ast.Tuple):
+        return set().union(*map(_aliases, node.elts)) if node.elts else set()
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        func = node.func
+        if isinstance(func.value, ast.Name) and func.value.id in ("torch", "F") or func.attr in FRESH_METHODS:
+            return set()
+        return _aliases(func.value)
+    return set()  # arithmetic and constants make new values
+
+
 class Interpreter:
     """Walks a checked program over a scope of tensors. meta=True: shapes only (the dry run)."""
 
@@ -224,9 +449,11 @@ class Interpreter:
         meta: bool,
         wanted: dict[str, tuple[int, ...]] | None = None,
         unit: str = "step",
+        limit: Cost | None = None,
     ) -> None:
         self.env = dict(scope)
         self.given = set(scope)
+        self.names = Names(frozenset(scope), frozenset(shared), frozenset(mutable), dict(later), unit)
         self.shared_ids = {id(scope[k]) for k in shared if isinstance(scope.get(k), torch.Tensor)}
         self.protected = set(shared)
         self.mutable = set(mutable)
@@ -237,11 +464,13 @@ class Interpreter:
         largest = max((v.numel() for v in scope.values() if isinstance(v, torch.Tensor)), default=0)
         self.max_numel = min(MAX_NUMEL, max(NUMEL_FACTOR * largest, 1 << 12))
         self.cost = Cost()
+        self.limit = limit  # a budget below the caps (the feedback's reruns): past it, OverBudget
         self.loops: list[list[Any]] = []  # [name, value] of each loop running, outermost first
         self.assigned: tuple[ast.expr, tuple[int, ...]] | None = None  # (value node, wanted shape) of the statement
 
     def run(self, tree: ast.Module, after: Callable[[ast.stmt, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Runs the program; after(statement, names) is called after each top-level statement."""
+        check_program(tree, self.names, cell=self.unit == "line")  # the static rules hold before anything runs
         for stmt in tree.body:
             self.block([stmt])
             if after is not None:
@@ -282,8 +511,9 @@ class Interpreter:
             elif isinstance(target, ast.Subscript):
                 tensor = self.owned_tensor(target.value, node, "item assignment")
                 index = self.index(target.slice)
+                touched = self.touched(node, tensor, index)  # refused before it runs: x[i, j] = c writes N x N
                 tensor[index] = value
-                self.spend(node, value)
+                self.spend(node, value, macs=touched)
             else:
                 raise Refused(f"line {node.lineno}: assign to a name or to x[...]")
         elif isinstance(node, ast.AugAssign):
@@ -297,10 +527,11 @@ class Interpreter:
             elif isinstance(node.target, ast.Subscript):
                 tensor = self.owned_tensor(node.target.value, node, "item assignment")
                 index = self.index(node.target.slice)
+                touched = self.touched(node, tensor, index)
                 # as Python runs x[i] += v: in place on x[i] (a view, or a copy for an index tensor), stored back
                 part = getattr(tensor[index], AUGOPS[type(node.op)])(value)
                 tensor[index] = part
-                self.spend(node, part, value)
+                self.spend(node, part, value, macs=touched)  # read, changed (part), written back
             else:
                 raise Refused(f"line {node.lineno}: += needs a name or x[...]")
         elif isinstance(node, ast.For):
@@ -325,6 +556,7 @@ class Interpreter:
         span = self.expr(node.iter)
         assert isinstance(span, range)
         self.cost.iterations += len(span)  # counted before the loop runs: a too-long loop is refused at once
+        self.check_limit()
         if self.cost.iterations > MAX_ITERATIONS:
             raise Refused(f"{self.where(node)}: the loops would run more than {MAX_ITERATIONS:,} times in all "
                           f"({self.cost.iterations:,} with this one); the notebook's dC loop runs n x block_size "
@@ -375,7 +607,7 @@ class Interpreter:
     def spend(self, node: ast.AST, *values: Any, macs: int = 0) -> None:
         """Count one tensor operation and the entries it read and wrote; past a cap, the program is refused."""
         numel = macs
-        tensors = False
+        tensors = macs > 0  # an indexed write of a number into a tensor is an operation on it
         for v in values:
             for t in v if isinstance(v, tuple) else (v,):
                 if isinstance(t, torch.Tensor):
@@ -386,6 +618,7 @@ class Interpreter:
         self.cost.tensor_ops += 1
         self.cost.work += numel
         line = getattr(node, "lineno", 0)
+        self.check_limit()
         if self.cost.tensor_ops > MAX_TENSOR_OPS:
             raise Refused(f"line {line}: more than {MAX_TENSOR_OPS:,} tensor operations in all; a gradient takes a "
                           "few (loop over fewer items, or use whole-tensor operations)")  # fmt: skip
@@ -393,9 +626,35 @@ class Interpreter:
             raise Refused(f"line {line}: the code computes more than {MAX_WORK:,} tensor entries in all; a "
                           "gradient takes far fewer")  # fmt: skip
 
+    def check_limit(self) -> None:
+        if self.limit is not None and not self.cost.within(self.limit):
+            raise OverBudget("the reruns spent their budget")
+
+    def touched(self, node: ast.AST, tensor: torch.Tensor, index: Any) -> int:
+        """The entries x[index] reads or writes, from shapes alone: every index pair of the index tensors broadcast
+        together, times the entries of the dims sliced; refused past the size of a tensor a program may make."""
+        parts = index if isinstance(index, tuple) else (index,)
+        if not _gathers(index):
+            return 0  # a view: x[k, j] = v writes what v has, counted with it
+        meta = tuple(
+            (0 if p.dim() == 0 else torch.empty(p.shape, dtype=p.dtype, device="meta"))
+            if isinstance(p, torch.Tensor)
+            else p
+            for p in parts
+        )
+        region = torch.empty(tensor.shape, device="meta")[meta].shape
+        if region.numel() > self.max_numel:
+            shapes = " and ".join(fmt_shape(p.shape) for p in parts if isinstance(p, torch.Tensor) and p.dim())
+            raise Refused(f"{self.where(node)}: this index reaches {region.numel():,} entries (its index tensors, "
+                          f"{shapes}, broadcast together, times the dims it slices); at most {self.max_numel:,} "
+                          "here")  # fmt: skip
+        return region.numel()
+
     # --- expressions ---
     def expr(self, node: ast.expr) -> Any:
         self.cost.evaluations += 1
+        if self.limit is not None and self.cost.evaluations > self.limit.evaluations:
+            raise OverBudget("the reruns spent their budget")
         if self.cost.evaluations > MAX_EVALUATIONS:
             raise Refused(f"line {node.lineno}: more than {MAX_EVALUATIONS:,} expressions evaluated in all; "
                           "loop over fewer items")  # fmt: skip
@@ -458,11 +717,19 @@ class Interpreter:
             base = self.expr(node.value)
             if not isinstance(base, torch.Tensor | tuple):
                 raise Refused("only tensors and shapes can be indexed")
-            index = self.index(node.slice)
-            result = base[index]
+            index = self.index(node.slice, values=isinstance(base, tuple))
+            if isinstance(base, tuple):
+                if any(isinstance(p, torch.Tensor) for p in (index if isinstance(index, tuple) else (index,))):
+                    # the dry run has no values: (1, 100000)[Yb[0]] would be 1 there and 100,000 when it runs
+                    raise Refused(f"{self.where(node)}: a shape is indexed by integers (x.shape[0]), not by a "
+                                  "tensor's value: " + DATA_VALUE)  # fmt: skip
+                return base[index]
             if _gathers(index):  # an index tensor gathers a copy: an operation, where x[k, j] is a view
+                self.touched(node, base, index)
+                result = base[index]
                 self.spend(node, base, result)
-            return result
+                return result
+            return base[index]
         if isinstance(node, ast.Call):
             return self.call(node)
         raise Refused(f"{type(node).__name__} is not allowed")
@@ -514,15 +781,18 @@ class Interpreter:
         best = [text for text, shape in working if shape == wanted] or [text for text, _ in working]
         return best[0] if best else None
 
-    def index(self, node: ast.expr) -> Any:
+    def index(self, node: ast.expr, values: bool = False) -> Any:
+        """An index as torch takes it; values: as it is (a tuple's index, checked to be integers by the caller)."""
         if isinstance(node, ast.Slice):
             parts = [self.expr(p) if p is not None else None for p in (node.lower, node.upper, node.step)]
             if any(p is not None and not isinstance(p, int) for p in parts):
                 raise Refused("slice bounds are integers")
             return slice(*parts)
         if isinstance(node, ast.Tuple):
-            return tuple(self.index(e) for e in node.elts)
+            return tuple(self.index(e, values) for e in node.elts)
         value = self.expr(node)
+        if values:
+            return value
         if isinstance(value, range):
             return torch.tensor(value, device="meta" if self.meta else "cpu")
         if isinstance(value, torch.Tensor) and value.dtype in (torch.bool, torch.uint8):
@@ -554,6 +824,7 @@ class Interpreter:
             if func.attr not in allowed:
                 raise Refused(f"{func.value.id}.{func.attr} is not available; these are: "
                               f"{', '.join(sorted(allowed))}")  # fmt: skip
+            self.integers(node, [*args[1:], *kwargs.values()])
             if func.attr == "one_hot":
                 result = self.one_hot(args, kwargs)
             else:
@@ -571,6 +842,8 @@ class Interpreter:
             if not isinstance(func.value, ast.Name):
                 raise Refused(f".{func.attr} changes a tensor in place: call it on a name, dC.{func.attr}(...)")
             self.owned_tensor(func.value, node, f".{func.attr}")  # type: ignore[arg-type]
+        positions = args if func.attr in INT_ARGUMENTS else args[:1] if func.attr in IN_PLACE_METHODS else []
+        self.integers(node, [*positions, *kwargs.values()])
         if func.attr in ("view", "reshape"):
             shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else tuple(args)
             if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
@@ -578,6 +851,12 @@ class Interpreter:
         result = getattr(base, func.attr)(*args, **kwargs)
         self.spend(node, base, *args, *kwargs.values(), result)
         return result
+
+    def integers(self, node: ast.Call, values: list[Any]) -> None:
+        """Dims, sizes and counts are Python integers: never a tensor, whose value only the real run knows."""
+        if any(isinstance(v, torch.Tensor) for v in values):
+            raise Refused(f"{self.where(node)}: a dim, a size or a count is an integer (1, n, x.shape[0]): "
+                          + DATA_VALUE)  # fmt: skip
 
     def one_hot(self, args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         if len(args) < 1 or not isinstance(args[0], torch.Tensor) or args[0].dtype != torch.int64:
@@ -663,17 +942,19 @@ def evaluate(
     cost: Cost | None = None,
     cell: bool = False,
     after: Callable[[ast.stmt, dict[str, Any]], None] | None = None,
+    limit: Cost | None = None,
 ) -> dict[str, Any]:
     """Run the program on copies: first shapes only (meta device), then for real. Returns its names.
 
     `wanted`: the shapes of the gradients the program should make (a shape error suggests the fix that
     gives them); `cost`: adds what the dry run spent; `cell`: a whole backward cell (larger, told line by
-    line); `after(statement, names)`: called in the real run after each top-level statement.
+    line); `after(statement, names)`: called in the real run after each top-level statement; `limit`: a budget
+    below the caps for what the run spends (OverBudget past it, before anything is computed).
     """
-    tree = parse(source, cell)
     unit = "line" if cell else "step"
+    tree = check_program(source, Names(frozenset(scope), frozenset(shared), frozenset(mutable), later, unit), cell)
     meta_scope = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
-    dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted, unit=unit)
+    dry = Interpreter(meta_scope, shared, mutable, later, meta=True, wanted=wanted, unit=unit, limit=limit)
     try:
         dry.run(tree)
     finally:

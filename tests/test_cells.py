@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from server.cells import grade_cell
+from server.cells import grade_cell, split_cell
 from server.config import ModelConfig
 from server.engine import run_backward
 from server.sandbox import Refused
@@ -351,3 +351,40 @@ def test_cmp_lines_are_capped_like_everything_else_a_cell_computes(passes):
     # one line past the per-line cap is said, not computed
     (line,) = grade_cell(passes["fused"], "d = hprebn.view(2048, 1, 1)\ncmp('x', d, hprebn)")["printed"]
     assert line["text"] == "x               | shape (2048, 1, 1) against (32, 64) broadcasts to (2048, 32, 64)"
+
+
+@pytest.mark.parametrize("label", ["\\ud800", "\\udfff", "\\x00", "a\\nb", "\\u00e9"])
+def test_a_cmp_label_that_is_not_plain_text_is_refused(label):
+    with pytest.raises(Refused, match="line 2: a cmp label is plain text"):
+        split_cell(f"dlogits = F.softmax(logits, 1)\ncmp('{label}', dlogits, logits)")
+
+
+def test_a_cells_feedback_reruns_cost_a_fixed_multiple_of_its_own_check(passes, monkeypatch):
+    """An expensive loop early in a cell, a wrong-dim line later: the reruns that look for the slip rerun the loop."""
+    from server import sandbox
+
+    spent = sandbox.Cost()
+    run = sandbox.Interpreter.run
+
+    def counted(self, tree, after=None):
+        try:
+            return run(self, tree, after)
+        finally:
+            if self.meta:  # the dry run counts what the real run will spend
+                spent.add(self.cost)
+
+    monkeypatch.setattr(sandbox.Interpreter, "run", counted)
+    loop = "for k in range(2000):\n  t = logits[0, 0]\n"
+    right = loop + "dlogits = (F.softmax(logits, 1) - F.one_hot(Yb, 27)) / n"
+    # four reductions over a dim: twelve variants, none of which gives autograd's
+    wrong = loop + (
+        "dlogits = F.softmax(logits, 0) + logits.sum(0, keepdim=True) * 0 + logits.sum(1, keepdim=True) * 0 "
+        "+ logits.max(0, keepdim=True).values * 0"
+    )
+    assert grade_cell(passes["fused_ce"], right)["correct"]
+    check = sandbox.Cost(**vars(spent))
+    spent.__init__()
+    answer = grade_cell(passes["fused_ce"], wrong)
+    assert not answer["correct"] and answer["first_wrong"]["line"] == 3
+    assert spent.iterations <= 5 * check.iterations and spent.evaluations <= 5 * check.evaluations, (spent, check)
+    assert spent.tensor_ops <= 5 * check.tensor_ops and spent.work <= 5 * check.work, (spent, check)

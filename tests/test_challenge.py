@@ -361,3 +361,19 @@ def test_the_notebooks_heaviest_steps_fit_the_caps_at_the_largest_config(lecture
     for op in ("hprebn", "emb"):  # two 256x512x512 products; the dC loop's 2,048 iterations
         step = step_of(bp, op)
         assert grade(bp, step, steps[step - 1])["correct"], op
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_names_a_step_starts_with_are_the_passes_own(passes, mode):
+    """The export has no pass: the names it checks a learner's code over, read from the declaration, are a check's."""
+    from server.cells import cell_names
+    from server.challenge import step_names
+
+    bp = passes[mode]
+    values = {k for k, v in bp.values.items() if isinstance(v, torch.Tensor | int) and not k.startswith("_")}
+    for step in range(1, bp.total_steps + 1):
+        grads = {f"d{n}" for n in bp.node_names() if n != "loss" and bp.grad_at(n, step - 1) is not None}
+        assert step_names(mode, step).given == values | grads, step
+    cell = cell_names(mode)
+    made = {f"d{n}" for n in bp.totals if n != "loss"}
+    assert set(cell.later) == made - cell.given and cell.unit == "line"

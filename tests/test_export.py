@@ -18,6 +18,7 @@ from server.config import ModelConfig
 from server.engine import run_backward
 from server.export import export
 from server.graph import OPS_BY_NAME
+from server.sandbox import Refused
 from server.web.app import create_app
 
 from .conftest import LECTURE_DATA
@@ -156,3 +157,66 @@ def test_post_export_is_a_download(lecture_dataset):
         ]:
             r = client.post("/api/export", json=body)
             assert r.status_code == 422 and reason in r.text, (body, r.text)
+
+
+# --- the export refuses what a check refuses, with the same reason ------------------------------------------------
+
+# every payload here is refused by a check; an export that only parsed let each through into a file that runs it
+REFUSED_BY_A_CHECK = [
+    # rebinding what the lecture's file calls: range = chr, range = exec builds and runs a command when opened
+    ("range = chr\nx = range(111)", "there is no chr here"),
+    ("range = logits * 0", "range cannot be reassigned"),
+    ("x = chr", "there is no chr here"),
+    ("x = exec", "there is no exec here"),
+    ("chr = logits * 0\nx = chr", "chr is a name Python has"),
+    ("print = logits * 0", "print is a name Python has"),
+    ("for print in range(3):\n  x = 1", "print is a name Python has"),
+    ("for range in range(3):\n  x = 1", "would hide range"),
+    ("torch = logits", "torch cannot be reassigned"),
+    ("x = torch.exp", "torch can only be called"),
+    ("x = torch.save(logits)", ".save is not available"),
+    ("n = 5", "n cannot be reassigned"),
+    ("logits = logits * 2", "logits is a tensor of the forward pass"),
+    # the lecture's own names that a check's scope does not have: the file would hand them out
+    ("x = words", "there is no words here"),
+    ("x = stoi", "there is no stoi here"),
+    ("x = cmp", "there is no cmp here"),
+    ("x = parameters", "there is no parameters here"),
+    # attributes: static, before anything runs
+    ("x = logits.sum", ".sum is a method"),
+    ("x = logits.data", ".data is not available"),
+    ("x = logits.T(1)", ".T(...) is not available"),
+    ("x = logits.T\nx.index_add_(0, Yb, logits)", "x is shared (.index_add_"),
+    # writes into forward tensors and inputs, in loop bodies that run or not
+    ("W2 *= 0.0", "W2 is shared (mult-assignment"),
+    ("for k in range(0):\n  W2 *= 0.0", "W2 is shared (mult-assignment"),
+    ("for k in range(n - n):\n  Yb *= 0", "Yb is shared (mult-assignment"),
+    ("x = +W2\nx *= 0.0", "x is shared (mult-assignment"),
+    ("x = logits.float()\nx[0] = 0.0", "x is shared (item assignment"),
+    ("x = torch.zeros_like(W2)\nfor k in range(2):\n  x += 1\n  x = W2.T", "x is shared (add-assignment"),
+]
+
+
+@pytest.mark.parametrize(("code", "reason"), REFUSED_BY_A_CHECK)
+def test_the_export_refuses_what_a_check_refuses_with_the_same_reason(lecture_dataset, code, reason):
+    from server.challenge import grade
+
+    bp = run_backward(LECTURE, lecture_dataset, "fused")
+    with pytest.raises(Refused) as checked:
+        grade_cell(bp, code)
+    assert reason in str(checked.value)
+    with pytest.raises(Refused) as exported:
+        export("fused", LECTURE, "py", cell=code)
+    assert str(exported.value) == str(checked.value)
+    with pytest.raises(Refused) as checked:
+        grade(bp, 1, code)
+    assert reason in str(checked.value)
+    with pytest.raises(Refused) as exported:
+        export("fused", LECTURE, "ipynb", steps={1: code})
+    assert str(exported.value) == f"step 1: {checked.value}"
+
+
+def test_an_exported_cells_grads_name_what_it_defines():
+    code = EXERCISE_4 + "\ngrads = [dC, dW1, db1, dW2, chr, dbngain, dbnbias]"
+    with pytest.raises(Refused, match="grads lists chr, which the cell does not define"):
+        export("fused", LECTURE, "py", cell=code)

@@ -91,174 +91,204 @@ def test_a_wrong_value_has_a_diff_tensor(atomic):
 
 # --- hostile code: every payload refused with a reason; nothing created, nothing changed -----------
 
-HOSTILE = [
+HOSTILE_REASONS = [
     # imports, builtins, exec
-    "import os",
-    "from os import system",
-    "__import__('os')",
-    "x = eval('1')",
-    "x = exec",
-    "x = open",
-    "x = getattr(counts, 'data')",
-    "x = globals()",
-    "x = vars()",
-    "x = dir()",
-    "x = breakpoint()",
-    "x = compile",
-    "x = print(1)",
-    "x = type(counts)",
-    "x = isinstance",
+    ("import os", "only assignments"),
+    ("from os import system", "only assignments"),
+    ("__import__('os')", "cannot be called"),
+    ("x = eval('1')", "cannot be called"),
+    ("x = exec", "there is no "),
+    ("x = open", "there is no "),
+    ("x = getattr(counts, 'data')", "cannot be called"),
+    ("x = globals()", "cannot be called"),
+    ("x = vars()", "cannot be called"),
+    ("x = dir()", "cannot be called"),
+    ("x = breakpoint()", "cannot be called"),
+    ("x = compile", "there is no "),
+    ("x = print(1)", "cannot be called"),
+    ("x = type(counts)", "cannot be called"),
+    ("x = isinstance", "there is no "),
     # attribute and dunder escapes
-    "x = counts.__class__",
-    "x = counts.__class__.__mro__",
-    "x = ().__class__.__bases__[0].__subclasses__()",
-    "x = counts._base",
-    "x = counts.data",
-    "x = counts.grad",
-    "x = counts.__dict__",
-    "x = torch.__builtins__",
-    "x = F.__globals__",
-    "x = counts.__reduce_ex__(2)",
-    "x = torch._C",
-    "x = torch.ops.aten",
-    "x = torch.hub",
-    "x = torch.hub.load('a', 'b')",
-    "x = torch.utils",
-    "x = torch.classes",
-    "x = torch.Tensor",
+    ("x = counts.__class__", "is not available: use tensor methods"),
+    ("x = counts.__class__.__mro__", "is not available: use tensor methods"),
+    ("x = ().__class__.__bases__[0].__subclasses__()", "is not available: use tensor methods"),
+    ("x = counts._base", "is not available: use tensor methods"),
+    ("x = counts.data", "is not available: use tensor methods"),
+    ("x = counts.grad", "is not available: use tensor methods"),
+    ("x = counts.__dict__", "is not available: use tensor methods"),
+    ("x = torch.__builtins__", "is not available: use tensor methods"),
+    ("x = F.__globals__", "is not available: use tensor methods"),
+    ("x = counts.__reduce_ex__(2)", "is not available: use tensor methods"),
+    ("x = torch._C", "is not available: use tensor methods"),
+    ("x = torch.ops.aten", "is not available: use tensor methods"),
+    ("x = torch.hub", "is not available: use tensor methods"),
+    ("x = torch.hub.load('a', 'b')", "is not available: use tensor methods"),
+    ("x = torch.utils", "is not available: use tensor methods"),
+    ("x = torch.classes", "is not available: use tensor methods"),
+    ("x = torch.Tensor", "is not available: use tensor methods"),
     # strings of every kind
-    "x = 'a'",
-    "x = b'a'",
-    "x = f'{counts}'",
-    "x = '%s' % 1",
-    "x = '{}'.format(1)",
+    ("x = 'a'", "strings are not allowed"),
+    ("x = b'a'", "strings are not allowed"),
+    ("x = f'{counts}'", "f-strings are not part"),
+    ("x = '%s' % 1", "strings are not allowed"),
+    ("x = '{}'.format(1)", ".format is not available"),
     # file IO through torch or numpy
-    "torch.save(counts, 'x.pt')",
-    "x = torch.load('x.pt')",
-    "x = counts.numpy()",
-    "x = counts.numpy().tofile",
-    "x = counts.untyped_storage()",
-    "x = counts.storage().from_file",
-    "x = counts.storage().type('torch.FloatStorage')",
-    "x = torch.from_file('x', size=1)",
-    "x = counts.tolist()",
-    "x = torch.UntypedStorage.from_file",
-    "x = counts.new_tensor(1)",
-    "counts.numpy().tofile(8)",
+    ("torch.save(counts, 'x.pt')", "is not available: use tensor methods"),
+    ("x = torch.load('x.pt')", "is not available: use tensor methods"),
+    ("x = counts.numpy()", "is not available: use tensor methods"),
+    ("x = counts.numpy().tofile", "is not available: use tensor methods"),
+    ("x = counts.untyped_storage()", "is not available: use tensor methods"),
+    ("x = counts.storage().from_file", "is not available: use tensor methods"),
+    ("x = counts.storage().type('torch.FloatStorage')", "is not available: use tensor methods"),
+    ("x = torch.from_file('x', size=1)", "is not available: use tensor methods"),
+    ("x = counts.tolist()", "is not available: use tensor methods"),
+    ("x = torch.UntypedStorage.from_file", "is not available: use tensor methods"),
+    ("x = counts.new_tensor(1)", "is not available: use tensor methods"),
+    ("counts.numpy().tofile(8)", "is not available: use tensor methods"),
     # lambdas, comprehensions, generators, walrus, control flow
-    "x = lambda: 1",
-    "x = [c for c in counts]",
-    "x = (c for c in counts)",
-    "x = {1: 2}",
-    "x = [1, 2]",
-    "(x := counts)",
-    "x = counts if 1 else counts",
-    "while True: pass",
-    "def f(): pass",
-    "class A: pass",
-    "with counts: pass",
-    "try:\n x = 1\nexcept: pass",
-    "x = 1 < 2",
-    "x = not 1",
-    "x = 1 and 2",
-    "assert 1",
-    "del counts",
-    "global x",
-    "raise ValueError",
-    "x = yield 1",
-    "x = *counts,",
-    "x = counts[...]",
+    ("x = lambda: 1", "lambdas are not part of the gradient vocabulary"),
+    ("x = [c for c in counts]", "comprehensions are not part of the gradient vocabulary"),
+    ("x = (c for c in counts)", "generators are not part of the gradient vocabulary"),
+    ("x = {1: 2}", "dicts are not part of the gradient vocabulary"),
+    ("x = [1, 2]", "lists are not part of the gradient vocabulary"),
+    ("(x := counts)", "the walrus operator are not part of the gradient vocabulary"),
+    ("x = counts if 1 else counts", "if expressions are not part of the gradient vocabulary"),
+    ("while True: pass", "only assignments"),
+    ("def f(): pass", "only assignments"),
+    ("class A: pass", "only assignments"),
+    ("with counts: pass", "only assignments"),
+    ("try:\n x = 1\nexcept: pass", "only assignments"),
+    ("x = 1 < 2", "comparisons are not part"),
+    ("x = not 1", "Not are not part"),
+    ("x = 1 and 2", "and/or are not part"),
+    ("assert 1", "only assignments"),
+    ("del counts", "only assignments"),
+    ("global x", "only assignments"),
+    ("raise ValueError", "only assignments"),
+    ("x = yield 1", "Yield are not part"),
+    ("x = *counts,", "Starred are not part"),
+    ("x = counts[...]", "is not a real number"),
     # huge allocations, broadcasts and numbers
-    "x = torch.zeros_like(counts).view(10**6, 10**6)",
-    "x = counts.view(1, -1) + counts.view(-1, 1)",
-    "x = counts.view(-1, 1) * counts.view(1, -1) * 1",
-    "x = 10**100",
-    "x = 9**9**9",
-    "x = 1e308 * 10",
-    "x = counts ** 100000",
-    "x = counts ** 1e10",
-    "x = range(10**9)",
-    "x = torch.ones_like(counts)[range(10**6)]",
-    "x = 2 ** 64",
-    "x = 1.0 / 0",
-    "x = 0 ** -1",
+    ("x = torch.zeros_like(counts).view(10**6, 10**6)", "is invalid for input of size"),
+    ("x = counts.view(1, -1) + counts.view(-1, 1)", "entries) is too big"),
+    ("x = counts.view(-1, 1) * counts.view(1, -1) * 1", "entries) is too big"),
+    ("x = 10**100", "exponents are numbers"),
+    ("x = 9**9**9", "is too large (at most 1,000,000"),
+    ("x = 1e308 * 10", "is too large or not finite"),
+    ("x = counts ** 100000", "exponents are numbers"),
+    ("x = counts ** 1e10", "exponents are numbers"),
+    ("x = range(10**9)", "is too large (at most 1,000,000"),
+    ("x = torch.ones_like(counts)[range(10**6)]", "is too long"),
+    ("x = 2 ** 64", "exponents are numbers"),
+    ("x = 1.0 / 0", "division by zero"),
+    ("x = 0 ** -1", "0 to a negative power"),
     # parser bombs and bytes
-    "x = " + "(" * 5000 + "1" + ")" * 5000,
-    "x = " + "-" * 100000 + "1",
-    "x = 1\x00",
-    "x = " + "(" * 900 + "1" + ")" * 900,
-    "x = " + "-" * 1900 + "1",
-    "x = " + "counts." * 300 + "T",
-    "x = " + "1+" * 3000 + "1",
+    ("x = " + "(" * 5000 + "1" + ")" * 5000, "characters long"),
+    ("x = " + "-" * 100000 + "1", "characters long"),
+    ("x = 1\x00", "only plain ASCII"),
+    ("x = " + "(" * 900 + "1" + ")" * 900, "syntax error"),
+    ("x = " + "-" * 1900 + "1", "parts; a gradient"),
+    ("x = " + "counts." * 300 + "T", "characters long"),
+    ("x = " + "1+" * 3000 + "1", "characters long"),
     # in-place mutation of shared tensors
-    "counts += 1",
-    "counts[0] = 1",
-    "x = counts\nx += 1",
-    "x = counts.view(-1)\nx[0] = 1",
-    "W1.index_add_(0, Xb.view(-1), W1)",
-    "dprobs = probs\ndprobs[0, 0] = 7",
-    "x = counts.T\nx += 1",
-    "counts = counts * 2",
-    "n = 5",
-    "torch = 1",
-    "x = counts.mul_(2)",
-    "x = counts.zero_()",
-    "x = counts.copy_(probs)",
-    "x = counts.resize_(1)",
+    ("counts += 1", "is shared ("),
+    ("counts[0] = 1", "is shared ("),
+    ("x = counts\nx += 1", "is shared ("),
+    ("x = counts.view(-1)\nx[0] = 1", "is shared ("),
+    ("W1.index_add_(0, Xb.view(-1), W1)", "is shared ("),
+    ("dprobs = probs\ndprobs[0, 0] = 7", "is a tensor of the forward pass"),
+    ("x = counts.T\nx += 1", "is shared ("),
+    ("counts = counts * 2", "is a tensor of the forward pass"),
+    ("n = 5", "n cannot be reassigned"),
+    ("torch = 1", "torch cannot be reassigned"),
+    ("x = counts.mul_(2)", "is not available: use tensor methods"),
+    ("x = counts.zero_()", "is not available: use tensor methods"),
+    ("x = counts.copy_(probs)", "is not available: use tensor methods"),
+    ("x = counts.resize_(1)", "is not available: use tensor methods"),
     # autograd hooks and backward
-    "x = counts.backward()",
-    "x = counts.register_hook(counts)",
-    "x = counts.requires_grad_()",
-    "x = counts.retain_grad()",
-    "x = torch.autograd",
+    ("x = counts.backward()", "is not available: use tensor methods"),
+    ("x = counts.register_hook(counts)", "is not available: use tensor methods"),
+    ("x = counts.requires_grad_()", "is not available: use tensor methods"),
+    ("x = counts.retain_grad()", "is not available: use tensor methods"),
+    ("x = torch.autograd", "is not available: use tensor methods"),
     # unicode look-alikes and other identifiers
-    "x = counts.\u0455um(1)",
-    "\uff45xec = 1",
-    "x = c\u043eunts",
-    "_x = 1",
-    "x = counts.__len__()",
+    ("x = counts.\u0455um(1)", "only plain ASCII"),
+    ("\uff45xec = 1", "only plain ASCII"),
+    ("x = c\u043eunts", "only plain ASCII"),
+    ("_x = 1", "names starting with _"),
+    ("x = counts.__len__()", "is not available: use tensor methods"),
     # loops: the one control flow there is, bounded
     # only `for name in range(...)`: no else, no other targets or iterables, no other control flow
-    "for i in range(3):\n  x = i\nelse:\n  x = 1",
-    "for i, j in range(3):\n  x = i",
-    "for i in counts:\n  x = i",
-    "for i in (1, 2):\n  x = i",
-    "for i in range(3):\n  break",
-    "for i in range(3):\n  if i:\n    x = 1",
-    "async def f():\n  async for i in range(3):\n    x = i",
+    ("for i in range(3):\n  x = i\nelse:\n  x = 1", "for ... else"),
+    ("for i, j in range(3):\n  x = i", "one plain name"),
+    ("for i in counts:\n  x = i", "range(...) only"),
+    ("for i in (1, 2):\n  x = i", "range(...) only"),
+    ("for i in range(3):\n  break", "only assignments"),
+    ("for i in range(3):\n  if i:\n    x = 1", "only assignments"),
+    ("async def f():\n  async for i in range(3):\n    x = i", "only assignments"),
     # nested past the cap, or iterating past it
-    "for a in range(2):\n for b in range(2):\n  for c in range(2):\n   for d in range(2):\n    x = a",
-    "for a in range(16):\n for b in range(16):\n  for c in range(17):\n   x = a",
-    "for i in range(100000):\n  x = i",
-    "for i in range(10**6):\n  x = i",
-    "for i in range(4000):\n  x = ((i, i, i, i), (i, i, i, i), (i, i, i, i), (i, i, i, i))",
-    "for i in range(2100):\n  x = counts * 2\n  y = x + 1",
-    "a = (torch.ones_like(hprebn).view(2048, 1) * torch.ones_like(b1)[0:16].view(1, 16)).view(128, 256)\n"
-    "for i in range(300):\n  y = a @ a.T",
+    (
+        "for a in range(2):\n for b in range(2):\n  for c in range(2):\n   for d in range(2):\n    x = a",
+        "loops nest at most",
+    ),
+    ("for a in range(16):\n for b in range(16):\n  for c in range(17):\n   x = a", "times in all"),
+    ("for i in range(100000):\n  x = i", "times in all"),
+    ("for i in range(10**6):\n  x = i", "is too long"),
+    (
+        "for i in range(4000):\n  x = ((i, i, i, i), (i, i, i, i), (i, i, i, i), (i, i, i, i))",
+        "expressions evaluated in all",
+    ),
+    ("for i in range(2100):\n  x = counts * 2\n  y = x + 1", "tensor operations in all"),
+    (
+        "a = (torch.ones_like(hprebn).view(2048, 1) * torch.ones_like(b1)[0:16].view(1, 16)).view(128, 256)\n"
+        "for i in range(300):\n  y = a @ a.T",
+        "tensor entries in all",
+    ),
     # loops that grow tensors
-    "x = counts\nfor i in range(10):\n  x = x.view(-1, 1) * x.view(1, -1)",
-    "x = counts.view(-1)\nfor i in range(4):\n  x = x + x.view(-1, 1)",
+    ("x = counts\nfor i in range(10):\n  x = x.view(-1, 1) * x.view(1, -1)", "entries) is too big"),
+    ("x = counts.view(-1)\nfor i in range(4):\n  x = x + x.view(-1, 1)", "entries) is too big"),
     # loop variables that would hide shared names
-    "for counts in range(3):\n  x = 1",
-    "for n in range(3):\n  x = 1",
-    "for torch in range(3):\n  x = 1",
-    "for dprobs in range(3):\n  x = 1",
-    "for dcounts_sum in range(3):\n  x = 1",
-    "for i in range(3):\n  for i in range(3):\n    x = i",
+    ("for counts in range(3):\n  x = 1", "would hide"),
+    ("for n in range(3):\n  x = 1", "would hide"),
+    ("for torch in range(3):\n  x = 1", "would hide"),
+    ("for dprobs in range(3):\n  x = 1", "would hide"),
+    ("for dcounts_sum in range(3):\n  x = 1", "would hide"),
+    ("for i in range(3):\n  for i in range(3):\n    x = i", "would hide"),
     # in-place changes of shared tensors and their views, inside loops
-    "for k in range(n):\n  x = counts[k]\n  x += 1",
-    "for k in range(n):\n  counts[k] += 1",
-    "for k in range(3):\n  ix = Xb[k, 0]\n  ix += 1",
-    "for k in range(3):\n  x = W1.T\n  x[k] = 0",
-    "for k in range(3):\n  dprobs[k] *= 2",
-    "for k in range(3):\n  dprobs.index_add_(0, Xb[k], dprobs)",
-    "for k in range(3):\n  x = counts\n  counts = x",
+    ("for k in range(n):\n  x = counts[k]\n  x += 1", "is shared ("),
+    ("for k in range(n):\n  counts[k] += 1", "is shared ("),
+    ("for k in range(3):\n  ix = Xb[k, 0]\n  ix += 1", "is shared ("),
+    ("for k in range(3):\n  x = W1.T\n  x[k] = 0", "is shared ("),
+    ("for k in range(3):\n  dprobs[k] *= 2", "is shared ("),
+    ("for k in range(3):\n  dprobs.index_add_(0, Xb[k], dprobs)", "is shared ("),
+    ("for k in range(3):\n  x = counts\n  counts = x", "is a tensor of the forward pass"),
     # iteration counts from data
-    "for i in range(Xb[0, 0]):\n  x = i",
-    "for i in range(Yb.sum()):\n  x = i",
-    "for i in range(n * Xb[0, 0]):\n  x = i",
-    "for i in range(counts.shape[0] * 100000):\n  x = i",
+    ("for i in range(Xb[0, 0]):\n  x = i", "range takes 1 to 3 integers"),
+    ("for i in range(Yb.sum()):\n  x = i", "range takes 1 to 3 integers"),
+    ("for i in range(n * Xb[0, 0]):\n  x = i", "range takes 1 to 3 integers"),
+    ("for i in range(counts.shape[0] * 100000):\n  x = i", "is too large (at most 1,000,000"),
+    # names: read only once defined, never rebound where the lecture (or Python) has them, torch and F only called
+    ("x = dh", "is not defined yet at this step"),
+    ("range = chr", "there is no chr here"),
+    ("range = counts * 0", "range cannot be reassigned"),
+    ("print = counts * 0", "print is a name Python has"),
+    ("x = torch.exp", "torch can only be called"),
+    ("x = counts.sum", ".sum is a method: call it"),
+    ("x = counts.T(1)", ".T(...) is not available"),
+    # writes into shared tensors where no run reaches, and through what torch returns as its operand
+    ("for k in range(n - n):\n  W1 *= 0.0", "W1 is shared ("),
+    ("x = +Xb\nx *= 0", "x is shared ("),
+    # a tensor's value as a shape, a dim or a shape's index
+    ("x = (1, 100000)[Yb[0]]", "not by a tensor's value"),
+    ("x = counts.sum(Yb[0])", "a value read out of a tensor is data"),
+    # an index that pairs every entry of one index tensor with every entry of another
+    (
+        "a = (Yb.view(-1, 1) * 0 + Xb.view(1, -1) * 0).view(-1)\nz = torch.zeros_like(counts)\n"
+        "z[a.view(-1, 1), a.view(1, -1)] = 1.0",
+        "this index reaches",
+    ),
 ]
+HOSTILE = [code for code, _ in HOSTILE_REASONS]
 
 
 @pytest.mark.parametrize(
@@ -287,6 +317,9 @@ DEFENCES = [
     "is shared", "is too large", "exponents are numbers", "division by zero", "0 to a negative power", "is too long",
     "entries) is too big", "for ... else", "one plain name", "range(...) only", "loops nest at most",
     "times in all", "tensor operations in all", "expressions evaluated in all", "tensor entries in all", "would hide",
+    "is not defined yet", "is a name Python has", "can only be called", "is a method: call it",
+    "not by a tensor's value", "a value read out of a tensor is data", "this index reaches",
+    "range takes 1 to 3 integers",
 ]  # fmt: skip
 
 
@@ -304,16 +337,19 @@ def hostile_reasons(atomic):
 def test_the_hostile_corpus_reaches_every_line_of_defence(hostile_reasons, defence):
     assert len(set(HOSTILE)) == len(HOSTILE)
     assert any(defence in reason for reason in hostile_reasons), f"no payload is refused with {defence!r}"
+    assert any(defence in reason for _, reason in HOSTILE_REASONS), f"no payload is meant for {defence!r}"
 
 
-@pytest.mark.parametrize("code", HOSTILE, ids=[f"p{i:03d}" for i in range(len(HOSTILE))])
-def test_hostile_code_is_refused(atomic, code, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("code", "reason"), HOSTILE_REASONS, ids=[f"p{i:03d}" for i in range(len(HOSTILE))])
+def test_hostile_code_is_refused_by_its_own_defence(atomic, code, reason, tmp_path, monkeypatch):
+    """Each payload is paired with the defence meant to stop it: with that defence gone, another one stopping it
+    fails here (the corpus would not notice a deleted defence otherwise)."""
     monkeypatch.chdir(tmp_path)
     before = snapshot(atomic)
     files = set(os.listdir(ROOT))
     with pytest.raises(Refused) as refused:
         grade(atomic, 4, code)
-    assert len(str(refused.value)) > 10 and "Traceback" not in str(refused.value)
+    assert reason in str(refused.value) and "Traceback" not in str(refused.value), str(refused.value)
     assert os.listdir(tmp_path) == [] and set(os.listdir(ROOT)) == files
     assert unchanged(atomic, before)
 
@@ -410,3 +446,91 @@ def test_fuzzed_loops_are_graded_or_refused_and_change_nothing(atomic, code):
         assert str(e) and "Traceback" not in str(e)
     assert unchanged(atomic, before)
     assert set(os.listdir(ROOT)) == before_files
+
+
+# --- indexed reads and writes count every index pair they touch ----------------------------------------------------
+
+ZEROS = "a = (Yb.view(-1, 1) * 0 + Xb.view(1, -1) * 0).view(-1)\n"  # 3,072 valid indices (all 0), no loop
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        ZEROS + "z = torch.zeros_like(counts)\nz[a.view(-1, 1), a.view(1, -1)] = 1.0",  # 9.4M pairs of 2 tensors
+        ZEROS + "z = torch.zeros_like(counts)\nz[a.view(-1, 1), a.view(1, -1)] += 1.0",  # index_put through +=
+        ZEROS + "z = torch.zeros_like(counts)\nz[a.view(-1, 1), a.view(1, -1)] = counts[0, 0]",  # a 0-dim tensor value
+        ZEROS + "b = a[0:64]\nz = torch.zeros_like(emb)\nz[b.view(-1, 1, 1), b.view(1, -1, 1), b.view(1, 1, -1)] = 1.0",
+        ZEROS + "b = a[0:200]\nz = torch.zeros_like(emb)\nz[b.view(-1, 1), :, b.view(1, -1)] = 1.0",  # tensor, slice
+        ZEROS + "b = a[0:2000]\nz = torch.zeros_like(counts)\nz[b] = 1.0",  # 2,000 rows x 27: the slice counts
+        ZEROS + "z = counts[a.view(-1, 1), a.view(1, -1)]",  # a read
+    ],
+)
+def test_an_index_that_reaches_past_the_cap_is_refused_before_it_runs(atomic, code):
+    with pytest.raises(Refused, match=r"this index reaches [\d,]+ entries .* at most 32,768 here"):
+        grade(atomic, 4, code)
+
+
+def test_an_indexed_write_counts_every_pair_it_writes(atomic):
+    from server.challenge import context
+    from server.sandbox import Cost, evaluate
+
+    ctx = context(atomic, 4)
+    before = "b = Yb.view(-1) * 0\nz = torch.zeros_like(counts)\n"
+    costs = []
+    for write in ("", "z[b.view(-1, 1), b.view(1, -1)] = 1.0"):  # 32 x 32 pairs, of a Python number
+        costs.append(Cost())
+        evaluate(before + write, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], cost=costs[-1])
+    assert costs[1].work - costs[0].work >= 32 * 32 and costs[1].tensor_ops > costs[0].tensor_ops
+
+
+# --- a value read out of a tensor never decides a shape, a loop or an index of a shape ------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = (1, 100000)[Yb[0]]",
+        "x = counts.shape[Yb[0]]",
+        "x = counts.shape[Yb[0], 0]",
+        "x = counts.sum(Yb[0])",
+        "x = counts.sum(dim=Yb[0])",
+        "x = counts.view(Yb[0], -1)",
+        "x = counts.unsqueeze(Xb[0, 0])",
+        "x = torch.softmax(counts, Yb[0])",
+        "x = F.log_softmax(counts, dim=Yb[0])",
+        "x = torch.zeros_like(counts)\nx.index_add_(Yb[0], Yb, counts)",
+    ],
+)
+def test_a_tensors_value_is_refused_as_a_shape_or_a_dim(atomic, code):
+    with pytest.raises(Refused, match="a value read out of a tensor is data"):
+        grade(atomic, 4, code)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "for k in range(n - n):\n  W1 *= 0.0",
+        "for k in range(0):\n  Yb *= 0",
+        "for k in range(0):\n  for j in range(0):\n    Xb[k, j] = 0",
+        "x = +counts\nfor k in range(0):\n  x += 1",
+        "x = counts.float()\nfor k in range(0):\n  x.index_add_(0, Yb, counts)",
+        "x = counts.clone()\nfor k in range(0):\n  x = counts.T\nx += 1",
+    ],
+)
+def test_a_write_into_a_shared_tensor_is_refused_in_a_loop_that_never_runs(atomic, code):
+    before = snapshot(atomic)
+    with pytest.raises(Refused, match="is shared"):
+        grade(atomic, 4, code)
+    assert unchanged(atomic, before)
+
+
+@pytest.mark.parametrize("code", ["x = (1, 100000)[Yb[0]]", "for k in range(counts.shape[Yb[0]]):\n  y = k"])
+def test_the_dry_run_alone_refuses_a_shape_indexed_by_a_tensor(atomic, code):
+    from server.challenge import context
+    from server.sandbox import Interpreter, parse
+
+    ctx = context(atomic, 4)
+    meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in ctx["scope"].items()}
+    dry = Interpreter(meta, ctx["shared"], ctx["mutable"], ctx["later"], meta=True)
+    with pytest.raises(Refused, match="not by a tensor's value"):
+        dry.run(parse(code))

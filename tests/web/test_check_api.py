@@ -311,3 +311,22 @@ def test_a_cells_size_and_a_steps_size(client):
     assert client.post("/api/check", json={"mode": "fused", "code": "x = 1"}).json()["checks"][0]["text"] == (
         "logits          | dlogits is not defined"
     )
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["range = chr\nx = range(111)", "range = W2 * 0", "for k in range(0):\n  W2 *= 0.0", "x = +Xb\nx *= 0"],
+)
+def test_the_export_refuses_what_a_check_refuses_with_the_same_422(client, code):
+    checked = client.post("/api/check", json={"mode": "fused", "code": code})
+    exported = client.post("/api/export", json={"mode": "fused", "code": code, "format": "py"})
+    assert checked.status_code == exported.status_code == 422, exported.text
+    assert exported.json()["detail"] == checked.json()["detail"]
+
+
+def test_a_lone_surrogate_in_a_cmp_label_is_a_422_with_its_reason(client):
+    code = "dlogits = F.softmax(logits, 1)\ncmp('\\ud800', dlogits, logits)"  # ASCII as sent, a lone surrogate as read
+    r = client.post("/api/check", json={"mode": "fused", "code": code})
+    assert r.status_code == 422 and "line 2: a cmp label is plain text" in r.json()["detail"], r.text
+    assert "UTF-8" not in r.text
+    assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]
