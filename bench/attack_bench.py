@@ -17,116 +17,26 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
+import attacks_code as code
+import attacks_edges as edges
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"  # loopback only: never aimed anywhere else
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def status_mb(pid: int, field: str) -> float:
-    """A memory figure of a process from /proc/PID/status (VmRSS: resident now, VmHWM: its peak), MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def rss_mb(pid: int) -> float:
-    return status_mb(pid, "VmRSS")
-
-
-def hwm_mb(pid: int) -> float:
-    return status_mb(pid, "VmHWM")
-
-
-def spawned(pid: int) -> list[int]:
-    """The multiprocessing children of a process (the check workers of a server process)."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in children if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()]
-
-
-class Server:
-    """python -m server from `root`, on a free port, with its own runs database."""
-
-    def __init__(self, root: Path, *args: str) -> None:
-        self.root, self.args = root, args
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.tmp = tempfile.TemporaryDirectory()
-        self.log = tempfile.TemporaryFile("w+")
-
-    def __enter__(self) -> Server:
-        args = list(self.args)
-        if "--runs-db" not in args:
-            args += ["--runs-db", f"{self.tmp.name}/runs.sqlite3"]
-        cmd = [sys.executable, "-m", "server", "--host", HOST, "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{self.url}/api/health", timeout=2)
-                return self
-            except httpx.HTTPError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.2)
-        self.proc.kill()
-        self.log.seek(0)
-        sys.exit(f"server from {self.root} did not start:\n{self.log.read()}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.tmp.cleanup()
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-
-@contextmanager
-def health_probe(url: str, every_s: float = 0.05) -> Iterator[list[float]]:
-    """Time /api/health every `every_s` while the block runs; yields the list of latencies (s)."""
-    times: list[float] = []
-    stop = threading.Event()
-
-    def probe() -> None:
-        with httpx.Client(timeout=60) as c:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    c.get(f"{url}/api/health")
-                except httpx.HTTPError:
-                    pass
-                times.append(time.perf_counter() - t0)
-                stop.wait(every_s)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    try:
-        yield times
-    finally:
-        stop.set()
-        thread.join(timeout=120)
-
+from attack_kit import (
+    HOST,
+    ROOT,
+    Server,
+    free_port,
+    from_address,
+    health_probe,
+    hwm_mb,
+    in_threads,
+    rss_mb,
+    spawned,
+    status,
+)
 
 # --- the attacks: each takes a started server and returns {measure: value} --------------------------
 
@@ -324,14 +234,6 @@ def changed_data(root: Path) -> dict[str, object]:
         return {"/api/tensor/C?run": tensor, "checks after the file went": " ".join(checks)}
 
 
-def status(request: Callable[[], httpx.Response]) -> str:
-    """A request's status code, or the error that came instead."""
-    try:
-        return str(request().status_code)
-    except httpx.HTTPError as e:
-        return type(e).__name__
-
-
 def slow_cancel(server: Server) -> dict[str, object]:
     """Finding 9: cancel a largest-config run that checks every step; then a 3000-step run checked every step."""
     largest = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "check_every": 1}
@@ -366,30 +268,6 @@ def slow_cancel(server: Server) -> dict[str, object]:
 
 LARGEST = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8, "dtype": "float64"}
 SLOW_CODE = "a = W1 @ W1 @ W1 @ W1 @ W1 @ W1 @ W1 @ W1\n" * 10  # ~1 s of matmuls, under the 3 s timeout
-
-
-def from_address(address: str) -> httpx.Client:
-    """A client whose connections come from another loopback address (the server stays on 127.0.0.1):
-    the server tells clients apart by their address, as it would a class's laptops."""
-    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=300)
-
-
-def in_threads(calls: list[Callable[[], object]]) -> list[object]:
-    """Run the calls at once, one thread each; their results (or exceptions) in order."""
-    results: list[object] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        try:
-            results[i] = calls[i]()
-        except Exception as e:  # noqa: BLE001 - reported, not raised
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    return results
 
 
 def starvation(server: Server) -> dict[str, object]:
@@ -492,10 +370,32 @@ ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "6": ("--data changed after start-up, then removed", changed_data),
     "7": ("80 largest float64 /api/tensor/hprebn, other seeds, --cache-mb 512", memory_load),
     "8": ("1e400, NaN, a lone surrogate in 5 bodies", unencodable),
+    # a learner's code: one set of rules for the check, the export and the compiled block
+    "export": ("/api/export of code a check refuses (`range = chr`, then `range(111)`)", code.export_of_refused_code),
+    "index-pairs": ("`z[i, j] = 1.0`, i (N,1) and j (1,N): 9.4e8 index pairs", code.broadcast_index_write),
+    "cell-reruns": ("a cell's wrong-dim feedback after a 2,000-iteration loop", code.cell_feedback_reruns),
+    "cmp-label": ("a lone surrogate in a `cmp` label", code.surrogate_cmp_label),
+    "plus-x": ("Exercise 4 block with `junk = (+W1) * 0.0`", code.compiled_plus_x),
+    "plus-xb": ("Exercise 4 block with `junk = (+Xb) * 0`, then the plain block", code.compiled_plus_xb),
+    "layout": ("right code: `dh = (W2 @ dlogits.T).T`", code.compiled_layout),
+    "negative-ix": ("the dC loop over `Xb - 27` (negative rows)", code.compiled_negative_entries),
+    "ix-after-loop": ("`ix += 0` after the dC loop", code.compiled_ix_after_loop),
+    "overlap": ("a scatter loop whose rows are its own table's", code.compiled_overlapping_rows),
+    "data-loop": ("the dC loop's count read out of `Yb[0]`", code.compiled_data_loop_count),
+    "unreached-write": ("`W1 *= 0.0` in a loop the check batch does not run", code.compiled_unreached_write),
+    "later-error": ("`dC[ix * 2]`: an index past the table on a later batch", code.compiled_later_index_error),
+    "expand-minus": ("`e[range(n), Yb] -= 1` through an `expand_as` view", code.compiled_expand_as_minus),
+    # the server's edges
+    "half-sent": ("3,000 connections that send only a request line", edges.idle_half_sent),
+    "forwarded": ("six concurrent checks, six `X-Forwarded-For` from loopback", edges.forwarded_from_loopback),
+    "q0-origin": ("`Accept-Encoding: gzip;q=0`; an `https` Origin on http", edges.gzip_q0_and_origin_scheme),
+    "ctrl-c": ("Ctrl-C 1 s after start", edges.ctrl_c_at_start),
+    "flags": ("`--port 99999`, `--workers 0`, `--port 0`, a password in `--runs-db`", edges.bad_flags),
 }
 
 
-NO_SERVER = {read_only_db, changed_data, memory_load}  # attacks that start the server themselves
+# attacks that start the server themselves
+NO_SERVER = {read_only_db, changed_data, memory_load, edges.ctrl_c_at_start, edges.bad_flags}
 
 
 def main() -> None:
