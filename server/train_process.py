@@ -7,8 +7,9 @@ Started by a server process for a run it claimed (SQLite), or by a worker for a 
 queue (PostgreSQL: server/train_worker.py). One torch thread, at nice 10, under the run's CPU-time limit;
 reports through the run store; stops when the run is cancelled, deleted or abandoned, when its pace would take
 it past its CPU-time limit, when it gets SIGTERM (server shutdown), or when the server process that started it
-is gone (no orphan trains on forever). A signal is taken by a thread of its own: a step that does not return
-(a long torch call, a learner's loop) cannot hold it up past STOP_GRACE_S.
+is gone (no orphan trains on forever). A signal is taken by a thread of its own (through the interpreter's
+wakeup fd, written by its C handler whichever thread gets the signal): a step that does not return (a long
+torch call, a learner's loop) cannot hold it up past STOP_GRACE_S.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import select
 import signal
 import sys
 import threading
@@ -57,13 +59,25 @@ class Stop:
         self.done = threading.Event()  # the loop ended the run itself
 
 
-def watch_signals(stop: Stop, store: RunStore, run_id: int, parent: int, cpu_limit: float) -> None:
+def take_signals() -> int:
+    """The stop signals no longer end the process: each one's number is written to the pipe whose reading end is
+    returned (read by the signal thread). Called from the main thread."""
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: None)  # the C handler has written the wakeup fd
+    return read
+
+
+def watch_signals(stop: Stop, store: RunStore, run_id: int, parent: int, cpu_limit: float, wakeup: int) -> None:
     """The signal thread: a stop signal (or the parent gone) ends the run within STOP_GRACE_S, whatever the loop
-    is doing. The stop signals are blocked in every other thread: they wait here."""
+    is doing."""
     while True:
-        info = signal.sigtimedwait(STOP_SIGNALS, 1.0)
-        if info is not None:
-            if info.si_signo == signal.SIGXCPU:
+        ready, _, _ = select.select([wakeup], [], [], 1.0)
+        signo = os.read(wakeup, 1)[0] if ready else None
+        if signo in STOP_SIGNALS:
+            if signo == signal.SIGXCPU:
                 stop.reason = f"it used its CPU-time limit ({cpu_text(cpu_limit)}): fewer steps or a smaller net"
                 stop.status = "failed"
             else:
@@ -112,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=int, required=True)
     parser.add_argument("--watch-grace", type=float, default=Limits().watch_grace_s)
     args = parser.parse_args(argv)
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # taken by the signal thread, from its start on
+    wakeup = take_signals()
     raw = sys.stdin.buffer.read()  # first: the server's writer thread waits on the pipe
     torch.set_num_threads(1)
     os.nice(TRAIN_NICENESS)
@@ -127,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu_limit = run.get("cpu_limit_s") or cpu_limit_s(config, dataset.vocab_size, Settings.max_run_cpu)
     limit_cpu(cpu_limit)
     stop = Stop()
-    watcher = threading.Thread(target=watch_signals, args=(stop, store, args.run, parent, cpu_limit), daemon=True)
+    watcher = threading.Thread(
+        target=watch_signals, args=(stop, store, args.run, parent, cpu_limit, wakeup), daemon=True
+    )
     watcher.start()
     try:
         return train(store, args.run, config, dataset, stop, cpu_limit)
