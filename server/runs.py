@@ -338,7 +338,7 @@ class RunStore:
             if running >= self.limits.max_running:
                 return None
             row = db.execute(
-                "SELECT id, config FROM runs WHERE status = 'queued' AND (? IS NULL OR instance IS NULL "
+                "SELECT id, config FROM runs WHERE status = 'queued' AND (CAST(? AS TEXT) IS NULL OR instance IS NULL "
                 "OR instance = ? OR heartbeat < ?) ORDER BY id LIMIT 1",
                 (instance, instance, now - HEARTBEAT_TIMEOUT_S),
             ).fetchone()
