@@ -28,6 +28,10 @@ OPTIONS = [
     ("--watch-grace", "2.5", "watch_grace", 2.5),
     ("--check-workers", "0", "check_workers", 0),
     ("--max-streams", "7", "max_streams", 7),
+    ("--max-runs-per-client", "5", "max_runs_per_client", 5),
+    ("--max-run-cpu", "60.5", "max_run_cpu", 60.5),
+    ("--admin-token", "teacher-secret", "admin_token", "teacher-secret"),
+    ("--max-streams-per-client", "3", "max_streams_per_client", 3),
     ("--allowed-hosts", "a.example, .b.example,", "allowed_hosts", ("a.example", ".b.example")),
 ]
 
