@@ -64,13 +64,14 @@ def step_cpu_s(config: TrainConfig, vocab_size: int) -> float:
 
 
 def cpu_needed_s(config: TrainConfig, vocab_size: int, step_s: float | None = None) -> float:
-    """The CPU seconds the whole run is expected to take; `step_s`: a step's measured cost, if known."""
-    return RUN_BASE_CPU_S + config.max_steps * (step_s or step_cpu_s(config, vocab_size))
+    """The CPU seconds the whole run is expected to take; `step_s`: a step's measured cost, if known (the
+    estimate still holds if it is lower: a measured step has no checks against autograd)."""
+    return RUN_BASE_CPU_S + config.max_steps * max(step_s or 0.0, step_cpu_s(config, vocab_size))
 
 
 def cpu_limit_s(config: TrainConfig, vocab_size: int, max_cpu_s: float, step_s: float | None = None) -> float:
     """The CPU-time limit of the run's training process: its estimate with slack, never above `max_cpu_s`."""
-    step = step_s or step_cpu_s(config, vocab_size)
+    step = max(step_s or 0.0, step_cpu_s(config, vocab_size))
     return min(max_cpu_s, RUN_BASE_CPU_S + CPU_SLACK * config.max_steps * step)
 
 
