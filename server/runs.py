@@ -8,6 +8,8 @@ whose worker stopped beating as interrupted. A restart therefore loses nothing t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -50,7 +52,11 @@ CREATE TABLE IF NOT EXISTS runs (
     ended REAL,
     result TEXT,                        -- final metrics and samples, JSON
     params BLOB,                        -- trained parameters (torch.save of a dict of tensors)
-    losses BLOB                         -- every step's loss, float32 (the events carry a thinned curve)
+    losses BLOB,                        -- every step's loss, float32 (the events carry a thinned curve)
+    owner_hash TEXT,                    -- sha256 of its owner token: cancel and delete need the token
+    client TEXT,                        -- the address that started it: each has at most max_per_client live runs
+    instance TEXT,                      -- the web process that claims and trains it (SQLite): only it stops it
+    cpu_limit REAL                      -- seconds of CPU its training process may use (RLIMIT_CPU)
 );
 CREATE TABLE IF NOT EXISTS events (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -63,12 +69,26 @@ CREATE TABLE IF NOT EXISTS events (
 # a run's summary: what is listed and streamed, without its parameters and losses (read from a server, not a file)
 SUMMARY = (
     "id, created, config, group_id, keep_running, status, reason, step, started, ended, result, "
-    "params IS NOT NULL AS has_params"
+    "cpu_limit, params IS NOT NULL AS has_params"
 )
+# columns added since the first release: a database from before gets them (name, SQLite type)
+ADDED_COLUMNS = (
+    ("losses", "BLOB"), ("worker", "TEXT"), ("data_sha256", "TEXT"),
+    ("owner_hash", "TEXT"), ("client", "TEXT"), ("instance", "TEXT"), ("cpu_limit", "REAL"),
+)  # fmt: skip
+
+
+def token_hash(token: str) -> str:
+    """What the runs table keeps of an owner token: its sha256 (a leaked database gives nobody the tokens)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class QueueFull(RuntimeError):
     """More runs asked for than the server runs and queues."""
+
+
+class ClientBusy(RuntimeError):
+    """A client asked for more live (queued or running) runs than one client may have."""
 
 
 class QueueUnavailable(RuntimeError):
@@ -81,11 +101,16 @@ class Limits:
     max_queued: int = Settings.max_queued  # waiting runs; beyond, a request is refused with 429
     watch_grace_s: float = Settings.watch_grace  # an unwatched run (not keep_running) is cancelled after this
     keep_ended: int = Settings.keep_runs  # ended runs kept, the newest; older ones are deleted (0: keep every run)
+    per_client: int = Settings.max_runs_per_client  # live (queued or running) runs one client may have
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
-        """The limits the server's settings (--max-runs, --max-queued, --watch-grace, --keep-runs) set."""
-        return cls(settings.max_runs, settings.max_queued, settings.watch_grace, settings.keep_runs)
+        """The limits the server's settings (--max-runs, --max-queued, --watch-grace, --keep-runs,
+        --max-runs-per-client) set."""
+        return cls(
+            settings.max_runs, settings.max_queued, settings.watch_grace, settings.keep_runs,
+            settings.max_runs_per_client,
+        )  # fmt: skip
 
 
 class RunStore:
@@ -107,11 +132,9 @@ class RunStore:
             db.execute("PRAGMA journal_mode=WAL")  # readers (event streams) never wait for the writer
             db.executescript(SCHEMA)
             columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
-            if "losses" not in columns:  # a database from before per-step losses were kept
-                db.execute("ALTER TABLE runs ADD COLUMN losses BLOB")
-            for column in ("worker", "data_sha256"):  # a database from before training workers
+            for column, kind in ADDED_COLUMNS:  # a database from an earlier version
                 if column not in columns:
-                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
             # a write, rolled back: a read-only file (or folder) fails here, at start-up, not on the first run
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -151,11 +174,34 @@ class RunStore:
 
     # --- the web side ---------------------------------------------------------------------------
 
-    def create(self, configs: list[TrainConfig], keep_running: bool, data_sha256: str | None = None) -> list[int]:
-        """Queue runs (two for a manual/autograd pair, sharing a group) on the names with this sha256;
-        QueueFull past the bound."""
+    def create(
+        self,
+        configs: list[TrainConfig],
+        keep_running: bool,
+        data_sha256: str | None = None,
+        *,
+        owners: list[str] | None = None,
+        client: str | None = None,
+        instance: str | None = None,
+        cpu_limit: float | None = None,
+    ) -> list[int]:
+        """Queue runs (two for a manual/autograd pair, sharing a group) on the names with this sha256.
+
+        owners: each run's owner token hash (token_hash); client: who asks (ClientBusy past its share of live
+        runs); instance: the web process that will train them (None: any); cpu_limit: each one's CPU seconds.
+        QueueFull past the queue's bound."""
         now = self.clock()
+        owners = owners or [None] * len(configs)  # type: ignore[list-item]
         with self._db(immediate=True) as db:
+            if client is not None:
+                live = db.execute(
+                    "SELECT count(*) FROM runs WHERE client = ? AND status IN ('queued', 'running')", (client,)
+                ).fetchone()[0]
+                if live + len(configs) > self.limits.per_client:
+                    raise ClientBusy(
+                        f"you have {live} runs queued or running (at most {self.limits.per_client} each, "
+                        f"this asks for {len(configs)} more); cancel one or wait until one ends"
+                    )
             queued = db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
             if queued + len(configs) > self.limits.max_queued:
                 raise QueueFull(
@@ -163,12 +209,14 @@ class RunStore:
                     "try again when one has started"
                 )
             ids = []
-            for config in configs:
+            for config, owner in zip(configs, owners, strict=True):
                 row = db.execute(
-                    "INSERT INTO runs (created, config, keep_running, status, watched, data_sha256) "
-                    "VALUES (?, ?, ?, 'queued', ?, ?) RETURNING id",
-                    (now, json.dumps(config.as_dict()), int(keep_running), now, data_sha256),
-                ).fetchone()
+                    "INSERT INTO runs (created, config, keep_running, status, watched, heartbeat, data_sha256, "
+                    "owner_hash, client, instance, cpu_limit) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) "
+                    "RETURNING id",
+                    (now, json.dumps(config.as_dict()), int(keep_running), now, now, data_sha256, owner, client,
+                     instance, cpu_limit),
+                ).fetchone()  # fmt: skip
                 ids.append(int(row[0]))
             if len(ids) > 1:
                 db.execute(f"UPDATE runs SET group_id = ? WHERE id IN ({','.join('?' * len(ids))})", (ids[0], *ids))
@@ -257,6 +305,12 @@ class RunStore:
                 self._notify(db, run_id)
         return gone
 
+    def owned(self, run_id: int, token: str) -> bool:
+        """Whether `token` is run `run_id`'s owner token (a run without one, from an earlier version: nobody's)."""
+        with self._db() as db:
+            row = db.execute("SELECT owner_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row["owner_hash"]) and hmac.compare_digest(row["owner_hash"], token_hash(token))
+
     def losses(self, run_id: int) -> torch.Tensor | None:
         """Every step's loss of an ended run, (steps,) float32."""
         with self._db() as db:
@@ -274,18 +328,26 @@ class RunStore:
 
     # --- the scheduler (in every server process) --------------------------------------------------
 
-    def claim(self) -> tuple[int, TrainConfig] | None:
-        """Mark the oldest queued run running if fewer than max_running are; None otherwise."""
+    def claim(self, instance: str | None = None) -> tuple[int, TrainConfig] | None:
+        """Mark the oldest queued run running, as web process `instance`'s, if fewer than max_running are; None
+        otherwise. An instance claims its own runs, runs nobody's, and runs of an instance that stopped beating
+        (None: any run): a run started on one server is trained, and stopped, by that server."""
         now = self.clock()
         with self._db(immediate=True) as db:
             running = db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
             if running >= self.limits.max_running:
                 return None
-            row = db.execute("SELECT id, config FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            row = db.execute(
+                "SELECT id, config FROM runs WHERE status = 'queued' AND (CAST(? AS TEXT) IS NULL OR instance IS NULL "
+                "OR instance = ? OR heartbeat < ?) ORDER BY id LIMIT 1",
+                (instance, instance, now - HEARTBEAT_TIMEOUT_S),
+            ).fetchone()
             if row is None:
                 return None
             db.execute(
-                "UPDATE runs SET status = 'running', started = ?, heartbeat = ? WHERE id = ?", (now, now, row["id"])
+                "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, instance = coalesce(?, instance) "
+                "WHERE id = ?",
+                (now, now, instance, row["id"]),
             )
             self._event(db, row["id"], "status", {"status": "running"})
         return row["id"], TrainConfig(**json.loads(row["config"]))
@@ -318,10 +380,13 @@ class RunStore:
         with self._db(immediate=True) as db:
             db.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (pid, run_id))
 
-    def sweep(self) -> None:
-        """Interrupt runs whose worker stopped beating; cancel queued runs that nobody watches; prune old runs."""
+    def sweep(self, instance: str | None = None) -> None:
+        """Interrupt runs whose worker stopped beating; cancel queued runs that nobody watches; prune old runs.
+        instance: the sweeping web process, whose queued runs beat (they are not another instance's to take)."""
         now = self.clock()
         with self._db(immediate=True) as db:
+            if instance is not None:
+                db.execute("UPDATE runs SET heartbeat = ? WHERE status = 'queued' AND instance = ?", (now, instance))
             for row in db.execute(
                 "SELECT id FROM runs WHERE status = 'running' AND heartbeat < ?", (now - HEARTBEAT_TIMEOUT_S,)
             ).fetchall():
@@ -339,14 +404,34 @@ class RunStore:
                     (self.limits.keep_ended,),
                 )
 
-    def interrupt_all_running(self, pids: set[int]) -> None:
-        """On shutdown: the runs of these workers end as interrupted."""
+    def release(self, instance: str) -> None:
+        """On a web process's shutdown: its running runs end as interrupted (another server's are not its to
+        end), and its queued runs are any instance's to claim."""
         with self._db(immediate=True) as db:
-            for pid in pids:
-                for row in db.execute(
-                    "SELECT id FROM runs WHERE status = 'running' AND worker_pid = ?", (pid,)
-                ).fetchall():
-                    self._end(db, row["id"], "interrupted", "the server stopped while it trained")
+            for row in db.execute(
+                "SELECT id FROM runs WHERE status = 'running' AND instance = ?", (instance,)
+            ).fetchall():
+                self._end(db, row["id"], "interrupted", "the server stopped while it trained")
+            db.execute("UPDATE runs SET instance = NULL WHERE status = 'queued' AND instance = ?", (instance,))
+
+    def stopping(self, run_ids: list[int]) -> set[int]:
+        """The runs among `run_ids` whose training should stop: ended, deleted, or asked to cancel."""
+        if not run_ids:
+            return set()
+        with self._db() as db:
+            rows = db.execute(
+                f"SELECT id FROM runs WHERE id IN ({','.join('?' * len(run_ids))}) "
+                "AND status IN ('queued', 'running') AND cancel = 0",
+                tuple(run_ids),
+            ).fetchall()
+        return set(run_ids) - {int(row["id"]) for row in rows}
+
+    def abort(self, run_id: int, reason: str) -> None:
+        """A training process ended without ending its run: cancelled if a cancel asked for it, else failed."""
+        with self._db(immediate=True) as db:
+            row = db.execute("SELECT cancel FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is not None:
+                self._end(db, run_id, *(("cancelled", "cancelled") if row["cancel"] else ("failed", reason)))
 
     # --- the worker --------------------------------------------------------------------------------
 
@@ -444,6 +529,7 @@ class RunStore:
             "ended": row["ended"],
             "result": json.loads(row["result"]) if row["result"] else None,
             "has_params": bool(row["has_params"]),
+            "cpu_limit_s": row["cpu_limit"],
         }
 
 

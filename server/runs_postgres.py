@@ -45,8 +45,17 @@ CREATE TABLE IF NOT EXISTS runs (
     ended DOUBLE PRECISION,
     result TEXT,
     params BYTEA,
-    losses BYTEA
+    losses BYTEA,
+    owner_hash TEXT,
+    client TEXT,
+    instance TEXT,
+    cpu_limit DOUBLE PRECISION
 );
+-- a database from before run owners, per-client bounds and CPU limits
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS owner_hash TEXT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS client TEXT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS instance TEXT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS cpu_limit DOUBLE PRECISION;
 CREATE TABLE IF NOT EXISTS events (
     run_id BIGINT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -55,6 +64,7 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (run_id, seq)
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_client ON runs (client, status);
 """
 
 
@@ -131,9 +141,11 @@ class PostgresRunStore(RunStore):
                 self._pool_pid = os.getpid()
             return self._pool
 
-    def create(self, configs: list[TrainConfig], keep_running: bool, data_sha256: str | None = None) -> list[int]:
+    def create(
+        self, configs: list[TrainConfig], keep_running: bool, data_sha256: str | None = None, **about: Any
+    ) -> list[int]:
         """Queue runs, as the SQLite store does, and a training job for each in the task queue."""
-        ids = super().create(configs, keep_running, data_sha256)
+        ids = super().create(configs, keep_running, data_sha256, **about)
         try:
             self.jobs.defer(ids)
         except Exception as e:  # the queue refused: the runs say so rather than wait for a job that never comes

@@ -29,6 +29,11 @@ class Settings:
     max_queued: int = 8  # runs waiting beyond those; more get 429
     keep_runs: int = 500  # ended runs kept, the newest; older ones are deleted (0: keep all)
     watch_grace: float = 30.0  # seconds a run trains on after its page closed, unless started with keep running
+    max_runs_per_client: int = 2  # live (queued or running) runs one client address may have; more get 429
+    max_run_cpu: float = 7200.0  # seconds of CPU one training run may use; a run that would need more is refused
+    admin_token: str | None = None  # a secret that cancels and deletes any run (a teacher's), as each run's owner
+    # token does its own run
+    max_streams_per_client: int = 20  # training runs' event streams one client address may have open; more get 429
     check_workers: int = 2  # sandboxed processes (per server process) that run learners' code for challenges;
     # 0 turns them off
     max_streams: int = 200  # training runs' event streams open at once per server process; more get 503

@@ -13,14 +13,18 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from procrastinate import App
 
 from .data import DEFAULT_DATA, DataError, Dataset, load_dataset
 from .runs import Limits, StoreURLError, is_postgres, store_path
+from .scheduler import STOP_GRACE_S as STUCK_AFTER_S
+from .scheduler import exit_reason, signal_group
 from .settings import Settings
 from .stores import open_store, redacted, without_password
 from .train_queue import QUEUE, queue_app, settle_stalled_jobs
@@ -66,7 +70,10 @@ class Worker:
             "--data-name", str(self.dataset.path), "--data-sha256", self.dataset.sha256,
             "--watch-grace", str(self.store.limits.watch_grace_s),
         ]  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdin=asyncio.subprocess.PIPE)
+        # a session of its own: its whole group goes when it ends
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=ROOT, stdin=asyncio.subprocess.PIPE, start_new_session=True
+        )
         await asyncio.to_thread(self.store.set_worker, run_id, proc.pid)
         try:
             assert proc.stdin is not None
@@ -76,17 +83,33 @@ class Worker:
                 proc.stdin.close()
             except OSError:  # it died first: ended below
                 pass
-            code = await proc.wait()
+            code = await self.supervise(run_id, proc)
         except asyncio.CancelledError:  # the worker stops: the training process ends its run as interrupted
-            proc.terminate()
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
             except TimeoutError:
-                proc.kill()
+                signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)  # anything it started
             await asyncio.to_thread(self.store.end, run_id, "interrupted", "its worker stopped while it trained", None)
             raise
+        signal_group(proc.pid, signal.SIGKILL)  # anything it started goes with it
         # a training process that died without ending its run (killed, out of memory): the run says so now
-        await asyncio.to_thread(self.store.end, run_id, "failed", f"its training process exited ({code})", None)
+        await asyncio.to_thread(self.store.abort, run_id, exit_reason(code))
+
+    async def supervise(self, run_id: int, proc: asyncio.subprocess.Process) -> int:
+        """Wait for the training process to exit; kill its group if it trains on past STUCK_AFTER_S after its run
+        was asked to stop (stuck in a step). Its exit code."""
+        asked: float | None = None
+        while True:
+            try:
+                return await asyncio.wait_for(proc.wait(), 1.0)
+            except TimeoutError:
+                pass
+            stopping = await asyncio.to_thread(self.store.stopping, [run_id])
+            asked = (asked or time.monotonic()) if stopping else None
+            if asked is not None and time.monotonic() - asked >= STUCK_AFTER_S:
+                signal_group(proc.pid, signal.SIGKILL)
 
     async def run_status(self, run_id: int) -> str | None:
         run = await asyncio.to_thread(self.store.get, run_id)

@@ -45,6 +45,41 @@ ACTIVATION_GRADS = tuple(
     "d" + name for name in (LAYERS.output.out, *(n for b in reversed(LAYERS.hidden) for n in (b.hpreact, b.hprebn)))
 )
 TANH_OUTPUTS = tuple(block.h for block in LAYERS.hidden)  # the units whose saturation is sampled
+# a step's CPU cost, a little above what bench/train_bench.py measures, for each run's CPU-time limit:
+STEP_BASE_S = 5.5e-4  # per step whatever its size (Python, the batch draw, small kernels) ...
+STEP_MAC_S = 1.3e-10  # ... per multiply-add of the forward's matrix products (the backward's come with them) ...
+STEP_UNIT_S = 2e-8  # ... and per (row, hidden unit) and (row, character): the elementwise work around them
+CODE_COST = 2.0  # a learner's compiled block costs at most this many built-in steps
+RUN_BASE_CPU_S = 30.0  # a run's start (torch, the splits) and its evaluation at the end
+CPU_SLACK = 3.0  # a run may use this multiple of its estimate (a slower CPU, a busy machine's caches)
+
+
+def step_cpu_s(config: TrainConfig, vocab_size: int) -> float:
+    """The CPU seconds one step of this run is expected to take (its checks against autograd included)."""
+    n, h = config.batch_size, config.n_hidden
+    macs = n * (config.block_size * config.n_embd * h + h * vocab_size)
+    step = STEP_BASE_S + STEP_MAC_S * macs + STEP_UNIT_S * n * (h + vocab_size)
+    step *= 1 + 1 / config.check_every  # every K-th step runs autograd's backward too, to compare
+    return step * (CODE_COST if config.backward == "code" else 1.0)
+
+
+def cpu_needed_s(config: TrainConfig, vocab_size: int, step_s: float | None = None) -> float:
+    """The CPU seconds the whole run is expected to take; `step_s`: a step's measured cost, if known (the
+    estimate still holds if it is lower: a measured step has no checks against autograd)."""
+    return RUN_BASE_CPU_S + config.max_steps * max(step_s or 0.0, step_cpu_s(config, vocab_size))
+
+
+def cpu_limit_s(config: TrainConfig, vocab_size: int, max_cpu_s: float, step_s: float | None = None) -> float:
+    """The CPU-time limit of the run's training process: its estimate with slack, never above `max_cpu_s`."""
+    step = max(step_s or 0.0, step_cpu_s(config, vocab_size))
+    return min(max_cpu_s, RUN_BASE_CPU_S + CPU_SLACK * config.max_steps * step)
+
+
+def cpu_text(seconds: float) -> str:
+    """A CPU time as a learner reads it: 45 s, 12 min, 3.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _histogram(t: torch.Tensor) -> dict[str, Any]:

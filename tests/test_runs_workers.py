@@ -272,12 +272,11 @@ def test_a_run_started_on_one_web_server_is_streamed_and_cancelled_on_another(tw
     (run,) = a.api("POST", "/api/runs", json={"max_steps": 1_000_000}).json()["runs"]
     seen = read_events(a, run["id"], until=lambda e: e[1] == "progress")
     assert [d["status"] for _, k, d in seen if k == "status"] == ["queued", "running"]
-    t0 = time.monotonic()
-    cancelled = b.api("POST", f"/api/runs/{run['id']}/cancel")
-    assert cancelled.status_code == 200
+    assert b.api("POST", f"/api/runs/{run['id']}/cancel").status_code == 403  # without its owner token
+    owner = {"Authorization": f"Bearer {run['owner_token']}"}
+    assert b.api("POST", f"/api/runs/{run['id']}/cancel", headers=owner).status_code == 200
     events = read_events(a, run["id"], last_event_id=seen[-1][0])  # resumed where it stopped, on the first
     assert events[-1][1:] == ("status", {"status": "cancelled", "reason": "cancelled", "final": True})
-    assert time.monotonic() - t0 < 10
     # the second server streams the same events with the same ids
     again = read_events(b, run["id"])
     assert [e[0] for e in again] == [e[0] for e in seen] + [e[0] for e in events]
@@ -288,7 +287,18 @@ def test_a_run_started_on_one_web_server_is_streamed_and_cancelled_on_another(tw
 def test_the_queue_bound_holds_across_web_servers(pg_url):
     # no worker: runs stay queued; the bound counts the runs both servers queued
     servers = [
-        LiveServer("--data", str(LECTURE_DATA), "--runs-db", pg_url, "--check-workers", "0", "--max-queued", "3")
+        LiveServer(
+            "--data",
+            str(LECTURE_DATA),
+            "--runs-db",
+            pg_url,
+            "--check-workers",
+            "0",
+            "--max-queued",
+            "3",
+            "--max-runs-per-client",
+            "8",
+        )  # fmt: skip
         for _ in range(2)
     ]
     for server in servers:

@@ -97,17 +97,19 @@ export const prefetchState = (params) => prefetch("/api/state", params);
 export const prefetchTensor = (name, params) => prefetch(`/api/tensor/${encodeURIComponent(name)}`, params);
 
 // training runs (Exercise 4)
-const send = (method, path, body) => request(path, {
+const send = (method, path, body, headers = {}) => request(path, {
   method,
-  headers: body ? { "Content-Type": "application/json" } : {},
+  headers: body ? { ...headers, "Content-Type": "application/json" } : headers,
   body: body ? JSON.stringify(body) : undefined,
 });
+// a run's owner token (the training page keeps those of the runs it started): cancel and delete need it
+const owner = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
 
 export const startRuns = (config) => send("POST", "/api/runs", config);
 export const listRuns = () => get("/api/runs", {});
 export const fetchRun = (id) => get(`/api/runs/${id}`, {});
-export const cancelRun = (id) => send("POST", `/api/runs/${id}/cancel`);
-export const deleteRun = (id) => send("DELETE", `/api/runs/${id}`);
+export const cancelRun = (id, token) => send("POST", `/api/runs/${id}/cancel`, undefined, owner(token));
+export const deleteRun = (id, token) => send("DELETE", `/api/runs/${id}`, undefined, owner(token));
 // a stream of the run's events; EventSource reconnects by itself and resumes after the last event id
 export const runEvents = (id) => new EventSource(`/api/runs/${id}/events`);
 

@@ -4,7 +4,7 @@ import * as api from "./api.js";
 import * as curves from "./curves.js";
 import { esc, plotlyReady } from "./dom.js";
 import { emptyHistory, mergeEvent } from "./history.js";
-import { TRAIN_CODE_KEY, savedCell } from "./store.js";
+import { TRAIN_CODE_KEY, forgetRunToken, keepRunTokens, runToken, savedCell } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = ["queued", "running"];
@@ -166,7 +166,7 @@ function renderHead() {
     ? `step ${p.step.toLocaleString()} / ${p.max_steps.toLocaleString()} · ${Math.round(p.steps_per_s).toLocaleString()} steps/s` +
       (ACTIVE.includes(lead.status) ? ` · ETA ${fmtTime(p.eta_s)}` : "") + ` · lr ${p.lr} · loss ${fmtLoss(p.loss)}`
     : lead.status === "queued" ? "waiting for a free worker…" : "";
-  $("cancel").disabled = active.length === 0;
+  $("cancel").disabled = !active.some((r) => runToken(r.id)); // only the runs started in this browser
   const explorable = open.find((r) => r.status === "finished" || r.status === "diverged");
   $("explore").hidden = !explorable;
   if (explorable) {
@@ -219,7 +219,7 @@ function renderList() {
     row.innerHTML = `<td><a href="?run=${r.id}" data-open="${r.id}">#${r.id}</a></td><td>${esc(r.status)}</td>
       <td>${esc(r.config.backward)}</td><td>${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}</td>
       <td>${fmtLoss(r.result?.train_loss)}</td><td>${fmtLoss(r.result?.val_loss)}</td><td>${started}</td>
-      <td><button data-delete="${r.id}" title="delete this run">delete</button></td>`;
+      <td>${runToken(r.id) ? `<button data-delete="${r.id}" title="delete this run">delete</button>` : ""}</td>`;
     return row;
   }));
 }
@@ -239,6 +239,7 @@ function bind() {
     $("run-error").hidden = true;
     try {
       const { runs } = await api.startRuns(readForm());
+      keepRunTokens(runs);
       await refreshList();
       history.pushState(null, "", `?run=${runs[0].id}`);
       await openRuns(runs[0].id);
@@ -261,7 +262,7 @@ function bind() {
   $("code-from-cell").addEventListener("click", () => setCode(explorerCell()));
   $("cancel").addEventListener("click", async () => {
     try {
-      await Promise.all(open.filter((r) => ACTIVE.includes(r.status)).map((r) => api.cancelRun(r.id).catch((e) => {
+      await Promise.all(open.filter((r) => ACTIVE.includes(r.status)).map((r) => api.cancelRun(r.id, runToken(r.id)).catch((e) => {
         if (e.status !== 409) throw e; // it ended meanwhile
       })));
     } catch (e) {
@@ -279,7 +280,8 @@ function bind() {
         await openRuns(Number(target.dataset.open));
       } else {
         const id = Number(target.dataset.delete);
-        await api.deleteRun(id);
+        await api.deleteRun(id, runToken(id));
+        forgetRunToken(id);
         if (open.some((r) => r.id === id)) {
           closeStreams();
           open = [];

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -124,7 +125,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        scheduler = Scheduler(runs, dataset) if runs is not None and schedule else None
+        scheduler = Scheduler(runs, dataset, app.state.instance) if runs is not None and schedule else None
         task = asyncio.create_task(_schedule(scheduler)) if scheduler else None
         yield
         if app.state.checks is not None:
@@ -143,8 +144,14 @@ def create_app(
         version="0.2.0",
         lifespan=lifespan,
     )
+    app.state.settings = settings
     app.state.runs = runs
-    app.state.feeds = RunFeeds(runs, settings.max_streams) if runs is not None else None
+    # this web process's name in the runs table: the runs started here are trained, and stopped, by it (SQLite)
+    app.state.instance = uuid.uuid4().hex if runs is not None and schedule and runs.claims_locally else None
+    feeds = (
+        RunFeeds(runs, settings.max_streams, per_client=settings.max_streams_per_client) if runs is not None else None
+    )
+    app.state.feeds = feeds
     # started now, warm by the first request (each loads torch and the data: a few seconds)
     app.state.checks = None
     if settings.check_workers:

@@ -14,7 +14,8 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
 
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +43,8 @@ class RunFeed:
         self.recent: deque[Event] = deque(maxlen=KEPT)
         self.ended = False
         self.streams = 0
+        self.owners = 0  # streams of the run's owner: only these count as somebody watching it
+        self.watch_due = False  # an owner's stream opened: tell the run now, not at the next WATCH_EVERY_S
         self.task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self.woken = asyncio.Event()  # the store says the run changed: read it now
@@ -70,8 +73,19 @@ class RunFeed:
             pass
 
 
+@dataclass
+class Stream:
+    """One open stream: its run's feed, its client (an address), and whether the run's owner opened it."""
+
+    feed: RunFeed
+    client: Hashable = None
+    owner: bool = False
+
+
 class RunFeeds:
-    """The feeds of one server process, and the bound on its open streams (more: 503)."""
+    """The feeds of one server process, and the bounds on its open streams: `per_client` each (more: 429), and
+    `max_streams` in all (more: 503; the owner's streams of a run are not refused by a full server, only by
+    their client's bound, so that strangers cannot take the streams that keep an owner's run alive)."""
 
     def __init__(
         self,
@@ -79,11 +93,14 @@ class RunFeeds:
         max_streams: int,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         notified_poll_s: float = NOTIFIED_POLL_S,
+        per_client: int | None = None,
     ) -> None:
         self.store, self.max_streams, self.sleep = store, max_streams, sleep
+        self.per_client = per_client if per_client is not None else max_streams
         self.notified_poll_s = notified_poll_s
         self.feeds: dict[int, RunFeed] = {}
         self.open = 0
+        self.by_client: dict[Hashable, int] = {}  # client -> its open streams
         self.listening = asyncio.Event()  # set while the store's notices come
         self.listener: asyncio.Task[None] | None = None
 
@@ -121,9 +138,16 @@ class RunFeeds:
             self.listening.clear()
             await asyncio.sleep(RELISTEN_S)
 
-    def subscribe(self, run_id: int, seq: int) -> RunFeed:
-        """A stream opens on run `run_id`, from event `seq`: its feed (started if none is running)."""
-        if self.open >= self.max_streams:
+    def subscribe(self, run_id: int, seq: int, client: Hashable = None, owner: bool = False) -> Stream:
+        """`client` opens a stream on run `run_id`, from event `seq` (owner: the run's owner does): its feed
+        (started if none is running)."""
+        mine = self.by_client.get(client, 0)
+        if mine >= self.per_client:
+            raise HTTPException(
+                429, f"you have {mine} event streams open, the most one client may; close one (another tab?)",
+                headers={"Retry-After": "10"},
+            )  # fmt: skip
+        if self.open >= self.max_streams and not owner:
             raise HTTPException(
                 503, f"{self.open} event streams are open on this server, its most", headers={"Retry-After": "10"}
             )
@@ -133,12 +157,22 @@ class RunFeeds:
             feed = self.feeds[run_id] = RunFeed(run_id, seq)
             feed.task = asyncio.create_task(self._poll(feed))
         feed.streams += 1
+        if owner:
+            feed.owners += 1
+            feed.watch_due = True
+            feed.woken.set()
         self.open += 1
-        return feed
+        self.by_client[client] = mine + 1
+        return Stream(feed, client, owner)
 
-    def unsubscribe(self, feed: RunFeed) -> None:
+    def unsubscribe(self, stream: Stream) -> None:
+        feed = stream.feed
         feed.streams -= 1
+        feed.owners -= stream.owner
         self.open -= 1
+        self.by_client[stream.client] -= 1
+        if not self.by_client[stream.client]:
+            del self.by_client[stream.client]
         if feed.streams == 0:
             if self.feeds.get(feed.run_id) is feed:
                 del self.feeds[feed.run_id]
@@ -150,8 +184,10 @@ class RunFeeds:
         read = watch = True
         while True:
             now = time.monotonic()
-            if watch or now - last_watch >= WATCH_EVERY_S:  # an open stream counts as somebody watching the run
-                await run_in_threadpool(self.store.watch, feed.run_id)
+            if watch or feed.watch_due or now - last_watch >= WATCH_EVERY_S:
+                feed.watch_due = False
+                if feed.owners:  # an open stream of its owner counts as somebody watching the run
+                    await run_in_threadpool(self.store.watch, feed.run_id)
                 last_watch = now
             if read:
                 feed.woken.clear()  # a notice from now on is news
@@ -189,8 +225,9 @@ class RunFeeds:
             woken.cancel()
         return feed.woken.is_set()
 
-    async def stream(self, feed: RunFeed, seq: int, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
+    async def stream(self, stream: Stream, seq: int, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
         """Server-Sent Events: the run's events after `seq`, then live ones until the run ends."""
+        feed = stream.feed
         try:
             yield "retry: 1000\n\n"
             last_sent = time.monotonic()
@@ -213,4 +250,4 @@ class RunFeeds:
                 if await disconnected():
                     return
         finally:
-            self.unsubscribe(feed)
+            self.unsubscribe(stream)

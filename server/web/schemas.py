@@ -341,11 +341,22 @@ class RunPublic(BaseModel):
     ended: float | None
     result: RunResultPublic | None
     has_params: bool
+    cpu_limit_s: float | None = None  # seconds of CPU its training process may use
 
 
 class RunsPublic(BaseModel):
     runs: list[RunPublic]
     next: int | None = None  # GET /api/runs: the `before` of the next page; null on the last one
+
+
+class RunStartedPublic(RunPublic):
+    """A run just started: with its owner token, given only in this answer (cancel and delete need it)."""
+
+    owner_token: str
+
+
+class RunsStartedPublic(BaseModel):
+    runs: list[RunStartedPublic]
 
 
 class RunDetailPublic(RunPublic):

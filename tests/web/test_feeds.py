@@ -60,7 +60,7 @@ class Ticker:
 def test_twenty_streams_share_one_poll_and_see_every_event_in_order():
     async def scenario() -> None:
         store, ticker = Store(), Ticker()
-        feeds = RunFeeds(store, max_streams=25, sleep=ticker.sleep)  # type: ignore[arg-type]
+        feeds = RunFeeds(store, max_streams=25, sleep=ticker.sleep, per_client=20)  # type: ignore[arg-type]
         store.add("status", {"status": "running"})
         received: list[list[int]] = [[] for _ in range(20)]
 
@@ -68,7 +68,7 @@ def test_twenty_streams_share_one_poll_and_see_every_event_in_order():
             return False
 
         async def watch(mine: list[int]) -> None:
-            async for chunk in feeds.stream(feeds.subscribe(1, 0), 0, never):
+            async for chunk in feeds.stream(feeds.subscribe(1, 0, "owner", owner=True), 0, never):
                 if chunk.startswith("id: "):
                     mine.append(int(chunk.split("\n")[0][4:]))
 
@@ -95,13 +95,58 @@ def test_past_the_cap_a_stream_is_refused_with_retry_after():
     async def scenario() -> None:
         store, ticker = Store(), Ticker()
         feeds = RunFeeds(store, max_streams=2, sleep=ticker.sleep)  # type: ignore[arg-type]
-        first, second = feeds.subscribe(1, 0), feeds.subscribe(2, 0)
+        first, second = feeds.subscribe(1, 0, "10.0.0.1"), feeds.subscribe(2, 0, "10.0.0.2")
         with pytest.raises(HTTPException) as refused:
-            feeds.subscribe(1, 0)
+            feeds.subscribe(1, 0, "10.0.0.3")
         assert refused.value.status_code == 503 and refused.value.headers["Retry-After"]
         feeds.unsubscribe(first)
-        feeds.unsubscribe(feeds.subscribe(3, 0))  # a place came free
+        feeds.unsubscribe(feeds.subscribe(3, 0, "10.0.0.3"))  # a place came free
         feeds.unsubscribe(second)
         assert feeds.open == 0
+
+    asyncio.run(scenario())
+
+
+def test_one_client_cannot_hold_every_stream_nor_shut_out_a_runs_owner():
+    async def scenario() -> None:
+        store, ticker = Store(), Ticker()
+        feeds = RunFeeds(store, max_streams=200, sleep=ticker.sleep, per_client=20)  # type: ignore[arg-type]
+        flood = [feeds.subscribe(1, 0, "10.0.0.66") for _ in range(20)]
+        with pytest.raises(HTTPException) as refused:
+            feeds.subscribe(1, 0, "10.0.0.66")
+        assert refused.value.status_code == 429 and refused.value.headers["Retry-After"]
+        assert "20 event streams open" in refused.value.detail
+        victim = feeds.subscribe(2, 0, "10.0.0.7")  # another client is not refused
+        # many strangers fill the server: a stranger is refused, the run's owner still gets its stream
+        strangers = [feeds.subscribe(1, 0, f"10.1.{i // 20}.{i % 20}") for i in range(179)]
+        assert feeds.open == 200
+        with pytest.raises(HTTPException) as full:
+            feeds.subscribe(2, 0, "10.0.0.8")
+        assert full.value.status_code == 503
+        owner = feeds.subscribe(2, 0, "10.0.0.7", owner=True)
+        for stream in [*flood, *strangers, victim, owner]:
+            feeds.unsubscribe(stream)
+        assert feeds.open == 0 and feeds.by_client == {}
+
+    asyncio.run(scenario())
+
+
+def test_only_the_owners_streams_keep_a_run_watched():
+    async def scenario() -> None:
+        store, ticker = Store(), Ticker()
+        feeds = RunFeeds(store, max_streams=10, sleep=ticker.sleep, per_client=5)  # type: ignore[arg-type]
+        stranger = feeds.subscribe(1, 0, "10.0.0.66")
+        await asyncio.wait_for(ticker.sleeping.get(), 30)  # the feed's first poll is done
+        for _ in range(3):  # each poll: a read, and the watch that is due
+            await ticker.tick()
+        assert store.calls["watch"] == 0 and store.calls["events_after"] >= 3
+        owner = feeds.subscribe(1, 0, "10.0.0.7", owner=True)
+        for _ in range(40):  # bounded: the watch is due within WATCH_EVERY_S / POLL_S polls
+            if store.calls["watch"]:
+                break
+            await ticker.tick()
+        assert store.calls["watch"] >= 1
+        feeds.unsubscribe(owner)
+        feeds.unsubscribe(stranger)
 
     asyncio.run(scenario())

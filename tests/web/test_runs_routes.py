@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
+
 import pytest
 from fastapi.testclient import TestClient
 
 from server.runs import Limits
+from server.settings import Settings
 from server.train_config import TrainConfig
 from server.web.app import create_app
 
 SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
+LARGEST = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8}
 
 
 @pytest.fixture()
 def client(lecture_dataset, open_runs):
-    runs = open_runs(Limits(max_queued=4))
+    runs = open_runs(Limits(max_queued=4, per_client=8))  # the queue's bound, not a client's, is tested here
     with TestClient(
         create_app(lecture_dataset, runs=runs, schedule=False),
         base_url="http://127.0.0.1",
@@ -203,3 +208,98 @@ def test_a_runs_own_backward_is_checked_before_it_is_queued(lecture_dataset, ope
         "/api/runs", json={**SHORT, "backward": "code", "code": BLOCK}
     )
     assert r.status_code == 503 and "code checks are off" in r.json()["detail"]
+
+
+def _stranger(client: TestClient, address: str = "10.0.0.9") -> TestClient:
+    """Another client of the same app: another address, no cookies."""
+    return TestClient(client.app, base_url="http://127.0.0.1", client=(address, 50000))
+
+
+def test_cancel_and_delete_need_the_runs_owner_token(client):
+    first, second = client.post("/api/runs", json={**SHORT, "backward": "both"}).json()["runs"]
+    token = first["owner_token"]
+    assert token and token != second["owner_token"] and len(token) >= 40
+    cookies = client.post("/api/runs", json=SHORT)  # a third run: its cookie, as the browser gets it
+    (third,) = cookies.json()["runs"]
+    (set_cookie,) = cookies.headers.get_list("set-cookie")
+    assert f"run_owner={third['owner_token']}" in set_cookie and f"Path=/api/runs/{third['id']};" in set_cookie
+    assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie
+    stranger = _stranger(client)
+    for method, path in [("post", f"/api/runs/{first['id']}/cancel"), ("delete", f"/api/runs/{first['id']}")]:
+        refused = getattr(stranger, method)(path)
+        assert refused.status_code == 403 and "owner_token" in refused.json()["detail"]
+        wrong = getattr(stranger, method)(path, headers={"Authorization": f"Bearer {second['owner_token']}"})
+        assert wrong.status_code == 403  # another run's token
+        assert getattr(stranger, method)(path, headers={"Cookie": "run_owner=guess"}).status_code == 403
+    # viewing stays open (permalinks), and shows nobody the token
+    assert stranger.get(f"/api/runs/{first['id']}").json()["status"] == "queued"
+    assert "owner_token" not in stranger.get("/api/runs").text
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert stranger.post(f"/api/runs/{first['id']}/cancel", headers=bearer).json()["status"] == "cancelled"
+    assert stranger.delete(f"/api/runs/{first['id']}", headers=bearer).status_code == 204
+    # the starting client's cookie (scoped to the run's URLs) is its token
+    assert client.post(f"/api/runs/{third['id']}/cancel").json()["status"] == "cancelled"
+    assert client.get(f"/api/runs/{second['id']}").json()["status"] == "queued"
+
+
+def test_the_runs_table_keeps_only_a_hash_of_each_token(lecture_dataset, tmp_path):
+    from server.runs import RunStore
+
+    db = tmp_path / "runs.db"
+    app = create_app(lecture_dataset, runs=RunStore(db), schedule=False)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+    stored = sqlite3.connect(db).execute("SELECT * FROM runs").fetchall()
+    assert run["owner_token"] not in repr(stored)
+    assert hashlib.sha256(run["owner_token"].encode()).hexdigest() in repr(stored)
+
+
+def test_an_admin_token_manages_every_run(lecture_dataset, open_runs):
+    runs = open_runs(Limits(max_queued=4))
+    app = create_app(lecture_dataset, Settings(check_workers=0, admin_token="teacher-secret"), runs, schedule=False)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
+        teacher = _stranger(client, "10.0.0.1")
+        assert teacher.post(f"/api/runs/{run['id']}/cancel").status_code == 403
+        for wrong in ("teacher-secre", "teacher-secret2", ""):
+            headers = {"Authorization": f"Bearer {wrong}"}
+            assert teacher.post(f"/api/runs/{run['id']}/cancel", headers=headers).status_code == 403
+        admin = {"Authorization": "Bearer teacher-secret"}
+        assert teacher.post(f"/api/runs/{run['id']}/cancel", headers=admin).json()["status"] == "cancelled"
+        assert teacher.delete(f"/api/runs/{run['id']}", headers=admin).status_code == 204
+
+
+def test_a_client_has_at_most_its_share_of_live_runs(lecture_dataset, open_runs):
+    runs = open_runs(Limits(max_queued=8, per_client=2))
+    with TestClient(create_app(lecture_dataset, runs=runs, schedule=False), base_url="http://127.0.0.1") as client:
+        (a,) = client.post("/api/runs", json=SHORT).json()["runs"]
+        (b,) = client.post("/api/runs", json=SHORT).json()["runs"]
+        for body in (SHORT, {**SHORT, "backward": "both"}):
+            busy = client.post("/api/runs", json=body)
+            assert busy.status_code == 429 and "2 runs queued or running" in busy.json()["detail"]
+            assert busy.headers["Retry-After"]
+        other = _stranger(client)
+        assert [r["backward"] for r in (x["config"] for x in other.post("/api/runs", json={
+            **SHORT, "backward": "both"}).json()["runs"])] == ["manual", "autograd"]  # fmt: skip
+        client.post(f"/api/runs/{a['id']}/cancel")  # an ended run no longer counts
+        assert client.post("/api/runs", json=SHORT).status_code == 201
+        assert client.post("/api/runs", json=SHORT).status_code == 429
+        assert [r["status"] for r in client.get("/api/runs").json()["runs"]].count("queued") == 4
+        assert b["status"] == "queued"
+
+
+def test_a_run_that_would_need_more_cpu_than_a_run_may_use_is_refused(lecture_dataset, open_runs):
+    runs = open_runs(Limits(max_queued=8, per_client=8))
+    with TestClient(create_app(lecture_dataset, runs=runs, schedule=False), base_url="http://127.0.0.1") as client:
+        huge = client.post("/api/runs", json={**LARGEST, "max_steps": 1_000_000})
+        assert huge.status_code == 422 and "of CPU" in huge.json()["detail"] and "2.0 h" in huge.json()["detail"]
+        (lecture,) = client.post("/api/runs", json={}).json()["runs"]  # the lecture's whole run (200,000 steps)
+        assert 0 < lecture["cpu_limit_s"] <= Settings.max_run_cpu
+    tight = create_app(lecture_dataset, Settings(check_workers=0, max_run_cpu=60), runs, schedule=False)
+    with TestClient(tight, base_url="http://127.0.0.1") as client:
+        refused = client.post("/api/runs", json={})
+        assert refused.status_code == 422 and "200,000 steps" in refused.json()["detail"]
+        assert "(60 s)" in refused.json()["detail"]
+        (short,) = client.post("/api/runs", json=SHORT).json()["runs"]
+        assert 0 < short["cpu_limit_s"] <= 60
+    assert len(runs.list()[0]) == 2  # no run for a refused request
