@@ -303,3 +303,23 @@ def test_a_run_that_would_need_more_cpu_than_a_run_may_use_is_refused(lecture_da
         (short,) = client.post("/api/runs", json=SHORT).json()["runs"]
         assert 0 < short["cpu_limit_s"] <= 60
     assert len(runs.list()[0]) == 2  # no run for a refused request
+
+
+def test_a_block_slower_than_the_estimate_is_bounded_by_its_measured_step(lecture_dataset, open_runs):
+    """The sandbox times the block on the check batch: a block that passes every cap but costs many built-in steps
+    is refused up front where its run would need more CPU than --max-run-cpu, not found out after hours."""
+    from server.settings import Settings
+
+    from ..test_train_code import BLOCK
+
+    runs = open_runs(Limits(max_queued=4, per_client=4))
+    app = create_app(lecture_dataset, Settings(check_workers=1, max_run_cpu=70), runs=runs, schedule=False)
+    body = {"max_steps": 15000, "lr_decay_step": 7500, "backward": "code"}  # estimated: ~52 s of CPU
+    slow = BLOCK + "for a in range(200):\n  junk = h.T @ h\n"  # ~10x the notebook's block, within every cap
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        r = client.post("/api/runs", json={**body, "code": slow})
+        assert r.status_code == 422 and "of CPU" in r.json()["detail"], r.text
+        assert client.get("/api/runs").json()["runs"] == []
+        r = client.post("/api/runs", json={**body, "code": BLOCK})  # the notebook's block: within its estimate
+        assert r.status_code == 201, r.text
+        assert 0 < r.json()["runs"][0]["cpu_limit_s"] <= 70
