@@ -23,6 +23,7 @@ from pathlib import Path
 
 import attacks_code as code
 import attacks_edges as edges
+import attacks_runs as runs
 import httpx
 from attack_kit import (
     HOST,
@@ -391,11 +392,18 @@ ATTACKS: dict[str, tuple[str, Callable[..., dict[str, object]]]] = {
     "q0-origin": ("`Accept-Encoding: gzip;q=0`; an `https` Origin on http", edges.gzip_q0_and_origin_scheme),
     "ctrl-c": ("Ctrl-C 1 s after start", edges.ctrl_c_at_start),
     "flags": ("`--port 99999`, `--workers 0`, `--port 0`, a password in `--runs-db`", edges.bad_flags),
+    # training runs: bounded, owned, shared fairly
+    "run-bound": ("1,000,000 steps of the largest config; of the lecture's", runs.run_bound),
+    "runs-per-client": ("one address asks for ten 1,000,000-step runs, then another for one", runs.runs_per_client),
+    "stranger": ("another address cancels and deletes a run (no token, a guessed one)", runs.stranger_cancel),
+    "stream-hog": ("one address opens 200 event streams; a run's owner then opens its own", runs.stream_hog),
+    "two-servers": ("two servers on one SQLite file; the first stops while the second's run trains", runs.two_servers),
+    "killed-training": ("`kill -9` of a run's training process", runs.killed_training),
 }
 
 
 # attacks that start the server themselves
-NO_SERVER = {read_only_db, changed_data, memory_load, edges.ctrl_c_at_start, edges.bad_flags}
+NO_SERVER = {read_only_db, changed_data, memory_load, edges.ctrl_c_at_start, edges.bad_flags, runs.two_servers}
 
 
 def main() -> None:
