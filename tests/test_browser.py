@@ -663,6 +663,38 @@ def test_training_run_live_curve_progress_cancel_and_list(page, base_url):
     page.wait_for_function("document.getElementById('loss-plot').data?.[0]?.x.length > 0", timeout=15_000)
 
 
+def test_only_the_browser_that_started_a_run_can_cancel_or_delete_it(page, browser, base_url):
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    page.get_by_test_id("cfg-max_steps").fill("1000000")
+    page.get_by_test_id("start").click()
+    expect(page.get_by_test_id("run-title")).to_contain_text("running", timeout=30_000)
+    run_id = re.search(r"run=(\d+)", page.url).group(1)
+    mine = page.locator(f"[data-testid=run-row][data-run='{run_id}']")
+    expect(mine.get_by_role("button", name="delete")).to_be_visible()
+    expect(page.get_by_test_id("cancel")).to_be_enabled()
+    # another browser (no token of this run): it sees the run, and neither control
+    other = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        theirs = other.new_page()
+        theirs.goto(f"{base_url}/train.html?run={run_id}")
+        theirs.wait_for_selector("body[data-ready='1']")
+        expect(theirs.get_by_test_id("run-title")).to_contain_text("running", timeout=30_000)
+        expect(theirs.get_by_test_id("cancel")).to_be_disabled()
+        row = theirs.locator(f"[data-testid=run-row][data-run='{run_id}']")
+        expect(row).to_contain_text("running")
+        expect(row.get_by_role("button", name="delete")).to_have_count(0)
+        forced = theirs.evaluate(f"fetch('/api/runs/{run_id}/cancel', {{method: 'POST'}}).then((r) => r.status)")
+        assert forced == 403
+    finally:
+        other.close()
+    # its owner cancels it, then deletes it
+    page.get_by_test_id("cancel").click()
+    expect(page.get_by_test_id("run-title")).to_contain_text("cancelled", timeout=15_000)
+    mine.get_by_role("button", name="delete").click()
+    expect(mine).to_have_count(0, timeout=10_000)
+
+
 def test_finished_run_results_and_its_net_in_the_explorer(page, base_url):
     page.goto(f"{base_url}/train.html")
     page.wait_for_selector("body[data-ready='1']")
