@@ -681,6 +681,7 @@ def test_only_the_browser_that_started_a_run_can_cancel_or_delete_it(page, brows
         theirs.wait_for_selector("body[data-ready='1']")
         expect(theirs.get_by_test_id("run-title")).to_contain_text("running", timeout=30_000)
         expect(theirs.get_by_test_id("cancel")).to_be_disabled()
+        expect(theirs.get_by_test_id("cancel")).to_have_attribute("title", re.compile("browser that started"))
         row = theirs.locator(f"[data-testid=run-row][data-run='{run_id}']")
         expect(row).to_contain_text("running")
         expect(row.get_by_role("button", name="delete")).to_have_count(0)

@@ -166,7 +166,9 @@ function renderHead() {
     ? `step ${p.step.toLocaleString()} / ${p.max_steps.toLocaleString()} · ${Math.round(p.steps_per_s).toLocaleString()} steps/s` +
       (ACTIVE.includes(lead.status) ? ` · ETA ${fmtTime(p.eta_s)}` : "") + ` · lr ${p.lr} · loss ${fmtLoss(p.loss)}`
     : lead.status === "queued" ? "waiting for a free worker…" : "";
-  $("cancel").disabled = !active.some((r) => runToken(r.id)); // only the runs started in this browser
+  const mine = active.some((r) => runToken(r.id)); // only the runs started in this browser can be cancelled here
+  $("cancel").disabled = !mine;
+  $("cancel").title = active.length && !mine ? "only the browser that started this run can cancel it" : "";
   const explorable = open.find((r) => r.status === "finished" || r.status === "diverged");
   $("explore").hidden = !explorable;
   if (explorable) {
