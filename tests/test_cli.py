@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -84,38 +83,6 @@ def test_a_taken_port_is_an_error_not_a_restart_loop():
         )  # fmt: skip
     assert proc.returncode != 0
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_a_large_config_does_not_hold_up_everyone_else():
-    # the largest pass and a batchnorm node's finite differences take ~1 s; they run in a worker thread,
-    # so a request for the lecture's pass is answered meanwhile, not after them
-    with live_server("--check-workers", "0") as url:
-        large = f"batch_size=256&n_hidden=512&n_embd=64&block_size=8&dtype=float64&step={len(ops_for_mode('atomic'))}"
-        finished: list[str] = []
-
-        def fetch(what: str, path: str) -> None:
-            with urllib.request.urlopen(f"{url}{path}", timeout=120) as r:
-                finished.append(what)  # the answer has started: the server is done computing it
-                body = json.load(r)
-            assert "numeric" not in body or body["numeric"]["entries_checked"] == 16
-
-        def cached_passes() -> int:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=10) as r:
-                return json.load(r)["cached_passes"]
-
-        before = cached_passes()
-        slow = threading.Thread(target=fetch, args=("large", f"/api/tensor/hprebn?{large}"))
-        slow.start()
-        # held by an event, not the clock: once the large pass is in the cache, its finite differences run
-        deadline = time.monotonic() + 60
-        while cached_passes() == before and not finished and time.monotonic() < deadline:
-            pass
-        assert not finished, "the large request was answered before its pass showed in the cache"
-        assert cached_passes() > before, "the large pass never reached the cache"
-        for _ in range(3):
-            fetch("lecture", "/api/state?step=5")
-        slow.join()
-        assert finished == ["lecture", "lecture", "lecture", "large"], finished
 
 
 def test_help_says_what_the_program_is():

@@ -503,3 +503,38 @@ def test_served_with_the_graph(embedded_dataset):
             assert g["layout"] == graph_layout(mode)
             assert {op["name"]: op["symbol"] for op in g["ops"]} == {op.name: op.symbol for op in ops_for_mode(mode)}
             assert set(g["layout"]["nodes"]) == {n["name"] for n in g["nodes"]}
+
+
+def test_a_large_config_does_not_hold_up_everyone_else(lecture_dataset, monkeypatch):
+    """A large pass is computed in a worker thread: while it is held there, the lecture's pass is answered."""
+    import threading
+
+    from server.web import routes
+
+    entered, release = threading.Event(), threading.Event()
+    build_tensor = routes.views.build_tensor
+
+    def held(bp, *args, **kwargs):  # the large answer waits, in its thread, until the lecture's were given
+        if bp.config.batch_size == 256:
+            entered.set()
+            assert release.wait(120), "never released"
+        return build_tensor(bp, *args, **kwargs)
+
+    monkeypatch.setattr(routes.views, "build_tensor", held)
+    large = "batch_size=256&n_hidden=512&n_embd=64&block_size=8&dtype=float64&step=3"
+    finished: list[str] = []
+    with TestClient(create_app(lecture_dataset), base_url="http://127.0.0.1") as c:
+
+        def fetch_large() -> None:
+            assert c.get(f"/api/tensor/hprebn?{large}").status_code == 200
+            finished.append("large")
+
+        slow = threading.Thread(target=fetch_large)
+        slow.start()
+        assert entered.wait(120), "the large request never reached its view"
+        for _ in range(3):
+            assert c.get("/api/state?step=5").status_code == 200
+            finished.append("lecture")
+        release.set()
+        slow.join(120)
+    assert finished == ["lecture", "lecture", "lecture", "large"], finished
