@@ -18,7 +18,16 @@ from typing import Any
 
 import torch
 
-from .challenge import context, diagnose, dim_slip, same_entries, shape_feedback, shape_note, step_names
+from .challenge import (
+    context,
+    diagnose,
+    dim_slip,
+    same_entries,
+    shape_feedback,
+    shape_note,
+    step_names,
+    writes,
+)
 from .engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
 from .graph import CMP_ORDER, MODES_BY_NAME, PARAM_NAMES, Op, backward_schedule, nodes_for_mode
 from .sandbox import Cost, Names, Refused, check_program, evaluate, read
@@ -248,25 +257,6 @@ def _fmt(shape: torch.Size) -> str:
 
 
 # --- grading -----------------------------------------------------------------------------------------------------
-
-
-def writes(stmt: ast.stmt) -> set[str]:
-    """The names a statement assigns or changes in place (x = ..., x[i] += ..., x.index_add_(...), in loops too)."""
-    out: set[str] = set()
-    for node in ast.walk(stmt):
-        target = None
-        if isinstance(node, ast.Assign):
-            target = node.targets[0]
-        elif isinstance(node, ast.AugAssign):
-            target = node.target
-        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-            func = node.value.func
-            target = func.value if isinstance(func, ast.Attribute) else None
-        while isinstance(target, ast.Subscript):
-            target = target.value
-        if isinstance(target, ast.Name):
-            out.add(target.id)
-    return out
 
 
 def _reads(stmt: ast.stmt) -> set[str]:

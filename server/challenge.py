@@ -172,6 +172,11 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
     cost = Cost()
     env = evaluate(source, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted=wanted, cost=cost)
     own = replace(cost)  # what the check's own run spent: its feedback's reruns are budgeted from it
+    # a step that makes several gradients takes them one at a time, in any order (the lecture writes
+    # dcounts_sum_inv before dcounts): what the code writes is graded, the rest is still to write
+    assigned = set().union(*map(writes, ast.parse(source).body))
+    written = [name for name in wanted if name in assigned]
+    remaining = [name for name in wanted if name not in assigned]
     results = []
     for rule in ctx["op"].rules:
         target = rule.target
@@ -182,8 +187,14 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         expected = bp.ref_grads[target] if complete else bp.grad_at(target, step)
         assert expected is not None
         item: dict[str, Any] = {"name": name, "expected_shape": list(expected.shape), "complete": complete,
-                                "contribution": [done, total], "feedback": [], "cmp": None, "diff": None}  # fmt: skip
+                                "contribution": [done, total], "feedback": [], "cmp": None, "diff": None,
+                                "written": name in assigned}  # fmt: skip
         results.append(item)
+        if name in remaining and written:
+            others = ", ".join(n for n in written)
+            item["feedback"].append(f"{name} is still to write: this step makes {name} too ({others} graded "
+                                    "without it)")  # fmt: skip
+            continue
         got = env.get(name)
         if not isinstance(got, torch.Tensor):
             item["feedback"].append(
@@ -232,6 +243,9 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         "formula": ctx["op"].formula,
         "correct": all(r["cmp"] is not None and r["cmp"]["approx"] for r in results),
         "results": results,
+        "written": written,
+        "remaining": remaining,
+        "right": [r["name"] for r in results if r["cmp"] is not None and r["cmp"]["approx"]],
     }
 
 
@@ -500,3 +514,28 @@ def _writes(stmt: ast.stmt) -> str | None:
     while isinstance(target, ast.Subscript):
         target = target.value
     return target.id if isinstance(target, ast.Name) else None
+
+
+def writes(stmt: ast.stmt) -> set[str]:
+    """The names a statement assigns or changes in place (x = ..., x[i] += ..., a, b = ..., x.index_add_(...),
+    in loops too)."""
+    out: set[str] = set()
+    for node in ast.walk(stmt):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            targets = [func.value] if isinstance(func, ast.Attribute) else []
+        while targets:
+            target = targets.pop()
+            if isinstance(target, ast.Tuple | ast.List):
+                targets += target.elts
+                continue
+            while isinstance(target, ast.Subscript | ast.Starred):
+                target = target.value
+            if isinstance(target, ast.Name):
+                out.add(target.id)
+    return out
