@@ -283,9 +283,12 @@ def diagnose(
         sums = [0.0] if previous is None else [0.0, previous]
         if any(_close(got, base + local) for base in sums):
             return f"{name} equals the local derivative alone: multiply by d{out} (the chain rule)"
+        formula = bp.schedule[step - 1].formula.split("\n")[0]
         if any(_close(got, base + upstream) for base in sums):
-            formula = bp.schedule[step - 1].formula.split("\n")[0]
             return f"{name} equals d{out} alone: multiply by the local derivative of {formula} (the chain rule)"
+        if previous is None and upstream.shape == got.shape and _keeps_zeros(got, upstream):
+            return (f"{name} is zero wherever d{out} is, so the chain rule's × d{out} is there; the local derivative "
+                    f"is wrong: how does {formula} change when {target} changes?")  # fmt: skip
     where = _wrong_part(got, expected)
     if where:
         return f"{name}: {where}"
@@ -353,16 +356,25 @@ def _chain_parts(bp: BackwardPass, step: int, rule: Rule) -> tuple[str, torch.Te
     return out, upstream, local
 
 
+def _keeps_zeros(got: torch.Tensor, upstream: torch.Tensor) -> bool:
+    """got is 0 wherever the upstream gradient is (and that is somewhere, not everywhere): got = (...) * upstream."""
+    zero = upstream == 0
+    return bool(zero.any()) and not bool(zero.all()) and not bool(got[zero].any())
+
+
 def _wrong_part(got: torch.Tensor, expected: torch.Tensor) -> str | None:
-    """'only rows 3 and 7 are wrong (2 of 27)...' when the wrong entries keep to some rows or columns."""
+    """'only rows 3 and 7 are wrong (2 of 27)...' when the wrong entries keep to some rows or columns, and the rows
+    that match carry something: rows that match only because both are 0 say nothing about the rule."""
     bad = (got - expected).abs() > ALLCLOSE_ATOL + ALLCLOSE_RTOL * expected.abs()  # the lecture's allclose, entrywise
     if got.dim() == 0 or not bool(bad.any()):
         return None
+    informative = expected != 0
     for dim, what in ((0, "rows" if got.dim() > 1 else "entries"), (1, "columns")):
         if dim >= got.dim():
             break
         wrong = bad.movedim(dim, 0).flatten(1).any(1) if got.dim() > 1 else bad
-        if int(wrong.sum()) < wrong.numel():
+        carries = informative.movedim(dim, 0).flatten(1).any(1) if got.dim() > 1 else informative
+        if int(wrong.sum()) < wrong.numel() and bool((carries & ~wrong).any()):
             index = wrong.nonzero().flatten().tolist()
             shown = ", ".join(map(str, index[:8])) + (", ..." if len(index) > 8 else "")
             return f"only {what} {shown} are wrong ({len(index)} of {wrong.numel()}); the other {what} match autograd's"

@@ -425,3 +425,16 @@ def test_the_lectures_order_at_the_step_through_probs(atomic, autograd):
     # then dcounts below it: solved
     both = "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)\ndcounts = counts_sum_inv * dprobs"
     assert grade(atomic, step, both)["correct"]
+
+
+def test_columns_that_match_only_as_zeros_are_not_partly_right_and_a_wrong_local_derivative_is_named(atomic, autograd):
+    said, got = feedback(atomic, 2, "dprobs = probs * dlogprobs", "dprobs")
+    # the premise: every column that matches autograd's is 0 in both; the right columns carry nothing
+    matching = [j for j in range(27) if torch.allclose(got[:, j], autograd["probs"][:, j])]
+    assert matching and all(not autograd["probs"][:, j].any() and not got[:, j].any() for j in matching)
+    # and got is (something) * dlogprobs: zero where dlogprobs is
+    dlogprobs = autograd["logprobs"]
+    assert not got[dlogprobs == 0].any() and (dlogprobs == 0).any()
+    assert said == ["dprobs is zero wherever dlogprobs is, so the chain rule's × dlogprobs is there; the local "
+                    "derivative is wrong: how does logprobs = probs.log() change when probs changes?"]  # fmt: skip
+    assert not any("only" in s for s in said)
