@@ -436,7 +436,8 @@ def _first_wrong(run: _Run, checks: list[dict[str, Any]], env: dict[str, Any]) -
             continue
         grad, total = c["grad"], bp.totals[c["name"]]
         if c["line"] is None:
-            return {"line": None, "end_line": None, "code": "", "name": grad, "feedback": c["feedback"], "diff": None}
+            return {"line": None, "end_line": None, "code": "", "name": grad, "feedback": c["feedback"], "diff": None,
+                    "missing": None}  # fmt: skip
         stmt = next(s for s in reversed(run.statements) if s.lineno == c["line"])
         if done[grad] < total:
             paths = "paths" if total - done[grad] > 1 else "path"
@@ -478,12 +479,50 @@ def _contributions(bp: BackwardPass, name: str, got: torch.Tensor) -> int | None
     return None
 
 
+def _group_end(run: _Run, i: int, grad: str) -> int:
+    """The last of the statements from i that build the gradient together: each writes it, none makes it a right
+    partial sum (dlogits = softmax, dlogits[...] -= 1, dlogits /= n: only the last one's value is meant)."""
+    end = i
+    k, total = 0, run.bp.totals[grad[1:]]
+    for j in range(i + 1, len(run.statements)):
+        stmt = run.statements[j]
+        path = isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and _is_name(stmt.target, grad)
+        if path and (k := k + 1) < total:
+            break  # dx += ... adds another path: the lines before it made one contribution
+        wrote = next((k for name, k, _ in run.after[j] if name == grad), False)
+        if wrote is False:
+            if grad in writes(run.statements[j]):
+                break  # written, but not kept as a tensor: the group ends before it
+            continue
+        if wrote is not None:
+            break
+        end = j
+    return end
+
+
+def _divides_by_n(stmts: list[ast.stmt]) -> bool:
+    """Some statement divides by n (x / n, x /= n, 1.0/n * ...)."""
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.BinOp | ast.AugAssign) and isinstance(node.op, ast.Div):
+                right = node.right if isinstance(node, ast.BinOp) else node.value
+                if any(_is_name(x, "n") for x in ast.walk(right)):
+                    return True
+    return False
+
+
 def _wrong_line(
     run: _Run, i: int, stmt: ast.stmt, grad: str, got: torch.Tensor, done: dict[str, int]
 ) -> dict[str, Any]:
     bp, name = run.bp, grad[1:]
     total, k = bp.totals[name], done[grad]
-    last = not any(grad in writes(s) for s in run.statements[i + 1 :])
+    # the lines that build the gradient together are judged on the value the last of them leaves: the first of
+    # them alone is not wrong for not being the whole gradient yet
+    unread = any(done.get(r, 0) < bp.totals[r[1:]] for r in _reads(stmt) & run.grads if r != grad)
+    end = i if unread else _group_end(run, i, grad)  # a line that reads an incomplete gradient: it is the one
+    if end > i:
+        got = next(value for g, _, value in run.after[end] if g == grad)
+    last = not any(grad in writes(s) for s in run.statements[end + 1 :])
     if last or k + 1 >= total:  # the line finishes the gradient: autograd's is what it should be
         step, expected = bp.completed_at[name], bp.ref_grads[name]
     else:  # the line adds contribution k+1 of several
@@ -512,14 +551,31 @@ def _wrong_line(
         else:
             rule = next(r for r in bp.schedule[step - 1].rules if r.target == name)
             slip: Callable[[], str | None] = functools.partial(
-                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, run.own, grad, expected, i
+                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, run.own, grad, expected, end, i
             )
-            feedback.append(diagnose(bp, step, rule, grad, got, expected, slip))
+            said = diagnose(bp, step, rule, grad, got, expected, slip)
+            group = run.statements[i : end + 1]
+            n = bp.config.batch_size
+            if said.startswith(f"{grad} is {n}× ") and not _divides_by_n(group):
+                # the slip is a line (or a /n) that is not there: say where it goes, and blame no line that is there
+                after = group[-1].end_lineno or group[-1].lineno
+                span = f"line {stmt.lineno}" if end == i else f"lines {stmt.lineno}–{after}"
+                missing = f"{grad} /= n"
+                feedback += [said, f"no line divides {grad} by n ({span} make it): the line `{missing}` is missing "
+                             f"after line {after}"]  # fmt: skip
+                found = _line(run, stmt, grad, feedback, tensor_public(got - expected), end)
+                return found | {"line": None, "end_line": None, "missing": {"after": after, "code": missing}}
+            feedback.append(said)
         diff = tensor_public(got - expected)
-    return _line(run, stmt, grad, feedback, diff)
+    return _line(run, stmt, grad, feedback, diff, end)
 
 
-def _line(run: _Run, stmt: ast.stmt, grad: str, feedback: list[str], diff: Any) -> dict[str, Any]:
-    end = stmt.end_lineno or stmt.lineno
+def _line(
+    run: _Run, stmt: ast.stmt, grad: str, feedback: list[str], diff: Any, upto: int | None = None
+) -> dict[str, Any]:
+    """The first wrong line (or the lines from it to statement `upto` that build the gradient together)."""
+    last = run.statements[upto] if upto is not None else stmt
+    end = last.end_lineno or last.lineno
     code = "\n".join(run.cell.text.split("\n")[stmt.lineno - 1 : end])
-    return {"line": stmt.lineno, "end_line": end, "code": code, "name": grad, "feedback": feedback, "diff": diff}
+    return {"line": stmt.lineno, "end_line": end, "code": code, "name": grad, "feedback": feedback, "diff": diff,
+            "missing": None}  # fmt: skip

@@ -407,10 +407,12 @@ def dim_slip(
     name: str,
     expected: torch.Tensor,
     upto: int | None = None,
+    start: int | None = None,
 ) -> str | None:
     """Runs the learner's code again with a .sum / .mean / .max / softmax over another dim: is that the slip?
 
-    upto: a whole cell's wrong statement (its index): the cell is rerun up to it, with the change in it alone.
+    upto: a whole cell's wrong statement (its index): the cell is rerun up to it, with the change in it alone, or
+    in the statements from `start` to it (the lines that build one gradient together: softmax, -= 1, /= n).
     cost: what the check has spent so far (the reruns add to it); own: what its own run spent, of which the reruns
     together may spend rerun_limit(own).
     """
@@ -418,7 +420,7 @@ def dim_slip(
     tree = ast.parse(source)
     if upto is not None:
         tree.body = tree.body[: upto + 1]
-        lines = tree.body[-1:]
+        lines = tree.body[upto if start is None else start :]
     else:
         lines = [stmt for stmt in tree.body if _writes(stmt) == name]  # the slip sits in the gradient's own lines
     if any(isinstance(node, ast.For) for stmt in (tree.body if upto is None else lines) for node in ast.walk(stmt)):
