@@ -104,6 +104,8 @@ class CmpPublic(BaseModel):
     shape_ok: bool
     shape: list[int] | None = None  # the manual gradient's shape
     expected_shape: list[int] | None = None  # the reference's: the tensor's own shape
+    # where the shapes differ (maxdiff, max_rel, rel_err null): a line to print instead of the missing numbers
+    shape_mismatch: str | None = None
 
 
 class NumericPublic(BaseModel):
