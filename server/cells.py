@@ -556,10 +556,10 @@ def _wrong_line(
             said = diagnose(bp, step, rule, grad, got, expected, slip)
             group = run.statements[i : end + 1]
             n = bp.config.batch_size
-            if said.startswith(f"{grad} is {n}× ") and not _divides_by_n(group):
+            if end > i and said.startswith(f"{grad} is {n}× ") and not _divides_by_n(group):
                 # the slip is a line (or a /n) that is not there: say where it goes, and blame no line that is there
                 after = group[-1].end_lineno or group[-1].lineno
-                span = f"line {stmt.lineno}" if end == i else f"lines {stmt.lineno}–{after}"
+                span = f"lines {stmt.lineno}–{after}"
                 missing = f"{grad} /= n"
                 feedback += [said, f"no line divides {grad} by n ({span} make it): the line `{missing}` is missing "
                              f"after line {after}"]  # fmt: skip
