@@ -511,6 +511,37 @@ def _divides_by_n(stmts: list[ast.stmt]) -> bool:
     return False
 
 
+def _missing_one_hot(
+    bp: BackwardPass, grad: str, got: torch.Tensor, expected: torch.Tensor, group: list[ast.stmt]
+) -> tuple[int, str, str] | None:
+    """(after which line, the line, by how much) where got misses only the cross-entropy's one-hot: softmax(logits)
+    without dlogits[range(n), Yb] -= 1, the notebook's second line of Exercise 2."""
+    n, Yb = bp.config.batch_size, bp.values["Yb"]
+    if got.dim() != 2 or got.shape[0] != n or not isinstance(Yb, torch.Tensor) or got.shape[1] <= int(Yb.max()):
+        return None  # not a (n, vocab) gradient
+    diff = (got - expected).double()
+    picked = torch.zeros_like(diff, dtype=torch.bool)
+    picked[torch.arange(n), Yb] = True
+    c = float(diff[picked].mean())
+    scale = float(expected.abs().max())
+    if (
+        c == 0.0
+        or float(diff[~picked].abs().max()) > 1e-5 * scale
+        or float((diff[picked] - c).abs().max()) > 1e-4 * abs(c)
+    ):
+        return None
+    divides = [k for k, stmt in enumerate(group) if isinstance(stmt, ast.AugAssign) and _divides_by_n([stmt])]
+    if abs(c * n - 1) < 1e-3 and divides and divides[0] > 0:  # before the /= n: -= 1, as the notebook writes it
+        before = group[divides[0] - 1]
+        return before.end_lineno or before.lineno, f"{grad}[range(n), Yb] -= 1", "1/n"
+    last = group[-1].end_lineno or group[-1].lineno
+    if abs(c * n - 1) < 1e-3:
+        return last, f"{grad}[range(n), Yb] -= 1/n", "1/n"
+    if abs(c - 1) < 1e-3:
+        return last, f"{grad}[range(n), Yb] -= 1", "1"
+    return None
+
+
 def _wrong_line(
     run: _Run, i: int, stmt: ast.stmt, grad: str, got: torch.Tensor, done: dict[str, int]
 ) -> dict[str, Any]:
@@ -553,9 +584,16 @@ def _wrong_line(
             slip: Callable[[], str | None] = functools.partial(
                 dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, run.own, grad, expected, end, i
             )
-            said = diagnose(bp, step, rule, grad, got, expected, slip)
             group = run.statements[i : end + 1]
             n = bp.config.batch_size
+            one_hot = _missing_one_hot(bp, grad, got, expected, group)
+            if one_hot is not None:
+                after, missing, by = one_hot
+                feedback.append(f"{grad} differs from autograd's only at [range(n), Yb], each by {by}: the line "
+                                f"`{missing}` is missing after line {after}")  # fmt: skip
+                found = _line(run, stmt, grad, feedback, tensor_public(got - expected), end)
+                return found | {"line": None, "end_line": None, "missing": {"after": after, "code": missing}}
+            said = diagnose(bp, step, rule, grad, got, expected, slip)
             if end > i and said.startswith(f"{grad} is {n}× ") and not _divides_by_n(group):
                 # the slip is a line (or a /n) that is not there: say where it goes, and blame no line that is there
                 after = group[-1].end_lineno or group[-1].lineno

@@ -466,3 +466,20 @@ def test_exercise_1s_cell_names_a_missing_chain_factor_and_a_missing_division(pa
     first = grade_cell(bp, EXERCISE_1.replace("= -1.0/n", "= -1.0"))["first_wrong"]
     assert first["line"] is None and first["missing"] == {"after": 2, "code": "dlogprobs /= n"}
     assert first["feedback"][0] == "dlogprobs is 32× autograd's — n is 32: did you forget /n?"
+
+
+def test_a_left_out_one_hot_line_in_exercise_2s_cell_is_named_where_it_goes(passes):
+    bp = passes["fused_ce"]
+    cell = EXERCISE_2.replace("dlogits[range(n), Yb] -= 1\n", "")
+    # the premise: the cell's dlogits is autograd's plus 1/n at [range(n), Yb], and only there
+    diff = _final(bp, cell, "dlogits") - bp.ref_grads["logits"]
+    n, Yb = 32, bp.values["Yb"]
+    assert torch.allclose(diff[range(n), Yb], torch.full((n,), 1 / n))
+    diff[range(n), Yb] = 0
+    assert float(diff.abs().max()) < 1e-6
+    first = grade_cell(bp, cell)["first_wrong"]
+    assert first["line"] is None and first["missing"] == {"after": 1, "code": "dlogits[range(n), Yb] -= 1"}
+    assert first["feedback"] == [
+        "dlogits differs from autograd's only at [range(n), Yb], each by 1/n: the line `dlogits[range(n), Yb] -= 1` "
+        "is missing after line 1"
+    ]
