@@ -856,5 +856,6 @@ def where_wrong(
     slip = "; ".join(first["feedback"]) or f"{first['name']} differs from autograd's"
     if first["line"] is None:
         return f"{first['name']}: {slip}"
-    line = first["code"].split("\n")[0].strip()
-    return f"line {first['line']} `{line}`: {slip}"
+    if first["end_line"] != first["line"]:  # the lines that build the gradient together: the slip is in one of them
+        return f"lines {first['line']}–{first['end_line']}, which make {first['name']}: {slip}"
+    return f"line {first['line']} `{first['code'].strip()}`: {slip}"

@@ -301,7 +301,7 @@ class Training:
             said = ", ".join(f"d{k} (max |diff| {_num(v)})" for k, v in wrong.items())
             checks = f"{who} disagrees with autograd from the check at step {step}: {said}"
             if self.wrong_line:
-                checks += f"; first wrong line: {self.wrong_line}"
+                checks += f"; Exercise 4's cell check of your block: {self.wrong_line}"
         else:
             checks = (
                 f"{who} agreed with autograd at all {self.checks_done:,} checks (largest max |diff| "

@@ -386,8 +386,8 @@ def test_a_wrong_blocks_verdict_names_its_first_wrong_line_and_the_slip(lecture_
     verdict = training.verdict(status)
     assert verdict.startswith("your backward disagrees with autograd from the check at step 0: ")
     assert (
-        "; first wrong line: line 7 `dh = dlogits @ W2.T * n`: dh is 32× autograd's — n is 32: did you forget "
-        "/n?" in verdict
+        "; Exercise 4's cell check of your block: line 7 `dh = dlogits @ W2.T * n`: dh is 32× autograd's — n is "
+        "32: did you forget /n?" in verdict
     )
 
 
