@@ -147,7 +147,8 @@ BUGS: dict[str, Bug] = {
             "dbnraw = dhpreact   # bngain * missing",
             lambda v, d: d.hpreact,
             "hpreact = bngain * bnraw + bnbias, so dbnraw = bngain * dhpreact. With init=zero_bias "
-            "(bngain = 1, biases 0) the missing factor is 1 and the check says exact.",
+            "(bngain = 1, biases 0) the missing factor is 1 and the check passes: approximate (≈), off by float "
+            "rounding alone, not exact, so nothing shows the bug.",
             "Tests with 'clean' initialisations (ones and zeros) pass; use small random gains and biases, "
             "as the lecture does, to catch rules that multiply by them.",
         ),

@@ -18,7 +18,16 @@ from typing import Any
 
 import torch
 
-from .challenge import context, diagnose, dim_slip, same_entries, shape_feedback, shape_note, step_names
+from .challenge import (
+    context,
+    diagnose,
+    dim_slip,
+    same_entries,
+    shape_feedback,
+    shape_note,
+    step_names,
+    writes,
+)
 from .engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
 from .graph import CMP_ORDER, MODES_BY_NAME, PARAM_NAMES, Op, backward_schedule, nodes_for_mode
 from .sandbox import Cost, Names, Refused, check_program, evaluate, read
@@ -250,25 +259,6 @@ def _fmt(shape: torch.Size) -> str:
 # --- grading -----------------------------------------------------------------------------------------------------
 
 
-def writes(stmt: ast.stmt) -> set[str]:
-    """The names a statement assigns or changes in place (x = ..., x[i] += ..., x.index_add_(...), in loops too)."""
-    out: set[str] = set()
-    for node in ast.walk(stmt):
-        target = None
-        if isinstance(node, ast.Assign):
-            target = node.targets[0]
-        elif isinstance(node, ast.AugAssign):
-            target = node.target
-        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-            func = node.value.func
-            target = func.value if isinstance(func, ast.Attribute) else None
-        while isinstance(target, ast.Subscript):
-            target = target.value
-        if isinstance(target, ast.Name):
-            out.add(target.id)
-    return out
-
-
 def _reads(stmt: ast.stmt) -> set[str]:
     return {node.id for node in ast.walk(stmt) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
@@ -446,7 +436,8 @@ def _first_wrong(run: _Run, checks: list[dict[str, Any]], env: dict[str, Any]) -
             continue
         grad, total = c["grad"], bp.totals[c["name"]]
         if c["line"] is None:
-            return {"line": None, "end_line": None, "code": "", "name": grad, "feedback": c["feedback"], "diff": None}
+            return {"line": None, "end_line": None, "code": "", "name": grad, "feedback": c["feedback"], "diff": None,
+                    "missing": None}  # fmt: skip
         stmt = next(s for s in reversed(run.statements) if s.lineno == c["line"])
         if done[grad] < total:
             paths = "paths" if total - done[grad] > 1 else "path"
@@ -488,12 +479,81 @@ def _contributions(bp: BackwardPass, name: str, got: torch.Tensor) -> int | None
     return None
 
 
+def _group_end(run: _Run, i: int, grad: str) -> int:
+    """The last of the statements from i that build the gradient together: each writes it, none makes it a right
+    partial sum (dlogits = softmax, dlogits[...] -= 1, dlogits /= n: only the last one's value is meant)."""
+    end = i
+    k, total = 0, run.bp.totals[grad[1:]]
+    for j in range(i + 1, len(run.statements)):
+        stmt = run.statements[j]
+        path = isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and _is_name(stmt.target, grad)
+        if path and (k := k + 1) < total:
+            break  # dx += ... adds another path: the lines before it made one contribution
+        wrote = next((k for name, k, _ in run.after[j] if name == grad), False)
+        if wrote is False:
+            if grad in writes(run.statements[j]):
+                break  # written, but not kept as a tensor: the group ends before it
+            continue
+        if wrote is not None:
+            break
+        end = j
+    return end
+
+
+def _divides_by_n(stmts: list[ast.stmt]) -> bool:
+    """Some statement divides by n (x / n, x /= n, 1.0/n * ...)."""
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.BinOp | ast.AugAssign) and isinstance(node.op, ast.Div):
+                right = node.right if isinstance(node, ast.BinOp) else node.value
+                if any(_is_name(x, "n") for x in ast.walk(right)):
+                    return True
+    return False
+
+
+def _missing_one_hot(
+    bp: BackwardPass, grad: str, got: torch.Tensor, expected: torch.Tensor, group: list[ast.stmt]
+) -> tuple[int, str, str] | None:
+    """(after which line, the line, by how much) where got misses only the cross-entropy's one-hot: softmax(logits)
+    without dlogits[range(n), Yb] -= 1, the notebook's second line of Exercise 2."""
+    n, Yb = bp.config.batch_size, bp.values["Yb"]
+    if got.dim() != 2 or got.shape[0] != n or not isinstance(Yb, torch.Tensor) or got.shape[1] <= int(Yb.max()):
+        return None  # not a (n, vocab) gradient
+    diff = (got - expected).double()
+    picked = torch.zeros_like(diff, dtype=torch.bool)
+    picked[torch.arange(n), Yb] = True
+    c = float(diff[picked].mean())
+    scale = float(expected.abs().max())
+    if (
+        c == 0.0
+        or float(diff[~picked].abs().max()) > 1e-5 * scale
+        or float((diff[picked] - c).abs().max()) > 1e-4 * abs(c)
+    ):
+        return None
+    divides = [k for k, stmt in enumerate(group) if isinstance(stmt, ast.AugAssign) and _divides_by_n([stmt])]
+    if abs(c * n - 1) < 1e-3 and divides and divides[0] > 0:  # before the /= n: -= 1, as the notebook writes it
+        before = group[divides[0] - 1]
+        return before.end_lineno or before.lineno, f"{grad}[range(n), Yb] -= 1", "1/n"
+    last = group[-1].end_lineno or group[-1].lineno
+    if abs(c * n - 1) < 1e-3:
+        return last, f"{grad}[range(n), Yb] -= 1/n", "1/n"
+    if abs(c - 1) < 1e-3:
+        return last, f"{grad}[range(n), Yb] -= 1", "1"
+    return None
+
+
 def _wrong_line(
     run: _Run, i: int, stmt: ast.stmt, grad: str, got: torch.Tensor, done: dict[str, int]
 ) -> dict[str, Any]:
     bp, name = run.bp, grad[1:]
     total, k = bp.totals[name], done[grad]
-    last = not any(grad in writes(s) for s in run.statements[i + 1 :])
+    # the lines that build the gradient together are judged on the value the last of them leaves: the first of
+    # them alone is not wrong for not being the whole gradient yet
+    unread = any(done.get(r, 0) < bp.totals[r[1:]] for r in _reads(stmt) & run.grads if r != grad)
+    end = i if unread else _group_end(run, i, grad)  # a line that reads an incomplete gradient: it is the one
+    if end > i:
+        got = next(value for g, _, value in run.after[end] if g == grad)
+    last = not any(grad in writes(s) for s in run.statements[end + 1 :])
     if last or k + 1 >= total:  # the line finishes the gradient: autograd's is what it should be
         step, expected = bp.completed_at[name], bp.ref_grads[name]
     else:  # the line adds contribution k+1 of several
@@ -522,14 +582,38 @@ def _wrong_line(
         else:
             rule = next(r for r in bp.schedule[step - 1].rules if r.target == name)
             slip: Callable[[], str | None] = functools.partial(
-                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, run.own, grad, expected, i
+                dim_slip, run.cell.program, run.ctx, run.wanted, run.cost, run.own, grad, expected, end, i
             )
-            feedback.append(diagnose(bp, step, rule, grad, got, expected, slip))
+            group = run.statements[i : end + 1]
+            n = bp.config.batch_size
+            one_hot = _missing_one_hot(bp, grad, got, expected, group)
+            if one_hot is not None:
+                after, missing, by = one_hot
+                feedback.append(f"{grad} differs from autograd's only at [range(n), Yb], each by {by}: the line "
+                                f"`{missing}` is missing after line {after}")  # fmt: skip
+                found = _line(run, stmt, grad, feedback, tensor_public(got - expected), end)
+                return found | {"line": None, "end_line": None, "missing": {"after": after, "code": missing}}
+            said = diagnose(bp, step, rule, grad, got, expected, slip)
+            if end > i and said.startswith(f"{grad} is {n}× ") and not _divides_by_n(group):
+                # the slip is a line (or a /n) that is not there: say where it goes, and blame no line that is there
+                after = group[-1].end_lineno or group[-1].lineno
+                span = f"lines {stmt.lineno}–{after}"
+                missing = f"{grad} /= n"
+                feedback += [said, f"no line divides {grad} by n ({span} make it): the line `{missing}` is missing "
+                             f"after line {after}"]  # fmt: skip
+                found = _line(run, stmt, grad, feedback, tensor_public(got - expected), end)
+                return found | {"line": None, "end_line": None, "missing": {"after": after, "code": missing}}
+            feedback.append(said)
         diff = tensor_public(got - expected)
-    return _line(run, stmt, grad, feedback, diff)
+    return _line(run, stmt, grad, feedback, diff, end)
 
 
-def _line(run: _Run, stmt: ast.stmt, grad: str, feedback: list[str], diff: Any) -> dict[str, Any]:
-    end = stmt.end_lineno or stmt.lineno
+def _line(
+    run: _Run, stmt: ast.stmt, grad: str, feedback: list[str], diff: Any, upto: int | None = None
+) -> dict[str, Any]:
+    """The first wrong line (or the lines from it to statement `upto` that build the gradient together)."""
+    last = run.statements[upto] if upto is not None else stmt
+    end = last.end_lineno or last.lineno
     code = "\n".join(run.cell.text.split("\n")[stmt.lineno - 1 : end])
-    return {"line": stmt.lineno, "end_line": end, "code": code, "name": grad, "feedback": feedback, "diff": diff}
+    return {"line": stmt.lineno, "end_line": end, "code": code, "name": grad, "feedback": feedback, "diff": diff,
+            "missing": None}  # fmt: skip

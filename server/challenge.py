@@ -172,6 +172,11 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
     cost = Cost()
     env = evaluate(source, ctx["scope"], ctx["shared"], ctx["mutable"], ctx["later"], wanted=wanted, cost=cost)
     own = replace(cost)  # what the check's own run spent: its feedback's reruns are budgeted from it
+    # a step that makes several gradients takes them one at a time, in any order (the lecture writes
+    # dcounts_sum_inv before dcounts): what the code writes is graded, the rest is still to write
+    assigned = set().union(*map(writes, ast.parse(source).body))
+    written = [name for name in wanted if name in assigned]
+    remaining = [name for name in wanted if name not in assigned]
     results = []
     for rule in ctx["op"].rules:
         target = rule.target
@@ -182,8 +187,14 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         expected = bp.ref_grads[target] if complete else bp.grad_at(target, step)
         assert expected is not None
         item: dict[str, Any] = {"name": name, "expected_shape": list(expected.shape), "complete": complete,
-                                "contribution": [done, total], "feedback": [], "cmp": None, "diff": None}  # fmt: skip
+                                "contribution": [done, total], "feedback": [], "cmp": None, "diff": None,
+                                "written": name in assigned}  # fmt: skip
         results.append(item)
+        if name in remaining and written:
+            others = ", ".join(n for n in written)
+            item["feedback"].append(f"{name} is still to write: this step makes {name} too ({others} graded "
+                                    "without it)")  # fmt: skip
+            continue
         got = env.get(name)
         if not isinstance(got, torch.Tensor):
             item["feedback"].append(
@@ -232,6 +243,9 @@ def grade(bp: BackwardPass, step: int, source: str) -> dict[str, Any]:
         "formula": ctx["op"].formula,
         "correct": all(r["cmp"] is not None and r["cmp"]["approx"] for r in results),
         "results": results,
+        "written": written,
+        "remaining": remaining,
+        "right": [r["name"] for r in results if r["cmp"] is not None and r["cmp"]["approx"]],
     }
 
 
@@ -269,9 +283,12 @@ def diagnose(
         sums = [0.0] if previous is None else [0.0, previous]
         if any(_close(got, base + local) for base in sums):
             return f"{name} equals the local derivative alone: multiply by d{out} (the chain rule)"
+        formula = bp.schedule[step - 1].formula.split("\n")[0]
         if any(_close(got, base + upstream) for base in sums):
-            formula = bp.schedule[step - 1].formula.split("\n")[0]
             return f"{name} equals d{out} alone: multiply by the local derivative of {formula} (the chain rule)"
+        if previous is None and upstream.shape == got.shape and _keeps_zeros(got, upstream):
+            return (f"{name} is zero wherever d{out} is, so the chain rule's × d{out} is there; the local derivative "
+                    f"is wrong: how does {formula} change when {target} changes?")  # fmt: skip
     where = _wrong_part(got, expected)
     if where:
         return f"{name}: {where}"
@@ -339,16 +356,25 @@ def _chain_parts(bp: BackwardPass, step: int, rule: Rule) -> tuple[str, torch.Te
     return out, upstream, local
 
 
+def _keeps_zeros(got: torch.Tensor, upstream: torch.Tensor) -> bool:
+    """got is 0 wherever the upstream gradient is (and that is somewhere, not everywhere): got = (...) * upstream."""
+    zero = upstream == 0
+    return bool(zero.any()) and not bool(zero.all()) and not bool(got[zero].any())
+
+
 def _wrong_part(got: torch.Tensor, expected: torch.Tensor) -> str | None:
-    """'only rows 3 and 7 are wrong (2 of 27)...' when the wrong entries keep to some rows or columns."""
+    """'only rows 3 and 7 are wrong (2 of 27)...' when the wrong entries keep to some rows or columns, and the rows
+    that match carry something: rows that match only because both are 0 say nothing about the rule."""
     bad = (got - expected).abs() > ALLCLOSE_ATOL + ALLCLOSE_RTOL * expected.abs()  # the lecture's allclose, entrywise
     if got.dim() == 0 or not bool(bad.any()):
         return None
+    informative = expected != 0
     for dim, what in ((0, "rows" if got.dim() > 1 else "entries"), (1, "columns")):
         if dim >= got.dim():
             break
         wrong = bad.movedim(dim, 0).flatten(1).any(1) if got.dim() > 1 else bad
-        if int(wrong.sum()) < wrong.numel():
+        carries = informative.movedim(dim, 0).flatten(1).any(1) if got.dim() > 1 else informative
+        if int(wrong.sum()) < wrong.numel() and bool((carries & ~wrong).any()):
             index = wrong.nonzero().flatten().tolist()
             shown = ", ".join(map(str, index[:8])) + (", ..." if len(index) > 8 else "")
             return f"only {what} {shown} are wrong ({len(index)} of {wrong.numel()}); the other {what} match autograd's"
@@ -381,10 +407,12 @@ def dim_slip(
     name: str,
     expected: torch.Tensor,
     upto: int | None = None,
+    start: int | None = None,
 ) -> str | None:
     """Runs the learner's code again with a .sum / .mean / .max / softmax over another dim: is that the slip?
 
-    upto: a whole cell's wrong statement (its index): the cell is rerun up to it, with the change in it alone.
+    upto: a whole cell's wrong statement (its index): the cell is rerun up to it, with the change in it alone, or
+    in the statements from `start` to it (the lines that build one gradient together: softmax, -= 1, /= n).
     cost: what the check has spent so far (the reruns add to it); own: what its own run spent, of which the reruns
     together may spend rerun_limit(own).
     """
@@ -392,7 +420,7 @@ def dim_slip(
     tree = ast.parse(source)
     if upto is not None:
         tree.body = tree.body[: upto + 1]
-        lines = tree.body[-1:]
+        lines = tree.body[upto if start is None else start :]
     else:
         lines = [stmt for stmt in tree.body if _writes(stmt) == name]  # the slip sits in the gradient's own lines
     if any(isinstance(node, ast.For) for stmt in (tree.body if upto is None else lines) for node in ast.walk(stmt)):
@@ -500,3 +528,28 @@ def _writes(stmt: ast.stmt) -> str | None:
     while isinstance(target, ast.Subscript):
         target = target.value
     return target.id if isinstance(target, ast.Name) else None
+
+
+def writes(stmt: ast.stmt) -> set[str]:
+    """The names a statement assigns or changes in place (x = ..., x[i] += ..., a, b = ..., x.index_add_(...),
+    in loops too)."""
+    out: set[str] = set()
+    for node in ast.walk(stmt):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            targets = [func.value] if isinstance(func, ast.Attribute) else []
+        while targets:
+            target = targets.pop()
+            if isinstance(target, ast.Tuple | ast.List):
+                targets += target.elts
+                continue
+            while isinstance(target, ast.Subscript | ast.Starred):
+                target = target.value
+            if isinstance(target, ast.Name):
+                out.add(target.id)
+    return out

@@ -70,8 +70,9 @@ def compare(manual: torch.Tensor, ref: torch.Tensor) -> dict[str, object]:
     shapes = {"shape": list(manual.shape), "expected_shape": list(ref.shape)}
     if manual.shape != ref.shape:
         # no difference exists between tensors of different shapes: no number stands in for one
+        mismatch = f"shape {_fmt(manual.shape)} against autograd's {_fmt(ref.shape)}: no difference to measure"
         return {"exact": False, "approx": False, "maxdiff": None, "max_rel": None, "rel_err": None,
-                "shape_ok": False, **shapes}  # fmt: skip
+                "shape_ok": False, **shapes, "shape_mismatch": mismatch}  # fmt: skip
     if torch.equal(manual, ref):  # half the atomic nodes: nothing else to compute
         return {"exact": True, "approx": True, "maxdiff": 0.0, "max_rel": 0.0, "rel_err": 0.0, "shape_ok": True,
                 **shapes}  # fmt: skip
@@ -91,18 +92,31 @@ def compare(manual: torch.Tensor, ref: torch.Tensor) -> dict[str, object]:
         "approx": approx,
         "maxdiff": maxdiff,
         "max_rel": rel.max().item() if rel.numel() else 0.0,
-        "rel_err": _rel_err(maxdiff, ref),
+        "rel_err": _rel_err(maxdiff, ref, manual),
         "shape_ok": True,
         **shapes,
     }
 
 
-def _rel_err(maxdiff: float, ref: torch.Tensor) -> float:
-    """max|manual - ref| / max|ref|: one size per error, n vs n-1 (~3%) apart from a lost += (~100%)."""
+# autograd's gradient is negligible (0 up to its rounding: dlogit_maxes) below this fraction of the manual one's
+# size: the manual one's scale measures the error instead (a relative error of ~100%, not of millions of %)
+NEGLIGIBLE_SCALE = 1e-4
+
+
+def _rel_err(maxdiff: float, ref: torch.Tensor, manual: torch.Tensor) -> float:
+    """max|manual - ref| / max|ref|: one size per error, n vs n-1 (~3%) apart from a lost += (~100%); where
+    autograd's gradient is ~0, the manual gradient's largest entry is the scale."""
     scale = ref.abs().max().item() if ref.numel() else 0.0
+    theirs = manual.abs().max().item() if manual.numel() else 0.0
+    if math.isfinite(theirs) and scale < NEGLIGIBLE_SCALE * theirs:
+        scale = theirs
     if scale == 0.0:
         return 0.0 if maxdiff == 0.0 else math.inf
     return maxdiff / scale
+
+
+def _fmt(shape: torch.Size) -> str:
+    return "(" + ",".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 class Comparisons(Mapping[str, dict[str, object]]):

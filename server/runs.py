@@ -292,7 +292,7 @@ class RunStore:
             if row is None:
                 return None
             if row["status"] == "queued":
-                self._end(db, run_id, "cancelled", "cancelled before it started")
+                self._end(db, run_id, "cancelled", "cancelled by its owner before it started")
             elif row["status"] == "running":
                 db.execute("UPDATE runs SET cancel = 1 WHERE id = ?", (run_id,))
         return self.get(run_id)
@@ -395,7 +395,7 @@ class RunStore:
                 "SELECT id FROM runs WHERE status = 'queued' AND keep_running = 0 AND watched < ?",
                 (now - self.limits.watch_grace_s,),
             ).fetchall():
-                self._end(db, row["id"], "cancelled", "nobody was watching it (start it with keep running)")
+                self._end(db, row["id"], "cancelled", "stopped: nobody was watching it (start it with keep running)")
             if self.limits.keep_ended:
                 ended = ", ".join(f"'{s}'" for s in ENDED)
                 db.execute(
@@ -431,7 +431,9 @@ class RunStore:
         with self._db(immediate=True) as db:
             row = db.execute("SELECT cancel FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is not None:
-                self._end(db, run_id, *(("cancelled", "cancelled") if row["cancel"] else ("failed", reason)))
+                self._end(
+                    db, run_id, *(("cancelled", "cancelled by its owner") if row["cancel"] else ("failed", reason))
+                )
 
     # --- the worker --------------------------------------------------------------------------------
 

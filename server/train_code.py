@@ -27,7 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .cells import split_cell
+from .cells import grade_cell, split_cell
+from .config import ModelConfig
+from .engine import backward_from
 from .forward import run_forward
 from .graph import PARAM_NAMES, TRAINED_MODE, ops_for_mode
 from .layers import LAYERS
@@ -836,3 +838,24 @@ class CodeBackward:
         logits, grads, _ = self.grads(Xb, Yb)
         torch._foreach_add_(self.params, grads, alpha=-lr)
         return logits, Yb
+
+
+def where_wrong(
+    code: str, config: ModelConfig, params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor
+) -> str | None:
+    """The block's first wrong line and its slip, as Exercise 4's whole-cell check says them on this batch; None
+    where the check finds no wrong line (or cannot run the block as a cell)."""
+    try:
+        with torch.enable_grad():  # the training step runs without autograd; the check's reference needs it
+            graded = grade_cell(backward_from(config, TRAINED_MODE, params, Xb, Yb), code)
+    except Refused:
+        return None
+    first = graded["first_wrong"]
+    if first is None:
+        return None
+    slip = "; ".join(first["feedback"]) or f"{first['name']} differs from autograd's"
+    if first["line"] is None:
+        return f"{first['name']}: {slip}"
+    if first["end_line"] != first["line"]:  # the lines that build the gradient together: the slip is in one of them
+        return f"lines {first['line']}–{first['end_line']}, which make {first['name']}: {slip}"
+    return f"line {first['line']} `{first['code'].strip()}`: {slip}"

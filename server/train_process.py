@@ -43,10 +43,10 @@ KILL_AFTER_S = 5  # past its CPU-time limit (SIGXCPU) the kernel kills the proce
 PACE_AFTER_S = 5.0  # CPU seconds of steps before the run's pace is judged against its limit
 REASONS = {
     "diverged": "the loss became NaN or infinite (learning rate too large?)",
-    "abandoned": "nobody was watching it (start it with keep running)",
+    "abandoned": "stopped: nobody was watching it (start it with keep running)",
     "interrupted": "the server (or worker) stopped while it trained",
     "deleted": None,
-    "cancelled": "cancelled",
+    "cancelled": "cancelled by its owner",
 }
 
 

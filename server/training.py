@@ -19,7 +19,7 @@ from .engine import init_params
 from .evaluation import calibrate_bn, sample_names, split_loss
 from .graph import PARAM_NAMES, PARAMS
 from .layers import LAYERS
-from .train_code import CodeBackward
+from .train_code import CodeBackward, where_wrong
 from .train_config import MAX_LR as MAX_LR  # re-exported: web/schemas.py imports them from here
 from .train_config import TRAIN_BOUNDS as TRAIN_BOUNDS
 from .train_config import TrainConfig
@@ -163,6 +163,7 @@ class Training:
         self.checks_done = 0
         self.worst_check: float | None = 0.0  # the largest maxdiff of every check (None: one was not finite)
         self.first_wrong: tuple[int, dict[str, float | None]] | None = None  # the first check that failed
+        self.wrong_line: str | None = None  # the learner's block at that check: its first wrong line, its slip
         self.ud: list[list[Any]] = []
         self.saturation: list[list[Any]] = []
         self.started = clock()
@@ -210,6 +211,10 @@ class Training:
             maxdiff = {k: _finite(float((a - b).abs().max())) for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True)}
             scale = max(float(b.abs().max()) for b in ref)
             wrong = [k for k in PARAM_NAMES if not _agrees(maxdiff[k], scale)]
+            if wrong and self.first_wrong is None and cfg.code is not None:
+                # once, at the first check that fails: the whole-cell check of the block names its wrong line
+                params = dict(zip(PARAM_NAMES, self.manual.params, strict=True))
+                self.wrong_line = where_wrong(cfg.code, cfg.model(), params, Xb, Yb)
             self.record_check(i, maxdiff, wrong, last=i == total - 1)
         if i in self.checkpoints:
             weights = dict(zip(PARAM_NAMES, grads, strict=True))
@@ -286,15 +291,20 @@ class Training:
 
     def verdict(self, status: str) -> str | None:
         """What a run with the learner's backward shows: do the checks agree with autograd, and did the loss fall."""
-        if self.config.backward != "code" or self.checks_done == 0:
+        who = {"code": "your backward", "manual": "the manual backward"}.get(self.config.backward)
+        if who is None:
+            checks = "trained on autograd's gradients"
+        elif self.checks_done == 0:
             return None
-        if self.first_wrong is not None:
+        elif self.first_wrong is not None:
             step, wrong = self.first_wrong
             said = ", ".join(f"d{k} (max |diff| {_num(v)})" for k, v in wrong.items())
-            checks = f"your backward disagrees with autograd from the check at step {step}: {said}"
+            checks = f"{who} disagrees with autograd from the check at step {step}: {said}"
+            if self.wrong_line:
+                checks += f"; Exercise 4's cell check of your block: {self.wrong_line}"
         else:
             checks = (
-                f"your backward agreed with autograd at all {self.checks_done:,} checks (largest max |diff| "
+                f"{who} agreed with autograd at all {self.checks_done:,} checks (largest max |diff| "
                 f"{_num(self.worst_check)}; {CHECK_RTOL:g} x the largest gradient entry counts as equal)"
             )
         done = self.flushed

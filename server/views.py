@@ -9,7 +9,7 @@ import torch
 from .bugs import WrongRule
 from .data import Dataset
 from .engine import BackwardPass
-from .graph import MODES_BY_NAME, NODES, nodes_for_mode
+from .graph import MODES_BY_NAME, NODES, Rule, nodes_for_mode
 from .layout import graph_layout
 from .serialize import cmp_public, finite_or_none, tensor_public
 
@@ -24,6 +24,14 @@ def _shape(t: object) -> list[int]:
 
 def _fmt(shape: list[int]) -> str:
     return "(" + ",".join(str(s) for s in shape) + ")"
+
+
+def _made_shape(bp: BackwardPass, op: str, rule: Rule) -> list[int]:
+    """The shape the rule's line makes: the tensor's own for a right rule; the bug lab's line, what it makes."""
+    if not isinstance(rule, WrongRule):
+        return _shape(bp.values[rule.target])
+    made = [c.grad for c in bp.contributions(rule.target, bp.total_steps) if c.op == op]
+    return _shape(made[0]) if made else _shape(bp.values[rule.target])
 
 
 def build_graph(bp: BackwardPass) -> dict[str, Any]:
@@ -66,7 +74,7 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
                 {
                     "target": rule.target,
                     "code": rule.code,
-                    "shapes": f"{_fmt(out_shape)}→{_fmt(_shape(bp.values[rule.target]))}",
+                    "shapes": f"{_fmt(out_shape)}→{_fmt(_made_shape(bp, op.name, rule))}",
                     "contribution": k,
                     "of": total,
                     "notes": notes,

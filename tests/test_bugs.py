@@ -145,3 +145,11 @@ def test_an_undeclared_bug_is_a_typed_error(lecture_dataset):
     with pytest.raises(Undeclared) as raised:
         run_backward(replace(LECTURE, bug="bessel_n"), lecture_dataset, "fused_bn")
     assert raised.value.field == "bug" and "use atomic or fused_ce" in str(raised.value)
+
+
+def test_the_missing_gain_note_says_what_the_check_says_under_zero_bias(lecture_dataset):
+    hidden = run_backward(replace(LECTURE, init="zero_bias", bug="missing_gain"), lecture_dataset, "atomic")
+    said = hidden.cmp["bnraw"]
+    assert said["approx"] and not said["exact"]  # the data: ≈, not exact
+    why = BUGS["missing_gain"].why
+    assert "check passes: approximate (≈)" in why and "not exact" in why and "says exact" not in why

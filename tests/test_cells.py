@@ -388,3 +388,98 @@ def test_a_cells_feedback_reruns_cost_a_fixed_multiple_of_its_own_check(passes, 
     assert not answer["correct"] and answer["first_wrong"]["line"] == 3
     assert spent.iterations <= 5 * check.iterations and spent.evaluations <= 5 * check.evaluations, (spent, check)
     assert spent.tensor_ops <= 5 * check.tensor_ops and spent.work <= 5 * check.work, (spent, check)
+
+
+# --- a cell's diagnosis names the same slips a step does, on the value the lines that build a gradient leave
+
+
+def _final(bp, cell: str, name: str) -> torch.Tensor:
+    """The gradient the cell leaves, run as plain Python on the pass's values (the test's own premise)."""
+    scope = dict(bp.values) | {"F": F, "torch": torch, "n": bp.config.batch_size}
+    scope |= {f"d{k}": bp.ref_grads[k] for k in ("logits", "hpreact") if k in bp.ref_grads}
+    exec(textwrap.dedent(cell), scope)  # noqa: S102 - the test's own cells, as the notebook runs them
+    return scope[name]
+
+
+def test_a_left_out_division_by_n_in_exercise_2s_cell_names_the_missing_line(passes):
+    bp = passes["fused_ce"]
+    cell = EXERCISE_2.replace("dlogits /= n\n", "")
+    assert torch.allclose(_final(bp, cell, "dlogits"), 32 * bp.ref_grads["logits"])
+    first = grade_cell(bp, cell)["first_wrong"]
+    # no line that is there is blamed: the line that is not there is named
+    assert first["line"] is None and first["missing"] == {"after": 2, "code": "dlogits /= n"}
+    assert first["feedback"] == [
+        "dlogits is 32× autograd's — n is 32: did you forget /n?",
+        "no line divides dlogits by n (lines 1–2 make it): the line `dlogits /= n` is missing after line 2",
+    ]
+
+
+def test_a_softmax_over_the_wrong_dim_in_exercise_2s_cell_is_named(passes):
+    bp = passes["fused_ce"]
+    first = grade_cell(bp, EXERCISE_2.replace("F.softmax(logits, 1)", "F.softmax(logits, 0)"))["first_wrong"]
+    assert first["line"] == 1 and first["end_line"] == 3 and first["missing"] is None
+    assert first["feedback"] == [
+        "dlogits reduces over the wrong dimension: line 1: F.softmax(logits, 0) → F.softmax(logits, 1) gives autograd's"
+    ]
+
+
+def test_a_sign_flip_in_exercise_2s_cell_is_named(passes):
+    bp = passes["fused_ce"]
+    cell = EXERCISE_2.replace("dlogits[range(n), Yb] -= 1", "dlogits[range(n), Yb] -= 1\ndlogits = -dlogits")
+    assert torch.allclose(_final(bp, cell, "dlogits"), -bp.ref_grads["logits"])
+    first = grade_cell(bp, cell)["first_wrong"]
+    assert first["feedback"] == [
+        "dlogits is autograd's with the sign flipped: a minus sign is missing, or one too many"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("new", "factor", "said"),
+    [
+        ("bngain*bnvar_inv * (", 32, "dhprebn is 32× autograd's — n is 32: did you forget /n?"),
+        ("bngain*bnvar_inv/n/n * (", 1 / 32, "dhprebn is 1/32× autograd's — n is 32: divided by n once too often?"),
+    ],
+    ids=["forgot-n", "n-too-often"],
+)
+def test_a_factor_in_exercise_3s_cell_is_named(passes, new, factor, said):
+    bp = passes["fused_bn"]
+    cell = EXERCISE_3.replace("bngain*bnvar_inv/n * (", new)
+    assert torch.allclose(_final(bp, cell, "dhprebn"), factor * bp.ref_grads["hprebn"])
+    first = grade_cell(bp, cell)["first_wrong"]
+    assert first["line"] == 1 and first["feedback"] == [said]
+
+
+def test_a_sign_flip_in_exercise_3s_cell_is_named(passes):
+    bp = passes["fused_bn"]
+    first = grade_cell(bp, "dhprebn = -(" + EXERCISE_3.strip().removeprefix("dhprebn = ") + ")\n")["first_wrong"]
+    assert first["line"] == 1 and first["feedback"] == [
+        "dhprebn is autograd's with the sign flipped: a minus sign is missing, or one too many"
+    ]
+
+
+def test_exercise_1s_cell_names_a_missing_chain_factor_and_a_missing_division(passes):
+    bp = passes["atomic"]
+    first = grade_cell(bp, EXERCISE_1.replace("dprobs = (1.0 / probs) * dlogprobs", "dprobs = (1.0 / probs)"))
+    assert first["first_wrong"]["line"] == 3 and first["first_wrong"]["feedback"] == [
+        "dprobs equals the local derivative alone: multiply by dlogprobs (the chain rule)"
+    ]
+    first = grade_cell(bp, EXERCISE_1.replace("= -1.0/n", "= -1.0"))["first_wrong"]
+    assert first["line"] is None and first["missing"] == {"after": 2, "code": "dlogprobs /= n"}
+    assert first["feedback"][0] == "dlogprobs is 32× autograd's — n is 32: did you forget /n?"
+
+
+def test_a_left_out_one_hot_line_in_exercise_2s_cell_is_named_where_it_goes(passes):
+    bp = passes["fused_ce"]
+    cell = EXERCISE_2.replace("dlogits[range(n), Yb] -= 1\n", "")
+    # the premise: the cell's dlogits is autograd's plus 1/n at [range(n), Yb], and only there
+    diff = _final(bp, cell, "dlogits") - bp.ref_grads["logits"]
+    n, Yb = 32, bp.values["Yb"]
+    assert torch.allclose(diff[range(n), Yb], torch.full((n,), 1 / n))
+    diff[range(n), Yb] = 0
+    assert float(diff.abs().max()) < 1e-6
+    first = grade_cell(bp, cell)["first_wrong"]
+    assert first["line"] is None and first["missing"] == {"after": 1, "code": "dlogits[range(n), Yb] -= 1"}
+    assert first["feedback"] == [
+        "dlogits differs from autograd's only at [range(n), Yb], each by 1/n: the line `dlogits[range(n), Yb] -= 1` "
+        "is missing after line 1"
+    ]

@@ -12,7 +12,7 @@ import torch
 from server.challenge import context, grade
 from server.config import ModelConfig
 from server.engine import run_backward
-from server.graph import MODES, nodes_for_mode
+from server.graph import MODES, backward_schedule, nodes_for_mode
 from server.sandbox import Refused, evaluate
 
 LECTURE = ModelConfig()
@@ -377,3 +377,64 @@ def test_the_names_a_step_starts_with_are_the_passes_own(passes, mode):
     cell = cell_names(mode)
     made = {f"d{n}" for n in bp.totals if n != "loss"}
     assert set(cell.later) == made - cell.given and cell.unit == "line"
+
+
+# --- a step that makes several gradients takes them one at a time, in either order (the lecture's order)
+
+MULTI = [
+    (mode, step)
+    for mode in MODES
+    for step, op in enumerate(backward_schedule(mode), start=1)
+    if len({rule.target for rule in op.rules}) >= 2
+]
+
+
+@pytest.mark.parametrize(("mode", "step"), MULTI, ids=[f"{m}-{s}" for m, s in MULTI])
+def test_each_gradient_of_a_step_alone_is_graded_and_the_rest_is_still_to_write(passes, autograd, mode, step):
+    bp = passes[mode]
+    rules = bp.schedule[step - 1].rules
+    names = [f"d{rule.target}" for rule in rules]
+    for rule in rules:
+        name = f"d{rule.target}"
+        result = grade(bp, step, rule.code)
+        item = next(r for r in result["results"] if r["name"] == name)
+        others = [n for n in names if n != name]
+        assert item["cmp"]["approx"] and item["written"], (mode, step, rule.code, item["feedback"])
+        assert not result["correct"] and result["written"] == [name] and result["remaining"] == others
+        assert result["right"] == [name]
+        for other in (r for r in result["results"] if r["name"] != name):
+            assert not other["written"] and other["cmp"] is None
+            assert other["feedback"] == [f"{other['name']} is still to write: this step makes {other['name']} too "
+                                         f"({name} graded without it)"]  # fmt: skip
+    # both (all) of them, in either order: the step is solved
+    for codes in ([r.code for r in rules], [r.code for r in reversed(rules)]):
+        result = grade(bp, step, "\n".join(codes))
+        assert result["correct"] and result["remaining"] == [] and sorted(result["right"]) == sorted(names)
+
+
+def test_the_lectures_order_at_the_step_through_probs(atomic, autograd):
+    step = step_of(atomic, "probs")
+    result = grade(atomic, step, "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)")
+    item = next(r for r in result["results"] if r["name"] == "dcounts_sum_inv")
+    ctx = context(atomic, step)
+    mine = evaluate("dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)", ctx["scope"], ctx["shared"],
+                    ctx["mutable"], ctx["later"])["dcounts_sum_inv"]  # fmt: skip
+    assert torch.allclose(mine, autograd["counts_sum_inv"]) and item["cmp"]["approx"]
+    assert result["remaining"] == ["dcounts"] and not result["correct"]
+    assert not any("not defined" in f for r in result["results"] for f in r["feedback"])
+    # then dcounts below it: solved
+    both = "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)\ndcounts = counts_sum_inv * dprobs"
+    assert grade(atomic, step, both)["correct"]
+
+
+def test_columns_that_match_only_as_zeros_are_not_partly_right_and_a_wrong_local_derivative_is_named(atomic, autograd):
+    said, got = feedback(atomic, 2, "dprobs = probs * dlogprobs", "dprobs")
+    # the premise: every column that matches autograd's is 0 in both; the right columns carry nothing
+    matching = [j for j in range(27) if torch.allclose(got[:, j], autograd["probs"][:, j])]
+    assert matching and all(not autograd["probs"][:, j].any() and not got[:, j].any() for j in matching)
+    # and got is (something) * dlogprobs: zero where dlogprobs is
+    dlogprobs = autograd["logprobs"]
+    assert not got[dlogprobs == 0].any() and (dlogprobs == 0).any()
+    assert said == ["dprobs is zero wherever dlogprobs is, so the chain rule's × dlogprobs is there; the local "
+                    "derivative is wrong: how does logprobs = probs.log() change when probs changes?"]  # fmt: skip
+    assert not any("only" in s for s in said)

@@ -501,7 +501,7 @@ def test_cancel_a_running_run(server):
     owner = {"Authorization": f"Bearer {run['owner_token']}"}
     assert server.api("POST", f"/api/runs/{run['id']}/cancel", headers=owner).status_code == 200
     events = read_events(server, run["id"])  # the stream ends with the run (its read has a deadline)
-    assert events[-1][1:] == ("status", {"status": "cancelled", "reason": "cancelled", "final": True})
+    assert events[-1][1:] == ("status", {"status": "cancelled", "reason": "cancelled by its owner", "final": True})
     assert server.api("GET", f"/api/runs/{run['id']}").json()["has_params"] is False
 
 

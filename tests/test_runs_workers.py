@@ -276,7 +276,7 @@ def test_a_run_started_on_one_web_server_is_streamed_and_cancelled_on_another(tw
     owner = {"Authorization": f"Bearer {run['owner_token']}"}
     assert b.api("POST", f"/api/runs/{run['id']}/cancel", headers=owner).status_code == 200
     events = read_events(a, run["id"], last_event_id=seen[-1][0])  # resumed where it stopped, on the first
-    assert events[-1][1:] == ("status", {"status": "cancelled", "reason": "cancelled", "final": True})
+    assert events[-1][1:] == ("status", {"status": "cancelled", "reason": "cancelled by its owner", "final": True})
     # the second server streams the same events with the same ids
     again = read_events(b, run["id"])
     assert [e[0] for e in again] == [e[0] for e in seen] + [e[0] for e in events]

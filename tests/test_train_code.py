@@ -377,3 +377,26 @@ def test_a_step_past_a_multiple_of_its_check_s_time_fails_with_its_reason(lectur
     with pytest.raises(StepTooLong, match=f"more than {STEP_FACTOR} times the 10.0 ms its check took"):
         code.step(*batches[3], 0.1)
     assert all(torch.equal(moved[k], p[k]) for k in p)  # no update from a step that failed
+
+
+def test_a_wrong_blocks_verdict_names_its_first_wrong_line_and_the_slip(lecture_dataset):
+    broken = BLOCK.replace("dh = dlogits @ W2.T\n", "dh = dlogits @ W2.T * n\n")
+    assert broken.splitlines()[6] == "dh = dlogits @ W2.T * n"  # line 7 of the block
+    training, status, _ = train(lecture_dataset, backward="code", code=broken, max_steps=101, lr_decay_step=50)
+    verdict = training.verdict(status)
+    assert verdict.startswith("your backward disagrees with autograd from the check at step 0: ")
+    assert (
+        "; Exercise 4's cell check of your block: line 7 `dh = dlogits @ W2.T * n`: dh is 32× autograd's — n is "
+        "32: did you forget /n?" in verdict
+    )
+
+
+def test_manual_and_autograd_runs_get_a_one_line_verdict(lecture_dataset, built_in):
+    training, status, _ = built_in  # backward=manual, the default
+    verdict = training.verdict(status)
+    assert (
+        verdict.startswith("the manual backward agreed with autograd at all 21 checks") and "the loss fell" in verdict
+    )
+    training, status, _ = train(lecture_dataset, backward="autograd", max_steps=200, lr_decay_step=100)
+    verdict = training.verdict(status)
+    assert verdict.startswith("trained on autograd's gradients; the loss ")

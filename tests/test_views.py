@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -107,3 +109,31 @@ def test_a_partial_gradient_is_shown_against_autograd_through_the_same_paths(pas
     full = build_tensor(bp, lecture_dataset, "counts", second)
     assert full["status"] == "complete" and full["reference"] == "autograd, complete"
     assert full["numeric"] is not None and [s["step"] for s in full["split"]] == [first, second]
+
+
+@pytest.fixture(scope="module")
+def broadcast_bug(lecture_dataset):
+    return run_backward(replace(LECTURE, bug="no_broadcast_sum"), lecture_dataset, "atomic")
+
+
+def test_the_bug_labs_line_is_labelled_with_the_shape_it_makes(broadcast_bug):
+    bp = broadcast_bug
+    (made,) = [c.grad for c in bp.contributions("counts_sum_inv", bp.total_steps) if c.op == "probs"]
+    assert made.shape == (32, 27)  # the premise: the line without .sum(1, keepdim=True) makes (32,27)
+    probs = next(op for op in build_graph(bp)["ops"] if op["name"] == "probs")
+    rule = next(r for r in probs["rules"] if r["target"] == "counts_sum_inv")
+    assert rule["bug"] and rule["shapes"] == "(32,27)→(32,27)"
+
+
+def test_a_relative_error_where_autograds_gradient_is_zero_is_on_the_manual_ones_scale(broadcast_bug):
+    bp = broadcast_bug
+    ref, manual = bp.ref_grads["logit_maxes"], bp.grad_at("logit_maxes", bp.total_steps)
+    assert float(ref.abs().max()) < 1e-7 < 1e-3 < float(manual.abs().max())  # the premise: autograd's is ~0
+    state = build_state(bp, bp.total_steps)
+    cmp = state["nodes"]["logit_maxes"]["cmp"]
+    diff = float((manual - ref).abs().max())
+    assert cmp["rel_err"] == pytest.approx(diff / float(manual.abs().max())) and cmp["rel_err"] <= 1.0
+    # a gradient of the wrong shape: no numbers, a line that says why
+    cmp = state["nodes"]["counts_sum_inv"]["cmp"]
+    assert cmp["maxdiff"] is None and cmp["rel_err"] is None
+    assert cmp["shape_mismatch"] == "shape (32,27) against autograd's (32,1): no difference to measure"

@@ -104,6 +104,8 @@ class CmpPublic(BaseModel):
     shape_ok: bool
     shape: list[int] | None = None  # the manual gradient's shape
     expected_shape: list[int] | None = None  # the reference's: the tensor's own shape
+    # where the shapes differ (maxdiff, max_rel, rel_err null): a line to print instead of the missing numbers
+    shape_mismatch: str | None = None
 
 
 class NumericPublic(BaseModel):
@@ -466,14 +468,18 @@ class CheckItemPublic(BaseModel):
     feedback: list[str]
     cmp: CmpPublic | None
     diff: TensorPublic | None
+    written: bool  # the code assigns this gradient (false: still to write; not graded, cmp null)
 
 
 class CheckPublic(BaseModel):
     step: int
     op: str
     formula: str
-    correct: bool
+    correct: bool  # every gradient of the step right: the step is solved
     results: list[CheckItemPublic]
+    written: list[str]  # the step's gradients the code assigns, in the step's order
+    remaining: list[str]  # the step's gradients the code does not assign yet: still to write
+    right: list[str]  # the step's gradients the code got right (a step of two is solved one at a time)
 
 
 class ExportStep(BaseModel):
@@ -532,12 +538,20 @@ class CellPrintedPublic(BaseModel):
 class CellWrongPublic(BaseModel):
     """The first line whose gradient is wrong while everything it read was right: what is wrong with it."""
 
-    line: int | None  # null: a gradient the cell never computes
-    end_line: int | None
+    line: int | None  # null: a gradient the cell never computes, or a line that is missing (see missing)
+    end_line: int | None  # the last of the lines that build the gradient together (softmax, -= 1, /= n)
     code: str
     name: str
     feedback: list[str]
     diff: TensorPublic | None  # yours - what the line should make
+    missing: MissingLinePublic | None = None  # the slip is a line that is not there
+
+
+class MissingLinePublic(BaseModel):
+    """A line the cell leaves out: where it goes and what it is (dlogits /= n after line 2)."""
+
+    after: int
+    code: str
 
 
 class CellCheckPublic(BaseModel):

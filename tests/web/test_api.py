@@ -341,7 +341,8 @@ def test_a_shape_mismatch_shows_both_shapes_and_no_difference(client):
     assert t["grad_manual"]["shape"] == [32, 27] and t["grad_autograd"]["shape"] == [32, 1]
     assert t["diff"] is None
     assert t["cmp"] == {"exact": False, "approx": False, "maxdiff": None, "max_rel": None, "rel_err": None,
-                        "shape_ok": False, "shape": [32, 27], "expected_shape": [32, 1]}  # fmt: skip
+                        "shape_ok": False, "shape": [32, 27], "expected_shape": [32, 1],
+                   "shape_mismatch": "shape (32,27) against autograd's (32,1): no difference to measure"}  # fmt: skip
     assert b"NaN" not in r.content and b"Infinity" not in r.content
     for key in ("grad_manual", "grad_autograd"):
         assert t[key]["nonfinite"] == {"nan": 0, "posinf": 0, "neginf": 0}

@@ -330,3 +330,30 @@ def test_a_lone_surrogate_in_a_cmp_label_is_a_422_with_its_reason(client):
     assert r.status_code == 422 and "line 2: a cmp label is plain text" in r.json()["detail"], r.text
     assert "UTF-8" not in r.text
     assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]
+
+
+def test_the_lectures_order_through_the_api_one_gradient_at_a_time(client):
+    from server.web.schemas import CheckPublic
+
+    first = "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)"
+    r = client.post("/api/check", json={"step": 3, "code": first})
+    assert r.status_code == 200, r.text
+    body = CheckPublic.model_validate(r.json()).model_dump()
+    assert not body["correct"] and body["written"] == ["dcounts_sum_inv"] and body["remaining"] == ["dcounts"]
+    assert body["right"] == ["dcounts_sum_inv"]
+    todo = next(item for item in body["results"] if item["name"] == "dcounts")
+    assert not todo["written"] and todo["cmp"] is None and "still to write" in todo["feedback"][0]
+    body = client.post("/api/check", json={"step": 3, "code": first + "\ndcounts = counts_sum_inv * dprobs"}).json()
+    assert body["correct"] and body["remaining"] == [] and sorted(body["right"]) == ["dcounts", "dcounts_sum_inv"]
+
+
+def test_a_cell_missing_its_division_by_n_names_the_missing_line_through_the_api(client):
+    from server.web.schemas import CellCheckPublic
+
+    from ..test_challenge import EXERCISE_2
+
+    r = client.post("/api/check", json={"mode": "fused_ce", "code": EXERCISE_2.replace("dlogits /= n\n", "")})
+    assert r.status_code == 200, r.text
+    first = CellCheckPublic.model_validate(r.json()).first_wrong
+    assert first is not None and first.line is None and first.missing is not None
+    assert (first.missing.after, first.missing.code) == (2, "dlogits /= n")
