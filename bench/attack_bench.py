@@ -417,11 +417,14 @@ def main() -> None:
     for label, root in trees:
         for key in chosen:
             attack = ATTACKS[key][1]
-            if attack in NO_SERVER:
-                rows[key][label] = attack(root)
-            else:
-                with Server(root) as server:
-                    rows[key][label] = attack(server)
+            try:
+                if attack in NO_SERVER:
+                    rows[key][label] = attack(root)
+                else:
+                    with Server(root) as server:
+                        rows[key][label] = attack(server)
+            except Exception as e:  # noqa: BLE001 - one attack's failure is its row, not the end of the bench
+                rows[key][label] = {"bench error": repr(e)[:200]}
             print(f"{key} {label}: {json.dumps(rows[key][label])}", file=sys.stderr, flush=True)
     print(f"| # | attack | {' | '.join(label for label, _ in trees)} |")
     print("|---|---|" + "---|" * len(trees))

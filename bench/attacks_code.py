@@ -162,9 +162,10 @@ def compiled_plus_xb(server: Server) -> dict[str, object]:
 
 
 def compiled_layout(server: Server) -> dict[str, object]:
-    """dh = (W2 @ dlogits.T).T, right code: before, refused as 'dC: the compiled block differs ... (a bug of this
+    """dh = (W2 @ dlogits.T).T, then dh * (1.0 - h**2), right code: before, refused as 'dC: the compiled block differs ... (a bug of this
     server)'; after, accepted and trained."""
-    return _train(server, BLOCK.replace("dh = dlogits @ W2.T", "dh = (W2 @ dlogits.T).T"))
+    block = BLOCK.replace("dh = dlogits @ W2.T", "dh = (W2 @ dlogits.T).T")
+    return _train(server, block.replace("dhpreact = (1.0 - h**2) * dh", "dhpreact = dh * (1.0 - h**2)"))
 
 
 def compiled_negative_entries(server: Server) -> dict[str, object]:
