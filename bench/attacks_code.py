@@ -162,8 +162,8 @@ def compiled_plus_xb(server: Server) -> dict[str, object]:
 
 
 def compiled_layout(server: Server) -> dict[str, object]:
-    """dh = (W2 @ dlogits.T).T, then dh * (1.0 - h**2), right code: before, refused as 'dC: the compiled block differs ... (a bug of this
-    server)'; after, accepted and trained."""
+    """dh = (W2 @ dlogits.T).T, then dh * (1.0 - h**2), right code: before, refused as 'dC: the compiled block
+    differs ... (a bug of this server)'; after, accepted and trained."""
     block = BLOCK.replace("dh = dlogits @ W2.T", "dh = (W2 @ dlogits.T).T")
     return _train(server, block.replace("dhpreact = (1.0 - h**2) * dh", "dhpreact = dh * (1.0 - h**2)"))
 
