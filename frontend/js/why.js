@@ -175,6 +175,7 @@ export async function show(el, name, ctx) {
   }
   if (shown !== key) return; // a newer node or step was asked for meanwhile
   el.innerHTML = drawerHtml(answer, { labels: ctx.labels, checkLines: checkCell(ctx.view, ctx.graph, ctx.order), hidden: ctx.hidden });
+  breakMath(el);
   markSymbols(el, ctx.graph);
   bind(el, ctx);
   el.removeAttribute("aria-busy");
@@ -218,6 +219,38 @@ function bind(el, ctx) {
         copy.textContent = "Selected: Ctrl+C";
       }
     };
+  }
+}
+
+const MATHML = "http://www.w3.org/1998/Math/MathML";
+const BREAK_BEFORE = new Set(["=", "+", "−", "≈"]); // a long line breaks before a relation or a term; after a comma
+
+// Chromium lays a MathML line out on one line however wide (the fused batchnorm's are ~650 px): each line is cut
+// into pieces at its top level, each its own <math>, with spaces between them where the text may wrap. Continued
+// lines hang under the first (style.css), so that the line still reads as one equation.
+function breakMath(root) {
+  for (const math of root.querySelectorAll(".derivation .math > math")) {
+    const first = math.firstElementChild;
+    const row = math.children.length === 1 && first.localName === "mrow" ? first : math;
+    const pieces = [[]];
+    for (const child of [...row.children]) {
+      const op = child.localName === "mo" ? child.textContent.trim() : "";
+      if (BREAK_BEFORE.has(op) && pieces.at(-1).length) pieces.push([]);
+      pieces.at(-1).push(child);
+      if (op === ",") pieces.push([]);
+    }
+    const kept = pieces.filter((p) => p.length);
+    if (kept.length < 2) continue;
+    const lines = Object.assign(document.createElement("span"), { className: "math-lines" });
+    kept.forEach((piece, i) => {
+      const part = document.createElementNS(MATHML, "math");
+      const mrow = document.createElementNS(MATHML, "mrow");
+      mrow.append(...piece);
+      part.append(mrow);
+      if (i) lines.append(" ");
+      lines.append(part);
+    });
+    math.replaceWith(lines);
   }
 }
 
