@@ -274,7 +274,8 @@ export function bindTooltip(container, tip) {
   container.addEventListener("focusout", () => hide());
   container.addEventListener("pointerup", (e) => { const b = e.target.closest(".gnode"); if (b && e.pointerType === "touch") show(b); });
   document.addEventListener("pointerdown", (e) => { if (shownFor && !e.target.closest(".gnode") && !tip.contains(e.target)) hide(); });
-  container.addEventListener("scroll", () => { if (shownFor) hide(); });
+  // a scroll moves the node away from a hover's tooltip; a focused node (scrolled into view by its focus) keeps its own
+  container.addEventListener("scroll", () => { if (shownFor) (document.activeElement === shownFor ? show(shownFor) : hide()); });
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") hide(); });
   return { refresh: () => { if (shownFor && document.contains(shownFor)) show(shownFor); } };
 }
