@@ -1238,7 +1238,7 @@ BAD_URLS = [
     ("step=99", "step=99 is past the last step of Exercise 1", "atomic", LAST),
     ("batch_size=1", "batch_size=1 is below the minimum", "atomic", 0),
     ("seed=-1", "seed=-1 is below the minimum, 0", "atomic", 0),
-    ("mode=fused&bug=bessel_n", "the bug bessel_n sits in an op that", "fused", 0),
+    ("mode=fused&bug=bessel_n", "the bug bessel_n sits in an op this mode", "fused", 0),
     ("mode=foo", 'there is no mode "foo": showing Exercise 1', "atomic", 0),
     ("node=nope", 'there is no tensor "nope" in this mode: showing none', "atomic", 0),
 ]

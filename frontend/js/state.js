@@ -43,7 +43,7 @@ export function parseURL(search, meta, bugModes = {}) {
     else notes.push(`${key}=${q.get(key)} ${wrong}: showing ${key === "bug" ? "no bug" : `${key}=${base[key]}`}`);
   }
   if (config.bug && bugModes[config.bug] && !bugModes[config.bug].includes(mode)) {
-    notes.push(`the bug ${config.bug} sits in an op that ${label(mode)} fuses away: showing no bug`);
+    notes.push(`the bug ${config.bug} sits in an op this mode (${label(mode)}) fuses away: showing no bug`);
     config.bug = base.bug;
   }
   const last = meta.modes.find((m) => m.name === mode).steps;

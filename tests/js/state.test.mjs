@@ -47,7 +47,7 @@ test("each bad parameter of a URL is named with what is shown instead, at the ne
     ["?seed=-1", (s) => s.config.seed === 1234, /^seed=-1 is below the minimum, 0: showing seed=1234$/],
     ["?seed=1.5", (s) => s.config.seed === 1234, /^seed=1.5 is not a whole number/],
     ["?seed=", (s) => s.config.seed === 1234, /^seed= is not a whole number/],
-    ["?mode=fused&bug=bessel_n", (s) => s.mode === "fused" && s.config.bug === "", /bessel_n sits in an op that Exercises 2\+3 fuses away: showing no bug$/],
+    ["?mode=fused&bug=bessel_n", (s) => s.mode === "fused" && s.config.bug === "", /bessel_n sits in an op this mode \(Exercises 2\+3\) fuses away: showing no bug$/],
     ["?mode=foo", (s) => s.mode === "atomic", /^there is no mode "foo": showing Exercise 1$/],
     ["?view=sideways", (s) => s.view === "manual", /^view=sideways is not one of value, manual, autograd, diff: showing manual$/],
     ["?step=-3", (s) => s.step === 0, /^step=-3 is not a step: showing step 0$/],
