@@ -460,7 +460,10 @@ async function start() {
   challenge.init(meta, () => load());
   await load({ fallback: true });
   loadBugs();
-  api.fetchDataset().then((ds) => { $("data-line").innerHTML = dataLineHtml(ds); }, () => {});
+  api.fetchDataset().then((ds) => {
+    $("data-line").innerHTML = dataLineHtml(ds);
+    refreshWhy(); // the header grew: a docked drawer moves down with the inspector
+  }, () => {});
 }
 
 start();
