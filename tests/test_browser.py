@@ -1179,3 +1179,143 @@ def test_a_name_in_the_math_points_at_its_node_in_the_graph(page, base_url):
     rows = division.locator("tr")
     expect(rows.nth(1)).to_contain_text("True")
     expect(rows.nth(2)).to_contain_text("False")
+
+
+def test_show_the_answer_reveals_a_step_as_revealed_and_next_stays(page, base_url):
+    open_page(page, f"{base_url}/?step=0")
+    act(page, lambda: page.get_by_test_id("challenge-toggle").check())
+    click_node(page, "logprobs")
+    rule = "dlogprobs = torch.zeros_like(logprobs)"
+    expect(page.get_by_test_id("panel")).to_contain_text("hidden in challenge mode: solve step 1")
+    expect(page.get_by_test_id("panel")).not_to_contain_text(rule)
+    expect(page.get_by_test_id("thumb-autograd")).to_contain_text("hidden in challenge mode")
+    expect(page.get_by_test_id("op-banner")).not_to_contain_text(rule)
+    assert not serious_violations(page)  # the hidden panels and the Show the answer button
+    act(page, lambda: page.get_by_test_id("challenge-reveal").click())
+    expect(page.get_by_test_id("panel")).to_contain_text(rule)
+    expect(page.get_by_test_id("thumb-autograd").locator("canvas")).to_be_visible()
+    expect(page.get_by_test_id("challenge-progress")).to_contain_text(f"0 of {LAST} steps solved, 1 revealed")
+    # the next step's answer stays hidden, and Next steps on without solving it
+    act(page, lambda: page.get_by_test_id("next").click())
+    click_node(page, "probs")
+    expect(page.get_by_test_id("panel")).to_contain_text("hidden in challenge mode: solve step 2")
+    act(page, lambda: page.get_by_test_id("next").click())
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 2 / {LAST}")
+    expect(page.get_by_test_id("op-banner")).to_contain_text("dprobs = ?")
+    # challenge mode off: everything is shown again
+    act(page, lambda: page.get_by_test_id("challenge-toggle").uncheck())
+    expect(page.get_by_test_id("op-banner")).to_contain_text("dprobs = (1.0 / probs) * dlogprobs")
+
+
+def test_a_chosen_mode_leaves_the_arrows_to_stepping_and_the_views_are_tabs(page, base_url):
+    open_page(page, f"{base_url}/?step=0")
+    page.get_by_test_id("mode").focus()
+    act(page, lambda: page.get_by_test_id("mode").select_option("fused_ce"))
+    expect(page.get_by_test_id("mode")).not_to_be_focused()
+    act(page, lambda: page.keyboard.press("ArrowRight"))  # Next, not the next mode
+    expect(page.get_by_test_id("mode")).to_have_value("fused_ce")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 1 / {STEPS['fused_ce']}")
+    # the view buttons: a tablist whose arrows move between the views and leave the step alone
+    expect(page.locator(".views")).to_have_attribute("role", "tablist")
+    expect(page.get_by_test_id("view-manual")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("view-manual")).to_have_attribute("tabindex", "0")
+    expect(page.get_by_test_id("view-autograd")).to_have_attribute("tabindex", "-1")
+    page.get_by_test_id("view-manual").focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_test_id("view-autograd")).to_be_focused()
+    expect(page.get_by_test_id("view-autograd")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("heatmap-main")).to_have_attribute("data-view", "autograd")
+    page.keyboard.press("End")
+    expect(page.get_by_test_id("view-diff")).to_be_focused()
+    page.keyboard.press("ArrowRight")  # wraps round
+    expect(page.get_by_test_id("view-value")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 1 / {STEPS['fused_ce']}")
+    assert "view=value" in page.url
+
+
+BAD_URLS = [
+    ("bug=nonsense", "bug=nonsense is not one of no_broadcast_sum", "atomic", 0),
+    ("step=99", "step=99 is past the last step of Exercise 1", "atomic", LAST),
+    ("batch_size=1", "batch_size=1 is below the minimum", "atomic", 0),
+    ("seed=-1", "seed=-1 is below the minimum, 0", "atomic", 0),
+    ("mode=fused&bug=bessel_n", "the bug bessel_n sits in an op this mode", "fused", 0),
+    ("mode=foo", 'there is no mode "foo": showing Exercise 1', "atomic", 0),
+    ("node=nope", 'there is no tensor "nope" in this mode: showing none', "atomic", 0),
+]
+
+
+def test_a_bad_url_names_what_was_wrong_and_draws_the_nearest_valid_state(page, base_url):
+    for query, note, mode, step in BAD_URLS:
+        open_page(page, f"{base_url}/?{query}")
+        expect(page.get_by_test_id("url-note")).to_be_visible()
+        expect(page.get_by_test_id("url-note")).to_contain_text(note)
+        assert page.get_by_test_id("url-note").locator("p").count() == 1, query  # one plain line
+        expect(page.get_by_test_id("error")).to_be_hidden()
+        expect(page.get_by_test_id("mode")).to_have_value(mode)
+        expect(page.get_by_test_id("step-label")).to_have_text(f"step {step} / {STEPS[mode]}")
+        assert len(graph_nodes(page)) == NODE_COUNT[mode], query  # the explorer is drawn
+        assert "Input should be" not in page.locator("body").inner_text(), query
+        assert "nope" not in page.url and "nonsense" not in page.url and "foo" not in page.url, query
+
+
+def test_the_data_line_names_the_names_list_loaded(page, base_url):
+    open_page(page, base_url)
+    ds = served(page, "/api/dataset")
+    line = page.get_by_test_id("data-line")
+    expect(line).to_contain_text(f"{ds['file']}, {ds['words']:,} words, sha256 {ds['sha256'][:12]}")
+    expect(line).not_to_contain_text("--data")
+
+    # the embedded list says it is not the lecture's, and how to load that (the flag the server takes)
+    def embedded(route):
+        answer = route.fetch().json()
+        route.fulfill(json={**answer, "embedded": True})
+
+    page.route(lambda url: "/api/dataset" in url, embedded)
+    open_page(page, base_url)
+    expect(line).to_contain_text("not the lecture's")
+    expect(line).to_contain_text("--data path/to/names.txt")
+
+
+def test_the_why_drawer_docks_beside_the_heatmap_and_fits_a_phone(browser, base_url):
+    query = f"/?mode=fused&step={STEPS['fused']}&node=hprebn&pin=1&why=1"
+    for width, height in ((1280, 800), (390, 844)):
+        context = browser.new_context(viewport={"width": width, "height": height}, has_touch=width < 500)
+        pg = context.new_page()
+        try:
+            open_page(pg, base_url + query)
+            pg.locator("#why[data-node]").wait_for()
+            fits = pg.evaluate(
+                """() => { const why = document.getElementById('why');
+                  return {page: document.documentElement.scrollWidth, drawer: why.scrollWidth - why.clientWidth,
+                    math: Math.max(...[...why.querySelectorAll('.math')]
+                      .map((m) => m.scrollWidth - m.clientWidth))}; }"""
+            )
+            assert fits == {"page": width, "drawer": 0, "math": 0}, (width, fits)
+            pg.screenshot(path=str(ARTIFACTS / f"why-drawer-{width}.png"))
+            if width < 1100:
+                continue
+            # docked: the heatmap is beside the drawer, and its cells take the click that picks the examples' entry
+            pg.get_by_test_id("main-cells").scroll_into_view_if_needed()
+            why, cells = pg.locator("#why").bounding_box(), pg.get_by_test_id("main-cells").bounding_box()
+            assert cells["x"] + cells["width"] <= why["x"], (cells, why)
+            at = (cells["x"] + cells["width"] * 0.75, cells["y"] + min(12, cells["height"] / 4))
+            assert pg.evaluate("([x, y]) => document.elementFromPoint(x, y).dataset.testid", at) == "main-cells"
+            pg.mouse.click(*at)
+            expect(pg.locator("#why .muted").first).not_to_contain_text("entry [0, 0]")
+        finally:
+            context.close()
+
+
+def test_a_phones_heatmap_has_the_width_and_its_graph_nodes_are_tall_enough_to_tap(browser, base_url):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    pg = context.new_page()
+    try:
+        open_page(pg, f"{base_url}/?step=3&node=counts&pin=1")
+        cells = pg.get_by_test_id("main-cells").bounding_box()
+        assert cells["width"] >= 0.62 * 390, cells  # 205 px beside a 96 px label margin before
+        heights = pg.evaluate("[...document.querySelectorAll('#graph .gnode')].map((b) => b.offsetHeight)")
+        assert min(heights) >= 24, min(heights)
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        pg.screenshot(path=str(ARTIFACTS / "phone-heatmap.png"), full_page=True)
+    finally:
+        context.close()

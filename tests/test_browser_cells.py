@@ -3,8 +3,10 @@ real server (the fixtures of tests/test_browser.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy
 import pytest
 from playwright.sync_api import expect
 
@@ -12,7 +14,16 @@ from server.config import ModelConfig
 from server.data import load_dataset
 from server.engine import run_backward
 
-from .test_browser import LECTURE_DATA, base_url, browser, open_page, page, serious_violations  # noqa: F401 (fixtures)
+from .test_browser import (  # noqa: F401 (fixtures)
+    LECTURE_DATA,
+    act,
+    base_url,
+    browser,
+    click_node,
+    open_page,
+    page,
+    serious_violations,
+)
 from .test_cells import EXERCISE_1_CMP, notebook_prints
 from .test_challenge import EXERCISE_1
 
@@ -98,3 +109,89 @@ def test_a_right_exercise_4_cell_goes_to_training_with_its_block(page, base_url)
     expect(page.get_by_test_id("code-box")).to_be_visible()
     expect(page.get_by_test_id("cfg-code")).to_have_value(BLOCK)
     assert page.url.endswith("/train.html")  # the hand-over is not kept in the address
+
+
+def notebook_steps(graph: dict) -> list[list[str]]:
+    """Exercise 1's lines grouped by the backward step that makes their gradients, in the notebook's order."""
+    ops = {op["name"]: op for op in graph["ops"]}
+    targets = [{r["target"] for r in ops[name]["rules"]} for name in graph["schedule"]]
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    for line in EXERCISE_1.splitlines():
+        lead = re.match(r"d(\w+)(\[)?", line)  # a gradient written at the left margin
+        if groups and (not lead or lead.group(2)):  # a loop, a helper or an indexed write: the same step
+            groups[-1].append(line)
+        elif groups and lead.group(1) in targets[len(groups) - 1] - seen:  # the step's other gradient
+            seen.add(lead.group(1))
+            groups[-1].append(line)
+        else:
+            assert seen == (targets[len(groups) - 1] if groups else set()), (groups[-1:], seen)
+            groups.append([line])
+            seen = {lead.group(1)}
+            assert lead.group(1) in targets[len(groups) - 1], (line, targets[len(groups) - 1])
+    assert seen == targets[-1] and len(groups) == len(graph["schedule"])
+    return groups
+
+
+# what the page shows, as text: the page's text, every tooltip (titles, the graph's tips), every accessible name
+PAGE_TEXT = """() => {
+  const decoded = (html) => { const d = document.createElement('div'); d.innerHTML = html; return d.textContent; };
+  return [document.body.textContent,
+    ...[...document.querySelectorAll('[title], [data-tip], [aria-label]')].flatMap((e) =>
+      [e.getAttribute('title') || '', decoded(e.dataset.tip || ''), e.getAttribute('aria-label') || ''])].join('\\n');
+}"""
+
+# how many heatmaps hold this tensor's numbers (every 2-D slice of it), entry for entry
+PLOTTED = """(t) => {
+  const slices = t.shape.length === 3 ? t.data[0].map((_, p) => t.data.map((row) => row[p]))
+    : [t.shape.length === 1 ? [t.data] : t.data];
+  const close = (z, s) => z.length === s.length && z.every((row, i) => row.length === s[i].length &&
+    row.every((v, j) => v !== null && Math.abs(v - s[i][j]) <= 1e-6 * (Math.abs(s[i][j]) + 1e-9)));
+  return [...document.querySelectorAll('.main-plot')].filter((d) => d.drawing)
+    .filter((d) => slices.some((s) => close(d.drawing.grid.z, s))).length;
+}"""
+
+
+def test_challenge_walk_of_exercise_1_never_shows_an_unsolved_steps_answer(page, base_url):  # noqa: F811
+    open_page(page, f"{base_url}/?step=0")
+    graph = page.evaluate("() => fetch('/api/graph').then((r) => r.json())")
+    steps = notebook_steps(graph)
+    ops = {op["name"]: op for op in graph["ops"]}
+    act(page, lambda: page.get_by_test_id("challenge-toggle").check())
+    for step, lines in enumerate(steps, start=1):
+        op = ops[graph["schedule"][step - 1]]
+        target = op["rules"][0]["target"]
+        expect(page.get_by_test_id("challenge-task")).to_contain_text(f"Step {step}:")
+        if page.get_by_test_id("panel").get_attribute("data-node") != target:
+            click_node(page, target)  # the inspector on the gradient asked for
+        if step == 1:
+            page.get_by_test_id("why-open").click()
+        hidden_why = page.locator(f"[data-testid=why-hidden][data-op={op['name']}]")
+        expect(hidden_why).to_contain_text(f"d{target}", timeout=30_000)
+        page.get_by_test_id(f"gop-{op['name']}").hover()  # the op's tooltip (every tooltip's text is read below)
+        text = page.evaluate(PAGE_TEXT)
+        for rule in op["rules"]:
+            for line in rule["code"].splitlines():
+                assert line.strip() not in text, (step, line)
+            served = page.evaluate(
+                "(url) => fetch(url).then((r) => r.json())", f"/api/tensor/{rule['target']}?step={step - 1}"
+            )
+            autograd, before = served["grad_autograd"], served["grad_manual"]
+            # a gradient whose last contribution is ~0 (dlogit_maxes' to dlogits) is known already from the steps
+            # solved: its numbers are on the page by right
+            known = before is not None and numpy.allclose(before["data"], autograd["data"], rtol=1e-6, atol=1e-9)
+            assert known or page.evaluate(PLOTTED, autograd) == 0, (step, rule["target"])
+        assert "hidden in challenge mode" in page.get_by_test_id("panel").text_content()
+        # the notebook's lines for this step, both gradients of a two-gradient step in one go
+        page.get_by_test_id("challenge-code").fill("\n".join(lines))
+        act(page, lambda: page.get_by_test_id("challenge-check").click())  # solved: the page shows the answer
+        expect(page.get_by_test_id("challenge-progress")).to_contain_text(f"{step} of {len(steps)} steps solved")
+        expect(page.get_by_test_id("panel")).to_contain_text(op["rules"][0]["code"].splitlines()[0])
+        # the derivation, now
+        expect(page.locator(f"[data-testid=why-rule][data-op={op['name']}]")).to_be_visible(timeout=30_000)
+        if step == 1:  # the check above sees autograd's numbers once they may be shown
+            page.get_by_test_id("view-autograd").click()
+            autograd = page.evaluate("(url) => fetch(url).then((r) => r.json())", "/api/tensor/logprobs?step=0")
+            assert page.evaluate(PLOTTED, autograd["grad_autograd"]) == 1
+        act(page, lambda: page.get_by_test_id("next").click())
+    expect(page.get_by_test_id("challenge-task")).to_contain_text("complete")

@@ -4,17 +4,25 @@ import * as challenge from "./challenge.js";
 import * as graphView from "./graph.js";
 import * as panelView from "./panel.js";
 import * as whyView from "./why.js";
-import { apiParams, fromURL, toURL } from "./state.js";
-import { bannerHtml, bugNoteHtml, bugOffText, followed, runNoteHtml } from "./banner.js";
+import { apiParams, defaults, fromURL, parseURL, toURL } from "./state.js";
+import { bannerHtml, bugNoteHtml, bugOffText, dataLineHtml, followed, runNoteHtml } from "./banner.js";
 import { esc, plotlyReady } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 let meta = null; // the modes and the config's defaults, bounds and choices (/api/meta): the controls are built from it
 let state = null;
 let graph = null;
+let shownGraph = null; // the graph as challenge mode lets it be shown (challenge.maskGraph): what every panel draws
 let graphKey = "";
 let renders = 0;
 const controls = () => document.querySelectorAll("button, select, input");
+
+// a plain line for each part of the URL that could not be shown, and what is shown instead
+function urlNote(line) {
+  const note = $("url-note");
+  note.append(Object.assign(document.createElement("p"), { textContent: line }));
+  note.hidden = false;
+}
 
 function showError(message) {
   $("error").textContent = message;
@@ -49,7 +57,7 @@ function syncControls(view) {
   $("reset").disabled = view.step === 0;
   $("next").disabled = view.step === view.total_steps;
   $("all").disabled = view.step === view.total_steps;
-  $("op-banner").innerHTML = bannerHtml(view, graph);
+  $("op-banner").innerHTML = bannerHtml(view, shownGraph);
 }
 
 async function fetchView() {
@@ -63,6 +71,7 @@ async function fetchView() {
   graph = g;
   graphKey = key;
   if (state.node && !graph.nodes.some((n) => n.name === state.node)) {
+    if (!renders) urlNote(`there is no tensor "${state.node}" in this mode: showing none`);
     state.node = null;
     state.pinned = false;
     return { view, detail: null };
@@ -82,7 +91,7 @@ function openNode(name) {
 let inputAt = null;
 for (const type of ["click", "keydown"]) document.addEventListener(type, (event) => { inputAt = event.timeStamp; }, true);
 
-async function load({ push = false, revert = null } = {}) {
+async function load({ push = false, revert = null, fallback = false } = {}) {
   performance.mark("render-start");
   const askedAt = push && inputAt !== null && performance.now() - inputAt < 1000 ? inputAt : performance.now();
   inputAt = null;
@@ -92,12 +101,14 @@ async function load({ push = false, revert = null } = {}) {
   try {
     const fetched = await fetchView();
     view = fetched.view;
-    const detail = fetched.detail;
+    challenge.bindGraph(graph, state.mode);
+    shownGraph = challenge.maskGraph(graph);
+    const detail = challenge.maskTensor(fetched.detail, view.step);
     await plotlyReady;
     performance.mark("fetched");
     showError("");
     $("config-error").hidden = true;
-    await graphView.render($("graph"), { graph, state: view, selected: state.node, onOpen: openNode });
+    await graphView.render($("graph"), { graph: shownGraph, state: view, selected: state.node, onOpen: openNode });
     tooltip.refresh();
     if (view.op && !state.pinned) graphView.reveal($("graph"), graph, view.op, true);
     else if (state.node && !push) graphView.reveal($("graph"), graph, state.node);
@@ -114,6 +125,11 @@ async function load({ push = false, revert = null } = {}) {
       $("config-error").hidden = false;
       state = revert;
       syncInputs();
+    } else if (fallback && e.status === 422) { // a URL the page let through and the server did not
+      urlNote("the server refused the URL's configuration: showing the defaults");
+      state = { ...state, config: defaults(meta), step: 0 };
+      syncInputs();
+      return load();
     } else {
       showError(e.message);
     }
@@ -160,8 +176,10 @@ function refreshWhy() {
     whyView.close(el);
     return;
   }
-  whyView.show(el, state.node, {
-    fetchWhy: api.fetchWhy, params: apiParams(state), graph, view: lastView, order: meta.cmp_order,
+  const node = state.node;
+  whyView.show(el, node, {
+    fetchWhy: api.fetchWhy, params: apiParams(state), graph: shownGraph, view: lastView, order: meta.cmp_order,
+    hidden: (upTo) => (challenge.hidden(node, upTo) ? challenge.hiddenText(node, challenge.hiddenBy(node, upTo)) : ""),
     labels: lastDetail && lastDetail.name === state.node ? lastDetail.labels : [], onClose: () => setWhy(false),
     at: whyAt && whyAt.node === state.node ? whyAt.index : null,
     onEntry: (index) => { whyAt = { node: state.node, index }; refreshWhy(); },
@@ -177,6 +195,12 @@ let cellTimer = 0;
 function showCellRule(index, box) {
   clearTimeout(cellTimer);
   const node = state.node;
+  if (challenge.hidden(node, state.step)) { // the rule with numbers is the answer with numbers
+    box.hidden = false;
+    box.dataset.index = index.join(",");
+    box.textContent = challenge.hiddenText(node, challenge.hiddenBy(node, state.step));
+    return;
+  }
   const params = { ...apiParams(state), at: index.join(",") };
   cellTimer = setTimeout(() => {
     api.fetchInstance(node, params).then((answer) => {
@@ -203,7 +227,7 @@ function renderPanel(detail, view) {
     return Promise.resolve();
   }
   return panelView.render(panel, {
-    detail, graph, nodeState: view.nodes[detail.name], view: state.view, slice: state.slice,
+    detail, graph: shownGraph, nodeState: view.nodes[detail.name], view: state.view, slice: state.slice,
     pinned: state.pinned, expanded: document.body.classList.contains("expanded"),
     onView: (v) => { state.view = v; history.replaceState(null, "", toURL(state, meta)); panelView.setView(panel, v); },
     onSlice: (slice) => update({ slice }),
@@ -284,6 +308,7 @@ function prefetchOnIntent(id, step) {
 }
 
 function update(patch) {
+  $("url-note").hidden = true; // it told what the URL asked for: a choice made here replaces it
   const previous = structuredClone(state);
   state = { ...state, ...patch };
   return load({ push: true, revert: patch.config ? previous : null });
@@ -362,13 +387,17 @@ function bind() {
     update({ config, step: 0 });
   });
   document.addEventListener("keydown", (event) => {
-    if (event.target.closest("input, select, textarea") || document.body.dataset.busy === "1") return;
+    // keys aimed at a form control or a tab are theirs (a select's arrows change its choice, a tab's move the tabs)
+    if (event.target.closest("input, select, textarea, [role=tab]") || document.body.dataset.busy === "1") return;
     if (event.key === "ArrowRight") stepBy(1);
     else if (event.key === "ArrowLeft") stepBy(-1);
     else if (event.key === "Home") goTo(0);
     else if (event.key === "End") goTo(graph.schedule.length);
     else if ((event.key === "w" || event.key === "W") && state.node) setWhy(!state.why);
   });
+  // a select hands the focus back to the page once a choice is made: the arrow keys then step again, instead
+  // of choosing the next option (capture: before the change's own render remembers the focused control)
+  document.addEventListener("change", (event) => { if (event.target.tagName === "SELECT") event.target.blur(); }, true);
   window.addEventListener("popstate", () => { state = fromURL(location.search, meta); load(); });
 }
 
@@ -397,7 +426,7 @@ let resizeTimer = 0;
 window.addEventListener("resize", () => {
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(() => {
-    if (graph && lastView) graphView.render($("graph"), { graph, state: lastView, selected: state.node, onOpen: openNode });
+    if (graph && lastView) graphView.render($("graph"), { graph: shownGraph, state: lastView, selected: state.node, onOpen: openNode });
   }, 120);
 });
 document.addEventListener("keydown", (event) => {
@@ -412,19 +441,29 @@ document.addEventListener("keydown", (event) => {
 });
 
 async function start() {
+  let bugModes = {};
   try {
-    meta = await api.fetchMeta();
+    // the bugs too: a URL's bug must exist in its mode (asked for at once, and kept for the bug select)
+    const [served, listed] = await Promise.all([api.fetchMeta(), api.fetchBugs().catch(() => ({ bugs: [] }))]);
+    meta = served;
+    bugModes = Object.fromEntries(listed.bugs.map((b) => [b.name, b.modes]));
   } catch (e) {
     showError(e.message);
     return;
   }
-  state = fromURL(location.search, meta);
+  const parsed = parseURL(location.search, meta, bugModes);
+  state = parsed.state;
+  for (const line of parsed.notes) urlNote(line);
   buildControls();
   legend();
   bind();
-  challenge.init(meta);
-  await load();
+  challenge.init(meta, () => load());
+  await load({ fallback: true });
   loadBugs();
+  api.fetchDataset().then((ds) => {
+    $("data-line").innerHTML = dataLineHtml(ds);
+    refreshWhy(); // the header grew: a docked drawer moves down with the inspector
+  }, () => {});
 }
 
 start();

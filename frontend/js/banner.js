@@ -31,6 +31,15 @@ export const bugOffText = (bug) => `Bug lab: "${bug.title}" sits in the backward
 export const runNoteHtml = (run) => `parameters of <a href="/train.html?run=${Number(run)}">trained run #${Number(run)}</a> ` +
   '(batch drawn with the seed) · <a href="#" data-testid="use-init">use the initialisation</a>';
 
+// Which names list the server loaded: its file, size and checksum; the embedded list says it is not the lecture's
+// (`embedded`, from /api/dataset) and how to load the lecture's file
+export function dataLineHtml(ds) {
+  const line = `data: <code>${esc(ds.file)}</code>, ${ds.words.toLocaleString("en")} words, sha256 <code title="${esc(ds.sha256)}">${esc(ds.sha256.slice(0, 12))}</code>`;
+  if (!ds.embedded) return line;
+  return `${line} — the embedded names list, not the lecture's: its loss and every number differ from the video's. ` +
+    "For the lecture's numbers, start the server with the lecture's names.txt: <code>--data path/to/names.txt</code>";
+}
+
 // the node a step follows: the gradient the step produced (its op's first rule); none before the first step
 export function followed(graph, step) {
   if (!graph || step === 0) return null;

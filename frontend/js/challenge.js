@@ -14,6 +14,74 @@ let ctx = null; // {params, step, total, op}: the step to solve
 let cellKey = ""; // the params the cell's answer is for
 let level = 0;
 let ladder = null;
+let onChange = () => {}; // the page re-renders: a step solved or revealed shows its answer now
+let shown = { graph: null, mode: null }; // the graph on screen and its mode: what hidden() looks the steps up in
+
+// ---- the one gate: every panel that shows a rule, a gradient or a derivation asks it --------------------------
+
+// the graph and mode the page is showing
+export function bindGraph(graph, mode) {
+  shown = { graph, mode };
+}
+
+// the steps whose backward rules write d`name` (1-based, in the schedule's order)
+function stepsOf(name) {
+  const { graph } = shown;
+  return graph.schedule.map((op, i) => ({ op: graph.ops.find((o) => o.name === op), step: i + 1 }))
+    .filter(({ op }) => op && op.rules.some((r) => r.target === name)).map(({ step }) => step);
+}
+
+// Whether challenge mode hides d`name` as made by the steps up to `upTo` (all of them by default): it does while
+// one of those steps is neither solved nor revealed. Its rule, its gradient (manual, autograd, their difference),
+// its derivation and its worked numbers all go through this.
+export function hidden(name, upTo = Infinity) {
+  const all = load();
+  if (all.on !== true || !shown.graph) return false;
+  const mode = all.modes?.[shown.mode] || {};
+  return stepsOf(name).some((s) => s <= upTo && !mode.solved?.[s] && !mode.revealed?.[s]);
+}
+
+// the first step up to `upTo` that keeps d`name` hidden (for the note that says which step to solve)
+export function hiddenBy(name, upTo = Infinity) {
+  const mode = load().modes?.[shown.mode] || {};
+  return stepsOf(name).find((s) => s <= upTo && !mode.solved?.[s] && !mode.revealed?.[s]) ?? null;
+}
+
+export const hiddenText = (name, step) => `hidden in challenge mode: solve step ${step} (or Show the answer) to see d${name}`;
+
+// The graph as challenge mode lets it be shown: a rule of a step not solved nor revealed keeps its target, shapes
+// and place, and loses its code, its correct code and its notes.
+export function maskGraph(graph) {
+  if (load().on !== true || !shown.graph) return graph;
+  return {
+    ...graph,
+    ops: graph.ops.map((op) => {
+      const step = graph.schedule.indexOf(op.name) + 1;
+      return { ...op, rules: op.rules.map((r) => (hidden(r.target, step)
+        ? { ...r, code: `d${r.target} = ?`, correct_code: "", notes: [], hidden: hiddenText(r.target, hiddenBy(r.target, step)) } : r)) };
+    }),
+  };
+}
+
+// A tensor's answer (/api/tensor) as challenge mode lets it be shown at view step `step`: the manual gradient while
+// a step up to `step` that makes it is open, autograd's (and the difference) while any step that makes it is.
+export function maskTensor(detail, step) {
+  if (!detail) return detail;
+  const manual = hidden(detail.name, step);
+  const autograd = hidden(detail.name);
+  if (!manual && !autograd) return detail;
+  const note = hiddenText(detail.name, hiddenBy(detail.name));
+  return {
+    ...detail,
+    grad_manual: manual ? null : detail.grad_manual,
+    split: manual ? null : detail.split,
+    grad_autograd: null,
+    diff: null,
+    numeric: null,
+    numeric_note: note,
+    hidden: { manual, autograd, note },
+  };
+}
 
 function load() {
   try { return JSON.parse(localStorage.getItem(KEY)) || {}; } catch { return {}; }
@@ -104,8 +172,9 @@ async function download(body, button) {
   }
 }
 
-export function init(served) {
+export function init(served, changed = () => {}) {
   meta = served;
+  onChange = changed;
   const on = load().on === true;
   $("challenge-toggle").checked = on;
   $("challenge-body").hidden = !on;
@@ -115,6 +184,7 @@ export function init(served) {
     localStorage.setItem(KEY, JSON.stringify(all));
     $("challenge-body").hidden = !all.on;
     fit();
+    onChange();
   });
   // the tabs: a click, or the arrow keys between them (the ARIA tabs pattern)
   for (const name of ["step", "cell"]) {
@@ -136,6 +206,7 @@ export function init(served) {
   bindEditor($("cell-code"), (m, code) => { m.cell = code; });
   $("challenge-check").addEventListener("click", check);
   $("challenge-hint").addEventListener("click", hint);
+  $("challenge-reveal").addEventListener("click", reveal);
   $("cell-check").addEventListener("click", checkCell);
   for (const b of document.querySelectorAll("[data-testid^=steps-export-]")) {
     b.addEventListener("click", () => {
@@ -175,6 +246,7 @@ export function update({ params, step, total, op }) {
   $("challenge-hints").replaceChildren();
   $("challenge-feedback").replaceChildren();
   $("challenge-diff").hidden = true;
+  $("challenge-reveal").disabled = !op;
   if (!op) {
     $("challenge-task").textContent = "The backward pass is complete: Reset or step back to try a step.";
     $("challenge-code").value = "";
@@ -183,7 +255,7 @@ export function update({ params, step, total, op }) {
   }
   const targets = op.rules.map((r) => `d${r.target}`).join(", ");
   $("challenge-task").innerHTML = `Step ${step}: backprop through <code>${esc(op.formula.split("\n")[0])}</code>. ` +
-    `Write <b>${esc(targets)}</b>, then Check (Next shows the answer).`;
+    `Write <b>${esc(targets)}</b>, then Check. Show the answer reveals it; Next moves on without it.`;
   $("challenge-code").value = load().modes?.[params.mode]?.drafts?.[step] ?? "";
   fit();
 }
@@ -197,6 +269,7 @@ async function check() {
     renderResult(result);
     if (result.correct) store((m) => { m.solved[ctx.step] = code; }); // the code travels home with the export
     renderProgress();
+    if (result.correct) onChange();
   } catch (e) {
     $("challenge-diff").hidden = true;
     $("challenge-feedback").innerHTML = `<p class="bad" data-testid="challenge-refused">${esc(e.message)}</p>`;
@@ -271,4 +344,13 @@ async function hint() {
   level += 1;
   $("challenge-hint").textContent = level >= 4 ? "No more hints" : level === 3 ? "Reveal the answer" : "Next hint";
   renderProgress();
+  if (level === 4) onChange();
+}
+
+// Show the answer on purpose: the step counts as revealed (not solved), and its rule and gradients are shown
+function reveal() {
+  if (!ctx || !ctx.op) return;
+  store((m) => { m.revealed[ctx.step] = true; });
+  renderProgress();
+  onChange();
 }

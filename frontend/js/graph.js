@@ -6,6 +6,7 @@ import { esc } from "./text.js";
 
 const MIN_SCALE = 0.72;
 const MAX_SCALE = 1.3;
+const TAP_MIN = 24; // px: the least height of a node's button where it is tapped (WCAG 2.5.8)
 const SAMPLE = 12; // px between the invisible hover points laid along a box (Plotly hovers points, not boxes)
 
 export function nodeStatus(nodeState) {
@@ -146,6 +147,7 @@ function hits(group, { graph, state, selected, scale, onOpen, statuses, steps })
     ...graph.ops.filter((o) => layout.ops[o.name]).map((o) => ({ kind: "op", name: o.name, op: o, at: layout.ops[o.name] })),
   ];
   const id = (item) => `${item.kind}:${item.name}`;
+  const tap = window.matchMedia("(pointer: coarse)").matches || window.innerWidth < 700 ? TAP_MIN : 0;
   const focused = document.activeElement && group.contains(document.activeElement) ? document.activeElement.dataset.id : null;
   const stop = focused || (selected ? `tensor:${selected}` : `tensor:${graph.nodes[graph.nodes.length - 1].name}`);
   const byId = new Map([...group.children].map((b) => [b.dataset.id, b]));
@@ -164,10 +166,11 @@ function hits(group, { graph, state, selected, scale, onOpen, statuses, steps })
       group.append(b);
     }
     const { x, y, w, h } = item.at;
+    const tall = Math.max(h * scale, tap); // a finger's target: at least TAP_MIN px tall, centred where the node is
     b.style.left = `${(x - w / 2) * scale}px`;
-    b.style.top = `${(y - h / 2) * scale}px`;
+    b.style.top = `${y * scale - tall / 2}px`;
     b.style.width = `${w * scale}px`;
-    b.style.height = `${h * scale}px`;
+    b.style.height = `${tall}px`;
     b.style.fontSize = `${(item.kind === "tensor" ? 12 : 11) * scale}px`;
     b.tabIndex = key === stop ? 0 : -1;
     const label = b.firstChild;
@@ -271,7 +274,8 @@ export function bindTooltip(container, tip) {
   container.addEventListener("focusout", () => hide());
   container.addEventListener("pointerup", (e) => { const b = e.target.closest(".gnode"); if (b && e.pointerType === "touch") show(b); });
   document.addEventListener("pointerdown", (e) => { if (shownFor && !e.target.closest(".gnode") && !tip.contains(e.target)) hide(); });
-  container.addEventListener("scroll", () => { if (shownFor) hide(); });
+  // a scroll moves the node away from a hover's tooltip; a focused node (scrolled into view by its focus) keeps its own
+  container.addEventListener("scroll", () => { if (shownFor) (document.activeElement === shownFor ? show(shownFor) : hide()); });
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") hide(); });
   return { refresh: () => { if (shownFor && document.contains(shownFor)) show(shownFor); } };
 }

@@ -187,14 +187,18 @@ function frameOf(grid, width) {
   // at most 27 labels across (every character), 14 px apart, and 16 down: each tick label costs ~0.5 ms of
   // a relayout, and a phone's narrow plot would crowd them
   const every = (n, most) => Math.ceil(n / most);
-  const across = Math.max(4, Math.min(27, Math.floor((width * SUMS_X - 104) / 14)));
+  // a phone's plot gives the cells the width: the rows' long labels (a context, "emm→a") become their numbers,
+  // fewer of them (the readout under the plot names the row tapped)
+  const narrow = width < 480;
+  const left = narrow ? 34 : 96;
+  const across = Math.max(4, Math.min(27, Math.floor((width * SUMS_X - left - 8) / 14)));
+  const yt = grid.y.map((_, i) => i).filter((i) => i % every(rows, narrow ? 8 : 16) === 0);
   const xt = grid.x.map((_, j) => j).filter((j) => j % every(cols, across) === 0);
-  const yt = grid.y.map((_, i) => i).filter((i) => i % every(rows, 16) === 0);
   return {
-    margin: { l: 96, r: 8, t: 34, b: 104 }, showlegend: false,
+    margin: { l: left, r: 8, t: 34, b: 104 }, showlegend: false,
     xaxis: { domain: [0, SUMS_X], tickvals: xt, ticktext: xt.map((j) => grid.x[j]), range: [-0.5, cols - 0.5], zeroline: false, showgrid: false,
       tickfont: AXIS_FONT, title: { text: grid.xt, font: { size: 12 }, standoff: 4 }, automargin: false, fixedrange: true, ticks: "outside", ticklen: 3 },
-    yaxis: { domain: [0, SUMS_Y], tickvals: yt, ticktext: yt.map((i) => grid.y[i]), range: [rows - 0.5, -0.5], zeroline: false, showgrid: false,
+    yaxis: { domain: [0, SUMS_Y], tickvals: yt, ticktext: yt.map((i) => (narrow ? String(i) : grid.y[i])), range: [rows - 0.5, -0.5], zeroline: false, showgrid: false,
       tickfont: AXIS_FONT, title: { text: grid.yt, font: { size: 12 }, standoff: 4 }, automargin: false, fixedrange: true, ticks: "outside", ticklen: 3 },
   };
 }

@@ -29,18 +29,19 @@ export function panelsOf(detail) {
   const g = absMax(detail.grad_manual, detail.grad_autograd) || 1e-12;
   const d = absMax(detail.diff) || 1e-12;
   const shapesDiffer = detail.grad_manual && detail.grad_autograd && detail.cmp && detail.cmp.shape_ok === false;
-  const noGrad = !detail.grad_autograd && !detail.grad_manual;
+  const hide = detail.hidden || { manual: false, autograd: false };
+  const noGrad = !detail.grad_autograd && !detail.grad_manual && !hide.autograd;
   const missing = noGrad ? "no gradient: an input of the network"
-    : !detail.grad_manual ? "not reached yet at this step" : "";
+    : hide.manual ? hide.note : !detail.grad_manual ? "not reached yet at this step" : "";
   const ref = detail.reference && detail.status === "partial" ? ` (${detail.reference})` : "";
   return {
     value: { key: "value", title: "value", tensor: detail.value, range: null },
     manual: { key: "manual", title: detail.status === "partial" ? `manual grad: ${detail.contributions[0]} of ${detail.contributions[1]} contributions` : "manual grad",
       tensor: detail.grad_manual, range: g, empty: detail.grad_manual ? "" : missing },
     autograd: { key: "autograd", title: `autograd grad${ref}`, tensor: detail.grad_autograd, range: g,
-      empty: detail.grad_autograd ? "" : "no gradient: an input of the network" },
+      empty: detail.grad_autograd ? "" : hide.autograd ? hide.note : "no gradient: an input of the network" },
     diff: { key: "diff", title: "manual − autograd", tensor: detail.diff, range: d,
-      empty: shapesDiffer ? `shapes differ: manual ${shapeText(detail.grad_manual.shape)}, expected ${shapeText(detail.grad_autograd.shape)} — nothing to subtract`
+      empty: hide.autograd ? hide.note : shapesDiffer ? `shapes differ: manual ${shapeText(detail.grad_manual.shape)}, expected ${shapeText(detail.grad_autograd.shape)} — nothing to subtract`
         : identical(detail.diff) ? "identical: 0 everywhere" : missing || (detail.diff ? "" : "nothing to compare") },
   };
 }
@@ -62,7 +63,9 @@ function ruleHtml(graph, name) {
   const rules = graph.ops.flatMap((op) => op.rules.filter((r) => r.target === name).map((r) => ({ op, r })))
     .sort((a, b) => a.r.contribution - b.r.contribution);
   if (!rules.length) return '<span class="muted">none: no gradient flows into an input</span>';
-  return rules.map(({ op, r }) => `
+  return rules.map(({ op, r }) => r.hidden ? `
+    <pre data-testid="rule" class="hidden-rule">${esc(r.code)}    <span class="muted">${esc(r.shapes)}</span></pre>
+    <ul class="notes"><li>from the backward step of <code>${esc(op.name)}</code>: ${esc(r.hidden)}</li></ul>` : `
     <pre data-testid="rule" class="${r.bug ? "bug-rule" : ""}">${r.bug ? '<span class="bug-tag" data-testid="bug-tag">BUG</span> ' : ""}${esc(r.code)}    <span class="muted">${esc(r.shapes)}</span></pre>
     ${r.bug ? `<div class="correct-rule">right: <code>${esc(r.correct_code)}</code></div>` : ""}
     <ul class="notes"><li>from the backward step of <code>${esc(op.name)}</code>${r.of > 1 ? ` (contribution ${r.contribution} of ${r.of})` : ""}</li>${r.notes.map((n) => `<li>${esc(n)}</li>`).join("")}</ul>`).join("");
@@ -111,8 +114,8 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
   if (fresh) {
     el.innerHTML = `<div class="insp-text"></div>
       <div class="insp-plots">${small ? '<div class="numbers-wrap"></div>' : `
-        <div class="views" role="radiogroup" aria-label="what the large heatmap shows">${VIEWS.map((v) => `<button type="button" role="radio" data-view="${v.key}" data-testid="view-${v.key}">${esc(v.label)}</button>`).join("")}</div>
-        <div class="main-wrap"></div>
+        <div class="views" role="tablist" aria-label="what the large heatmap shows">${VIEWS.map((v) => `<button type="button" role="tab" id="view-tab-${v.key}" aria-controls="main-view" data-view="${v.key}" data-testid="view-${v.key}">${esc(v.label)}</button>`).join("")}</div>
+        <div class="main-wrap" id="main-view" role="tabpanel" aria-label="the large heatmap"></div>
         <div class="main-empty muted" data-testid="main-empty" hidden></div>
         <div class="readout" data-testid="readout" aria-live="polite">Hover a cell: its four numbers appear here.</div>
         <div class="cell-rule" data-testid="cell-rule" hidden></div>
@@ -158,9 +161,20 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
   for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, slice);
   current = { detail, slice, view, grids, panels, onCell, onPick };
   // the switch and the thumbnails
+  markView(el, view);
   for (const b of el.querySelectorAll(".views button")) {
-    b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
     b.onclick = () => onView(b.dataset.view);
+    b.onkeydown = (event) => { // the ARIA tabs pattern: the arrows move between the views, not through the steps
+      const tabs = [...el.querySelectorAll(".views button")];
+      const at = tabs.indexOf(b);
+      const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1 }[event.key];
+      if (to === undefined) return;
+      event.preventDefault();
+      event.stopPropagation();
+      const next = tabs[(to + tabs.length) % tabs.length];
+      next.focus();
+      onView(next.dataset.view);
+    };
   }
   for (const fig of el.querySelectorAll(".thumbs .thumb")) {
     const p = panels[fig.dataset.view];
@@ -333,10 +347,18 @@ function renderSplit(div, detail) {
   });
 }
 
+// the view's tab selected, and the one tab stop of the tablist (roving tabindex)
+function markView(el, view) {
+  for (const b of el.querySelectorAll(".views button")) {
+    b.setAttribute("aria-selected", b.dataset.view === view ? "true" : "false");
+    b.tabIndex = b.dataset.view === view ? 0 : -1;
+  }
+}
+
 export function setView(el, view) {
   if (!current) return Promise.resolve();
   current.view = view;
-  for (const b of el.querySelectorAll(".views button")) b.setAttribute("aria-checked", b.dataset.view === view ? "true" : "false");
+  markView(el, view);
   for (const fig of el.querySelectorAll(".thumbs .thumb")) fig.classList.toggle("active", fig.dataset.view === view);
   return drawMain(el);
 }

@@ -8,17 +8,57 @@ export function defaults(meta) {
   return Object.fromEntries(Object.entries(meta.config).map(([key, field]) => [key, field.default]));
 }
 
-export function fromURL(search, meta) {
+export const fromURL = (search, meta, bugModes = {}) => parseURL(search, meta, bugModes).state;
+
+// what is wrong with a config field's value, by the bounds and choices the server declares ("" when nothing)
+function fault(field, value, numeric) {
+  if (numeric && !Number.isInteger(value)) return "is not a whole number";
+  if (numeric && field.minimum !== null && field.minimum !== undefined && value < field.minimum) return `is below the minimum, ${field.minimum}`;
+  if (numeric && field.maximum !== null && field.maximum !== undefined && value > field.maximum) return `is above the maximum, ${field.maximum}`;
+  if (field.choices && !field.choices.includes(value)) {
+    const named = field.choices.filter(Boolean);
+    return named.length <= 6 ? `is not one of ${named.join(", ")}` : "is not one the server knows";
+  }
+  return "";
+}
+
+// The state a URL asks for, at the nearest valid state, and a plain line for each parameter that was not valid
+// (what was wrong, and what is shown instead). `bugModes` = {bug: the modes it exists in} (/api/bugs).
+export function parseURL(search, meta, bugModes = {}) {
   const q = new URLSearchParams(search);
   const base = defaults(meta);
   const config = { ...base };
-  for (const key of Object.keys(config)) {
-    if (q.has(key)) config[key] = typeof base[key] === "number" ? Number(q.get(key)) : q.get(key);
+  const notes = [];
+  const label = (name) => meta.modes.find((m) => m.name === name).label;
+  let mode = meta.default_mode;
+  if (q.has("mode") && !meta.modes.some((m) => m.name === q.get("mode"))) {
+    notes.push(`there is no mode "${q.get("mode")}": showing ${label(mode)}`);
+  } else if (q.has("mode")) mode = q.get("mode");
+  for (const [key, field] of Object.entries(meta.config)) {
+    if (!q.has(key)) continue;
+    const numeric = typeof base[key] === "number";
+    const value = numeric ? (q.get(key).trim() === "" ? NaN : Number(q.get(key))) : q.get(key);
+    const wrong = fault(field, value, numeric);
+    if (!wrong) config[key] = value;
+    else notes.push(`${key}=${q.get(key)} ${wrong}: showing ${key === "bug" ? "no bug" : `${key}=${base[key]}`}`);
   }
-  const mode = meta.modes.some((m) => m.name === q.get("mode")) ? q.get("mode") : meta.default_mode;
-  const step = q.has("step") ? Math.max(0, parseInt(q.get("step"), 10) || 0) : 0;
-  const view = VIEWS.includes(q.get("view")) ? q.get("view") : "manual";
-  return { config, mode, step, node: q.get("node") || null, slice: Number(q.get("slice") || 0), pinned: q.get("pin") === "1", view, why: q.get("why") === "1" };
+  if (config.bug && bugModes[config.bug] && !bugModes[config.bug].includes(mode)) {
+    notes.push(`the bug ${config.bug} sits in an op this mode (${label(mode)}) fuses away: showing no bug`);
+    config.bug = base.bug;
+  }
+  const last = meta.modes.find((m) => m.name === mode).steps;
+  let step = 0;
+  if (q.has("step")) {
+    const asked = Number(q.get("step"));
+    if (!Number.isInteger(asked) || asked < 0) notes.push(`step=${q.get("step")} is not a step: showing step 0`);
+    else if (asked > last) { step = last; notes.push(`step=${asked} is past the last step of ${label(mode)}: showing step ${last}`); }
+    else step = asked;
+  }
+  let view = "manual";
+  if (q.has("view") && !VIEWS.includes(q.get("view"))) notes.push(`view=${q.get("view")} is not one of ${VIEWS.join(", ")}: showing manual`);
+  else if (q.has("view")) view = q.get("view");
+  const state = { config, mode, step, node: q.get("node") || null, slice: Number(q.get("slice") || 0), pinned: q.get("pin") === "1", view, why: q.get("why") === "1" };
+  return { state, notes };
 }
 
 export function toURL(state, meta) {

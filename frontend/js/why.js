@@ -116,9 +116,13 @@ export function checkCellHtml(lines, step) {
     <pre data-testid="check-cell-text" tabindex="0" role="region" aria-label="the check cell's lines">${esc(lines.length ? lines.join("\n") : "# no gradient is complete yet: step forward")}</pre></section>`;
 }
 
-// the whole drawer for one /api/why answer
-export function drawerHtml(answer, { labels = [], checkLines = [] } = {}) {
-  const rules = answer.rules.map((r) => `
+// the whole drawer for one /api/why answer; `hidden(step)`: the note that replaces what challenge mode hides of the
+// gradient as made up to `step` ("" where nothing is hidden)
+export function drawerHtml(answer, { labels = [], checkLines = [], hidden = () => "" } = {}) {
+  const rules = answer.rules.map((r) => hidden(r.step) ? `
+    <section class="why-rule" data-testid="why-hidden" data-op="${esc(r.op)}">
+      <h3>from the backward step of <code>${esc(r.op)}</code> (step ${r.step})</h3><p>${esc(hidden(r.step))}</p>
+    </section>` : `
     <section class="why-rule" data-testid="why-rule" data-op="${esc(r.op)}">
       <h3>from the backward step of <code>${esc(r.op)}</code> (step ${r.step})${r.of > 1 ? ` · contribution ${r.contribution} of ${r.of}` : ""}${r.reached ? "" : ' <span class="muted">· not reached yet</span>'}</h3>
       <div class="code-line">forward <code>${esc(r.formula)}</code></div>
@@ -132,9 +136,9 @@ export function drawerHtml(answer, { labels = [], checkLines = [] } = {}) {
       <button type="button" data-testid="why-close" aria-label="close the why drawer">Close</button></header>
     <p class="muted">${esc(answer.mode)} · after step ${answer.step} · hover a name in the math to find it in the graph · the examples use entry ${at(answer.index)}: click a cell of the heatmap to pick another</p>
     ${none}${rules}
-    ${answer.forces ? forcesHtml(answer.forces, labels[0] || []) : ""}
-    ${answer.approx ? approxHtml(answer.approx, labels) : ""}
-    ${answer.division ? divisionHtml(answer.division) : ""}
+    ${answer.forces && !hidden(Infinity) ? forcesHtml(answer.forces, labels[0] || []) : ""}
+    ${answer.approx && !hidden(Infinity) ? approxHtml(answer.approx, labels) : ""}
+    ${answer.division && !hidden(Infinity) ? divisionHtml(answer.division) : ""}
     ${checkCellHtml(checkLines, answer.step)}`;
 }
 
@@ -146,26 +150,32 @@ let shown = null; // the URL of the answer drawn
 export async function show(el, name, ctx) {
   const params = ctx.at ? { ...ctx.params, at: ctx.at.join(",") } : ctx.params;
   const url = `${name}?${new URLSearchParams(params)}`;
-  // below the toolbar where there is room, so that Next and Previous stay in reach; over everything on a phone
+  // docked beside the inspector on a wide screen (see style.css); below the toolbar where there is room, so that
+  // Next and Previous stay in reach; over everything on a phone
   const header = document.querySelector("header.top .toolbar");
-  el.style.top = window.innerWidth >= 700 && header ? `${Math.round(header.getBoundingClientRect().bottom)}px` : "0px";
+  const main = document.querySelector("main");
+  el.style.top = window.innerWidth >= 1100 && main ? `${Math.round(main.getBoundingClientRect().top + 6)}px`
+    : window.innerWidth >= 700 && header ? `${Math.round(header.getBoundingClientRect().bottom)}px` : "0px";
   el.hidden = false;
-  document.body.classList.add("why-open");
-  if (shown === url) return;
-  shown = url;
+  docked(true);
+  // challenge mode hides the derivation of a step not solved nor revealed: what it hides is part of what is drawn
+  const key = `${url}#${ctx.hidden ? ctx.hidden(Infinity) : ""}`;
+  if (shown === key) return;
+  shown = key;
   el.setAttribute("aria-busy", "true");
   let answer;
   try {
     answer = await ctx.fetchWhy(name, params);
   } catch (e) {
-    if (shown !== url) return;
+    if (shown !== key) return;
     el.innerHTML = `<header class="why-head"><h2>Why</h2><button type="button" data-testid="why-close">Close</button></header><p class="error">${esc(e.message)}</p>`;
     bind(el, ctx);
     el.removeAttribute("aria-busy");
     return;
   }
-  if (shown !== url) return; // a newer node or step was asked for meanwhile
-  el.innerHTML = drawerHtml(answer, { labels: ctx.labels, checkLines: checkCell(ctx.view, ctx.graph, ctx.order) });
+  if (shown !== key) return; // a newer node or step was asked for meanwhile
+  el.innerHTML = drawerHtml(answer, { labels: ctx.labels, checkLines: checkCell(ctx.view, ctx.graph, ctx.order), hidden: ctx.hidden });
+  breakMath(el);
   markSymbols(el, ctx.graph);
   bind(el, ctx);
   el.removeAttribute("aria-busy");
@@ -176,8 +186,15 @@ export async function show(el, name, ctx) {
 export function close(el) {
   el.hidden = true;
   shown = null;
-  document.body.classList.remove("why-open");
+  docked(false);
   highlight(null);
+}
+
+// docked on a wide screen, the drawer takes its width from the graph and the inspector: both lay out again
+function docked(on) {
+  if (document.body.classList.contains("why-open") === on) return;
+  document.body.classList.toggle("why-open", on);
+  window.dispatchEvent(new Event("resize"));
 }
 
 function bind(el, ctx) {
@@ -202,6 +219,38 @@ function bind(el, ctx) {
         copy.textContent = "Selected: Ctrl+C";
       }
     };
+  }
+}
+
+const MATHML = "http://www.w3.org/1998/Math/MathML";
+const BREAK_BEFORE = new Set(["=", "+", "−", "≈"]); // a long line breaks before a relation or a term; after a comma
+
+// Chromium lays a MathML line out on one line however wide (the fused batchnorm's are ~650 px): each line is cut
+// into pieces at its top level, each its own <math>, with spaces between them where the text may wrap. Continued
+// lines hang under the first (style.css), so that the line still reads as one equation.
+function breakMath(root) {
+  for (const math of root.querySelectorAll(".derivation .math > math")) {
+    const first = math.firstElementChild;
+    const row = math.children.length === 1 && first.localName === "mrow" ? first : math;
+    const pieces = [[]];
+    for (const child of [...row.children]) {
+      const op = child.localName === "mo" ? child.textContent.trim() : "";
+      if (BREAK_BEFORE.has(op) && pieces.at(-1).length) pieces.push([]);
+      pieces.at(-1).push(child);
+      if (op === ",") pieces.push([]);
+    }
+    const kept = pieces.filter((p) => p.length);
+    if (kept.length < 2) continue;
+    const lines = Object.assign(document.createElement("span"), { className: "math-lines" });
+    kept.forEach((piece, i) => {
+      const part = document.createElementNS(MATHML, "math");
+      const mrow = document.createElementNS(MATHML, "mrow");
+      mrow.append(...piece);
+      part.append(mrow);
+      if (i) lines.append(" ");
+      lines.append(part);
+    });
+    math.replaceWith(lines);
   }
 }
 

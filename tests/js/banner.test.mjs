@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { bannerHtml, bugNoteHtml, followed } from "../../frontend/js/banner.js";
+import { bannerHtml, bugNoteHtml, dataLineHtml, followed } from "../../frontend/js/banner.js";
 
 const GRAPH = {
   schedule: ["loss", "probs"],
@@ -51,4 +51,15 @@ test("the bug note escapes what the server sends", () => {
   assert.match(html, /x &lt; y/);
   assert.match(html, /w &amp; z/);
   assert.doesNotMatch(html, /<b>"/);
+});
+
+test("the data line names the list loaded, and says when it is not the lecture's and how to load that", () => {
+  const ds = { file: "names.txt", words: 29910, sha256: "f1e2d3c4b5a6978812345678", embedded: true };
+  const embedded = dataLineHtml(ds);
+  assert.match(embedded, /names\.txt<\/code>, 29,910 words, sha256 <code[^>]*>f1e2d3c4b5a6<\/code>/);
+  assert.match(embedded, /not the lecture's/);
+  assert.match(embedded, /<code>--data path\/to\/names\.txt<\/code>/);
+  const lecture = dataLineHtml({ ...ds, words: 32033, embedded: false });
+  assert.match(lecture, /32,033 words/);
+  assert.doesNotMatch(lecture, /--data|not the lecture's/);
 });

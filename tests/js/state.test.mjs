@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { apiParams, defaults, fromURL, toURL } from "../../frontend/js/state.js";
+import { apiParams, defaults, fromURL, parseURL, toURL } from "../../frontend/js/state.js";
 import { META } from "./meta.mjs";
 
 test("a bare URL is the server's defaults at step 0", () => {
@@ -35,4 +35,29 @@ test("the API's parameters are the config, the mode and (unless left out) the st
   const state = fromURL("?mode=fused&step=3&seed=9", META);
   assert.deepEqual(apiParams(state), { seed: 9, batch_size: 32, dtype: "float32", bug: "", mode: "fused", step: 3 });
   assert.equal("step" in apiParams(state, false), false);
+});
+
+test("each bad parameter of a URL is named with what is shown instead, at the nearest valid state", () => {
+  const bugModes = { bessel_n: ["atomic"] };
+  const cases = [
+    ["?bug=nonsense", (s) => s.config.bug === "", /^bug=nonsense is not one of bessel_n: showing no bug$/],
+    ["?step=99", (s) => s.step === 20, /^step=99 is past the last step of Exercise 1: showing step 20$/],
+    ["?mode=fused&step=99", (s) => s.step === 7, /showing step 7$/],
+    ["?batch_size=1", (s) => s.config.batch_size === 32, /^batch_size=1 is below the minimum, 2: showing batch_size=32$/],
+    ["?seed=-1", (s) => s.config.seed === 1234, /^seed=-1 is below the minimum, 0: showing seed=1234$/],
+    ["?seed=1.5", (s) => s.config.seed === 1234, /^seed=1.5 is not a whole number/],
+    ["?seed=", (s) => s.config.seed === 1234, /^seed= is not a whole number/],
+    ["?mode=fused&bug=bessel_n", (s) => s.mode === "fused" && s.config.bug === "", /bessel_n sits in an op this mode \(Exercises 2\+3\) fuses away: showing no bug$/],
+    ["?mode=foo", (s) => s.mode === "atomic", /^there is no mode "foo": showing Exercise 1$/],
+    ["?view=sideways", (s) => s.view === "manual", /^view=sideways is not one of value, manual, autograd, diff: showing manual$/],
+    ["?step=-3", (s) => s.step === 0, /^step=-3 is not a step: showing step 0$/],
+  ];
+  for (const [search, valid, note] of cases) {
+    const { state, notes } = parseURL(search, META, bugModes);
+    assert.ok(valid(state), search);
+    assert.equal(notes.length, 1, search);
+    assert.match(notes[0], note, search);
+  }
+  // a valid URL has nothing to say
+  assert.deepEqual(parseURL("?mode=atomic&bug=bessel_n&step=20&seed=0", META, bugModes).notes, []);
 });
