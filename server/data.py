@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import threading
@@ -51,6 +52,11 @@ class Dataset:
     @property
     def vocab_size(self) -> int:
         return len(self.itos)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether these are the embedded names (by content: a copy of the file elsewhere is the same list)."""
+        return self.sha256 == _embedded_sha256()
 
     def splits(self, block_size: int) -> Splits:
         """The lecture's split at this block size (built once, then cached)."""
@@ -157,3 +163,8 @@ def parse_dataset(raw: bytes, path: Path) -> Dataset:
         stoi=stoi,
         raw=raw,
     )
+
+
+@functools.cache
+def _embedded_sha256() -> str:
+    return hashlib.sha256(DEFAULT_DATA.read_bytes()).hexdigest()

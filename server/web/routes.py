@@ -186,6 +186,7 @@ def dataset(request: Request) -> Response:
             "block_size": block_size,
             "splits": {"train": len(splits.Ytr), "val": len(splits.Ydev), "test": len(splits.Yte)},
             "sha256": ds.sha256,
+            "embedded": ds.embedded,
         },
         headers,
     )

@@ -81,6 +81,7 @@ class DatasetPublic(BaseModel):
     block_size: int
     splits: SplitSizesPublic
     sha256: str
+    embedded: bool  # the names list shipped with the server (not the lecture's: its numbers differ from the video's)
 
 
 class TensorPublic(BaseModel):

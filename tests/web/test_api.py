@@ -31,6 +31,17 @@ def test_health_and_dataset(client):
     assert ds["splits"] == {"train": 182625, "val": 22655, "test": 22866}
     assert ds["vocab"][:3] == [".", "a", "b"] and ds["vocab_size"] == 27
     assert ds["sha256"] == "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+    assert ds["embedded"] is False  # the lecture's file, from ../shared
+
+
+def test_the_embedded_names_say_so_wherever_the_file_lies(embedded_dataset, tmp_path):
+    from server.data import DEFAULT_DATA, load_dataset
+
+    copy = tmp_path / "my-names.txt"
+    copy.write_bytes(DEFAULT_DATA.read_bytes())
+    for ds in (embedded_dataset, load_dataset(copy)):
+        with TestClient(create_app(ds), base_url="http://127.0.0.1") as c:
+            assert c.get("/api/dataset").json()["embedded"] is True
 
 
 def test_meta_serves_the_modes_as_each_graph_answer_has_them(client):
