@@ -83,7 +83,8 @@ def stranger_cancel(server: Server) -> dict[str, object]:
         cancel = stranger.post(f"{url}/cancel")
         guessed = stranger.delete(url, headers={"Authorization": "Bearer guess"})
         seconds = time.perf_counter() - t0
-        status = victim.get(url).json()["status"]
+        seen = victim.get(url)
+        status = seen.json()["status"] if seen.status_code == 200 else f"{seen.status_code} (gone)"
         owner = victim.post(f"{url}/cancel", headers=_owner(run))
         victim.delete(url, headers=_owner(run))
     return {
