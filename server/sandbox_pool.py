@@ -84,8 +84,9 @@ def limit_memory(extra: int) -> None:
 
 
 def quiet_start(start: Callable[[], None]) -> None:
-    """Run `start` (a spawn) with SIGINT and SIGTERM held back: the child inherits the held mask, so a Ctrl-C that
-    reaches the whole process group while it boots neither kills it half-started nor prints its traceback."""
+    """Run `start` (a spawn) with SIGINT and SIGTERM held back in this thread, so that the parent's own handlers run
+    once the child exists. The child does not inherit the mask (the spawn resets it): until its first lines ignore
+    SIGINT, a Ctrl-C to the process group can end it with Python's KeyboardInterrupt, which the parent survives."""
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
