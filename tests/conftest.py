@@ -61,3 +61,17 @@ def open_runs(runs_url):
     yield make
     for store in stores:
         store.close()
+
+
+# The longest tests, started first: run in parallel (make test), one that starts last finishes last, and the run
+# waits for it alone. The rest keep their files' order.
+LONGEST_FIRST = ("test_lecture_exercise_4_result",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "postgres_server" in item.fixturenames or (callspec and "postgresql" in callspec.params.values()):
+            item.add_marker(pytest.mark.postgres)
+    items.sort(key=lambda item: item.originalname not in LONGEST_FIRST)  # stable: the rest keep their order
