@@ -88,6 +88,7 @@ def test_serves_a_custom_file(tmp_path):
             assert json.load(r)["total_steps"] == len(ops_for_mode("atomic"))
 
 
+@pytest.mark.slow  # the real server, started and stopped
 def test_workers_each_take_a_share_of_the_connections():
     # one SO_REUSEPORT socket per worker: fresh connections land on both processes
     with live_server("--workers", "2", "--check-workers", "0") as url:  # no sandbox processes: not what is tested
@@ -99,6 +100,7 @@ def test_workers_each_take_a_share_of_the_connections():
         assert len(pids) == 2
 
 
+@pytest.mark.slow  # the real server, started and stopped
 def test_a_taken_port_is_an_error_not_a_restart_loop():
     with live_server("--check-workers", "0") as url:
         port = url.rsplit(":", 1)[1]
@@ -298,6 +300,7 @@ def _alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}/cmdline").exists()]
 
 
+@pytest.mark.slow  # the real server, started and stopped
 @pytest.mark.parametrize(
     ("sig", "moment", "workers"),
     [
@@ -341,6 +344,7 @@ def test_an_option_out_of_range_is_a_usage_error(args, message, refused_at_start
     assert code == 2 and message in stderr and "usage:" in stderr, stderr
 
 
+@pytest.mark.slow  # the real server, started and stopped
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_port_0_says_which_port_it_took_once_ready(tmp_path, workers):
     server = Started(tmp_path, "--workers", workers, "--check-workers", "0")
@@ -376,6 +380,7 @@ def test_a_database_password_is_never_shown(url, refused_at_start):
     assert "s3cr" not in stderr and "student:***@" in stderr, stderr
 
 
+@pytest.mark.slow  # the real server, started and stopped
 def test_forwarded_addresses_from_loopback_are_not_believed(tmp_path):
     # six checks "from" six forwarded addresses, all from this machine, are one client: two at a time, 429 beyond
     server = Started(tmp_path, "--check-workers", "1")
