@@ -15,8 +15,13 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-setup: $(BIN)/python
+# installed again only when pyproject.toml changed (the package itself is installed editable): make test-fast
+# from an existing venv starts at once
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[test,data,docs]'
+	touch $@
+
+setup: $(VENV)/.installed
 
 run: $(BIN)/python
 	$(PIP_INSTALL) -e .
@@ -37,13 +42,20 @@ postgres-deps:
 bench-deps:
 	@command -v h2load >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null)
 
+# the suite in JOBS processes (pytest-xdist): most tests wait on a server, a browser or a database part of the
+# time, so three keep two cores busy; tests/conftest.py starts the longest first. JOBS=0: one process, in order
+JOBS ?= 3
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS))
+
+# everything CI runs: the browser, PostgreSQL, nginx and the lecture's full training run included
 test: setup browser-deps postgres-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
-test-fast: setup postgres-deps
-	$(BIN)/python -m pytest -q -m "not browser and not slow"
+# unit, API and golden tests: no browser, PostgreSQL, nginx or long training
+test-fast: setup
+	$(PYTEST) -m "not browser and not slow and not postgres"
 
 # the documentation site (docs/, mkdocs.yml) into site/; --strict: any warning, a broken link say, fails it
 # (NO_MKDOCS_2_WARNING: mkdocs-material's banner about its successor, printed on every build)

@@ -61,3 +61,26 @@ def open_runs(runs_url):
     yield make
     for store in stores:
         store.close()
+
+
+# The longest tests (each 20-70 s in a serial run), started first in this order: run in parallel (make test), one
+# that started last would finish last, and the whole run would wait for it alone. The rest keep their files' order.
+LONGEST_FIRST = (
+    "test_lecture_exercise_4_result",
+    "test_three_workers_drain_twelve_queued_runs_one_at_a_time_each",
+    "test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line",
+    "test_worked_examples_show_the_served_numbers",
+    "test_restart_keeps_finished_runs_and_interrupts_the_running_one",
+    "test_training_with_your_own_backward",
+    "test_runs_with_the_learners_own_backward",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "postgres_server" in item.fixturenames or (callspec and "postgresql" in callspec.params.values()):
+            item.add_marker(pytest.mark.postgres)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order

@@ -22,26 +22,51 @@ import pytest
 
 from server.graph import ops_for_mode
 
-from .live_server import free_port, live_server
+from .live_server import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def refused_at_start(monkeypatch, capsys, tmp_path) -> Callable[..., tuple[int, str]]:
+    """refused_at_start(*args): server.__main__.main(args) in this process, as `python -m server` runs it; its exit
+    status and what it printed to stderr. It must refuse before serving: a server that starts fails the test.
+
+    In-process: the message is the point, and a process of its own would cost an interpreter and torch's import each
+    time. An exception it raised would fail the test with its traceback, as the process would print one."""
+    from server import web_processes
+    from server.__main__ import main
+
+    def serve(*args, **kwargs):
+        pytest.fail("the server started instead of refusing")
+
+    monkeypatch.setattr(web_processes, "serve", serve)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default runs database, were it reached, is not the user's
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            code = main([*args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, err  # a caught exception printed is still a traceback shown to the user
+        return code, err
+
+    return run
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [(None, "no such file"), (b"", "empty"), (b"\x00\x01\x02", "binary"), (b"\xff\xfe", "not UTF-8")],
 )
-def test_bad_data_file_exits_with_message(tmp_path, content, message):
+def test_bad_data_file_exits_with_message(tmp_path, content, message, refused_at_start):
     path = tmp_path / "names.txt"
     if content is not None:
         path.write_bytes(content)
-    proc = subprocess.run(
-        [sys.executable, "-m", "server", "--data", str(path), "--port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, stderr = refused_at_start("--data", str(path))
+    assert code == 2
+    assert message in stderr
 
 
 def test_serves_a_custom_file(tmp_path):
@@ -63,6 +88,7 @@ def test_serves_a_custom_file(tmp_path):
             assert json.load(r)["total_steps"] == len(ops_for_mode("atomic"))
 
 
+@pytest.mark.slow  # the real server, started and stopped
 def test_workers_each_take_a_share_of_the_connections():
     # one SO_REUSEPORT socket per worker: fresh connections land on both processes
     with live_server("--workers", "2", "--check-workers", "0") as url:  # no sandbox processes: not what is tested
@@ -74,6 +100,7 @@ def test_workers_each_take_a_share_of_the_connections():
         assert len(pids) == 2
 
 
+@pytest.mark.slow  # the real server, started and stopped
 def test_a_taken_port_is_an_error_not_a_restart_loop():
     with live_server("--check-workers", "0") as url:
         port = url.rsplit(":", 1)[1]
@@ -85,8 +112,13 @@ def test_a_taken_port_is_an_error_not_a_restart_loop():
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_help_says_what_the_program_is():
-    out = subprocess.run([sys.executable, "-m", "server", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+def test_help_says_what_the_program_is(capsys):
+    from server.__main__ import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--help"])
+    assert ended.value.code == 0
+    out = capsys.readouterr().out
     assert (
         "web app that steps through Karpathy's" in out and "http://127.0.0.1:8000" in out and "--allowed-hosts" in out
     )
@@ -138,13 +170,10 @@ def test_the_readme_curl_examples_work_in_order(tmp_path):
 
 
 @pytest.mark.parametrize("url", ["postgresql://db.example/runs", "sqlite://"])
-def test_a_runs_db_url_this_server_cannot_open_is_a_message(url):
-    proc = subprocess.run(
-        [sys.executable, "-m", "server", "--runs-db", url, "--port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert f"cannot use the runs database {url}: " in proc.stderr and "Traceback" not in proc.stderr
+def test_a_runs_db_url_this_server_cannot_open_is_a_message(url, refused_at_start):
+    code, stderr = refused_at_start("--runs-db", url)
+    assert code == 2
+    assert f"cannot use the runs database {url}: " in stderr
 
 
 def test_the_settings_reach_the_web_process(tmp_path):
@@ -271,6 +300,7 @@ def _alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}/cmdline").exists()]
 
 
+@pytest.mark.slow  # the real server, started and stopped
 @pytest.mark.parametrize(
     ("sig", "moment", "workers"),
     [
@@ -311,12 +341,12 @@ def test_ctrl_c_or_sigterm_at_any_moment_of_start_up_ends_the_server(tmp_path, s
         (["--head-timeout", "0"], "argument --head-timeout: 0 is out of range"),
     ],
 )
-def test_an_option_out_of_range_is_a_usage_error(args, message):
-    proc = subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and message in proc.stderr and "usage:" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_an_option_out_of_range_is_a_usage_error(args, message, refused_at_start):
+    code, stderr = refused_at_start(*args)
+    assert code == 2 and message in stderr and "usage:" in stderr, stderr
 
 
+@pytest.mark.slow  # the real server, started and stopped
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_port_0_says_which_port_it_took_once_ready(tmp_path, workers):
     server = Started(tmp_path, "--workers", workers, "--check-workers", "0")
@@ -346,15 +376,13 @@ def test_port_0_says_which_port_it_took_once_ready(tmp_path, workers):
         "postgresql://student:s3cr%40t-pw@/runs?host=/nonexistent",
     ],
 )
-def test_a_database_password_is_never_shown(url):
-    proc = subprocess.run(
-        [sys.executable, "-m", "server", "--runs-db", url, "--port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2 and "cannot use the runs database" in proc.stderr
-    assert "s3cr" not in proc.stderr and "student:***@" in proc.stderr, proc.stderr
+def test_a_database_password_is_never_shown(url, refused_at_start):
+    code, stderr = refused_at_start("--runs-db", url)
+    assert code == 2 and "cannot use the runs database" in stderr
+    assert "s3cr" not in stderr and "student:***@" in stderr, stderr
 
 
+@pytest.mark.slow  # the real server, started and stopped
 def test_forwarded_addresses_from_loopback_are_not_believed(tmp_path):
     # six checks "from" six forwarded addresses, all from this machine, are one client: two at a time, 429 beyond
     server = Started(tmp_path, "--check-workers", "1")

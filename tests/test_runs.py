@@ -436,6 +436,7 @@ def server(request, tmp_path):
         print(worker.output())
 
 
+@pytest.mark.slow  # a real server trains runs
 def test_run_lifecycle_events_in_order_and_resumable(server):
     # manual and autograd from one seed, trained at the same time (two workers writing one database)
     run, partner = server.api("POST", "/api/runs", json={**SHORT, "backward": "both"}).json()["runs"]
@@ -473,6 +474,7 @@ def test_run_lifecycle_events_in_order_and_resumable(server):
     assert wrong.status_code == 422 and "n_hidden=200" in wrong.text
 
 
+@pytest.mark.slow  # a real server trains runs
 def test_runs_train_on_the_words_validated_at_start_not_the_file(tmp_path):
     data = tmp_path / "names.txt"
     data.write_bytes(LECTURE_DATA.read_bytes())
@@ -494,6 +496,7 @@ def test_runs_train_on_the_words_validated_at_start_not_the_file(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow  # a real server trains runs
 def test_cancel_a_running_run(server):
     (run,) = server.api("POST", "/api/runs", json={"max_steps": 1_000_000}).json()["runs"]
     read_events(server, run["id"], until=lambda e: e[1] == "progress")
@@ -505,6 +508,7 @@ def test_cancel_a_running_run(server):
     assert server.api("GET", f"/api/runs/{run['id']}").json()["has_params"] is False
 
 
+@pytest.mark.slow  # a real server trains runs
 def test_restart_keeps_finished_runs_and_interrupts_the_running_one(tmp_path):
     server = Server(tmp_path / "runs.db").start()
     (done,) = server.api("POST", "/api/runs", json=SHORT).json()["runs"]
@@ -523,6 +527,7 @@ def test_restart_keeps_finished_runs_and_interrupts_the_running_one(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow  # a real server trains runs
 def test_a_killed_server_leaves_no_orphan_worker(tmp_path):
     server = Server(tmp_path / "runs.db").start()
     (run,) = server.api("POST", "/api/runs", json={"max_steps": 1_000_000, "keep_running": True}).json()["runs"]
@@ -546,6 +551,7 @@ def _alive(pid: int) -> bool:
         return f.read().split(")")[1].split()[0] != "Z"
 
 
+@pytest.mark.slow  # a real server trains runs
 def test_an_unwatched_run_stops_unless_kept_running(tmp_path):
     # no grace: a run nobody watches stops at its first look (no wait on the clock for a grace to pass)
     server = Server(tmp_path / "runs.db", "--watch-grace", "0").start()
@@ -564,6 +570,7 @@ def test_an_unwatched_run_stops_unless_kept_running(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow  # a real server trains runs
 def test_runs_with_the_learners_own_backward(tmp_path):
     from .test_train_code import BLOCK
 

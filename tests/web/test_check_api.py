@@ -124,6 +124,7 @@ def test_checks_off_is_503(lecture_dataset):
         assert c.post("/api/check", json={"step": 1, "code": DLOGPROBS}).status_code == 503
 
 
+@pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
     pool = SandboxPool(lecture_dataset, size=1, timeout_s=1.0)
     try:
@@ -142,6 +143,7 @@ def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
         pool.close()
 
 
+@pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
     from server.config import ModelConfig
 
@@ -154,6 +156,7 @@ def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
         pool.close()
 
 
+@pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_workers_passes_fit_its_memory_limit(lecture_dataset):
     from server.config import ModelConfig
 
@@ -192,6 +195,7 @@ def test_a_grading_failure_is_told_as_what_it_was(exc, message):
     assert message in failure_message(exc, MEMORY_LIMIT)
 
 
+@pytest.mark.slow  # sandbox processes started, killed and replaced
 @pytest.mark.parametrize(
     ("sig", "message"), [(signal.SIGKILL, "killed (SIGKILL"), (signal.SIGSEGV, "crashed (SIGSEGV)")]
 )
@@ -211,6 +215,7 @@ def test_a_dead_worker_is_reported_by_how_it_died_and_replaced(lecture_dataset, 
         pool.close()
 
 
+@pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_worker_warms_up_at_the_servers_priority_then_runs_code_below_it(lecture_dataset):
     # niced during its warm-up, a worker on a busy machine took over a minute to start, and the first
     # check was refused ("the evaluator did not start")
@@ -227,6 +232,7 @@ def test_a_worker_warms_up_at_the_servers_priority_then_runs_code_below_it(lectu
         pool.close()
 
 
+@pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_new_worker_grades_on_the_words_validated_at_start_not_the_file(lecture_dataset, tmp_path):
     from server.config import ModelConfig
     from server.data import load_dataset

@@ -183,13 +183,24 @@ def test_a_run_whose_job_the_queue_refuses_fails_with_a_503(lecture_dataset, pos
     runs.close()
 
 
+def with_patient_checks(app, dataset):
+    """`app` checking code in one sandbox process with all the time it needs: the server's own pool stops a check
+    after 3 s of the wall clock, which a busy machine can take; what these tests look at is why a block is refused."""
+    from server.sandbox_pool import SandboxPool
+    from server.web.app import use_checks
+
+    use_checks(app, SandboxPool(dataset, size=1, timeout_s=300), 1)
+    return app
+
+
 def test_a_runs_own_backward_is_checked_before_it_is_queued(lecture_dataset, open_runs):
     from server.settings import Settings
 
     from ..test_train_code import BLOCK
 
     runs = open_runs(Limits(max_queued=4))
-    app = create_app(lecture_dataset, Settings(check_workers=1), runs=runs, schedule=False)
+    app = create_app(lecture_dataset, Settings(check_workers=0), runs=runs, schedule=False)
+    app = with_patient_checks(app, lecture_dataset)
     with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         wrong = BLOCK.replace("dh = dlogits @ W2.T", "dh = dlogits @ W2")
         r = client.post("/api/runs", json={**SHORT, "backward": "code", "code": wrong})
@@ -313,7 +324,8 @@ def test_a_block_slower_than_the_estimate_is_bounded_by_its_measured_step(lectur
     from ..test_train_code import BLOCK
 
     runs = open_runs(Limits(max_queued=4, per_client=4))
-    app = create_app(lecture_dataset, Settings(check_workers=1, max_run_cpu=70), runs=runs, schedule=False)
+    app = create_app(lecture_dataset, Settings(check_workers=0, max_run_cpu=70), runs=runs, schedule=False)
+    app = with_patient_checks(app, lecture_dataset)
     body = {"max_steps": 15000, "lr_decay_step": 7500, "backward": "code"}  # estimated: ~52 s of CPU
     slow = BLOCK + "for a in range(200):\n  junk = h.T @ h\n"  # ~10x the notebook's block, within every cap
     with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
