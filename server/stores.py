@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 
+import psycopg
+
 from .runs import Limits, RunStore, is_postgres, store_path
+
+# what a store raises when its database fails under a running server (corrupted, removed, unreachable)
+STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError, psycopg.OperationalError)
 
 # a URL's credentials: scheme://user:password@ (the password is anything up to the last @ before the path)
 _CREDENTIALS = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):(?P<password>[^/]*)@")

@@ -30,6 +30,7 @@ from ..runs import RunStore
 from ..sandbox_pool import SandboxPool
 from ..scheduler import Scheduler
 from ..settings import Settings
+from ..stores import STORE_ERRORS
 from .fair import FairQueue
 from .feeds import RunFeeds
 from .guards import (
@@ -40,6 +41,7 @@ from .guards import (
     answered_hosts,
     excerpt,
     internal_error,
+    store_unavailable,
     validation_error,
 )
 from .http_cache import EncodedETag, Precompressed, not_modified
@@ -175,6 +177,8 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, internal_error)
+    for database_error in STORE_ERRORS:
+        app.add_exception_handler(database_error, store_unavailable)
 
     # JSON and the page's files compressed as the client accepts (zstd, brotli, gzip), Server-Sent Events
     # streamed as they come; the ETag of a compressed copy names its encoding (outside the compression)

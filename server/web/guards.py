@@ -218,6 +218,23 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     return Response(dumps({"detail": detail}), status_code=422, media_type="application/json")
 
 
+_store_log: Any = None  # a QuietLog, made on first use (connections.py imports this module's neighbours)
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """The runs database failed under the server (corrupted, removed, unreachable): a 503 with the reason, logged
+    once a minute without a traceback; everything that needs no runs database goes on answering."""
+    global _store_log
+    if _store_log is None:
+        from .connections import QuietLog
+
+        _store_log = QuietLog()
+    reason = excerpt(str(exc) or type(exc).__name__)
+    _store_log.event("runs database", f"the runs database cannot be used: {reason}")
+    detail = f"the runs database cannot be used right now ({reason}); the explorer itself still works"
+    return Response(dumps({"detail": detail}), status_code=503, media_type="application/json")
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug is still a JSON answer (the traceback goes to the log, not to the client)."""
     logging.getLogger("backprop-explorer").error("%s %s failed", request.method, request.url.path, exc_info=exc)

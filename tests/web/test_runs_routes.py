@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from server.runs import Limits
+from server.runs import Limits, RunStore
 from server.settings import Settings
 from server.train_config import TrainConfig
 from server.web.app import create_app
@@ -335,3 +335,21 @@ def test_a_block_slower_than_the_estimate_is_bounded_by_its_measured_step(lectur
         r = client.post("/api/runs", json={**body, "code": BLOCK})  # the notebook's block: within its estimate
         assert r.status_code == 201, r.text
         assert 0 < r.json()["runs"][0]["cpu_limit_s"] <= 70
+
+
+def test_a_runs_database_corrupted_under_the_server_is_a_503_said_once(lecture_dataset, tmp_path, caplog):
+    """The runs' routes answer 503 with the reason (no 500, no traceback per request); the explorer answers on."""
+    db = tmp_path / "runs.db"
+    runs = RunStore(db)
+    with TestClient(create_app(lecture_dataset, runs=runs, schedule=False), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/runs").status_code == 200
+        runs.close()
+        for path in tmp_path.iterdir():
+            path.write_bytes(b"this is not a database " * 100)
+        with caplog.at_level("WARNING", logger="backprop-explorer"):
+            answers = [client.get("/api/runs"), client.get("/api/runs/1"), client.post("/api/runs", json=SHORT)]
+        for r in answers:
+            assert r.status_code == 503 and "runs database cannot be used" in r.json()["detail"], r.text
+        (record,) = [r for r in caplog.records if "runs database" in r.getMessage()]
+        assert record.exc_info is None and "not a database" in record.getMessage()
+        assert client.get("/api/state?step=1").status_code == 200
