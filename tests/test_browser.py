@@ -849,6 +849,9 @@ def test_challenge_lecture_answer_wrong_shape_and_progress(page, base_url):
     expect(page.get_by_test_id("challenge-feedback")).to_contain_text(
         "yours is (32,27), expected (32,1): the forward pass broadcast this over dim 1"
     )
+    # no maxdiff exists between different shapes: the grade line says so instead of "maxdiff: null"
+    expect(page.get_by_test_id("challenge-feedback")).to_contain_text("dcounts_sum_inv | shape (32,27) against")
+    expect(page.get_by_test_id("challenge-feedback")).not_to_contain_text("null")
     # dcounts is right (its difference is 0 everywhere), dcounts_sum_inv has another shape: nothing to draw
     expect(page.get_by_test_id("challenge-diff")).to_be_hidden()
     check_code(page, "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)\ndcounts = counts_sum_inv * dprobs * 2")
