@@ -653,6 +653,9 @@ def test_training_run_live_curve_progress_cancel_and_list(page, base_url):
     assert page.evaluate("document.getElementById('check-plot').data[0].y.every((d) => d < 1e-6)")
     page.get_by_test_id("cancel").click()
     expect(page.get_by_test_id("run-title")).to_contain_text("cancelled", timeout=15_000)
+    # the title says why once: the status and the reason do not repeat each other
+    expect(page.get_by_test_id("run-title")).to_contain_text(": cancelled by its owner")
+    expect(page.get_by_test_id("run-title")).not_to_have_text(re.compile(r"cancelled\W+cancelled"))
     run_id = re.search(r"run=(\d+)", page.url).group(1)
     row = page.locator(f"[data-testid=run-row][data-run='{run_id}']")
     expect(row).to_contain_text("cancelled", timeout=10_000)
@@ -707,6 +710,16 @@ def test_finished_run_results_and_its_net_in_the_explorer(page, base_url):
     expect(page.get_by_test_id("samples").first).to_be_visible(timeout=30_000)
     assert len(page.get_by_test_id("samples").first.locator("span").all()) == 20
     assert page.evaluate("document.getElementById('loss-plot').data.length") == 4  # 2 runs x (per step, smoothed)
+    # each run of the pair has its one-line verdict: the manual one's checks, autograd's own, both losses
+    lines = page.get_by_test_id("verdict-line")
+    expect(lines).to_have_count(2)
+    manual = re.compile(r"^✓ Run #\d+ \(manual\): the manual backward agreed with autograd")
+    expect(lines.nth(0)).to_contain_text(manual)
+    expect(lines.nth(1)).to_contain_text(re.compile(r"^Run #\d+ \(autograd\): trained on autograd's gradients"))
+    for i in range(2):
+        expect(lines.nth(i)).to_contain_text("the loss fell")
+    title = re.compile(r"^run #\d+ \(manual\): finished · run #\d+ \(autograd\): finished$")
+    expect(page.get_by_test_id("run-title")).to_have_text(title)
     # step the backward pass of the trained net
     page.get_by_test_id("explore").click()
     page.wait_for_selector("body[data-ready='1']")
@@ -773,6 +786,44 @@ def test_training_with_your_own_backward(page, base_url):
     assert runs["y"] >= plots["y"] + plots["height"] > plots["y"] + 600
 
 
+def test_the_training_page_at_a_phones_width(page, base_url):
+    from .test_train_code import BLOCK
+
+    wrong = BLOCK.replace("dh = dlogits @ W2.T", "dh = dlogits @ W2.T * n")
+    line = next(i for i, text in enumerate(wrong.splitlines(), 1) if text.startswith("dh = "))
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    page.get_by_test_id("cfg-backward").select_option("code")
+    page.get_by_test_id("cfg-max_steps").fill("300")
+    page.get_by_test_id("cfg-lr_decay_step").fill("150")
+    page.get_by_test_id("cfg-check_every").fill("100")
+    page.get_by_test_id("cfg-code").fill(wrong)
+    page.get_by_test_id("start-code").click()
+    expect(page.get_by_test_id("samples")).to_be_visible(timeout=60_000)
+    # the verdict names the block's first wrong line, whole: wrapped inside the page, nothing scrolled away
+    verdict = page.get_by_test_id("verdict")
+    expect(verdict).to_contain_text(f"line {line} dh = dlogits @ W2.T * n")
+    expect(verdict.locator("code")).to_have_text("dh = dlogits @ W2.T * n")
+    fits = page.evaluate("""() => { const v = document.getElementById('verdict');
+      return {inside: v.scrollWidth <= v.clientWidth, right: v.getBoundingClientRect().right,
+              page: document.documentElement.scrollWidth}; }""")
+    assert fits["inside"] and fits["right"] <= 390 and fits["page"] <= 390, fits
+    # the histograms' legend hangs below their axis titles, not over them
+    page.get_by_test_id("hist-plot").locator(".legend").wait_for()
+    hist = page.evaluate("""() => { const hist = document.getElementById('hist-plot');
+      const titles = [...hist.querySelectorAll('.g-xtitle, .g-x2title')].map((t) => t.getBoundingClientRect().bottom);
+      return {legend: hist.querySelector('.legend').getBoundingClientRect().top, titles}; }""")
+    assert len(hist["titles"]) == 2 and hist["legend"] >= max(hist["titles"]), hist
+    # the runs table: every cell of the run's row and its delete button within the page's width
+    row = page.locator("[data-testid=run-row]").first
+    cells = row.evaluate("(tr) => [...tr.cells].map((c) => [c.textContent.trim(), c.getBoundingClientRect().right])")
+    assert len(cells) == 8 and all(right <= 390 for _, right in cells), cells
+    assert re.fullmatch(r"\d\.\d{4}", cells[5][0]), cells  # the val loss, the column a phone used to cut
+    box = row.get_by_role("button", name="delete").bounding_box()
+    assert box and box["x"] + box["width"] <= 390, box
+
+
 DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
 
 
@@ -798,6 +849,9 @@ def test_challenge_lecture_answer_wrong_shape_and_progress(page, base_url):
     expect(page.get_by_test_id("challenge-feedback")).to_contain_text(
         "yours is (32,27), expected (32,1): the forward pass broadcast this over dim 1"
     )
+    # no maxdiff exists between different shapes: the grade line says so instead of "maxdiff: null"
+    expect(page.get_by_test_id("challenge-feedback")).to_contain_text("dcounts_sum_inv | shape (32,27) against")
+    expect(page.get_by_test_id("challenge-feedback")).not_to_contain_text("null")
     # dcounts is right (its difference is 0 everywhere), dcounts_sum_inv has another shape: nothing to draw
     expect(page.get_by_test_id("challenge-diff")).to_be_hidden()
     check_code(page, "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)\ndcounts = counts_sum_inv * dprobs * 2")
@@ -877,8 +931,9 @@ def test_bug_lab_tells_the_truth(page, base_url):
     # the wrong-shaped gradient in its own shape beside the expected one; a finite check line
     expect(page.get_by_test_id("thumb-manual")).to_have_attribute("data-shape", "32x27")
     expect(page.get_by_test_id("thumb-autograd")).to_have_attribute("data-shape", "32x1")
-    expect(page.get_by_test_id("check")).to_contain_text("shape (32,27), expected (32,1)")
-    for text in ("NaN", "Inf", "null"):
+    # the server's sentence for a shape mismatch: there is no maxdiff to print
+    expect(page.get_by_test_id("check")).to_contain_text("shape (32,27) against autograd's (32,1)")
+    for text in ("NaN", "Inf", "null", "maxdiff"):
         expect(page.get_by_test_id("check")).not_to_contain_text(text)
     expect(page.get_by_test_id("thumb-diff")).to_contain_text("shapes differ")
     act(page, lambda: page.get_by_test_id("run-all").click())
@@ -938,13 +993,29 @@ def test_axe_finds_no_serious_violation_in_the_explorer(page, base_url, query):
     assert not serious_violations(page)
 
 
-def test_axe_finds_no_serious_violation_on_the_training_page(page, base_url):
+def all_violations(page: Page) -> list[str]:
+    """Every axe finding, minor to critical."""
+    results = Axe().run(page)
+    found = results.response["violations"]
+    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}" for v in found]
+
+
+def test_axe_finds_no_violation_on_the_training_page(page, base_url):
     page.goto(f"{base_url}/train.html")
     page.wait_for_selector("body[data-ready='1']")
-    assert not serious_violations(page)
+    assert not all_violations(page)
     page.get_by_test_id("cfg-backward").select_option("code")  # the code box: its legend, help and buttons
     expect(page.get_by_test_id("code-box")).to_be_visible()
-    assert not serious_violations(page)
+    assert not all_violations(page)
+    # a finished run: its verdict, its result's heading, its row with a delete button in the runs table
+    page.get_by_test_id("cfg-backward").select_option("manual")
+    page.get_by_test_id("cfg-max_steps").fill("300")
+    page.get_by_test_id("cfg-lr_decay_step").fill("150")
+    page.get_by_test_id("start").click()
+    expect(page.get_by_test_id("samples")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("verdict")).to_be_visible()
+    expect(page.locator("[data-testid=run-row] button[data-delete]").first).to_be_visible()
+    assert not all_violations(page)
 
 
 def hex_rgb(color: str) -> list[float]:

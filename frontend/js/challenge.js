@@ -280,7 +280,8 @@ async function check() {
 
 function renderResult(result) {
   $("challenge-feedback").innerHTML = result.results.map((item) => {
-    const cmp = item.cmp
+    const cmp = item.cmp?.shape_mismatch ? `${item.name.padEnd(15)} | ${item.cmp.shape_mismatch}` // no maxdiff to print
+      : item.cmp
       ? `${item.name.padEnd(15)} | exact: ${py(item.cmp.exact)} | approximate: ${py(item.cmp.approx)} | maxdiff: ${item.cmp.maxdiff}`
       : item.name;
     const ok = item.cmp && item.cmp.approx;

@@ -98,7 +98,8 @@ export function renderHistograms(el, run, index) {
     grid: { rows: 1, columns: 2, pattern: "independent" },
     xaxis: { title: { text: "activation", font: { size: 11 } }, tickfont: { size: 10 } },
     xaxis2: { title: { text: "gradient", font: { size: 11 } }, tickfont: { size: 10 }, exponentformat: "e" },
-    legend: { orientation: "h", y: -0.3, font: { size: 10 } },
+    // hung from its top below the axis titles: a legend that wraps (a phone's width) grows down, never up over them
+    legend: { orientation: "h", x: 0, xanchor: "left", y: -0.32, yanchor: "top", font: { size: 10 } },
   });
   return Plotly.react(el, traces, layout, CONFIG);
 }

@@ -206,8 +206,8 @@ function hits(group, { graph, state, selected, scale, onOpen, statuses, steps })
 
 function tensorTip(node, nodeState) {
   const cmp = nodeState && nodeState.cmp;
-  const line = cmp && cmp.shape_ok !== false
-    ? `<br><code>exact: ${cmp.exact} | approx: ${cmp.approx} | maxdiff: ${cmp.maxdiff}</code>` : "";
+  const line = !cmp ? "" : cmp.shape_mismatch ? `<br><code>${esc(cmp.shape_mismatch)}</code>`
+    : cmp.shape_ok !== false ? `<br><code>exact: ${cmp.exact} | approx: ${cmp.approx} | maxdiff: ${cmp.maxdiff}</code>` : "";
   return `<b>${esc(node.name)}</b> <span class="tip-muted">${esc(node.kind)}, shape (${node.shape.join(", ")})</span><br>` +
     `${esc(node.about)}<br><b>${esc(statusText(nodeState))}</b>${line}`;
 }

@@ -19,6 +19,7 @@ const shapeText = (shape) => `(${shape.join(",")})`;
 
 export function cmpLine(cmp) {
   if (!cmp) return "";
+  if (cmp.shape_mismatch) return cmp.shape_mismatch; // no maxdiff exists between tensors of different shapes
   if (cmp.shape_ok === false) return `shape ${shapeText(cmp.shape)}, expected ${shapeText(cmp.expected_shape)}`;
   const rel = cmp.rel_err === undefined || cmp.rel_err === null ? "" : ` | relative error: ${cmp.rel_err.toPrecision(3)}`;
   return `exact: ${cmp.exact ? "True" : "False"} | approximate: ${cmp.approx ? "True" : "False"} | maxdiff: ${pyFloat(cmp.maxdiff)}${rel}`;

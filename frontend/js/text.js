@@ -26,6 +26,7 @@ const pyBool = (b) => (b ? "True" : "False");
 
 // One line of the notebook's cmp(): f'{s:15s} | exact: {str(ex):5s} | approximate: {str(app):5s} | maxdiff: {maxdiff}'
 export function cmpLine(name, cmp) {
+  if (cmp.shape_mismatch) return `${name.padEnd(15)} | ${cmp.shape_mismatch}`; // no maxdiff between different shapes
   if (cmp.shape_ok === false) {
     return `${name.padEnd(15)} | shape (${cmp.shape.join(", ")}), expected (${cmp.expected_shape.join(", ")})`;
   }

@@ -141,20 +141,39 @@ function scheduleRender() {
 const fmtTime = (s) => (s === null || s === undefined ? "–" : s >= 90 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`);
 const fmtLoss = (x) => (x === null || x === undefined ? "–" : x.toFixed(4));
 
+// an ended run's one-line verdict (the server's reason for a run that finished or diverged): checks and loss
+const judgedRun = (r) => ["finished", "diverged"].includes(r.status) && !!r.reason;
+
+// a run's state in the title: its status, and why where the verdict does not say it ("cancelled by its owner"
+// reads as it is, not as "cancelled — cancelled by its owner")
+function runState(r) {
+  if (!r.reason || judgedRun(r) || r.status === "finished") return r.status;
+  return r.reason.startsWith(r.status) ? r.reason : `${r.status} — ${r.reason}`;
+}
+
+// the verdict's mark: ✗ where a check disagreed or the loss blew up, ✓ where the learner's or the manual backward
+// agreed with autograd at every check, none for a run on autograd's own gradients (nothing was checked)
+function verdictMark(r) {
+  if (r.status === "diverged" || r.checks.some((c) => c.wrong?.length)) return "bad";
+  return r.config.backward === "autograd" ? "plain" : "ok";
+}
+
+// the reason's `code` spans (the first wrong line of a block) as code, the rest as text
+const withCode = (text) => esc(text).replace(/`([^`]+)`/g, "<code>$1</code>");
+
 function renderHead() {
   const lead = open[0];
   if (!lead) return;
   const active = open.filter((r) => ACTIVE.includes(r.status));
-  const said = (r) => r.reason && r.status !== "finished" && !(r.config.backward === "code" && r.status === "diverged");
-  $("run-title").textContent = open.map((r) => `run #${r.id} (${r.config.backward}): ${r.status}${said(r) ? ` — ${r.reason}` : ""}`).join(" · ");
-  // a run of your own backward says whether its checks agreed with autograd and whether the loss fell
-  const judged = open.find((r) => r.config.backward === "code" && ["finished", "diverged"].includes(r.status) && r.reason);
-  $("verdict").hidden = !judged;
-  if (judged) {
-    const wrong = judged.checks.some((c) => c.wrong?.length);
-    $("verdict").className = `verdict ${wrong ? "bad" : "ok"}`;
-    $("verdict").textContent = `${wrong ? "✗" : "✓"} Run #${judged.id}: ${judged.reason}.`;
-  }
+  $("run-title").textContent = open.map((r) => `run #${r.id} (${r.config.backward}): ${runState(r)}`).join(" · ");
+  // every ended run says whether its checks agreed with autograd and whether the loss fell
+  const judged = open.filter(judgedRun);
+  $("verdict").hidden = !judged.length;
+  $("verdict").innerHTML = judged.map((r) => {
+    const mark = verdictMark(r);
+    return `<p class="${mark}" data-testid="verdict-line">${{ bad: "✗ ", ok: "✓ ", plain: "" }[mark]}Run #${r.id} ` +
+      `(${esc(r.config.backward)}): ${withCode(r.reason)}.</p>`;
+  }).join("");
   const coded = open.find((r) => r.config.backward === "code");
   $("run-code").hidden = !coded;
   if (coded) $("run-code").querySelector("pre").textContent = coded.config.code;
@@ -180,8 +199,8 @@ function renderHead() {
 function renderResult() {
   const done = open.filter((r) => r.result);
   $("result").innerHTML = done.map((r) => `
-    <h3>run #${r.id} (${esc(r.config.backward)}): train loss <b data-testid="train-loss">${fmtLoss(r.result.train_loss)}</b>,
-      val loss <b>${fmtLoss(r.result.val_loss)}</b> <small>(batchnorm calibrated on the training split; ${fmtTime(r.result.duration_s)})</small></h3>
+    <h2 class="result-head">run #${r.id} (${esc(r.config.backward)}): train loss <b data-testid="train-loss">${fmtLoss(r.result.train_loss)}</b>,
+      val loss <b>${fmtLoss(r.result.val_loss)}</b> <small>(batchnorm calibrated on the training split; ${fmtTime(r.result.duration_s)})</small></h2>
     <p class="samples" data-testid="samples">${r.result.samples.map((s) => `<span>${esc(s || "(empty)")}</span>`).join(" ")}</p>`).join("");
 }
 
@@ -218,9 +237,12 @@ function renderList() {
     row.dataset.testid = "run-row";
     row.dataset.run = r.id;
     const started = r.started ? new Date(r.started * 1000).toLocaleString() : "–";
+    // data-label: a phone's narrow table shows each row as one wrapped line of labelled cells
     row.innerHTML = `<td><a href="?run=${r.id}" data-open="${r.id}">#${r.id}</a></td><td>${esc(r.status)}</td>
-      <td>${esc(r.config.backward)}</td><td>${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}</td>
-      <td>${fmtLoss(r.result?.train_loss)}</td><td>${fmtLoss(r.result?.val_loss)}</td><td>${started}</td>
+      <td data-label="backward">${esc(r.config.backward)}</td>
+      <td data-label="steps">${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}</td>
+      <td data-label="train">${fmtLoss(r.result?.train_loss)}</td><td data-label="val">${fmtLoss(r.result?.val_loss)}</td>
+      <td data-label="started">${started}</td>
       <td>${runToken(r.id) ? `<button data-delete="${r.id}" title="delete this run">delete</button>` : ""}</td>`;
     return row;
   }));

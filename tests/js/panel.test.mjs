@@ -38,3 +38,11 @@ test("a wrong-shaped gradient has nothing to subtract; a node not reached says s
   const pending = { status: "pending", value: tensor(0, 1), grad_manual: null, grad_autograd: tensor(-1, 1), diff: null, cmp: null };
   assert.equal(panelsOf(pending).manual.empty, "not reached yet at this step");
 });
+
+test("a shape mismatch prints the server's sentence, never a maxdiff of null", () => {
+  const said = "shape (32,27) against autograd's (32,1): no difference to measure";
+  const cmp = { exact: false, approx: false, maxdiff: null, rel_err: null, shape_ok: false, shape: [32, 27],
+    expected_shape: [32, 1], shape_mismatch: said };
+  assert.equal(cmpLine(cmp), said);
+  assert.doesNotMatch(cmpLine(cmp), /maxdiff|null|NaN/);
+});

@@ -48,3 +48,13 @@ test("the check cell: complete gradients in completion order, ties in the notebo
     "hpreact         | exact: False | approximate: True  | maxdiff: 1e-09 | relative error: 2.00e-7",
   ]);
 });
+
+test("a cmp line of a shape mismatch is the name and the server's sentence, without a maxdiff", () => {
+  const said = "shape (32,27) against autograd's (32,1): no difference to measure";
+  const cmp = { exact: false, approx: false, maxdiff: null, rel_err: null, shape_ok: false, shape: [32, 27],
+    expected_shape: [32, 1], shape_mismatch: said };
+  assert.equal(cmpLine("counts_sum_inv", cmp), `counts_sum_inv  | ${said}`);
+  const view = { nodes: { counts_sum_inv: { status: "complete", cmp } } };
+  const graph = { schedule: ["counts_sum_inv"], ops: [{ name: "counts_sum_inv", rules: [{ target: "counts_sum_inv" }] }] };
+  assert.deepEqual(checkCell(view, graph, []), [`counts_sum_inv  | ${said}`]);
+});
