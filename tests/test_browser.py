@@ -36,6 +36,9 @@ ARGS = [
 ]
 
 pytestmark = pytest.mark.browser
+# an answer the page waits for (a sandbox check, a run's first event) may take many seconds on a busy machine:
+# expect() waits for it that long, and a right page passes at once
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
