@@ -80,7 +80,7 @@ class Rule:
     tex: tuple[str, ...] = ()
     tex_notes: tuple[str, ...] = ()  # what each line does, in words (the fused rules: which atomic lines it folds)
     # the worked example the page computes from the live tensors: "matmul", "sum" (a broadcast's sum), "max",
-    # "gather" (C[Xb]), "tanh" or "forces" (dlogits); None: the derivation alone
+    # "gather" (C[Xb]), "tanh", "log" (1/x at the target) or "forces" (dlogits); None: the derivation alone
     example: str | None = None
     # why this rule, right, is only approximately autograd's gradient (where it is): the cause in words
     rounding: str = ""
@@ -844,6 +844,7 @@ hpreact = bngain * bnraw + bnbias""",
                 "dprobs = (1.0 / probs) * dlogprobs",
                 lambda v, d: (1.0 / v.probs) * d.logprobs,
                 "d log(x) = 1/x: a low probability for the target boosts its gradient",
+                example="log",
                 tex=(
                     r"\text{logprobs}_{ij} = \log(\text{probs}_{ij})",
                     r"\frac{\partial\,\text{logprobs}_{ij}}{\partial\,\text{probs}_{ij}} = \frac{1}{\text{probs}_{ij}}",

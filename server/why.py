@@ -138,6 +138,8 @@ def _example(bp: BackwardPass, dataset: Dataset, step: int, op: Op, rule: Rule, 
         return _gather(bp, dataset, scope, index)
     if kind == "tanh":
         return _tanh(op, scope, index)
+    if kind == "log":
+        return _log(op, scope, index)
     if kind == "forces":
         return {"kind": "forces", "title": "dlogits as forces: see below"}
     raise ValueError(f"rule {op.name}/{rule.target} declares an unknown example {kind!r}")
@@ -343,6 +345,32 @@ def _tanh(op: Op, scope: dict[str, Any], index: list[int]) -> dict[str, Any]:
             f"tanh flattens out near ±1, so 1 − h² is close to 0 there and the gradient that reaches {op.inputs[0]} "
             f"nearly vanishes. {count} of {h.numel()} activations in this batch have |h| > {SATURATED}: those "
             "units learn almost nothing from this batch (the lecture's reason for scaling W1 by (5/3)/√fan_in)."
+        ),
+    }
+
+
+def _log(op: Op, scope: dict[str, Any], index: list[int]) -> dict[str, Any]:
+    """out = x.log(): 1/x at the chosen entry and at its row's target, the one entry the loss reads."""
+    out, inp = op.outputs[0], op.inputs[0]
+    x, dout = scope[inp], scope[f"d{out}"]
+    r, c = index
+    target = int(scope["Yb"][r])
+    entries = []
+    for label, at in (("chosen", [r, c]), ("its row's target", [r, target])):
+        xv, g = entry(x, at), entry(dout, at)
+        entries.append({"label": label, "index": at, "x": xv, "local": 1.0 / xv, "dout": g, "din": g / xv})
+    p = entries[1]["x"]
+    return {
+        "kind": "log",
+        "output": out,
+        "input": inp,
+        "title": f"log: 1/{inp}, and the target's low probability",
+        "entries": entries,
+        "text": (
+            f"d log(x) = 1/x. d{out} is 0 everywhere but at each row's target (the loss reads only those), so "
+            f"d{inp} is 0 there too; at the target, d{out}'s −1/n is multiplied by 1/{inp}: this row gave its "
+            f"target {inp} = {p:.4f}, so its gradient is {1.0 / p:.1f} times d{out}'s. The less likely the target, "
+            "the harder the gradient pushes."
         ),
     }
 

@@ -1187,8 +1187,8 @@ def test_the_drawer_in_every_mode(page, base_url, mode):
 
 
 def test_worked_examples_show_the_served_numbers(page, base_url):
-    # the matrix products, tanh, the max's row and C's scatter: each number names the tensor entry it shows
-    for node in ("W2", "h", "hpreact", "logits", "C"):
+    # the matrix products, tanh, the max's row, C's scatter and log's 1/x: each number names the entry it shows
+    for node in ("W2", "h", "hpreact", "logits", "C", "probs"):
         open_page(page, f"{base_url}/?step={LAST}&node={node}&pin=1&why=1")
         expect(page.get_by_test_id("why")).to_have_attribute("data-node", node)
         numbers = page.locator("#why .num[data-tensor]")
@@ -1202,6 +1202,11 @@ def test_worked_examples_show_the_served_numbers(page, base_url):
             for i in index:
                 data = data[i]
             assert float(num.get_attribute("data-value")) == data, (node, tensor, grad, index)
+    # log: the chosen entry and its row's target, where dlogprobs's -1/n meets 1/probs
+    open_page(page, f"{base_url}/?step={LAST}&node=probs&pin=1&why=1")
+    expect(page.get_by_test_id("example-log")).to_be_visible()
+    expect(page.get_by_test_id("log-entries").locator("tr")).to_have_count(3)  # the header and two entries
+    expect(page.get_by_test_id("example-log")).to_contain_text("the harder the gradient pushes")
     # a broadcast's sum: every term's operands are the served entries, and the total is the served gradient
     open_page(page, f"{base_url}/?step={LAST}&node=counts_sum_inv&pin=1&why=1")
     example = page.get_by_test_id("example-sum")

@@ -27,7 +27,7 @@ BY_KERNEL = {
     "embedding": ("gather",),
     "cross_entropy": ("forces",),
 }
-BY_NAME = {("probs", "counts_sum_inv"): "sum", ("logit_maxes", "logits"): "max"}
+BY_NAME = {("probs", "counts_sum_inv"): "sum", ("logit_maxes", "logits"): "max", ("logprobs", "probs"): "log"}
 
 
 def same(x: float, t: torch.Tensor) -> bool:
@@ -169,6 +169,19 @@ def test_the_tanh_example_finds_a_saturated_unit(cache):
     worst = ex["units"][1]
     assert same(abs(worst["h"]), h.abs().max())
     assert worst["local"] == pytest.approx(1 - worst["h"] ** 2)
+
+
+def test_the_log_example_shows_one_over_probs_at_the_rows_target(cache):
+    bp = cache.get(ModelConfig(), "atomic")
+    ex = why.explain(bp, cache.dataset, "probs", bp.total_steps, [3, 0])["rules"][0]["example"]
+    assert ex["kind"] == "log"
+    probs, y = bp.values["probs"], int(bp.values["Yb"][3])
+    chosen, target = ex["entries"]
+    assert target["index"] == [3, y] and same(target["x"], probs[3, y])
+    assert target["dout"] == pytest.approx(-1 / 32) and chosen["dout"] == (0.0 if y != 0 else chosen["dout"])
+    # the served dprobs at the target is the example's (1/p)·dlogprobs, as the lecture's rule computes it
+    assert target["din"] == pytest.approx(float(bp.grad_at("probs", bp.total_steps)[3, y]), rel=1e-6)
+    assert f"{1 / target['x']:.1f} times" in ex["text"]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -66,9 +66,16 @@ function tanhHtml(ex, opStep) {
     <p>${ex.saturated} of ${ex.entries} activations have |h| &gt; ${ex.threshold}.</p>`;
 }
 
+function logHtml(ex, opStep) {
+  const rows = ex.entries.map((u) => `<tr><td>${esc(u.label)} ${at(u.index)}</td>
+    <td>${cell(u.x, ex.input, false, u.index)}</td><td>${esc(num4(u.local))}</td><td>${cell(u.dout, ex.output, true, u.index, opStep - 1)}</td><td>${esc(num4(u.din))}</td></tr>`).join("");
+  return `<table class="mini wide" data-testid="log-entries"><tr><th>entry</th><th>${esc(ex.input)}</th><th>1 / ${esc(ex.input)}</th><th>d${esc(ex.output)}</th><th>d${esc(ex.input)}</th></tr>${rows}</table>`;
+}
+
 export function exampleHtml(ex, { labels = [], opStep = 0 } = {}) {
   const body = ex.kind === "matmul" ? matmulHtml(ex, opStep) : ex.kind === "sum" ? sumHtml(ex)
-    : ex.kind === "max" ? maxHtml(ex, labels, opStep) : ex.kind === "gather" ? gatherHtml(ex, opStep) : ex.kind === "tanh" ? tanhHtml(ex, opStep) : "";
+    : ex.kind === "max" ? maxHtml(ex, labels, opStep) : ex.kind === "gather" ? gatherHtml(ex, opStep)
+    : ex.kind === "tanh" ? tanhHtml(ex, opStep) : ex.kind === "log" ? logHtml(ex, opStep) : "";
   if (!body) return "";
   return `<div class="example" data-testid="example-${esc(ex.kind)}"><h4>Worked example: ${esc(ex.title)}</h4>
     ${ex.text ? `<p>${esc(ex.text)}</p>` : ""}${body}</div>`;
