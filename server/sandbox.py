@@ -536,15 +536,8 @@ class Interpreter:
                 raise Refused(f"line {node.lineno}: += needs a name or x[...]")
         elif isinstance(node, ast.For):
             self.loop(node)
-        else:  # Expr: only an in-place method call does anything
-            call = node.value
-            if not (
-                isinstance(call, ast.Call)
-                and isinstance(call.func, ast.Attribute)
-                and call.func.attr in IN_PLACE_METHODS
-            ):
-                raise Refused(f"line {node.lineno}: this line computes a value and drops it; assign it: dx = ...")
-            self.expr(call)
+        else:  # Expr: an in-place method call (check_program refused any other before the run)
+            self.expr(node.value)
 
     def loop(self, node: ast.For) -> None:
         assert isinstance(node.target, ast.Name)  # parse() let only `for name in range(...)` through
