@@ -94,6 +94,7 @@ def test_a_wrong_value_has_a_diff_tensor(atomic):
 HOSTILE_REASONS = [
     # imports, builtins, exec
     ("import os", "only assignments"),
+    ("logprobs.sum(0)", "computes a value and drops it"),
     ("from os import system", "only assignments"),
     ("__import__('os')", "cannot be called"),
     ("x = eval('1')", "cannot be called"),
