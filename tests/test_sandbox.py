@@ -290,6 +290,13 @@ HOSTILE_REASONS = [
     ),
 ]
 HOSTILE = [code for code, _ in HOSTILE_REASONS]
+# what other tests write into the checkout while these run beside them (pytest-xdist): git-ignored outputs
+TEST_OUTPUTS = {"artifacts", ".hypothesis", ".pytest_cache"}
+
+
+def repo_files() -> set[str]:
+    """The checkout's top-level names, less the other tests' outputs: a grade must add nothing to it."""
+    return set(os.listdir(ROOT)) - TEST_OUTPUTS
 
 
 @pytest.mark.parametrize(
@@ -347,11 +354,11 @@ def test_hostile_code_is_refused_by_its_own_defence(atomic, code, reason, tmp_pa
     fails here (the corpus would not notice a deleted defence otherwise)."""
     monkeypatch.chdir(tmp_path)
     before = snapshot(atomic)
-    files = set(os.listdir(ROOT))
+    files = repo_files()
     with pytest.raises(Refused) as refused:
         grade(atomic, 4, code)
     assert reason in str(refused.value) and "Traceback" not in str(refused.value), str(refused.value)
-    assert os.listdir(tmp_path) == [] and set(os.listdir(ROOT)) == files
+    assert os.listdir(tmp_path) == [] and repo_files() == files
     assert unchanged(atomic, before)
 
 
@@ -399,7 +406,7 @@ def plausible_programs(draw):
 @settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(code=st.one_of(programs(), plausible_programs()))
 def test_fuzzed_programs_are_graded_or_refused_and_change_nothing(atomic, code):
-    before_files = set(os.listdir(ROOT))
+    before_files = repo_files()
     before = {k: atomic.values[k].clone() for k in ("counts", "probs", "counts_sum", "W1", "Xb", "Yb")}
     try:
         result = grade(atomic, 5, code)
@@ -407,7 +414,7 @@ def test_fuzzed_programs_are_graded_or_refused_and_change_nothing(atomic, code):
     except Refused as e:
         assert str(e)
     assert all(torch.equal(atomic.values[k], v) for k, v in before.items())
-    assert set(os.listdir(ROOT)) == before_files
+    assert repo_files() == before_files
 
 
 @st.composite
@@ -438,7 +445,7 @@ def loop_programs(draw):
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(code=loop_programs())
 def test_fuzzed_loops_are_graded_or_refused_and_change_nothing(atomic, code):
-    before_files = set(os.listdir(ROOT))
+    before_files = repo_files()
     before = snapshot(atomic)
     try:
         result = grade(atomic, 4, code)
@@ -446,7 +453,7 @@ def test_fuzzed_loops_are_graded_or_refused_and_change_nothing(atomic, code):
     except Refused as e:
         assert str(e) and "Traceback" not in str(e)
     assert unchanged(atomic, before)
-    assert set(os.listdir(ROOT)) == before_files
+    assert repo_files() == before_files
 
 
 # --- indexed reads and writes count every index pair they touch ----------------------------------------------------
