@@ -255,15 +255,15 @@ def test_a_new_worker_grades_on_the_words_validated_at_start_not_the_file(lectur
 
 
 def test_the_whole_hostile_corpus_through_the_api(client, tmp_path):
-    from ..test_sandbox import HOSTILE, ROOT
+    from ..test_sandbox import HOSTILE, repo_files
 
-    files = set(ROOT.iterdir())
+    files = repo_files()
     for code in HOSTILE:
         r = client.post("/api/check", json={"step": 4, "code": code})
         assert r.status_code in (413, 422), (code, r.text)  # 413: the 100 kB payload is over the body cap
         assert r.json()["detail"], code
         assert client.get("/api/health").status_code == 200
-    assert set(ROOT.iterdir()) == files
+    assert repo_files() == files
     assert client.post("/api/check", json={"step": 1, "code": DLOGPROBS}).json()["correct"]
 
 
