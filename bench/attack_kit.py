@@ -148,3 +148,16 @@ def in_threads(calls: list[Callable[[], object]]) -> list[object]:
     for t in threads:
         t.join(timeout=600)
     return results
+
+
+def refused_heads(socks: list[socket.socket], statuses: tuple[bytes, ...]) -> int:
+    """How many of these connections (each sent a request) were answered with one of `statuses` (b"429", ...)."""
+    refused = 0
+    for s in socks:
+        s.settimeout(5)
+        try:
+            head = s.recv(64)
+        except OSError:
+            head = b""
+        refused += head.startswith(tuple(b"HTTP/1.1 " + status for status in statuses))
+    return refused

@@ -16,6 +16,12 @@ def _post(server: Server, path: str, body: dict, timeout: float = 120) -> tuple[
     return r, time.perf_counter() - t0
 
 
+def _answered(r: httpx.Response, took: float) -> dict[str, object]:
+    """A check's answer as a row: status, bytes, seconds and the start of its reason."""
+    return {"status": r.status_code, "bytes": len(r.content), "s": round(took, 3),
+            "detail": str(r.json().get("detail", ""))[:60]}  # fmt: skip
+
+
 def export_of_refused_code(server: Server) -> dict[str, object]:
     """Point 1: a cell that rebinds range (the lecture's name) to a builtin; a check refuses it, the export must too."""
     code = "range = chr\nx = range(111) + range(115)\ndlogits = F.softmax(logits, 1)"
@@ -46,13 +52,7 @@ def broadcast_index_write(server: Server) -> dict[str, object]:
     _post(server, "/api/check", trivial)  # warm
     r, took = _post(server, "/api/check", {"step": 1, "code": code}, timeout=300)
     _, victim = _post(server, "/api/check", trivial)
-    return {
-        "status": r.status_code,
-        "bytes": len(r.content),
-        "s": round(took, 3),
-        "detail": str(r.json().get("detail", ""))[:60],
-        "next check s": round(victim, 3),
-    }
+    return {**_answered(r, took), "next check s": round(victim, 3)}
 
 
 def cell_feedback_reruns(server: Server) -> dict[str, object]:
@@ -85,14 +85,7 @@ def surrogate_cmp_label(server: Server) -> dict[str, object]:
     code = "dlogits = logits * 0\ncmp('\\ud800', dlogits, logits)"  # the label: a backslash escape, in ASCII
     r, took = _post(server, "/api/check", {"mode": "fused", "code": code})
     _, after = _post(server, "/api/check", normal)
-    return {
-        "status": r.status_code,
-        "bytes": len(r.content),
-        "s": round(took, 3),
-        "detail": str(r.json().get("detail", ""))[:60],
-        "next check s": round(after, 3),
-        "cached check s": round(cached, 3),
-    }
+    return {**_answered(r, took), "next check s": round(after, 3), "cached check s": round(cached, 3)}
 
 
 # the notebook's Exercise 4 block as a run trains it (backward=code)

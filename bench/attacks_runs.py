@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
-from attack_kit import HOST, Server, from_address
+from attack_kit import HOST, Server, from_address, refused_heads
 
 LARGEST_RUN = {"batch_size": 256, "n_hidden": 512, "n_embd": 64, "block_size": 8}
 
@@ -106,14 +106,7 @@ def stream_hog(server: Server) -> dict[str, object]:
             s = socket.create_connection((HOST, server.port), timeout=30, source_address=("127.0.0.2", 0))
             s.sendall(request)
             socks.append(s)
-        refused = 0
-        for s in socks:
-            s.settimeout(5)
-            try:
-                head = s.recv(64)
-            except OSError:
-                head = b""
-            refused += head.startswith((b"HTTP/1.1 429", b"HTTP/1.1 503"))
+        refused = refused_heads(socks, (b"429", b"503"))
         with from_address("127.0.0.3") as victim:
             (run,) = victim.post(f"{server.url}/api/runs", json={"max_steps": 1_000_000}).json()["runs"]
             t0 = time.perf_counter()
