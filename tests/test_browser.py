@@ -1339,6 +1339,8 @@ def test_a_bad_url_names_what_was_wrong_and_draws_the_nearest_valid_state(page, 
 
 def test_the_data_line_names_the_names_list_loaded(page, base_url):
     open_page(page, base_url)
+    # drawn with the first graph, not after it: a line filled in later moves the page under the pointer
+    assert page.evaluate("document.getElementById('data-line').textContent.length") > 0
     ds = served(page, "/api/dataset")
     line = page.get_by_test_id("data-line")
     expect(line).to_contain_text(f"{ds['file']}, {ds['words']:,} words, sha256 {ds['sha256'][:12]}")

@@ -442,6 +442,8 @@ document.addEventListener("keydown", (event) => {
 
 async function start() {
   let bugModes = {};
+  // the data line is drawn before the first graph: filled in later, it would push the page down under the pointer
+  const dataLine = api.fetchDataset().then((ds) => { $("data-line").innerHTML = dataLineHtml(ds); }, () => {});
   try {
     // the bugs too: a URL's bug must exist in its mode (asked for at once, and kept for the bug select)
     const [served, listed] = await Promise.all([api.fetchMeta(), api.fetchBugs().catch(() => ({ bugs: [] }))]);
@@ -458,12 +460,9 @@ async function start() {
   legend();
   bind();
   challenge.init(meta, () => load());
+  await dataLine;
   await load({ fallback: true });
   loadBugs();
-  api.fetchDataset().then((ds) => {
-    $("data-line").innerHTML = dataLineHtml(ds);
-    refreshWhy(); // the header grew: a docked drawer moves down with the inspector
-  }, () => {});
 }
 
 start();
