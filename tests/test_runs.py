@@ -599,12 +599,13 @@ def test_runs_with_the_learners_own_backward(tmp_path):
         long = {"max_steps": 1_000_000, "backward": "code", "code": BLOCK, "keep_running": True}
         run = server.api("POST", "/api/runs", json=long).json()["runs"][0]
         read_events(server, run["id"], until=lambda event: event[1] == "progress")
-        limits = [
-            Path(f"/proc/{pid}/limits").read_text()
+        # this server's run process only: other tests' servers run runs with the same id beside it
+        (pid,) = [
+            pid
             for pid in os.listdir("/proc")
             if pid.isdigit() and f"-m server.train_process --db {server.db} --run {run['id']} " in _cmdline(pid)
         ]
-        assert len(limits) == 1
+        limits = [Path(f"/proc/{pid}/limits").read_text()]
         (address_space,) = [
             line.split()[3:5] for line in limits[0].splitlines() if line.startswith("Max address space")
         ]
@@ -613,7 +614,6 @@ def test_runs_with_the_learners_own_backward(tmp_path):
         (cpu_time,) = [line.split()[3:5] for line in limits[0].splitlines() if line.startswith("Max cpu time")]
         assert cpu_time[0] != "unlimited" and int(cpu_time[1]) > int(cpu_time[0]) >= run["cpu_limit_s"]
         assert int(cpu_time[0]) <= run["cpu_limit_s"] + 60
-        (pid,) = [p for p in os.listdir("/proc") if p.isdigit() and f"--run {run['id']} " in _cmdline(p)]
         nice = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
         assert nice == min(19, os.nice(0) + 10)
         owner = {"Authorization": f"Bearer {run['owner_token']}"}
