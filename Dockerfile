@@ -20,7 +20,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4).status != 200)"
 # `docker run IMAGE ARGS...` replaces the default arguments below whole (keep --host 0.0.0.0 and --port 8000);
-# `--no-healthcheck --entrypoint python IMAGE -m server.train_worker ...` runs a training worker from it
+# `--no-healthcheck --entrypoint python IMAGE -m server.runs.train_worker ...` runs a training worker from it
 ENTRYPOINT ["python", "-m", "server"]
 # one worker process per core for a class (each listens on its own SO_REUSEPORT socket)
 CMD ["--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

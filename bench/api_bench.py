@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from server.graph import backward_schedule  # noqa: E402
+from server.net.graph import backward_schedule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES: list[str] = []  # the first errors of the load run, printed at the end

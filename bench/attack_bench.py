@@ -168,7 +168,7 @@ def read_only_db(root: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp, "runs.sqlite3")
         subprocess.run([sys.executable, "-c", f"import sqlite3; sqlite3.connect({str(db)!r}).close()"], check=True)
-        init = "from server.runs import RunStore; import sys; RunStore(sys.argv[1])"
+        init = "from server.runs.store import RunStore; import sys; RunStore(sys.argv[1])"
         subprocess.run([sys.executable, "-c", init, str(db)], cwd=root, check=True)
         subprocess.run(["chattr", "+i", str(db)], check=True)
         try:

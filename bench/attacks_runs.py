@@ -156,7 +156,7 @@ def killed_training(server: Server) -> dict[str, object]:
         pids = [
             int(p)
             for p in os.listdir("/proc")
-            if p.isdigit() and f"--run {run['id']} " in _cmdline(p) and "server.train_process" in _cmdline(p)
+            if p.isdigit() and f"--run {run['id']} " in _cmdline(p) and "server.runs.train_process" in _cmdline(p)
         ]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

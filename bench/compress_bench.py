@@ -17,7 +17,7 @@ warnings.filterwarnings("ignore")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from server.data import load_dataset  # noqa: E402
+from server.core.data import load_dataset  # noqa: E402
 from server.web.app import create_app  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "names.txt"

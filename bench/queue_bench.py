@@ -1,7 +1,7 @@
 """Runs per minute on PostgreSQL with 1, 2 and 3 training workers taking short runs from the task queue.
 
 Starts a throwaway PostgreSQL cluster (Debian's binaries, as the tests do), then for each worker count a database
-of its own: the workers (python -m server.train_worker --max-runs 1: one training process each) register, N short
+of its own: the workers (python -m server.runs.train_worker --max-runs 1: one training process each) register, N short
 runs are queued at once, and the clock runs from the queueing to the last run's end. Worker counts alternate in
 rounds, so machine noise hits them alike. Prints runs per minute, the ratio to one worker, and a run's own time
 (taken to ended: the training process's start-up and its steps), the queue's hand-off on a worker (a run's end
@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.runs import ENDED, Limits  # noqa: E402
-from server.stores import open_store  # noqa: E402
-from server.train_config import TrainConfig  # noqa: E402
+from server.runs.store import ENDED, Limits  # noqa: E402
+from server.runs.stores import open_store  # noqa: E402
+from server.training.config import TrainConfig  # noqa: E402
 from tests.postgres import PostgresServer, WorkerProcess  # noqa: E402
 
 TIMEOUT_S = 600.0  # a round that takes longer has a worker stuck: the bench stops

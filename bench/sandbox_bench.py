@@ -20,12 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.cells import grade_cell  # noqa: E402
-from server.challenge import context, grade  # noqa: E402
-from server.config import ModelConfig  # noqa: E402
-from server.data import load_dataset  # noqa: E402
-from server.engine import run_backward  # noqa: E402
-from server.sandbox import Cost, Refused, evaluate  # noqa: E402
+from server.core.config import ModelConfig  # noqa: E402
+from server.core.data import load_dataset  # noqa: E402
+from server.core.engine import run_backward  # noqa: E402
+from server.learner.cells import grade_cell  # noqa: E402
+from server.learner.challenge import context, grade  # noqa: E402
+from server.learner.sandbox import Cost, Refused, evaluate  # noqa: E402
 from server.sandbox_pool import TIMEOUT_S  # noqa: E402
 from tests.test_cells import EXERCISE_1_CMP  # noqa: E402 (the notebook's cells, as literal text)
 from tests.test_challenge import EXERCISE_1, EXERCISE_4  # noqa: E402

@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.data import DEFAULT_DATA, load_dataset  # noqa: E402
-from server.engine import init_params  # noqa: E402
-from server.train_code import CodeBackward  # noqa: E402
-from server.train_config import TrainConfig  # noqa: E402
-from server.train_kernels import AutogradBackward, ManualBackward, forward_loss  # noqa: E402
-from server.training import Training  # noqa: E402
+from server.core.data import DEFAULT_DATA, load_dataset  # noqa: E402
+from server.core.engine import init_params  # noqa: E402
+from server.training.code_backward import CodeBackward  # noqa: E402
+from server.training.config import TrainConfig  # noqa: E402
+from server.training.kernels import AutogradBackward, ManualBackward, forward_loss  # noqa: E402
+from server.training.loop import Training  # noqa: E402
 
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
 YOUR_CODE = "your code: the notebook's block"

@@ -43,7 +43,7 @@ def raise_fd_limit() -> None:
 
 def ready_line(host: str, port: int, data: str | None, runs_db: str) -> str:
     """The line the server prints once it answers: where, with which data and which runs database."""
-    from .stores import redacted
+    from .runs.stores import redacted
 
     shown = f"[{host}]" if ":" in host else host
     return f"Backprop Explorer on http://{shown}:{port}/ (data: {data or 'embedded'}, runs: {redacted(runs_db)})"
@@ -66,7 +66,7 @@ def _start(settings: Settings) -> int:
         print(f"backprop-explorer: the installation lacks its page or data: {', '.join(missing())}", file=sys.stderr)
         return 2
     # validate the data before starting anything: a bad file is a message, not a traceback
-    from .data import DEFAULT_DATA, DataError, load_dataset
+    from .core.data import DEFAULT_DATA, DataError, load_dataset
 
     data = os.path.abspath(settings.data or DEFAULT_DATA)
     try:
@@ -74,8 +74,8 @@ def _start(settings: Settings) -> int:
     except DataError as e:
         print(f"backprop-explorer: cannot use the data file: {e}", file=sys.stderr)
         return 2
-    from .runs import StoreURLError, store_path
-    from .stores import open_store, redacted, without_password
+    from .runs.store import StoreURLError, store_path
+    from .runs.stores import open_store, redacted, without_password
 
     try:
         runs_db = store_path(settings.runs_db)
@@ -100,7 +100,7 @@ def _start(settings: Settings) -> int:
     shown_data = None if settings.data is None else data  # the ready line says "embedded" for the default
     settings = replace(settings, data=data, runs_db=runs_db)  # every web process sees the same files
 
-    from .web_processes import serve
+    from .web.processes import serve
 
     options = {
         "app": "server.web.factory:app_from_handed",

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from .core.limits import MEMORY_LIMIT, limit_memory
+
 if TYPE_CHECKING:
-    from .data import Dataset
+    from .core.data import Dataset
 
 DataHandOver = tuple[str, bytes, str]  # a dataset's path (its name), bytes and sha256, as the server validated them
 
 TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradient takes milliseconds)
-MEMORY_LIMIT = 1 << 30  # bytes of address space a sandbox process may add to what it uses after start-up
 PASSES_KEPT = 16
 CACHE_SHARE = 4  # a sandbox process's passes hold at most 1/4 of its memory limit; the rest is the learner's code's
 CHECK_NICENESS = 10
@@ -74,15 +75,6 @@ def death_message(exitcode: int | None) -> str:
     return f"the evaluator {why} while checking this code; it has been restarted"
 
 
-def limit_memory(extra: int) -> None:
-    """At most `extra` bytes of address space beyond what this process uses now."""
-    import resource
-
-    with open("/proc/self/statm") as f:
-        used = int(f.read().split()[0]) * resource.getpagesize()
-    resource.setrlimit(resource.RLIMIT_AS, (used + extra, used + extra))
-
-
 def quiet_start(start: Callable[[], None]) -> None:
     """Run `start` (a spawn) with SIGINT and SIGTERM held back in this thread, so that the parent's own handlers run
     once the child exists. The child does not inherit the mask (the spawn resets it): until its first lines ignore
@@ -109,14 +101,14 @@ def _serve(conn: Connection, memory_limit: int) -> None:
 
     import torch
 
-    from .cache import PassCache
-    from .cells import grade_cell
-    from .challenge import grade, hints
-    from .config import ModelConfig
-    from .data import dataset_from
-    from .engine import run_backward
-    from .sandbox import Refused
-    from .serialize import graded_json
+    from .core.cache import PassCache
+    from .core.config import ModelConfig
+    from .core.data import dataset_from
+    from .core.engine import run_backward
+    from .core.serialize import graded_json
+    from .learner.cells import grade_cell
+    from .learner.challenge import grade, hints
+    from .learner.sandbox import Refused
 
     torch.set_num_threads(1)
     dataset = dataset_from(*data)  # the words the server validated, not the file (it may have changed)
@@ -169,9 +161,9 @@ def _serve(conn: Connection, memory_limit: int) -> None:
 
 def check_training_code(dataset: Dataset, fields: dict[str, Any]) -> dict[str, Any]:
     """What POST /api/runs is told of a run's backward block (backward=code): compiled as the run will compile it."""
-    from .engine import init_params
-    from .train_code import CodeBackward
-    from .train_config import TrainConfig
+    from .core.engine import init_params
+    from .training.code_backward import CodeBackward
+    from .training.config import TrainConfig
 
     config = TrainConfig(**fields)
     splits = dataset.splits(config.block_size)

@@ -24,7 +24,7 @@ class Settings:
     cache_mb: int = 512  # memory those passes may hold per process, in MiB
     runs_db: str = str(Path.home() / ".backprop-explorer" / "runs.sqlite3")  # the training runs' SQLite file,
     # or a sqlite:/// URL (sqlite:///runs.db is relative, sqlite:////srv/runs.db absolute), or a PostgreSQL URL
-    # (postgresql://user:password@host/database): runs are then trained by python -m server.train_worker
+    # (postgresql://user:password@host/database): runs are then trained by python -m server.runs.train_worker
     max_runs: int = 2  # training runs at once, one process each (with PostgreSQL: each worker's --max-runs)
     max_queued: int = 8  # runs waiting beyond those; more get 429
     keep_runs: int = 500  # ended runs kept, the newest; older ones are deleted (0: keep all)

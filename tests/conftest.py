@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from server.data import DEFAULT_DATA, Dataset, load_dataset
+from server.core.data import DEFAULT_DATA, Dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
@@ -48,8 +48,8 @@ def runs_url(request, tmp_path):
 @pytest.fixture()
 def open_runs(runs_url):
     """open_runs(limits, clock): a store on this test's database (SQLite or PostgreSQL), closed after the test."""
-    from server.runs import Limits
-    from server.stores import open_store
+    from server.runs.store import Limits
+    from server.runs.stores import open_store
 
     stores = []
 

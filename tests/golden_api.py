@@ -54,7 +54,7 @@ def answers(client: TestClient) -> dict[str, dict[str, object]]:
 def main() -> int:
     import torch
 
-    from server.data import load_dataset
+    from server.core.data import load_dataset
     from server.web.app import create_app
 
     torch.set_num_threads(1)

@@ -72,12 +72,12 @@ class PostgresServer:
 
 
 class WorkerProcess:
-    """python -m server.train_worker on the tests' PostgreSQL; its output goes to a file, printed if a test fails."""
+    """python -m server.runs.train_worker on the tests' PostgreSQL; its output goes to a file, shown if a test fails."""
 
     def __init__(self, url: str, name: str, *extra: str) -> None:
         self.name = name
         self.log = tempfile.TemporaryFile("w+")
-        cmd = [sys.executable, "-m", "server.train_worker", "--runs-db", url, "--data", str(LECTURE_DATA),
+        cmd = [sys.executable, "-m", "server.runs.train_worker", "--runs-db", url, "--data", str(LECTURE_DATA),
                "--name", name, *extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
 

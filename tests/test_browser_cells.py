@@ -10,9 +10,9 @@ import numpy
 import pytest
 from playwright.sync_api import expect
 
-from server.config import ModelConfig
-from server.data import load_dataset
-from server.engine import run_backward
+from server.core.config import ModelConfig
+from server.core.data import load_dataset
+from server.core.engine import run_backward
 
 from .test_browser import (  # noqa: F401 (fixtures)
     LECTURE_DATA,

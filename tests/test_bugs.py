@@ -1,4 +1,4 @@
-"""The bug lab (server/bugs.py): each wrong rule is declared where its op exists, is wrong, and breaks what it says."""
+"""The bug lab (server/net/bugs.py): each wrong rule is declared where its op is, is wrong, and breaks what it says."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from server.bugs import BUGS, CLIP, right_rule, schedule_with_bug
-from server.config import ModelConfig
-from server.engine import run_backward
-from server.graph import MODES, OPS_BY_NAME, Undeclared, backward_schedule, ops_for_mode
+from server.core.config import ModelConfig
+from server.core.engine import run_backward
+from server.net.bugs import BUGS, CLIP, right_rule, schedule_with_bug
+from server.net.graph import MODES, OPS_BY_NAME, Undeclared, backward_schedule, ops_for_mode
 
 LECTURE = ModelConfig()
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import torch
 
-from server.cache import PassCache, pass_bytes
-from server.config import ModelConfig
-from server.graph import NODES
+from server.core.cache import PassCache, pass_bytes
+from server.core.config import ModelConfig
+from server.net.graph import NODES
 
 LECTURE = ModelConfig()
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from server.cells import grade_cell, split_cell
-from server.config import ModelConfig
-from server.engine import run_backward
-from server.sandbox import Refused
+from server.core.config import ModelConfig
+from server.core.engine import run_backward
+from server.learner.cells import grade_cell, split_cell
+from server.learner.sandbox import Refused
 
 from .test_challenge import EXERCISE_1, EXERCISE_2, EXERCISE_3, EXERCISE_4
 
@@ -335,7 +335,7 @@ def test_refused_cells_say_why(passes, cell, reason):
 
 
 def test_cmp_lines_are_capped_like_everything_else_a_cell_computes(passes):
-    from server.cells import MAX_CMP_ENTRIES, MAX_CMP_WORK
+    from server.learner.cells import MAX_CMP_ENTRIES, MAX_CMP_WORK
 
     # (1024,1,1) against hprebn's (32,64): 2M entries a line, as many as one line may compare
     per_line = 1024 * 32 * 64
@@ -361,7 +361,7 @@ def test_a_cmp_label_that_is_not_plain_text_is_refused(label):
 
 def test_a_cells_feedback_reruns_cost_a_fixed_multiple_of_its_own_check(passes, monkeypatch):
     """An expensive loop early in a cell, a wrong-dim line later: the reruns that look for the slip rerun the loop."""
-    from server import sandbox
+    from server.learner import sandbox
 
     spent = sandbox.Cost()
     run = sandbox.Interpreter.run

@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from server.challenge import context, grade
-from server.config import ModelConfig
-from server.engine import run_backward
-from server.graph import MODES, backward_schedule, nodes_for_mode
-from server.sandbox import Refused, evaluate
+from server.core.config import ModelConfig
+from server.core.engine import run_backward
+from server.learner.challenge import context, grade
+from server.learner.sandbox import Refused, evaluate
+from server.net.graph import MODES, backward_schedule, nodes_for_mode
 
 LECTURE = ModelConfig()
 
@@ -366,8 +366,8 @@ def test_the_notebooks_heaviest_steps_fit_the_caps_at_the_largest_config(lecture
 @pytest.mark.parametrize("mode", MODES)
 def test_the_names_a_step_starts_with_are_the_passes_own(passes, mode):
     """The export has no pass: the names it checks a learner's code over, read from the declaration, are a check's."""
-    from server.cells import cell_names
-    from server.challenge import step_names
+    from server.learner.cells import cell_names
+    from server.learner.challenge import step_names
 
     bp = passes[mode]
     values = {k for k, v in bp.values.items() if isinstance(v, torch.Tensor | int) and not k.startswith("_")}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from server.graph import ops_for_mode
+from server.net.graph import ops_for_mode
 
 from .live_server import live_server
 
@@ -34,8 +34,8 @@ def refused_at_start(monkeypatch, capsys, tmp_path) -> Callable[..., tuple[int, 
 
     In-process: the message is the point, and a process of its own would cost an interpreter and torch's import each
     time. An exception it raised would fail the test with its traceback, as the process would print one."""
-    from server import web_processes
     from server.__main__ import main
+    from server.web import processes as web_processes
 
     def serve(*args, **kwargs):
         pytest.fail("the server started instead of refusing")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.data import MAX_FILE_BYTES, DataError, load_dataset
+from server.core.data import MAX_FILE_BYTES, DataError, load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def test_lecture_vocab_and_hash(lecture_dataset):
 
 def test_first_examples_follow_the_lecture_construction(lecture_dataset):
     # 'emma' (first word of the file) is not first after the shuffle; check the construction on it directly
-    from server.data import build_dataset
+    from server.core.data import build_dataset
 
     X, Y = build_dataset(["emma"], lecture_dataset.stoi, 3)
     s = lecture_dataset.stoi

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import engine, numeric
-from server.config import ModelConfig
-from server.engine import compare, init_params, run_backward, sample_batch
-from server.graph import (
+from server.core import engine, numeric
+from server.core.config import ModelConfig
+from server.core.engine import compare, init_params, run_backward, sample_batch
+from server.net.graph import (
     MODE_LIST,
     MODES,
     NODES,
@@ -27,7 +27,7 @@ from server.graph import (
     nodes_for_mode,
     ops_for_mode,
 )
-from server.layers import LAYERS
+from server.net.layers import LAYERS
 
 LECTURE = ModelConfig()
 _LAST_TANH = [op.name for op in ops_for_mode("atomic")].index(LAYERS.hidden[-1].h)

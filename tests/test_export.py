@@ -13,12 +13,12 @@ import torch
 from fastapi.testclient import TestClient
 from nbclient import NotebookClient
 
-from server.cells import grade_cell
-from server.config import ModelConfig
-from server.engine import run_backward
-from server.export import export
-from server.graph import OPS_BY_NAME
-from server.sandbox import Refused
+from server.core.config import ModelConfig
+from server.core.engine import run_backward
+from server.learner.cells import grade_cell
+from server.learner.export import export
+from server.learner.sandbox import Refused
+from server.net.graph import OPS_BY_NAME
 from server.web.app import create_app
 
 from .conftest import LECTURE_DATA
@@ -199,7 +199,7 @@ REFUSED_BY_A_CHECK = [
 
 @pytest.mark.parametrize(("code", "reason"), REFUSED_BY_A_CHECK)
 def test_the_export_refuses_what_a_check_refuses_with_the_same_reason(lecture_dataset, code, reason):
-    from server.challenge import grade
+    from server.learner.challenge import grade
 
     bp = run_backward(LECTURE, lecture_dataset, "fused")
     with pytest.raises(Refused) as checked:

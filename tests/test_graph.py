@@ -1,4 +1,4 @@
-"""The declaration (server/graph.py): its order, its formulas, its backward rules and its modes, checked as data."""
+"""The declaration (server/net/graph.py): its order, its formulas, its backward rules and its modes, checked as data."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from server.config import ModelConfig
-from server.engine import init_params, run_backward, run_forward, sample_batch
-from server.graph import (
+from server.core.config import ModelConfig
+from server.core.engine import init_params, run_backward, run_forward, sample_batch
+from server.net.graph import (
     MODES,
     MODES_BY_NAME,
     NODE_LIST,
@@ -22,7 +22,7 @@ from server.graph import (
     nodes_for_mode,
     ops_for_mode,
 )
-from server.layers import LAYERS
+from server.net.layers import LAYERS
 
 # the blocks each mode fuses, as its declaration says
 FUSED_BLOCKS = {name: MODES_BY_NAME[name].fuses for name in MODES}
@@ -125,7 +125,7 @@ def test_the_formulas_run_in_order_give_the_executors_forward(leaves, forwards, 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_loss_is_the_cross_entropy_of_the_batch(leaves, forwards, mode):
     """Independent of the declared ops: the lecture's model written out with torch's own functions, one
-    linear, batchnorm and tanh per hidden block the trained mode has (server/layers.py)."""
+    linear, batchnorm and tanh per hidden block the trained mode has (server/net/layers.py)."""
     p = leaves
     emb = p["C"][p["Xb"]]  # (n, block_size, n_embd)
     h = emb.view(emb.shape[0], -1)  # (n, block_size * n_embd)

@@ -32,8 +32,8 @@ def test_the_training_page_merges_events_as_the_server_does(tmp_path):
     """frontend/js/history.js folds a run's events into the same history as RunStore.history()."""
     import json
 
-    from server.runs import RunStore
-    from server.train_config import TrainConfig
+    from server.runs.store import RunStore
+    from server.training.config import TrainConfig
 
     store = RunStore(tmp_path / "runs.sqlite3")
     (run_id,) = store.create([TrainConfig(max_steps=400)], keep_running=True)

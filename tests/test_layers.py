@@ -1,4 +1,4 @@
-"""server/layers.py: the trained mode's layers as the declaration has them; a forward the kernels lack is refused."""
+"""server/net/layers.py: the trained mode's layers as declared; a forward the kernels lack is refused."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from server.graph import PARAM_NAMES, TRAINED_MODE, eval_ops, ops_for_mode
-from server.layers import LAYERS, NoKernel, read_layers
+from server.net.graph import PARAM_NAMES, TRAINED_MODE, eval_ops, ops_for_mode
+from server.net.layers import LAYERS, NoKernel, read_layers
 
 OPS = ops_for_mode(TRAINED_MODE)
 

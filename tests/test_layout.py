@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from server.graph import MODES, NODES, ops_for_mode
-from server.layout import graph_layout
+from server.explain.layout import graph_layout
+from server.net.graph import MODES, NODES, ops_for_mode
 
 BOUNDARY_TOL = 1.0  # px: points are rounded to 0.1, the page needs the arrowhead on the box's edge
 MIN_BRANCH_ANGLE = 10.0  # degrees between two arrows leaving one tensor: less reads as one line

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from server.bugs import BUGS
-from server.config import ModelConfig
-from server.engine import compare, run_backward
-from server.graph import MODES
+from server.core.config import ModelConfig
+from server.core.engine import compare, run_backward
+from server.net.bugs import BUGS
+from server.net.graph import MODES
 
 LECTURE = ModelConfig()
 F64 = replace(LECTURE, dtype="float64")

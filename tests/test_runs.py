@@ -16,8 +16,8 @@ import httpx
 import pytest
 import torch
 
-from server.runs import HEARTBEAT_TIMEOUT_S, Limits, QueueFull, RunStore, token_hash
-from server.train_config import TrainConfig
+from server.runs.store import HEARTBEAT_TIMEOUT_S, Limits, QueueFull, RunStore, token_hash
+from server.training.config import TrainConfig
 
 from .conftest import LECTURE_DATA
 from .live_server import LiveServer
@@ -66,7 +66,7 @@ def test_store_events_heartbeat_and_params(open_runs):
 
 
 def test_a_runs_detail_is_bounded_however_many_checks_it_recorded(open_runs):
-    from server.training import CHECK_EVENTS, STATS_POINTS
+    from server.training.loop import CHECK_EVENTS, STATS_POINTS
 
     store = open_runs()
     (run_id,) = store.create([TrainConfig()], keep_running=False)
@@ -210,7 +210,7 @@ def test_a_database_from_before_owners_gets_the_new_columns_and_its_runs_are_the
 def test_a_database_from_before_owners_gets_the_new_columns_in_postgresql(postgres_server):
     import psycopg
 
-    from server.stores import open_store
+    from server.runs.stores import open_store
 
     url = postgres_server.new_database()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -239,7 +239,7 @@ def test_a_database_from_before_owners_gets_the_new_columns_in_postgresql(postgr
 # the training process with a step that never returns (in C, or in Python), which has started a process of its own
 STUCK = """
 import subprocess, sys, time
-import server.train_process as tp
+import server.runs.train_process as tp
 
 class Stuck:
     def __init__(self, config, dataset, emit):
@@ -257,7 +257,7 @@ STEPS = {"sleep": "time.sleep(3600)", "python": "while True: pass"}
 
 
 def _stuck_scheduler(store: RunStore, dataset, step: str = "sleep", **kw):
-    from server.scheduler import Scheduler
+    from server.runs.scheduler import Scheduler
 
     return Scheduler(store, dataset, program=(sys.executable, "-c", STUCK % STEPS[step]), **kw)
 
@@ -312,7 +312,7 @@ def test_a_killed_training_process_fails_its_run_at_the_next_tick(tmp_path, lect
 
 
 def test_a_cancelled_run_stuck_in_a_step_is_killed_after_a_grace(tmp_path, lecture_dataset):
-    from server.scheduler import STOP_GRACE_S
+    from server.runs.scheduler import STOP_GRACE_S
 
     store, clock = RunStore(tmp_path / "runs.db"), Clock()
     scheduler = _stuck_scheduler(store, lecture_dataset, clock=clock)
@@ -603,7 +603,7 @@ def test_runs_with_the_learners_own_backward(tmp_path):
         (pid,) = [
             pid
             for pid in os.listdir("/proc")
-            if pid.isdigit() and f"-m server.train_process --db {server.db} --run {run['id']} " in _cmdline(pid)
+            if pid.isdigit() and f"-m server.runs.train_process --db {server.db} --run {run['id']} " in _cmdline(pid)
         ]
         limits = [Path(f"/proc/{pid}/limits").read_text()]
         (address_space,) = [

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from server.runs import ENDED, HEARTBEAT_TIMEOUT_S, Limits
-from server.stores import open_store
-from server.train_config import TrainConfig
+from server.runs.store import ENDED, HEARTBEAT_TIMEOUT_S, Limits
+from server.runs.stores import open_store
+from server.training.config import TrainConfig
 from server.web.feeds import RunFeeds
 
 from .conftest import LECTURE_DATA
@@ -85,7 +85,7 @@ def statuses(store, run_id: int) -> list[dict]:
 
 async def in_another_process(url: str, code: str) -> None:
     """Run `code` with `store` open on `url` in a Python process of its own (as a training process would)."""
-    script = f"from server.stores import open_store\nstore = open_store({url!r})\n{code}\nstore.close()"
+    script = f"from server.runs.stores import open_store\nstore = open_store({url!r})\n{code}\nstore.close()"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
     assert await asyncio.wait_for(proc.wait(), 120) == 0
 
@@ -129,7 +129,7 @@ def test_an_event_written_by_another_process_reaches_an_open_stream_through_its_
 
 
 def test_the_jobs_of_a_queue_worker_that_stopped_beating_are_settled_by_their_runs(store):
-    from server.train_queue import QUEUE, queue_app, settle_stalled_jobs
+    from server.runs.queue import QUEUE, queue_app, settle_stalled_jobs
 
     queued, running, ended, gone = store.create([TINY] * 4, keep_running=True)  # a job each
     for run_id in (running, ended, gone):

@@ -10,11 +10,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.challenge import grade
-from server.config import ModelConfig
-from server.engine import run_backward
-from server.graph import MODES
-from server.sandbox import Refused
+from server.core.config import ModelConfig
+from server.core.engine import run_backward
+from server.learner.challenge import grade
+from server.learner.sandbox import Refused
+from server.net.graph import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -479,8 +479,8 @@ def test_an_index_that_reaches_past_the_cap_is_refused_before_it_runs(atomic, co
 
 
 def test_an_indexed_write_counts_every_pair_it_writes(atomic):
-    from server.challenge import context
-    from server.sandbox import Cost, evaluate
+    from server.learner.challenge import context
+    from server.learner.sandbox import Cost, evaluate
 
     ctx = context(atomic, 4)
     before = "b = Yb.view(-1) * 0\nz = torch.zeros_like(counts)\n"
@@ -534,8 +534,8 @@ def test_a_write_into_a_shared_tensor_is_refused_in_a_loop_that_never_runs(atomi
 
 @pytest.mark.parametrize("code", ["x = (1, 100000)[Yb[0]]", "for k in range(counts.shape[Yb[0]]):\n  y = k"])
 def test_the_dry_run_alone_refuses_a_shape_indexed_by_a_tensor(atomic, code):
-    from server.challenge import context
-    from server.sandbox import Interpreter, parse
+    from server.learner.challenge import context
+    from server.learner.sandbox import Interpreter, parse
 
     ctx = context(atomic, 4)
     meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in ctx["scope"].items()}

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from server.config import ModelConfig
+from server.core.config import ModelConfig
+from server.core.serialize import graded_json
 from server.sandbox_pool import SandboxPool, answer_json, escaped, is_memory_error
-from server.serialize import graded_json
 
 
 def test_a_lone_surrogate_is_sent_as_its_escape():

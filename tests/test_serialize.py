@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from server.serialize import cmp_public, dumps, tensor_public
+from server.core.serialize import cmp_public, dumps, tensor_public
 
 
 def wire(t):
@@ -67,7 +67,7 @@ def test_cmp_nonfinite_maxdiff_is_null():
 def test_graded_json_is_bounded():
     import orjson
 
-    from server.serialize import graded_json
+    from server.core.serialize import graded_json
 
     graded = {"correct": False, "results": [
         {"name": "dW1", "diff": tensor_public(torch.ones(100, 100)), "feedback": ["dW1 differs"]},

@@ -8,9 +8,9 @@ from dataclasses import fields
 import pytest
 
 from server.__main__ import build_parser
-from server.runs import Limits, StoreURLError, store_path
+from server.runs.store import Limits, StoreURLError, store_path
+from server.runs.stores import open_store, redacted, without_password
 from server.settings import Settings, field_comments, from_options
-from server.stores import open_store, redacted, without_password
 from server.web.guards import answered_hosts
 
 # one row per field: the option, what is typed, and the value the field takes (not read from the code under test)
@@ -123,7 +123,7 @@ def test_other_urls_are_refused(tmp_path, monkeypatch, url, message):
 
 
 def test_a_postgresql_url_goes_to_every_process_as_given(postgres_server):
-    from server.runs_postgres import PostgresRunStore
+    from server.runs.postgres import PostgresRunStore
 
     url = postgres_server.new_database()
     assert store_path(url) == url and store_path("postgres://u@h/db") == "postgres://u@h/db"

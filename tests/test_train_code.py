@@ -1,5 +1,6 @@
-"""Exercise 4 with the learner's own backward (server/train_code.py): the notebook's block, checked once, compiled,
-and trained; the compiled block computes what the interpreter computes; wrong blocks show in the checks and the loss.
+"""Exercise 4 with the learner's own backward (server/training/code_backward.py): the notebook's block, checked
+once, compiled, and trained; the compiled block computes what the interpreter computes; wrong blocks show in the
+checks and the loss.
 """
 
 from __future__ import annotations
@@ -7,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.engine import init_params
-from server.sandbox import Interpreter, Refused
-from server.train_code import CodeBackward, run_program
-from server.train_config import TrainConfig
-from server.training import Training
+from server.core.engine import init_params
+from server.learner.sandbox import Interpreter, Refused
+from server.training.code_backward import CodeBackward, run_program
+from server.training.config import TrainConfig
+from server.training.loop import Training
 
 from .test_challenge import EXERCISE_4
 
@@ -142,7 +143,7 @@ def test_the_compiled_block_computes_bit_for_bit_what_the_interpreter_does(lectu
 
 
 def test_the_fused_forward_is_the_declared_forward(lecture_params):
-    from server.train_code import READS, forward_scope
+    from server.training.code_backward import READS, forward_scope
 
     p, batches = lecture_params
     code = CodeBackward(p, 32, BLOCK, *batches[0])
@@ -359,7 +360,7 @@ def test_a_loop_body_the_check_batch_never_runs_is_checked_when_it_runs(lecture_
 
 
 def test_a_step_past_a_multiple_of_its_check_s_time_fails_with_its_reason(lecture_params):
-    from server.train_code import STEP_FACTOR, StepTooLong
+    from server.training.code_backward import STEP_FACTOR, StepTooLong
 
     p, batches = lecture_params
     budget = STEP_FACTOR * 0.01

@@ -10,10 +10,10 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from server.engine import init_params
-from server.sandbox import Interpreter, Refused
-from server.train_code import CodeBackward
-from server.train_config import TrainConfig
+from server.core.engine import init_params
+from server.learner.sandbox import Interpreter, Refused
+from server.training.code_backward import CodeBackward
+from server.training.config import TrainConfig
 
 from .test_train_code import BLOCK, same_bits
 

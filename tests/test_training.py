@@ -8,13 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from server.engine import backward_from, init_params
-from server.evaluation import calibrate_bn, sample_names, split_loss
-from server.graph import PARAM_NAMES, TRAINED_MODE
-from server.layers import LAYERS
-from server.train_config import TrainConfig
-from server.train_kernels import AutogradBackward, ManualBackward, forward_loss
-from server.training import Training
+from server.core.engine import backward_from, init_params
+from server.net.graph import PARAM_NAMES, TRAINED_MODE
+from server.net.layers import LAYERS
+from server.training.config import TrainConfig
+from server.training.evaluation import calibrate_bn, sample_names, split_loss
+from server.training.kernels import AutogradBackward, ManualBackward, forward_loss
+from server.training.loop import Training
 
 SMALL = TrainConfig(max_steps=600, lr_decay_step=300, check_every=200)
 
@@ -235,7 +235,7 @@ def test_a_stop_is_looked_for_by_the_clock_not_a_step_count(lecture_dataset):
 
 
 def test_check_events_are_bounded_per_run(lecture_dataset, monkeypatch):
-    import server.training as training
+    import server.training.loop as training
 
     monkeypatch.setattr(training, "CHECK_EVENTS", 50)
     config = TrainConfig(max_steps=1000, lr_decay_step=500, check_every=1, n_hidden=16, batch_size=8)
@@ -247,7 +247,7 @@ def test_check_events_are_bounded_per_run(lecture_dataset, monkeypatch):
 
 
 def test_statistics_are_bounded_per_run(lecture_dataset, monkeypatch):
-    import server.training as training
+    import server.training.loop as training
 
     monkeypatch.setattr(training, "STATS_POINTS", 4)
     _, events, _ = _collect(SMALL, lecture_dataset)  # 600 steps: every 150, not every 100

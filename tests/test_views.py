@@ -1,4 +1,4 @@
-"""What the explorer shows (server/views.py): the graph's rule numbering, each step's statuses, tick labels."""
+"""What the explorer shows (server/explain/views.py): the graph's rule numbering, each step's statuses, tick labels."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from server.config import ModelConfig
-from server.engine import run_backward
-from server.graph import MODES, NODES, backward_schedule, nodes_for_mode, ops_for_mode
-from server.views import UnknownNode, axis_labels, build_graph, build_state, build_tensor
+from server.core.config import ModelConfig
+from server.core.engine import run_backward
+from server.explain.views import UnknownNode, axis_labels, build_graph, build_state, build_tensor
+from server.net.graph import MODES, NODES, backward_schedule, nodes_for_mode, ops_for_mode
 
 LECTURE = ModelConfig()
 

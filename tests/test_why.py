@@ -1,4 +1,4 @@
-"""Why a gradient is what it is (server/why.py, server/instance.py): derivations, examples, forces, ≈ explained.
+"""Why a gradient is what it is (server/explain/why.py, instance.py): derivations, examples, forces, ≈ explained.
 
 The expected numbers come from the engine's own backward (its running sums and contributions), from torch
 recomputing the identities (softmax − one-hot), or from the lecture's remarks; never from the code under test.
@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
-from server import why
-from server.cache import PassCache
-from server.config import ModelConfig
-from server.graph import MODES, ops_for_mode
-from server.instance import write_rule
+from server.core.cache import PassCache
+from server.core.config import ModelConfig
+from server.explain import why
+from server.explain.instance import write_rule
+from server.net.graph import MODES, ops_for_mode
 from server.web.app import create_app
 
 # the worked examples the lecture's stumbling blocks call for, by the kind of op (every linear layer, every tanh,

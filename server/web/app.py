@@ -24,13 +24,13 @@ from starlette.types import Scope
 from starlette_compress import CompressMiddleware
 
 from ..assets import FRONTEND
-from ..cache import PassCache
-from ..data import Dataset
-from ..runs import RunStore
+from ..core.cache import PassCache
+from ..core.data import Dataset
+from ..runs.scheduler import Scheduler
+from ..runs.store import RunStore
+from ..runs.stores import STORE_ERRORS
 from ..sandbox_pool import SandboxPool
-from ..scheduler import Scheduler
 from ..settings import Settings
-from ..stores import STORE_ERRORS
 from .fair import FairQueue
 from .feeds import RunFeeds
 from .guards import (

@@ -7,12 +7,12 @@ import gc
 import torch
 from fastapi import FastAPI
 
-from ..config import ModelConfig
-from ..data import DEFAULT_DATA, dataset_from, load_dataset
-from ..graph import MODES
-from ..runs import Limits
+from ..core.config import ModelConfig
+from ..core.data import DEFAULT_DATA, dataset_from, load_dataset
+from ..net.graph import MODES
+from ..runs.store import Limits
+from ..runs.stores import open_store
 from ..settings import Settings
-from ..stores import open_store
 from .app import create_app
 from .connections import GuardedHttpToolsProtocol
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from ..runs import ENDED, RunStore
+from ..runs.store import ENDED, RunStore
 
 POLL_S = 0.25  # how often a feed looks for new events
 NOTIFIED_POLL_S = 5.0  # the same while the store's notices wake the feeds

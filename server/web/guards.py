@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..serialize import dumps
+from ..core.serialize import dumps
 from ..settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024  # no endpoint needs more; larger bodies are refused before parsing

@@ -11,13 +11,15 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from .. import cells, challenge, export, train_code, views, why
-from ..bugs import BUGS
-from ..cache import OtherVocabulary, PassCache
-from ..engine import BackwardPass
-from ..graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
-from ..sandbox import MAX_CELL_CHARS, Refused
-from ..serialize import dumps
+from ..core.cache import OtherVocabulary, PassCache
+from ..core.engine import BackwardPass
+from ..core.serialize import dumps
+from ..explain import views, why
+from ..learner import cells, challenge, export
+from ..learner.sandbox import MAX_CELL_CHARS, Refused
+from ..net.bugs import BUGS
+from ..net.graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
+from ..training import code_backward
 from .fair import client_of, in_sandbox
 from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
 from .query import QueryModel
@@ -143,8 +145,8 @@ def _meta() -> dict[str, Any]:
         "train": _fields(RunRequest),
         "train_mode": TRAINED_MODE,
         "train_code": {
-            "reads": list(train_code.READS),
-            "grads": list(train_code.DEFAULT_GRADS),
+            "reads": list(code_backward.READS),
+            "grads": list(code_backward.DEFAULT_GRADS),
             "max_chars": MAX_CELL_CHARS,
         },
         "cmp_order": list(CMP_ORDER),

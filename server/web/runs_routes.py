@@ -14,12 +14,12 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..config import BOUNDS
-from ..runs import ENDED, ClientBusy, QueueFull, QueueUnavailable, RunStore, token_hash
-from ..serialize import dumps
+from ..core.config import BOUNDS
+from ..core.serialize import dumps
+from ..runs.store import ENDED, ClientBusy, QueueFull, QueueUnavailable, RunStore, token_hash
 from ..settings import Settings
-from ..train_config import TrainConfig
-from ..training import cpu_limit_s, cpu_needed_s, cpu_text
+from ..training.config import TrainConfig
+from ..training.loop import cpu_limit_s, cpu_needed_s, cpu_text
 from .fair import client_of, in_sandbox
 from .feeds import RunFeeds
 from .schemas import (

@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
-from ..bugs import BUGS
-from ..config import BOUNDS, Dtype, Init, ModelConfig
-from ..graph import MODES, PARAMS, ops_for_mode
-from ..sandbox import MAX_CELL_CHARS, MAX_SOURCE_CHARS
-from ..training import MAX_LR, TRAIN_BOUNDS, TrainConfig
+from ..core.config import BOUNDS, Dtype, Init, ModelConfig
+from ..learner.sandbox import MAX_CELL_CHARS, MAX_SOURCE_CHARS
+from ..net.bugs import BUGS
+from ..net.graph import MODES, PARAMS, ops_for_mode
+from ..training.config import MAX_LR, TRAIN_BOUNDS, TrainConfig
 
 _DEFAULTS = ModelConfig()
 BugName = Literal.__getitem__(("", *BUGS))  # type: ignore[attr-defined]
@@ -176,7 +176,7 @@ class EdgePublic(BaseModel):
 
 
 class LayoutPublic(BaseModel):
-    """The graph laid out top to bottom (server/layout.py): boxes by name and every edge as a polyline."""
+    """The graph laid out top to bottom (server/explain/layout.py): boxes by name and every edge as a polyline."""
 
     width: float
     height: float
@@ -580,7 +580,7 @@ class HintQuery(PassQuery):
     step: int = Field(ge=1, le=MAX_STEPS, description="the backward step (1 = the first)")
 
 
-# --- why a gradient is what it is (server/why.py) -------------------------------------------------------
+# --- why a gradient is what it is (server/explain/why.py) -------------------------------------------------------
 
 
 class WhyQuery(StepQuery):

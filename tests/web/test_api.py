@@ -9,12 +9,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-import server.engine as engine
-from server.bugs import BUGS
-from server.config import ModelConfig
-from server.graph import MODES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
-from server.layers import LAYERS
-from server.layout import graph_layout
+import server.core.engine as engine
+from server.core.config import ModelConfig
+from server.explain.layout import graph_layout
+from server.net.bugs import BUGS
+from server.net.graph import MODES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
+from server.net.layers import LAYERS
 from server.web.app import create_app
 
 
@@ -35,7 +35,7 @@ def test_health_and_dataset(client):
 
 
 def test_the_embedded_names_say_so_wherever_the_file_lies(embedded_dataset, tmp_path):
-    from server.data import DEFAULT_DATA, load_dataset
+    from server.core.data import DEFAULT_DATA, load_dataset
 
     copy = tmp_path / "my-names.txt"
     copy.write_bytes(DEFAULT_DATA.read_bytes())

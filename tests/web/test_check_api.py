@@ -10,9 +10,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from server.cache import BYTES_PER_VALUE_BYTE
-from server.engine import axis_sizes
-from server.graph import backward_schedule, nodes_for_mode, ops_for_mode
+from server.core.cache import BYTES_PER_VALUE_BYTE
+from server.core.engine import axis_sizes
+from server.net.graph import backward_schedule, nodes_for_mode, ops_for_mode
 from server.sandbox_pool import SandboxPool
 from server.settings import Settings
 from server.web.app import create_app
@@ -128,7 +128,7 @@ def test_checks_off_is_503(lecture_dataset):
 def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
     pool = SandboxPool(lecture_dataset, size=1, timeout_s=1.0)
     try:
-        from server.config import ModelConfig
+        from server.core.config import ModelConfig
 
         # stuck for good (stopped), not merely slow: a timeout of 0 s let a fast answer through on a busy machine
         sandbox = pool.idle.queue[0]
@@ -145,7 +145,7 @@ def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
 
 @pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
-    from server.config import ModelConfig
+    from server.core.config import ModelConfig
 
     pool = SandboxPool(lecture_dataset, size=1, memory_limit=0)  # no room to grow at all
     try:
@@ -158,7 +158,7 @@ def test_a_worker_out_of_memory_refuses_and_recovers(lecture_dataset):
 
 @pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_workers_passes_fit_its_memory_limit(lecture_dataset):
-    from server.config import ModelConfig
+    from server.core.config import ModelConfig
 
     # each pass of the largest config holds ~40 MB by the first linear layer's step (18 in the lecture's network);
     # kept 16 at a time they ran a worker with a 256 MiB limit out of memory ("can't allocate memory" killed it),
@@ -190,7 +190,8 @@ def test_a_workers_passes_fit_its_memory_limit(lecture_dataset):
       "the check failed: ValueError: maximum supported dimension for an ndarray is 64, found 70")],
 )  # fmt: skip
 def test_a_grading_failure_is_told_as_what_it_was(exc, message):
-    from server.sandbox_pool import MEMORY_LIMIT, failure_message
+    from server.core.limits import MEMORY_LIMIT
+    from server.sandbox_pool import failure_message
 
     assert message in failure_message(exc, MEMORY_LIMIT)
 
@@ -200,7 +201,7 @@ def test_a_grading_failure_is_told_as_what_it_was(exc, message):
     ("sig", "message"), [(signal.SIGKILL, "killed (SIGKILL"), (signal.SIGSEGV, "crashed (SIGSEGV)")]
 )
 def test_a_dead_worker_is_reported_by_how_it_died_and_replaced(lecture_dataset, sig, message):
-    from server.config import ModelConfig
+    from server.core.config import ModelConfig
 
     pool = SandboxPool(lecture_dataset, size=1, timeout_s=30)
     try:
@@ -234,8 +235,8 @@ def test_a_worker_warms_up_at_the_servers_priority_then_runs_code_below_it(lectu
 
 @pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_new_worker_grades_on_the_words_validated_at_start_not_the_file(lecture_dataset, tmp_path):
-    from server.config import ModelConfig
-    from server.data import load_dataset
+    from server.core.config import ModelConfig
+    from server.core.data import load_dataset
 
     path = tmp_path / "names.txt"
     path.write_bytes(lecture_dataset.raw)

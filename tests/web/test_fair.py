@@ -109,7 +109,7 @@ class BlockingPool:
 
 
 def test_checks_in_flight_hold_no_shared_thread_and_other_endpoints_answer(lecture_dataset, tmp_path):
-    from server.runs import RunStore
+    from server.runs.store import RunStore
 
     app = create_app(lecture_dataset, runs=RunStore(tmp_path / "runs.db"), schedule=False)
     pool = BlockingPool()

@@ -8,9 +8,9 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from server.runs import Limits, RunStore
+from server.runs.store import Limits, RunStore
 from server.settings import Settings
-from server.train_config import TrainConfig
+from server.training.config import TrainConfig
 from server.web.app import create_app
 
 SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
@@ -125,7 +125,7 @@ def test_runs_are_listed_a_page_at_a_time(client):
 
 
 def test_a_run_trained_on_other_data_is_a_409_not_a_500(client):
-    from server.engine import init_params
+    from server.core.engine import init_params
 
     (run,) = client.post("/api/runs", json=SHORT).json()["runs"]
     store = client.app.state.runs
@@ -163,7 +163,7 @@ def test_meta_serves_the_training_forms_defaults_as_a_run_gets_them(client):
 
 
 def test_a_run_whose_job_the_queue_refuses_fails_with_a_503(lecture_dataset, postgres_server):
-    from server.stores import open_store
+    from server.runs.stores import open_store
 
     runs = open_store(postgres_server.new_database(), Limits(max_queued=4))  # SQLite has no queue to refuse
 
@@ -254,7 +254,7 @@ def test_cancel_and_delete_need_the_runs_owner_token(client):
 
 
 def test_the_runs_table_keeps_only_a_hash_of_each_token(lecture_dataset, tmp_path):
-    from server.runs import RunStore
+    from server.runs.store import RunStore
 
     db = tmp_path / "runs.db"
     app = create_app(lecture_dataset, runs=RunStore(db), schedule=False)

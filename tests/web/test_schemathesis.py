@@ -11,10 +11,10 @@ import torch
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 
-from server.bugs import BUGS
-from server.data import DEFAULT_DATA, load_dataset
-from server.graph import MODES, ops_for_mode
-from server.runs import Limits, RunStore
+from server.core.data import DEFAULT_DATA, load_dataset
+from server.net.bugs import BUGS
+from server.net.graph import MODES, ops_for_mode
+from server.runs.store import Limits, RunStore
 from server.settings import Settings
 from server.web.app import create_app
 from server.web.guards import MAX_BODY_BYTES

@@ -1,0 +1,1 @@
+"""What the page shows of a pass: views, the graph's layout, derivations and worked examples."""

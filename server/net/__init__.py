@@ -1,0 +1,1 @@
+"""The network's declaration: its nodes and ops with their backward rules, the forward executor, layers, bugs."""

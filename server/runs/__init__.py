@@ -1,0 +1,1 @@
+"""Training runs: the SQLite and PostgreSQL stores, the scheduler, the queue, workers and run processes."""
