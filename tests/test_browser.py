@@ -39,6 +39,8 @@ pytestmark = pytest.mark.browser
 # an answer the page waits for (a sandbox check, a run's first event) may take many seconds on a busy machine:
 # expect() waits for it that long, and a right page passes at once
 expect.set_options(timeout=30_000)
+# a training run started from the page: seconds alone, minutes on a machine busy with other suites
+RUN_ENDS_MS = 180_000
 
 
 @pytest.fixture(scope="module")
@@ -655,18 +657,18 @@ def test_training_run_live_curve_progress_cancel_and_list(page, base_url):
     expect(page.get_by_test_id("progress-text")).to_contain_text("ETA")
     assert page.evaluate("document.getElementById('check-plot').data[0].y.every((d) => d < 1e-6)")
     page.get_by_test_id("cancel").click()
-    expect(page.get_by_test_id("run-title")).to_contain_text("cancelled", timeout=15_000)
+    expect(page.get_by_test_id("run-title")).to_contain_text("cancelled")
     # the title says why once: the status and the reason do not repeat each other
     expect(page.get_by_test_id("run-title")).to_contain_text(": cancelled by its owner")
     expect(page.get_by_test_id("run-title")).not_to_have_text(re.compile(r"cancelled\W+cancelled"))
     run_id = re.search(r"run=(\d+)", page.url).group(1)
     row = page.locator(f"[data-testid=run-row][data-run='{run_id}']")
-    expect(row).to_contain_text("cancelled", timeout=10_000)
+    expect(row).to_contain_text("cancelled")
     # a permalink reopens the run with its history
     page.goto(f"{base_url}/train.html?run={run_id}")
     page.wait_for_selector("body[data-ready='1']")
     expect(page.get_by_test_id("run-title")).to_contain_text("cancelled")
-    page.wait_for_function("document.getElementById('loss-plot').data?.[0]?.x.length > 0", timeout=15_000)
+    page.wait_for_function("document.getElementById('loss-plot').data?.[0]?.x.length > 0")
 
 
 def test_only_the_browser_that_started_a_run_can_cancel_or_delete_it(page, browser, base_url):
@@ -697,9 +699,9 @@ def test_only_the_browser_that_started_a_run_can_cancel_or_delete_it(page, brows
         other.close()
     # its owner cancels it, then deletes it
     page.get_by_test_id("cancel").click()
-    expect(page.get_by_test_id("run-title")).to_contain_text("cancelled", timeout=15_000)
+    expect(page.get_by_test_id("run-title")).to_contain_text("cancelled")
     mine.get_by_role("button", name="delete").click()
-    expect(mine).to_have_count(0, timeout=10_000)
+    expect(mine).to_have_count(0)
 
 
 def test_finished_run_results_and_its_net_in_the_explorer(page, base_url):
@@ -709,7 +711,7 @@ def test_finished_run_results_and_its_net_in_the_explorer(page, base_url):
     page.get_by_test_id("cfg-lr_decay_step").fill("1000")
     page.get_by_test_id("cfg-backward").select_option("both")
     page.get_by_test_id("start").click()
-    expect(page.get_by_test_id("run-title")).to_contain_text("finished", timeout=60_000)
+    expect(page.get_by_test_id("run-title")).to_contain_text("finished", timeout=RUN_ENDS_MS)
     expect(page.get_by_test_id("samples").first).to_be_visible(timeout=30_000)
     assert len(page.get_by_test_id("samples").first.locator("span").all()) == 20
     assert page.evaluate("document.getElementById('loss-plot').data.length") == 4  # 2 runs x (per step, smoothed)
@@ -768,7 +770,7 @@ def test_training_with_your_own_backward(page, base_url):
     page.get_by_test_id("cfg-code").fill(BLOCK)
     page.get_by_test_id("start-code").click()
     verdict = page.get_by_test_id("verdict")
-    expect(verdict).to_contain_text("your backward agreed with autograd at all 5 checks", timeout=60_000)
+    expect(verdict).to_contain_text("your backward agreed with autograd at all 5 checks", timeout=RUN_ENDS_MS)
     expect(verdict).to_contain_text("the loss fell")
     expect(page.get_by_test_id("samples")).to_be_visible()
     assert page.evaluate("document.getElementById('check-plot').data.length") == 1  # no check disagrees
@@ -779,7 +781,9 @@ def test_training_with_your_own_backward(page, base_url):
     expect(page.get_by_test_id("cfg-code")).to_have_value(BLOCK)
     page.get_by_test_id("cfg-code").fill(BLOCK.replace("dlogits /= n", "dlogits /= -n"))
     page.get_by_test_id("start-code").click()
-    expect(verdict).to_contain_text("your backward disagrees with autograd from the check at step 0", timeout=60_000)
+    expect(verdict).to_contain_text(
+        "your backward disagrees with autograd from the check at step 0", timeout=RUN_ENDS_MS
+    )
     expect(verdict).to_contain_text("the loss did not fall")
     wrong = page.evaluate("document.getElementById('check-plot').data[1]")
     assert wrong["name"].endswith("disagrees") and wrong["x"] == [0, 100, 200, 300, 399]
@@ -803,7 +807,7 @@ def test_the_training_page_at_a_phones_width(page, base_url):
     page.get_by_test_id("cfg-check_every").fill("100")
     page.get_by_test_id("cfg-code").fill(wrong)
     page.get_by_test_id("start-code").click()
-    expect(page.get_by_test_id("samples")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("samples")).to_be_visible(timeout=RUN_ENDS_MS)
     # the verdict names the block's first wrong line, whole: wrapped inside the page, nothing scrolled away
     verdict = page.get_by_test_id("verdict")
     expect(verdict).to_contain_text(f"line {line} dh = dlogits @ W2.T * n")
@@ -1015,7 +1019,7 @@ def test_axe_finds_no_violation_on_the_training_page(page, base_url):
     page.get_by_test_id("cfg-max_steps").fill("300")
     page.get_by_test_id("cfg-lr_decay_step").fill("150")
     page.get_by_test_id("start").click()
-    expect(page.get_by_test_id("samples")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("samples")).to_be_visible(timeout=RUN_ENDS_MS)
     expect(page.get_by_test_id("verdict")).to_be_visible()
     expect(page.locator("[data-testid=run-row] button[data-delete]").first).to_be_visible()
     assert not all_violations(page)
