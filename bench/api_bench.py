@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from server.net.graph import backward_schedule  # noqa: E402
+from server.net.packs import default_net  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES: list[str] = []  # the first errors of the load run, printed at the end
@@ -35,7 +35,7 @@ SAMPLES: list[str] = []  # the first errors of the load run, printed at the end
 # every node of the graph, so every kind of finite-difference check, batchnorm and embedding included
 SCENARIOS = {
     "ahead": "logprobs probs counts_sum_inv counts_sum counts norm_logits logit_maxes logits h hpreact".split(),
-    "follow": ["loss"] + [op.rules[0].target for op in backward_schedule("atomic")],
+    "follow": ["loss"] + [op.rules[0].target for op in default_net().backward_schedule("atomic")],
 }
 
 

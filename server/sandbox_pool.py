@@ -109,6 +109,7 @@ def _serve(conn: Connection, memory_limit: int) -> None:
     from .learner.cells import grade_cell
     from .learner.challenge import grade, hints
     from .learner.sandbox import Refused
+    from .net.packs import NETS
 
     torch.set_num_threads(1)
     dataset = dataset_from(*data)  # the words the server validated, not the file (it may have changed)
@@ -117,13 +118,15 @@ def _serve(conn: Connection, memory_limit: int) -> None:
         return PassCache(dataset, maxsize=PASSES_KEPT, max_bytes=memory_limit // CACHE_SHARE)
 
     passes = new_cache()
-    # warm up (imports, first kernels, meta device) before the limit and the first learner
-    bp = run_backward(ModelConfig(), dataset, "atomic")
-    grade(bp, 1, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n")
-    grade(bp, 3, "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs * 2")  # the feedback paths
-    loop = "dC = torch.zeros_like(C)\nfor k in range(n):\n  for j in range(Xb.shape[1]):\n    dC[Xb[k,j]] += demb[k,j]"
-    grade(bp, 20, loop)  # the loops' path
-    grade_cell(bp, "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n\ndprobs = 2 * dlogprobs")
+    # warm up (imports, first kernels, meta device) before the limit and the first learner: each pack's own answers
+    for net in NETS.values():
+        for warm in net.warmup:
+            bp = run_backward(ModelConfig(net=net.name), dataset, warm.mode)
+            if warm.target:  # the step whose rules make that gradient
+                step = next(k for k, op in enumerate(bp.schedule, 1) if any(r.target == warm.target for r in op.rules))
+                grade(bp, step, warm.code)
+            else:
+                grade_cell(bp, warm.code)
     warmed_at = os.nice(0)
     # then below the web server: learners' code never slows down pages and the API. The warm-up (~3 s of CPU)
     # ran at the server's priority: niced on a busy machine it took over a minute, and the first check was
@@ -170,7 +173,9 @@ def check_training_code(dataset: Dataset, fields: dict[str, Any]) -> dict[str, A
     n = config.batch_size
     p, _ = init_params(config.model(), dataset.vocab_size)
     assert config.code is not None
-    block = CodeBackward(p, n, config.code, splits.Xtr[:n], splits.Ytr[:n])  # Refused with the reason, or it trains
+    block = CodeBackward(
+        p, n, config.code, splits.Xtr[:n], splits.Ytr[:n], net=config.model().pack
+    )  # Refused with the reason, or it trains
     # the block's measured processor time on the check batch: a run's CPU bound starts from it where the
     # estimate of a step is lower (a slow block is refused before it is queued, not found out after hours)
     return {"ok": True, "step_cpu_s": block.check_s}

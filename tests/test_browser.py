@@ -14,7 +14,7 @@ from axe_playwright_python.sync_playwright import Axe
 from colorspacious import cspace_convert
 from playwright.sync_api import Page, expect, sync_playwright
 
-from server.net.graph import MODES, nodes_for_mode, ops_for_mode
+from tests.lecture import MODES, nodes_for_mode, ops_for_mode
 
 from .live_server import live_server
 

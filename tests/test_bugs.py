@@ -10,8 +10,9 @@ import torch
 
 from server.core.config import ModelConfig
 from server.core.engine import run_backward
-from server.net.bugs import BUGS, CLIP, right_rule, schedule_with_bug
-from server.net.graph import MODES, OPS_BY_NAME, Undeclared, backward_schedule, ops_for_mode
+from server.net.bugs import right_rule
+from server.net.declare import Undeclared
+from tests.lecture import BUGS, CLIP, MODES, OPS_BY_NAME, backward_schedule, bug_modes, ops_for_mode, schedule_with_bug
 
 LECTURE = ModelConfig()
 
@@ -24,8 +25,8 @@ def _rule(op, target):
 def test_a_bug_is_offered_in_exactly_the_modes_where_its_rule_runs(name):
     bug = BUGS[name]
     having = [mode for mode in MODES if any(op.name == bug.op for op in ops_for_mode(mode))]
-    assert list(bug.modes) == having, "a mode that has the op is missing, or one that fuses it away is listed"
-    for mode in bug.modes:
+    assert list(bug_modes(bug)) == having, "a mode that has the op is missing, or one that fuses it away is listed"
+    for mode in bug_modes(bug):
         op = next(op for op in ops_for_mode(mode) if op.name == bug.op)
         assert bug.target in [rule.target for rule in op.rules], (mode, bug.target)
 
@@ -43,7 +44,7 @@ def test_a_bugs_line_assigns_the_gradient_it_gets_wrong_and_overwrites_only_a_su
 @pytest.mark.parametrize("name", sorted(BUGS))
 def test_a_bugs_contribution_differs_from_the_right_rules_unless_it_overwrites(lecture_dataset, name):
     bug = BUGS[name]
-    bp = run_backward(LECTURE, lecture_dataset, bug.modes[0])
+    bp = run_backward(LECTURE, lecture_dataset, bug_modes(bug)[0])
     out = OPS_BY_NAME[bug.op].outputs[0]
     v = SimpleNamespace(**{k: t.detach() if isinstance(t, torch.Tensor) else t for k, t in bp.values.items()})
     d = SimpleNamespace(**{out: bp.ref_grads[out] if out != "loss" else torch.ones(())})
@@ -67,7 +68,7 @@ def test_the_clipped_loss_gives_no_gradient_to_the_examples_above_the_clip(lectu
 @pytest.mark.parametrize("name", sorted(BUGS))
 def test_each_bug_breaks_its_node_and_everything_upstream(lecture_dataset, name):
     bug = BUGS[name]
-    mode = bug.modes[0]
+    mode = bug_modes(bug)[0]
     good = run_backward(LECTURE, lecture_dataset, mode)
     bad = run_backward(replace(LECTURE, bug=name), lecture_dataset, mode)
     step = next(i for i, op in enumerate(bad.schedule, start=1) if op.name == bug.op)
@@ -84,7 +85,7 @@ def test_each_bug_breaks_its_node_and_everything_upstream(lecture_dataset, name)
 
 @pytest.mark.parametrize("name", sorted(BUGS))
 def test_each_bug_runs_in_float64(lecture_dataset, name):
-    bad = run_backward(replace(LECTURE, bug=name, dtype="float64"), lecture_dataset, BUGS[name].modes[0])
+    bad = run_backward(replace(LECTURE, bug=name, dtype="float64"), lecture_dataset, bug_modes(BUGS[name])[0])
     assert bad.grad_at(BUGS[name].target, len(bad.schedule)).dtype == torch.float64
 
 
@@ -114,7 +115,7 @@ BUG_MODES = {
 
 
 def test_each_bugs_modes_are_the_schedules_with_its_rule():
-    assert {name: bug.modes for name, bug in BUGS.items()} == BUG_MODES
+    assert {name: bug_modes(bug) for name, bug in BUGS.items()} == BUG_MODES
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -8,7 +8,7 @@ import torch
 
 from server.core.cache import PassCache, pass_bytes
 from server.core.config import ModelConfig
-from server.net.graph import NODES
+from tests.lecture import NODES
 
 LECTURE = ModelConfig()
 

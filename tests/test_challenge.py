@@ -13,7 +13,7 @@ from server.core.config import ModelConfig
 from server.core.engine import run_backward
 from server.learner.challenge import context, grade
 from server.learner.sandbox import Refused, evaluate
-from server.net.graph import MODES, backward_schedule, nodes_for_mode
+from tests.lecture import MODES, NET, backward_schedule, nodes_for_mode
 
 LECTURE = ModelConfig()
 
@@ -373,8 +373,8 @@ def test_the_names_a_step_starts_with_are_the_passes_own(passes, mode):
     values = {k for k, v in bp.values.items() if isinstance(v, torch.Tensor | int) and not k.startswith("_")}
     for step in range(1, bp.total_steps + 1):
         grads = {f"d{n}" for n in bp.node_names() if n != "loss" and bp.grad_at(n, step - 1) is not None}
-        assert step_names(mode, step).given == values | grads, step
-    cell = cell_names(mode)
+        assert step_names(NET, mode, step).given == values | grads, step
+    cell = cell_names(NET, mode)
     made = {f"d{n}" for n in bp.totals if n != "loss"}
     assert set(cell.later) == made - cell.given and cell.unit == "line"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from server.net.graph import ops_for_mode
+from tests.lecture import ops_for_mode
 
 from .live_server import live_server
 

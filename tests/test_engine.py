@@ -14,20 +14,19 @@ from hypothesis import strategies as st
 from server.core import engine, numeric
 from server.core.config import ModelConfig
 from server.core.engine import compare, init_params, run_backward, sample_batch
-from server.net.graph import (
+from server.net.declare import Rule, Undeclared
+from tests.lecture import (
+    LAYERS,
     MODE_LIST,
     MODES,
     NODES,
     OPS,
     PARAM_NAMES,
     PARAMS,
-    Rule,
-    Undeclared,
     backward_schedule,
     nodes_for_mode,
     ops_for_mode,
 )
-from server.net.layers import LAYERS
 
 LECTURE = ModelConfig()
 _LAST_TANH = [op.name for op in ops_for_mode("atomic")].index(LAYERS.hidden[-1].h)
@@ -309,7 +308,7 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
     results = {}
     for path in ("rows", "full"):
         if path == "full":
-            monkeypatch.setattr(numeric, "row_local", lambda ops, name: False)
+            monkeypatch.setattr(numeric, "row_local", lambda net, ops, name: False)
         bp = run_backward(config, lecture_dataset, mode)
         for name in row_local:
             # a manual gradient 1% off: both paths must see 0.01/1.01 in every checked entry
@@ -328,7 +327,7 @@ def test_row_local_finite_differences_measure_what_the_full_forward_does(lecture
 
 
 def _uses_row_path(bp, name):
-    return NODES[name].kind != "loss" and numeric.row_local(bp.ops[bp.ops_after(name) :], name)
+    return NODES[name].kind != "loss" and numeric.row_local(bp.net, bp.ops[bp.ops_after(name) :], name)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -351,7 +350,7 @@ def test_finite_differences_stay_accurate_where_probabilities_are_tiny(lecture_d
     """A wider net has probabilities far below the step's floor: their entries get a step relative to themselves."""
     steps = []
     measure = numeric.derivatives
-    monkeypatch.setattr(numeric, "derivatives", lambda *a: steps.append((a[2], a[4])) or measure(*a))
+    monkeypatch.setattr(numeric, "derivatives", lambda *a: steps.append((a[3], a[5])) or measure(*a))
     # the first seed from 3 on whose checked entries of probs include one within a few fixed steps (1e-4) of 0,
     # where log's curvature makes a five-point stencil with that step wrong (seed 3 in the lecture's network)
     for seed in range(3, 10):

@@ -18,8 +18,8 @@ from server.core.engine import run_backward
 from server.learner.cells import grade_cell
 from server.learner.export import export
 from server.learner.sandbox import Refused
-from server.net.graph import OPS_BY_NAME
 from server.web.app import create_app
+from tests.lecture import OPS_BY_NAME
 
 from .conftest import LECTURE_DATA
 from .test_cells import ATOMIC_ORDER, EXERCISE_4_CHECK, EXERCISE_4_GRADS, FUSED_ORDER

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from server.core.config import ModelConfig
 from server.core.engine import init_params, run_backward, run_forward, sample_batch
-from server.net.graph import (
+from tests.lecture import (
+    LAYERS,
     MODES,
     MODES_BY_NAME,
     NODE_LIST,
@@ -22,7 +23,6 @@ from server.net.graph import (
     nodes_for_mode,
     ops_for_mode,
 )
-from server.net.layers import LAYERS
 
 # the blocks each mode fuses, as its declaration says
 FUSED_BLOCKS = {name: MODES_BY_NAME[name].fuses for name in MODES}

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from server.net.graph import PARAM_NAMES, TRAINED_MODE, eval_ops, ops_for_mode
-from server.net.layers import LAYERS, NoKernel, read_layers
+from server.net.layers import NoKernel, read_layers
+from tests.lecture import LAYERS, PARAM_NAMES, TRAINED_MODE, eval_ops, ops_for_mode
 
 OPS = ops_for_mode(TRAINED_MODE)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.explain.layout import graph_layout
-from server.net.graph import MODES, NODES, ops_for_mode
+from tests.lecture import MODES, NET, NODES, ops_for_mode
 
 BOUNDARY_TOL = 1.0  # px: points are rounded to 0.1, the page needs the arrowhead on the box's edge
 MIN_BRANCH_ANGLE = 10.0  # degrees between two arrows leaving one tensor: less reads as one line
@@ -81,7 +81,7 @@ def test_crossing_counter_counts():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_declared_edge_once(mode):
-    layout = graph_layout(mode)
+    layout = graph_layout(NET, mode)
     declared = Counter()
     for op in ops_for_mode(mode):
         declared.update(("in", op.name, t) for t in op.inputs)
@@ -96,7 +96,7 @@ def test_every_declared_edge_once(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_boxes_do_not_overlap_and_fit(mode):
-    layout = graph_layout(mode)
+    layout = graph_layout(NET, mode)
     boxes = _boxes(layout)
     for (a, box_a), (b, box_b) in combinations(boxes.items(), 2):
         assert not _overlap(box_a, box_b), (a, b)
@@ -114,7 +114,7 @@ def test_boxes_do_not_overlap_and_fit(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_box_sizes_fit_labels(mode):
-    layout = graph_layout(mode)
+    layout = graph_layout(NET, mode)
     for name, box in layout["nodes"].items():
         assert box["w"] >= 7 * len(name) + 10 and box["h"] >= 16, name
     for op in ops_for_mode(mode):
@@ -124,7 +124,7 @@ def test_box_sizes_fit_labels(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_edges_go_down_from_box_edge_to_box_edge(mode):
-    layout = graph_layout(mode)
+    layout = graph_layout(NET, mode)
     boxes = _boxes(layout)
     for e in layout["edges"]:
         source, target = _source_target(e)
@@ -136,7 +136,7 @@ def test_edges_go_down_from_box_edge_to_box_edge(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_edges_pass_no_other_box(mode):
-    layout = graph_layout(mode)
+    layout = graph_layout(NET, mode)
     boxes = _boxes(layout)
     for e in layout["edges"]:
         ends = _source_target(e)
@@ -148,12 +148,12 @@ def test_edges_pass_no_other_box(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_no_edges_cross(mode):
     # measured: no crossing in any mode; a declaration change that adds one should be looked at
-    assert count_crossings(graph_layout(mode)["edges"]) == 0
+    assert count_crossings(graph_layout(NET, mode)["edges"]) == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_branches_leave_in_different_directions(mode):
-    layout = graph_layout(mode)
+    layout = graph_layout(NET, mode)
     by_source = {}
     for e in layout["edges"]:
         by_source.setdefault(_source_target(e)[0], []).append(e)
@@ -169,12 +169,12 @@ def test_branches_leave_in_different_directions(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_not_one_column(mode):
-    assert len({box["x"] for box in graph_layout(mode)["nodes"].values()}) >= 3
+    assert len({box["x"] for box in graph_layout(NET, mode)["nodes"].values()}) >= 3
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_leaves_beside_their_op(mode):
-    layout = graph_layout(mode)
+    layout = graph_layout(NET, mode)
     boxes = _boxes(layout).values()
     for op in ops_for_mode(mode):
         op_box = layout["ops"][op.name]
@@ -193,8 +193,8 @@ def test_leaves_beside_their_op(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_deterministic_and_cached(mode):
-    first = graph_layout(mode)
-    assert graph_layout(mode) is first
+    first = graph_layout(NET, mode)
+    assert graph_layout(NET, mode) is first
     graph_layout.cache_clear()
-    again = graph_layout(mode)
+    again = graph_layout(NET, mode)
     assert again == first and again is not first

@@ -10,8 +10,7 @@ import torch
 
 from server.core.config import ModelConfig
 from server.core.engine import compare, run_backward
-from server.net.bugs import BUGS
-from server.net.graph import MODES
+from tests.lecture import BUGS, MODES, bug_modes
 
 LECTURE = ModelConfig()
 F64 = replace(LECTURE, dtype="float64")
@@ -72,7 +71,7 @@ def test_without_a_bug_no_error_has_an_origin(lecture_dataset, mode, dtype):
                 assert cmp["approx"], (name, step)  # partial ones too: each against its own paths
 
 
-BUG_MODES = [(name, mode) for name, bug in sorted(BUGS.items()) for mode in bug.modes]
+BUG_MODES = [(name, mode) for name, bug in sorted(BUGS.items()) for mode in bug_modes(bug)]
 
 
 @pytest.mark.parametrize(("name", "mode"), BUG_MODES)
@@ -89,7 +88,7 @@ def test_each_bug_has_exactly_one_origin_its_target(lecture_dataset, name, mode)
 
 def _origin_rel_err(dataset, name):
     bug = BUGS[name]
-    bp = run_backward(replace(LECTURE, bug=name), dataset, bug.modes[0])
+    bp = run_backward(replace(LECTURE, bug=name), dataset, bug_modes(bug)[0])
     cmp = bp.cmp_at(bug.target, bp.total_steps)
     assert bp.is_origin(bug.target, bp.total_steps) and cmp is not None
     return cmp["rel_err"]

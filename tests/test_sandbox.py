@@ -14,7 +14,7 @@ from server.core.config import ModelConfig
 from server.core.engine import run_backward
 from server.learner.challenge import grade
 from server.learner.sandbox import Refused
-from server.net.graph import MODES
+from tests.lecture import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -143,12 +143,14 @@ def test_the_compiled_block_computes_bit_for_bit_what_the_interpreter_does(lectu
 
 
 def test_the_fused_forward_is_the_declared_forward(lecture_params):
-    from server.training.code_backward import READS, forward_scope
+    from server.training.code_backward import forward_scope, reads
+    from tests.lecture import NET
 
     p, batches = lecture_params
     code = CodeBackward(p, 32, BLOCK, *batches[0])
     assert code.fast  # the fused twin agreed with the declared forward on the first batch
-    assert set(READS) | {"n_embd"} == forward_scope(p, *batches[0]).keys()  # what /api/meta says a block reads
+    # what /api/meta says a block reads, and the sizes it may read
+    assert set(reads(NET)) | {"n_embd", "n_hidden"} == forward_scope(p, *batches[0]).keys()
     for Xb, Yb in batches:
         declared, fast = forward_scope(p, Xb, Yb), code.scope(Xb, Yb)
         assert declared.keys() - {"loss"} == fast.keys()

@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from server.core.engine import backward_from, init_params
-from server.net.graph import PARAM_NAMES, TRAINED_MODE
-from server.net.layers import LAYERS
 from server.training.config import TrainConfig
 from server.training.evaluation import calibrate_bn, sample_names, split_loss
 from server.training.kernels import AutogradBackward, ManualBackward, forward_loss
 from server.training.loop import Training
+from tests.lecture import LAYERS, PARAM_NAMES, TRAINED_MODE
 
 SMALL = TrainConfig(max_steps=600, lr_decay_step=300, check_every=200)
 

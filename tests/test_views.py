@@ -10,7 +10,7 @@ import torch
 from server.core.config import ModelConfig
 from server.core.engine import run_backward
 from server.explain.views import UnknownNode, axis_labels, build_graph, build_state, build_tensor
-from server.net.graph import MODES, NODES, backward_schedule, nodes_for_mode, ops_for_mode
+from tests.lecture import MODES, NODES, backward_schedule, nodes_for_mode, ops_for_mode
 
 LECTURE = ModelConfig()
 

@@ -16,8 +16,8 @@ from server.core.cache import PassCache
 from server.core.config import ModelConfig
 from server.explain import why
 from server.explain.instance import write_rule
-from server.net.graph import MODES, ops_for_mode
 from server.web.app import create_app
+from tests.lecture import MODES, ops_for_mode
 
 # the worked examples the lecture's stumbling blocks call for, by the kind of op (every linear layer, every tanh,
 # the embedding, the fused cross-entropy) and, in the softmax the hidden layers do not touch, by name

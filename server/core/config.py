@@ -1,9 +1,12 @@
-"""The model configuration, with the bounds a request must respect (the backward modes are in graph.py)."""
+"""The model configuration, with the bounds a request must respect (a net's modes are in its pack)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, get_args
+
+from ..net.declare import Net
+from ..net.packs import DEFAULT_NET, net_of
 
 Dtype = Literal["float32", "float64"]
 Init = Literal["lecture", "zero_bias"]
@@ -32,6 +35,7 @@ class ModelConfig:
     init: Init = "lecture"  # zero_bias: every bias 0 and every batchnorm gain 1 (hides wrong grads)
     run: int = 0  # > 0: the parameters of this finished training run instead of the initialisation
     bug: str = ""  # a bug-lab name (server/net/bugs.py): that wrong backward rule replaces the right one
+    net: str = DEFAULT_NET  # the network pack (server/net/packs/): the lecture's MLP by default
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():
@@ -41,3 +45,9 @@ class ModelConfig:
         for name, choices in (("dtype", get_args(Dtype)), ("init", get_args(Init))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be {' or '.join(choices)}, got {getattr(self, name)!r}")
+        net_of(self.net)  # Undeclared (a ValueError) names the networks there are
+
+    @property
+    def pack(self) -> Net:
+        """The network this config builds."""
+        return net_of(self.net)

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import torch
 
 from ..net.bugs import schedule_with_bug
+from ..net.declare import Net, Op
 from ..net.forward import run_forward
-from ..net.graph import NODES, PARAM_NAMES, PARAMS, Op, nodes_for_mode, ops_for_mode
 from .config import ModelConfig
 from .data import Dataset
 from .numeric import check_gradient, ops_after
@@ -29,6 +29,11 @@ def axis_sizes(config: ModelConfig, vocab_size: int) -> dict[str, int]:
     return {"vocab": vocab_size, "embd": ne, "embcat": ne * bs, "hidden": nh, "one": 1}
 
 
+def sizes(config: ModelConfig) -> dict[str, int]:
+    """The sizes a forward line reads by name, as the notebook defines them (n = batch_size)."""
+    return {"n": config.batch_size, "n_embd": config.n_embd, "n_hidden": config.n_hidden}
+
+
 def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
     """The lecture's initialisation, in its order; returns the seeded generator for the batch draw."""
     g = torch.Generator().manual_seed(config.seed)
@@ -37,7 +42,7 @@ def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.T
     sizes = axis_sizes(config, vocab_size)
     dtype = DTYPES[config.dtype]
     params = {}
-    for node in PARAMS:
+    for node in config.pack.params:
         init = node.init
         assert init is not None
         shape = tuple(sizes[axis] for axis in node.axes)
@@ -163,7 +168,8 @@ class BackwardPass:
         schedule: list[Op],
     ) -> None:
         self.config, self.mode = config, mode
-        self.ops = ops_for_mode(mode)
+        self.net: Net = config.pack
+        self.ops = self.net.ops_for_mode(mode)
         self.schedule = schedule  # one step per op, in reverse: the mode's rules (a bug's substituted for one)
         self.params = {k: t.detach() for k, t in params.items()}
         self._graph = values  # the autograd forward (retain_grad on every node), until the reference ran
@@ -175,7 +181,9 @@ class BackwardPass:
                 self.contribution_steps.setdefault(rule.target, []).append(step)
         self.totals = {name: len(steps) for name, steps in self.contribution_steps.items()}
         self.completed_at = {name: steps[-1] for name, steps in self.contribution_steps.items()}
-        names = [node.name for node in nodes_for_mode(mode) if node.kind != "input" and node.name in self.totals]
+        names = [
+            node.name for node in self.net.nodes_for_mode(mode) if node.kind != "input" and node.name in self.totals
+        ]
         self.cmp: Mapping[str, dict[str, object]] = Comparisons(self, names)
         loss = self.values["loss"]
         assert isinstance(loss, torch.Tensor)
@@ -286,7 +294,7 @@ class BackwardPass:
     def cmp_at(self, name: str, step: int) -> dict[str, object] | None:
         """The comparison of the manual gradient after `step` with its reference (None before its first)."""
         done, total = self.contributions_done(name, step), self.totals.get(name, 0)
-        if NODES[name].kind == "input" or done == 0:
+        if self.net.node(name).kind == "input" or done == 0:
             return None
         if done == total:
             return self.cmp[name]  # the lecture's cmp against autograd's full gradient
@@ -316,7 +324,7 @@ class BackwardPass:
         return ops_after(self.ops, name)
 
     def node_names(self) -> list[str]:
-        return [node.name for node in nodes_for_mode(self.mode)]
+        return [node.name for node in self.net.nodes_for_mode(self.mode)]
 
     def contributions_done(self, name: str, step: int) -> int:
         # read from the schedule, without running the steps (the loss's dloss = 1 sits at step 0)
@@ -331,21 +339,21 @@ class BackwardPass:
         return latest
 
     def status(self, name: str, step: int) -> str:
-        if NODES[name].kind == "input":
+        if self.net.node(name).kind == "input":
             return "none"
         done, total = self.contributions_done(name, step), self.totals.get(name, 0)
         return "pending" if done == 0 else "partial" if done < total else "complete"
 
     def numeric(self, name: str) -> dict[str, object] | None:
         """Finite-difference check of the node's complete manual gradient (cached)."""
-        if NODES[name].kind == "input":
+        if self.net.node(name).kind == "input":
             return None
         with self._lock:
             if name not in self._numeric:
                 manual = self.grad_at(name, self.completed_at.get(name, self.total_steps))
                 assert manual is not None
                 self._numeric[name] = check_gradient(
-                    self.ops, self._values_float64(), name, manual, self.ref_grads[name], self.config.dtype
+                    self.net, self.ops, self._values_float64(), name, manual, self.ref_grads[name], self.config.dtype
                 )
             return self._numeric[name]
 
@@ -369,7 +377,7 @@ def run_backward(
     if trained is None:
         params, g = init_params(config, dataset.vocab_size)
     else:
-        params = {k: trained[k].to(DTYPES[config.dtype]) for k in PARAM_NAMES}
+        params = {k: trained[k].to(DTYPES[config.dtype]) for k in config.pack.param_names}
         g = torch.Generator().manual_seed(config.seed)
     Xb, Yb = sample_batch(config, dataset, g)
     return backward_from(config, mode, params, Xb, Yb)
@@ -379,11 +387,12 @@ def backward_from(
     config: ModelConfig, mode: str, params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor
 ) -> BackwardPass:
     """The forward of one batch through given parameters, ready for the manual and autograd backward."""
-    schedule = schedule_with_bug(mode, config.bug)  # an undeclared mode or bug is refused before any work
+    net = config.pack
+    schedule = schedule_with_bug(net, mode, config.bug)  # an undeclared mode or bug is refused before any work
     leaves = {k: t.detach().clone().requires_grad_(True) for k, t in params.items()}
-    ops = ops_for_mode(mode)
-    values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, "n": config.batch_size, "n_embd": config.n_embd})
-    for node in nodes_for_mode(mode):
+    ops = net.ops_for_mode(mode)
+    values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, **sizes(config)})
+    for node in net.nodes_for_mode(mode):
         t = values[node.name]
         if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf:
             t.retain_grad()

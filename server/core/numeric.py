@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import torch
 
+from ..net.declare import Net, Op
 from ..net.forward import run_forward
-from ..net.graph import NODES, Op
 
 NUMERIC_ENTRIES = 16  # entries per node checked by finite differences
 NUMERIC_SAMPLE_SEED = 1337  # the entries checked are a pure function of the config
@@ -30,7 +30,7 @@ def ops_after(ops: list[Op], name: str) -> int:
 
 
 def check_gradient(
-    ops: list[Op], values64: Values, name: str, manual: torch.Tensor, ref_grad: torch.Tensor, dtype: str
+    net: Net, ops: list[Op], values64: Values, name: str, manual: torch.Tensor, ref_grad: torch.Tensor, dtype: str
 ) -> dict[str, object]:
     """Five-point central differences in float64 at sampled entries of `name`, against its manual gradient.
 
@@ -45,7 +45,7 @@ def check_gradient(
     idx = torch.tensor(sample_entries(ref_grad.reshape(-1), x.numel()))
     at = x.reshape(-1)[idx].abs()  # (k,) the entries' sizes
     man = manual[idx]
-    num = derivatives(ops, values64, name, idx, NUMERIC_STEP * at.clamp_min(NUMERIC_STEP_FLOOR))
+    num = derivatives(net, ops, values64, name, idx, NUMERIC_STEP * at.clamp_min(NUMERIC_STEP_FLOOR))
     err = (man - num).abs()
     # the floor keeps the step above round-off, but an entry far below it that feeds a log (a tiny
     # probability) needs a step relative to itself: such entries are measured again with one, and the
@@ -53,7 +53,7 @@ def check_gradient(
     suspect = (err > NUMERIC_RETRY[dtype] * man.abs()) & (man.abs() >= NUMERIC_ZERO)
     retry = suspect & (at < NUMERIC_STEP_FLOOR) & (at > 0)
     if retry.any():
-        again = derivatives(ops, values64, name, idx[retry], NUMERIC_STEP * at[retry])
+        again = derivatives(net, ops, values64, name, idx[retry], NUMERIC_STEP * at[retry])
         num[retry] = torch.where((man[retry] - again).abs() < err[retry], again, num[retry])
         err = (man - num).abs()
     scale = torch.maximum(man.abs(), num.abs())
@@ -68,7 +68,9 @@ def check_gradient(
     }
 
 
-def derivatives(ops: list[Op], values64: Values, name: str, idx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def derivatives(
+    net: Net, ops: list[Op], values64: Values, name: str, idx: torch.Tensor, h: torch.Tensor
+) -> torch.Tensor:
     """d loss / d name at the flat entries idx, by five-point central differences with steps h (k,)."""
     x = values64[name]
     assert isinstance(x, torch.Tensor)
@@ -78,8 +80,8 @@ def derivatives(ops: list[Op], values64: Values, name: str, idx: torch.Tensor, h
     at = idx.repeat_interleave(len(STENCIL))  # (4k,) the entry each perturbed forward moves
     if name == "loss":
         f = (x + offsets).reshape(k, len(STENCIL))
-    elif row_local(ops[start:], name):
-        f = row_losses(ops, values64, name, start, at, offsets).reshape(k, len(STENCIL))
+    elif row_local(net, ops[start:], name):
+        f = row_losses(net, ops, values64, name, start, at, offsets).reshape(k, len(STENCIL))
     else:
         # all 4k perturbed forwards as one vmapped forward (~3x faster than a Python loop)
         perturbed = x.reshape(1, -1).repeat(4 * k, 1)  # (4k, numel)
@@ -99,7 +101,7 @@ def derivatives(ops: list[Op], values64: Values, name: str, idx: torch.Tensor, h
 
 
 def row_losses(
-    ops: list[Op], values64: Values, name: str, start: int, at: torch.Tensor, offsets: torch.Tensor
+    net: Net, ops: list[Op], values64: Values, name: str, start: int, at: torch.Tensor, offsets: torch.Tensor
 ) -> torch.Tensor:
     """The loss at each perturbation, minus a constant, re-running only the perturbed entry's batch row.
 
@@ -115,7 +117,9 @@ def row_losses(
     xr = x[rows].reshape(m, row_numel)  # (4k, row_numel)
     xr[torch.arange(m), at % row_numel] += offsets
     used = {i for op in ops[start:] for i in op.inputs}
-    batch = {k: t[rows] for k in used if NODES[k].axes[:1] == ("batch",) and isinstance(t := values64[k], torch.Tensor)}
+    batch = {
+        k: t[rows] for k in used if net.node(k).axes[:1] == ("batch",) and isinstance(t := values64[k], torch.Tensor)
+    }
     values = run_forward(ops[:-1], {**values64, **batch, name: xr.reshape(m, *x.shape[1:]), "n": m}, start)
     loss_op = ops[-1]
 
@@ -126,10 +130,10 @@ def row_losses(
     return torch.func.vmap(row_term)(inputs) / n  # (4k,)
 
 
-def row_local(ops: list[Op], name: str) -> bool:
+def row_local(net: Net, ops: list[Op], name: str) -> bool:
     """Whether a change to one batch row of `name` reaches the loss through that row only (see Op.rows)."""
     return (
-        NODES[name].axes[:1] == ("batch",)
+        net.node(name).axes[:1] == ("batch",)
         and bool(ops)
         and all(op.rows == "each" for op in ops[:-1])
         and ops[-1].rows == "mean"

@@ -4,7 +4,7 @@
     dprobs[3,7] = (1.0 / probs[3,7]) * dlogprobs[3,7]
                 = (1.0 / 0.0412) * (-0.03125)
                 = -0.7585
-The code is the declaration's own text (graph.py), parsed and evaluated here on the pass's tensors: no second
+The code is the declaration's own text (the net's pack), parsed and evaluated here on the pass's tensors: no second
 copy of any rule. A sum over a dimension shows its first terms and their count; a matrix product its inner sum;
 a rule of several statements (an index assignment, a scatter-add) shows the entry after each statement.
 """

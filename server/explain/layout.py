@@ -10,7 +10,7 @@ from typing import Any
 from grandalf.graphs import Edge, Graph, Vertex
 from grandalf.layouts import SugiyamaLayout
 
-from ..net.graph import nodes_for_mode, ops_for_mode
+from ..net.declare import Net
 
 # box sizes in CSS pixels at scale 1: the page draws the names in a ~12 px monospace font
 TENSOR_CHAR_W = 7.2
@@ -119,17 +119,17 @@ def _spread(sugiyama: SugiyamaLayout) -> None:
                 v.view.xy = (least, v.view.xy[1])
 
 
-@functools.cache  # a pure function of the mode's declaration: laid out once per mode
-def graph_layout(mode: str) -> dict[str, Any]:
+@functools.cache  # a pure function of the mode's declaration: laid out once per (net, mode)
+def graph_layout(net: Net, mode: str) -> dict[str, Any]:
     """Boxes for every tensor and op of a mode and a polyline for every edge, y growing downward."""
     # grandalf keeps a counter on the Vertex class while it ranks: one layout at a time
     with _GRANDALF:
-        return _layout(mode)
+        return _layout(net, mode)
 
 
-def _layout(mode: str) -> dict[str, Any]:
-    ops = ops_for_mode(mode)
-    tensors = {node.name: Vertex(("tensor", node.name)) for node in nodes_for_mode(mode)}
+def _layout(net: Net, mode: str) -> dict[str, Any]:
+    ops = net.ops_for_mode(mode)
+    tensors = {node.name: Vertex(("tensor", node.name)) for node in net.nodes_for_mode(mode)}
     op_vertices = {op.name: Vertex(("op", op.name)) for op in ops}
     for name, v in tensors.items():
         v.view = _Box(*tensor_size(name))

@@ -10,7 +10,7 @@ from ..core.data import Dataset
 from ..core.engine import BackwardPass
 from ..core.serialize import cmp_public, finite_or_none, tensor_public
 from ..net.bugs import WrongRule
-from ..net.graph import MODES_BY_NAME, NODES, Rule, nodes_for_mode
+from ..net.declare import Rule
 from .layout import graph_layout
 
 
@@ -38,7 +38,7 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
     """Nodes, ops with their backward rules (live shapes and notes), the backward schedule and the drawn layout."""
     producer = {out: op for op in bp.ops for out in op.outputs}
     nodes = []
-    for node in nodes_for_mode(bp.mode):
+    for node in bp.net.nodes_for_mode(bp.mode):
         op = producer.get(node.name)
         nodes.append(
             {
@@ -98,11 +98,11 @@ def build_graph(bp: BackwardPass) -> dict[str, Any]:
     ]
     return {
         "mode": bp.mode,
-        "mode_title": MODES_BY_NAME[bp.mode].title,
+        "mode_title": bp.net.mode_of(bp.mode).title,
         "nodes": nodes,
         "ops": ops,
         "schedule": [op.name for op in bp.schedule],
-        "layout": graph_layout(bp.mode),
+        "layout": graph_layout(bp.net, bp.mode),
     }
 
 
@@ -147,7 +147,7 @@ def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> di
     """Value, manual gradient as of `step`, autograd's gradient, their difference and the checks."""
     if name not in bp.node_names():
         raise UnknownNode(f"no tensor {name!r} in mode {bp.mode}; it has: {', '.join(bp.node_names())}")
-    node = NODES[name]
+    node = bp.net.node(name)
     value = bp.values[name]
     assert isinstance(value, torch.Tensor)
     manual = bp.grad_at(name, step)

@@ -2,7 +2,7 @@
 forces on the logits from the live tensors, where an approximate gradient differs from autograd's and why, and
 one entry's rule written out with its numbers (server/explain/instance.py).
 
-Everything reads the declaration (graph.py: each rule's code, LaTeX, example kind and rounding cause) and the
+Everything reads the declaration (the net's pack: each rule's code, LaTeX, example kind and rounding cause) and the
 pass's tensors; the examples use the gradient each rule received in the manual backward, so their numbers are
 the ones the inspector serves.
 """
@@ -21,7 +21,7 @@ from ..core.data import Dataset
 from ..core.engine import BackwardPass
 from ..core.serialize import entry
 from ..net.bugs import WrongRule, right_rule
-from ..net.graph import Op, Rule
+from ..net.declare import Op, Rule
 from .instance import Writer, write_rule
 
 SHOWN = 3  # a matrix product's slice: 2 rows × SHOWN inner × 2 columns (the lecture's 2×3 @ 3×2)

@@ -3,7 +3,7 @@ one-liner or Exercise 4's backward block, with the notebook's cmp(...) lines ans
 
 The cell runs in the same sandbox as a single step (server/learner/sandbox.py: allowlist, dry run on the meta device,
 the same caps on what it computes); only its size limit is larger. The answer has a check line per gradient in
-the order of the notebook's cmp lines (graph.CMP_ORDER), and, for the first line whose gradient is wrong while
+the order of the notebook's cmp lines (the net's cmp_order), and, for the first line whose gradient is wrong while
 everything it reads is right, what is wrong with it (challenge.diagnose, as for a single step).
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from ..core.engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
 from ..core.serialize import cmp_public, tensor_public
-from ..net.graph import CMP_ORDER, MODES_BY_NAME, PARAM_NAMES, Op, backward_schedule, nodes_for_mode
+from ..net.declare import Net, Op
 from .challenge import (
     context,
     diagnose,
@@ -40,64 +40,43 @@ MAX_CMP_WORK = 1 << 24
 MAX_KEPT_BYTES = 64 << 20
 
 
-@dataclass(frozen=True)
-class Cell:
-    """The notebook's backward cell of a mode: the gradients it computes. The ones before it are in scope."""
-
-    exercise: str
-    about: str  # what the learner writes, in a line
-    grads: tuple[str, ...] = ()  # the nodes whose gradients the cell computes; (): every gradient of the mode
-
-
-CELLS = {
-    "atomic": Cell("Exercise 1", "the whole backward pass, atomic line by atomic line, from dlogprobs to dC"),
-    "fused_ce": Cell("Exercise 2", "dlogits in one go: the cross-entropy backward", ("logits",)),
-    "fused_bn": Cell("Exercise 3", "dhprebn in one go from dhpreact: the batchnorm backward", ("hprebn",)),
-    "fused": Cell("Exercise 4", "the training loop's manual backprop, from dlogits to dC (and grads = [...])"),
-}
-
-
-def cell_for(mode: str) -> Cell:
-    """The notebook's cell of a mode; a mode the notebook has no cell for: its whole backward pass."""
-    return CELLS.get(mode) or Cell(MODES_BY_NAME[mode].label, "the whole backward pass of this mode")
-
-
-def order(names: list[str]) -> list[str]:
+def order(net: Net, names: list[str]) -> list[str]:
     """Nodes in the order of the notebook's cmp lines; any the notebook does not check after them."""
-    rank = {name: i for i, name in enumerate(CMP_ORDER)}
+    rank = {name: i for i, name in enumerate(net.cmp_order)}
     return sorted(names, key=lambda name: rank.get(name, len(rank)))
 
 
-def cell_grads(mode: str) -> list[str]:
+def cell_grads(net: Net, mode: str) -> list[str]:
     """The nodes whose gradients the mode's cell computes, in the lecture's order."""
-    targets = {rule.target for op in backward_schedule(mode) for rule in op.rules}
-    wanted = cell_for(mode).grads
-    return order([n.name for n in nodes_for_mode(mode) if n.name in targets and (not wanted or n.name in wanted)])
+    targets = {rule.target for op in net.backward_schedule(mode) for rule in op.rules}
+    wanted = net.cell_for(mode).grads
+    nodes = net.nodes_for_mode(mode)
+    return order(net, [n.name for n in nodes if n.name in targets and (not wanted or n.name in wanted)])
 
 
-def cell_given(mode: str) -> list[str]:
+def cell_given(net: Net, mode: str) -> list[str]:
     """The nodes whose gradients are in scope before the cell: the notebook's earlier cells computed them."""
-    grads = set(cell_grads(mode))
+    grads = set(cell_grads(net, mode))
     before: list[str] = []
-    for op in backward_schedule(mode):
+    for op in net.backward_schedule(mode):
         if any(rule.target in grads for rule in op.rules):
             break
         before += [rule.target for rule in op.rules if rule.target not in before]
-    return order(before)
+    return order(net, before)
 
 
 def first_step(bp: BackwardPass) -> int:
     """The backward step the cell starts at: the gradients of the steps before it are in scope (earlier cells)."""
-    return min(bp.contribution_steps[name][0] for name in cell_grads(bp.mode))
+    return min(bp.contribution_steps[name][0] for name in cell_grads(bp.net, bp.mode))
 
 
-def cell_names(mode: str, schedule: list[Op] | None = None) -> Names:
+def cell_names(net: Net, mode: str, schedule: list[Op] | None = None) -> Names:
     """The names a mode's cell starts with, from the declaration alone: those of its first step, every gradient of
     the mode that is not given yet counted as one the cell computes."""
-    schedule = schedule or backward_schedule(mode)
-    grads = set(cell_grads(mode))
+    schedule = schedule or net.backward_schedule(mode)
+    grads = set(cell_grads(net, mode))
     first = next(k for k, op in enumerate(schedule, start=1) if any(rule.target in grads for rule in op.rules))
-    names = step_names(mode, first, schedule)
+    names = step_names(net, mode, first, schedule)
     made = {f"d{rule.target}" for op in schedule for rule in op.rules}
     later = dict.fromkeys(sorted(made - names.given), "the cell computes it: assign it before the line that uses it")
     return Names(names.given, names.shared, names.mutable, later, unit="line")
@@ -283,7 +262,7 @@ class _Run:
         ctx = context(bp, self.first)
         self.grads = {f"d{name}" for name in bp.node_names() if name != "loss" and name in bp.totals}
         self.given = {name for name in self.grads if name in ctx["scope"]}
-        self.ctx = {**ctx, "later": dict(cell_names(bp.mode, bp.schedule).later), "cell": True}
+        self.ctx = {**ctx, "later": dict(cell_names(bp.net, bp.mode, bp.schedule).later), "cell": True}
         self.wanted = {f"d{n}": tuple(bp.values[n].shape) for n in bp.totals if n != "loss"}  # type: ignore[union-attr]
         self.cost = Cost()
         self.own = Cost()  # what the cell's own run spent: the feedback's reruns are budgeted from it
@@ -331,7 +310,7 @@ class _Run:
                 continue
             if p.parameters:
                 assert self.cell.grads is not None
-                for param, grad in zip(PARAM_NAMES, self.cell.grads, strict=False):
+                for param, grad in zip(self.bp.net.param_names, self.cell.grads, strict=False):
                     label = str(tuple(self.bp.values[param].shape))  # type: ignore[union-attr]
                     self.printed.append(self.answer(p.line, label, grad, param, env))
             else:
@@ -367,13 +346,14 @@ def grade_cell(bp: BackwardPass, source: str) -> dict[str, Any]:
         missing = [g for g in cell.grads if not isinstance(env.get(g), torch.Tensor)]
         if missing:
             raise Refused(f"line {cell.grads_line}: grads lists {', '.join(missing)}, which the cell does not define")
-        expected = [f"d{p}" for p in PARAM_NAMES]
+        params = bp.net.param_names
+        expected = [f"d{p}" for p in params]
         if cell.grads != expected:
             notes.append(f"line {cell.grads_line}: grads = [{', '.join(cell.grads)}]: the update zips it with "
-                         f"parameters = [{', '.join(PARAM_NAMES)}], so it must be [{', '.join(expected)}]")  # fmt: skip
-    required = [f"d{name}" for name in cell_grads(bp.mode)]
+                         f"parameters = [{', '.join(params)}], so it must be [{', '.join(expected)}]")  # fmt: skip
+    required = [f"d{name}" for name in cell_grads(bp.net, bp.mode)]
     written = set().union(*map(writes, run.statements)) & run.grads
-    graded = order([g[1:] for g in set(required) | (written - run.given)])
+    graded = order(bp.net, [g[1:] for g in set(required) | (written - run.given)])
     last_line = {}
     for stmt in run.statements:
         for name in writes(stmt):
@@ -382,7 +362,7 @@ def grade_cell(bp: BackwardPass, source: str) -> dict[str, Any]:
     first_wrong = _first_wrong(run, checks, env)
     return {
         "mode": bp.mode,
-        "exercise": cell_for(bp.mode).exercise,
+        "exercise": bp.net.cell_for(bp.mode).exercise,
         "correct": all(c["ok"] for c in checks) and not notes,
         "checks": checks,
         "printed": run.printed,

@@ -16,7 +16,7 @@ import torch
 from ..core.engine import ALLCLOSE_ATOL, ALLCLOSE_RTOL, BackwardPass, compare
 from ..core.serialize import cmp_public, tensor_public
 from ..net.bugs import right_rule
-from ..net.graph import NODES, PARAM_NAMES, Op, Rule, backward_schedule, nodes_for_mode, ops_for_mode
+from ..net.declare import Net, Op, Rule
 from .sandbox import (
     KEPT_NAMES,
     MAX_EVALUATIONS,
@@ -37,7 +37,7 @@ def context(bp: BackwardPass, step: int) -> dict[str, Any]:
     """The scope at backward step `step` (1-based): forward tensors, gradients so far, n, Xb, Yb."""
     if not 1 <= step <= bp.total_steps:
         raise Refused(f"step must be between 1 and {bp.total_steps} in mode {bp.mode}")
-    names = step_names(bp.mode, step, bp.schedule)
+    names = step_names(bp.net, bp.mode, step, bp.schedule)
     scope: dict[str, Any] = {}
     for name in sorted(names.given):
         grad = bp.grad_at(name[1:], step - 1) if name not in bp.values else None
@@ -47,19 +47,19 @@ def context(bp: BackwardPass, step: int) -> dict[str, Any]:
             "mutable": set(names.mutable), "later": dict(names.later)}  # fmt: skip
 
 
-def value_names(mode: str) -> tuple[frozenset[str], frozenset[str]]:
+def value_names(net: Net, mode: str) -> tuple[frozenset[str], frozenset[str]]:
     """(the forward's tensors a step reads: parameters, Xb, Yb, each op's outputs and saves; its integers)."""
-    tensors = {*PARAM_NAMES, "Xb", "Yb"}
-    for op in ops_for_mode(mode):
+    tensors = {*net.param_names, "Xb", "Yb"}
+    for op in net.ops_for_mode(mode):
         tensors |= {name for name in (*op.outputs, *op.saves) if not name.startswith("_")}
     return frozenset(tensors), frozenset(KEPT_NAMES)
 
 
-def step_names(mode: str, step: int, schedule: list[Op] | None = None) -> Names:
+def step_names(net: Net, mode: str, step: int, schedule: list[Op] | None = None) -> Names:
     """The names a learner's code at backward step `step` starts with, from the declaration alone (the export has
     no pass): the forward's, the gradients the steps before made, and the ones that come later."""
-    schedule = schedule or backward_schedule(mode)
-    tensors, integers = value_names(mode)
+    schedule = schedule or net.backward_schedule(mode)
+    tensors, integers = value_names(net, mode)
     targets = {rule.target for rule in schedule[step - 1].rules}
     made: dict[str, list[int]] = {}  # node -> the steps that add to its gradient
     for k, op in enumerate(schedule, start=1):
@@ -67,13 +67,13 @@ def step_names(mode: str, step: int, schedule: list[Op] | None = None) -> Names:
             made.setdefault(rule.target, []).append(k)
     shared, mutable = set(tensors), set()
     later: dict[str, str] = {}
-    for name in (node.name for node in nodes_for_mode(mode)):
+    for name in (node.name for node in net.nodes_for_mode(mode)):
         if name == "loss":
             continue
         steps = made.get(name, [])
         if any(k < step for k in steps):
             (mutable if name in targets else shared).add(f"d{name}")
-        elif NODES[name].kind != "input":
+        elif net.node(name).kind != "input":
             first = next((k for k in steps if k >= step), None)
             if first == step:
                 later[f"d{name}"] = "this step computes it: assign it, e.g. " + f"d{name} = ..."

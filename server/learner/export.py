@@ -1,9 +1,9 @@
 """Take it home: a learner's backward (a whole cell, or the steps they solved) as a runnable .py or .ipynb that
 rebuilds the lecture's data and net, runs that backward and prints the notebook's cmp lines.
 
-Everything but the learner's code comes from the declaration: the initialisation lines (graph.Node.init), the
-forward lines (graph.Op.formula), the lecture's backward lines for the steps the learner did not write
-(graph.Rule.code) and the order of the cmp lines (graph.CMP_ORDER). The learner's code is checked first by every
+Everything but the learner's code comes from the net's pack: the initialisation lines (Node.init), the forward
+lines (Op.formula, Op.notebook), the pack's backward lines for the steps the learner did not write (Rule.code) and
+the order of the cmp lines (Net.cmp_order). The learner's code is checked first by every
 static rule a check applies (sandbox.check_program: the allowlist, scope, binding and ownership; it is never run
 here): the file holds the lecture's vocabulary, over the names the lecture gives, and nothing else.
 """
@@ -18,8 +18,8 @@ import torch
 
 from ..core.config import ModelConfig
 from ..net.bugs import right_rule
-from ..net.graph import MODES_BY_NAME, PARAM_NAMES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
-from .cells import cell_for, cell_given, cell_grads, cell_names, check_cell, order, split_cell, writes
+from ..net.declare import Net
+from .cells import cell_given, cell_grads, cell_names, check_cell, order, split_cell, writes
 from .challenge import step_names
 from .sandbox import Refused, check_program, parse
 
@@ -107,21 +107,22 @@ def _name(mode: str, cell: str | None, fmt: str) -> str:
 def _sections(
     mode: str, config: ModelConfig, fmt: str, cell: str | None, steps: dict[int, str] | None
 ) -> list[Section]:
-    schedule = backward_schedule(mode)
-    exercise = cell_for(mode).exercise
+    net = config.pack
+    schedule = net.backward_schedule(mode)
+    exercise = net.cell_for(mode).exercise
     if cell is not None:
         text = split_cell(cell)
-        check_cell(text, cell_names(mode))  # every rule a check of the cell applies, and nothing runs
-        backward, checked = _cell_backward(mode, text.text, text.program)
+        check_cell(text, cell_names(net, mode))  # every rule a check of the cell applies, and nothing runs
+        backward, checked = _cell_backward(net, mode, text.text, text.program)
         own_cmp = bool(text.printouts)
         what = f"your {exercise} cell"
     else:
         assert steps is not None
-        backward, checked = _steps_backward(mode, steps)
+        backward, checked = _steps_backward(net, mode, steps)
         own_cmp = False
         what = f"your solved steps of {exercise} ({len(steps)} of {len(schedule)})"
     intro = (
-        f"{MODES_BY_NAME[mode].title}. This rebuilds the lecture's data and network (seed {config.seed}, "
+        f"{net.mode_of(mode).title}. This rebuilds the lecture's data and the {net.name} network (seed {config.seed}, "
         + ("the lecture's initialisation" if config.init == "lecture" else f"init={config.init}")
         + "), runs the forward pass and PyTorch's loss.backward(), then your backward, and prints the notebook's "
         "cmp line for each gradient."
@@ -143,8 +144,8 @@ def _sections(
         Section(f"Backprop Explorer: {what}", f"{intro}\n\n{run}"),
         Section("Imports and the names file", imports),
         Section("The data: the lecture's vocabulary and 80/10/10 split", DATA.replace("BLOCK_SIZE", str(block_size))),
-        Section("The network: the lecture's initialisation, and one minibatch", _network(config)),
-        Section("The forward pass, and PyTorch's backward (the reference)", _forward(mode)),
+        Section("The network: the lecture's initialisation, and one minibatch", _network(net, config)),
+        Section("The forward pass, and PyTorch's backward (the reference)", _forward(net, mode)),
         Section("The notebook's comparison", CMP),
         Section(f"Your backward ({exercise})", backward),
         *([] if own_cmp or not checked else [Section("Every gradient, in the order of the notebook's cmp lines",
@@ -152,9 +153,9 @@ def _sections(
     ]  # fmt: skip
 
 
-def _network(config: ModelConfig) -> str:
-    seeded = [node for node in PARAMS if node.init is not None and node.init.generator == "seeded"]
-    fresh = [node for node in PARAMS if node.init is not None and node.init.generator != "seeded"]
+def _network(net: Net, config: ModelConfig) -> str:
+    seeded = [node for node in net.params if node.init is not None and node.init.generator == "seeded"]
+    fresh = [node for node in net.params if node.init is not None and node.init.generator != "seeded"]
     lines = [
         f"n_embd = {config.n_embd} # the dimensionality of the character embedding vectors",
         f"n_hidden = {config.n_hidden} # the number of neurons in the hidden layer of the MLP",
@@ -169,14 +170,14 @@ def _network(config: ModelConfig) -> str:
         lines.append("# init=zero_bias")
         lines += [
             f"{node.name} = torch.full_like({node.name}, {node.init.zero_bias!r})"
-            for node in PARAMS
+            for node in net.params
             if node.init is not None and node.init.zero_bias is not None
         ]
     if config.dtype == "float64":
         lines.append("# dtype=float64: drawn in float32, then cast")
-        lines += [f"{name} = {name}.double()" for name in PARAM_NAMES]
+        lines += [f"{name} = {name}.double()" for name in net.param_names]
     lines += [
-        f"parameters = [{', '.join(PARAM_NAMES)}]",
+        f"parameters = [{', '.join(net.param_names)}]",
         "print(sum(p.nelement() for p in parameters), 'parameters in total')",
         "for p in parameters:",
         "  p.requires_grad = True",
@@ -190,9 +191,9 @@ def _network(config: ModelConfig) -> str:
     return "\n".join(lines)
 
 
-def _forward(mode: str) -> str:
-    lines = [op.notebook or op.formula for op in ops_for_mode(mode)]  # a fused op: the lines naming what it saves
-    kept = [node.name for node in nodes_for_mode(mode) if node.kind == "intermediate"]
+def _forward(net: Net, mode: str) -> str:
+    lines = [op.notebook or op.formula for op in net.ops_for_mode(mode)]  # a fused op: the lines naming what it saves
+    kept = [node.name for node in net.nodes_for_mode(mode) if node.kind == "intermediate"]
     return "\n".join([
         "# forward pass",
         *lines,
@@ -207,25 +208,27 @@ def _forward(mode: str) -> str:
     ])  # fmt: skip
 
 
-def _gradients(mode: str) -> list[str]:
+def _gradients(net: Net, mode: str) -> list[str]:
     """The nodes the mode's backward computes a gradient for."""
-    return [rule.target for op in backward_schedule(mode) for rule in op.rules]
+    return [rule.target for op in net.backward_schedule(mode) for rule in op.rules]
 
 
-def _lecture_lines(mode: str, upto: int) -> list[str]:
+def _lecture_lines(net: Net, mode: str, upto: int) -> list[str]:
     """The lecture's lines of the steps before `upto` (1-based), as the declaration has them."""
-    return [right_rule(rule).code for op in backward_schedule(mode)[: upto - 1] for rule in op.rules]
+    return [right_rule(rule).code for op in net.backward_schedule(mode)[: upto - 1] for rule in op.rules]
 
 
-def _cell_backward(mode: str, text: str, program: str) -> tuple[str, list[str]]:
+def _cell_backward(net: Net, mode: str, text: str, program: str) -> tuple[str, list[str]]:
     """The learner's cell, after the lecture's lines of the steps before it; and the gradients to cmp."""
-    grads = set(cell_grads(mode))
-    schedule = backward_schedule(mode)
+    grads = set(cell_grads(net, mode))
+    schedule = net.backward_schedule(mode)
     first = min(k for k, op in enumerate(schedule, start=1) if any(rule.target in grads for rule in op.rules))
-    before = _lecture_lines(mode, first)
-    given = set(cell_given(mode))
-    written = {name[1:] for stmt in parse(program, cell=True).body for name in writes(stmt)} & set(_gradients(mode))
-    checked = order(sorted(grads | (written - given)))
+    before = _lecture_lines(net, mode, first)
+    given = set(cell_given(net, mode))
+    written = {name[1:] for stmt in parse(program, cell=True).body for name in writes(stmt)} & set(
+        _gradients(net, mode)
+    )
+    checked = order(net, sorted(grads | (written - given)))
     prelude = (
         [
             "# the lines before this exercise's cell in the notebook (the explorer gives you these gradients)",
@@ -238,15 +241,15 @@ def _cell_backward(mode: str, text: str, program: str) -> tuple[str, list[str]]:
     return "\n".join([*prelude, text.rstrip("\n")]), checked
 
 
-def _steps_backward(mode: str, steps: dict[int, str]) -> tuple[str, list[str]]:
+def _steps_backward(net: Net, mode: str, steps: dict[int, str]) -> tuple[str, list[str]]:
     """The learner's steps in order, the lecture's lines where a step before the last solved one is missing; and the
     gradients complete by then."""
-    schedule = backward_schedule(mode)
+    schedule = net.backward_schedule(mode)
     for step, code in steps.items():
         if not 1 <= step <= len(schedule):
             raise Refused(f"step {step}: mode {mode} has {len(schedule)} backward steps")
         try:
-            check_program(code, step_names(mode, step))
+            check_program(code, step_names(net, mode, step))
         except Refused as e:
             raise Refused(f"step {step}: {e}") from None
     last = max(steps)
@@ -260,7 +263,7 @@ def _steps_backward(mode: str, steps: dict[int, str]) -> tuple[str, list[str]]:
             lines += [right_rule(rule).code for rule in op.rules]
     done = {rule.target for op in schedule[:last] for rule in op.rules}
     later = {rule.target for op in schedule[last:] for rule in op.rules}
-    return "\n".join(lines), order(sorted(done - later))
+    return "\n".join(lines), order(net, sorted(done - later))
 
 
 def _py(sections: list[Section]) -> str:

@@ -252,7 +252,7 @@ FRESH_METHODS = {
     "sum", "mean", "max", "min", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax",
     "sigmoid",
 }  # fmt: skip
-KEPT_NAMES = ("n", "n_embd")
+KEPT_NAMES = ("n", "n_embd", "n_hidden")
 BUILTINS = frozenset(dir(builtins))  # integers of the scope a program reads and never rebinds
 
 
@@ -576,7 +576,7 @@ class Interpreter:
         return ""
 
     def bind(self, name: str, value: Any, node: ast.stmt) -> None:
-        if name in RESERVED or name in ("n", "n_embd"):
+        if name in RESERVED or name in KEPT_NAMES:
             raise Refused(f"line {node.lineno}: {name} cannot be reassigned")
         if name in self.protected:
             raise Refused(f"line {node.lineno}: {name} is a tensor of the forward pass; it cannot be reassigned")

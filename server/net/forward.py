@@ -1,10 +1,10 @@
-"""The forward executor: runs declared ops (server/net/graph.py) on a dict of values."""
+"""The forward executor: runs declared ops (a pack's, server/net/packs/) on a dict of values."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from .graph import Op
+from .declare import Op
 
 
 def run_forward(ops: list[Op], values: dict[str, object], start: int = 0) -> dict[str, object]:

@@ -1,14 +1,16 @@
 """The trained model's layers, read off the declaration: embedding, hidden blocks, output layer.
 
-The training kernels, the autograd reference and the batchnorm calibration loop over LAYERS, so a hidden
-block declared in server/net/graph.py (linear, batchnorm, tanh) needs no change in them.
+The hand-tuned training kernels and the batchnorm calibration loop over a net's layers, so a hidden block
+(linear, batchnorm, tanh) added to a pack needs no change in them; a net of another shape (layers_of raises
+NoKernel) trains with the generic trainer, which runs the pack's declared rules.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from .graph import TRAINED_MODE, Op, ops_for_mode
+from .declare import Net, Op
 
 
 @dataclass(frozen=True)
@@ -87,4 +89,7 @@ def read_layers(ops: list[Op]) -> Layers:
     return Layers(emb.inputs[0], view.outputs[0], tuple(hidden), output)
 
 
-LAYERS = read_layers(ops_for_mode(TRAINED_MODE))
+@functools.cache
+def layers_of(net: Net) -> Layers:
+    """The layers of a net's trained mode; NoKernel where they are not the shape the kernels compute."""
+    return read_layers(net.ops_for_mode(net.trained_mode))

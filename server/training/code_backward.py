@@ -31,21 +31,27 @@ from ..core.config import ModelConfig
 from ..core.engine import backward_from
 from ..learner.cells import grade_cell, split_cell
 from ..learner.sandbox import AUGOPS, BINOPS, Cost, Interpreter, Refused, fmt_shape, parse, short_error
+from ..net.declare import Net
 from ..net.forward import run_forward
-from ..net.graph import PARAM_NAMES, TRAINED_MODE, ops_for_mode
-from ..net.layers import LAYERS
+from ..net.layers import NoKernel, layers_of
+from ..net.packs import default_net
 from .kernels import ManualBackward
 
 Env = dict[str, Any]
 Expr = Callable[[Env], Any]
 Stmt = Callable[[Env], None]
-DEFAULT_GRADS = tuple("d" + name for name in PARAM_NAMES)  # without grads = [...]: the parameters' names with d
-# what a block reads: the forward's tensors in its order (what an op saves for its backward after its output),
-# the parameters, the batch and n
-READS = (
-    *(name for op in ops_for_mode(TRAINED_MODE) for name in (*op.outputs, *op.saves)),
-    *PARAM_NAMES, "Xb", "Yb", "n",
-)  # fmt: skip
+
+
+def default_grads(net: Net) -> tuple[str, ...]:
+    """Without grads = [...]: the parameters' names with d, in the net's parameter order."""
+    return tuple("d" + name for name in net.param_names)
+
+
+def reads(net: Net) -> tuple[str, ...]:
+    """What a block reads: the trained forward's tensors in its order (what an op saves for its backward after its
+    output), the parameters, the batch and the sizes."""
+    forward = (name for op in net.ops_for_mode(net.trained_mode) for name in (*op.outputs, *op.saves))
+    return (*forward, *net.param_names, "Xb", "Yb", "n")
 
 
 @dataclass
@@ -54,7 +60,7 @@ class Program:
 
     tree: ast.Module
     statements: list[Stmt]
-    grads: tuple[str, ...]  # the block's names of the gradients of C, W1, ... (PARAM_NAMES order)
+    grads: tuple[str, ...]  # the block's names of the parameters' gradients (the net's parameter order)
     cost: Cost
     fused_loops: int  # loop nests compiled into one index_add_ (where the shapes allow it when they run)
     in_place: int  # operations that write their result into an operand the expression made
@@ -68,32 +74,35 @@ def scope_of(values: dict[str, Any]) -> Env:
     return {k: v for k, v in values.items() if isinstance(v, torch.Tensor | int) and not k.startswith("_")}
 
 
-def forward_scope(params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> Env:
+def forward_scope(params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor, net: Net | None = None) -> Env:
     """The trained mode's declared forward of one batch, as the block sees it."""
-    n, n_embd = Xb.shape[0], params[PARAM_NAMES[0]].shape[1]
-    values = run_forward(ops_for_mode(TRAINED_MODE), {**params, "Xb": Xb, "Yb": Yb, "n": n, "n_embd": n_embd})
+    net = net or default_net()
+    sizes = net.sizes(params, Xb.shape[0])
+    values = run_forward(net.ops_for_mode(net.trained_mode), {**params, "Xb": Xb, "Yb": Yb, **sizes})
     return scope_of(values)
 
 
-def check_block(source: str, scope: Env, params: dict[str, torch.Tensor]) -> Program:
+def check_block(source: str, scope: Env, params: dict[str, torch.Tensor], net: Net | None = None) -> Program:
     """The block checked, dry-run and compiled for a scope of these shapes; Refused with a reason otherwise."""
+    net = net or default_net()
+    param_names, grads_default = net.param_names, default_grads(net)
     cell = split_cell(source)
     tree = parse(cell.program, cell=True)
     shared = {k for k, v in scope.items() if isinstance(v, torch.Tensor)}
     meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in scope.items()}
     dry = Interpreter(meta, shared, set(), {}, meta=True, unit="line")
     dry.run(tree)
-    grads = tuple(cell.grads) if cell.grads is not None else DEFAULT_GRADS
-    if len(grads) != len(PARAM_NAMES):
-        raise Refused(f"line {cell.grads_line}: grads lists {len(grads)} gradients; the net has {len(PARAM_NAMES)} "
-                      f"parameters, in this order: {', '.join(PARAM_NAMES)}")  # fmt: skip
-    for grad, name in zip(grads, PARAM_NAMES, strict=True):
+    grads = tuple(cell.grads) if cell.grads is not None else grads_default
+    if len(grads) != len(param_names):
+        raise Refused(f"line {cell.grads_line}: grads lists {len(grads)} gradients; the net has {len(param_names)} "
+                      f"parameters, in this order: {', '.join(param_names)}")  # fmt: skip
+    for grad, name in zip(grads, param_names, strict=True):
         got = dry.env.get(grad)
         where = f"line {cell.grads_line}: " if cell.grads is not None else ""
         if not isinstance(got, torch.Tensor):
             raise Refused(
                 f"{where}{grad} is not computed by the block"
-                + ("" if cell.grads is not None else f" (end it with grads = [{', '.join(DEFAULT_GRADS)}])")
+                + ("" if cell.grads is not None else f" (end it with grads = [{', '.join(grads_default)}])")
             )
         want = params[name].shape
         if got.dtype != params[name].dtype or not _updates(got.shape, want):
@@ -713,7 +722,7 @@ class StepTooLong(Refused):
 class CodeBackward:
     """A training step whose backward is the learner's block: the forward, the block, the SGD update.
 
-    The same interface as ManualBackward (train_kernels.py): grads() gives true gradients, step() updates. The
+    The same interface as ManualBackward (kernels.py): grads() gives true gradients, step() updates. The
     forward each step is ManualBackward's fused one, a tested twin of the declared forward: at the start its
     tensors are compared with the declared forward's on the first batch, and the declared one runs instead if
     they differ in name, shape or value. A step's block is bounded by step_budget_s of processor time (`cpu`),
@@ -728,24 +737,32 @@ class CodeBackward:
         Yb: torch.Tensor,
         clock: Callable[[], float] = time.perf_counter,
         cpu: Callable[[], float] = time.thread_time,
+        net: Net | None = None,
     ):
-        if len(LAYERS.hidden) != 1:
-            raise Refused("your own backward trains the lecture's net, with one hidden layer")
+        self.net = net = net or default_net()
         Xb, Yb = Xb.clone(), Yb.clone()  # the caller's may be views of a cached split, kept for later learners
         self.p = p
-        self.params = [p[k] for k in PARAM_NAMES]
-        self.kernel = ManualBackward(p, batch_size)
-        declared = forward_scope(p, Xb, Yb)
-        self.program = check_block(source, declared, p)
+        self.params = [p[k] for k in net.param_names]
+        declared = forward_scope(p, Xb, Yb, net)
+        self.program = check_block(source, declared, p, net)
         self.reads_loss = "loss" in _loads(self.program.tree)
         self.constants = {k: v for k, v in declared.items() if k in p or isinstance(v, int)}
-        block = LAYERS.hidden[0]
-        bnraw, bnvar_inv = next(op.saves for op in ops_for_mode(TRAINED_MODE) if op.kernel == "batchnorm")
-        self.names = (LAYERS.embcat, block.hprebn, bnvar_inv, bnraw, block.hpreact, block.h)
-        self.emb = next(op.outputs[0] for op in ops_for_mode(TRAINED_MODE) if op.kernel == "embedding")
-        self.logits = LAYERS.output.out
-        self.fast = self.twin_agrees(declared, self.fused_scope(Xb, Yb))
-        self.losses = ManualBackward.losses
+        trained = net.ops_for_mode(net.trained_mode)
+        self.logits = next(op.inputs[0] for op in trained if op.kernel == "cross_entropy")
+        self.losses = ManualBackward.losses  # the mean cross-entropy of (logits, Yb): any net with the lecture's head
+        self.fast = False
+        try:  # the hand-tuned forward, where the net has the shape it computes (one hidden block)
+            layers = layers_of(net)
+            if len(layers.hidden) == 1:
+                self.kernel = ManualBackward(p, batch_size, net)
+                block = layers.hidden[0]
+                bnraw, bnvar_inv = next(op.saves for op in trained if op.kernel == "batchnorm")
+                self.names = (layers.embcat, block.hprebn, bnvar_inv, bnraw, block.hpreact, block.h)
+                self.emb = next(op.outputs[0] for op in trained if op.kernel == "embedding")
+                self.embcat = layers.embcat
+                self.fast = self.twin_agrees(declared, self.fused_scope(Xb, Yb))
+        except NoKernel:  # the declared forward each step
+            pass
         # the check's own run of the block, timed: what every later step is measured against
         self.clock, self.cpu = clock, cpu
         env = _copies(self.scope(Xb, Yb))
@@ -758,7 +775,7 @@ class CodeBackward:
 
     def scope(self, Xb: torch.Tensor, Yb: torch.Tensor) -> Env:
         """The block's names for one batch."""
-        return self.fused_scope(Xb, Yb) if self.fast else forward_scope(self.p, Xb, Yb)
+        return self.fused_scope(Xb, Yb) if self.fast else forward_scope(self.p, Xb, Yb, self.net)
 
     def fused_scope(self, Xb: torch.Tensor, Yb: torch.Tensor) -> Env:
         """The block's names for one batch, from the manual step's fused forward."""
@@ -767,7 +784,7 @@ class CodeBackward:
         env = dict(self.constants)
         env.update(zip(self.names, saved[0][:6], strict=True))
         env["Xb"], env["Yb"], env[self.logits] = Xb, Yb, logits
-        env[self.emb] = env[LAYERS.embcat].view(n, Xb.shape[1], -1)  # (n, block_size, n_embd)
+        env[self.emb] = env[self.embcat].view(n, Xb.shape[1], -1)  # (n, block_size, n_embd)
         if self.reads_loss:
             env["loss"] = F.cross_entropy(logits, Yb)
         return env
@@ -794,7 +811,7 @@ class CodeBackward:
     def grads(
         self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Logits, the block's gradients (PARAM_NAMES order) and, with keep, every tensor by name."""
+        """Logits, the block's gradients (the net's parameter order) and, with keep, every tensor by name."""
         env = self.scope(Xb, Yb)
         started = self.clock()
         try:
@@ -847,7 +864,7 @@ def where_wrong(
     where the check finds no wrong line (or cannot run the block as a cell)."""
     try:
         with torch.enable_grad():  # the training step runs without autograd; the check's reference needs it
-            graded = grade_cell(backward_from(config, TRAINED_MODE, params, Xb, Yb), code)
+            graded = grade_cell(backward_from(config, config.pack.trained_mode, params, Xb, Yb), code)
     except Refused:
         return None
     first = graded["first_wrong"]

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from ..core.config import ModelConfig
 from ..learner.sandbox import MAX_CELL_CHARS
+from ..net.packs import DEFAULT_NET
 
 Backward = Literal["manual", "autograd", "code"]
 TRAIN_BOUNDS: dict[str, tuple[int, int]] = {
@@ -36,6 +37,7 @@ class TrainConfig:
     check_every: int = 1000  # K: compare the manual gradients with autograd every K steps
     backward: Backward = "manual"  # manual (the fused Exercise 2+3 backward), autograd, or code (the learner's)
     code: str | None = None  # backward=code: the notebook's block from dlogits = F.softmax(logits, 1) to grads = [...]
+    net: str = DEFAULT_NET  # the network pack it trains
 
     def __post_init__(self) -> None:
         self.model()  # validates seed, sizes
@@ -57,7 +59,7 @@ class TrainConfig:
     def model(self) -> ModelConfig:
         return ModelConfig(
             seed=self.seed, batch_size=self.batch_size, n_embd=self.n_embd,
-            n_hidden=self.n_hidden, block_size=self.block_size,
+            n_hidden=self.n_hidden, block_size=self.block_size, net=self.net,
         )  # fmt: skip
 
     def lr_at(self, step: int) -> float:

@@ -8,24 +8,33 @@ import torch
 import torch.nn.functional as F
 
 from ..core.data import Dataset
+from ..net.declare import Net
 from ..net.forward import run_forward
-from ..net.graph import eval_ops
-from ..net.layers import LAYERS
+from ..net.layers import NoKernel, layers_of
+from ..net.packs import default_net
 
 N_SAMPLES = 20  # names sampled at the end of a run, as in the lecture
 
 
 @torch.no_grad()
-def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor) -> dict[str, torch.Tensor]:
+def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor, net: Net | None = None) -> dict[str, torch.Tensor]:
     """Each batchnorm's mean and variance over a whole split, as the lecture does after training.
 
-    Block by block: a later batchnorm is calibrated on what the calibrated earlier blocks make."""
-    ops = eval_ops("loss")
+    Block by block: a later batchnorm is calibrated on what the calibrated earlier blocks make. A net with no
+    batch statistics (LayerNorm normalises each example alone) has nothing to calibrate."""
+    net = net or default_net()
+    try:
+        hidden = layers_of(net).hidden
+    except NoKernel:
+        if any(op.calibrated for op in net.ops):
+            raise
+        return {}
+    ops = net.eval_ops("loss")
     made_by = {out: i for i, op in enumerate(ops) for out in op.outputs}
-    values: dict[str, Any] = {**p, "Xb": X, "n": X.shape[0]}
+    values: dict[str, Any] = {**p, "Xb": X, **net.sizes(p, X.shape[0])}
     bn: dict[str, torch.Tensor] = {}
     done = 0
-    for block in LAYERS.hidden:
+    for block in hidden:
         end = made_by[block.hprebn] + 1
         values = run_forward(ops[:end], values, start=done)  # on from the previous block's calibrated batchnorm
         hprebn = values[block.hprebn]  # (N, n_hidden)
@@ -36,15 +45,18 @@ def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor) -> dict[str, torch
     return bn
 
 
-def _eval_values(p: dict[str, torch.Tensor], bn: dict[str, torch.Tensor], X: torch.Tensor) -> dict[str, Any]:
+def _eval_values(net: Net, p: dict[str, torch.Tensor], bn: dict[str, torch.Tensor], X: torch.Tensor) -> dict[str, Any]:
     """The inputs of the trained model's forward: parameters, calibrated batchnorm statistics, contexts."""
-    return {**p, **bn, "Xb": X, "n": X.shape[0]}
+    return {**p, **bn, "Xb": X, **net.sizes(p, X.shape[0])}
 
 
 @torch.no_grad()
-def split_loss(p: dict[str, torch.Tensor], bn: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor) -> float:
+def split_loss(
+    p: dict[str, torch.Tensor], bn: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor, net: Net | None = None
+) -> float:
     """Cross-entropy over a split with the calibrated batchnorm statistics."""
-    loss = run_forward(eval_ops("loss"), {**_eval_values(p, bn, X), "Yb": Y})["loss"]
+    net = net or default_net()
+    loss = run_forward(net.eval_ops("loss"), {**_eval_values(net, p, bn, X), "Yb": Y})["loss"]
     assert isinstance(loss, torch.Tensor)
     return float(loss)
 
@@ -57,15 +69,19 @@ def sample_names(
     block_size: int,
     seed: int,
     count: int = N_SAMPLES,
+    net: Net | None = None,
 ) -> list[str]:
     """Names from the trained model, as the lecture samples them (generator seeded with seed + 10)."""
     g = torch.Generator().manual_seed(seed + 10)
-    ops = eval_ops("logits")
+    net = net or default_net()
+    ops = net.eval_ops(next(op.inputs[0] for op in net.ops if op.kernel == "cross_entropy"))
     out = []
     for _ in range(count):
         context, chars = [0] * block_size, []
         for _ in range(64):  # a model that never says '.' still stops
-            logits = run_forward(ops, _eval_values(p, bn, torch.tensor([context])))["logits"]  # (1, vocab_size)
+            logits = run_forward(ops, _eval_values(net, p, bn, torch.tensor([context])))[
+                ops[-1].outputs[0]
+            ]  # the logits: (1, vocab_size)
             assert isinstance(logits, torch.Tensor)
             probs = F.softmax(logits, dim=1)
             if not bool(torch.isfinite(probs).all()):

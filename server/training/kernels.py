@@ -1,7 +1,8 @@
 """The two training steps of Exercise 4: the hand-tuned fused manual backward, and autograd's.
 
-The manual step is a fast twin of the declared rules (server/net/graph.py, mode TRAINED_MODE): tests check it
-against them, and against autograd, in float64. Every step loops over the declared hidden blocks (LAYERS).
+The manual step is a fast twin of a net's declared rules in its trained mode, for nets of the lecture's shape
+(embedding, hidden blocks of linear, batchnorm and tanh, a linear output; server/net/layers.py): tests check it
+against them, and against autograd, in float64. Every step loops over the net's hidden blocks.
 """
 
 from __future__ import annotations
@@ -11,25 +12,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..net.graph import EPS, PARAM_NAMES
-from ..net.layers import LAYERS
+from ..net.declare import Net
+from ..net.layers import layers_of
+from ..net.packs import default_net
 
 
-def forward_loss(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
+def forward_loss(
+    p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor, net: Net | None = None
+) -> torch.Tensor:
     """The lecture's Exercise 4 forward pass (batchnorm with batch statistics), as autograd sees it.
 
     Not the declared forward run for autograd: the declaration normalises first (bngain * bnraw), this
     line scales first (bngain * bndiff), and the other rounding changes the last bits of autograd's
     gradients, which the training checks compare with."""
+    net = net or default_net()
+    layers, eps = layers_of(net), net.eps
     n = Xb.shape[0]
-    h = p[LAYERS.embedding][Xb].view(n, -1)  # (n, block_size * n_embd)
-    for block in LAYERS.hidden:
+    h = p[layers.embedding][Xb].view(n, -1)  # (n, block_size * n_embd)
+    for block in layers.hidden:
         hprebn = h @ p[block.linear.W] + p[block.linear.b]  # (n, n_hidden)
         bnmean = hprebn.mean(0, keepdim=True)  # (1, n_hidden)
         bnvar = hprebn.var(0, keepdim=True, unbiased=True)  # (1, n_hidden)
-        hpreact = p[block.gain] * (hprebn - bnmean) * (bnvar + EPS) ** -0.5 + p[block.bias]
+        hpreact = p[block.gain] * (hprebn - bnmean) * (bnvar + eps) ** -0.5 + p[block.bias]
         h = torch.tanh(hpreact)  # (n, n_hidden)
-    logits = h @ p[LAYERS.output.W] + p[LAYERS.output.b]  # (n, vocab_size)
+    logits = h @ p[layers.output.W] + p[layers.output.b]  # (n, vocab_size)
     return F.cross_entropy(logits, Yb)
 
 
@@ -43,22 +49,25 @@ class ManualBackward:
     1/n of dlogits moved into the step size, and one _foreach_add_ for the SGD update.
     """
 
-    def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
-        self.params = [p[k] for k in PARAM_NAMES]
-        self.C = p[LAYERS.embedding]
-        slot = {name: i for i, name in enumerate(PARAM_NAMES)}  # where each gradient goes in the list returned
+    def __init__(self, p: dict[str, torch.Tensor], batch_size: int, net: Net | None = None) -> None:
+        net = net or default_net()
+        layers, param_names = layers_of(net), net.param_names  # NoKernel where the net is of another shape
+        self.eps = net.eps
+        self.params = [p[k] for k in param_names]
+        self.C = p[layers.embedding]
+        slot = {name: i for i, name in enumerate(param_names)}  # where each gradient goes in the list returned
         # each hidden block: W, W.T, b, bngain, bnbias, the slots of dW, db, dbngain, dbnbias, and the names its
         # kept activations go by (hprebn, hpreact, h, dhpreact, dhprebn)
         self.hidden = [
             (p[blk.linear.W], p[blk.linear.W].t(), p[blk.linear.b], p[blk.gain], p[blk.bias],
              (slot[blk.linear.W], slot[blk.linear.b], slot[blk.gain], slot[blk.bias]),
              (blk.hprebn, blk.hpreact, blk.h, "d" + blk.hpreact, "d" + blk.hprebn))
-            for blk in LAYERS.hidden
+            for blk in layers.hidden
         ]  # fmt: skip
-        self.W2, self.b2 = p[LAYERS.output.W], p[LAYERS.output.b]
+        self.W2, self.b2 = p[layers.output.W], p[layers.output.b]
         self.W2t = self.W2.t()
-        self.output_slots = slot[LAYERS.output.W], slot[LAYERS.output.b], slot[LAYERS.embedding]
-        self.logits_names = LAYERS.output.out, "d" + LAYERS.output.out
+        self.output_slots = slot[layers.output.W], slot[layers.output.b], slot[layers.embedding]
+        self.logits_names = layers.output.out, "d" + layers.output.out
         self.zeros_C = torch.zeros_like(self.C)  # dC = zeros with each context's gradient added at its rows
         n = batch_size
         dtype = self.C.dtype
@@ -75,7 +84,7 @@ class ManualBackward:
             x = h
             hprebn = torch.addmm(b, x, W)  # (n, n_hidden)
             bndiff = torch.mm(self.centering, hprebn)  # hprebn - bnmeani, (n, n_hidden)
-            bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(EPS).rsqrt_()  # (1, n_hidden)
+            bnvar_inv = torch.mm(self.bessel_row, bndiff * bndiff).add_(self.eps).rsqrt_()  # (1, n_hidden)
             bnraw = bndiff.mul_(bnvar_inv)  # (n, n_hidden)
             hpreact = torch.addcmul(bnbias, bngain, bnraw)  # (n, n_hidden)
             h = torch.tanh(hpreact)  # (n, n_hidden)
@@ -85,7 +94,7 @@ class ManualBackward:
     def grads(
         self, Xb: torch.Tensor, Yb: torch.Tensor, keep: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Logits and n x the gradients (PARAM_NAMES order); with keep, the true gradients and activations.
+        """Logits and n x the gradients (the net's parameter order); with keep, the true gradients and activations.
 
         The backward needs no loss value: the loss of each step is computed later, many steps at once
         (losses()), which takes a cross-entropy call off every step."""
@@ -145,10 +154,12 @@ class ManualBackward:
 class AutogradBackward:
     """The same training step with loss.backward(): the baseline, and the reference for checks."""
 
-    def __init__(self, p: dict[str, torch.Tensor], batch_size: int) -> None:
+    def __init__(self, p: dict[str, torch.Tensor], batch_size: int, net: Net | None = None) -> None:
+        net = net or default_net()
+        self.layers, self.eps, self.param_names = layers_of(net), net.eps, net.param_names
         self.p = p
-        self.params = [p[k] for k in PARAM_NAMES]
-        dtype = p[LAYERS.embedding].dtype
+        self.params = [p[k] for k in self.param_names]
+        dtype = p[self.layers.embedding].dtype
         self.centering = torch.eye(batch_size, dtype=dtype) - 1.0 / batch_size
         self.bessel_row = torch.full((1, batch_size), 1.0 / (batch_size - 1), dtype=dtype)
 
@@ -157,18 +168,18 @@ class AutogradBackward:
             leaves = {k: t.detach().requires_grad_(True) for k, t in self.p.items()}
             loss = forward_loss(leaves, Xb, Yb)
             loss.backward()
-        return loss.detach(), [leaves[k].grad for k in PARAM_NAMES]  # type: ignore[misc]
+        return loss.detach(), [leaves[k].grad for k in self.param_names]  # type: ignore[misc]
 
     def fast_loss(self, Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
         """The manual step's forward, op for op (fused kernels, batch statistics by products): a fair baseline."""
         p, n = self.p, Xb.shape[0]
-        h = p[LAYERS.embedding][Xb].view(n, -1)  # embcat: (n, block_size * n_embd)
-        for blk in LAYERS.hidden:
+        h = p[self.layers.embedding][Xb].view(n, -1)  # embcat: (n, block_size * n_embd)
+        for blk in self.layers.hidden:
             hprebn = torch.addmm(p[blk.linear.b], h, p[blk.linear.W])  # (n, n_hidden)
             bndiff = torch.mm(self.centering, hprebn)  # (n, n_hidden)
-            bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + EPS).rsqrt()  # (1, n_hidden)
+            bnvar_inv = (torch.mm(self.bessel_row, bndiff * bndiff) + self.eps).rsqrt()  # (1, n_hidden)
             h = torch.tanh(torch.addcmul(p[blk.bias], p[blk.gain], bndiff * bnvar_inv))  # (n, n_hidden)
-        return F.cross_entropy(torch.addmm(p[LAYERS.output.b], h, p[LAYERS.output.W]), Yb)
+        return F.cross_entropy(torch.addmm(p[self.layers.output.b], h, p[self.layers.output.W]), Yb)
 
     def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> torch.Tensor:
         """Called under no_grad, like the manual step: autograd is switched on for the forward only."""

@@ -2,7 +2,7 @@
 
 No web code here: `Training.run()` reports through an `emit(kind, data)` callback and asks `should_stop()`
 between chunks of steps; server/runs/train_process.py connects both to the run store. The steps are in
-train_kernels.py, the evaluation in evaluation.py.
+kernels.py (or, for a net without a hand-tuned kernel, generic.py), the evaluation in evaluation.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import torch
 
 from ..core.data import Dataset
 from ..core.engine import init_params
-from ..net.graph import PARAM_NAMES, PARAMS
-from ..net.layers import LAYERS
+from ..net.declare import Net
+from ..net.layers import NoKernel
 from .code_backward import CodeBackward, where_wrong
 from .config import CHECK_EVENTS, STATS_POINTS, TrainConfig
 from .evaluation import calibrate_bn, sample_names, split_loss
+from .generic import DeclaredAutograd, DeclaredBackward
 from .kernels import AutogradBackward, ManualBackward
 
 EMIT_EVERY_S = 0.5  # progress events at most this often; a stop is looked for as often (the clock read every step)
@@ -33,14 +34,6 @@ HIST_BINS = 40
 CHECK_RTOL = 1e-4  # a gradient agrees with autograd's within this share of the step's largest gradient entry
 LOSS_WINDOW = 100  # a run's first and last this many steps' mean loss tell whether the loss fell ...
 LOSS_FELL = 0.02  # ... by more than this (nats)
-# the weight matrices (2-D, no broadcast axis): their update ratios and gradient histograms are plotted
-WEIGHTS = tuple(node.name for node in PARAMS if len(node.axes) == 2 and "one" not in node.axes)
-# the activations and their gradients plotted as histograms, in forward and in backward order
-ACTIVATIONS = (*(name for b in LAYERS.hidden for name in (b.hprebn, b.hpreact, b.h)), LAYERS.output.out)
-ACTIVATION_GRADS = tuple(
-    "d" + name for name in (LAYERS.output.out, *(n for b in reversed(LAYERS.hidden) for n in (b.hpreact, b.hprebn)))
-)
-TANH_OUTPUTS = tuple(block.h for block in LAYERS.hidden)  # the units whose saturation is sampled
 # a step's CPU cost, a little above what bench/train_bench.py measures, for each run's CPU-time limit:
 STEP_BASE_S = 5.5e-4  # per step whatever its size (Python, the batch draw, small kernels) ...
 STEP_MAC_S = 1.3e-10  # ... per multiply-add of the forward's matrix products (the backward's come with them) ...
@@ -48,6 +41,18 @@ STEP_UNIT_S = 2e-8  # ... and per (row, hidden unit) and (row, character): the e
 CODE_COST = 2.0  # a learner's compiled block costs at most this many built-in steps
 RUN_BASE_CPU_S = 30.0  # a run's start (torch, the splits) and its evaluation at the end
 CPU_SLACK = 3.0  # a run may use this multiple of its estimate (a slower CPU, a busy machine's caches)
+
+
+def _plotted(net: Net) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What a run plots: the weight matrices (2-D, no broadcast axis: update ratios and gradient histograms), the
+    activations between the embedding and the loss in forward order, their gradients in backward order (the tanh
+    outputs' are the next layer's input gradients), and the tanh outputs whose saturation is sampled."""
+    weights = tuple(node.name for node in net.params if len(node.axes) == 2 and "one" not in node.axes)
+    trained = net.ops_for_mode(net.trained_mode)
+    activations = tuple(op.outputs[0] for op in trained if op.kernel not in ("embedding", "view", "cross_entropy"))
+    tanh = tuple(op.outputs[0] for op in trained if op.kernel == "tanh")
+    grads = tuple("d" + name for name in reversed(activations) if name not in tanh)
+    return weights, activations, grads, tanh
 
 
 def step_cpu_s(config: TrainConfig, vocab_size: int) -> float:
@@ -135,15 +140,22 @@ class Training:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config, self.dataset, self.emit, self.clock = config, dataset, emit, clock
+        self.net = net = config.model().pack
+        self.param_names = net.param_names
+        self.weights, self.activations, self.activation_grads, self.tanh_outputs = _plotted(net)
         self.splits = dataset.splits(config.block_size)
         self.p, self.g = init_params(config.model(), dataset.vocab_size)
-        self.reference = AutogradBackward(self.p, config.batch_size)
-        self.manual: ManualBackward | CodeBackward
+        self.manual: ManualBackward | CodeBackward | DeclaredBackward
+        try:  # the hand-tuned twins, for a net of the lecture's shape
+            self.reference: AutogradBackward | DeclaredAutograd = AutogradBackward(self.p, config.batch_size, net)
+            kernel: ManualBackward | None = ManualBackward(self.p, config.batch_size, net)
+        except NoKernel:  # any other net: its declared forward and rules, and autograd through the declared forward
+            self.reference, kernel = DeclaredAutograd(self.p, net), None
         if config.code is not None:  # the learner's block, checked and compiled on the first batch of the split
             n = config.batch_size
-            self.manual = CodeBackward(self.p, n, config.code, self.splits.Xtr[:n], self.splits.Ytr[:n])
+            self.manual = CodeBackward(self.p, n, config.code, self.splits.Xtr[:n], self.splits.Ytr[:n], net=net)
         else:
-            self.manual = ManualBackward(self.p, config.batch_size)
+            self.manual = kernel or DeclaredBackward(self.p, net)
         self.stepper = self.reference if config.backward == "autograd" else self.manual
         total = config.max_steps
         self.losses = torch.empty(total)  # every step's loss
@@ -204,30 +216,32 @@ class Training:
         logits, grads, acts = self.manual.grads(Xb, Yb, keep=True)
         if i % cfg.check_every == 0 or i == total - 1:
             _, ref = self.reference.grads(Xb, Yb)
-            maxdiff = {k: _finite(float((a - b).abs().max())) for k, a, b in zip(PARAM_NAMES, grads, ref, strict=True)}
+            maxdiff = {
+                k: _finite(float((a - b).abs().max())) for k, a, b in zip(self.param_names, grads, ref, strict=True)
+            }
             scale = max(float(b.abs().max()) for b in ref)
-            wrong = [k for k in PARAM_NAMES if not _agrees(maxdiff[k], scale)]
+            wrong = [k for k in self.param_names if not _agrees(maxdiff[k], scale)]
             if wrong and self.first_wrong is None and cfg.code is not None:
                 # once, at the first check that fails: the whole-cell check of the block names its wrong line
-                params = dict(zip(PARAM_NAMES, self.manual.params, strict=True))
+                params = dict(zip(self.param_names, self.manual.params, strict=True))
                 self.wrong_line = where_wrong(cfg.code, cfg.model(), params, Xb, Yb)
             self.record_check(i, maxdiff, wrong, last=i == total - 1)
         if i in self.checkpoints:
-            weights = dict(zip(PARAM_NAMES, grads, strict=True))
+            weights = dict(zip(self.param_names, grads, strict=True))
             self.emit("histograms", {
                 "step": i,
                 # a learner's block may name its gradients otherwise: only those it has are drawn
-                "activations": {k: _histogram(acts[k]) for k in ACTIVATIONS if k in acts},
-                "activation_grads": {k: _histogram(acts[k]) for k in ACTIVATION_GRADS if k in acts},
-                "weight_grads": {k: _histogram(weights[k]) for k in WEIGHTS},
+                "activations": {k: _histogram(acts[k]) for k in self.activations if k in acts},
+                "activation_grads": {k: _histogram(acts[k]) for k in self.activation_grads if k in acts},
+                "weight_grads": {k: _histogram(weights[k]) for k in self.weights},
             })  # fmt: skip
         if i % self.stats_every == 0:
             # the previous lecture's update-to-data ratio, log10(std(lr * grad) / std(param)), per weight matrix
             self.ud.append([i, {
                 k: _finite(float(((lr * gr).std() / t.std()).log10()))
-                for k, gr, t in zip(PARAM_NAMES, grads, self.manual.params, strict=True) if k in WEIGHTS
+                for k, gr, t in zip(self.param_names, grads, self.manual.params, strict=True) if k in self.weights
             }])  # fmt: skip
-            h = torch.cat([acts[k] for k in TANH_OUTPUTS], 1)  # (n, units of every hidden block)
+            h = torch.cat([acts[k] for k in self.tanh_outputs], 1)  # (n, units of every hidden block)
             self.saturation.append([i, float((h.abs() > SATURATED).float().mean())])
         if cfg.backward == "autograd":
             return self.reference.step(Xb, Yb, lr)
@@ -250,7 +264,7 @@ class Training:
             before = group["maxdiff"]
             group["step"] = step
             group["maxdiff"] = {k: _worse(before[k], v) for k, v in maxdiff.items()}
-            group["wrong"] = [k for k in PARAM_NAMES if k in group["wrong"] or k in wrong]
+            group["wrong"] = [k for k in self.param_names if k in group["wrong"] or k in wrong]
         group["checks"] += 1
         if group["checks"] == self.check_group or last:
             self.emit("check", {**group, "max": _worst(group["maxdiff"])})
@@ -327,10 +341,11 @@ class Training:
     def evaluate(self) -> None:
         """The lecture's ending: calibrate batchnorm on the training split, split losses, 20 samples."""
         p, sp = self.p, self.splits
-        bn = calibrate_bn(p, sp.Xtr)
+        net = self.net
+        bn = calibrate_bn(p, sp.Xtr, net)
         self.emit("result", {
-            "train_loss": _finite(split_loss(p, bn, sp.Xtr, sp.Ytr)),
-            "val_loss": _finite(split_loss(p, bn, sp.Xdev, sp.Ydev)),
-            "samples": sample_names(p, bn, self.dataset, self.config.block_size, self.config.seed),
+            "train_loss": _finite(split_loss(p, bn, sp.Xtr, sp.Ytr, net)),
+            "val_loss": _finite(split_loss(p, bn, sp.Xdev, sp.Ydev, net)),
+            "samples": sample_names(p, bn, self.dataset, self.config.block_size, self.config.seed, net=net),
             "duration_s": self.clock() - self.started,
         })  # fmt: skip

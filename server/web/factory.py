@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from ..core.config import ModelConfig
 from ..core.data import DEFAULT_DATA, dataset_from, load_dataset
-from ..net.graph import MODES
+from ..net.packs import default_net
 from ..runs.store import Limits
 from ..runs.stores import open_store
 from ..settings import Settings
@@ -38,7 +38,7 @@ def app_from_handed() -> FastAPI:
     dataset.splits(3)  # the default block size: build it before the first request
     app = create_app(dataset, settings, open_store(settings.runs_db, Limits.of(settings)))
     # the lecture's config is what most of a class opens first; vmap's one-off set-up (~0.4 s) goes here too
-    app.state.cache.warm(ModelConfig(), MODES)
+    app.state.cache.warm(ModelConfig(), default_net().mode_names)
     # torch, pydantic and FastAPI leave ~10^5 long-lived objects: keep the collector from rescanning them
     gc.freeze()
     return app

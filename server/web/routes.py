@@ -17,8 +17,8 @@ from ..core.serialize import dumps
 from ..explain import views, why
 from ..learner import cells, challenge, export
 from ..learner.sandbox import MAX_CELL_CHARS, Refused
-from ..net.bugs import BUGS
-from ..net.graph import CMP_ORDER, MODE_LIST, TRAINED_MODE, Undeclared, ops_for_mode
+from ..net.declare import Net, Undeclared
+from ..net.packs import DEFAULT_NET, NETS, net_of
 from ..training import code_backward
 from .fair import client_of, in_sandbox
 from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
@@ -37,6 +37,8 @@ from .schemas import (
     HintsPublic,
     InstancePublic,
     MetaPublic,
+    NetQuery,
+    NetsPublic,
     PassQuery,
     RunRequest,
     StatePublic,
@@ -49,6 +51,7 @@ from .schemas import (
 router = APIRouter(prefix="/api", tags=["explorer"])
 LARGE = 4 * 32 * 64  # batch x width above 4x the lecture's: computed in a worker thread (see _computed)
 PASS, STEP, HINT, WHY = QueryModel(PassQuery), QueryModel(StepQuery), QueryModel(HintQuery), QueryModel(WhyQuery)
+NET = QueryModel(NetQuery)
 
 
 def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -79,7 +82,7 @@ def _pass(request: Request, query: PassQuery) -> BackwardPass:
         if run is None or not run["has_params"]:
             why = "no such run" if run is None else f"it is {run['status']} and has no trained parameters"
             raise HTTPException(404, f"run {config.run}: {why}")
-        trained = {k: run["config"][k] for k in ("n_embd", "n_hidden", "block_size")}
+        trained = {k: run["config"].get(k, DEFAULT_NET) for k in ("net", "n_embd", "n_hidden", "block_size")}
         if any(getattr(config, k) != v for k, v in trained.items()):
             sizes = ", ".join(f"{k}={v}" for k, v in trained.items())
             raise _invalid("run", f"run {config.run} was trained with {sizes}", config.run)
@@ -110,11 +113,23 @@ async def health(request: Request) -> dict:
     return {"status": "ok", "cached_passes": len(_cache(request)), "worker": os.getpid()}
 
 
-@router.get("/meta", response_model=MetaPublic)
-async def meta(request: Request) -> Response:
-    """What the page builds its controls from: the declared modes, and each config field's default and bounds."""
+@router.get("/nets", response_model=NetsPublic)
+async def nets(request: Request) -> Response:
+    """The networks there are: each one's name (?net=NAME), title and modes; the lecture's is the default."""
     cached, headers = _cacheable(request)
-    return cached or _json(_meta(), headers)
+    listed = [
+        {"name": net.name, "title": net.title, "about": net.about, "default": net.name == DEFAULT_NET,
+         "modes": list(net.mode_names), "trained_mode": net.trained_mode}
+        for net in NETS.values()
+    ]  # fmt: skip
+    return cached or _json({"nets": listed}, headers)
+
+
+@router.get("/meta", response_model=MetaPublic, openapi_extra=NET.openapi)
+async def meta(request: Request, query: Annotated[NetQuery, Depends(NET)]) -> Response:
+    """What the page builds its controls from: a net's declared modes, and each config field's default and bounds."""
+    cached, headers = _cacheable(request, query)
+    return cached or _json(_meta(query.net), headers)
 
 
 def _fields(schema: type, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
@@ -133,42 +148,46 @@ def _fields(schema: type, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any
 
 
 @functools.cache  # the declaration and the schema do not change while the server runs
-def _meta() -> dict[str, Any]:
+def _meta(name: str) -> dict[str, Any]:
+    net = net_of(name)
     modes = [
-        {"name": m.name, "label": m.label, "title": m.title, "steps": len(ops_for_mode(m.name)), "cell": _cell(m.name)}
-        for m in MODE_LIST
-    ]
+        {"name": m.name, "label": m.label, "title": m.title, "steps": len(net.ops_for_mode(m.name)),
+         "cell": _cell(net, m.name)}
+        for m in net.modes
+    ]  # fmt: skip
     return {
         "modes": modes,
-        "default_mode": PassQuery.model_fields["mode"].default,
+        "default_mode": net.mode_names[0],
         "config": _fields(PassQuery, skip=("mode",)),
         "train": _fields(RunRequest),
-        "train_mode": TRAINED_MODE,
+        "train_mode": net.trained_mode,
         "train_code": {
-            "reads": list(code_backward.READS),
-            "grads": list(code_backward.DEFAULT_GRADS),
+            "reads": list(code_backward.reads(net)),
+            "grads": list(code_backward.default_grads(net)),
             "max_chars": MAX_CELL_CHARS,
         },
-        "cmp_order": list(CMP_ORDER),
+        "cmp_order": list(net.cmp_order),
     }
 
 
-def _cell(mode: str) -> dict[str, Any]:
-    cell = cells.cell_for(mode)
+def _cell(net: Net, mode: str) -> dict[str, Any]:
+    cell = net.cell_for(mode)
     return {
         "exercise": cell.exercise,
         "about": cell.about,
-        "grads": [f"d{n}" for n in cells.cell_grads(mode)],
-        "given": [f"d{n}" for n in cells.cell_given(mode)],
+        "grads": [f"d{n}" for n in cells.cell_grads(net, mode)],
+        "given": [f"d{n}" for n in cells.cell_given(net, mode)],
     }
 
 
-@router.get("/bugs", response_model=BugsPublic)
-async def bugs(request: Request) -> Response:
-    """The bug lab: wrong backward rules that can be switched on with ?bug=NAME."""
-    cached, headers = _cacheable(request)
+@router.get("/bugs", response_model=BugsPublic, openapi_extra=NET.openapi)
+async def bugs(request: Request, query: Annotated[NetQuery, Depends(NET)]) -> Response:
+    """The bug lab: a net's wrong backward rules that can be switched on with ?bug=NAME."""
+    cached, headers = _cacheable(request, query)
+    net = net_of(query.net)
     fields = ("name", "title", "op", "target", "code", "modes", "why", "notice")
-    return cached or _json({"bugs": [{k: getattr(bug, k) for k in fields} for bug in BUGS.values()]}, headers)
+    listed = [{k: list(net.bug_modes(bug)) if k == "modes" else getattr(bug, k) for k in fields} for bug in net.bugs]
+    return cached or _json({"bugs": listed}, headers)
 
 
 @router.get("/dataset", response_model=DatasetPublic)
@@ -317,11 +336,21 @@ async def check(request: Request, body: CheckRequest) -> Response:
     if pool is None:
         raise HTTPException(503, "code checks are off on this server")
     # the worker computes the pass itself: here only the step is checked against the mode
+    total = _steps_of(body)  # a mode the net does not have is refused here, before a worker is asked
     if body.step is not None:
-        _step(body.mode, len(ops_for_mode(body.mode)), body.step, where="body")
+        _step(body.mode, total, body.step, where="body")
     answer = await in_sandbox(request, pool, {"config": body.to_config(), "mode": body.mode, "step": body.step,
                                               "code": body.code})  # fmt: skip
     return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there
+
+
+def _steps_of(body: PassQuery) -> int:
+    """How many backward steps the body's mode has in its net; a mode the net does not have is a 422."""
+    net = net_of(body.net)
+    try:
+        return len(net.ops_for_mode(body.mode))
+    except Undeclared as e:
+        raise _invalid(e.field, str(e), body.mode, where="body") from None
 
 
 FILE_TYPES = {"py": "text/x-python", "ipynb": "application/x-ipynb+json"}
@@ -341,8 +370,9 @@ async def export_file(body: ExportRequest) -> Response:
     """The learner's whole cell, or their solved steps, as a .py or .ipynb that rebuilds the lecture's data and net,
     runs their backward and prints the notebook's cmp lines. The code is checked, never run, here."""
     steps = {s.step: s.code for s in body.steps} if body.steps is not None else None
+    total = _steps_of(body)
     if steps:
-        _step(body.mode, len(ops_for_mode(body.mode)), max(steps), where="body")
+        _step(body.mode, total, max(steps), where="body")
     try:
         name, content = export.export(body.mode, body.to_config(), body.format, cell=body.code, steps=steps)
     except Refused as e:

@@ -8,20 +8,22 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from ..core.config import BOUNDS, Dtype, Init, ModelConfig
 from ..learner.sandbox import MAX_CELL_CHARS, MAX_SOURCE_CHARS
-from ..net.bugs import BUGS
-from ..net.graph import MODES, PARAMS, ops_for_mode
+from ..net.packs import DEFAULT_NET, NETS, default_net
 from ..training.config import MAX_LR, TRAIN_BOUNDS, TrainConfig
 
 _DEFAULTS = ModelConfig()
-BugName = Literal.__getitem__(("", *BUGS))  # type: ignore[attr-defined]
-ModeName = Literal.__getitem__(MODES)  # type: ignore[attr-defined]
-MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule
+# every pack's names: which of them a net has is the engine's to say (a 422 naming the field, as here)
+NetName = Literal.__getitem__(tuple(NETS))  # type: ignore[attr-defined]
+BugName = Literal.__getitem__(("", *dict.fromkeys(b.name for net in NETS.values() for b in net.bugs)))  # type: ignore[attr-defined]
+ModeName = Literal.__getitem__(tuple(dict.fromkeys(m for net in NETS.values() for m in net.mode_names)))  # type: ignore[attr-defined]
+# the longest schedule of any pack's modes (its atomic one)
+MAX_STEPS = max(len(net.ops_for_mode(mode)) for net in NETS.values() for mode in net.mode_names)
 
 
 def _zero_bias() -> str:
-    """What init=zero_bias sets, from the declaration: b1=b2=bnbias=0, bngain=1 in the lecture's network."""
+    """What init=zero_bias sets, from the default net's declaration (b1=b2=bnbias=0, bngain=1 in the lecture's)."""
     names: dict[float, list[str]] = {}
-    for node in PARAMS:
+    for node in default_net().params:
         if node.init is not None and node.init.zero_bias is not None:
             names.setdefault(node.init.zero_bias, []).append(node.name)
     return "zero_bias: " + ", ".join("=".join([*group, f"{value:g}"]) for value, group in names.items())
@@ -47,7 +49,10 @@ class PassQuery(BaseModel):
     init: Init = Field(_DEFAULTS.init, description=_zero_bias())
     run: int = _bounded("run", "a finished training run whose parameters to use (0: the initialisation)")
     bug: BugName = Field("", description="bug lab: a wrong backward rule to switch on ('' for none)")
-    mode: ModeName = Field(MODES[0], description="the backward mode: one exercise of the lecture (GET /api/meta)")
+    mode: ModeName = Field(
+        default_net().mode_names[0], description="the backward mode: one exercise of the lecture (GET /api/meta)"
+    )
+    net: NetName = Field(DEFAULT_NET, description="the network (GET /api/nets): the lecture's MLP by default")
 
     def to_config(self) -> ModelConfig:
         return ModelConfig(**self.model_dump(exclude={"mode", "step", "code", "at"}))
@@ -295,6 +300,7 @@ class RunRequest(BaseModel):
         f"PyTorch syntax, at most {MAX_CELL_CHARS} characters",
     )
     keep_running: StrictBool = Field(False, description="train on when nobody watches its event stream")
+    net: NetName = Field(DEFAULT_NET, description="the network to train (GET /api/nets)")
 
     @model_validator(mode="after")
     def _code_with_code(self) -> RunRequest:
@@ -321,6 +327,7 @@ class TrainConfigPublic(BaseModel):
     check_every: int
     backward: Literal["manual", "autograd", "code"]
     code: str | None = None
+    net: str = DEFAULT_NET  # runs from before networks were packs trained the lecture's
 
 
 class RunResultPublic(BaseModel):
@@ -433,6 +440,27 @@ class BugPublic(BaseModel):
 
 class BugsPublic(BaseModel):
     bugs: list[BugPublic]
+
+
+class NetQuery(BaseModel):
+    """Which network an answer about the declaration is for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    net: NetName = Field(DEFAULT_NET, description="the network (GET /api/nets): the lecture's MLP by default")
+
+
+class NetPublic(BaseModel):
+    name: str  # ?net=NAME
+    title: str
+    about: str
+    default: bool  # what a request without net builds
+    modes: list[str]
+    trained_mode: str
+
+
+class NetsPublic(BaseModel):
+    nets: list[NetPublic]
 
 
 class CheckRequest(PassQuery):

@@ -12,10 +12,8 @@ from fastapi.testclient import TestClient
 import server.core.engine as engine
 from server.core.config import ModelConfig
 from server.explain.layout import graph_layout
-from server.net.bugs import BUGS
-from server.net.graph import MODES, PARAMS, backward_schedule, nodes_for_mode, ops_for_mode
-from server.net.layers import LAYERS
 from server.web.app import create_app
+from tests.lecture import BUGS, LAYERS, MODES, NET, PARAMS, backward_schedule, bug_modes, nodes_for_mode, ops_for_mode
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +59,7 @@ def test_meta_defaults_are_what_a_pass_without_parameters_uses(client):
     defaults = {name: field["default"] for name, field in meta["config"].items()}
     # the lecture's Exercise 1 setup
     assert defaults == {"seed": 2147483647, "batch_size": 32, "n_embd": 10, "n_hidden": 64, "block_size": 3,
-                        "dtype": "float32", "init": "lecture", "run": 0, "bug": ""}  # fmt: skip
+                        "dtype": "float32", "init": "lecture", "run": 0, "bug": "", "net": "makemore4"}  # fmt: skip
     bare = client.get("/api/state", params={"step": 4})
     spelled = client.get("/api/state", params={**defaults, "mode": meta["default_mode"], "step": 4})
     assert bare.status_code == spelled.status_code == 200 and bare.content == spelled.content
@@ -275,7 +273,7 @@ def test_plotly_is_the_installed_packages_and_cacheable(client):
 
 @pytest.mark.parametrize("bug", sorted(BUGS))
 def test_every_bug_in_float64(client, bug):
-    mode = BUGS[bug].modes[0]
+    mode = bug_modes(BUGS[bug])[0]
     r = client.get("/api/state", params={"bug": bug, "dtype": "float64", "mode": mode})
     assert r.status_code == 200, r.text  # clipped_loss wrote a float32 tensor into float64 dlogprobs: a 500
     assert not all(n["cmp"] is None or n["cmp"]["approx"] for n in r.json()["nodes"].values())
@@ -512,7 +510,7 @@ def test_served_with_the_graph(embedded_dataset):
     with TestClient(create_app(embedded_dataset), base_url="http://127.0.0.1") as client:
         for mode in MODES:
             g = client.get("/api/graph", params={"mode": mode}).json()
-            assert g["layout"] == graph_layout(mode)
+            assert g["layout"] == graph_layout(NET, mode)
             assert {op["name"]: op["symbol"] for op in g["ops"]} == {op.name: op.symbol for op in ops_for_mode(mode)}
             assert set(g["layout"]["nodes"]) == {n["name"] for n in g["nodes"]}
 

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from server.core.cache import BYTES_PER_VALUE_BYTE
 from server.core.engine import axis_sizes
-from server.net.graph import backward_schedule, nodes_for_mode, ops_for_mode
 from server.sandbox_pool import SandboxPool
 from server.settings import Settings
 from server.web.app import create_app
+from tests.lecture import backward_schedule, nodes_for_mode, ops_for_mode
 
 DLOGPROBS = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
 

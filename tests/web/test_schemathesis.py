@@ -12,12 +12,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 
 from server.core.data import DEFAULT_DATA, load_dataset
-from server.net.bugs import BUGS
-from server.net.graph import MODES, ops_for_mode
 from server.runs.store import Limits, RunStore
 from server.settings import Settings
 from server.web.app import create_app
 from server.web.guards import MAX_BODY_BYTES
+from tests.lecture import BUGS, MODES, bug_modes, ops_for_mode
 
 torch.set_num_threads(1)
 RUNS = tempfile.TemporaryDirectory()
@@ -50,7 +49,7 @@ def test_api_conforms(case):
         if mode in MODES and case.query["step"] > len(ops_for_mode(mode)):
             excluded.append(positive_data_acceptance)
     bug = (case.query or {}).get("bug")
-    if isinstance(bug, str) and bug in BUGS and (case.query or {}).get("mode", "atomic") not in BUGS[bug].modes:
+    if isinstance(bug, str) and bug in BUGS and (case.query or {}).get("mode", "atomic") not in bug_modes(BUGS[bug]):
         excluded.append(positive_data_acceptance)  # a bug whose op the mode fuses away: 422 by design
     if case.path == "/api/export":
         # the code is checked against the challenge's vocabulary past the schema (and code or steps, one of the two):

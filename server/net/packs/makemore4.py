@@ -1,116 +1,24 @@
-"""The forward pass of the lecture, declared once as data.
+"""The lecture's network (makemore part 4): the forward pass declared once as data, the first network pack.
 
-Every op is one forward line of the notebook, with its formula text, the code that runs it and,
-right next to it, the local backward rule for each of its inputs (the lecture's own line of code).
-Every parameter node carries its initialisation (the lecture's line). The forward executor, the
-backward schedule, the graph JSON, the explanations, the initialisation, the forward that evaluates
-and samples a trained model and the hidden blocks the training kernels loop over (server/net/layers.py)
-are all derived from NODES and OPS, and the backward modes from MODE_LIST; adding an op or a mode
-means adding one entry here, and a hidden block (linear, batchnorm, tanh) its ops and nodes here.
+Every op is one forward line of the notebook, with its formula text, the code that runs it and, right next to
+it, the local backward rule for each of its inputs (the lecture's own line of code). Every parameter node
+carries its initialisation (the lecture's line). Its modes are the lecture's exercises; its bugs, cells and
+the check processes' warm-up are declared here too.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-# v: forward values by name (plus n, n_embd); d: manual gradients so far, d.x reads as "dx"
-Fn = Callable[..., Any]
+from ..declare import Bug, Cell, Init, Mode, Net, Node, Op, Rule, Warmup
+
 EPS_CODE = "1e-5"  # batchnorm's epsilon as the notebook writes it: keeps 1/sqrt(var + eps) finite
 EPS = float(EPS_CODE)
+CLIP = 3.5  # the clipped-loss bug: examples whose loss is above this get no gradient
 TRAINED_MODE = "fused"  # Exercise 4 trains with both blocks fused: a trained model evaluates, samples and opens in it
-
-
-@dataclass(frozen=True)
-class Init:
-    """A parameter's initialisation: a standard normal draw of the node's shape, scaled as in the lecture."""
-
-    code: str  # as written in the notebook
-    scale: Callable[[torch.Tensor, Mapping[str, int]], torch.Tensor]  # (randn draw, axis sizes) -> the parameter
-    # seeded: the config's generator; fresh: an unseeded torch.Generator(), where the lecture used the global RNG
-    generator: str = "seeded"
-    zero_bias: float | None = None  # what every entry is under init=zero_bias (None: drawn as usual)
-
-
-@dataclass(frozen=True)
-class Node:
-    """A tensor of the forward pass."""
-
-    name: str
-    kind: str  # input | param | intermediate | loss
-    axes: tuple[str, ...]  # meaning of each dim: batch, vocab, context, embd, embcat, hidden, one
-    about: str  # one line for the learner
-    init: Init | None = None  # parameters only
-
-
-@dataclass(frozen=True)
-class Mode:
-    """A backward mode: one of the lecture's exercises, named by the blocks of atomic lines it fuses."""
-
-    name: str
-    label: str  # the mode select's short name
-    title: str  # the exercise in a line, as the graph's heading
-    fuses: frozenset[str]  # the blocks (Op.block) that collapse into their one fused op (Op.fuses)
-
-
-class Undeclared(ValueError):
-    """A mode or bug that the declaration does not have, or a bug that a mode has no rule for."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field  # the request field at fault: "mode" or "bug"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The local backward rule for one input of an op: the lecture's line and its tensor code."""
-
-    target: str  # the input node receiving the gradient
-    code: str  # as written in the notebook
-    fn: Fn  # (v, d) -> this op's contribution to d.target
-    note: str = ""  # why the rule looks like this (broadcasts, reductions, ...)
-    overwrite: bool = False  # `=` over the earlier contributions where `+=` belongs (only a bug's rule does this)
-    # the derivation, forward line → local derivative → chain rule: LaTeX lines that the page shows as MathML;
-    # \text{name} names a node (\text{dname} its gradient), so that the page can point at it in the graph
-    tex: tuple[str, ...] = ()
-    tex_notes: tuple[str, ...] = ()  # what each line does, in words (the fused rules: which atomic lines it folds)
-    # the worked example the page computes from the live tensors: "matmul", "sum" (a broadcast's sum), "max",
-    # "gather" (C[Xb]), "tanh", "log" (1/x at the target) or "forces" (dlogits); None: the derivation alone
-    example: str | None = None
-    # why this rule, right, is only approximately autograd's gradient (where it is): the cause in words
-    rounding: str = ""
-
-
-@dataclass(frozen=True)
-class Op:
-    """One forward line; `block` names the fused op that replaces it, `fuses` the block it replaces."""
-
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    formula: str
-    forward: Fn  # v -> tensor, or dict of outputs (+ tensors saved for the backward)
-    rules: tuple[Rule, ...]
-    about: str
-    symbol: str  # the op node's short label in the drawn graph
-    block: str | None = None
-    fuses: str | None = None
-    # how the op treats the batch: "each" = row r of its outputs depends only on row r of its batch-shaped
-    # inputs; "mean" = the mean over rows of such a term (the loss); "mixed" = rows interact (batch sums)
-    rows: str = "mixed"
-    # the op after training, if it differs: batchnorm with the calibrated statistics instead of the batch's
-    eval_forward: Fn | None = None
-    calibrated: tuple[str, ...] = ()  # the statistics eval_forward reads: computed over the training split
-    # the hand-tuned twin that computes the op when training (server/net/layers.py lists them); None: no twin
-    kernel: str | None = None
-    saves: tuple[str, ...] = ()  # the tensors its forward keeps for its backward, as the notebook names them
-    # a fused op's forward as the notebook writes it, naming what it saves (the formula is the one-line version)
-    notebook: str = ""
 
 
 NODE_LIST = [
@@ -191,12 +99,6 @@ NODE_LIST = [
     Node("logprobs", "intermediate", ("batch", "vocab"), "log-probability of every character"),
     Node("loss", "loss", (), "the mean negative log-likelihood of the targets"),
 ]
-NODES: dict[str, Node] = {node.name: node for node in NODE_LIST}
-# in the lecture's draw order: the seeded generator's parameters, then batchnorm's from the global RNG
-PARAMS: tuple[Node, ...] = tuple(
-    sorted((node for node in NODE_LIST if node.init is not None), key=lambda node: node.init.generator != "seeded")  # type: ignore[union-attr]
-)
-PARAM_NAMES: tuple[str, ...] = tuple(node.name for node in PARAMS)
 
 BCAST_1 = "broadcast over dim 1 in the forward pass → sum over dim 1 here (keepdim)"
 BCAST_0 = "broadcast over dim 0 in the forward pass → sum over dim 0 here"
@@ -916,7 +818,6 @@ hpreact = bngain * bnraw + bnbias""",
         kernel="cross_entropy",
     ),
 ]
-OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 
 # the order of the notebook's cmp(...) lines (Exercise 1's cell; Exercises 2 and 3 print logits and hprebn): the
 # check cell prints a step's complete gradients in the order the backward completes them, ties (the rules of one
@@ -943,70 +844,115 @@ MODE_LIST = [
         frozenset({"ce", "bn"}),
     ),
 ]
-MODES_BY_NAME: dict[str, Mode] = {mode.name: mode for mode in MODE_LIST}
-MODES: tuple[str, ...] = tuple(MODES_BY_NAME)  # the names, in the order the page offers them
 
 
-def mode_of(name: str) -> Mode:
-    """The declared mode of that name; any other name is Undeclared."""
-    if name not in MODES_BY_NAME:
-        raise Undeclared("mode", f"no mode {name!r}: the modes are {', '.join(MODES)}")
-    return MODES_BY_NAME[name]
+def _clipped_dlogprobs(v: Any, d: Any) -> torch.Tensor:
+    dlogprobs = torch.zeros_like(v.logprobs)  # (n, vocab)
+    picked = -v.logprobs[range(v.n), v.Yb]  # (n,) per-example loss
+    # two Python scalars make a tensor of the default dtype: cast, or float64 passes fail the index put
+    dlogprobs[range(v.n), v.Yb] = torch.where(picked > CLIP, 0.0, -1.0 / v.n).to(dlogprobs.dtype)
+    return dlogprobs
 
 
-def ops_for_mode(mode: str) -> list[Op]:
-    """The forward ops of a mode, in forward order: fused ops replace their block of atomic lines."""
-    return list(_ops_for_mode(mode))
+BUGS = (
+    Bug(
+        "no_broadcast_sum",
+        "forgot the sum over a broadcast dimension",
+        "probs",
+        "counts_sum_inv",
+        "dcounts_sum_inv = counts * dprobs   # .sum(1, keepdim=True) missing",
+        lambda v, d: v.counts * d.probs,
+        "counts_sum_inv (n, 1) was broadcast over the vocabulary's columns in the forward pass, so every column "
+        "contributes to its gradient: the contributions must be summed over dim 1.",
+        "The gradient has the shape of the other operand, (n, vocab_size) instead of (n, 1); broadcasting later "
+        "hides it, so compare shapes with the tensor's own shape (assert dx.shape == x.shape).",
+    ),
+    Bug(
+        "overwrite_second_contribution",
+        "forgot the second contribution to a reused node (= instead of +=)",
+        "counts_sum",
+        "counts",
+        "dcounts = torch.ones_like(counts) * dcounts_sum   # = where += belongs",
+        lambda v, d: torch.ones_like(v.counts) * d.counts_sum,
+        "counts feeds two ops (probs and counts_sum); its gradient is the sum of both paths. Assigning "
+        "the second path's contribution throws away the first one.",
+        "Only nodes used more than once are affected, and the value is plausible; a gradient check "
+        "(finite differences or autograd) on that node is what catches it.",
+        overwrite=True,
+    ),
+    Bug(
+        "bessel_n",
+        "n instead of n-1 in the batchnorm variance backward",
+        "bnvar",
+        "bndiff2",
+        "dbndiff2 = (1.0/n)*torch.ones_like(bndiff2) * dbnvar   # the forward used 1/(n-1)",
+        lambda v, d: (1.0 / v.n) * torch.ones_like(v.bndiff2) * d.bnvar,
+        "The forward pass uses the unbiased variance (Bessel's correction, 1/(n-1)); the backward must "
+        "differentiate that same formula, not the biased 1/n one.",
+        "The gradients are off by a factor (n-1)/n, close to 1 for any useful batch: small enough to train fine, so "
+        "only an exact check against autograd shows it.",
+    ),
+    Bug(
+        "clipped_loss",
+        "clipped loss: outliers get no gradient",
+        "loss",
+        "logprobs",
+        f"dlogprobs[range(n), Yb] = where(-logprobs[range(n), Yb] > {CLIP}, 0, -1.0/n)   # loss.clamp(max={CLIP})",
+        _clipped_dlogprobs,
+        "Clamping each example's loss at a maximum (to 'stabilise' training) makes the loss flat for "
+        "the examples above it: their gradient is exactly zero, and the net stops learning from the "
+        "examples it gets most wrong.",
+        "The loss value looks normal; the rows of the worst examples in dlogprobs are all zero. Clip "
+        "gradients (by norm), not the loss.",
+    ),
+    Bug(
+        "missing_gain",
+        "forgot the batchnorm gain (hidden by zero-initialised biases)",
+        "hpreact",
+        "bnraw",
+        "dbnraw = dhpreact   # bngain * missing",
+        lambda v, d: d.hpreact,
+        "hpreact = bngain * bnraw + bnbias, so dbnraw = bngain * dhpreact. With init=zero_bias "
+        "(bngain = 1, biases 0) the missing factor is 1 and the check passes: approximate (≈), off by float "
+        "rounding alone, not exact, so nothing shows the bug.",
+        "Tests with 'clean' initialisations (ones and zeros) pass; use small random gains and biases, "
+        "as the lecture does, to catch rules that multiply by them.",
+    ),
+)
 
+CELLS = {
+    "atomic": Cell("Exercise 1", "the whole backward pass, atomic line by atomic line, from dlogprobs to dC"),
+    "fused_ce": Cell("Exercise 2", "dlogits in one go: the cross-entropy backward", ("logits",)),
+    "fused_bn": Cell("Exercise 3", "dhprebn in one go from dhpreact: the batchnorm backward", ("hprebn",)),
+    "fused": Cell("Exercise 4", "the training loop's manual backprop, from dlogits to dC (and grads = [...])"),
+}
 
-def nodes_for_mode(mode: str) -> list[Node]:
-    """The nodes that exist in a mode, in declaration order."""
-    return list(_nodes_for_mode(mode))
+# what a check process grades before its first learner: a first step, a step with two gradients and feedback
+# (a slip), the loops of dC, and a whole cell
+WARMUP = (
+    Warmup("atomic", "logprobs", "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"),
+    Warmup("atomic", "counts_sum_inv", "dcounts_sum_inv = counts * dprobs\ndcounts = counts_sum_inv * dprobs * 2"),
+    Warmup(
+        "atomic",
+        "C",
+        "dC = torch.zeros_like(C)\nfor k in range(n):\n  for j in range(Xb.shape[1]):\n    dC[Xb[k,j]] += demb[k,j]",
+    ),
+    Warmup(
+        "atomic", "", "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n\ndprobs = 2 * dlogprobs"
+    ),
+)
 
-
-@functools.cache  # every request asks: derived once per mode from the declaration
-def _ops_for_mode(mode: str) -> tuple[Op, ...]:
-    fused = mode_of(mode).fuses
-    chosen = [
-        op for op in OPS if (op.block is None or op.block not in fused) and (op.fuses is None or op.fuses in fused)
-    ]
-    # a fused op stands where the first line of its block stood
-    order = {op.name: i for i, op in enumerate(OPS)}
-    first_of_block = {}
-    for op in OPS:
-        if op.block is not None:
-            first_of_block.setdefault(op.block, order[op.name])
-
-    def position(op: Op) -> int:
-        return first_of_block[op.fuses] if op.fuses else order[op.name]
-
-    return tuple(sorted(chosen, key=position))
-
-
-@functools.cache
-def _nodes_for_mode(mode: str) -> tuple[Node, ...]:
-    names = set()
-    for op in _ops_for_mode(mode):
-        names.update(op.inputs)
-        names.update(op.outputs)
-    return tuple(node for node in NODE_LIST if node.name in names)
-
-
-def eval_ops(until: str = "loss") -> list[Op]:
-    """The trained model's forward up to the op that makes `until`: Exercise 4's mode, batchnorm in eval form."""
-    return list(_eval_ops(until))
-
-
-@functools.cache
-def _eval_ops(until: str) -> tuple[Op, ...]:
-    ops = []
-    for op in _ops_for_mode(TRAINED_MODE):
-        ops.append(replace(op, forward=op.eval_forward) if op.eval_forward else op)
-        if until in op.outputs:
-            return tuple(ops)
-    raise KeyError(f"no op of mode {TRAINED_MODE} makes {until}")
-
-
-def backward_schedule(mode: str) -> list[Op]:
-    """The manual backward pass: one step per forward op, in reverse order."""
-    return list(reversed(ops_for_mode(mode)))
+NET = Net(
+    name="makemore4",
+    title="The lecture's MLP (batchnorm)",
+    about="makemore part 4: embedding, a linear layer, batchnorm, tanh, a linear layer and the cross-entropy",
+    nodes=tuple(NODE_LIST),
+    ops=tuple(OPS),
+    modes=tuple(MODE_LIST),
+    trained_mode=TRAINED_MODE,
+    cmp_order=CMP_ORDER,
+    bugs=BUGS,
+    cells=CELLS,
+    warmup=WARMUP,
+    eps_code=EPS_CODE,
+)
