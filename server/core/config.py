@@ -45,7 +45,11 @@ class ModelConfig:
         for name, choices in (("dtype", get_args(Dtype)), ("init", get_args(Init))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be {' or '.join(choices)}, got {getattr(self, name)!r}")
-        net_of(self.net)  # Undeclared (a ValueError) names the networks there are
+        for name, (low, high) in net_of(self.net).bounds.items():  # net_of: Undeclared (a ValueError) for no such net
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(
+                    f"{name} must be in [{low}, {high}] for the {self.net} network, got {getattr(self, name)}"
+                )
 
     @property
     def pack(self) -> Net:

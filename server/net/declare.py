@@ -156,6 +156,8 @@ class Net:
     cells: Mapping[str, Cell] = field(default_factory=dict)  # mode -> the notebook's cell ({} for a mode: all of it)
     warmup: tuple[Warmup, ...] = ()
     eps_code: str = "1e-5"  # the normalisation's epsilon as the notebook writes it
+    # tighter (low, high) bounds of config fields than every net's (core/config.py BOUNDS), where the net needs them
+    bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     data_about: str = "the lecture's names, a context of block_size characters"  # what the export's data section is
 
     @functools.cached_property

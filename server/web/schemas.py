@@ -35,6 +35,15 @@ def _bounded(name: str, about: str, defaults: Any = _DEFAULTS) -> Any:
     return Field(getattr(defaults, name), ge=low, le=high, description=about)
 
 
+def _net_bounds(fields: BaseModel) -> None:
+    """A net's own bounds on the sizes (LayerNorm needs two hidden units): a 422 naming them, as the others."""
+    net = NETS[fields.net]  # type: ignore[attr-defined]
+    for name, (low, high) in net.bounds.items():
+        value = getattr(fields, name)
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be in [{low}, {high}] for the {net.name} network, got {value}")
+
+
 class PassQuery(BaseModel):
     """The config and mode of one forward/backward pass, carried in the query string."""
 
@@ -53,6 +62,11 @@ class PassQuery(BaseModel):
         default_net().mode_names[0], description="the backward mode: one exercise of the lecture (GET /api/meta)"
     )
     net: NetName = Field(DEFAULT_NET, description="the network (GET /api/nets): the lecture's MLP by default")
+
+    @model_validator(mode="after")
+    def _within_the_nets_bounds(self) -> PassQuery:
+        _net_bounds(self)
+        return self
 
     def to_config(self) -> ModelConfig:
         return ModelConfig(**self.model_dump(exclude={"mode", "step", "code", "at"}))
@@ -306,6 +320,7 @@ class RunRequest(BaseModel):
     def _code_with_code(self) -> RunRequest:
         if (self.backward == "code") != (self.code is not None):
             raise ValueError("code goes with backward=code, and backward=code needs code: the backward block")
+        _net_bounds(self)
         return self
 
     def to_configs(self) -> list[TrainConfig]:
