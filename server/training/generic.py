@@ -12,10 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..net.declare import Net
 from ..net.forward import run_forward
+from .kernels import ManualBackward
 
 
 def _logits_name(net: Net) -> str:
@@ -60,13 +60,7 @@ class DeclaredBackward:
         torch._foreach_add_(self.params, grads, alpha=-lr)
         return logits, Yb
 
-    @staticmethod
-    def losses(records: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The mean cross-entropy of each step's (logits, Yb): (steps,)."""
-        logits = torch.stack([r[0] for r in records])  # (steps, n, vocab_size)
-        targets = torch.stack([r[1] for r in records])  # (steps, n)
-        per_example = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        return per_example.view(targets.shape).mean(1)
+    losses = staticmethod(ManualBackward.losses)  # the mean cross-entropy of each step's (logits, Yb)
 
 
 class DeclaredAutograd:

@@ -21,7 +21,7 @@ import torch
 
 # the lecture's declaration: its shared ops and nodes are reused by name (it moves to packs/makemore4.py)
 from ..declare import Bug, Cell, Init, Mode, Net, Node, Op, Rule, Warmup
-from .makemore4 import BCAST_0, BCAST_1, SUM_1
+from .makemore4 import BCAST_0, BCAST_1, SUM_1, bias_rule, gain_rule
 from .makemore4 import NET as LECTURE
 
 NODES, OPS_BY_NAME = LECTURE.nodes_by_name, LECTURE.ops_by_name  # the lecture's, where this net has the same
@@ -103,29 +103,12 @@ def _dhprebn_fused(v: Any, d: Any) -> torch.Tensor:
 
 
 # the gain's and the bias's rules of `hpreact = lngain * lnraw + lnbias`: the fused layernorm has the same two
-_DLNGAIN = Rule(
-    "lngain",
-    "dlngain = (lnraw * dhpreact).sum(0, keepdim=True)",
-    lambda v, d: (v.lnraw * d.hpreact).sum(0, keepdim=True),
+_DLNGAIN = gain_rule(
+    "hpreact", "lnraw", "lngain", "lnbias",
     BCAST_0 + " (keepdim): the gain is per hidden unit, shared by every example, as in batchnorm",
-    tex=(
-        r"\text{hpreact}_{ij} = \text{lngain}_j\;\text{lnraw}_{ij} + \text{lnbias}_j",
-        r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{lngain}_j} = \text{lnraw}_{ij} \quad \text{for every row } i",
-        r"\text{dlngain}_j = \sum_i \text{lnraw}_{ij}\;\text{dhpreact}_{ij}",
-    ),
-    example="sum",
-)
-_DLNBIAS = Rule(
-    "lnbias",
-    "dlnbias = dhpreact.sum(0, keepdim=True)",
-    lambda v, d: d.hpreact.sum(0, keepdim=True),
-    BCAST_0 + " (keepdim): the bias is per hidden unit, shared by every example",
-    tex=(
-        r"\text{hpreact}_{ij} = \text{lngain}_j\;\text{lnraw}_{ij} + \text{lnbias}_j",
-        r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{lnbias}_j} = 1 \quad \text{for every row } i",
-        r"\text{dlnbias}_j = \sum_i \text{dhpreact}_{ij}",
-    ),
-    example="sum",
+)  # fmt: skip
+_DLNBIAS = bias_rule(
+    "hpreact", "lnraw", "lngain", "lnbias", BCAST_0 + " (keepdim): the bias is per hidden unit, shared by every example"
 )
 
 OPS: list[Op] = [

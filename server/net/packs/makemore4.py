@@ -217,31 +217,41 @@ def _linear(out: str, x: str, w: str, b: str, about: str) -> Op:
     )
 
 
+def gain_rule(out: str, raw: str, gain: str, bias: str, note: str) -> Rule:
+    """The gain's rule of `out = gain * raw + bias`, a gain per column shared by every row (keepdim)."""
+    return Rule(
+        gain,
+        f"d{gain} = ({raw} * d{out}).sum(0, keepdim=True)",
+        lambda v, d: (getattr(v, raw) * getattr(d, out)).sum(0, keepdim=True),
+        note,
+        tex=(
+            rf"\text{{{out}}}_{{ij}} = \text{{{gain}}}_j\;\text{{{raw}}}_{{ij}} + \text{{{bias}}}_j",
+            rf"\frac{{\partial\,\text{{{out}}}_{{ij}}}}{{\partial\,\text{{{gain}}}_j}} = \text{{{raw}}}_{{ij}} \quad \text{{for every row }} i",
+            rf"\text{{d{gain}}}_j = \sum_i \text{{{raw}}}_{{ij}}\;\text{{d{out}}}_{{ij}}",
+        ),
+        example="sum",
+    )
+
+
+def bias_rule(out: str, raw: str, gain: str, bias: str, note: str) -> Rule:
+    """The bias's rule of `out = gain * raw + bias`: the column sums of the output's gradient (keepdim)."""
+    return Rule(
+        bias,
+        f"d{bias} = d{out}.sum(0, keepdim=True)",
+        lambda v, d: getattr(d, out).sum(0, keepdim=True),
+        note,
+        tex=(
+            rf"\text{{{out}}}_{{ij}} = \text{{{gain}}}_j\;\text{{{raw}}}_{{ij}} + \text{{{bias}}}_j",
+            rf"\frac{{\partial\,\text{{{out}}}_{{ij}}}}{{\partial\,\text{{{bias}}}_j}} = 1 \quad \text{{for every row }} i",
+            rf"\text{{d{bias}}}_j = \sum_i \text{{d{out}}}_{{ij}}",
+        ),
+        example="sum",
+    )
+
+
 # the gain's and the bias's rules of `hpreact = bngain * bnraw + bnbias`: the fused batchnorm has the same two
-_DBNGAIN = Rule(
-    "bngain",
-    "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)",
-    lambda v, d: (v.bnraw * d.hpreact).sum(0, keepdim=True),
-    BCAST_0 + " (keepdim)",
-    tex=(
-        r"\text{hpreact}_{ij} = \text{bngain}_j\;\text{bnraw}_{ij} + \text{bnbias}_j",
-        r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{bngain}_j} = \text{bnraw}_{ij} \quad \text{for every row } i",
-        r"\text{dbngain}_j = \sum_i \text{bnraw}_{ij}\;\text{dhpreact}_{ij}",
-    ),
-    example="sum",
-)
-_DBNBIAS = Rule(
-    "bnbias",
-    "dbnbias = dhpreact.sum(0, keepdim=True)",
-    lambda v, d: d.hpreact.sum(0, keepdim=True),
-    BCAST_0 + " (keepdim)",
-    tex=(
-        r"\text{hpreact}_{ij} = \text{bngain}_j\;\text{bnraw}_{ij} + \text{bnbias}_j",
-        r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{bnbias}_j} = 1 \quad \text{for every row } i",
-        r"\text{dbnbias}_j = \sum_i \text{dhpreact}_{ij}",
-    ),
-    example="sum",
-)
+_DBNGAIN = gain_rule("hpreact", "bnraw", "bngain", "bnbias", BCAST_0 + " (keepdim)")
+_DBNBIAS = bias_rule("hpreact", "bnraw", "bngain", "bnbias", BCAST_0 + " (keepdim)")
 
 
 OPS: list[Op] = [
