@@ -301,7 +301,7 @@ function geometry(div) {
   return {
     xa: { _offset: margin.l + w * xaxis.domain[0], _length: w * (xaxis.domain[1] - xaxis.domain[0]) },
     ya: { _offset: margin.t + h * (1 - yaxis.domain[1]), _length: h * (yaxis.domain[1] - yaxis.domain[0]) },
-    width,
+    width: div.getBoundingClientRect().width, // the figure's own width is not rounded: the row sums end there
   };
 }
 
