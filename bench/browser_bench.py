@@ -204,7 +204,7 @@ def clicks(page: Page, testid: str, times: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--throttled-runs", type=int, default=3)
+    parser.add_argument("--throttled-runs", type=int, default=5)
     parser.add_argument("--baseline", help="the git ref of the earlier page (default: see baseline_frontend)")
     args = parser.parse_args()
     earlier_dir = tempfile.TemporaryDirectory()
