@@ -230,7 +230,7 @@ export function renderMain(div, grid, range, { title, cross = null }) {
 // Before plotly.js has arrived the plot waits (drawWaiting draws it): null.
 export function ensureFrame(div, grid) {
   if (!window.Plotly) {
-    div.waiting = grid;
+    div.waitingGrid = grid;
     waiting.add(div);
     return null;
   }
@@ -256,7 +256,7 @@ export function drawWaiting() {
   for (const div of waiting) {
     waiting.delete(div);
     if (!div.isConnected) continue;
-    const frame = ensureFrame(div, div.drawing ? div.drawing.grid : div.waiting);
+    const frame = ensureFrame(div, div.drawing ? div.drawing.grid : div.waitingGrid);
     if (frame) drawn.push(frame.then(() => { if (div.drawing && !div.classList.contains("standby")) paintMain(div); }));
   }
   return Promise.all(drawn);
