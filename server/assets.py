@@ -6,6 +6,7 @@ repository's top-level frontend/ and data/ in at build time); a checkout serves 
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def _folder(packaged: str, in_repo: str) -> Path:
     return REPO / in_repo
 
 
-FRONTEND = _folder("frontend", "frontend")  # index.html, train.html, style.css, js/
+# index.html, train.html, style.css, js/; another folder's page where the environment names one (the browser
+# bench serves an earlier version's page beside this one)
+FRONTEND = Path(os.environ.get("BACKPROP_EXPLORER_FRONTEND") or _folder("frontend", "frontend"))
 DEFAULT_DATA = _folder("embedded", "data") / "names.txt"  # the embedded names list
 
 

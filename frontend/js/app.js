@@ -6,7 +6,8 @@ import * as panelView from "./panel.js";
 import * as whyView from "./why.js";
 import { apiParams, defaults, fromURL, parseURL, toURL } from "./state.js";
 import { bannerHtml, bugNoteHtml, bugOffText, dataLineHtml, followed, runNoteHtml } from "./banner.js";
-import { esc, plotlyReady } from "./dom.js";
+import { esc, loadPlotly } from "./dom.js";
+import { drawWaiting } from "./heatmaps.js";
 
 const $ = (id) => document.getElementById(id);
 let meta = null; // the modes and the config's defaults, bounds and choices (/api/meta): the controls are built from it
@@ -104,7 +105,6 @@ async function load({ push = false, revert = null, fallback = false } = {}) {
     challenge.bindGraph(graph, state.mode);
     shownGraph = challenge.maskGraph(graph);
     const detail = challenge.maskTensor(fetched.detail, view.step);
-    await plotlyReady;
     performance.mark("fetched");
     showError("");
     $("config-error").hidden = true;
@@ -154,9 +154,22 @@ async function load({ push = false, revert = null, fallback = false } = {}) {
   performance.measure(`${what}:panel`, "graph-drawn", "render-end");
   renders += 1;
   document.body.dataset.renders = String(renders);
-  document.body.dataset.ready = "1";
+  document.body.dataset.steppable = "1";
+  plotted ||= plotlyAfterPaint();
+  plotted.then(() => { document.body.dataset.ready = "1"; });
   prefetchSteps(view);
   refreshWhy();
+}
+
+// plotly.js once the first graph is painted: a learner reads and steps while it loads; the heatmap frames that
+// waited for it are drawn when it arrives. Resolves once they are (then the page is `ready`: every plot drawn).
+let plotted = null;
+function plotlyAfterPaint() {
+  const painted = new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+  return painted.then(loadPlotly).then(drawWaiting).then(
+    () => performance.mark("plots-drawn"),
+    (e) => showError(e.message),
+  );
 }
 
 // The why drawer follows the inspector's node and the step; closed, it asks for nothing.
@@ -244,7 +257,7 @@ function expand(on, detail) {
   document.body.classList.toggle("expanded", on);
   renderPanel(detail, lastView).then(() => {
     const plot = $("panel").querySelector('[data-testid="heatmap-main"]');
-    if (plot && plot.data) Plotly.Plots.resize(plot);
+    if (plot && plot.data && window.Plotly) Plotly.Plots.resize(plot);
     $("panel").querySelector('[data-testid="expand"]')?.focus();
   });
 }

@@ -1,13 +1,13 @@
 // Pure renderer of the computation graph at the positions the server's layered layout gives (/api/graph's
-// layout): Plotly.react draws the arrowed edges; the tensor boxes and op ellipses are <button>s laid over
-// them, which also take clicks, keyboard focus and tooltips. render(el, {graph, state, selected, onOpen}).
+// layout): the arrowed edges are the page's own SVG (drawn before any plotting library has loaded); the tensor
+// boxes and op ellipses are <button>s laid over them, which also take clicks, keyboard focus and tooltips.
+// render(el, {graph, state, selected, onOpen}).
 import { CURRENT, EDGE, MUTED, STATUS, TEXT } from "./config.js";
 import { esc } from "./text.js";
 
 const MIN_SCALE = 0.72;
 const MAX_SCALE = 1.3;
 const TAP_MIN = 24; // px: the least height of a node's button where it is tapped (WCAG 2.5.8)
-const SAMPLE = 12; // px between the invisible hover points laid along a box (Plotly hovers points, not boxes)
 
 export function nodeStatus(nodeState) {
   if (!nodeState) return "pending";
@@ -64,13 +64,15 @@ export function edgeState(edge, graph, step, steps) {
   return at < step ? "traversed" : at === step ? "current" : "pending";
 }
 
-// an arrowhead at `tip`, pointing along (dx, dy) in screen space (y down): Plotly's marker angle is
-// clockwise from up, and the marker is centred, so it sits half its size back from the tip
-function arrowAt(tip, dx, dy, size, scale) {
+// an arrowhead (a triangle `size` px long) with its tip at `tip`, pointing along (dx, dy), in screen pixels
+export function arrowAt(tip, dx, dy, size) {
   const len = Math.hypot(dx, dy) || 1;
-  const back = size / 2 / scale;
-  return { x: tip[0] - (dx / len) * back, y: tip[1] - (dy / len) * back, angle: (Math.atan2(dx, -dy) * 180) / Math.PI };
+  const ux = dx / len, uy = dy / len;
+  const bx = tip[0] - ux * size * 0.75, by = tip[1] - uy * size * 0.75, half = size * 0.58;
+  return [tip, [bx - uy * half, by + ux * half], [bx + uy * half, by - ux * half]];
 }
+
+const px = (v) => Math.round(v * 10) / 10; // a tenth of a pixel: short SVG text, no visible loss
 
 export function scaleFor(width, layout) {
   return Math.max(MIN_SCALE, Math.min(MAX_SCALE, (width - 12) / layout.width));
@@ -84,50 +86,42 @@ export function render(el, { graph, state, selected, onOpen }) {
   if (!canvas) {
     canvas = document.createElement("div");
     canvas.className = "graph-canvas";
-    canvas.innerHTML = '<div class="graph-plot" data-testid="graph-plot"></div><div class="graph-hits" role="group"></div>';
+    canvas.innerHTML = '<svg class="graph-plot" data-testid="graph-plot" aria-hidden="true"></svg><div class="graph-hits" role="group"></div>';
     el.append(canvas);
   }
   canvas.style.width = `${W}px`;
   canvas.style.height = `${H}px`;
-  const plot = canvas.querySelector(".graph-plot");
+  const svg = canvas.querySelector(".graph-plot");
+  svg.setAttribute("width", W);
+  svg.setAttribute("height", H);
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const steps = stepOf(graph);
   const step = state.step;
-  const current = state.op;
 
-  // edges: three styles; forward arrows at the consumer until the gradient flows back, then at the source
-  const traces = [];
+  // edges: three styles, drawn pending first and the current step's on top; forward arrows at the consumer
+  // until the gradient flows back, then at the source
+  const parts = [];
   for (const kind of ["pending", "traversed", "current"]) {
     const style = EDGE[kind];
-    const x = [], y = [], ax = [], ay = [], angle = [];
+    const lines = [], heads = [];
     for (const edge of layout.edges) {
       if (edgeState(edge, graph, step, steps) !== kind) continue;
-      const pts = edge.points;
-      for (const [px, py] of pts) { x.push(px); y.push(py); }
-      x.push(null); y.push(null);
-      const backward = kind !== "pending";
-      const [a, b] = backward ? [pts[1], pts[0]] : [pts[pts.length - 2], pts[pts.length - 1]];
-      const head = arrowAt(b, b[0] - a[0], b[1] - a[1], style.arrow, scale);
-      ax.push(head.x); ay.push(head.y); angle.push(head.angle);
+      const pts = edge.points.map(([x, y]) => [x * scale, y * scale]);
+      lines.push(`<path data-op="${esc(edge.op)}" data-tensor="${esc(edge.tensor)}" data-edge="${esc(edge.kind)}" d="M${pts.map(([x, y]) => `${px(x)} ${px(y)}`).join("L")}"/>`);
+      const [a, b] = kind !== "pending" ? [pts[1], pts[0]] : [pts[pts.length - 2], pts[pts.length - 1]];
+      const head = arrowAt(b, b[0] - a[0], b[1] - a[1], style.arrow);
+      heads.push(`<path d="M${head.map(([x, y]) => `${px(x)} ${px(y)}`).join("L")}Z"/>`);
     }
-    traces.push({ type: "scatter", mode: "lines", name: `edges-${kind}`, x, y, hoverinfo: "skip",
-      line: { color: style.color, width: style.width * Math.min(1, scale + 0.2) } });
-    traces.push({ type: "scatter", mode: "markers", name: `arrows-${kind}`, x: ax, y: ay, hoverinfo: "skip",
-      marker: { symbol: "triangle-up", size: style.arrow, angle, color: style.color, line: { width: 0 } } });
+    const width = px(style.width * Math.min(1, scale + 0.2));
+    parts.push(`<g class="edges" data-kind="${kind}" fill="none" stroke="${style.color}" stroke-width="${width}" stroke-linejoin="round">${lines.join("")}</g>`,
+      `<g class="arrows" data-kind="${kind}" fill="${style.color}">${heads.join("")}</g>`);
   }
+  svg.innerHTML = parts.join("");
 
   // the nodes themselves are the buttons laid over the edges (see hits): HTML draws boxes and text
-  // faster than Plotly redraws ~50 filled shapes and labels at every step
+  // faster than an SVG of ~50 filled shapes and labels is rebuilt at every step
   const statuses = new Map(graph.nodes.map((n) => [n.name, nodeStatus(state.nodes[n.name])]));
-
-  const spec = {
-    width: W, height: H, margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, hovermode: false, dragmode: false,
-    xaxis: { visible: false, range: [0, layout.width], fixedrange: true },
-    yaxis: { visible: false, range: [layout.height, 0], fixedrange: true },
-    plot_bgcolor: "rgba(0,0,0,0)", paper_bgcolor: "rgba(0,0,0,0)",
-  };
-  const drawn = Plotly.react(plot, traces, spec, { displayModeBar: false, staticPlot: true });
   hits(canvas.querySelector(".graph-hits"), { graph, state, selected, scale, onOpen, statuses, steps });
-  return drawn;
 }
 
 // The buttons over the nodes: one tab stop for the whole graph (roving tabindex), arrows move between

@@ -1,6 +1,7 @@
 // Pure renderers of tensors: the inspector's main heatmap (a Plotly frame of axes and titles; cells,
 // crosshair, colour bar and row and column sums painted on canvases laid on it) and small multiples drawn
-// straight onto canvases (a step redraws four of them).
+// straight onto canvases (a step redraws four of them). The canvases need no Plotly: until plotly.js has
+// arrived they are painted where its frame will put them, and the frame's axes are drawn around them later.
 import { AXIS_TITLE, GRAD_SCALE, VALUE_SCALE } from "./config.js";
 
 // Any tensor as a 2-D grid (rows, cols) with tick labels and axis titles; emb (3-D) shows one context position.
@@ -226,7 +227,13 @@ export function renderMain(div, grid, range, { title, cross = null }) {
 
 // Draw the frame for a grid unless it is drawn already: a promise while Plotly draws, null when nothing
 // changed. A plot on standby (a kept one, or one prepared before it is needed) is laid out but not seen.
+// Before plotly.js has arrived the plot waits (drawWaiting draws it): null.
 export function ensureFrame(div, grid) {
+  if (!window.Plotly) {
+    div.waitingGrid = grid;
+    waiting.add(div);
+    return null;
+  }
   const frame = frameOf(grid, div.parentElement.clientWidth || 600);
   const key = JSON.stringify(frame);
   if (div.dataset.frame === key) return null;
@@ -239,6 +246,20 @@ export function ensureFrame(div, grid) {
     div.on("plotly_afterplot", () => { if (!div.classList.contains("standby") && div.drawing) paintMain(div); });
   }
   return drawn;
+}
+
+const waiting = new Set(); // the plots whose frame waits for plotly.js
+
+// Once plotly.js has arrived: draw the frames that waited for it (each plot's latest grid). Resolves once drawn.
+export function drawWaiting() {
+  const drawn = [];
+  for (const div of waiting) {
+    waiting.delete(div);
+    if (!div.isConnected) continue;
+    const frame = ensureFrame(div, div.drawing ? div.drawing.grid : div.waitingGrid);
+    if (frame) drawn.push(frame.then(() => { if (div.drawing && !div.classList.contains("standby")) paintMain(div); }));
+  }
+  return Promise.all(drawn);
 }
 
 const SUMS_X = 0.84; // the heatmap's share of the width: its row sums take the rest
@@ -267,12 +288,29 @@ function overlay(wrap, key, testid, left, top, w, h) {
   return canvas;
 }
 
+// Where the frame puts the cells, as Plotly lays it out: its axes' offset and length, and the figure's width.
+// Before plotly.js has arrived, the same sums from the frame's margins and domains (the canvases stay put
+// when the axes are drawn around them).
+function geometry(div) {
+  const full = div._fullLayout;
+  if (full && full.xaxis._length) return { xa: full.xaxis, ya: full.yaxis, width: full.width };
+  const width = div.clientWidth, height = div.clientHeight;
+  if (!width || !height || !div.drawing) return null;
+  const { margin, xaxis, yaxis } = frameOf(div.drawing.grid, div.parentElement.clientWidth || 600);
+  const w = width - margin.l - margin.r, h = height - margin.t - margin.b;
+  return {
+    xa: { _offset: margin.l + w * xaxis.domain[0], _length: w * (xaxis.domain[1] - xaxis.domain[0]) },
+    ya: { _offset: margin.t + h * (1 - yaxis.domain[1]), _length: h * (yaxis.domain[1] - yaxis.domain[0]) },
+    width: div.getBoundingClientRect().width, // the figure's own width is not rounded: the row sums end there
+  };
+}
+
 // Paint what the frame holds: cells and crosshair, colour bar, marginal sums.
 function paintMain(div) {
   const { grid, range, cross } = div.drawing;
-  const wrap = div.parentElement, full = div._fullLayout;
-  if (!full || !full.xaxis._length) return;
-  const xa = full.xaxis, ya = full.yaxis;
+  const wrap = div.parentElement, at = geometry(div);
+  if (!at || !at.xa._length) return;
+  const { xa, ya } = at;
   const w = xa._length, h = ya._length;
   const cells = overlay(wrap, "cells", "main-cells", xa._offset, ya._offset, w, h);
   cells.hidden = false;
@@ -285,7 +323,7 @@ function paintMain(div) {
   cells.dataset.zmax = String(range.hi);
   cells.setAttribute("aria-label", `heatmap of ${grid.z.length} × ${grid.z[0].length} cells, colours from ${tickText(range.lo)} to ${tickText(range.hi)}`);
   paintColorBar(wrap, range, xa._offset + w * 0.1, ya._offset + h + 62, w * 0.8);
-  paintSums(wrap, grid, xa, ya, full.width);
+  paintSums(wrap, grid, xa, ya, at.width);
 }
 
 // the colour bar under the x-axis title: the scale, and round numbers under it

@@ -223,7 +223,7 @@ function plotFor(el, grid, show = true) {
     const plots = wrap.querySelectorAll(".main-plot:not([data-reserved])");
     if (plots.length > PLOTS_KEPT) {
       const oldest = plots[plots.length - 1];
-      if (oldest.data) Plotly.purge(oldest);
+      if (oldest.data && window.Plotly) Plotly.purge(oldest);
       oldest.remove();
     }
   } else if (show) {

@@ -2,7 +2,7 @@
 // State in the URL: ?run=ID (its group's partner runs are opened with it, their curves overlaid).
 import * as api from "./api.js";
 import * as curves from "./curves.js";
-import { esc, plotlyReady } from "./dom.js";
+import { esc, loadPlotly } from "./dom.js";
 import { emptyHistory, mergeEvent } from "./history.js";
 import { TRAIN_CODE_KEY, forgetRunToken, keepRunTokens, runToken, savedCell } from "./store.js";
 
@@ -214,7 +214,7 @@ function renderCheckpoints() {
 }
 
 async function render() {
-  await plotlyReady;
+  await loadPlotly();
   renderHead();
   renderResult();
   renderCheckpoints();

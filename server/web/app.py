@@ -47,6 +47,7 @@ from .guards import (
 from .http_cache import EncodedETag, Precompressed, not_modified
 from .routes import router
 from .runs_routes import router as runs_router
+from .static import PAGES, Fingerprints
 
 SCHEDULE_EVERY_S = 0.5  # how often this process looks for queued runs to start
 CHECKS_PER_CLIENT = 2  # code checks a client may have waiting or running (more: 429)
@@ -209,6 +210,29 @@ def create_app(
         if encoding:
             headers = {**headers, "Content-Encoding": encoding}
         return Response(body, media_type="text/javascript", headers=headers)
+
+    # the pages name their scripts and styles by fingerprint (/static/…): kept by the browser for good, so a
+    # repeat visit fetches none of them; the pages themselves are revalidated on every visit
+    fingerprints = Fingerprints(FRONTEND, {"/vendor/plotly.min.js": bundle})
+
+    @app.get("/static/{path:path}", include_in_schema=False)
+    def static_file(path: str, request: Request) -> Response:
+        found = fingerprints.asset(f"/static/{path}", request)
+        if found is None:
+            raise StarletteHTTPException(
+                404, f"no static file /static/{path}: not a fingerprint of this server's files (reload the page)"
+            )
+        return found
+
+    def serve_page(name: str) -> Any:
+        def page(request: Request) -> Response:
+            return fingerprints.page(name, request)
+
+        return page
+
+    for name in PAGES:
+        for url in ("/", "/index.html") if name == "index.html" else (f"/{name}",):
+            app.get(url, include_in_schema=False)(serve_page(name))
 
     # the page is the product: no page, no server (StaticFiles checks the folder exists)
     app.mount("/", FrontendFiles(app, directory=FRONTEND, html=True), name="frontend")
