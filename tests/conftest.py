@@ -65,22 +65,32 @@ def open_runs(runs_url):
 
 # The longest tests (each 20-70 s in a serial run), started first in this order: run in parallel (make test), one
 # that started last would finish last, and the whole run would wait for it alone. The rest keep their files' order.
+# The first one here also starts its file's group (below), the longest unit of all: a whole process's work
 LONGEST_FIRST = (
-    "test_lecture_exercise_4_result",
-    "test_three_workers_drain_twelve_queued_runs_one_at_a_time_each",
-    "test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line",
     "test_worked_examples_show_the_served_numbers",
+    "test_lecture_exercise_4_result",
+    "test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line",
+    "test_three_workers_drain_six_queued_runs_one_at_a_time_each",
     "test_restart_keeps_finished_runs_and_interrupts_the_running_one",
-    "test_training_with_your_own_backward",
     "test_runs_with_the_learners_own_backward",
+    "test_training_with_your_own_backward",
 )
+# Files whose tests share a costly module fixture (a real server with its sandbox processes, a browser, nginx):
+# each is one unit for pytest-xdist (make test: --dist loadgroup), run by one process from start to end; split
+# among processes, or interleaved with other files in one, their fixture would be started again each time. Every
+# other test is a unit of its own, handed to whichever process is free, units in this order (--no-loadscope-reorder)
+ONE_PROCESS_FILES = ("test_browser.py", "test_browser_cells.py", "test_deploy.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first."""
+    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first;
+    each of ONE_PROCESS_FILES is one xdist group."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         if "postgres_server" in item.fixturenames or (callspec and "postgresql" in callspec.params.values()):
             item.add_marker(pytest.mark.postgres)
+        if item.path.name in ONE_PROCESS_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order
