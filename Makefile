@@ -44,9 +44,9 @@ bench-deps:
 
 # the suite in JOBS processes (pytest-xdist): most tests wait on a server, a browser or a database part of the
 # time, so three keep two cores busy; tests/conftest.py starts the longest first and keeps each browser or nginx
-# file in one process (its groups; --no-loadscope-reorder: units in that order). JOBS=0: one process, in order
+# file in one process. JOBS=0: one process, in order
 JOBS ?= 3
-PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadgroup --no-loadscope-reorder)
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS))
 
 # everything CI runs: the browser, PostgreSQL, nginx and the lecture's full training run included
 test: setup browser-deps postgres-deps

@@ -65,7 +65,7 @@ def open_runs(runs_url):
 
 # The longest tests (each 20-70 s in a serial run), started first in this order: run in parallel (make test), one
 # that started last would finish last, and the whole run would wait for it alone. The rest keep their files' order.
-# The first one here also starts its file's group (below), the longest unit of all: a whole process's work
+# The first one here also starts its file (below), the longest unit of all: a whole process's work
 LONGEST_FIRST = (
     "test_worked_examples_show_the_served_numbers",
     "test_lecture_exercise_4_result",
@@ -76,21 +76,33 @@ LONGEST_FIRST = (
     "test_training_with_your_own_backward",
 )
 # Files whose tests share a costly module fixture (a real server with its sandbox processes, a browser, nginx):
-# each is one unit for pytest-xdist (make test: --dist loadgroup), run by one process from start to end; split
-# among processes, or interleaved with other files in one, their fixture would be started again each time. Every
-# other test is a unit of its own, handed to whichever process is free, units in this order (--no-loadscope-reorder)
+# under pytest-xdist (make test) each is one unit, run by one process from start to end; split among processes, or
+# interleaved with other files in one, their fixture would be started again each time. Every other test is a unit
+# of its own, handed to whichever process is free, the units in collection order (the longest first)
 ONE_PROCESS_FILES = ("test_browser.py", "test_browser_cells.py", "test_deploy.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
+# not xdist_group marks and --dist loadgroup: pytest-xdist sets the grouped node id where pytest 9 no longer reads it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """-n N's scheduling (--dist load): whole ONE_PROCESS_FILES, every other test alone, in collection order."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneProcessFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if Path(path).name in ONE_PROCESS_FILES else nodeid
+
+    config.option.loadscopereorder = False  # the units in collection order, not the largest first
+    return OneProcessFiles(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first;
-    each of ONE_PROCESS_FILES is one xdist group."""
+    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         if "postgres_server" in item.fixturenames or (callspec and "postgresql" in callspec.params.values()):
             item.add_marker(pytest.mark.postgres)
-        if item.path.name in ONE_PROCESS_FILES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order
