@@ -65,37 +65,15 @@ def open_runs(runs_url):
 
 # The longest tests (each 20-70 s in a serial run), started first in this order: run in parallel (make test), one
 # that started last would finish last, and the whole run would wait for it alone. The rest keep their files' order.
-# The first one here also starts its file (below), the longest unit of all: a whole process's work
 LONGEST_FIRST = (
-    "test_worked_examples_show_the_served_numbers",
     "test_lecture_exercise_4_result",
-    "test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line",
     "test_three_workers_drain_six_queued_runs_one_at_a_time_each",
+    "test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line",
+    "test_worked_examples_show_the_served_numbers",
     "test_restart_keeps_finished_runs_and_interrupts_the_running_one",
-    "test_runs_with_the_learners_own_backward",
     "test_training_with_your_own_backward",
+    "test_runs_with_the_learners_own_backward",
 )
-# Files whose tests share a costly module fixture (a real server with its sandbox processes, a browser, nginx):
-# under pytest-xdist (make test) each is one unit, run by one process from start to end; split among processes, or
-# interleaved with other files in one, their fixture would be started again each time. Every other test is a unit
-# of its own, handed to whichever process is free, the units in collection order (the longest first)
-ONE_PROCESS_FILES = ("test_browser.py", "test_browser_cells.py", "test_deploy.py")
-
-
-# not xdist_group marks and --dist loadgroup: pytest-xdist sets the grouped node id where pytest 9 no longer reads it
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """-n N's scheduling (--dist load): whole ONE_PROCESS_FILES, every other test alone, in collection order."""
-    if config.getvalue("dist") != "load":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class OneProcessFiles(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return path if Path(path).name in ONE_PROCESS_FILES else nodeid
-
-    config.option.loadscopereorder = False  # the units in collection order, not the largest first
-    return OneProcessFiles(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
