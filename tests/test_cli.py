@@ -89,20 +89,17 @@ def test_serves_a_custom_file(tmp_path):
 
 
 @pytest.mark.slow  # the real server, started and stopped
-def test_workers_each_take_a_share_of_the_connections():
-    # one SO_REUSEPORT socket per worker: fresh connections land on both processes
+def test_workers_share_the_port_and_a_second_server_on_it_is_an_error_not_a_restart_loop():
+    # one server for both: each is a property of its own, and each start costs an interpreter and torch's import
     with live_server("--workers", "2", "--check-workers", "0") as url:  # no sandbox processes: not what is tested
+        # one SO_REUSEPORT socket per worker: fresh connections land on both processes
         pids = set()
         deadline = time.monotonic() + 60  # the second worker may still be starting when the first answers
         while len(pids) < 2 and time.monotonic() < deadline:
             with urllib.request.urlopen(f"{url}/api/health", timeout=10) as r:  # a new connection each time
                 pids.add(json.load(r)["worker"])
         assert len(pids) == 2
-
-
-@pytest.mark.slow  # the real server, started and stopped
-def test_a_taken_port_is_an_error_not_a_restart_loop():
-    with live_server("--check-workers", "0") as url:
+        # a taken port: an error, not a restart loop
         port = url.rsplit(":", 1)[1]
         proc = subprocess.run(
             [sys.executable, "-m", "server", "--port", port, "--workers", "2", "--check-workers", "0"],
@@ -150,7 +147,7 @@ def test_the_readme_curl_examples_work_in_order(tmp_path):
     commands = [shlex.split(line, comments=True) for b in blocks for line in b.replace("\\\n", " ").splitlines()]
     commands = [c for c in commands if c and c[0] == "curl"]
     assert len(commands) >= 15
-    with live_server() as url:
+    with live_server("--check-workers", "1") as url:  # the checks come one at a time: one sandbox process answers
         port = url.rsplit(":", 1)[1]
         for argv in commands:
             argv = [a.replace("localhost:8000", f"localhost:{port}") for a in argv]
@@ -300,22 +297,8 @@ def _alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}/cmdline").exists()]
 
 
-@pytest.mark.slow  # the real server, started and stopped
-@pytest.mark.parametrize(
-    ("sig", "moment", "workers"),
-    [
-        (signal.SIGINT, spawned, "1"),
-        (signal.SIGINT, a_check_process_started, "1"),
-        (signal.SIGTERM, a_check_process_started, "1"),
-        (signal.SIGINT, ready, "1"),
-        (signal.SIGINT, a_check_process_started, "2"),  # the web processes' hand-over, then their sandboxes'
-        (signal.SIGTERM, ready, "2"),
-    ],
-    ids=lambda v: getattr(v, "__name__", str(v)),
-)
-def test_ctrl_c_or_sigterm_at_any_moment_of_start_up_ends_the_server(tmp_path, sig, moment, workers):
-    server = Started(tmp_path, "--workers", workers, "--check-workers", "1")
-    server.until(moment.__name__, lambda: moment(server))
+def ends_cleanly(server: Started, sig: int) -> None:
+    """`sig` to the server's process group ends it, without a traceback through its code and without leftovers."""
     children = server.descendants()
     server.interrupt(sig)
     # a signal that lands while an interpreter is starting (the server's, or a spawned child's importing
@@ -329,6 +312,23 @@ def test_ctrl_c_or_sigterm_at_any_moment_of_start_up_ends_the_server(tmp_path, s
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in _alive(children) if "server" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+@pytest.mark.slow  # the real server, started and stopped
+@pytest.mark.parametrize(
+    ("sig", "moment", "workers"),
+    [
+        (signal.SIGINT, spawned, "1"),
+        (signal.SIGINT, a_check_process_started, "1"),
+        (signal.SIGTERM, a_check_process_started, "1"),
+        (signal.SIGINT, a_check_process_started, "2"),  # the web processes' hand-over, then their sandboxes'
+    ],  # once ready: test_port_0_says_which_port_it_took_once_ready, whose server ends so
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_ctrl_c_or_sigterm_at_any_moment_of_start_up_ends_the_server(tmp_path, sig, moment, workers):
+    server = Started(tmp_path, "--workers", workers, "--check-workers", "1")
+    server.until(moment.__name__, lambda: moment(server))
+    ends_cleanly(server, sig)
 
 
 @pytest.mark.parametrize(
@@ -347,9 +347,12 @@ def test_an_option_out_of_range_is_a_usage_error(args, message, refused_at_start
 
 
 @pytest.mark.slow  # the real server, started and stopped
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_port_0_says_which_port_it_took_once_ready(tmp_path, workers):
-    server = Started(tmp_path, "--workers", workers, "--check-workers", "0")
+@pytest.mark.parametrize(("workers", "sig"), [("1", signal.SIGINT), ("2", signal.SIGTERM)])
+def test_port_0_says_which_port_it_took_once_ready(tmp_path, workers, sig):
+    # ended by Ctrl-C or SIGTERM once ready, as test_ctrl_c_or_sigterm_at_any_moment_of_start_up_ends_the_server
+    # ends its servers at the other moments of start-up (one server for both: each start costs an interpreter and
+    # torch's import); with a sandbox process each, which must end with it
+    server = Started(tmp_path, "--workers", workers, "--check-workers", "1")
     try:
         url = server.ready_url()
         line = READY.search(server.output())
@@ -364,8 +367,10 @@ def test_port_0_says_which_port_it_took_once_ready(tmp_path, workers):
             if len(pids) == int(workers):
                 break
         assert len(pids) == int(workers)
-    finally:
-        server.interrupt(signal.SIGINT)
+    except BaseException:
+        server.kill()
+        raise
+    ends_cleanly(server, sig)
 
 
 @pytest.mark.parametrize(

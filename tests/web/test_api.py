@@ -80,8 +80,13 @@ def test_meta_bounds_and_choices_are_the_ones_enforced(client):
     assert client.get("/api/graph", params={"batch_size": config["batch_size"]["minimum"]}).status_code == 200
     assert config["dtype"]["choices"] == ["float32", "float64"]
     assert config["init"]["choices"] == ["lecture", "zero_bias"]
-    bugs = [b["name"] for b in client.get("/api/bugs").json()["bugs"]]
+    # every network's bugs (which of them a network has is a 422 of its own, below)
+    nets = [net["name"] for net in client.get("/api/nets").json()["nets"]]
+    assert config["net"]["choices"] == nets and nets[0] == "makemore4"
+    bugs = [b["name"] for net in nets for b in client.get("/api/bugs", params={"net": net}).json()["bugs"]]
     assert config["bug"]["choices"] == ["", *bugs]
+    other = client.get("/api/state", params={"net": "layernorm", "mode": "atomic", "bug": "bessel_n"})
+    assert other.status_code == 422 and "no bug 'bessel_n' in layernorm" in other.text
     for name in ("dtype", "init", "bug"):
         assert client.get("/api/graph", params={name: "float16"}).status_code == 422, name
 

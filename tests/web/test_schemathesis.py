@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 
 from server.core.data import DEFAULT_DATA, load_dataset
+from server.net.packs import DEFAULT_NET, NETS
 from server.runs.store import Limits, RunStore
 from server.settings import Settings
 from server.web.app import create_app
 from server.web.guards import MAX_BODY_BYTES
-from tests.lecture import BUGS, MODES, bug_modes, ops_for_mode
 
 torch.set_num_threads(1)
 RUNS = tempfile.TemporaryDirectory()
@@ -43,14 +43,25 @@ def test_api_conforms(case):
             if isinstance(case.query.get(field), int) and case.query[field] > cap:
                 case.query[field] = cap
     excluded = []
-    if case.query and isinstance(case.query.get("step"), int | float):  # 15.0 is an integer step too
-        # the schema bounds step by the longest schedule; past a shorter mode's end a 422 is right
-        mode = case.query.get("mode", "atomic")
-        if mode in MODES and case.query["step"] > len(ops_for_mode(mode)):
-            excluded.append(positive_data_acceptance)
-    bug = (case.query or {}).get("bug")
-    if isinstance(bug, str) and bug in BUGS and (case.query or {}).get("mode", "atomic") not in bug_modes(BUGS[bug]):
-        excluded.append(positive_data_acceptance)  # a bug whose op the mode fuses away: 422 by design
+    # the schema offers every network's modes and bugs: which of them a network has is the engine's 422 to say
+    query = {**(case.query or {}), **(case.body if isinstance(case.body, dict) else {})}
+    net = NETS.get(query.get("net", DEFAULT_NET)) if isinstance(query.get("net", DEFAULT_NET), str) else None
+    mode = query.get("mode", "atomic")
+    if net is not None and isinstance(mode, str):
+        if mode not in net.mode_names:
+            excluded.append(positive_data_acceptance)  # a mode of another network: 422 by design
+        elif isinstance(query.get("step"), int | float) and query["step"] > len(net.ops_for_mode(mode)):
+            excluded.append(positive_data_acceptance)  # past a shorter mode's end (15.0 is an integer step too)
+        bug = query.get("bug")
+        if (
+            isinstance(bug, str)
+            and bug
+            and (bug not in net.bugs_by_name or mode not in net.bug_modes(net.bugs_by_name[bug]))
+        ):
+            excluded.append(positive_data_acceptance)  # another network's bug, or one whose op the mode fuses away
+        for field, (low, high) in net.bounds.items():
+            if isinstance(query.get(field), int) and not low <= query[field] <= high:
+                excluded.append(positive_data_acceptance)  # a network's own bounds (LayerNorm: n_hidden >= 2)
     if case.path == "/api/export":
         # the code is checked against the challenge's vocabulary past the schema (and code or steps, one of the two):
         # a schema-valid body is mostly a 422 with the reason

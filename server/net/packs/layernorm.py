@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-# the lecture's declaration: its shared ops and nodes are reused by name (it moves to packs/makemore4.py)
+# the lecture's pack: its shared ops and nodes (embedding, linear layers, tanh, cross-entropy) are reused by name
 from ..declare import Bug, Cell, Init, Mode, Net, Node, Op, Rule, Warmup
 from .makemore4 import BCAST_0, BCAST_1, SUM_1, bias_rule, gain_rule
 from .makemore4 import NET as LECTURE
