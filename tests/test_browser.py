@@ -826,7 +826,7 @@ def test_the_training_page_at_a_phones_width(page, base_url):
     # the runs table: every cell of the run's row and its delete button within the page's width
     row = page.locator("[data-testid=run-row]").first
     cells = row.evaluate("(tr) => [...tr.cells].map((c) => [c.textContent.trim(), c.getBoundingClientRect().right])")
-    assert len(cells) == 8 and all(right <= 390 for _, right in cells), cells
+    assert len(cells) == 9 and all(right <= 390 for _, right in cells), cells
     assert re.fullmatch(r"\d\.\d{4}", cells[5][0]), cells  # the val loss, the column a phone used to cut
     box = row.get_by_role("button", name="delete").bounding_box()
     assert box and box["x"] + box["width"] <= 390, box

@@ -91,8 +91,10 @@ export const fetchTensor = (name, params) => getPure(`/api/tensor/${encodeURICom
 export const fetchWhy = (name, params) => getPure(`/api/why/${encodeURIComponent(name)}`, params);
 export const fetchInstance = (name, params) => getPure(`/api/instance/${encodeURIComponent(name)}`, params);
 export const fetchDataset = () => get("/api/dataset", {});
-// the modes, and each config field's default and bounds; the URL index.html preloads (no "?")
-export const fetchMeta = () => request("/api/meta");
+// a net's modes, and each config field's default and bounds; the default net's is the URL the pages preload (no "?")
+export const fetchMeta = (net = "") => request(net ? `/api/meta?${new URLSearchParams({ net })}` : "/api/meta");
+// the networks there are: each one's name, title, about line and trained mode
+export const fetchNets = () => get("/api/nets", {});
 export const prefetchState = (params) => prefetch("/api/state", params);
 export const prefetchTensor = (name, params) => prefetch(`/api/tensor/${encodeURIComponent(name)}`, params);
 
@@ -114,7 +116,7 @@ export const deleteRun = (id, token) => send("DELETE", `/api/runs/${id}`, undefi
 export const runEvents = (id) => new EventSource(`/api/runs/${id}/events`);
 
 // challenge mode and the bug lab
-export const fetchBugs = () => get("/api/bugs", {});
+export const fetchBugs = (net = "") => get("/api/bugs", net ? { net } : {});
 export const fetchHints = (params) => getPure("/api/hints", params);
 export const checkCode = (params, code) => send("POST", "/api/check", { ...params, code });
 

@@ -10,7 +10,8 @@ import { esc, loadPlotly } from "./dom.js";
 import { drawWaiting } from "./heatmaps.js";
 
 const $ = (id) => document.getElementById(id);
-let meta = null; // the modes and the config's defaults, bounds and choices (/api/meta): the controls are built from it
+let meta = null; // the net's modes and the config's defaults, bounds and choices (/api/meta): the controls are built from it
+let nets = []; // the networks there are (/api/nets): the network select's options
 let state = null;
 let graph = null;
 let shownGraph = null; // the graph as challenge mode lets it be shown (challenge.maskGraph): what every panel draws
@@ -102,7 +103,7 @@ async function load({ push = false, revert = null, fallback = false } = {}) {
   try {
     const fetched = await fetchView();
     view = fetched.view;
-    challenge.bindGraph(graph, state.mode);
+    challenge.bindGraph(graph, apiParams(state, false));
     shownGraph = challenge.maskGraph(graph);
     const detail = challenge.maskTensor(fetched.detail, view.step);
     performance.mark("fetched");
@@ -127,7 +128,7 @@ async function load({ push = false, revert = null, fallback = false } = {}) {
       syncInputs();
     } else if (fallback && e.status === 422) { // a URL the page let through and the server did not
       urlNote("the server refused the URL's configuration: showing the defaults");
-      state = { ...state, config: defaults(meta), step: 0 };
+      state = { ...state, config: { ...defaults(meta), net: state.config.net }, step: 0 }; // the net's own defaults
       syncInputs();
       return load();
     } else {
@@ -196,9 +197,10 @@ function refreshWhy() {
     labels: lastDetail && lastDetail.name === state.node ? lastDetail.labels : [], onClose: () => setWhy(false),
     at: whyAt && whyAt.node === state.node ? whyAt.index : null,
     onEntry: (index) => { whyAt = { node: state.node, index }; refreshWhy(); },
-    onAtomic: (name) => { // Exercise 1's graph, at its last step: every gradient there
+    onAtomic: (name) => { // Exercise 1's graph of this net, at its last step: every gradient there
       const atomic = meta.modes.find((m) => m.name === meta.default_mode);
-      location.search = `?mode=${atomic.name}&step=${atomic.steps}&node=${encodeURIComponent(name)}&pin=1&why=1`;
+      const config = { ...defaults(meta), net: state.config.net };
+      location.search = toURL({ config, mode: atomic.name, step: atomic.steps, node: name, slice: 0, pinned: true, view: "manual", why: true }, meta);
     },
   });
 }
@@ -235,7 +237,7 @@ function renderPanel(detail, view) {
   lastDetail = detail;
   const panel = $("panel");
   if (!detail) {
-    panel.innerHTML = panelView.intro();
+    panel.innerHTML = panelView.intro(netTitle(state.config.net));
     delete panel.dataset.node;
     return Promise.resolve();
   }
@@ -341,7 +343,7 @@ function stepBy(delta) {
 let bugs = {};
 async function loadBugs() {
   try {
-    for (const bug of (await api.fetchBugs()).bugs) bugs[bug.name] = bug;
+    for (const bug of (await api.fetchBugs(state.config.net)).bugs) bugs[bug.name] = bug;
     bugOptions();
     showBug();
   } catch (e) {
@@ -411,8 +413,21 @@ function bind() {
   // a select hands the focus back to the page once a choice is made: the arrow keys then step again, instead
   // of choosing the next option (capture: before the change's own render remembers the focused control)
   document.addEventListener("change", (event) => { if (event.target.tagName === "SELECT") event.target.blur(); }, true);
-  window.addEventListener("popstate", () => { state = fromURL(location.search, meta); load(); });
+  window.addEventListener("popstate", () => {
+    // another net's entry (a URL typed into this document's history): its meta and bugs are that net's
+    if ((new URLSearchParams(location.search).get("net") || lectureNet()) !== state.config.net) return location.reload();
+    state = fromURL(location.search, meta);
+    load();
+  });
+  // another network is another page: its own modes, steps and bugs, from its start
+  $("config").elements.net.addEventListener("change", () => {
+    const net = $("config").elements.net.value;
+    location.assign(net === lectureNet() ? location.pathname : `${location.pathname}?${new URLSearchParams({ net })}`);
+  });
 }
+
+const lectureNet = () => meta.config.net.default;
+const netTitle = (name) => nets.find((n) => n.name === name)?.title || name;
 
 // the mode select and the config form's bounds and choices, as the server declares them
 function buildControls() {
@@ -421,6 +436,11 @@ function buildControls() {
   for (const [key, field] of Object.entries(meta.config)) {
     const control = form.elements[key];
     if (!control || key === "bug") continue; // the bug select offers the current mode's bugs (bugOptions)
+    if (key === "net") { // each net by its title, its about line as the option's title
+      const listed = nets.length ? nets : field.choices.map((name) => ({ name, title: name, about: "" }));
+      control.replaceChildren(...listed.map((n) => Object.assign(new Option(n.title, n.name), { title: n.about })));
+      continue;
+    }
     if (control.tagName === "SELECT") {
       control.replaceChildren(...field.choices.map((c) => new Option(c.replace(/_/g, " "), c)));
     } else {
@@ -453,14 +473,27 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+// The URL's net's meta and bugs; a net the server does not have: the default net's (parseURL then notes the URL's)
+async function netMeta(asked) {
+  const bugsOf = (net) => api.fetchBugs(net).catch(() => ({ bugs: [] }));
+  const [served, listed] = await Promise.all([api.fetchMeta(asked).catch((e) => e), bugsOf(asked)]);
+  if (!(served instanceof api.ApiError && served.status === 422 && asked)) {
+    if (served instanceof Error) throw served;
+    return [served, listed];
+  }
+  return Promise.all([api.fetchMeta(), bugsOf("")]);
+}
+
 async function start() {
   let bugModes = {};
   // the data line is drawn before the first graph: filled in later, it would push the page down under the pointer
   const dataLine = api.fetchDataset().then((ds) => { $("data-line").innerHTML = dataLineHtml(ds); }, () => {});
   try {
     // the bugs too: a URL's bug must exist in its mode (asked for at once, and kept for the bug select)
-    const [served, listed] = await Promise.all([api.fetchMeta(), api.fetchBugs().catch(() => ({ bugs: [] }))]);
+    const asked = new URLSearchParams(location.search).get("net") || "";
+    const [[served, listed], known] = await Promise.all([netMeta(asked), api.fetchNets().catch(() => ({ nets: [] }))]);
     meta = served;
+    nets = known.nets;
     bugModes = Object.fromEntries(listed.bugs.map((b) => [b.name, b.modes]));
   } catch (e) {
     showError(e.message);

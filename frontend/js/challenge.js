@@ -1,12 +1,12 @@
 // Challenge mode: write the next backward step's gradient(s) yourself, or the mode's whole backward cell; the server
 // grades them in a sandbox. Progress (solved steps and their code, revealed steps, drafts, the cell) is kept in this
-// browser, per mode; solved steps and the cell download as a runnable .py or .ipynb.
+// browser, per net and mode; solved steps and the cell download as a runnable .py or .ipynb.
 import * as api from "./api.js";
 import { CELL_MAX_ROWS, CELL_MIN_ROWS, cellResultHtml, cellScopeText, cellTaskHtml } from "./cell.js";
 import { esc } from "./dom.js";
 import { newlineAt, rowsFor } from "./editor.js";
 import { absMax, as2d, identical, rangeOf, renderMain } from "./heatmaps.js";
-import { CHALLENGE_KEY as KEY } from "./store.js";
+import { CHALLENGE_KEY as KEY, progressKey } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 let meta = null; // /api/meta: each mode's cell
@@ -15,13 +15,16 @@ let cellKey = ""; // the params the cell's answer is for
 let level = 0;
 let ladder = null;
 let onChange = () => {}; // the page re-renders: a step solved or revealed shows its answer now
-let shown = { graph: null, mode: null }; // the graph on screen and its mode: what hidden() looks the steps up in
+let shown = { graph: null, key: null }; // the graph on screen and its progress key: what hidden() looks the steps up in
 
 // ---- the one gate: every panel that shows a rule, a gradient or a derivation asks it --------------------------
 
-// the graph and mode the page is showing
-export function bindGraph(graph, mode) {
-  shown = { graph, mode };
+// where the progress of the params' net and mode is kept (the lecture's net: by the mode alone, as it always was)
+const keyOf = (params) => progressKey(params.net, params.mode, meta.config.net.default);
+
+// the graph the page is showing, and its params (net and mode)
+export function bindGraph(graph, params) {
+  shown = { graph, key: keyOf(params) };
 }
 
 // the steps whose backward rules write d`name` (1-based, in the schedule's order)
@@ -37,13 +40,13 @@ function stepsOf(name) {
 export function hidden(name, upTo = Infinity) {
   const all = load();
   if (all.on !== true || !shown.graph) return false;
-  const mode = all.modes?.[shown.mode] || {};
+  const mode = all.modes?.[shown.key] || {};
   return stepsOf(name).some((s) => s <= upTo && !mode.solved?.[s] && !mode.revealed?.[s]);
 }
 
 // the first step up to `upTo` that keeps d`name` hidden (for the note that says which step to solve)
 export function hiddenBy(name, upTo = Infinity) {
-  const mode = load().modes?.[shown.mode] || {};
+  const mode = load().modes?.[shown.key] || {};
   return stepsOf(name).find((s) => s <= upTo && !mode.solved?.[s] && !mode.revealed?.[s]) ?? null;
 }
 
@@ -89,7 +92,7 @@ function load() {
 
 function store(mutate) {
   const all = load();
-  const mode = ctx.params.mode;
+  const mode = keyOf(ctx.params);
   all.modes = all.modes || {};
   all.modes[mode] = all.modes[mode] || { solved: {}, revealed: {}, drafts: {} };
   mutate(all.modes[mode]);
@@ -112,7 +115,7 @@ function solvedSteps(mode) {
 }
 
 function renderProgress() {
-  const mode = load().modes?.[ctx.params.mode] || { solved: {}, revealed: {} };
+  const mode = load().modes?.[keyOf(ctx.params)] || { solved: {}, revealed: {} };
   const solved = Object.keys(mode.solved).length;
   const revealed = Object.keys(mode.revealed).filter((s) => !mode.solved[s]).length;
   $("challenge-progress").textContent = `— ${ctx.params.mode}: ${solved} of ${ctx.total} steps solved` +
@@ -210,7 +213,7 @@ export function init(served, changed = () => {}) {
   $("cell-check").addEventListener("click", checkCell);
   for (const b of document.querySelectorAll("[data-testid^=steps-export-]")) {
     b.addEventListener("click", () => {
-      const mode = load().modes?.[ctx.params.mode] || { solved: {}, drafts: {} };
+      const mode = load().modes?.[keyOf(ctx.params)] || { solved: {}, drafts: {} };
       download({ steps: solvedSteps(mode) }, b);
     });
   }
@@ -223,12 +226,12 @@ export function init(served, changed = () => {}) {
 function updateCell(params) {
   const key = JSON.stringify(params);
   if (key === cellKey) return;
-  const modeChanged = !cellKey || JSON.parse(cellKey).mode !== params.mode;
+  const modeChanged = !cellKey || keyOf(JSON.parse(cellKey)) !== keyOf(params);
   cellKey = key;
   const cell = meta.modes.find((m) => m.name === params.mode).cell;
   $("cell-task").innerHTML = cellTaskHtml(cell);
   $("cell-scope").textContent = cellScopeText(cell);
-  if (modeChanged) $("cell-code").value = load().modes?.[params.mode]?.cell ?? "";
+  if (modeChanged) $("cell-code").value = load().modes?.[keyOf(params)]?.cell ?? "";
   $("cell-feedback").replaceChildren();
   $("cell-diff").hidden = true;
   fit();
@@ -256,7 +259,7 @@ export function update({ params, step, total, op }) {
   const targets = op.rules.map((r) => `d${r.target}`).join(", ");
   $("challenge-task").innerHTML = `Step ${step}: backprop through <code>${esc(op.formula.split("\n")[0])}</code>. ` +
     `Write <b>${esc(targets)}</b>, then Check. Show the answer reveals it; Next moves on without it.`;
-  $("challenge-code").value = load().modes?.[params.mode]?.drafts?.[step] ?? "";
+  $("challenge-code").value = load().modes?.[keyOf(params)]?.drafts?.[step] ?? "";
   fit();
 }
 
@@ -313,7 +316,8 @@ async function checkCell() {
     if (JSON.stringify(params) !== cellKey) return; // the mode or config changed meanwhile
     $("cell-feedback").innerHTML = cellResultHtml(result);
     if (result.correct && params.mode === meta.train_mode) { // Exercise 4's block: the training page takes it
-      $("cell-feedback").insertAdjacentHTML("beforeend", `<p><a href="/train.html?code=cell" data-testid="cell-train">` +
+      const net = params.net === meta.config.net.default ? "" : `&net=${encodeURIComponent(params.net)}`;
+      $("cell-feedback").insertAdjacentHTML("beforeend", `<p><a href="/train.html?code=cell${esc(net)}" data-testid="cell-train">` +
         "Train the net with this block (Exercise 4) →</a></p>");
     }
     const first = result.first_wrong;

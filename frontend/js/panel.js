@@ -364,11 +364,12 @@ export function setView(el, view) {
   return drawMain(el);
 }
 
-export function intro() {
+// how to read the page; `net`: the network's title, as the network select names it
+export function intro(net = "") {
   return `<div class="intro" data-testid="intro">
     <h2>How to read this page</h2>
     <ol>
-      <li>The graph is the lecture's forward pass, top to bottom: boxes are tensors, ellipses the ops between them.</li>
+      <li>The graph is the network's forward pass${net ? ` (${esc(net)})` : ""}, top to bottom: boxes are tensors, ellipses the ops between them.</li>
       <li>Press <b>Next ▶</b> (or →) to backpropagate through one op. The gradient it produces opens here, compared with PyTorch autograd.</li>
       <li>Each tensor's box tells its state: ${Object.entries(STATUS).filter(([k]) => k !== "none").map(([, s]) => `${s.symbol} ${esc(s.label)}`).join(", ")}.</li>
       <li>Click any box (or Tab into the graph, arrows, Enter) to open it; <b>Pin</b> keeps it open while you step.</li>

@@ -38,7 +38,9 @@ export function parseURL(search, meta, bugModes = {}) {
     if (!q.has(key)) continue;
     const numeric = typeof base[key] === "number";
     const value = numeric ? (q.get(key).trim() === "" ? NaN : Number(q.get(key))) : q.get(key);
-    const wrong = fault(field, value, numeric);
+    // a bug is one of the net's own (/api/bugs of its net): the config's choices are every net's
+    const own = key === "bug" && Object.keys(bugModes).length ? { ...field, choices: ["", ...Object.keys(bugModes)] } : field;
+    const wrong = fault(own, value, numeric);
     if (!wrong) config[key] = value;
     else notes.push(`${key}=${q.get(key)} ${wrong}: showing ${key === "bug" ? "no bug" : `${key}=${base[key]}`}`);
   }

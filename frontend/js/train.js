@@ -1,10 +1,11 @@
 // The training page: a form that starts runs, live plots fed by each run's event stream, the runs list.
-// State in the URL: ?run=ID (its group's partner runs are opened with it, their curves overlaid).
+// State in the URL: ?run=ID (its group's partner runs are opened with it, their curves overlaid); ?net=NAME (from the
+// explorer) picks the network the form trains.
 import * as api from "./api.js";
 import * as curves from "./curves.js";
 import { esc, loadPlotly } from "./dom.js";
 import { emptyHistory, mergeEvent } from "./history.js";
-import { TRAIN_CODE_KEY, forgetRunToken, keepRunTokens, runToken, savedCell } from "./store.js";
+import { forgetRunToken, keepRunTokens, runToken, savedCell, trainCodeKey } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = ["queued", "running"];
@@ -29,9 +30,16 @@ function fillForm(values) {
   }
 }
 
-// the training form's defaults, as the server declares them (/api/meta): filled in before anything else
+// the training form's defaults, as the server declares them (/api/meta of the net the form trains): filled in
+// before anything else; the network stays the one chosen
 let meta = null;
-const runDefaults = () => Object.fromEntries(Object.entries(meta.train).map(([key, field]) => [key, field.default]));
+let nets = []; // the networks there are (/api/nets): the network select's options, each run's net by its title
+const net = () => $("run-form").elements.net.value;
+const lectureNet = () => meta.train.net.default;
+const netOf = (name) => nets.find((n) => n.name === name) || { name, title: name, about: "", calibrated: [], trained_mode: meta.train_mode };
+const runDefaults = () => ({
+  ...Object.fromEntries(Object.entries(meta.train).map(([key, field]) => [key, field.default])), net: net() || lectureNet(),
+});
 
 function readForm() {
   const form = $("run-form");
@@ -58,11 +66,12 @@ grads = [${grads.join(", ")}]
 # -----------------
 `;
 
-const explorerCell = () => savedCell(meta.train_mode); // your Exercise 4 cell in the explorer's challenge
+// your Exercise 4 cell of this net in the explorer's challenge
+const explorerCell = () => savedCell(net(), meta.train_mode, lectureNet());
 
-// the code box's text, kept in this browser as it changes
+// the code box's text, kept in this browser as it changes (one per net: their blocks differ)
 function keepCode() {
-  localStorage.setItem(TRAIN_CODE_KEY, $("code").value);
+  localStorage.setItem(trainCodeKey(net(), lectureNet()), $("code").value);
   countCode();
 }
 
@@ -76,7 +85,7 @@ function showCodeBox() {
   $("code-box").hidden = !on;
   if (!on) return;
   const code = $("code");
-  if (!code.value) code.value = localStorage.getItem(TRAIN_CODE_KEY) || TEMPLATE(meta.train_code.grads);
+  if (!code.value) code.value = localStorage.getItem(trainCodeKey(net(), lectureNet())) || TEMPLATE(meta.train_code.grads);
   $("code-from-cell").hidden = !explorerCell();
   countCode();
 }
@@ -165,14 +174,14 @@ function renderHead() {
   const lead = open[0];
   if (!lead) return;
   const active = open.filter((r) => ACTIVE.includes(r.status));
-  $("run-title").textContent = open.map((r) => `run #${r.id} (${r.config.backward}): ${runState(r)}`).join(" · ");
+  $("run-title").textContent = open.map((r) => `run #${r.id} (${runLabel(r)}): ${runState(r)}`).join(" · ");
   // every ended run says whether its checks agreed with autograd and whether the loss fell
   const judged = open.filter(judgedRun);
   $("verdict").hidden = !judged.length;
   $("verdict").innerHTML = judged.map((r) => {
     const mark = verdictMark(r);
     return `<p class="${mark}" data-testid="verdict-line">${{ bad: "✗ ", ok: "✓ ", plain: "" }[mark]}Run #${r.id} ` +
-      `(${esc(r.config.backward)}): ${withCode(r.reason)}.</p>`;
+      `(${esc(runLabel(r))}): ${withCode(r.reason)}.</p>`;
   }).join("");
   const coded = open.find((r) => r.config.backward === "code");
   $("run-code").hidden = !coded;
@@ -192,15 +201,26 @@ function renderHead() {
   $("explore").hidden = !explorable;
   if (explorable) {
     const c = explorable.config;
-    $("explore").href = `/?run=${explorable.id}&n_hidden=${c.n_hidden}&n_embd=${c.n_embd}&block_size=${c.block_size}&mode=${meta.train_mode}&step=0`;
+    const params = { run: explorable.id, ...(c.net === lectureNet() ? {} : { net: c.net }), n_hidden: c.n_hidden,
+      n_embd: c.n_embd, block_size: c.block_size, mode: netOf(c.net).trained_mode, step: 0 };
+    $("explore").href = `/?${new URLSearchParams(params)}`;
   }
 }
+
+// what the trained net had calibrated before its losses were measured (batchnorm's running statistics)
+function calibratedText(name) {
+  const stats = netOf(name).calibrated;
+  return stats.length ? `${stats.join(", ")} calibrated on the training split` : "nothing to calibrate: no batch statistics";
+}
+
+// a run by its backward, and its net where that is not the lecture's
+const runLabel = (r) => (r.config.net && r.config.net !== lectureNet() ? `${netOf(r.config.net).title}, ` : "") + r.config.backward;
 
 function renderResult() {
   const done = open.filter((r) => r.result);
   $("result").innerHTML = done.map((r) => `
-    <h2 class="result-head">run #${r.id} (${esc(r.config.backward)}): train loss <b data-testid="train-loss">${fmtLoss(r.result.train_loss)}</b>,
-      val loss <b>${fmtLoss(r.result.val_loss)}</b> <small>(batchnorm calibrated on the training split; ${fmtTime(r.result.duration_s)})</small></h2>
+    <h2 class="result-head">run #${r.id} (${esc(runLabel(r))}): train loss <b data-testid="train-loss">${fmtLoss(r.result.train_loss)}</b>,
+      val loss <b>${fmtLoss(r.result.val_loss)}</b> <small data-testid="calibrated">(${esc(calibratedText(r.config.net))}; ${fmtTime(r.result.duration_s)})</small></h2>
     <p class="samples" data-testid="samples">${r.result.samples.map((s) => `<span>${esc(s || "(empty)")}</span>`).join(" ")}</p>`).join("");
 }
 
@@ -242,6 +262,7 @@ function renderList() {
       <td data-label="backward">${esc(r.config.backward)}</td>
       <td data-label="steps">${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}</td>
       <td data-label="train">${fmtLoss(r.result?.train_loss)}</td><td data-label="val">${fmtLoss(r.result?.val_loss)}</td>
+      <td data-label="network" data-testid="run-net" data-net="${esc(r.config.net)}">${esc(netOf(r.config.net).title)}</td>
       <td data-label="started">${started}</td>
       <td>${runToken(r.id) ? `<button data-delete="${r.id}" title="delete this run">delete</button>` : ""}</td>`;
     return row;
@@ -273,6 +294,7 @@ function bind() {
     }
   });
   $("defaults").addEventListener("click", () => { fillForm(runDefaults()); showCodeBox(); });
+  $("run-form").elements.net.addEventListener("change", () => chooseNet(net()));
   $("run-form").elements.backward.addEventListener("change", showCodeBox);
   $("code").addEventListener("input", keepCode);
   $("edit-code").addEventListener("click", () => {
@@ -333,15 +355,43 @@ async function route() {
   }
 }
 
-async function start() {
+// The net the form trains: its meta (the code box's reads and grads, its trained mode), its about line, its block
+async function chooseNet(name) {
   try {
-    meta = await api.fetchMeta();
+    meta = await api.fetchMeta(name === lectureNet() ? "" : name);
   } catch (e) {
     showError(e.message);
     return;
   }
-  fillForm(runDefaults());
+  showNet();
+  $("code").value = ""; // the other net's block: this net's kept one, or its template (showCodeBox)
+  showCodeBox();
+}
+
+function showNet() {
+  $("net-about").textContent = netOf(net()).about;
   $("code-help").innerHTML = codeHelp(meta.train_code);
+}
+
+async function start() {
+  // a net named in the URL (the explorer's links): its meta, or the default's where the server has no such net
+  const asked = new URLSearchParams(location.search).get("net") || "";
+  try {
+    const [served, known] = await Promise.all([
+      api.fetchMeta(asked).catch((e) => (asked && e.status === 422 ? api.fetchMeta() : Promise.reject(e))),
+      api.fetchNets().catch(() => ({ nets: [] })),
+    ]);
+    meta = served;
+    nets = known.nets;
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  const listed = nets.length ? nets : meta.train.net.choices.map((name) => netOf(name));
+  $("run-form").elements.net.replaceChildren(...listed.map((n) => Object.assign(new Option(n.title, n.name), { title: n.about })));
+  $("run-form").elements.net.value = meta.train.net.choices.includes(asked) ? asked : lectureNet();
+  fillForm(runDefaults());
+  showNet();
   if (new URLSearchParams(location.search).get("code") === "cell" && explorerCell()) {
     // from the explorer's Exercise 4 cell: your block in the box, ready to train
     $("run-form").elements.backward.value = "code";

@@ -119,7 +119,8 @@ async def nets(request: Request) -> Response:
     cached, headers = _cacheable(request)
     listed = [
         {"name": net.name, "title": net.title, "about": net.about, "default": net.name == DEFAULT_NET,
-         "modes": list(net.mode_names), "trained_mode": net.trained_mode}
+         "modes": list(net.mode_names), "trained_mode": net.trained_mode,
+         "calibrated": [stat for op in net.ops for stat in op.calibrated]}
         for net in NETS.values()
     ]  # fmt: skip
     return cached or _json({"nets": listed}, headers)

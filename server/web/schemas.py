@@ -472,6 +472,7 @@ class NetPublic(BaseModel):
     default: bool  # what a request without net builds
     modes: list[str]
     trained_mode: str
+    calibrated: list[str]  # the statistics set over the training split after training (batchnorm's); [] for none
 
 
 class NetsPublic(BaseModel):

@@ -61,3 +61,11 @@ test("each bad parameter of a URL is named with what is shown instead, at the ne
   // a valid URL has nothing to say
   assert.deepEqual(parseURL("?mode=atomic&bug=bessel_n&step=20&seed=0", META, bugModes).notes, []);
 });
+
+test("a bug is checked against the net's own bugs, not every net's choices", () => {
+  const meta = { ...META, config: { ...META.config, bug: { ...META.config.bug, choices: ["", "bessel_n", "ln_batch_dim"] } } };
+  const { state, notes } = parseURL("?bug=ln_batch_dim", meta, { bessel_n: ["atomic"] });
+  assert.equal(state.config.bug, "");
+  assert.deepEqual(notes, ["bug=ln_batch_dim is not one of bessel_n: showing no bug"]);
+  assert.equal(parseURL("?bug=ln_batch_dim", meta, { ln_batch_dim: ["atomic"] }).state.config.bug, "ln_batch_dim");
+});

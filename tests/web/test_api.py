@@ -553,3 +553,12 @@ def test_a_large_config_does_not_hold_up_everyone_else(lecture_dataset, monkeypa
         release.set()
         slow.join(120)
     assert finished == ["lecture", "lecture", "lecture", "large"], finished
+
+
+def test_nets_say_which_statistics_training_calibrates(client):
+    """The training page says what is calibrated after training: the lecture's batchnorm running statistics, and
+    nothing for LayerNorm (each example is normalised on its own, in training as in evaluation)."""
+    nets = {n["name"]: n for n in client.get("/api/nets").json()["nets"]}
+    assert nets["makemore4"]["default"] and not nets["layernorm"]["default"]
+    assert sorted(nets["makemore4"]["calibrated"]) == ["bnmean_running", "bnvar_running"]  # the lecture's names
+    assert nets["layernorm"]["calibrated"] == []
