@@ -21,7 +21,7 @@ import torch
 
 # the lecture's pack: its shared ops and nodes (embedding, linear layers, tanh, cross-entropy) are reused by name
 from ..declare import Bug, Cell, Init, Mode, Net, Node, Op, Rule, Warmup
-from .makemore4 import BCAST_0, BCAST_1, SUM_1, bias_rule, gain_rule
+from .makemore4 import BCAST_0, BCAST_1, SUM_1, bias_rule, gain_rule, scale_shift
 from .makemore4 import NET as LECTURE
 
 NODES, OPS_BY_NAME = LECTURE.nodes_by_name, LECTURE.ops_by_name  # the lecture's, where this net has the same
@@ -284,31 +284,13 @@ OPS: list[Op] = [
         block="ln",
         rows="each",
     ),
-    Op(
+    scale_shift(
         "hpreact",
-        ("lngain", "lnraw", "lnbias"),
-        ("hpreact",),
-        "hpreact = lngain * lnraw + lnbias",
-        lambda v: v.lngain * v.lnraw + v.lnbias,
-        (
-            _DLNGAIN,
-            Rule(
-                "lnraw",
-                "dlnraw = lngain * dhpreact",
-                lambda v, d: v.lngain * d.hpreact,
-                "product rule",
-                tex=(
-                    r"\text{hpreact}_{ij} = \text{lngain}_j\;\text{lnraw}_{ij} + \text{lnbias}_j",
-                    r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{lnraw}_{ij}} = \text{lngain}_j",
-                    r"\text{dlnraw}_{ij} = \text{lngain}_j\;\text{dhpreact}_{ij}",
-                ),
-            ),
-            _DLNBIAS,
-        ),
+        "lnraw",
+        _DLNGAIN,
+        _DLNBIAS,
         "layernorm: scale and shift (per hidden unit, shared by the batch)",
-        symbol="* +",
-        block="ln",
-        rows="each",
+        "ln",
     ),
     Op(
         "layernorm",

@@ -254,6 +254,37 @@ _DBNGAIN = gain_rule("hpreact", "bnraw", "bngain", "bnbias", BCAST_0 + " (keepdi
 _DBNBIAS = bias_rule("hpreact", "bnraw", "bngain", "bnbias", BCAST_0 + " (keepdim)")
 
 
+def scale_shift(out: str, raw: str, gain: Rule, bias: Rule, about: str, block: str) -> Op:
+    """`out = gain * raw + bias`, a normalisation's last line, with its gain's and bias's rules (the fused op's too)."""
+    gain_name, bias_name = gain.target, bias.target
+    return Op(
+        out,
+        (gain_name, raw, bias_name),
+        (out,),
+        f"{out} = {gain_name} * {raw} + {bias_name}",
+        lambda v: getattr(v, gain_name) * getattr(v, raw) + getattr(v, bias_name),
+        (
+            gain,
+            Rule(
+                raw,
+                f"d{raw} = {gain_name} * d{out}",
+                lambda v, d: getattr(v, gain_name) * getattr(d, out),
+                "product rule",
+                tex=(
+                    rf"\text{{{out}}}_{{ij}} = \text{{{gain_name}}}_j\;\text{{{raw}}}_{{ij}} + \text{{{bias_name}}}_j",
+                    rf"\frac{{\partial\,\text{{{out}}}_{{ij}}}}{{\partial\,\text{{{raw}}}_{{ij}}}} = \text{{{gain_name}}}_j",
+                    rf"\text{{d{raw}}}_{{ij}} = \text{{{gain_name}}}_j\;\text{{d{out}}}_{{ij}}",
+                ),
+            ),
+            bias,
+        ),
+        about,
+        symbol="* +",
+        block=block,
+        rows="each",
+    )
+
+
 OPS: list[Op] = [
     Op(
         "emb",
@@ -473,32 +504,7 @@ OPS: list[Op] = [
         block="bn",
         rows="each",
     ),
-    Op(
-        "hpreact",
-        ("bngain", "bnraw", "bnbias"),
-        ("hpreact",),
-        "hpreact = bngain * bnraw + bnbias",
-        lambda v: v.bngain * v.bnraw + v.bnbias,
-        (
-            _DBNGAIN,
-            Rule(
-                "bnraw",
-                "dbnraw = bngain * dhpreact",
-                lambda v, d: v.bngain * d.hpreact,
-                "product rule",
-                tex=(
-                    r"\text{hpreact}_{ij} = \text{bngain}_j\;\text{bnraw}_{ij} + \text{bnbias}_j",
-                    r"\frac{\partial\,\text{hpreact}_{ij}}{\partial\,\text{bnraw}_{ij}} = \text{bngain}_j",
-                    r"\text{dbnraw}_{ij} = \text{bngain}_j\;\text{dhpreact}_{ij}",
-                ),
-            ),
-            _DBNBIAS,
-        ),
-        "batchnorm: scale and shift",
-        symbol="* +",
-        block="bn",
-        rows="each",
-    ),
+    scale_shift("hpreact", "bnraw", _DBNGAIN, _DBNBIAS, "batchnorm: scale and shift", "bn"),
     Op(
         "batchnorm",
         ("hprebn", "bngain", "bnbias"),
