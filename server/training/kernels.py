@@ -155,7 +155,7 @@ class AutogradBackward:
     """The same training step with loss.backward(): the baseline, and the reference for checks."""
 
     def __init__(self, p: dict[str, torch.Tensor], batch_size: int, net: Net | None = None) -> None:
-        net = net or default_net()
+        self.net = net = net or default_net()
         self.layers, self.eps, self.param_names = layers_of(net), net.eps, net.param_names
         self.p = p
         self.params = [p[k] for k in self.param_names]
@@ -166,7 +166,7 @@ class AutogradBackward:
     def grads(self, Xb: torch.Tensor, Yb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         with torch.enable_grad():
             leaves = {k: t.detach().requires_grad_(True) for k, t in self.p.items()}
-            loss = forward_loss(leaves, Xb, Yb)
+            loss = forward_loss(leaves, Xb, Yb, self.net)  # the net it checks, not the default's
             loss.backward()
         return loss.detach(), [leaves[k].grad for k in self.param_names]  # type: ignore[misc]
 
