@@ -29,11 +29,6 @@ def axis_sizes(config: ModelConfig, vocab_size: int) -> dict[str, int]:
     return {"vocab": vocab_size, "embd": ne, "embcat": ne * bs, "hidden": nh, "one": 1}
 
 
-def sizes(config: ModelConfig) -> dict[str, int]:
-    """The sizes a forward line reads by name, as the notebook defines them (n = batch_size)."""
-    return {"n": config.batch_size, "n_embd": config.n_embd, "n_hidden": config.n_hidden}
-
-
 def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
     """The lecture's initialisation, in its order; returns the seeded generator for the batch draw."""
     g = torch.Generator().manual_seed(config.seed)
@@ -391,7 +386,7 @@ def backward_from(
     schedule = schedule_with_bug(net, mode, config.bug)  # an undeclared mode or bug is refused before any work
     leaves = {k: t.detach().clone().requires_grad_(True) for k, t in params.items()}
     ops = net.ops_for_mode(mode)
-    values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, **sizes(config)})
+    values = run_forward(ops, {**leaves, "Xb": Xb, "Yb": Yb, **net.sizes(leaves, config.batch_size)})
     for node in net.nodes_for_mode(mode):
         t = values[node.name]
         if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf:
