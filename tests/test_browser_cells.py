@@ -144,9 +144,15 @@ PAGE_TEXT = """() => {
       [e.getAttribute('title') || '', decoded(e.dataset.tip || ''), e.getAttribute('aria-label') || ''])].join('\\n');
 }"""
 
-# how many heatmaps hold this tensor's numbers (every 2-D slice of it), entry for entry
+# how many heatmaps hold this tensor's numbers (any 2-D slice of it, along any axis, either way round), entry for entry
 PLOTTED = """(t) => {
-  const slices = t.shape.length === 3 ? t.data[0].map((_, p) => t.data.map((row) => row[p]))
+  const [A, B, C] = t.shape, range = (n) => Array.from({ length: n }, (_, i) => i);
+  const cuts = t.shape.length !== 3 ? [] : [
+    ...range(A).map((a) => range(B).map((b) => range(C).map((c) => t.data[a][b][c]))),
+    ...range(B).map((b) => range(A).map((a) => range(C).map((c) => t.data[a][b][c]))),
+    ...range(C).map((c) => range(A).map((a) => range(B).map((b) => t.data[a][b][c])))];
+  const turned = (z) => z[0].map((_, j) => z.map((row) => row[j]));
+  const slices = t.shape.length === 3 ? [...cuts, ...cuts.map(turned)]
     : [t.shape.length === 1 ? [t.data] : t.data];
   const close = (z, s) => z.length === s.length && z.every((row, i) => row.length === s[i].length &&
     row.every((v, j) => v !== null && Math.abs(v - s[i][j]) <= 1e-6 * (Math.abs(s[i][j]) + 1e-9)));

@@ -85,7 +85,7 @@ async function fetchView() {
 function openNode(name) {
   if (name === state.node && state.pinned) return;
   // a node opened by hand is pinned: stepping no longer moves the inspector away from it
-  update({ node: name, slice: 0, pinned: true });
+  update({ node: name, slice: 0, axes: null, pinned: true });
 }
 
 // when the click or key press that asked for the next render happened: the time a busy page took to take it
@@ -200,7 +200,7 @@ function refreshWhy() {
     onAtomic: (name) => { // Exercise 1's graph of this net, at its last step: every gradient there
       const atomic = meta.modes.find((m) => m.name === meta.default_mode);
       const config = { ...defaults(meta), net: state.config.net };
-      location.search = toURL({ config, mode: atomic.name, step: atomic.steps, node: name, slice: 0, pinned: true, view: "manual", why: true }, meta);
+      location.search = toURL({ config, mode: atomic.name, step: atomic.steps, node: name, slice: 0, axes: null, pinned: true, view: "manual", why: true }, meta);
     },
   });
 }
@@ -242,10 +242,10 @@ function renderPanel(detail, view) {
     return Promise.resolve();
   }
   return panelView.render(panel, {
-    detail, graph: shownGraph, nodeState: view.nodes[detail.name], view: state.view, slice: state.slice,
+    detail, graph: shownGraph, nodeState: view.nodes[detail.name], view: state.view, slice: state.slice, axes: state.axes,
     pinned: state.pinned, expanded: document.body.classList.contains("expanded"),
     onView: (v) => { state.view = v; history.replaceState(null, "", toURL(state, meta)); panelView.setView(panel, v); },
-    onSlice: (slice) => update({ slice }),
+    onSlice: ({ slice, axes }) => update({ slice, axes }),
     onPin: (pinned) => update({ pinned }),
     onExpand: (on) => expand(on, detail),
     why: state.why,
@@ -281,10 +281,10 @@ function prefetchAt(steps, total) {
     api.prefetchState({ ...params, step });
     const node = state.pinned ? state.node : followed(graph, step) || state.node;
     if (!node) continue;
-    const slice = state.slice;
+    const choice = node === state.node ? { slice: state.slice, axes: state.axes } : {};
     // the inspector's frame for that tensor drawn while the page is idle, so that the click only paints
     api.prefetchTensor(node, { ...params, step }).then(
-      (detail) => panelView.idle(() => panelView.prepare($("panel"), detail, node === state.node ? slice : 0)),
+      (detail) => panelView.idle(() => panelView.prepare($("panel"), detail, choice)),
       () => {},
     );
   }
@@ -332,7 +332,8 @@ function update(patch) {
 // a step moves the inspector to the gradient it produced, unless a node is pinned
 function goTo(step) {
   const node = state.pinned ? state.node : followed(graph, step) || state.node;
-  update({ step, node, slice: node === state.node ? state.slice : 0 });
+  const same = node === state.node; // the same node keeps its slice while stepping
+  update({ step, node, slice: same ? state.slice : 0, axes: same ? state.axes : null });
 }
 
 function stepBy(delta) {

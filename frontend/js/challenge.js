@@ -297,13 +297,13 @@ function renderResult(result) {
   if (shown) renderDiff(shown);
 }
 
-// the first wrong tensor's difference, drawn as the inspector draws its heatmaps (one context position of a 3-D one)
+// the first wrong tensor's difference, drawn as the inspector draws its heatmaps (a 3-D one cut at index 0 of dim 1)
 function renderDiff(item, wrap = $("challenge-diff"), against = "autograd") {
   const t = item.diff;
   const labels = t.shape.map((n) => Array.from({ length: n }, (_, i) => String(i)));
-  const grid = as2d(t, labels, t.shape.map(() => "one"), 0);
+  const grid = as2d(t, labels, t.shape.map(() => "one"), { rows: 0, cols: 2, cut: 1, index: 0 });
   wrap.dataset.shape = t.shape.join("x");
-  const title = `${item.name}: yours − ${against}${t.shape.length === 3 ? " (context position 0)" : ""}`;
+  const title = `${item.name}: yours − ${against}${t.shape.length === 3 ? " (index 0 of dim 1)" : ""}`;
   return renderMain(wrap.querySelector(".main-plot"), grid, rangeOf({ range: absMax(t) || 1e-12 }), { title });
 }
 

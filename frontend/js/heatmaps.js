@@ -3,14 +3,21 @@
 // straight onto canvases (a step redraws four of them). The canvases need no Plotly: until plotly.js has
 // arrived they are painted where its frame will put them, and the frame's axes are drawn around them later.
 import { AXIS_TITLE, GRAD_SCALE, VALUE_SCALE } from "./config.js";
+import { defaultLayout, sliceOf } from "./slices.js";
 
-// Any tensor as a 2-D grid (rows, cols) with tick labels and axis titles; emb (3-D) shows one context position.
-export function as2d(tensor, labels, axes, slice = 0) {
+// an axis's title: the lecture's axes have their words, any other pack's axis its own name
+export const axisTitle = (axis) => AXIS_TITLE[axis] ?? axis;
+
+// Any tensor as a 2-D grid (rows, cols) with tick labels and axis titles. A 3-D one is one slice of it: `at` =
+// {rows, cols, cut, index} (slices.js), the node's default layout at index 0 when left out; the grid keeps it.
+export function as2d(tensor, labels, axes, at = null) {
   const shape = tensor.shape;
   if (shape.length === 0) return { z: [[tensor.data]], x: [""], y: [""], xt: "", yt: "" };
-  if (shape.length === 1) return { z: [tensor.data], x: labels[0], y: [""], xt: AXIS_TITLE[axes[0]], yt: "" };
-  if (shape.length === 2) return { z: tensor.data, x: labels[1], y: labels[0], xt: AXIS_TITLE[axes[1]], yt: AXIS_TITLE[axes[0]] };
-  return { z: tensor.data.map((row) => row[slice]), x: labels[2], y: labels[0], xt: AXIS_TITLE[axes[2]], yt: AXIS_TITLE[axes[0]] };
+  if (shape.length === 1) return { z: [tensor.data], x: labels[0], y: [""], xt: axisTitle(axes[0]), yt: "" };
+  if (shape.length === 2) return { z: tensor.data, x: labels[1], y: labels[0], xt: axisTitle(axes[1]), yt: axisTitle(axes[0]) };
+  const cut = { ...defaultLayout(axes), index: 0, ...(at || {}) };
+  const z = sliceOf(tensor.data, shape, cut, cut.index);
+  return { z, x: labels[cut.cols], y: labels[cut.rows], xt: axisTitle(axes[cut.cols]), yt: axisTitle(axes[cut.rows]), cut };
 }
 
 // the largest |entry|, rounded up to 3 significant digits: a colour scale's end
@@ -142,6 +149,7 @@ export function thumb(canvas, grid, range, cross = null) {
   const ctx = sized(canvas, w, h);
   paintCells(ctx, grid, range, w, h);
   if (cross) outline(ctx, cross, w / grid.z[0].length, h / grid.z.length);
+  canvas.grid = grid; // what it shows (the main plot's cells keep theirs the same way)
   canvas.dataset.cross = cross ? cross.join(",") : "";
 }
 
@@ -373,7 +381,7 @@ function paintSums(wrap, grid, xa, ya, width) {
     canvas.dataset.values = JSON.stringify(side.values);
     if (!show) continue;
     const max = Math.max(...side.values.map(Math.abs)) || 1;
-    canvas.setAttribute("aria-label", `${side.key === "rows" ? "row" : "column"} sums, from ${Math.min(...side.values).toPrecision(3)} to ${Math.max(...side.values).toPrecision(3)}`);
+    canvas.setAttribute("aria-label", `${side.key === "rows" ? "row" : "column"} sums${grid.cut ? " of this slice" : ""}, from ${Math.min(...side.values).toPrecision(3)} to ${Math.max(...side.values).toPrecision(3)}`);
     const ctx = sized(canvas, side.w, side.h);
     const n = side.values.length, caption = 14; // a line of text above the bars
     const cell = (side.across ? side.h - caption : side.w) / n;
@@ -389,7 +397,10 @@ function paintSums(wrap, grid, xa, ya, width) {
     else ctx.fillRect(0, caption + half, side.w, 1);
     ctx.font = "11px system-ui, sans-serif";
     const zero = side.values.every((v) => v === 0);
-    ctx.fillText(`Σ ${side.across ? "rows" : "columns"} ${zero ? "all 0" : `±${max.toPrecision(2)}`}`, 0, 11);
+    // a slice's sums are over the cells shown, not the whole tensor: the caption says so
+    const what = `Σ ${side.across ? "rows" : "columns"}${grid.cut ? " of this slice" : ""}`;
+    ctx.fillText(`${what} ${zero ? "all 0" : `±${max.toPrecision(2)}`}`, 0, 11);
+    canvas.dataset.caption = what;
   }
 }
 

@@ -4,7 +4,8 @@
 import { SCALAR_MAX, STATUS } from "./config.js";
 import { esc } from "./text.js";
 import { nodeStatus, statusText } from "./graph.js";
-import { absMax, as2d, cellAt, ensureFrame, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
+import { absMax, as2d, axisTitle, cellAt, ensureFrame, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
+import { LAYOUTS, clampIndex, entryAt, layoutOf } from "./slices.js";
 
 export const VIEWS = [
   { key: "value", label: "value" },
@@ -48,11 +49,41 @@ export function panelsOf(detail) {
 }
 
 let cross = null; // [row, col] the pointer is on, shared by the main plot and the small multiples
-let current = null; // what is drawn: {detail, slice, view, grids}
+let current = null; // what is drawn: {detail, at, view, grids}
 
-function gridOf(detail, tensor, slice) {
+// Where a 3-D node is cut: the layout asked for (or the node's own) and the slice's index inside its axis
+// (null for a node of another rank). `choice` = {slice, axes} as the page's state holds them.
+export function cutOf(detail, choice = {}) {
+  if (detail.shape.length !== 3) return null;
+  const layout = layoutOf(detail.axes, choice.axes || null);
+  return { ...layout, index: clampIndex(choice.slice ?? 0, detail.shape[layout.cut]) };
+}
+
+function gridOf(detail, tensor, at) {
   const own = tensor.shape.length === detail.shape.length && tensor.shape.every((n, i) => n === detail.shape[i]);
-  return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), detail.axes, slice);
+  // a wrong-shaped 3-D gradient is cut the same way, at an index it has
+  const cut = at && tensor.shape.length === 3 ? { ...at, index: clampIndex(at.index, tensor.shape[at.cut]) } : at;
+  return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), own ? detail.axes : tensor.shape.map(() => "one"), cut);
+}
+
+// The slice's controls: which two axes are the map (a select of the six layouts) and where the third is cut
+// (a slider, its label beside it). Both keyboard controls with a label each.
+function sliceControls(detail, at) {
+  const title = (a) => `${axisTitle(detail.axes[a])} (dim ${a})`;
+  const options = LAYOUTS.map((l) => `<option value="${l.rows},${l.cols}" ${l.rows === at.rows && l.cols === at.cols ? "selected" : ""}>${esc(title(l.rows))} × ${esc(title(l.cols))}</option>`).join("");
+  const n = detail.shape[at.cut];
+  return `<div class="slice3d" role="group" aria-label="which 2-D slice of the 3-D tensor the heatmaps show" data-testid="slice-controls">
+      <label>rows × columns <select data-testid="slice-axes">${options}</select></label>
+      <label>${esc(title(at.cut))} <input type="range" data-testid="slice" min="0" max="${n - 1}" step="1" value="${at.index}"
+        aria-valuetext="${esc(sliceText(detail, at))}"></label>
+      <output data-testid="slice-label">${esc(sliceText(detail, at))}</output>
+    </div>`;
+}
+
+// the slice shown, in words: "batch row: context → target 3 of 32: emm→a"
+function sliceText(detail, at) {
+  const n = detail.shape[at.cut], label = detail.labels[at.cut][at.index];
+  return `${axisTitle(detail.axes[at.cut])} ${at.index} of ${n}${label !== String(at.index) ? `: ${label}` : ""}`;
 }
 
 // a wrong-shaped gradient is drawn in its own shape: its labels are indices where the node's do not fit
@@ -103,14 +134,17 @@ function smallTable(detail, panels) {
   return `<table class="numbers" data-testid="numbers"><thead><tr><th></th>${cols.map((c) => `<th scope="col">${esc(c.label)}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
 }
 
-export function render(el, { detail, graph, nodeState, view, slice, pinned, expanded, why, onView, onSlice, onPin, onExpand, onWhy, onCell, onPick }) {
+export function render(el, { detail, graph, nodeState, view, slice, axes = null, pinned, expanded, why, onView, onSlice, onPin, onExpand, onWhy, onCell, onPick }) {
   const panels = panelsOf(detail);
+  const at = cutOf(detail, { slice, axes });
   const status = STATUS[nodeStatus(nodeState)];
   const producer = graph.ops.find((op) => op.outputs.includes(detail.name));
   const small = detail.shape.reduce((a, b) => a * b, 1) <= SCALAR_MAX;
   // the plots stay from node to node (Plotly then updates a plot instead of building a new one, ~60 ms)
   const moved = el.dataset.node !== detail.name;
-  if (moved) cross = null;
+  const recut = el.dataset.layout !== (at ? `${at.rows},${at.cols}` : "");
+  if (moved || recut) cross = null; // another map: the crosshair's cell is not on it
+  el.dataset.layout = at ? `${at.rows},${at.cols}` : "";
   const fresh = el.dataset.small !== String(small) || !el.querySelector(".insp-text");
   if (fresh) {
     el.innerHTML = `<div class="insp-text"></div>
@@ -132,6 +166,8 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
     const rule = el.querySelector(".cell-rule");
     if (rule) rule.hidden = true;
   }
+  // the slice's controls are made anew: the one in use keeps the keyboard focus (an arrow key moves on)
+  const focused = el.querySelector(".insp-text")?.contains(document.activeElement) ? document.activeElement.dataset.testid : null;
   el.querySelector(".insp-text").innerHTML = `
     <div class="insp-head">
       <h2 data-testid="panel-title">${esc(detail.name)} <small>${esc(detail.kind)} · shape (${detail.shape.join(", ")})</small></h2>
@@ -147,20 +183,29 @@ export function render(el, { detail, graph, nodeState, view, slice, pinned, expa
     <div class="code-line"><b>backward</b> ${ruleHtml(graph, detail.name)}</div>
     <div class="cmp" data-testid="check"><b>check</b> ${checkLine(detail)}</div>
     <div class="cmp muted" data-testid="numeric">${esc(numericLine(detail))}</div>
-    ${detail.shape.length === 3 ? `<label class="slice">context position <select data-testid="slice">${detail.labels[1].map((l, i) => `<option value="${i}" ${i === slice ? "selected" : ""}>${esc(l)}</option>`).join("")}</select></label>` : ""}`;
+    ${at && !small ? sliceControls(detail, at) : ""}`;
   el.querySelector('[data-testid="pin"]').onclick = () => onPin(!pinned);
   el.querySelector('[data-testid="expand"]').onclick = () => onExpand(!expanded);
   el.querySelector('[data-testid="why-open"]').onclick = () => onWhy(!why);
-  const select = el.querySelector('[data-testid="slice"]');
-  if (select) select.onchange = () => onSlice(Number(select.value));
+  const slider = el.querySelector('[data-testid="slice"]');
+  if (slider) {
+    const label = el.querySelector('[data-testid="slice-label"]');
+    // while dragging, the label follows; the heatmaps (and the URL) on release or on each key press
+    slider.oninput = () => { label.textContent = sliceText(detail, { ...at, index: Number(slider.value) }); };
+    slider.onchange = () => onSlice({ slice: Number(slider.value), axes: [at.rows, at.cols] });
+    const layouts = el.querySelector('[data-testid="slice-axes"]');
+    // another layout cuts another axis: its first slice
+    layouts.onchange = () => onSlice({ slice: 0, axes: layouts.value.split(",").map(Number) });
+    if (focused === "slice" || focused === "slice-axes") el.querySelector(`[data-testid="${focused}"]`).focus();
+  }
   if (small) {
     el.querySelector(".numbers-wrap").innerHTML = smallTable(detail, panels);
     current = null;
     return Promise.resolve();
   }
   const grids = {};
-  for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, slice);
-  current = { detail, slice, view, grids, panels, onCell, onPick };
+  for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, at);
+  current = { detail, at, view, grids, panels, onCell, onPick };
   // the switch and the thumbnails
   markView(el, view);
   for (const b of el.querySelectorAll(".views button")) {
@@ -241,10 +286,10 @@ function plotFor(el, grid, show = true) {
 
 // Draw, on standby, the frame the inspector will need for this tensor (the next step's, prefetched; or the
 // open node's while its gradient is not there yet): called when the page is idle.
-export function prepare(el, detail, slice = 0) {
+export function prepare(el, detail, choice = {}) {
   const wrap = el.querySelector(".main-wrap");
   if (!wrap || !detail || detail.shape.reduce((a, b) => a * b, 1) <= SCALAR_MAX) return;
-  const grid = gridOf(detail, detail.value, detail.shape.length === 3 ? slice : 0);
+  const grid = gridOf(detail, detail.value, cutOf(detail, choice));
   const div = plotFor(el, grid, false);
   if (div.classList.contains("standby")) ensureFrame(div, grid);
 }
@@ -255,7 +300,7 @@ export function prepare(el, detail, slice = 0) {
 export function reserve(el, detail, key) {
   const wrap = el.querySelector(".main-wrap");
   if (!wrap || !detail || detail.shape.reduce((a, b) => a * b, 1) <= SCALAR_MAX) return;
-  const grid = gridOf(detail, detail.value, 0);
+  const grid = gridOf(detail, detail.value, cutOf(detail));
   const div = plotFor(el, grid, false);
   for (const d of wrap.querySelectorAll(".main-plot[data-reserved]")) if (d !== div) delete d.dataset.reserved;
   div.dataset.reserved = key;
@@ -269,7 +314,7 @@ function drawMain(el) {
   if (!grids[view] || p.empty) {
     for (const d of el.querySelectorAll(".main-plot")) d.hidden = true;
     hideOverlays(el.querySelector(".main-wrap"));
-    idle(() => prepare(el, current.detail, current.slice)); // the frame its gradient will need
+    idle(() => prepare(el, current.detail, current.at && { slice: current.at.index, axes: [current.at.rows, current.at.cols] })); // the frame its gradient will need
     const last = el.querySelector('[data-testid="heatmap-main"]');
     if (last) last.dataset.view = view; // what the switch shows: here, the reason there is nothing to draw
     empty.hidden = false;
@@ -290,9 +335,10 @@ function drawMain(el) {
     if (t.dataset.overlay !== "cells" || !t.grid) return;
     const cell = cellAt(t, t.grid, event);
     setCross(el, cell, current.view);
-    if (cell && current.onPick) current.onPick(entryOf(current.detail, cell, current.slice));
+    if (cell && current.onPick) current.onPick(entryOf(current.detail, cell, current.at));
   };
-  return renderMain(div, grids[view], rangeOf(p), { title: p.title, cross: sameShape(view) ? cross : null });
+  const title = current.at ? `${p.title} · ${sliceText(current.detail, current.at)}` : p.title;
+  return renderMain(div, grids[view], rangeOf(p), { title, cross: sameShape(view) ? cross : null });
 }
 
 // Mark the same cell in the main plot and every thumbnail of the node's shape, and print its four numbers.
@@ -313,16 +359,25 @@ function setCross(el, cell, from) {
     const text = g && sameShape(x.key) ? num(g.z[i][j]) : "—";
     return `<span>${esc(x.label)}: <b data-testid="readout-${x.key}">${esc(text)}</b></span>`;
   });
-  el.querySelector(".readout").innerHTML = `<span class="muted">row ${i} ${esc(v.y[i])} · col ${j} ${esc(v.x[j])}</span> ${cells.join(" ")}`;
+  el.querySelector(".readout").innerHTML = `<span class="muted">${where(current.detail, current.at, i, j, v)}</span> ${cells.join(" ")}`;
   el.querySelector(".readout").dataset.cell = `${i},${j}`;
+  el.querySelector(".readout").dataset.index = entryOf(current.detail, cell, current.at).join(",");
   // the rules of the entry under the pointer, written out with its numbers (the server writes them)
-  if (current.onCell && current.detail.grad_manual) current.onCell(entryOf(current.detail, cell, current.slice), el.querySelector(".cell-rule"));
+  if (current.onCell && current.detail.grad_manual) current.onCell(entryOf(current.detail, cell, current.at), el.querySelector(".cell-rule"));
 }
 
-// the tensor index of a drawn cell: a vector is one row, a 3-D tensor is drawn one context position at a time
-export function entryOf(detail, [i, j], slice) {
+// the tensor index of a drawn cell: a vector is one row, a 3-D tensor is drawn one slice (`at`) at a time
+export function entryOf(detail, [i, j], at) {
   const rank = detail.shape.length;
-  return rank === 1 ? [j] : rank === 2 ? [i, j] : [i, slice, j];
+  return rank === 1 ? [j] : rank === 2 ? [i, j] : entryAt(at, at.index, i, j);
+}
+
+// Where the hovered cell is: row and column with their labels; a 3-D entry by its full index, each dim named.
+function where(detail, at, i, j, grid) {
+  if (!at) return `row ${i} ${esc(grid.y[i])} · col ${j} ${esc(grid.x[j])}`;
+  const index = entryAt(at, at.index, i, j);
+  const named = index.map((k, d) => `${esc(axisTitle(detail.axes[d]))} ${k}${detail.labels[d][k] !== String(k) ? ` ${esc(detail.labels[d][k])}` : ""}`);
+  return `${esc(detail.name)}[${index.join(", ")}] · ${named.join(" · ")}`;
 }
 
 // A node fed by several ops: each op's contribution and their sum, side by side.
@@ -344,7 +399,7 @@ function renderSplit(div, detail) {
   items.forEach((it, k) => {
     if (!it.tensor) return;
     const canvas = div.querySelector(`[data-testid="split-${k}"] canvas`);
-    thumb(canvas, gridOf(detail, it.tensor, 0), range);
+    thumb(canvas, gridOf(detail, it.tensor, current ? current.at : cutOf(detail)), range);
   });
 }
 

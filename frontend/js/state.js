@@ -1,5 +1,6 @@
 // The one state object, and its round trip through the URL (a URL is a permalink).
 // The modes and the config's defaults are the server's (/api/meta): every function here is given them.
+import { layoutParam, parseLayout } from "./slices.js";
 
 const VIEWS = ["value", "manual", "autograd", "diff"];
 
@@ -59,7 +60,16 @@ export function parseURL(search, meta, bugModes = {}) {
   let view = "manual";
   if (q.has("view") && !VIEWS.includes(q.get("view"))) notes.push(`view=${q.get("view")} is not one of ${VIEWS.join(", ")}: showing manual`);
   else if (q.has("view")) view = q.get("view");
-  const state = { config, mode, step, node: q.get("node") || null, slice: Number(q.get("slice") || 0), pinned: q.get("pin") === "1", view, why: q.get("why") === "1" };
+  // a 3-D node's map: which two axes are its rows and columns (null: the node's default) and where the third is cut
+  let slice = 0;
+  if (q.has("slice")) {
+    const asked = Number(q.get("slice"));
+    if (!Number.isInteger(asked) || asked < 0) notes.push(`slice=${q.get("slice")} is not an index: showing slice 0`);
+    else slice = asked;
+  }
+  const axes = parseLayout(q.get("axes"));
+  if (q.has("axes") && !axes) notes.push(`axes=${q.get("axes")} is not two different axes of a 3-D tensor (as rows,columns from 0, 1, 2): showing the node's own map`);
+  const state = { config, mode, step, node: q.get("node") || null, slice, axes, pinned: q.get("pin") === "1", view, why: q.get("why") === "1" };
   return { state, notes };
 }
 
@@ -72,6 +82,7 @@ export function toURL(state, meta) {
   if (state.mode !== meta.default_mode) q.set("mode", state.mode);
   q.set("step", state.step);
   if (state.node) q.set("node", state.node);
+  if (state.axes) q.set("axes", layoutParam(state.axes));
   if (state.slice) q.set("slice", state.slice);
   if (state.pinned) q.set("pin", "1");
   if (state.view !== "manual") q.set("view", state.view);

@@ -128,7 +128,7 @@ def build_state(bp: BackwardPass, step: int) -> dict[str, Any]:
 
 
 def axis_labels(bp: BackwardPass, dataset: Dataset, axis: str, size: int) -> list[str]:
-    """Tick labels: characters for vocab, 'emm→a' contexts for batch rows."""
+    """Tick labels: characters for vocab, 'emm→a' contexts for batch rows, indices for an axis named elsewhere."""
     itos = dataset.itos
     if axis == "batch":
         Xb, Yb = bp.values["Xb"], bp.values["Yb"]
@@ -139,7 +139,8 @@ def axis_labels(bp: BackwardPass, dataset: Dataset, axis: str, size: int) -> lis
     if axis == "embcat":
         ne = bp.config.n_embd
         return [f"c{i // ne}·e{i % ne}" for i in range(size)]
-    prefix = {"context": "c", "embd": "e", "hidden": "h", "one": ""}[axis]
+    # an axis of another pack, with no prefix of its own here, is labelled by index (the page titles it by name)
+    prefix = {"context": "c", "embd": "e", "hidden": "h", "one": ""}.get(axis, "")
     return [f"{prefix}{i}" for i in range(size)]
 
 

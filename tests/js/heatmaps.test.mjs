@@ -49,8 +49,19 @@ test("any tensor becomes a 2-D grid with its labels; a 3-D one shows one slice",
   assert.deepEqual([two.z, two.x, two.y, two.xt], [[[1, 2, 3], [4, 5, 6]], ["c0", "c1", "c2"], ["r0", "r1"], "character"]);
   assert.deepEqual(as2d({ shape: [], data: 2.5 }, [], []).z, [[2.5]]);
   assert.deepEqual(as2d({ shape: [3], data: [1, 2, 3] }, [["a", "b", "c"]], ["hidden"]).z, [[1, 2, 3]]);
-  const three = as2d({ shape: [2, 2, 2], data: [[[1, 2], [3, 4]], [[5, 6], [7, 8]]] }, [["r0", "r1"], ["p0", "p1"], ["e0", "e1"]], ["batch", "context", "embd"], 1);
-  assert.deepEqual(three.z, [[3, 4], [7, 8]]);
+  // a 3-D one is the slice `at` asks for: rows, columns, their labels and titles from the two axes it keeps
+  const t3 = { shape: [2, 3, 4], data: [0, 1].map((b) => [0, 1, 2].map((p) => [0, 1, 2, 3].map((e) => 100 * b + 10 * p + e))) };
+  const labels3 = [["r0", "r1"], ["p0", "p1", "p2"], ["e0", "e1", "e2", "e3"]];
+  const three = as2d(t3, labels3, ["batch", "context", "embd"], { rows: 0, cols: 2, cut: 1, index: 1 });
+  assert.deepEqual(three.z, [[10, 11, 12, 13], [110, 111, 112, 113]]);
+  assert.deepEqual([three.y, three.x, three.yt, three.xt], [labels3[0], labels3[2], "batch row: context → target", "embedding dimension"]);
+  // left out: the batch row sliced at 0, the other two axes in order
+  const first = as2d(t3, labels3, ["batch", "context", "embd"]);
+  assert.deepEqual(first.z, [[0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 22, 23]]);
+  assert.deepEqual([first.cut.cut, first.cut.index, first.y, first.x], [0, 0, labels3[1], labels3[2]]);
+  // an axis the lecture has no words for is titled by its own name
+  const att = as2d(t3, labels3, ["batch", "query", "key"], { rows: 2, cols: 1, cut: 0, index: 1 });
+  assert.deepEqual([att.yt, att.xt, att.z[3]], ["key", "query", [103, 113, 123]]);
 });
 
 test("a colour scale's ends and stops are its own colours, in between interpolated", () => {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { cmpLine, panelsOf } from "../../frontend/js/panel.js";
+import { cmpLine, cutOf, entryOf, panelsOf } from "../../frontend/js/panel.js";
 
 const tensor = (min, max, shape = [2, 2]) => ({ shape, min, max, nonfinite: { nan: 0, posinf: 0, neginf: 0 } });
 
@@ -45,4 +45,15 @@ test("a shape mismatch prints the server's sentence, never a maxdiff of null", (
     expected_shape: [32, 1], shape_mismatch: said };
   assert.equal(cmpLine(cmp), said);
   assert.doesNotMatch(cmpLine(cmp), /maxdiff|null|NaN/);
+});
+
+test("a 3-D node is cut where the state asks, inside its axes; a hovered cell names its full index", () => {
+  const detail = { shape: [32, 4, 128], axes: ["batch", "pair", "hidden"] };
+  assert.deepEqual(cutOf(detail), { rows: 1, cols: 2, cut: 0, index: 0 }); // batch row 0: pair × hidden
+  assert.deepEqual(cutOf(detail, { slice: 40, axes: null }), { rows: 1, cols: 2, cut: 0, index: 31 });
+  const at = cutOf(detail, { slice: 3, axes: [0, 2] });
+  assert.deepEqual(at, { rows: 0, cols: 2, cut: 1, index: 3 });
+  assert.deepEqual(entryOf(detail, [7, 100], at), [7, 3, 100]);
+  assert.equal(cutOf({ shape: [32, 27], axes: ["batch", "vocab"] }, { slice: 3, axes: [0, 2] }), null);
+  assert.deepEqual(entryOf({ shape: [32, 27] }, [5, 6], null), [5, 6]);
 });

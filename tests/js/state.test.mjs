@@ -16,12 +16,16 @@ test("a bare URL is the server's defaults at step 0", () => {
 });
 
 test("every field round-trips through the URL, numbers as numbers", () => {
-  const search = "?seed=7&dtype=float64&bug=bessel_n&mode=fused&step=5&node=h&slice=2&pin=1&view=diff";
+  const search = "?seed=7&dtype=float64&bug=bessel_n&mode=fused&step=5&node=h&axes=2,0&slice=2&pin=1&view=diff";
   const state = fromURL(search, META);
   assert.equal(state.config.seed, 7);
   assert.equal(typeof state.config.seed, "number");
-  assert.deepEqual([state.mode, state.step, state.node, state.slice, state.pinned, state.view], ["fused", 5, "h", 2, true, "diff"]);
+  assert.deepEqual([state.mode, state.step, state.node, state.slice, state.axes, state.pinned, state.view], ["fused", 5, "h", 2, [2, 0], true, "diff"]);
   assert.deepEqual(fromURL(toURL(state, META), META), state);
+  // a 3-D node's own map (no axes asked) stays out of the URL, and so does slice 0
+  const plain = fromURL("?step=3&node=emb", META);
+  assert.deepEqual([plain.axes, plain.slice], [null, 0]);
+  assert.equal(toURL(plain, META), "?step=3&node=emb");
 });
 
 test("a value equal to its default is left out; an unknown mode or view falls back", () => {
@@ -51,6 +55,11 @@ test("each bad parameter of a URL is named with what is shown instead, at the ne
     ["?mode=foo", (s) => s.mode === "atomic", /^there is no mode "foo": showing Exercise 1$/],
     ["?view=sideways", (s) => s.view === "manual", /^view=sideways is not one of value, manual, autograd, diff: showing manual$/],
     ["?step=-3", (s) => s.step === 0, /^step=-3 is not a step: showing step 0$/],
+    ["?slice=-1", (s) => s.slice === 0, /^slice=-1 is not an index: showing slice 0$/],
+    ["?slice=1.5", (s) => s.slice === 0, /^slice=1.5 is not an index/],
+    ["?axes=1,1", (s) => s.axes === null, /^axes=1,1 is not two different axes of a 3-D tensor .*showing the node's own map$/],
+    ["?axes=0,3", (s) => s.axes === null, /^axes=0,3 is not two different axes/],
+    ["?axes=rows", (s) => s.axes === null, /^axes=rows is not two different axes/],
   ];
   for (const [search, valid, note] of cases) {
     const { state, notes } = parseURL(search, META, bugModes);

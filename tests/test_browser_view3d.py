@@ -1,0 +1,129 @@
+"""3-D tensors in a real browser: every pack's 3-D node drawn one 2-D slice at a time, the slice and the map's
+axes chosen on the page and kept in its URL, each drawn number checked against the API's tensor indexed here."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from playwright.sync_api import Page, expect
+
+from server.net.packs import NETS
+
+from .test_browser import (  # noqa: F401 (fixtures)
+    act,
+    base_url,
+    browser,
+    open_page,
+    page,
+    served,
+)
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)
+
+
+def first_3d(net_name: str) -> tuple[str, str, str]:
+    """A net's first 3-D node in its first mode: (net, mode, node)."""
+    net = NETS[net_name]
+    mode = net.mode_names[0]
+    return net_name, mode, next(n.name for n in net.nodes_for_mode(mode) if len(n.axes) == 3)
+
+
+# one 3-D node of every pack that has one: a new pack's 3-D tensors are drawn by the same code
+CASES = [first_3d(name) for name, net in NETS.items() if any(len(n.axes) == 3 for n in net.nodes)]
+
+VIEWS = {"value": "value", "manual": "grad_manual", "autograd": "grad_autograd"}
+
+
+def as_array(data) -> numpy.ndarray:
+    """Nested lists as the API sends them (NaN/Inf as null) as floats."""
+    return numpy.array(data, dtype=float)
+
+
+def expected_slice(data, rows: int, cols: int, cut: int, index: int) -> numpy.ndarray:
+    """The map rows × cols of a 3-D tensor at `index` of axis `cut`, by numpy's own indexing."""
+    sliced = numpy.take(as_array(data), index, axis=cut)  # the two axes left keep their order
+    return sliced if rows < cols else sliced.T
+
+
+def shown(pg: Page) -> dict:
+    """What the inspector draws: the main plot's grid, each small multiple's grid, the marginal sums, the controls."""
+    return pg.evaluate(
+        """() => { const q = (id) => document.querySelector(`[data-testid=${id}]`);
+          const thumbs = {}; for (const f of document.querySelectorAll('.thumbs .thumb'))
+            { const c = f.querySelector('canvas'); if (!c.hidden && c.grid) thumbs[f.dataset.view] = c.grid.z; }
+          return {z: q('main-cells').grid.z, thumbs, title: q('main-title').textContent,
+                  rows: JSON.parse(q('row-sums').dataset.values), cols: JSON.parse(q('col-sums').dataset.values),
+                  caption: q('col-sums').dataset.caption, layout: q('slice-axes').value,
+                  slice: Number(q('slice').value), max: Number(q('slice').max),
+                  label: q('slice-label').textContent}; }"""
+    )
+
+
+def assert_slice(pg: Page, detail: dict, rows: int, cols: int, cut: int, index: int) -> None:
+    """The main plot, the three drawn small multiples and the marginal sums all show this slice of the API's numbers."""
+    drawn = shown(pg)
+    assert drawn["layout"] == f"{rows},{cols}" and drawn["slice"] == index
+    assert drawn["max"] == detail["shape"][cut] - 1
+    value = expected_slice(detail["value"]["data"], rows, cols, cut, index)
+    numpy.testing.assert_array_equal(as_array(drawn["z"]), value)  # the main plot opens on the value (view=value)
+    for view, key in VIEWS.items():
+        if detail[key] is not None:
+            want = expected_slice(detail[key]["data"], rows, cols, cut, index)
+            numpy.testing.assert_array_equal(as_array(drawn["thumbs"][view]), want, err_msg=view)
+    # the marginal bars are the shown slice's sums, and say so
+    numpy.testing.assert_allclose(drawn["rows"], numpy.nansum(value, axis=1), rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(drawn["cols"], numpy.nansum(value, axis=0), rtol=1e-12, atol=1e-12)
+    assert drawn["caption"] == "Σ columns of this slice"
+    assert f" {index} of {detail['shape'][cut]}" in drawn["label"] and drawn["label"] in drawn["title"]
+
+
+@pytest.mark.parametrize(("net", "mode", "node"), CASES, ids=[c[0] for c in CASES])
+def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode, node):  # noqa: F811
+    page.goto(f"{base_url}/api/health")  # an origin to ask the API from
+    graph = served(page, f"/api/graph?net={net}&mode={mode}")
+    last = len(graph["schedule"])
+    query = f"net={net}&mode={mode}&step={last}"
+    open_page(page, f"{base_url}/?{query}&node={node}&pin=1&view=value")
+    detail = served(page, f"/api/tensor/{node}?{query}")
+    axes, shape = detail["axes"], detail["shape"]
+    assert len(shape) == 3
+    # it opens on its batch row 0 (the first axis where there is no batch axis), the other two as rows × columns
+    cut = axes.index("batch") if "batch" in axes else 0
+    rows, cols = (a for a in range(3) if a != cut)
+    assert_slice(page, detail, rows, cols, cut, 0)
+    assert "slice=" not in page.url and "axes=" not in page.url  # the node's own map is its URL's default
+    # another slice: the last index of the sliced axis
+    end = shape[cut] - 1
+    act(page, lambda: page.get_by_test_id("slice").fill(str(end)))
+    assert_slice(page, detail, rows, cols, cut, end)
+    assert f"slice={end}" in page.url
+    # the keyboard: an arrow key on the slider moves one slice and leaves the focus on it
+    act(page, lambda: page.get_by_test_id("slice").press("ArrowLeft"))
+    assert_slice(page, detail, rows, cols, cut, end - 1)
+    expect(page.get_by_test_id("slice")).to_be_focused()
+    # another map: the sliced axis as the rows, the first of the other two sliced
+    act(page, lambda: page.get_by_test_id("slice-axes").select_option(f"{cut},{cols}"))
+    assert_slice(page, detail, cut, cols, rows, 0)
+    act(page, lambda: page.get_by_test_id("slice").fill("1"))
+    assert_slice(page, detail, cut, cols, rows, 1)
+    assert f"axes={cut}%2C{cols}" in page.url and "slice=1" in page.url
+    # a hovered cell names its full index and its served numbers
+    page.get_by_test_id("main-cells").scroll_into_view_if_needed()
+    cell = page.get_by_test_id("main-cells").bounding_box()
+    i, j = 1, shape[cols] - 1
+    x, y = cell["x"] + cell["width"] * (j + 0.5) / shape[cols], cell["y"] + cell["height"] * (i + 0.5) / shape[cut]
+    page.mouse.move(x, y)
+    index = [0, 0, 0]
+    index[cut], index[cols], index[rows] = i, j, 1
+    expect(page.get_by_test_id("readout")).to_have_attribute("data-index", ",".join(map(str, index)))
+    expect(page.get_by_test_id("readout")).to_contain_text(f"{node}[{', '.join(map(str, index))}]")
+    a, b, c = index
+    assert float(page.get_by_test_id("readout-value").text_content()) == detail["value"]["data"][a][b][c]
+    # the URL is a permalink: a reload draws the same slice of the same map
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    assert_slice(page, detail, cut, cols, rows, 1)
+    # and Back returns to the slice before
+    act(page, lambda: page.go_back())
+    assert_slice(page, detail, cut, cols, rows, 0)
