@@ -31,6 +31,9 @@ export const AXIS_TITLE = {
   embd: "embedding dimension",
   embcat: "context position · embedding dimension",
   hidden: "hidden unit",
+  time: "time position",
+  embd2: "two positions · embedding dimension",
+  hidden2: "two positions · hidden unit",
   one: "",
 };
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00", code: "#009E73" }; // Okabe-Ito blue / vermillion / green

@@ -397,10 +397,12 @@ function paintSums(wrap, grid, xa, ya, width) {
     else ctx.fillRect(0, caption + half, side.w, 1);
     ctx.font = "11px system-ui, sans-serif";
     const zero = side.values.every((v) => v === 0);
-    // a slice's sums are over the cells shown, not the whole tensor: the caption says so
-    const what = `Σ ${side.across ? "rows" : "columns"}${grid.cut ? " of this slice" : ""}`;
-    ctx.fillText(`${what} ${zero ? "all 0" : `±${max.toPrecision(2)}`}`, 0, 11);
-    canvas.dataset.caption = what;
+    // a slice's sums are over the cells shown, not the whole tensor: the caption says so, as far as it fits
+    const what = `Σ ${side.across ? "rows" : "columns"}`, scale = zero ? "all 0" : `±${max.toPrecision(2)}`;
+    const captions = grid.cut ? [`${what} of this slice ${scale}`, `${what} of this slice`, `${what}, slice ${scale}`, `${what}, slice`, what] : [];
+    const text = captions.find((c) => ctx.measureText(c).width <= side.w) || `${what} ${scale}`;
+    ctx.fillText(text, 0, 11);
+    canvas.dataset.caption = text;
   }
 }
 

@@ -66,24 +66,35 @@ function gridOf(detail, tensor, at) {
   return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), own ? detail.axes : tensor.shape.map(() => "one"), cut);
 }
 
+// an axis's title up to its colon ("batch row: context → target" is a "batch row"), for the controls
+const shortTitle = (axis) => axisTitle(axis).split(":")[0];
+
 // The slice's controls: which two axes are the map (a select of the six layouts) and where the third is cut
-// (a slider, its label beside it). Both keyboard controls with a label each.
+// (a slider, the slice it shows beside it). Both keyboard controls with a label each.
 function sliceControls(detail, at) {
-  const title = (a) => `${axisTitle(detail.axes[a])} (dim ${a})`;
-  const options = LAYOUTS.map((l) => `<option value="${l.rows},${l.cols}" ${l.rows === at.rows && l.cols === at.cols ? "selected" : ""}>${esc(title(l.rows))} × ${esc(title(l.cols))}</option>`).join("");
-  const n = detail.shape[at.cut];
+  const options = LAYOUTS.map((l) => {
+    const text = `${shortTitle(detail.axes[l.rows])} × ${shortTitle(detail.axes[l.cols])} (${detail.shape[l.rows]} × ${detail.shape[l.cols]})`;
+    return `<option value="${l.rows},${l.cols}" ${l.rows === at.rows && l.cols === at.cols ? "selected" : ""}>${esc(text)}</option>`;
+  }).join("");
   return `<div class="slice3d" role="group" aria-label="which 2-D slice of the 3-D tensor the heatmaps show" data-testid="slice-controls">
       <label>rows × columns <select data-testid="slice-axes">${options}</select></label>
-      <label>${esc(title(at.cut))} <input type="range" data-testid="slice" min="0" max="${n - 1}" step="1" value="${at.index}"
-        aria-valuetext="${esc(sliceText(detail, at))}"></label>
+      <label>${esc(shortTitle(detail.axes[at.cut]))} (dim ${at.cut}) <input type="range" data-testid="slice" min="0" max="${detail.shape[at.cut] - 1}"
+        step="1" value="${at.index}" aria-valuetext="${esc(sliceValue(detail, at))}"></label>
       <output data-testid="slice-label">${esc(sliceText(detail, at))}</output>
     </div>`;
 }
 
-// the slice shown, in words: "batch row: context → target 3 of 32: emm→a"
+// the slice shown, as the index that takes it and its label where it has one: "h1[3, :, :] · emm→a"
 function sliceText(detail, at) {
-  const n = detail.shape[at.cut], label = detail.labels[at.cut][at.index];
-  return `${axisTitle(detail.axes[at.cut])} ${at.index} of ${n}${label !== String(at.index) ? `: ${label}` : ""}`;
+  const index = [0, 1, 2].map((d) => (d === at.cut ? String(at.index) : ":")).join(", ");
+  const label = detail.labels[at.cut][at.index];
+  return `${detail.name}[${index}]${label !== String(at.index) ? ` · ${label}` : ""}`;
+}
+
+// the slider's value in words: "batch row 3 of 32: emm→a"
+function sliceValue(detail, at) {
+  const label = detail.labels[at.cut][at.index];
+  return `${shortTitle(detail.axes[at.cut])} ${at.index} of ${detail.shape[at.cut]}${label !== String(at.index) ? `: ${label}` : ""}`;
 }
 
 // a wrong-shaped gradient is drawn in its own shape: its labels are indices where the node's do not fit
@@ -191,7 +202,11 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
   if (slider) {
     const label = el.querySelector('[data-testid="slice-label"]');
     // while dragging, the label follows; the heatmaps (and the URL) on release or on each key press
-    slider.oninput = () => { label.textContent = sliceText(detail, { ...at, index: Number(slider.value) }); };
+    slider.oninput = () => {
+      const moved = { ...at, index: Number(slider.value) };
+      label.textContent = sliceText(detail, moved);
+      slider.setAttribute("aria-valuetext", sliceValue(detail, moved));
+    };
     slider.onchange = () => onSlice({ slice: Number(slider.value), axes: [at.rows, at.cols] });
     const layouts = el.querySelector('[data-testid="slice-axes"]');
     // another layout cuts another axis: its first slice
