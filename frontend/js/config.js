@@ -31,6 +31,9 @@ export const AXIS_TITLE = {
   embd: "embedding dimension",
   embcat: "context position · embedding dimension",
   hidden: "hidden unit",
+  head: "head dimension",
+  query: "query position",
+  key: "key position",
   one: "",
 };
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00", code: "#009E73" }; // Okabe-Ito blue / vermillion / green

@@ -26,7 +26,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def axis_sizes(config: ModelConfig, vocab_size: int) -> dict[str, int]:
     """The size of each named axis of a parameter (Node.axes) under a config."""
     ne, nh, bs = config.n_embd, config.n_hidden, config.block_size
-    return {"vocab": vocab_size, "embd": ne, "embcat": ne * bs, "hidden": nh, "one": 1}
+    # a head's width (axis "head") is the config's n_hidden; a context position ranges over block_size
+    return {"vocab": vocab_size, "embd": ne, "embcat": ne * bs, "hidden": nh, "head": nh, "context": bs, "one": 1}
 
 
 def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:

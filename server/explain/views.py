@@ -139,7 +139,7 @@ def axis_labels(bp: BackwardPass, dataset: Dataset, axis: str, size: int) -> lis
     if axis == "embcat":
         ne = bp.config.n_embd
         return [f"c{i // ne}·e{i % ne}" for i in range(size)]
-    prefix = {"context": "c", "embd": "e", "hidden": "h", "one": ""}[axis]
+    prefix = {"context": "c", "query": "q", "key": "k", "embd": "e", "hidden": "h", "head": "h", "one": ""}[axis]
     return [f"{prefix}{i}" for i in range(size)]
 
 
