@@ -139,7 +139,19 @@ def axis_labels(bp: BackwardPass, dataset: Dataset, axis: str, size: int) -> lis
     if axis == "embcat":
         ne = bp.config.n_embd
         return [f"c{i // ne}·e{i % ne}" for i in range(size)]
-    prefix = {"context": "c", "query": "q", "key": "k", "embd": "e", "hidden": "h", "head": "h", "one": ""}[axis]
+    if axis in ("embd2", "hidden2"):  # two consecutive positions side by side: p0 the earlier, p1 the later
+        width, unit = (bp.config.n_embd, "e") if axis == "embd2" else (bp.config.n_hidden, "h")
+        return [f"p{i // width}·{unit}{i % width}" for i in range(size)]
+    prefix = {
+        "context": "c",
+        "embd": "e",
+        "hidden": "h",
+        "one": "",
+        "time": "t",
+        "query": "q",
+        "key": "k",
+        "head": "h",
+    }[axis]
     return [f"{prefix}{i}" for i in range(size)]
 
 

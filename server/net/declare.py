@@ -35,7 +35,9 @@ class Node:
 
     name: str
     kind: str  # input | param | intermediate | loss
-    axes: tuple[str, ...]  # meaning of each dim: batch, vocab, context, embd, embcat, hidden, one
+    # meaning of each dim: batch, vocab, context, embd, embcat, hidden, one; time (a context's positions after a
+    # flatten of consecutive pairs), embd2 and hidden2 (two consecutive positions' vectors side by side)
+    axes: tuple[str, ...]
     about: str  # one line for the learner
     init: Init | None = None  # parameters only
 
@@ -98,6 +100,8 @@ class Op:
     # the op after training, if it differs: batchnorm with the calibrated statistics instead of the batch's
     eval_forward: Fn | None = None
     calibrated: tuple[str, ...] = ()  # the statistics eval_forward reads: computed over the training split
+    # v -> those statistics over a whole split (v: the values up to the op); None: the training kernels compute them
+    calibrate: Fn | None = None
     # the hand-tuned twin that computes the op when training (server/net/layers.py lists them); None: no twin
     kernel: str | None = None
     saves: tuple[str, ...] = ()  # the tensors its forward keeps for its backward, as the notebook names them
@@ -168,6 +172,8 @@ class Net:
     # tighter (low, high) bounds of config fields than every net's (core/config.py BOUNDS), where the net needs them
     bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     data_about: str = "the lecture's names, a context of block_size characters"  # what the export's data section is
+    # config fields this net sets when a request names it without them (its own sizes: makemore part 5's, say)
+    defaults: Mapping[str, int] = field(default_factory=dict)
     # the sizes a forward line reads by name: (axis, name), each read off the first parameter with that axis
     size_names: tuple[tuple[str, str], ...] = (("embd", "n_embd"), ("hidden", "n_hidden"))
     slips: tuple[Slip, ...] = ()  # factors of the net's own sizes the slip finder names (beyond n's)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -26,9 +27,7 @@ def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor, net: Net | None = 
     try:
         hidden = layers_of(net).hidden
     except NoKernel:
-        if any(op.calibrated for op in net.ops):
-            raise
-        return {}
+        return _calibrate_declared(p, X, net)
     ops = net.eval_ops("loss")
     made_by = {out: i for i, op in enumerate(ops) for out in op.outputs}
     values: dict[str, Any] = {**p, "Xb": X, **net.sizes(p, X.shape[0])}
@@ -43,6 +42,23 @@ def calibrate_bn(p: dict[str, torch.Tensor], X: torch.Tensor, net: Net | None = 
         values.update({mean: bn[mean], var: bn[var]})
         done = end
     return bn
+
+
+def _calibrate_declared(p: dict[str, torch.Tensor], X: torch.Tensor, net: Net) -> dict[str, torch.Tensor]:
+    """The same, for a net the kernels do not compute: each op's own calibrate, on what the ops before it make."""
+    ops = net.eval_ops("loss")
+    last = max((i for i, op in enumerate(ops) if op.calibrated), default=-1)
+    values: dict[str, Any] = {**p, "Xb": X, **net.sizes(p, X.shape[0])}
+    stats: dict[str, torch.Tensor] = {}
+    for i, op in enumerate(ops[: last + 1]):
+        if op.calibrated:
+            if op.calibrate is None:
+                raise NoKernel(f"op {op.name} reads calibrated statistics but declares no calibrate")
+            found = op.calibrate(SimpleNamespace(**values))
+            values.update(found)
+            stats.update(found)
+        values = run_forward(ops[: i + 1], values, start=i)
+    return stats
 
 
 def _eval_values(net: Net, p: dict[str, torch.Tensor], bn: dict[str, torch.Tensor], X: torch.Tensor) -> dict[str, Any]:

@@ -44,6 +44,13 @@ def _net_bounds(fields: BaseModel) -> None:
             raise ValueError(f"{name} must be in [{low}, {high}] for the {net.name} network, got {value}")
 
 
+def _with_net_defaults(data: Any) -> Any:
+    """A request naming a net without some of its sizes gets the net's own (Net.defaults), not the lecture's."""
+    if isinstance(data, dict) and isinstance(name := data.get("net"), str) and name in NETS:
+        return {**NETS[name].defaults, **data}
+    return data
+
+
 class PassQuery(BaseModel):
     """The config and mode of one forward/backward pass, carried in the query string."""
 
@@ -62,6 +69,8 @@ class PassQuery(BaseModel):
         default_net().mode_names[0], description="the backward mode: one exercise of the lecture (GET /api/meta)"
     )
     net: NetName = Field(DEFAULT_NET, description="the network (GET /api/nets): the lecture's MLP by default")
+
+    _net_defaults = model_validator(mode="before")(_with_net_defaults)
 
     @model_validator(mode="after")
     def _within_the_nets_bounds(self) -> PassQuery:
@@ -316,6 +325,8 @@ class RunRequest(BaseModel):
     keep_running: StrictBool = Field(False, description="train on when nobody watches its event stream")
     net: NetName = Field(DEFAULT_NET, description="the network to train (GET /api/nets)")
 
+    _net_defaults = model_validator(mode="before")(_with_net_defaults)
+
     @model_validator(mode="after")
     def _code_with_code(self) -> RunRequest:
         if (self.backward == "code") != (self.code is not None):
@@ -473,6 +484,7 @@ class NetPublic(BaseModel):
     modes: list[str]
     trained_mode: str
     calibrated: list[str]  # the statistics set over the training split after training (batchnorm's); [] for none
+    defaults: dict[str, int]  # the config fields a request naming this net without them gets ({}: the lecture's)
 
 
 class NetsPublic(BaseModel):

@@ -39,6 +39,9 @@ TRAINED_MODE = "fused"  # the training loop's backward: the softmax and the cros
 # the sizes this net narrows: a context of one character has nothing to attend over; a head wider than 64 only
 # slows the page (the GPT lecture's heads are 16 to 64 wide)
 BOUNDS: dict[str, tuple[int, int]] = {"block_size": (2, 8), "n_hidden": (1, 64)}
+# the sizes a request naming this net gets unless it says otherwise: the whole context of makemore part 5 (eight
+# characters, an (8, 8) attention map per example) and a head as wide as the embedding, as the GPT lecture's
+DEFAULTS = {"block_size": 8, "n_embd": 16, "n_hidden": 16}
 # the sizes a forward line reads by name: the head size (hs) and the context length (T), as the GPT lecture names them
 SIZE_NAMES = (("embd", "n_embd"), ("head", "hs"), ("context", "T"))
 
@@ -696,6 +699,7 @@ NET = Net(
     cells=CELLS,
     warmup=WARMUP,
     bounds=BOUNDS,
+    defaults=DEFAULTS,
     size_names=SIZE_NAMES,
     slips=SLIPS,
 )
