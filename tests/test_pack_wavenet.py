@@ -548,6 +548,7 @@ def test_every_gradient_at_the_last_step_of_the_atomic_mode_agrees_with_autograd
 # --- training -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about a minute: every step runs the declared rules one op at a time
 def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset):
     """No hand-tuned kernel: the generic trainer runs the pack's rules, checked against autograd as it goes."""
     from server.training.config import TrainConfig
@@ -565,3 +566,21 @@ def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset
     assert float(losses[-100:].mean()) < float(losses[:100].mean()) - 0.4  # the first 100 steps average ~3
     (result,) = [data for kind, data in events if kind == "result"]
     assert result["train_loss"] < 2.5 and result["val_loss"] < 2.5 and len(result["samples"]) == 20
+
+
+@pytest.mark.long
+def test_makemore_part_5s_result(lecture_dataset):
+    """makemore part 5's final run, trained with the pack's manual backward alone: train 1.769, val 1.993."""
+    from server.training.config import TrainConfig
+    from server.training.loop import Training
+
+    events: list[tuple[str, dict]] = []
+    # the lecture's schedule: 200,000 steps of 32, lr 0.1, then 0.01 from step 150,000
+    config = TrainConfig(net="wavenet", lr_decay_step=150_000, check_every=10_000, **pack.DEFAULTS)
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)))
+    assert training.run() == "finished"
+    assert not any(data["wrong"] for kind, data in events if kind == "check")
+    (result,) = [data for kind, data in events if kind == "result"]
+    print(f"\nwavenet: train {result['train_loss']:.4f} val {result['val_loss']:.4f} in {result['duration_s']:.0f} s")
+    assert abs(result["train_loss"] - 1.769) <= 0.03, result
+    assert abs(result["val_loss"] - 1.993) <= 0.03, result
