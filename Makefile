@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_INDEX ?=
 PIP_INSTALL := $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
-.PHONY: setup run test test-fast lint format bench bench-attacks browser-deps postgres-deps bench-deps clean
+.PHONY: setup run test test-fast test-long lint format bench bench-attacks browser-deps postgres-deps bench-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,11 +53,15 @@ PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --m
 test: setup browser-deps postgres-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(PYTEST)
+	$(PYTEST) -m "not long"
 
 # unit, API and golden tests: no browser, PostgreSQL, nginx or long training
 test-fast: setup
-	$(PYTEST) -m "not browser and not slow and not postgres"
+	$(PYTEST) -m "not browser and not slow and not postgres and not long"
+
+# the trainings to a lecture's numbers that take hours (makemore part 5's 200,000 WaveNet steps), alone
+test-long: setup
+	$(BIN)/python -m pytest -q -s -m long
 
 # the documentation site (docs/, mkdocs.yml) into site/; --strict: any warning, a broken link say, fails it
 # (NO_MKDOCS_2_WARNING: mkdocs-material's banner about its successor, printed on every build)

@@ -121,7 +121,7 @@ def _serve(conn: Connection, memory_limit: int) -> None:
     # warm up (imports, first kernels, meta device) before the limit and the first learner: each pack's own answers
     for net in NETS.values():
         for warm in net.warmup:
-            bp = run_backward(ModelConfig(net=net.name), dataset, warm.mode)
+            bp = run_backward(ModelConfig(net=net.name, **net.defaults), dataset, warm.mode)
             if warm.target:  # the step whose rules make that gradient
                 step = next(k for k, op in enumerate(bp.schedule, 1) if any(r.target == warm.target for r in op.rules))
                 grade(bp, step, warm.code)

@@ -16,6 +16,7 @@ from server.explain.why import mathml
 from server.net.declare import Rule
 from server.net.forward import run_forward
 from server.net.packs import wavenet as pack
+from tests.test_browser import base_url, browser, page  # noqa: F401 (fixtures of the browser tests below)
 
 N, N_EMBD, BLOCK_SIZE, N_HIDDEN = 12, 5, 8, 7  # small; n, n*T and n_hidden all differ, so a slipped dim shows
 LEAF_KINDS = ("input", "param")
@@ -548,6 +549,7 @@ def test_every_gradient_at_the_last_step_of_the_atomic_mode_agrees_with_autograd
 # --- training -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about a minute: every step runs the declared rules one op at a time
 def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset):
     """No hand-tuned kernel: the generic trainer runs the pack's rules, checked against autograd as it goes."""
     from server.training.config import TrainConfig
@@ -565,3 +567,64 @@ def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset
     assert float(losses[-100:].mean()) < float(losses[:100].mean()) - 0.4  # the first 100 steps average ~3
     (result,) = [data for kind, data in events if kind == "result"]
     assert result["train_loss"] < 2.5 and result["val_loss"] < 2.5 and len(result["samples"]) == 20
+
+
+@pytest.mark.long
+def test_makemore_part_5s_result(lecture_dataset):
+    """makemore part 5's final run, trained with the pack's manual backward alone: train 1.769, val 1.993."""
+    from server.training.config import TrainConfig
+    from server.training.loop import Training
+
+    events: list[tuple[str, dict]] = []
+    # the lecture's schedule: 200,000 steps of 32, lr 0.1, then 0.01 from step 150,000
+    config = TrainConfig(net="wavenet", lr_decay_step=150_000, check_every=10_000, **pack.DEFAULTS)
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)))
+    assert training.run() == "finished"
+    assert not any(data["wrong"] for kind, data in events if kind == "check")
+    (result,) = [data for kind, data in events if kind == "result"]
+    print(f"\nwavenet: train {result['train_loss']:.4f} val {result['val_loss']:.4f} in {result['duration_s']:.0f} s")
+    assert abs(result["train_loss"] - 1.769) <= 0.03, result
+    assert abs(result["val_loss"] - 1.993) <= 0.03, result
+
+
+# --- the page -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_the_explorer_opens_the_wavenet_at_its_own_sizes_and_steps_it(page, base_url):  # noqa: F811
+    from playwright.sync_api import expect
+
+    from tests.test_browser import act, click_node, graph_nodes, node_labels, open_page, served
+
+    open_page(page, f"{base_url}/?net=wavenet")
+    nodes = graph_nodes(page)
+    assert {"flat1", "bnvar_inv1", "h3", "W4"} <= set(nodes) and "embcat" not in nodes, nodes
+    total = len(served(page, "/api/graph?net=wavenet")["schedule"])
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 0 / {total}")
+    expect(page.get_by_test_id("cfg-n_hidden")).to_have_value("128")  # the net's own default, from its meta
+    assert "n_hidden" not in page.url  # a default: left out of the URL
+    act(page, lambda: page.get_by_test_id("next").click())
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 1 / {total}")
+    act(page, lambda: page.get_by_test_id("run-all").click())
+    labels = node_labels(page)
+    assert all("✗" not in labels[name] for name in grads_of("atomic")), labels
+    click_node(page, "h1")  # a 3-D tensor: batch, time, hidden
+    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 4, 128)")
+    expect(page.get_by_test_id("error")).to_be_hidden()
+
+
+@pytest.mark.browser
+def test_the_training_form_takes_the_wavenets_sizes_when_it_is_chosen(page, base_url):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/train.html")
+    page.wait_for_selector("body[data-ready='1']")
+    form = page.get_by_test_id("run-form")
+    expect(form.locator("input[name=block_size]")).to_have_value("3")
+    page.get_by_test_id("cfg-net").select_option("wavenet")
+    expect(form.locator("input[name=block_size]")).to_have_value("8")
+    expect(form.locator("input[name=n_embd]")).to_have_value("24")
+    expect(form.locator("input[name=n_hidden]")).to_have_value("128")
+    page.get_by_test_id("cfg-net").select_option("makemore4")
+    expect(form.locator("input[name=block_size]")).to_have_value("3")
+    expect(form.locator("input[name=n_hidden]")).to_have_value("200")

@@ -34,6 +34,9 @@ export const AXIS_TITLE = {
   time: "time position",
   embd2: "two positions · embedding dimension",
   hidden2: "two positions · hidden unit",
+  head: "head dimension",
+  query: "query position",
+  key: "key position",
   one: "",
 };
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00", code: "#009E73" }; // Okabe-Ito blue / vermillion / green

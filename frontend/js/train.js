@@ -357,12 +357,16 @@ async function route() {
 
 // The net the form trains: its meta (the code box's reads and grads, its trained mode), its about line, its block
 async function chooseNet(name) {
+  const before = meta;
   try {
     meta = await api.fetchMeta(name === lectureNet() ? "" : name);
   } catch (e) {
     showError(e.message);
     return;
   }
+  // a net with sizes of its own (the WaveNet's): the fields whose default changes take the new net's
+  const changed = Object.entries(meta.train).filter(([key, field]) => key !== "net" && before.train[key]?.default !== field.default);
+  fillForm(Object.fromEntries(changed.map(([key, field]) => [key, field.default])));
   showNet();
   $("code").value = ""; // the other net's block: this net's kept one, or its template (showCodeBox)
   showCodeBox();

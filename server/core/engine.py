@@ -26,9 +26,19 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def axis_sizes(config: ModelConfig, vocab_size: int) -> dict[str, int]:
     """The size of each named axis of a parameter (Node.axes) under a config."""
     ne, nh, bs = config.n_embd, config.n_hidden, config.block_size
-    # embd2/hidden2: two consecutive positions' vectors side by side (a FlattenConsecutive(2) of the context)
+    # embd2/hidden2: two consecutive positions' vectors side by side (a FlattenConsecutive(2) of the context);
+    # a head's width (axis "head") is the config's n_hidden, a context position ranges over block_size
     pairs = {"embd2": 2 * ne, "hidden2": 2 * nh}
-    return {"vocab": vocab_size, "embd": ne, "embcat": ne * bs, "hidden": nh, "one": 1, **pairs}
+    return {
+        "vocab": vocab_size,
+        "embd": ne,
+        "embcat": ne * bs,
+        "hidden": nh,
+        "one": 1,
+        **pairs,
+        "head": nh,
+        "context": bs,
+    }
 
 
 def init_params(config: ModelConfig, vocab_size: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:

@@ -114,7 +114,8 @@ class Writer:
                 f"{_paren(ln, lp, _negative)} {sign} {_paren(rn, rp, _negative)}",
             )
         if isinstance(node, ast.Attribute) and node.attr == "T":
-            s, n = self.write(node.value, list(reversed(index)), rank, record)
+            # a 2-D operand's transpose: its own two indices swapped (the batch dims in front stay)
+            s, n = self.write(node.value, [*index[:-2], index[-1], index[-2]], rank, record)
             return s, n
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             return self.method(node, index, rank, record)
@@ -140,6 +141,8 @@ class Writer:
             return f"{name}({s})", f"{name}({n})"
         if name == "sum":
             return self.reduction(node, base, index, rank, record)
+        if name == "transpose":
+            return self.transpose(node, base, index, record)
         if name == "view":
             return self.view(node, base, index, rank, record)
         if isinstance(base, ast.Name) and base.id == "torch" and name == "ones_like":
@@ -151,10 +154,10 @@ class Writer:
 
     def reduction(self, node: ast.Call, base: ast.expr, index: list[int | str], rank: int, record: bool):
         """x.sum(d) or x.sum(d, keepdim=True) at an entry: the sum over d of x's entries along it."""
-        if len(node.args) != 1 or not isinstance(node.args[0], ast.Constant):
-            raise Unsupported(ast.unparse(node))
-        dim = int(node.args[0].value)
+        if len(node.args) != 1 or _int_of(node.args[0]) is None:
+            raise Unsupported(ast.unparse(node))  # a tuple of dims: the statement-by-statement trace
         inner = self.value(base)
+        dim = _int_of(node.args[0]) % inner.dim()  # type: ignore[operator]  # -1: the last dim
         keep = any(k.arg == "keepdim" and getattr(k.value, "value", False) for k in node.keywords)
         out = self.value(node)
         # the inner's index: the output's entry for the kept dims, the letter for the summed one
@@ -176,21 +179,34 @@ class Writer:
         return f"Σ_{letter} {_paren(sym, ' ' in sym)}", f"({numbers})"
 
     def matmul(self, node: ast.BinOp, index: list[int | str], rank: int, record: bool) -> tuple[str, str]:
-        """A @ B at [r, c]: the sum over the inner index of A[r, k] * B[k, c]."""
+        """A @ B at [r, c]: the sum over the inner index of A[r, k] * B[k, c]; batched, [b, r, c] of A[b] @ B[b]."""
         a, b = self.value(node.left), self.value(node.right)
-        if a.dim() != 2 or b.dim() != 2 or len(index) != 2:
+        out = self.value(node)
+        if a.dim() < 2 or b.dim() < 2 or out.dim() > len(index):
             raise Unsupported(ast.unparse(node))
-        r, c = index
-        ls, _ = self.write(node.left, [r, INNER], 2, record=False)
-        rs, _ = self.write(node.right, [INNER, c], 2, record=False)
+        *batch, r, c = index[len(index) - out.dim() :]  # the batch dims (right-aligned) stay, the last two multiply
+        rank, size = out.dim(), a.shape[-1]
+        ls, _ = self.write(node.left, [*batch, r, INNER], rank, record=False)
+        rs, _ = self.write(node.right, [*batch, INNER, c], rank, record=False)
         terms = []
-        for k in range(min(a.shape[1], SHOWN_TERMS)):
-            if isinstance(r, int) and isinstance(c, int):
-                terms.append(
-                    f"{self.write(node.left, [r, k], 2, record)[1]}·{self.write(node.right, [k, c], 2, record)[1]}"
-                )
-        more = f" + … ({a.shape[1]} terms)" if a.shape[1] > SHOWN_TERMS else ""
+        for k in range(min(size, SHOWN_TERMS)):
+            if all(isinstance(i, int) for i in (*batch, r, c)):
+                left = self.write(node.left, [*batch, r, k], rank, record)[1]
+                right = self.write(node.right, [*batch, k, c], rank, record)[1]
+                terms.append(f"{left}·{right}")
+        more = f" + … ({size} terms)" if size > SHOWN_TERMS else ""
         return f"Σ_{INNER} {ls}·{rs}", "(" + " + ".join(terms) + more + ")"
+
+    def transpose(self, node: ast.Call, base: ast.expr, index: list[int | str], record: bool) -> tuple[str, str]:
+        """x.transpose(d0, d1) at an entry: the entry of x with those two indices swapped."""
+        dims = [_int_of(a) for a in node.args]
+        out = self.value(node)
+        if len(dims) != 2 or None in dims or out.dim() > len(index):
+            raise Unsupported(ast.unparse(node))
+        at = list(index[len(index) - out.dim() :])  # this expression's own dims (the rest broadcast in front)
+        d0, d1 = (d % out.dim() for d in dims)  # type: ignore[operator]
+        at[d0], at[d1] = at[d1], at[d0]
+        return self.write(base, at, len(at), record)
 
     def view(self, node: ast.Call, base: ast.expr, index: list[int | str], rank: int, record: bool):
         """x.view(shape) at an entry: the entry of x at the same position in memory order."""
@@ -205,6 +221,16 @@ class Writer:
             at.append(flat % size)
             flat //= size
         return self.write(base, list(reversed(at)), src.dim(), record)
+
+
+def _int_of(node: ast.expr) -> int | None:
+    """An integer written as a constant, or a negative one (-1)."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _int_of(node.operand)
+        return -inner if inner is not None else None
+    return None
 
 
 PRECEDENCE = {ast.Add: 1, ast.Sub: 1, ast.Mult: 2, ast.Div: 2, ast.MatMult: 2, ast.Pow: 4}
@@ -262,6 +288,9 @@ def _trace(tree: ast.Module, grad: str, scope: dict[str, Any], index: list[int])
     """A rule of several statements: the entry after each one (the statements run on copies of the tensors)."""
     local = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in scope.items()}
     local.pop(grad, None)
+    first = tree.body[0] if tree.body else None
+    if isinstance(first, ast.AugAssign) and isinstance(first.target, ast.Name) and first.target.id == grad:
+        local[grad] = torch.zeros_like(scope[grad[1:]])  # a later contribution (+=) written out on its own
     where = "[" + ",".join(str(i) for i in index) + "]"
     lines, value = [], None
     for stmt in tree.body:

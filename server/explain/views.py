@@ -143,8 +143,8 @@ def axis_labels(bp: BackwardPass, dataset: Dataset, axis: str, size: int) -> lis
         width, unit = (bp.config.n_embd, "e") if axis == "embd2" else (bp.config.n_hidden, "h")
         return [f"p{i // width}·{unit}{i % width}" for i in range(size)]
     # an axis of another pack, with no prefix of its own here, is labelled by index (the page titles it by name)
-    prefix = {"context": "c", "embd": "e", "hidden": "h", "one": "", "time": "t"}.get(axis, "")
-    return [f"{prefix}{i}" for i in range(size)]
+    prefix = {"context": "c", "embd": "e", "hidden": "h", "one": "", "time": "t", "query": "q", "key": "k", "head": "h"}
+    return [f"{prefix.get(axis, '')}{i}" for i in range(size)]
 
 
 def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> dict[str, Any]:

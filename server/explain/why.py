@@ -418,7 +418,7 @@ def _approx(bp: BackwardPass, name: str, step: int) -> dict[str, Any] | None:
     manual, ref = bp.grad_at(name, step), bp.reference(name, step)
     assert manual is not None and ref is not None
     diff = (manual - ref).abs()
-    flat = int(diff.view(-1).argmax())
+    flat = int(diff.reshape(-1).argmax())
     index = list(torch.unravel_index(torch.tensor(flat), diff.shape)) if diff.dim() else []
     index = [int(i) for i in index]
     m, r = _num(manual, index), _num(ref, index)

@@ -18,7 +18,6 @@ from ..core.serialize import cmp_public, tensor_public
 from ..net.bugs import right_rule
 from ..net.declare import Net, Op, Rule
 from .sandbox import (
-    KEPT_NAMES,
     MAX_EVALUATIONS,
     MAX_ITERATIONS,
     MAX_TENSOR_OPS,
@@ -52,7 +51,7 @@ def value_names(net: Net, mode: str) -> tuple[frozenset[str], frozenset[str]]:
     tensors = {*net.param_names, "Xb", "Yb"}
     for op in net.ops_for_mode(mode):
         tensors |= {name for name in (*op.outputs, *op.saves) if not name.startswith("_")}
-    return frozenset(tensors), frozenset(KEPT_NAMES)
+    return frozenset(tensors), frozenset({"n", *(name for _, name in net.size_names)})
 
 
 def step_names(net: Net, mode: str, step: int, schedule: list[Op] | None = None) -> Names:

@@ -252,7 +252,7 @@ FRESH_METHODS = {
     "sum", "mean", "max", "min", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax",
     "sigmoid",
 }  # fmt: skip
-KEPT_NAMES = ("n", "n_embd", "n_hidden")
+KEPT_NAMES = ("n", "n_embd", "n_hidden", "hs", "T")  # every net's sizes (Net.size_names): never rebound
 BUILTINS = frozenset(dir(builtins))  # integers of the scope a program reads and never rebinds
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-# v: forward values by name (plus n, n_embd, n_hidden); d: manual gradients so far, d.x reads as "dx"
+# v: forward values by name (plus n and the net's sizes, Net.size_names); d: manual gradients so far, d.x is "dx"
 Fn = Callable[..., Any]
 
 
@@ -134,6 +134,15 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Slip:
+    """A constant factor a wrong gradient may be off by, named for the learner from the net's own sizes."""
+
+    factor: Fn  # v -> the number (v: the forward's values and sizes by name)
+    label: str  # how the factor reads: "√hs"
+    why: str  # the likely slip, as the feedback asks it
+
+
+@dataclass(frozen=True)
 class Warmup:
     """A right answer a check process grades before its first learner: imports, kernels and feedback paths warm."""
 
@@ -165,6 +174,9 @@ class Net:
     data_about: str = "the lecture's names, a context of block_size characters"  # what the export's data section is
     # config fields this net sets when a request names it without them (its own sizes: makemore part 5's, say)
     defaults: Mapping[str, int] = field(default_factory=dict)
+    # the sizes a forward line reads by name: (axis, name), each read off the first parameter with that axis
+    size_names: tuple[tuple[str, str], ...] = (("embd", "n_embd"), ("hidden", "n_hidden"))
+    slips: tuple[Slip, ...] = ()  # factors of the net's own sizes the slip finder names (beyond n's)
 
     @functools.cached_property
     def nodes_by_name(self) -> dict[str, Node]:
@@ -201,9 +213,9 @@ class Net:
         return float(self.eps_code)
 
     def sizes(self, params: Mapping[str, torch.Tensor], n: int) -> dict[str, int]:
-        """The sizes a forward line reads by name (n, n_embd, n_hidden), read off the parameters' axes."""
+        """The sizes a forward line reads by name (n and the net's size_names), read off the parameters' axes."""
         out = {"n": n}
-        for axis, name in (("embd", "n_embd"), ("hidden", "n_hidden")):
+        for axis, name in self.size_names:
             node = next((node for node in self.params if axis in node.axes), None)
             if node is not None:
                 out[name] = params[node.name].shape[node.axes.index(axis)]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..declare import Net, Undeclared
-from . import layernorm, makemore4, wavenet
+from . import attention, layernorm, makemore4, wavenet
 
 DEFAULT_NET = "makemore4"
-NETS: dict[str, Net] = {net.name: net for net in (makemore4.NET, layernorm.NET, wavenet.NET)}
+NETS: dict[str, Net] = {net.name: net for net in (makemore4.NET, layernorm.NET, wavenet.NET, attention.NET)}
 
 
 def net_of(name: str) -> Net:
