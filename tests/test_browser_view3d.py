@@ -128,3 +128,39 @@ def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode
     # and Back returns to the slice before
     act(page, lambda: page.go_back())
     assert_slice(page, detail, cut, cols, rows, 0)
+
+
+def attention_map(net_name: str) -> tuple[str, str, str]:
+    """A net's last query × key node in its first mode (the attention weights, after the softmax)."""
+    net = NETS[net_name]
+    mode = net.mode_names[0]
+    return net_name, mode, [n.name for n in net.nodes_for_mode(mode) if {"query", "key"} <= set(n.axes)][-1]
+
+
+MAPS = [attention_map(name) for name, net in NETS.items() if any({"query", "key"} <= set(n.axes) for n in net.nodes)]
+
+
+@pytest.mark.parametrize(("net", "mode", "node"), MAPS, ids=[c[0] for c in MAPS])
+def test_attention_weights_open_as_a_query_by_key_map_per_batch_row(page, base_url, net, mode, node):  # noqa: F811
+    page.goto(f"{base_url}/api/health")
+    last = len(served(page, f"/api/graph?net={net}&mode={mode}")["schedule"])
+    query = f"net={net}&mode={mode}&step={last}"
+    open_page(page, f"{base_url}/?{query}&node={node}&pin=1&view=value")
+    detail = served(page, f"/api/tensor/{node}?{query}")
+    b, q, k = (detail["axes"].index(a) for a in ("batch", "query", "key"))
+    expect(page.get_by_test_id("slice-axes")).to_have_value(f"{q},{k}")
+    drawn = shown(page)
+    assert drawn["slice"] == 0 and drawn["z"] == expected_slice(detail["value"]["data"], q, k, b, 0).tolist()
+    layout = "document.querySelector('[data-testid=heatmap-main]').layout"
+    assert page.evaluate(f"[{layout}.yaxis.title.text, {layout}.xaxis.title.text]") == [
+        "query position",
+        "key position",
+    ]
+    # the weights of a causal head: every query's row sums to 1 over the keys at or before it, and 0 after it
+    z = numpy.array(drawn["z"])
+    numpy.testing.assert_allclose(drawn["rows"], numpy.ones(len(z)), rtol=1e-6)
+    assert not numpy.triu(z, 1).any()
+    # another batch row: its own map
+    act(page, lambda: page.get_by_test_id("slice").fill("5"))
+    assert_slice(page, detail, q, k, b, 5)
+    assert "slice=5" in page.url and "axes=" not in page.url

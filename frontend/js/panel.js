@@ -5,7 +5,7 @@ import { SCALAR_MAX, STATUS } from "./config.js";
 import { esc } from "./text.js";
 import { nodeStatus, statusText } from "./graph.js";
 import { absMax, as2d, axisTitle, cellAt, ensureFrame, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
-import { LAYOUTS, clampIndex, entryAt, layoutOf } from "./slices.js";
+import { LAYOUTS, clampIndex, defaultLayout, entryAt, layoutOf } from "./slices.js";
 
 export const VIEWS = [
   { key: "value", label: "value" },
@@ -207,10 +207,13 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
       label.textContent = sliceText(detail, moved);
       slider.setAttribute("aria-valuetext", sliceValue(detail, moved));
     };
-    slider.onchange = () => onSlice({ slice: Number(slider.value), axes: [at.rows, at.cols] });
+    // the node's own layout stays out of the URL (null), as its defaults do
+    const own = defaultLayout(detail.axes);
+    const asked = (rows, cols) => (rows === own.rows && cols === own.cols ? null : [rows, cols]);
+    slider.onchange = () => onSlice({ slice: Number(slider.value), axes: asked(at.rows, at.cols) });
     const layouts = el.querySelector('[data-testid="slice-axes"]');
     // another layout cuts another axis: its first slice
-    layouts.onchange = () => onSlice({ slice: 0, axes: layouts.value.split(",").map(Number) });
+    layouts.onchange = () => onSlice({ slice: 0, axes: asked(...layouts.value.split(",").map(Number)) });
     if (focused === "slice" || focused === "slice-axes") el.querySelector(`[data-testid="${focused}"]`).focus();
   }
   if (small) {
