@@ -95,10 +95,17 @@ def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode
     assert_slice(page, detail, rows, cols, cut, 0)
     assert "slice=" not in page.url and "axes=" not in page.url  # the node's own map is its URL's default
     # another slice: the last index of the sliced axis
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if f"/api/tensor/{node}?" in r.url else None)
     end = shape[cut] - 1
     act(page, lambda: page.get_by_test_id("slice").fill(str(end)))
     assert_slice(page, detail, rows, cols, cut, end)
     assert f"slice={end}" in page.url
+    # a large tensor is asked for as that slice alone; a small one whole (drawn from what the page holds)
+    large = numpy.prod(shape) > page.evaluate("import('/js/config.js').then((m) => m.SLICE_OVER)")
+    sliced = [u for u in asked if "slice_dim=" in u]
+    assert sliced == ([u for u in asked if f"slice_dim={cut}&slice_index={end}" in u] if large else []), asked
+    assert bool(sliced) == large, asked
     # the keyboard: an arrow key on the slider moves one slice and leaves the focus on it
     act(page, lambda: page.get_by_test_id("slice").press("ArrowLeft"))
     assert_slice(page, detail, rows, cols, cut, end - 1)

@@ -67,7 +67,10 @@ async function fetchView() {
   const key = JSON.stringify(apiParams(state, false));
   const graphPromise = key === graphKey ? Promise.resolve(graph) : api.fetchGraph(apiParams(state, false));
   const statePromise = api.fetchState(apiParams(state));
-  const detailPromise = state.node ? api.fetchTensor(state.node, apiParams(state)) : Promise.resolve(null);
+  // a large 3-D node's one slice, once the graph (its shape) is known: the first load asks for the whole
+  const shown = key === graphKey && state.node ? graph.nodes.find((n) => n.name === state.node) : null;
+  const params = { ...apiParams(state), ...panelView.sliceQuery(shown, state) };
+  const detailPromise = state.node ? api.fetchTensor(state.node, params) : Promise.resolve(null);
   // a node the mode does not have is a 404 here; it is dropped from the state below, not shown as an error
   const [g, view, detail] = await Promise.all([graphPromise, statePromise, detailPromise.catch((e) => e)]);
   graph = g;
@@ -266,7 +269,13 @@ function expand(on, detail) {
 
 // a button that the new step disabled (Next at the end) hands its focus to its neighbour
 function keepFocus(focused) {
-  if (!focused || focused === document.body || !document.contains(focused)) return;
+  if (!focused || focused === document.body) return;
+  if (!document.contains(focused)) { // the inspector drew its controls anew (a 3-D slice's slider): the new one
+    const id = focused.dataset && focused.dataset.testid;
+    const twin = id && $("panel").querySelector(`[data-testid="${id}"]`);
+    if (twin && !twin.disabled) twin.focus();
+    return;
+  }
   if (!focused.disabled) { if (document.activeElement !== focused) focused.focus(); return; }
   const fallback = { next: "prev", all: "prev", prev: "next", reset: "next" }[focused.id];
   if (fallback && !$(fallback).disabled) $(fallback).focus();
@@ -282,8 +291,9 @@ function prefetchAt(steps, total) {
     const node = state.pinned ? state.node : followed(graph, step) || state.node;
     if (!node) continue;
     const choice = node === state.node ? { slice: state.slice, axes: state.axes } : {};
+    const slice = panelView.sliceQuery(graph.nodes.find((n) => n.name === node), choice);
     // the inspector's frame for that tensor drawn while the page is idle, so that the click only paints
-    api.prefetchTensor(node, { ...params, step }).then(
+    api.prefetchTensor(node, { ...params, step, ...slice }).then(
       (detail) => panelView.idle(() => panelView.prepare($("panel"), detail, choice)),
       () => {},
     );

@@ -22,6 +22,7 @@ export const CURRENT = EDGE.current.color;
 // colour scales as stops, so that the canvas thumbnails and Plotly draw the same colours
 export const VALUE_SCALE = [[0, "#440154"], [0.25, "#3b528b"], [0.5, "#21918c"], [0.75, "#5ec962"], [1, "#fde725"]]; // viridis
 export const GRAD_SCALE = [[0, "#2166ac"], [0.25, "#92c5de"], [0.5, "#f7f7f7"], [0.75, "#f4a582"], [1, "#b2182b"]]; // negative blue, positive red
+export const SLICE_OVER = 4096; // a 3-D tensor of more entries is asked for one 2-D slice at a time (the one drawn)
 export const SCALAR_MAX = 8; // tensors with at most this many entries are printed as numbers, not drawn
 // what each axis of a tensor means, as the heatmap's axis title
 export const AXIS_TITLE = {

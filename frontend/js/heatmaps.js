@@ -15,8 +15,20 @@ export function as2d(tensor, labels, axes, at = null) {
   if (shape.length === 0) return { z: [[tensor.data]], x: [""], y: [""], xt: "", yt: "" };
   if (shape.length === 1) return { z: [tensor.data], x: labels[0], y: [""], xt: axisTitle(axes[0]), yt: "" };
   if (shape.length === 2) return { z: tensor.data, x: labels[1], y: labels[0], xt: axisTitle(axes[1]), yt: axisTitle(axes[0]) };
+  if (tensor.slice) return served2d(tensor, labels, axes, at);
   const cut = { ...defaultLayout(axes), index: 0, ...(at || {}) };
   const z = sliceOf(tensor.data, shape, cut, cut.index);
+  return { z, x: labels[cut.cols], y: labels[cut.rows], xt: axisTitle(axes[cut.cols]), yt: axisTitle(axes[cut.rows]), cut };
+}
+
+// A 3-D tensor the server sent as one slice (tensor.slice = [dim, index]; data: the other two dims in order),
+// laid out as `at` asks where it cuts the same dim (the page asks for the slice it draws), in order otherwise.
+function served2d(tensor, labels, axes, at) {
+  const [dim, index] = tensor.slice;
+  const [a, b] = [0, 1, 2].filter((d) => d !== dim);
+  const turned = at && at.cut === dim && at.rows === b;
+  const cut = turned ? { rows: b, cols: a, cut: dim, index } : { rows: a, cols: b, cut: dim, index };
+  const z = turned ? tensor.data[0].map((_, j) => tensor.data.map((row) => row[j])) : tensor.data;
   return { z, x: labels[cut.cols], y: labels[cut.rows], xt: axisTitle(axes[cut.cols]), yt: axisTitle(axes[cut.rows]), cut };
 }
 

@@ -1,7 +1,7 @@
 // Pure renderer of the tensor inspector: what the node is, its forward line and backward rule(s), the
 // lecture's check, one large heatmap (value | manual | autograd | manual − autograd) with marginal sums
 // and a crosshair linked to four small multiples; tiny tensors as numbers; a partial gradient's split.
-import { SCALAR_MAX, STATUS } from "./config.js";
+import { SCALAR_MAX, SLICE_OVER, STATUS } from "./config.js";
 import { esc } from "./text.js";
 import { nodeStatus, statusText } from "./graph.js";
 import { absMax, as2d, axisTitle, cellAt, ensureFrame, hideOverlays, identical, moveCross, num, rangeOf, renderMain, thumb } from "./heatmaps.js";
@@ -57,6 +57,14 @@ export function cutOf(detail, choice = {}) {
   if (detail.shape.length !== 3) return null;
   const layout = layoutOf(detail.axes, choice.axes || null);
   return { ...layout, index: clampIndex(choice.slice ?? 0, detail.shape[layout.cut]) };
+}
+
+// The tensor endpoint's slice parameters for a node of the graph ({shape, axes}): a large 3-D one is asked for as
+// the one slice the heatmaps draw (a WaveNet activation whole is megabytes), anything else whole ({}).
+export function sliceQuery(node, choice = {}) {
+  if (!node || node.shape.length !== 3 || node.shape.reduce((a, b) => a * b, 1) <= SLICE_OVER) return {};
+  const at = cutOf(node, choice);
+  return { slice_dim: at.cut, slice_index: at.index };
 }
 
 function gridOf(detail, tensor, at) {
@@ -177,8 +185,6 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
     const rule = el.querySelector(".cell-rule");
     if (rule) rule.hidden = true;
   }
-  // the slice's controls are made anew: the one in use keeps the keyboard focus (an arrow key moves on)
-  const focused = el.querySelector(".insp-text")?.contains(document.activeElement) ? document.activeElement.dataset.testid : null;
   el.querySelector(".insp-text").innerHTML = `
     <div class="insp-head">
       <h2 data-testid="panel-title">${esc(detail.name)} <small>${esc(detail.kind)} · shape (${detail.shape.join(", ")})</small></h2>
@@ -214,7 +220,6 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
     const layouts = el.querySelector('[data-testid="slice-axes"]');
     // another layout cuts another axis: its first slice
     layouts.onchange = () => onSlice({ slice: 0, axes: asked(...layouts.value.split(",").map(Number)) });
-    if (focused === "slice" || focused === "slice-axes") el.querySelector(`[data-testid="${focused}"]`).focus();
   }
   if (small) {
     el.querySelector(".numbers-wrap").innerHTML = smallTable(detail, panels);

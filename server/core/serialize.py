@@ -35,11 +35,18 @@ def entry(t: torch.Tensor, index: list[int] | tuple[int, ...] = ()) -> float:
     return float(x)
 
 
-def tensor_public(t: torch.Tensor | None) -> dict[str, Any] | None:
-    """{shape, data, min, max, nonfinite}; min/max over the finite entries only; data goes out through dumps()."""
+def tensor_public(t: torch.Tensor | None, cut: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """{shape, data, min, max, nonfinite}; min/max over the finite entries only; data goes out through dumps().
+
+    `cut` = (dim, index): data holds that slice alone, marked {"slice": [dim, index]}; shape, min, max and the
+    non-finite counts stay the whole tensor's (every slice on one colour scale)."""
     if t is None:
         return None
     t = t.detach()
+    if cut is not None:
+        whole = tensor_public(t)
+        assert whole is not None
+        return {**whole, "data": t.select(*cut).contiguous().numpy(), "slice": list(cut)}
     shape = list(t.shape)
     data: Any = t.item() if t.dim() == 0 else t.contiguous().numpy()
     if t.numel() == 0:

@@ -18,6 +18,14 @@ class UnknownNode(LookupError):
     """A tensor name that the mode's graph does not have."""
 
 
+class NoSuchSlice(ValueError):
+    """A slice of a tensor that is not 3-D, or an index past its dim; `field` names which of the two is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _shape(t: object) -> list[int]:
     return list(t.shape) if isinstance(t, torch.Tensor) else []
 
@@ -147,13 +155,30 @@ def axis_labels(bp: BackwardPass, dataset: Dataset, axis: str, size: int) -> lis
     return [f"{prefix.get(axis, '')}{i}" for i in range(size)]
 
 
-def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> dict[str, Any]:
-    """Value, manual gradient as of `step`, autograd's gradient, their difference and the checks."""
+def _slice(t: torch.Tensor | None, cut: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The cut for one of a node's tensors: none for a gradient of another shape (the bug lab's), sent whole."""
+    return cut if cut is not None and t is not None and t.dim() == 3 and cut[1] < t.shape[cut[0]] else None
+
+
+def build_tensor(
+    bp: BackwardPass, dataset: Dataset, name: str, step: int, cut: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Value, manual gradient as of `step`, autograd's gradient, their difference and the checks.
+
+    `cut` = (dim, index) of a 3-D node: its tensors' data are that 2-D slice alone (the checks stay whole)."""
     if name not in bp.node_names():
         raise UnknownNode(f"no tensor {name!r} in mode {bp.mode}; it has: {', '.join(bp.node_names())}")
     node = bp.net.node(name)
     value = bp.values[name]
     assert isinstance(value, torch.Tensor)
+    if cut is not None and value.dim() != 3:
+        raise NoSuchSlice(
+            "slice_dim", f"{name} has {value.dim()} dims, shape {tuple(value.shape)}: only a 3-D tensor is sliced"
+        )
+    if cut is not None and cut[1] >= value.shape[cut[0]]:
+        raise NoSuchSlice(
+            "slice_index", f"{name}'s dim {cut[0]} has {value.shape[cut[0]]} entries: index {cut[1]} is past it"
+        )
     manual = bp.grad_at(name, step)
     ref = bp.reference(name, step)
     diff = manual - ref if manual is not None and ref is not None and manual.shape == ref.shape else None
@@ -172,13 +197,13 @@ def build_tensor(bp: BackwardPass, dataset: Dataset, name: str, step: int) -> di
         "step": step,
         "status": status,
         "contributions": [done, total],
-        "value": tensor_public(value),
-        "grad_manual": tensor_public(manual),
-        "grad_autograd": tensor_public(ref),
+        "value": tensor_public(value, _slice(value, cut)),
+        "grad_manual": tensor_public(manual, _slice(manual, cut)),
+        "grad_autograd": tensor_public(ref, _slice(ref, cut)),
         "reference": _reference_text(bp, name, step) if ref is not None else None,
-        "diff": tensor_public(diff),
+        "diff": tensor_public(diff, _slice(diff, cut)),
         "cmp": cmp_public(bp.cmp_at(name, step)),
-        "split": _split(bp, name, step) if total > 1 else None,
+        "split": _split(bp, name, step, cut) if total > 1 else None,
         "numeric": cmp_public(bp.numeric(name)) if status == "complete" else None,
         "numeric_note": numeric_note,
     }
@@ -194,14 +219,14 @@ def _reference_text(bp: BackwardPass, name: str, step: int) -> str:
     return f"autograd through {which} of {total} (from {ops})"
 
 
-def _split(bp: BackwardPass, name: str, step: int) -> list[dict[str, Any]]:
+def _split(bp: BackwardPass, name: str, step: int, cut: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """Each contribution received so far, next to autograd's gradient through the same op alone."""
     return [
         {
             "op": c.op,
             "step": c.step,
-            "manual": tensor_public(c.grad),
-            "autograd": tensor_public(bp.path_ref(name, c.step)),
+            "manual": tensor_public(c.grad, _slice(c.grad, cut)),
+            "autograd": tensor_public(ref := bp.path_ref(name, c.step), _slice(ref, cut)),
             "overwrites": c.overwrites,
         }
         for c in bp.contributions(name, step)

@@ -44,6 +44,7 @@ from .schemas import (
     StatePublic,
     StepQuery,
     TensorDetailPublic,
+    TensorQuery,
     WhyPublic,
     WhyQuery,
 )
@@ -51,6 +52,7 @@ from .schemas import (
 router = APIRouter(prefix="/api", tags=["explorer"])
 LARGE = 4 * 32 * 64  # batch x width above 4x the lecture's: computed in a worker thread (see _computed)
 PASS, STEP, HINT, WHY = QueryModel(PassQuery), QueryModel(StepQuery), QueryModel(HintQuery), QueryModel(WhyQuery)
+TENSOR = QueryModel(TensorQuery)
 NET = QueryModel(NetQuery)
 
 
@@ -274,15 +276,18 @@ async def state(request: Request, query: Annotated[StepQuery, Depends(STEP)]) ->
     "/tensor/{name}",
     response_model=TensorDetailPublic,
     responses={404: {"description": "no such tensor or run"}, 409: NO_RUN[409]},
-    openapi_extra=STEP.openapi,
+    openapi_extra=TENSOR.openapi,
 )
-async def tensor(request: Request, name: str, query: Annotated[StepQuery, Depends(STEP)]) -> Response:
+async def tensor(request: Request, name: str, query: Annotated[TensorQuery, Depends(TENSOR)]) -> Response:
     def view() -> dict[str, Any]:
         bp = _pass(request, query)
+        step = _step(bp.mode, bp.total_steps, query.step)
         try:
-            return views.build_tensor(bp, _cache(request).dataset, name, _step(bp.mode, bp.total_steps, query.step))
+            return views.build_tensor(bp, _cache(request).dataset, name, step, query.cut)
         except views.UnknownNode as e:
             raise HTTPException(404, str(e)) from None
+        except views.NoSuchSlice as e:
+            raise _invalid(e.field, str(e), query.cut) from None
 
     return await _computed(request, query, view)
 

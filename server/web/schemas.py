@@ -78,7 +78,7 @@ class PassQuery(BaseModel):
         return self
 
     def to_config(self) -> ModelConfig:
-        return ModelConfig(**self.model_dump(exclude={"mode", "step", "code", "at"}))
+        return ModelConfig(**self.model_dump(exclude={"mode", "step", "code", "at", "slice_dim", "slice_index"}))
 
 
 class StepQuery(PassQuery):
@@ -87,6 +87,26 @@ class StepQuery(PassQuery):
     step: int | None = Field(
         None, ge=0, le=MAX_STEPS, description="backward steps taken; 0 = forward only; at most the mode's schedule"
     )
+
+
+class TensorQuery(StepQuery):
+    """A step's tensor; a 3-D one may be asked for as one 2-D slice (what the page's heatmaps draw at a time)."""
+
+    slice_dim: int | None = Field(
+        None, ge=0, le=2, description="a 3-D tensor's dim to cut: its tensors' data are then one slice alone"
+    )
+    slice_index: int | None = Field(None, ge=0, description="the index along slice_dim (with it, not alone)")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TensorQuery:
+        if (self.slice_dim is None) != (self.slice_index is None):
+            raise ValueError("slice_dim and slice_index go together: give both, or neither for the whole tensor")
+        return self
+
+    @property
+    def cut(self) -> tuple[int, int] | None:
+        """(dim, index) of the slice asked for, or None for the whole tensor."""
+        return None if self.slice_dim is None or self.slice_index is None else (self.slice_dim, self.slice_index)
 
 
 class HealthPublic(BaseModel):
@@ -120,6 +140,7 @@ class TensorPublic(BaseModel):
     min: float | None
     max: float | None
     nonfinite: dict[str, int]
+    slice: list[int] | None = None  # [dim, index] where data is that slice alone (shape, min, max: the whole's)
 
 
 class CmpPublic(BaseModel):

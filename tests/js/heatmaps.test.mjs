@@ -60,8 +60,15 @@ test("any tensor becomes a 2-D grid with its labels; a 3-D one shows one slice",
   assert.deepEqual(first.z, [[0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 22, 23]]);
   assert.deepEqual([first.cut.cut, first.cut.index, first.y, first.x], [0, 0, labels3[1], labels3[2]]);
   // an axis the lecture has no words for is titled by its own name
-  const att = as2d(t3, labels3, ["batch", "query", "key"], { rows: 2, cols: 1, cut: 0, index: 1 });
-  assert.deepEqual([att.yt, att.xt, att.z[3]], ["key", "query", [103, 113, 123]]);
+  const other = as2d(t3, labels3, ["batch", "alpha", "beta"], { rows: 2, cols: 1, cut: 0, index: 1 });
+  assert.deepEqual([other.yt, other.xt, other.z[3]], ["beta", "alpha", [103, 113, 123]]);
+  // a slice the server sent alone (data: the other two dims in order) is drawn the same, either way round
+  const sent = { shape: [2, 3, 4], slice: [1, 2], data: [[20, 21, 22, 23], [120, 121, 122, 123]] };
+  const ways = [{ rows: 0, cols: 2, cut: 1, index: 2 }, { rows: 2, cols: 0, cut: 1, index: 2 }];
+  for (const at of ways) {
+    const mine = as2d(t3, labels3, ["batch", "context", "embd"], at), theirs = as2d(sent, labels3, ["batch", "context", "embd"], at);
+    assert.deepEqual([theirs.z, theirs.x, theirs.y, theirs.cut], [mine.z, mine.x, mine.y, mine.cut]);
+  }
 });
 
 test("a colour scale's ends and stops are its own colours, in between interpolated", () => {

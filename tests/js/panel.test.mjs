@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { cmpLine, cutOf, entryOf, panelsOf } from "../../frontend/js/panel.js";
+import { cmpLine, cutOf, entryOf, panelsOf, sliceQuery } from "../../frontend/js/panel.js";
 
 const tensor = (min, max, shape = [2, 2]) => ({ shape, min, max, nonfinite: { nan: 0, posinf: 0, neginf: 0 } });
 
@@ -56,4 +56,14 @@ test("a 3-D node is cut where the state asks, inside its axes; a hovered cell na
   assert.deepEqual(entryOf(detail, [7, 100], at), [7, 3, 100]);
   assert.equal(cutOf({ shape: [32, 27], axes: ["batch", "vocab"] }, { slice: 3, axes: [0, 2] }), null);
   assert.deepEqual(entryOf({ shape: [32, 27] }, [5, 6], null), [5, 6]);
+});
+
+test("a large 3-D node is asked for as the slice drawn; a small one, or another rank, whole", () => {
+  const big = { shape: [32, 4, 128], axes: ["batch", "time", "hidden"] };
+  assert.deepEqual(sliceQuery(big), { slice_dim: 0, slice_index: 0 });
+  assert.deepEqual(sliceQuery(big, { slice: 3, axes: [0, 2] }), { slice_dim: 1, slice_index: 3 });
+  assert.deepEqual(sliceQuery(big, { slice: 99, axes: null }), { slice_dim: 0, slice_index: 31 });
+  assert.deepEqual(sliceQuery({ shape: [32, 3, 10], axes: ["batch", "context", "embd"] }), {});
+  assert.deepEqual(sliceQuery({ shape: [512, 200], axes: ["batch", "hidden"] }), {});
+  assert.deepEqual(sliceQuery(null), {});
 });
