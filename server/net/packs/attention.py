@@ -679,10 +679,14 @@ SLIPS = (
     ),
 )
 
-# what a check process grades before its first learner: a first step, the scaling, and the loops of dC
+# what a check process grades before its first learner: a first step, the scaling, the mask, the batched products,
+# the fused softmax and dC
 WARMUP = (
     Warmup("atomic", "logprobs", "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"),
     Warmup("atomic", "qk", "dqk = dwei * hs**-0.5"),
+    Warmup("atomic", "wei", "dwei = dwei_masked.masked_fill(tril == 0, 0.0)"),
+    Warmup("atomic", "q", "dq = dqk @ kT.transpose(-2, -1)\ndkT = q.transpose(-2, -1) @ dqk"),
+    Warmup("fused_sm", "wei_masked", "dwei_masked = att * (datt - (att * datt).sum(-1, keepdim=True))"),
     Warmup("atomic", "C", "dC = torch.zeros_like(C)\ndC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))"),
 )
 
