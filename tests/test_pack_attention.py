@@ -631,3 +631,26 @@ def test_a_softmax_summed_over_the_queries_is_named_as_the_wrong_dim(check_clien
         "dwei_masked sums over the wrong dimension: line 1: (att * datt).sum(-2, keepdim=True) → "
         "(att * datt).sum(-1, keepdim=True) gives autograd's"
     ]
+
+
+def test_the_whole_atomic_cell_is_graded_right_and_its_export_runs_and_agrees(check_client, tmp_path):
+    """Exercise 1's cell for the head, every line in the lecture's order: one check of the cell, then the .py the
+    page exports, run with this project's Python on the lecture's names: every cmp line approximately right."""
+    from tests.test_export import all_right, cmp_lines, run_py
+
+    cell = "\n".join(ATOMIC_STEPS[op.name] for op in reversed(ops_for("atomic")))
+    body = {"net": "attention", "mode": "atomic", "code": cell}
+    graded = check_client.post("/api/check", json=body)
+    assert graded.status_code == 200 and graded.json()["correct"], graded.text
+    exported = check_client.post("/api/export", json={**body, "format": "py"})
+    assert exported.status_code == 200, exported.text
+    lines = cmp_lines(run_py(tmp_path, "attention.py", exported.content))
+    assert set(lines) == set(pack.CMP_ORDER) and all_right(lines)
+
+
+@pytest.mark.parametrize("code", ["hs = 1\ndqk = dwei * hs**-0.5", "T = 1\ndqk = dwei * hs**-0.5"])
+def test_the_heads_sizes_cannot_be_rebound_in_its_checks(check_client, code):
+    step = [op.name for op in reversed(ops_for("atomic"))].index("wei") + 1
+    body = {"net": "attention", "mode": "atomic", "step": step, "code": code}
+    refused = check_client.post("/api/check", json=body)
+    assert refused.status_code == 422 and "cannot be reassigned" in refused.json()["detail"]

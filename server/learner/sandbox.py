@@ -279,6 +279,12 @@ class Names:
     later: Mapping[str, str] = field(default_factory=dict)  # names not in scope yet -> when they come
     unit: str = "step"  # what the program is: a backward "step", or a whole cell, read "line" by line
 
+    @property
+    def kept(self) -> frozenset[str]:
+        """The names never rebound: the lecture's sizes, and every given name that is neither a tensor it reads
+        nor one of its own (the net's sizes: hs, T)."""
+        return frozenset(KEPT_NAMES) | (self.given - self.shared - self.mutable)
+
 
 # calls whose result may be the tensor they are called on, or a view of it (torch returns x itself for x.float()
 # of a float x and for +x): a name bound to one shares its memory; every other call and operator makes a new tensor
@@ -286,7 +292,7 @@ FRESH_METHODS = {
     "sum", "mean", "max", "min", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax",
     "sigmoid", "masked_fill",
 }  # fmt: skip
-KEPT_NAMES = ("n", "n_embd", "n_hidden", "hs", "T")  # every net's sizes (Net.size_names): never rebound
+KEPT_NAMES = ("n", "n_embd", "n_hidden")
 BUILTINS = frozenset(dir(builtins))  # integers of the scope a program reads and never rebinds
 
 
@@ -422,7 +428,7 @@ class _Rules:
 
     def bind(self, name: str, line: int, loop: bool = False) -> None:
         if not loop:  # a loop variable: hidden_by said what it may not be
-            if name in RESERVED or name in KEPT_NAMES:
+            if name in RESERVED or name in self.names.kept:
                 raise Refused(f"line {line}: {name} cannot be reassigned")
             if name in self.names.shared:
                 raise Refused(f"line {line}: {name} is a tensor of the forward pass; it cannot be reassigned")
@@ -610,7 +616,7 @@ class Interpreter:
         return ""
 
     def bind(self, name: str, value: Any, node: ast.stmt) -> None:
-        if name in RESERVED or name in KEPT_NAMES:
+        if name in RESERVED or name in self.names.kept:
             raise Refused(f"line {node.lineno}: {name} cannot be reassigned")
         if name in self.protected:
             raise Refused(f"line {node.lineno}: {name} is a tensor of the forward pass; it cannot be reassigned")
