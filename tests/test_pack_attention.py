@@ -494,3 +494,163 @@ def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset
     assert float(losses[-100:].mean()) < float(losses[:100].mean()) - 0.2  # the first 100 steps average ~2.9
     (result,) = [data for kind, data in events if kind == "result"]
     assert result["val_loss"] < 2.7 and len(result["samples"]) == 20
+
+
+# the notebook's Exercise 4 block for the head: from dlogits to the gradients of its parameters, in the order the
+# lecture would write them (each gradient complete before it is read)
+TRAINING_BLOCK = """\
+dlogits = F.softmax(logits, 1)
+dlogits[range(n), Yb] -= 1
+dlogits /= n
+dout_last = dlogits @ W2.T
+dW2 = out_last.T @ dlogits
+db2 = dlogits.sum(0)
+dout = torch.zeros_like(out)
+dout[:, -1, :] = dout_last
+datt = dout @ v.transpose(-2, -1)
+dv = att.transpose(-2, -1) @ dout
+dwei_masked = att * (datt - (att * datt).sum(-1, keepdim=True))
+dwei = dwei_masked.masked_fill(tril == 0, 0.0)
+dqk = dwei * hs**-0.5
+dq = dqk @ kT.transpose(-2, -1)
+dkT = q.transpose(-2, -1) @ dqk
+dk = dkT.transpose(-2, -1)
+dx = dv @ Wv.T
+dWv = (x.transpose(-2, -1) @ dv).sum(0)
+dx += dk @ Wk.T
+dWk = (x.transpose(-2, -1) @ dk).sum(0)
+dx += dq @ Wq.T
+dWq = (x.transpose(-2, -1) @ dq).sum(0)
+demb = dx.clone()
+dP = dx.sum((0,))
+dC = torch.zeros_like(C)
+dC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))
+grads = [dC, dP, dWq, dWk, dWv, dW2, db2]
+"""
+
+
+def test_the_heads_training_block_compiles_and_trains_as_the_declared_backward_does(lecture_dataset):
+    """The compiled training block learns the head's vocabulary: transpose, batched @, masked_fill, tril, tuples of
+    dims. The same seed and batches as the declared backward: the same losses, every check agreeing."""
+    from server.training.code_backward import CodeBackward
+    from server.training.config import TrainConfig
+    from server.training.loop import Training
+
+    runs = {}
+    for backward, code in (("manual", None), ("code", TRAINING_BLOCK)):
+        config = TrainConfig(net="attention", max_steps=300, lr_decay_step=200, check_every=100, backward=backward,
+                             code=code, **pack.DEFAULTS)  # fmt: skip
+        events: list[tuple[str, dict]] = []
+        training = Training(config, lecture_dataset, lambda kind, data, events=events: events.append((kind, data)))
+        assert training.run() == "finished"
+        runs[backward] = (training, [data for kind, data in events if kind == "check"])
+    training, checks = runs["code"]
+    assert isinstance(training.manual, CodeBackward) and not training.manual.program.interpreted
+    assert len(checks) == 4 and not any(check["wrong"] for check in checks)
+    assert float((training.losses - runs["manual"][0].losses).abs().max()) < 1e-4
+
+
+# --- the checks: every step's right lines, as the lecture would write them, through /api/check ----------------
+
+# the atomic mode's backward, a step at a time (one op's lines each), in the order the lecture would write them
+ATOMIC_STEPS = {
+    "loss": "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n",
+    "logprobs": "dprobs = (1.0 / probs) * dlogprobs",
+    "probs": "dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)\ndcounts = counts_sum_inv * dprobs",
+    "counts_sum_inv": "dcounts_sum = (-counts_sum**-2) * dcounts_sum_inv",
+    "counts_sum": "dcounts += torch.ones_like(counts) * dcounts_sum",
+    "counts": "dnorm_logits = counts * dcounts",
+    "norm_logits": "dlogits = dnorm_logits.clone()\ndlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)",
+    "logit_maxes": "dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes",
+    "logits": "dout_last = dlogits @ W2.T\ndW2 = out_last.T @ dlogits\ndb2 = dlogits.sum(0)",
+    "out_last": "dout = torch.zeros_like(out)\ndout[:, -1, :] = dout_last",
+    "out": "datt = dout @ v.transpose(-2, -1)\ndv = att.transpose(-2, -1) @ dout",
+    "att": "dwei_sum_inv = (wei_counts * datt).sum(-1, keepdim=True)\ndwei_counts = wei_sum_inv * datt",
+    "wei_sum_inv": "dwei_sum = (-wei_sum**-2) * dwei_sum_inv",
+    "wei_sum": "dwei_counts += torch.ones_like(wei_counts) * dwei_sum",
+    "wei_counts": "dwei_norm = wei_counts * dwei_counts",
+    "wei_norm": "dwei_masked = dwei_norm.clone()\ndwei_maxes = (-dwei_norm).sum(-1, keepdim=True)",
+    "wei_maxes": "dwei_masked += F.one_hot(wei_masked.max(-1).indices, num_classes=T) * dwei_maxes",
+    "wei_masked": "dwei = dwei_masked.masked_fill(tril == 0, 0.0)",
+    "wei": "dqk = dwei * hs**-0.5",
+    "qk": "dq = dqk @ kT.transpose(-2, -1)\ndkT = q.transpose(-2, -1) @ dqk",
+    "kT": "dk = dkT.transpose(-2, -1)",
+    "v": "dx = dv @ Wv.T\ndWv = (x.transpose(-2, -1) @ dv).sum(0)",
+    "k": "dx += dk @ Wk.T\ndWk = (x.transpose(-2, -1) @ dk).sum(0)",
+    "q": "dx += dq @ Wq.T\ndWq = (x.transpose(-2, -1) @ dq).sum(0)",
+    "x": "demb = dx.clone()\ndP = dx.sum(0)",
+    "emb": "dC = torch.zeros_like(C)\ndC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))",
+}
+FUSED_STEPS = {  # the fused mode's lines that differ: Exercise 2's dlogits and Exercise 3's softmax
+    "cross_entropy": "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n",
+    "softmax": "dwei_masked = att * (datt - (att * datt).sum(-1, keepdim=True))",
+}
+
+
+@pytest.fixture(scope="module")
+def check_client(lecture_dataset):
+    from fastapi.testclient import TestClient
+
+    from server.settings import Settings
+    from server.web.app import create_app
+
+    app = create_app(lecture_dataset, Settings(check_workers=1))
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize("mode", ["atomic", "fused"])
+def test_every_steps_right_lines_are_accepted_by_the_check_in_the_lectures_order(check_client, mode):
+    steps = {**ATOMIC_STEPS, **FUSED_STEPS}
+    schedule = [op.name for op in reversed(ops_for(mode))]
+    assert set(schedule) <= set(steps)
+    for step, op in enumerate(schedule, start=1):
+        body = {"net": "attention", "mode": mode, "step": step, "code": steps[op]}
+        answer = check_client.post("/api/check", json=body)
+        assert answer.status_code == 200, (op, answer.text)
+        result = answer.json()
+        assert result["op"] == op and result["correct"], (op, result["results"])
+
+
+def test_a_missing_one_over_sqrt_hs_is_named_with_its_factor(check_client):
+    step = [op.name for op in reversed(ops_for("atomic"))].index("wei") + 1
+    body = {"net": "attention", "mode": "atomic", "step": step, "code": "dqk = dwei.clone()"}
+    (item,) = check_client.post("/api/check", json=body).json()["results"]
+    # the default head is 16 wide: the gradient is sqrt(16) = 4 times autograd's, and the feedback says why
+    assert item["feedback"] == [
+        "dqk is 4× autograd's — √hs is 4: did you forget the hs**-0.5 of the scores (wei = qk * hs**-0.5)?"
+    ]
+
+
+def test_a_softmax_summed_over_the_queries_is_named_as_the_wrong_dim(check_client):
+    step = [op.name for op in reversed(ops_for("fused_sm"))].index("softmax") + 1
+    code = "dwei_masked = att * (datt - (att * datt).sum(-2, keepdim=True))"
+    body = {"net": "attention", "mode": "fused_sm", "step": step, "code": code}
+    (item,) = check_client.post("/api/check", json=body).json()["results"]
+    assert item["feedback"] == [
+        "dwei_masked sums over the wrong dimension: line 1: (att * datt).sum(-2, keepdim=True) → "
+        "(att * datt).sum(-1, keepdim=True) gives autograd's"
+    ]
+
+
+def test_the_whole_atomic_cell_is_graded_right_and_its_export_runs_and_agrees(check_client, tmp_path):
+    """Exercise 1's cell for the head, every line in the lecture's order: one check of the cell, then the .py the
+    page exports, run with this project's Python on the lecture's names: every cmp line approximately right."""
+    from tests.test_export import all_right, cmp_lines, run_py
+
+    cell = "\n".join(ATOMIC_STEPS[op.name] for op in reversed(ops_for("atomic")))
+    body = {"net": "attention", "mode": "atomic", "code": cell}
+    graded = check_client.post("/api/check", json=body)
+    assert graded.status_code == 200 and graded.json()["correct"], graded.text
+    exported = check_client.post("/api/export", json={**body, "format": "py"})
+    assert exported.status_code == 200, exported.text
+    lines = cmp_lines(run_py(tmp_path, "attention.py", exported.content))
+    assert set(lines) == set(pack.CMP_ORDER) and all_right(lines)
+
+
+@pytest.mark.parametrize("code", ["hs = 1\ndqk = dwei * hs**-0.5", "T = 1\ndqk = dwei * hs**-0.5"])
+def test_the_heads_sizes_cannot_be_rebound_in_its_checks(check_client, code):
+    step = [op.name for op in reversed(ops_for("atomic"))].index("wei") + 1
+    body = {"net": "attention", "mode": "atomic", "step": step, "code": code}
+    refused = check_client.post("/api/check", json=body)
+    assert refused.status_code == 422 and "cannot be reassigned" in refused.json()["detail"]

@@ -159,7 +159,7 @@ HOSTILE_REASONS = [
     ("class A: pass", "only assignments"),
     ("with counts: pass", "only assignments"),
     ("try:\n x = 1\nexcept: pass", "only assignments"),
-    ("x = 1 < 2", "comparisons are not part"),
+    ("x = 1 < 2 < 3", "one comparison at a time"),
     ("x = not 1", "Not are not part"),
     ("x = 1 and 2", "and/or are not part"),
     ("assert 1", "only assignments"),
@@ -288,6 +288,24 @@ HOSTILE_REASONS = [
         "z[a.view(-1, 1), a.view(1, -1)] = 1.0",
         "this index reaches",
     ),
+    # an attention head's vocabulary: masks, transposes, infinities and torch.ones open no hole
+    ("x = W1.masked_fill_(W1 == 0, 1.0)", ".masked_fill_ is not available"),
+    ("W1 = W1.masked_fill(W1 > 0, 0.0)", "W1 is a tensor of the forward pass"),
+    ("x = W1.transpose(0, 1)\nx += 1.0", "x is shared ("),
+    ("x = W1.transpose(0, 1).transpose(-2, -1)\nx[0] = 0.0", "x is shared ("),
+    ("x = W1.transpose(Yb[0], 1)", "a value read out of a tensor is data"),
+    ("x = counts[counts > 0]", "boolean masks select a data-dependent number"),
+    ("x = counts.masked_fill(counts > 0, float('nan'))", "float(...) writes an infinity only"),
+    ("x = float('1e308')", "float(...) writes an infinity only"),
+    ("x = float(counts)", "float(...) writes an infinity only"),
+    ("x = float", "float can only be called"),
+    ("x = range(float('inf'))", "range takes 1 to 3 integers"),
+    ("x = counts ** float('-inf')", "exponents are numbers"),
+    ("x = torch.ones(100000, 100000)", "is too big; at most"),
+    ("x = torch.ones(Yb[0], 3)", "torch.ones takes sizes"),
+    ("x = torch.ones(n, dim=1)", "torch.ones takes sizes"),
+    ("x = (counts == 0) == counts.shape", "a comparison is of tensors and numbers"),
+    ("x = counts.T.T\ny = counts.view(1, 32, 27).T", ".T transposes a 2-D tensor"),
 ]
 HOSTILE = [code for code, _ in HOSTILE_REASONS]
 # what other tests write into the checkout while these run beside them (pytest-xdist): git-ignored outputs
@@ -327,7 +345,9 @@ DEFENCES = [
     "times in all", "tensor operations in all", "expressions evaluated in all", "tensor entries in all", "would hide",
     "is not defined yet", "is a name Python has", "can only be called", "is a method: call it",
     "not by a tensor's value", "a value read out of a tensor is data", "this index reaches",
-    "range takes 1 to 3 integers",
+    "range takes 1 to 3 integers", "one comparison at a time", "boolean masks select a data-dependent number",
+    "float(...) writes an infinity only", "is too big; at most", "torch.ones takes sizes",
+    "a comparison is of tensors and numbers", ".T transposes a 2-D tensor",
 ]  # fmt: skip
 
 

@@ -271,7 +271,7 @@ def diagnose(
         return f"{name} is 0 everywhere; autograd's is not"
     factor = _factor(got, expected)
     if factor is not None:
-        return _factor_feedback(name, factor, n)
+        return _factor_feedback(name, factor, n, _slips(bp))
     if got.dim() == 2 and got.shape[0] == got.shape[1] and _close(got, expected.T):
         return (f"{name} is autograd's transposed (square, so its shape could not tell): (A @ B).T = B.T @ A.T, "
                 "swap the operands and transpose both")  # fmt: skip
@@ -317,8 +317,19 @@ def _factor(got: torch.Tensor, expected: torch.Tensor) -> float | None:
     return c if _close(g, c * e) else None
 
 
-def _factor_feedback(name: str, c: float, n: int) -> str:
+def _slips(bp: BackwardPass) -> tuple[tuple[float, str, str], ...]:
+    """The factors the net's own sizes name (Net.slips): (the number, how it reads, the slip it asks about)."""
+    v = SimpleNamespace(**bp.values)
+    out = []
+    for slip in bp.net.slips:
+        k = float(slip.factor(v))
+        out.append((k, f"{k:.4g}", f"{slip.label} is {k:.4g}: {slip.why}"))
+    return tuple(out)
+
+
+def _factor_feedback(name: str, c: float, n: int, slips: tuple[tuple[float, str, str], ...] = ()) -> str:
     named = [
+        *slips,  # the net's own sizes first: a factor they name is the likelier slip in that net
         (n, f"{n}", f"n is {n}: did you forget /n?"),
         (1 / n, f"1/{n}", f"n is {n}: divided by n once too often?"),
         (n / (n - 1), f"{n}/{n - 1}", "did you divide by n-1 where the forward pass divides by n?"),
@@ -425,7 +436,7 @@ def dim_slip(
     if any(isinstance(node, ast.For) for stmt in (tree.body if upto is None else lines) for node in ast.walk(stmt)):
         return None  # a loop's rerun costs too much for a guess
     sites = [node for stmt in lines for node in ast.walk(stmt) if isinstance(node, ast.Call) and _dim_node(node)]
-    for changes in _dim_changes(sites, MAX_DIM_VARIANTS):
+    for changes in _dim_changes(sites, MAX_DIM_VARIANTS, max(2, expected.dim())):
         remaining = Cost(
             limit.iterations - (cost.iterations - own.iterations),
             limit.tensor_ops - (cost.tensor_ops - own.tensor_ops),
@@ -503,13 +514,15 @@ def _set_dim(call: ast.Call, dim: int) -> int:
     return old
 
 
-def _dim_changes(sites: list[ast.Call], limit: int) -> list[list[tuple[ast.Call, int]]]:
-    """Each reduction over the other of dims 0 and 1 alone, then two of them, ...: the likelier slips first."""
+def _dim_changes(sites: list[ast.Call], limit: int, ndim: int = 2) -> list[list[tuple[ast.Call, int]]]:
+    """Each reduction over another dim alone (of dims 0 and 1 for a 2-D gradient, of its ndim dims for a deeper
+    one, written negative where the learner wrote a negative dim), then two of them, ...: the likelier slips first."""
     options = []
     for call in sites:
         dim = _int_of(_dim_node(call))  # type: ignore[arg-type]
         assert dim is not None
-        options.append([(call, d) for d in (0, 1) if d != (dim % 2 if dim < 0 else dim)])
+        others = [d for d in range(ndim) if d != dim % ndim]
+        options.append([(call, d - ndim if dim < 0 and ndim > 2 else d) for d in others])
     changes: list[list[tuple[ast.Call, int]]] = []
     for size in range(1, len(options) + 1):
         for chosen in itertools.combinations(options, size):

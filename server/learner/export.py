@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.config import ModelConfig
+from ..core.engine import axis_sizes
 from ..net.bugs import right_rule
 from ..net.declare import Net
 from .cells import cell_given, cell_grads, cell_names, check_cell, order, split_cell, writes
@@ -156,9 +157,9 @@ def _sections(
 def _network(net: Net, config: ModelConfig) -> str:
     seeded = [node for node in net.params if node.init is not None and node.init.generator == "seeded"]
     fresh = [node for node in net.params if node.init is not None and node.init.generator != "seeded"]
+    sizes = axis_sizes(config, 0)  # the axes the net's sizes are read off (the vocabulary's is the data's)
     lines = [
-        f"n_embd = {config.n_embd} # the dimensionality of the character embedding vectors",
-        f"n_hidden = {config.n_hidden} # the number of neurons in the hidden layer of the MLP",
+        *(f"{name} = {sizes[axis]} # {net.size_about.get(name, axis)}" for axis, name in net.size_names),
         f"g = torch.Generator().manual_seed({config.seed}) # for reproducibility",
         *(node.init.code for node in seeded),  # type: ignore[union-attr]
         "# the lecture draws these from the global generator: seeded as a new torch.Generator() starts, they are the "

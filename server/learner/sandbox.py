@@ -50,30 +50,39 @@ MAX_EVALUATIONS = 1 << 16  # expressions evaluated in all, names and numbers inc
 MAX_WORK = 1 << 28
 
 STATEMENTS = (ast.Assign, ast.AugAssign, ast.Expr, ast.For)
+COMPARISONS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}  # fmt: skip
 EXPRESSIONS = (
     ast.BinOp, ast.UnaryOp, ast.Call, ast.Attribute, ast.Subscript, ast.Name, ast.Constant, ast.Tuple,
-    ast.Slice, ast.keyword, ast.Load, ast.Store,
+    ast.Slice, ast.keyword, ast.Load, ast.Store, ast.Compare, *COMPARISONS,
     ast.Add, ast.Sub, ast.Mult, ast.Div, ast.MatMult, ast.Pow, ast.USub, ast.UAdd,
 )  # fmt: skip
+# float('-inf'): the one string a program may write, as the causal mask's fill; float() of nothing else
+INFINITIES = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
 SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.MatMult: "@", ast.Pow: "**"}
 BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.MatMult: operator.matmul, ast.Pow: operator.pow,
 }  # fmt: skip
 AUGOPS = {ast.Add: "add_", ast.Sub: "sub_", ast.Mult: "mul_", ast.Div: "div_"}
-# the lecture's vocabulary of torch, and nothing else
+# the lecture's vocabulary of torch, and an attention head's (transpose, masked_fill), and nothing else
 METHODS = {
     "sum", "mean", "max", "min", "exp", "log", "tanh", "view", "reshape", "clone", "index_add_", "t",
     "abs", "sqrt", "pow", "unsqueeze", "squeeze", "softmax", "log_softmax", "float", "expand_as", "sigmoid",
+    "transpose", "masked_fill",
 }  # fmt: skip
 IN_PLACE_METHODS = {"index_add_"}
 ATTRIBUTES = {"T", "shape", "values", "indices"}
-TORCH_FUNCTIONS = {"zeros_like", "ones_like", "tanh", "exp", "log", "softmax", "log_softmax", "sigmoid"}
+TORCH_FUNCTIONS = {
+    "zeros_like", "ones_like", "tanh", "exp", "log", "softmax", "log_softmax", "sigmoid", "tril", "ones",
+}  # fmt: skip
 F_FUNCTIONS = {"one_hot", "softmax", "log_softmax"}
 KEYWORDS = {"dim", "keepdim", "num_classes"}
-RESERVED = {"torch", "F", "range"}
+RESERVED = {"torch", "F", "range", "float"}
 # methods whose every argument is a dim or a size
-INT_ARGUMENTS = {"sum", "mean", "view", "reshape", "unsqueeze", "squeeze", "softmax", "log_softmax"}
+INT_ARGUMENTS = {"sum", "mean", "view", "reshape", "unsqueeze", "squeeze", "softmax", "log_softmax", "transpose"}
 DATA_VALUE = (
     "a value read out of a tensor is data, which the dry run on shapes alone cannot know, so it never decides a "
     "shape, a loop or an index of a shape"
@@ -146,6 +155,7 @@ def parse(source: str, cell: bool = False) -> ast.Module:
 def _check_tree(tree: ast.Module, cell: bool) -> ast.Module:
     limit = MAX_CELL_AST_NODES if cell else MAX_AST_NODES
     count = 0
+    infinities = set()  # the string constants of float('-inf'): the only strings a program has
     for node in ast.walk(tree):
         count += 1
         if count > limit:
@@ -153,11 +163,23 @@ def _check_tree(tree: ast.Module, cell: bool) -> ast.Module:
                 f"the code has more than {limit} parts; "
                 + ("a backward cell takes a few dozen lines" if cell else "a gradient takes a few lines")
             )
+        if node in infinities:
+            continue
         _check_node(node)
+        if _is_float_call(node):
+            infinities.add(node.args[0])  # type: ignore[attr-defined]
     if not tree.body:
         raise Refused("there is no code: write the gradient(s) of this step, e.g. dx = ...")
     _check_loop_depth(tree.body, 0)
     return tree
+
+
+def _is_float_call(node: ast.AST) -> bool:
+    """float('-inf') (or 'inf'), as the causal mask writes it; float() of anything else is refused."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float"):
+        return False
+    (arg,) = node.args  # _check_node refused any other form
+    return isinstance(arg, ast.Constant) and arg.value in INFINITIES
 
 
 def _check_loop_depth(body: list[ast.stmt], depth: int) -> None:
@@ -184,7 +206,7 @@ def _check_node(node: ast.AST) -> None:
         what = {
             ast.JoinedStr: "f-strings", ast.Lambda: "lambdas", ast.ListComp: "comprehensions",
             ast.GeneratorExp: "generators", ast.NamedExpr: "the walrus operator", ast.List: "lists",
-            ast.Dict: "dicts", ast.Compare: "comparisons", ast.BoolOp: "and/or", ast.IfExp: "if expressions",
+            ast.Dict: "dicts", ast.BoolOp: "and/or", ast.IfExp: "if expressions",
         }.get(type(node), type(node).__name__)  # fmt: skip
         raise Refused(f"{what} are not part of the gradient vocabulary here")
     if isinstance(node, ast.Constant):
@@ -207,8 +229,20 @@ def _check_node(node: ast.AST) -> None:
     elif isinstance(node, ast.keyword):
         if node.arg not in KEYWORDS:
             raise Refused(f"the keyword {node.arg}= is not available (dim=, keepdim=, num_classes= are)")
+    elif isinstance(node, ast.Compare):
+        if len(node.ops) != 1:
+            raise Refused("one comparison at a time (tril == 0), not a chain (a < b < c)")
     elif isinstance(node, ast.Call):
-        if isinstance(node.func, ast.Name) and node.func.id != "range":
+        if isinstance(node.func, ast.Name) and node.func.id == "float":
+            args = node.args
+            if (
+                node.keywords
+                or len(args) != 1
+                or not isinstance(args[0], ast.Constant)
+                or args[0].value not in INFINITIES
+            ):
+                raise Refused("float(...) writes an infinity only: float('-inf'), float('inf')")
+        elif isinstance(node.func, ast.Name) and node.func.id != "range":
             raise Refused(f"{node.func.id}(...) cannot be called: use torch.*, F.* or tensor methods")
         if not isinstance(node.func, ast.Name | ast.Attribute):
             raise Refused("only named functions and methods can be called")
@@ -245,14 +279,20 @@ class Names:
     later: Mapping[str, str] = field(default_factory=dict)  # names not in scope yet -> when they come
     unit: str = "step"  # what the program is: a backward "step", or a whole cell, read "line" by line
 
+    @property
+    def kept(self) -> frozenset[str]:
+        """The names never rebound: the lecture's sizes, and every given name that is neither a tensor it reads
+        nor one of its own (the net's sizes: hs, T)."""
+        return frozenset(KEPT_NAMES) | (self.given - self.shared - self.mutable)
+
 
 # calls whose result may be the tensor they are called on, or a view of it (torch returns x itself for x.float()
 # of a float x and for +x): a name bound to one shares its memory; every other call and operator makes a new tensor
 FRESH_METHODS = {
     "sum", "mean", "max", "min", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax",
-    "sigmoid",
+    "sigmoid", "masked_fill",
 }  # fmt: skip
-KEPT_NAMES = ("n", "n_embd", "n_hidden", "hs", "T")  # every net's sizes (Net.size_names): never rebound
+KEPT_NAMES = ("n", "n_embd", "n_hidden")
 BUILTINS = frozenset(dir(builtins))  # integers of the scope a program reads and never rebinds
 
 
@@ -360,7 +400,7 @@ class _Rules:
             func = node.func
             for arg in [*node.args, *(k.value for k in node.keywords)]:
                 self.reads(arg, defined)
-            if isinstance(func, ast.Name):  # range: the allowlist let no other name be called
+            if isinstance(func, ast.Name):  # range or float('-inf'): the allowlist let no other name be called
                 return
             assert isinstance(func, ast.Attribute)
             if isinstance(func.value, ast.Name) and func.value.id in ("torch", "F"):
@@ -388,7 +428,7 @@ class _Rules:
 
     def bind(self, name: str, line: int, loop: bool = False) -> None:
         if not loop:  # a loop variable: hidden_by said what it may not be
-            if name in RESERVED or name in KEPT_NAMES:
+            if name in RESERVED or name in self.names.kept:
                 raise Refused(f"line {line}: {name} cannot be reassigned")
             if name in self.names.shared:
                 raise Refused(f"line {line}: {name} is a tensor of the forward pass; it cannot be reassigned")
@@ -576,7 +616,7 @@ class Interpreter:
         return ""
 
     def bind(self, name: str, value: Any, node: ast.stmt) -> None:
-        if name in RESERVED or name in KEPT_NAMES:
+        if name in RESERVED or name in self.names.kept:
             raise Refused(f"line {node.lineno}: {name} cannot be reassigned")
         if name in self.protected:
             raise Refused(f"line {node.lineno}: {name} is a tensor of the forward pass; it cannot be reassigned")
@@ -662,6 +702,20 @@ class Interpreter:
             if node.id in RESERVED:
                 raise Refused(f"{node.id} can only be called, e.g. torch.zeros_like(x), F.one_hot(Yb, 27), range(n)")
             return self.name(node.id)
+        if isinstance(node, ast.Compare):
+            left, right = self.expr(node.left), self.expr(node.comparators[0])
+            if (
+                isinstance(left, torch.Tensor)
+                and isinstance(right, torch.Tensor)
+                and not _broadcasts(left.shape, right.shape)
+            ):
+                raise Refused(f"{self.where(node)}: {_operand(node.left)} and {_operand(node.comparators[0])}: "
+                              f"{fmt_shape(left.shape)} and {fmt_shape(right.shape)} do not broadcast")  # fmt: skip
+            if isinstance(left, tuple | range) or isinstance(right, tuple | range):
+                raise Refused(f"{self.where(node)}: a comparison is of tensors and numbers (tril == 0)")
+            result = COMPARISONS[type(node.ops[0])](left, right)
+            self.spend(node, left, right, result)
+            return result
         if isinstance(node, ast.UnaryOp):
             value = self.expr(node.operand)
             result = -value if isinstance(node.op, ast.USub) else +value
@@ -704,7 +758,8 @@ class Interpreter:
             if not isinstance(base, torch.Tensor):
                 raise Refused(f".{node.attr} needs a tensor")
             if node.attr == "T" and base.dim() != 2:
-                raise Refused(f".T transposes a 2-D tensor; this one has shape {tuple(base.shape)}")
+                raise Refused(f".T transposes a 2-D tensor; this one has shape {tuple(base.shape)}: "
+                              "x.transpose(-2, -1) swaps its last two dims")  # fmt: skip
             return tuple(base.shape) if node.attr == "shape" else base.T
         if isinstance(node, ast.Subscript):
             base = self.expr(node.value)
@@ -797,6 +852,9 @@ class Interpreter:
         return value
 
     def call(self, node: ast.Call) -> Any:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "float":  # float('-inf'): the allowlist let nothing else by
+            return INFINITIES[node.args[0].value]  # type: ignore[attr-defined]
         args = [self.expr(a) for a in node.args]
         kwargs = {k.arg: self.expr(k.value) for k in node.keywords}
         func = node.func
@@ -820,6 +878,8 @@ class Interpreter:
             self.integers(node, [*args[1:], *kwargs.values()])
             if func.attr == "one_hot":
                 result = self.one_hot(args, kwargs)
+            elif func.attr == "ones":
+                result = self.ones(node, args, kwargs)
             else:
                 if func.attr in ("zeros_like", "ones_like") and kwargs:
                     raise Refused(f"torch.{func.attr}(x) takes just the tensor")
@@ -851,6 +911,16 @@ class Interpreter:
             raise Refused(f"{self.where(node)}: a dim, a size or a count is an integer (1, n, x.shape[0]): "
                           + DATA_VALUE)  # fmt: skip
 
+    def ones(self, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        """torch.ones(T, T): a size of integers, refused past the cap before anything is made."""
+        shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else tuple(args)
+        if kwargs or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+            raise Refused(f"{self.where(node)}: torch.ones takes sizes, integers: torch.ones(T, T)")
+        if len(shape) > MAX_TUPLE or math.prod(shape) > self.max_numel:
+            raise Refused(f"{self.where(node)}: a tensor of shape {fmt_shape(shape)} is too big; at most "
+                          f"{self.max_numel:,} entries here")  # fmt: skip
+        return torch.ones(shape, device="meta" if self.meta else "cpu")
+
     def one_hot(self, args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         if len(args) < 1 or not isinstance(args[0], torch.Tensor) or args[0].dtype != torch.int64:
             raise Refused("F.one_hot takes an integer tensor such as Yb")
@@ -875,6 +945,8 @@ class Interpreter:
                               f"at most {self.max_numel:,} here")  # fmt: skip
             if value.requires_grad:
                 raise Refused("autograd is not available here")
+        elif isinstance(value, float) and math.isinf(value):
+            pass  # float('-inf'), the causal mask's fill: a number, however large, costs nothing to hold
         elif isinstance(value, int | float) and not isinstance(value, bool):
             _check_number(value)
         elif isinstance(value, tuple):

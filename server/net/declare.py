@@ -177,6 +177,13 @@ class Net:
     # the sizes a forward line reads by name: (axis, name), each read off the first parameter with that axis
     size_names: tuple[tuple[str, str], ...] = (("embd", "n_embd"), ("hidden", "n_hidden"))
     slips: tuple[Slip, ...] = ()  # factors of the net's own sizes the slip finder names (beyond n's)
+    # what each size is, as the export's line that sets it says (the lecture's words for its own two)
+    size_about: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "n_embd": "the dimensionality of the character embedding vectors",
+            "n_hidden": "the number of neurons in the hidden layer of the MLP",
+        }
+    )
 
     @functools.cached_property
     def nodes_by_name(self) -> dict[str, Node]:

@@ -30,7 +30,18 @@ import torch.nn.functional as F
 from ..core.config import ModelConfig
 from ..core.engine import backward_from
 from ..learner.cells import grade_cell, split_cell
-from ..learner.sandbox import AUGOPS, BINOPS, Cost, Interpreter, Refused, fmt_shape, parse, short_error
+from ..learner.sandbox import (
+    AUGOPS,
+    BINOPS,
+    COMPARISONS,
+    INFINITIES,
+    Cost,
+    Interpreter,
+    Refused,
+    fmt_shape,
+    parse,
+    short_error,
+)
 from ..net.declare import Net
 from ..net.forward import run_forward
 from ..net.layers import NoKernel, layers_of
@@ -49,9 +60,9 @@ def default_grads(net: Net) -> tuple[str, ...]:
 
 def reads(net: Net) -> tuple[str, ...]:
     """What a block reads: the trained forward's tensors in its order (what an op saves for its backward after its
-    output), the parameters, the batch and the sizes."""
+    output), the parameters, the batch and the sizes (n, and the net's: n_embd, hs, ...)."""
     forward = (name for op in net.ops_for_mode(net.trained_mode) for name in (*op.outputs, *op.saves))
-    return (*forward, *net.param_names, "Xb", "Yb", "n")
+    return (*forward, *net.param_names, "Xb", "Yb", "n", *(name for _, name in net.size_names))
 
 
 @dataclass
@@ -197,7 +208,7 @@ def _updates(grad: torch.Size, param: torch.Size) -> bool:
 # what a call makes anew (never a view or its own tensor): an operation may write its result into it
 FRESH_CALLS = {
     "sum", "mean", "exp", "log", "tanh", "clone", "abs", "sqrt", "pow", "softmax", "log_softmax", "sigmoid",
-    "zeros_like", "ones_like",
+    "zeros_like", "ones_like", "masked_fill", "tril", "ones",
 }  # fmt: skip
 IN_PLACE = {ast.Add: "add_", ast.Sub: "sub_", ast.Mult: "mul_", ast.Div: "div_"}
 # a tensor's shape, dtype and strides (the layout torch gives a result follows its operands'); None: not a tensor
@@ -454,6 +465,9 @@ class Compiler:
         if isinstance(node, ast.Tuple):
             parts = [self.expr(e) for e in node.elts]
             return lambda env: tuple(p(env) for p in parts)
+        if isinstance(node, ast.Compare):  # tril == 0: the allowlist lets one comparison through, never a chain
+            compare, left, right = COMPARISONS[type(node.ops[0])], self.expr(node.left), self.expr(node.comparators[0])
+            return lambda env: compare(left(env), right(env))
         if isinstance(node, ast.Attribute):
             base, attr = self.expr(node.value), node.attr
             if attr == "shape":
@@ -495,13 +509,21 @@ class Compiler:
         return index
 
     def call(self, node: ast.Call) -> Expr:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "float":  # float('-inf'): a constant
+            infinity = INFINITIES[node.args[0].value]  # type: ignore[attr-defined]
+            return lambda env: infinity
         args = [self.expr(a) for a in node.args]
         kwargs = {k.arg: self.expr(k.value) for k in node.keywords}
         func = node.func
         if self.records is not None and isinstance(func, ast.Attribute):
             function = isinstance(func.value, ast.Name) and func.value.id in ("torch", "F")
             # the arguments that are data: a function's tensor, an exponent, what index_add_ adds where, expand_as's
-            data = {0} if function else {"pow": {0}, "expand_as": {0}, "index_add_": {1, 2}}.get(func.attr, set())
+            data = (
+                {0}
+                if function
+                else {"pow": {0}, "expand_as": {0}, "index_add_": {1, 2}, "masked_fill": {0, 1}}.get(func.attr, set())
+            )
             args = [a if i in data else self.dimension(a, node) for i, a in enumerate(args)]
             kwargs = {k: self.dimension(v, node) for k, v in kwargs.items()}
         if isinstance(func, ast.Name):  # range

@@ -44,6 +44,11 @@ BOUNDS: dict[str, tuple[int, int]] = {"block_size": (2, 8), "n_hidden": (1, 64)}
 DEFAULTS = {"block_size": 8, "n_embd": 16, "n_hidden": 16}
 # the sizes a forward line reads by name: the head size (hs) and the context length (T), as the GPT lecture names them
 SIZE_NAMES = (("embd", "n_embd"), ("head", "hs"), ("context", "T"))
+SIZE_ABOUT = {
+    "n_embd": "the dimensionality of the character embedding vectors",
+    "hs": "the head size: the width of each query, key and value",
+    "T": "the context length (block_size): the positions a query can attend to",
+}
 
 _LECTURE_CE = ("logit_maxes", "norm_logits", "counts", "counts_sum", "counts_sum_inv", "probs", "logprobs", "loss")
 PER_KEY = "over the keys (the last dim, -1): one value per query"
@@ -679,10 +684,14 @@ SLIPS = (
     ),
 )
 
-# what a check process grades before its first learner: a first step, the scaling, and the loops of dC
+# what a check process grades before its first learner: a first step, the scaling, the mask, the batched products,
+# the fused softmax and dC
 WARMUP = (
     Warmup("atomic", "logprobs", "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"),
     Warmup("atomic", "qk", "dqk = dwei * hs**-0.5"),
+    Warmup("atomic", "wei", "dwei = dwei_masked.masked_fill(tril == 0, 0.0)"),
+    Warmup("atomic", "q", "dq = dqk @ kT.transpose(-2, -1)\ndkT = q.transpose(-2, -1) @ dqk"),
+    Warmup("fused_sm", "wei_masked", "dwei_masked = att * (datt - (att * datt).sum(-1, keepdim=True))"),
     Warmup("atomic", "C", "dC = torch.zeros_like(C)\ndC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))"),
 )
 
@@ -701,5 +710,6 @@ NET = Net(
     bounds=BOUNDS,
     defaults=DEFAULTS,
     size_names=SIZE_NAMES,
+    size_about=SIZE_ABOUT,
     slips=SLIPS,
 )
