@@ -107,7 +107,9 @@ class _Reader:
         for sub in ast.walk(node):
             if isinstance(sub, ast.Name) and sub.id not in (*SIZE_NAMES, *self.constants, *also, "float"):
                 if not any(_is_shape(s) and s.value.value is sub for s in ast.walk(node)):  # type: ignore[attr-defined]
-                    raise NetFileError(lineno, f"{sub.id} is not defined above: define it as a number first")
+                    raise NetFileError(
+                        lineno, f"{sub.id} is not defined above: define it (a number or a tensor) on a line before"
+                    )
 
     # --- statements ---------------------------------------------------------------------------------------------
 
@@ -605,6 +607,19 @@ def _rows(call: Call, axes: Mapping[str, tuple[str, ...]], out: str) -> str:
     return "each"
 
 
+# what training reads off an op's kernel (server/training/loop.py): the embedding and the view are not plotted, tanh
+# outputs are sampled for saturation, and the loss's input is what losses and sampling read as logits. The lecture's
+# `-logprobs[range(n), Yb].mean()` is the cross-entropy of log-probabilities (log_softmax leaves them as they are)
+_KERNELS = {
+    "index": "embedding",
+    "view": "view",
+    "reshape": "view",
+    "tanh": "tanh",
+    "cross_entropy": "cross_entropy",
+    "nll": "cross_entropy",
+}
+
+
 def _with_accumulation(ops: list[Op]) -> list[Op]:
     """`+=` in the code of a rule whose target already has a gradient from a later line (used more than once)."""
     seen: set[str] = set()
@@ -702,7 +717,7 @@ def build(source: str, name: str) -> Net:
                 line.comment or f"{call.kind} ({line.source})",
                 symbol=lib.SYMBOLS.get(call.kind, call.kind),
                 rows=_rows(call, axes, line.out),
-                kernel="cross_entropy" if call.kind == "cross_entropy" else None,
+                kernel=_KERNELS.get(call.kind),
             )
         )
     ops = _with_accumulation(ops)

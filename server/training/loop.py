@@ -241,8 +241,9 @@ class Training:
                 k: _finite(float(((lr * gr).std() / t.std()).log10()))
                 for k, gr, t in zip(self.param_names, grads, self.manual.params, strict=True) if k in self.weights
             }])  # fmt: skip
-            h = torch.cat([acts[k] for k in self.tanh_outputs], 1)  # (n, units of every hidden block)
-            self.saturation.append([i, float((h.abs() > SATURATED).float().mean())])
+            if self.tanh_outputs:  # a net without tanh (a network file's ReLU MLP) has no saturation to sample
+                h = torch.cat([acts[k] for k in self.tanh_outputs], 1)  # (n, units of every hidden block)
+                self.saturation.append([i, float((h.abs() > SATURATED).float().mean())])
         if cfg.backward == "autograd":
             return self.reference.step(Xb, Yb, lr)
         torch._foreach_add_(self.manual.params, grads, alpha=-lr)

@@ -1,0 +1,180 @@
+"""Network files (server/net/netfile.py): the lecture's forward cell read into a Net whose generated rules agree with
+the lecture's hand-written ones, a network no pack has served and trained, and the lines the server refuses."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from server.core.config import ModelConfig
+from server.core.engine import init_params, run_backward, sample_batch
+from server.net import netfile
+from server.net.netfile import NetFileError
+from server.net.packs import NETS, add_net_file
+
+from .live_server import live_server
+from .test_cli import refused_at_start  # noqa: F401 -- the fixture: main() in this process, refusing to serve
+
+FILES = Path(__file__).resolve().parent / "netfiles"
+LECTURE_FILE = FILES / "lecture_forward.py"
+GATED_FILE = FILES / "gated_mlp.py"
+F32_RTOL, F32_ATOL = 1e-5, 1e-7  # float32: the same rules, rounded in another order at most
+F64_RTOL, F64_ATOL = 1e-10, 1e-12  # float64: the declared forward against a plain PyTorch one
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The two files' nets registered beside the packs for this module's tests, then taken out again."""
+    nets = {path.stem: add_net_file(str(path), path.read_text()) for path in (LECTURE_FILE, GATED_FILE)}
+    yield nets
+    for name in nets:
+        NETS.pop(name, None)
+
+
+def test_the_lecture_files_generated_rules_agree_with_the_lectures_hand_written_ones(served, lecture_dataset):
+    """Every gradient of Exercise 1, from the file's generated rules and from the pack's own, in float32."""
+    generated = run_backward(ModelConfig(net="lecture_forward"), lecture_dataset, "atomic")
+    lecture = run_backward(ModelConfig(net="makemore4"), lecture_dataset, "atomic")
+    assert float(generated.loss) == float(lecture.loss)  # the same parameters, batch and forward
+    names = set(lecture.completed_at) - {"loss"}
+    assert names == set(generated.completed_at) - {"loss"}  # the same tensors: one node a line
+    for name in names:
+        ours = generated.grad_at(name, generated.total_steps)
+        theirs = lecture.grad_at(name, lecture.total_steps)
+        assert ours is not None and theirs is not None
+        torch.testing.assert_close(ours, theirs, rtol=F32_RTOL, atol=F32_ATOL, msg=name)
+
+
+def test_the_lecture_files_lines_read_as_the_notebooks(served):
+    """The learner sees the notebook's own lines for the rules the library writes as the lecture does."""
+    codes = {(op.name, rule.target): rule.code for op in served["lecture_forward"].ops for rule in op.rules}
+    assert codes[("logits", "h")] == "dh = dlogits @ W2.T"
+    assert codes[("logits", "W2")] == "dW2 = h.T @ dlogits"
+    assert codes[("bndiff2", "bndiff")] == "dbndiff += (2*bndiff) * dbndiff2"  # bndiff feeds two lines: +=
+    assert codes[("bnvar_inv", "bnvar")] == "dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv"
+    assert codes[("counts_sum", "counts")] == "dcounts += torch.ones_like(counts) * dcounts_sum"
+    assert codes[("h", "hpreact")] == "dhpreact = (1.0 - h**2) * dh"
+
+
+def gated_forward(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
+    """The gated MLP in plain PyTorch, written apart from the file: the reference for its loss and gradients."""
+    x = p["C"][Xb].flatten(1)
+    h1 = F.relu(F.linear(x, p["W1"].T, p["b1"])) * torch.sigmoid(x @ p["Wg"] + p["bg"])
+    h = h1 + torch.tanh(h1 @ p["W2"])
+    return F.cross_entropy(h @ p["W3"], Yb)
+
+
+def test_a_network_no_pack_has_gets_every_gradient_right_through_the_api(served, lecture_dataset):
+    config = ModelConfig(net="gated_mlp", dtype="float64")
+    params, g = init_params(config, lecture_dataset.vocab_size)
+    Xb, Yb = sample_batch(config, lecture_dataset, g)
+    leaves = {k: t.clone().requires_grad_(True) for k, t in params.items()}
+    loss = gated_forward(leaves, Xb, Yb)
+    ref = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+
+    bp = run_backward(config, lecture_dataset, "atomic")
+    torch.testing.assert_close(
+        torch.as_tensor(bp.loss, dtype=torch.float64), loss.detach(), rtol=F64_RTOL, atol=F64_ATOL
+    )
+    for name, grad in ref.items():  # the manual backward's parameter gradients against plain PyTorch's autograd
+        torch.testing.assert_close(bp.grad_at(name, bp.total_steps), grad, rtol=F64_RTOL, atol=F64_ATOL, msg=name)
+
+
+def test_a_network_file_trains_with_the_generic_trainer(served, lecture_dataset):
+    from server.training.config import TrainConfig
+    from server.training.generic import DeclaredBackward
+    from server.training.loop import Training
+
+    events: list[tuple[str, dict]] = []
+    config = TrainConfig(net="gated_mlp", max_steps=400, lr_decay_step=300, check_every=200)
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)))
+    assert isinstance(training.manual, DeclaredBackward)
+    assert training.run() == "finished"
+    checks = [data for kind, data in events if kind == "check"]
+    assert checks and not any(check["wrong"] for check in checks)  # the manual step agrees with autograd's
+    losses = training.losses
+    assert float(losses[-50:].mean()) < float(losses[:50].mean()) - 0.3  # from ~3.3 (27 characters) down
+
+
+LECTURE_HEAD = """import torch
+g = torch.Generator().manual_seed(1)
+C = torch.randn((vocab_size, n_embd), generator=g)
+W = torch.randn((n_embd * block_size, vocab_size), generator=g) * 0.1
+parameters = [C, W]
+emb = C[Xb]
+x = emb.view(emb.shape[0], -1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "says"),
+    [
+        ("logits = x @ W\nz = logits.abs()\nloss = F.cross_entropy(z, Yb)\n", 9, "no rule here"),
+        ("logits = torch.tanh(x @ W)\nloss = F.cross_entropy(logits, Yb)\n", 8, "one op a line"),
+        ("logits = x @ W\n", 8, "must end in loss"),
+        ("logits = x @ W\nloss = F.cross_entropy(logits Yb)\n", 9, "not Python"),
+        ("logits = x @ W\nloss = F.cross_entropy(logits, Yb)\nloss2 = logits.sum()\n", 10, "must end in loss"),
+        ("logits = x @ W\nlogits = logits * 2\nloss = F.cross_entropy(logits, Yb)\n", 9, "assigned twice"),
+        ("logits = x @ W\nloss = logits.sum(1)\n", 9, "one number"),
+        ("logits = x @ Q\nloss = F.cross_entropy(logits, Yb)\n", 8, "not defined above"),
+    ],
+    ids=[
+        "undifferentiable",
+        "two_ops",
+        "no_loss",
+        "syntax",
+        "after_loss",
+        "reassigned",
+        "loss_not_scalar",
+        "undefined",
+    ],
+)
+def test_a_line_the_server_cannot_use_is_refused_with_its_number_and_what_to_do(tail, line, says):
+    with pytest.raises(NetFileError) as refused:
+        netfile.build(LECTURE_HEAD + tail, "bad")
+    assert refused.value.line == line
+    assert str(refused.value).startswith(f"line {line}: ") and says in str(refused.value)
+
+
+def test_numbers_in_place_of_sizes_are_refused_where_the_shapes_stop_fitting():
+    source = LECTURE_HEAD.replace("x = emb.view(emb.shape[0], -1)", "x = emb.view(32, 30)") + "loss = x.sum()\n"
+    with pytest.raises(NetFileError, match=r"^line 7: the shapes do not fit .*by name"):
+        netfile.build(source, "bad")
+
+
+def test_the_server_refuses_a_bad_network_file_in_one_line_with_exit_code_2(tmp_path, refused_at_start):  # noqa: F811
+    path = tmp_path / "mynet.py"
+    path.write_text(LECTURE_HEAD + "logits = torch.tanh(x @ W)\nloss = F.cross_entropy(logits, Yb)\n")
+    code, err = refused_at_start("--net-file", str(path))
+    assert code == 2
+    assert err.strip().count("\n") == 0  # one line
+    assert f"cannot use the network file {path}: line 8: " in err and "one op a line" in err
+    assert "mynet" not in NETS
+
+
+def test_the_server_started_with_a_network_file_serves_it_and_every_gradient_agrees_with_autograd(tmp_path):
+    """The real server's processes read the file as the command line named it: /api/nets lists it, the API steps it."""
+    path = tmp_path / "mynet.py"
+    path.write_text(GATED_FILE.read_text())
+
+    def get(url: str) -> dict:
+        with urllib.request.urlopen(url) as response:
+            return json.load(response)
+
+    with live_server("--net-file", str(path), "--check-workers", "0") as url:
+        assert "mynet" in [net["name"] for net in get(f"{url}/api/nets")["nets"]]
+        graph = get(f"{url}/api/graph?net=mynet&mode=atomic")
+        assert {node["name"] for node in graph["nodes"]} >= {"C", "W1", "gate", "h", "logprobs", "loss"}
+        state = get(f"{url}/api/state?net=mynet&mode=atomic")
+        assert state["step"] == state["total_steps"] == 13  # one backward step a forward line
+        checked = {name: node["cmp"] for name, node in state["nodes"].items() if node["cmp"] is not None}
+        assert {"C", "W1", "b1", "Wg", "bg", "W2", "W3"} <= set(checked)
+        assert all(cmp["approx"] for cmp in checked.values()), checked
+        why = get(f"{url}/api/why/gpre?net=mynet&mode=atomic&step=13")  # the Why drawer: the sigmoid's rule
+        (rule,) = why["rules"]
+        assert rule["op"] == "gate" and "dgpre = gate * (1 - gate) * dgate" in json.dumps(rule)
