@@ -4,6 +4,9 @@ the lecture's hand-written ones, a network no pack has served and trained, and t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -15,12 +18,13 @@ from server.core.config import ModelConfig
 from server.core.engine import init_params, run_backward, sample_batch
 from server.net import netfile
 from server.net.netfile import NetFileError
-from server.net.packs import NETS, add_net_file
+from server.net.packs import NET_FILE_ENV, NETS, add_net_file
 
 from .live_server import live_server
 from .test_cli import refused_at_start  # noqa: F401 -- the fixture: main() in this process, refusing to serve
 
-FILES = Path(__file__).resolve().parent / "netfiles"
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ROOT / "tests" / "netfiles"
 LECTURE_FILE = FILES / "lecture_forward.py"
 GATED_FILE = FILES / "gated_mlp.py"
 F32_RTOL, F32_ATOL = 1e-5, 1e-7  # float32: the same rules, rounded in another order at most
@@ -120,7 +124,7 @@ x = emb.view(emb.shape[0], -1)
         ("logits = x @ W\nloss = F.cross_entropy(logits Yb)\n", 9, "not Python"),
         ("logits = x @ W\nloss = F.cross_entropy(logits, Yb)\nloss2 = logits.sum()\n", 10, "must end in loss"),
         ("logits = x @ W\nlogits = logits * 2\nloss = F.cross_entropy(logits, Yb)\n", 9, "assigned twice"),
-        ("logits = x @ W\nloss = logits.sum(1)\n", 9, "one number"),
+        ("logits = x @ W\nloss = logits.sum()\n", 9, "the loss is loss = F.cross_entropy"),
         ("logits = x @ Q\nloss = F.cross_entropy(logits, Yb)\n", 8, "not defined above"),
     ],
     ids=[
@@ -130,7 +134,7 @@ x = emb.view(emb.shape[0], -1)
         "syntax",
         "after_loss",
         "reassigned",
-        "loss_not_scalar",
+        "loss_not_cross_entropy",
         "undefined",
     ],
 )
@@ -142,7 +146,8 @@ def test_a_line_the_server_cannot_use_is_refused_with_its_number_and_what_to_do(
 
 
 def test_numbers_in_place_of_sizes_are_refused_where_the_shapes_stop_fitting():
-    source = LECTURE_HEAD.replace("x = emb.view(emb.shape[0], -1)", "x = emb.view(32, 30)") + "loss = x.sum()\n"
+    source = LECTURE_HEAD.replace("x = emb.view(emb.shape[0], -1)", "x = emb.view(32, 30)")
+    source += "logits = x @ W\nloss = F.cross_entropy(logits, Yb)\n"
     with pytest.raises(NetFileError, match=r"^line 7: the shapes do not fit .*by name"):
         netfile.build(source, "bad")
 
@@ -178,3 +183,29 @@ def test_the_server_started_with_a_network_file_serves_it_and_every_gradient_agr
         why = get(f"{url}/api/why/gpre?net=mynet&mode=atomic&step=13")  # the Why drawer: the sigmoid's rule
         (rule,) = why["rules"]
         assert rule["op"] == "gate" and "dgpre = gate * (1 - gate) * dgate" in json.dumps(rule)
+
+
+def test_the_docs_example_loads_and_every_gradient_agrees_with_autograd(lecture_dataset):
+    """docs/your-own-network.md's example file, as a teacher would copy it."""
+    page = (ROOT / "docs" / "your-own-network.md").read_text()
+    source = page.split("```python\n", 1)[1].split("```", 1)[0]
+    net = add_net_file("/srv/relu_mlp.py", source)
+    try:
+        assert net.name == "relu_mlp" and net.title == "A ReLU MLP with log-softmax"
+        bp = run_backward(ModelConfig(net="relu_mlp", dtype="float64"), lecture_dataset, "atomic")
+        names = [name for name in bp.completed_at if name != "loss"]
+        assert {"C", "W1", "b1", "W2", "b2", "logits", "h"} <= set(names)
+        for name in names:  # the engine's reference: loss.backward() through the declared forward
+            torch.testing.assert_close(
+                bp.grad_at(name, bp.total_steps), bp.ref_grads[name], rtol=F64_RTOL, atol=F64_ATOL, msg=name
+            )
+    finally:
+        NETS.pop("relu_mlp", None)
+
+
+def test_a_worker_started_by_hand_reads_the_file_its_environment_names():
+    """A PostgreSQL training worker is started apart from the server: the variable may name the file's path."""
+    code = "from server.net.packs import NETS; print(' '.join(NETS))"
+    env = {**os.environ, NET_FILE_ENV: str(GATED_FILE)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["makemore4", "layernorm", "gated_mlp"]

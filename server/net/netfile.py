@@ -688,6 +688,13 @@ def build(source: str, name: str) -> Net:
     if not reader.lines or reader.lines[-1].out != "loss":
         at = reader.lines[-1].lineno if reader.lines else last
         raise NetFileError(at, "the forward pass must end in loss: its last line is loss = ... (a number)")
+    final = reader.lines[-1]
+    if final.call.kind not in ("cross_entropy", "nll") or final.call.args[1].text != "Yb":
+        raise NetFileError(
+            final.lineno,
+            "the loss is loss = F.cross_entropy(logits, Yb) or loss = -logprobs[range(n), Yb].mean(): what training, "
+            "evaluation and sampling read the predictions from",
+        )
     shapes, _ = _shape_run(reader)
     if shapes["loss"] != ():
         raise NetFileError(reader.lines[-1].lineno, f"loss has shape {shapes['loss']}: it must be one number")

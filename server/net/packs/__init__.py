@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from ..declare import Net, Undeclared
 from . import layernorm, makemore4
@@ -41,7 +42,15 @@ def hand_over_net_file(path: str, source: str) -> None:
     os.environ[NET_FILE_ENV] = json.dumps({"path": path, "source": source})
 
 
+def _net_file_from_environment(value: str) -> None:
+    """The server hands its processes the file's path and text (JSON); a worker started by hand names the path."""
+    if value.startswith("{"):
+        handed = json.loads(value)
+        add_net_file(handed["path"], handed["source"])
+    else:
+        add_net_file(value, Path(value).read_text(encoding="utf-8"))
+
+
 # the server's --net-file, read again in each of its processes: the text validated at start-up, not the file
 if os.environ.get(NET_FILE_ENV):
-    _handed = json.loads(os.environ[NET_FILE_ENV])
-    add_net_file(_handed["path"], _handed["source"])
+    _net_file_from_environment(os.environ[NET_FILE_ENV])
