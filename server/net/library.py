@@ -188,7 +188,21 @@ BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "pow": lambda x, y: x**y,
     "matmul": lambda x, y: x @ y,
 }
-SYMBOLS = {"add": "+", "sub": "−", "mul": "*", "div": "/", "pow": "**", "matmul": "@", "neg": "−"}
+# each op's label in the drawn graph (the op's kind where it has none)
+SYMBOLS = {
+    "add": "+",
+    "sub": "−",
+    "mul": "*",
+    "div": "/",
+    "pow": "**",
+    "matmul": "@",
+    "neg": "−",
+    "linear": "@ +",
+    "affine": "* +",
+    "shifted_pow": "+ **",
+    "index": "[ ]",
+    "nll": "nll mean",
+}
 
 # unary ops: forward, the local derivative as code (x: the input, o: the output), its function, the derivative in
 # LaTeX, and why

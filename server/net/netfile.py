@@ -756,7 +756,7 @@ def build(source: str, name: str) -> Net:
         trained_mode="atomic",
         cmp_order=_cmp_order(ops),
         cells={
-            "atomic": Cell("the backward cell", "the whole backward pass, line by line, from dloss to the parameters")
+            "atomic": Cell("atomic backward", "the whole backward pass, line by line, from dloss to the parameters")
         },
         warmup=(Warmup("atomic", ops[-1].rules[0].target, ops[-1].rules[0].code),) if ops[-1].rules else (),
     )

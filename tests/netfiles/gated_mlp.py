@@ -1,7 +1,7 @@
-"""A gated MLP: ReLU units gated by sigmoids, a tanh layer, a residual sum
+"""A gated MLP
 
-Two hidden layers on the lecture's embedding: the first's ReLU units each scaled by a sigmoid gate computed from
-the same input, the second a tanh layer added back onto them, then log-probabilities and the cross-entropy.
+Two hidden layers on the lecture's embedding: ReLU units, each scaled by a sigmoid gate computed from the same
+input, then a tanh layer added back onto them (a residual sum), then log-probabilities and the cross-entropy.
 """
 # ruff: noqa: F821 -- Xb, Yb, n, block_size and vocab_size are the server's: the file is read, never run
 
