@@ -44,3 +44,34 @@ def test_the_network_files_graph_steps_and_its_tensors_open(page: Page, base_url
         page.set_viewport_size({"width": width, "height": height})
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"netfile-{width}.png"), full_page=False)
+
+
+def test_the_why_drawer_derives_a_generated_rule(page: Page, base_url):  # noqa: F811
+    open_page(page, f"{base_url}/?net={NET}&step=9&node=gpre&pin=1&why=1")
+    drawer = page.get_by_test_id("why")
+    page.locator("#why[data-node=gpre]").wait_for()
+    rule = drawer.locator("[data-testid=why-rule][data-op=gate]")
+    expect(rule).to_be_visible()
+    assert rule.get_by_test_id("derivation").locator("li").count() == 3  # forward, local derivative, chain rule
+    expect(rule.locator(".rule-code")).to_contain_text("dgpre = gate * (1 - gate) * dgate")
+
+
+def test_challenge_grades_a_step_of_the_network_file(page: Page, base_url):  # noqa: F811
+    open_page(page, f"{base_url}/?net={NET}&step=3")
+    page.get_by_test_id("challenge-toggle").check()
+    expect(page.get_by_test_id("challenge-task")).to_contain_text("Step 4:")  # h = h1 + h2: two gradients
+    code = page.get_by_test_id("challenge-code")
+    feedback = page.get_by_test_id("challenge-feedback")
+
+    def check(text: str) -> None:
+        code.fill(text)
+        feedback.evaluate("el => el.replaceChildren()")
+        page.get_by_test_id("challenge-check").click()
+        page.wait_for_selector("[data-testid=challenge-feedback] p")
+
+    check("dh1 = dh.clone()\ndh2 = 2 * dh")  # a slip: the sum passes the gradient through unscaled
+    expect(feedback.locator(".bad")).not_to_have_count(0)
+    expect(feedback).to_contain_text("dh2")
+    check("dh1 = dh.clone()\ndh2 = dh.clone()")
+    expect(feedback.locator(".ok")).to_have_count(2)
+    expect(feedback.locator(".bad")).to_have_count(0)
