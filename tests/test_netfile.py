@@ -21,6 +21,7 @@ from server.core.engine import init_params, run_backward, sample_batch
 from server.net import netfile
 from server.net.netfile import NetFileError
 from server.net.packs import NET_FILE_ENV, NETS, add_net_file
+from server.runs.store import ACTIVE
 
 from .live_server import live_server
 from .test_cli import refused_at_start  # noqa: F401 -- the fixture: main() in this process, refusing to serve
@@ -31,9 +32,6 @@ LECTURE_FILE = FILES / "lecture_forward.py"
 GATED_FILE = FILES / "gated_mlp.py"
 F32_RTOL, F32_ATOL = 1e-5, 1e-7  # float32: the same rules, rounded in another order at most
 F64_RTOL, F64_ATOL = 1e-10, 1e-12  # float64: the declared forward against a plain PyTorch one
-
-
-RUNNING = ("queued", "running")
 
 
 def wait_for(what: str, ready: Callable[[], object], timeout_s: float = 240.0) -> object:
@@ -140,6 +138,8 @@ x = emb.view(emb.shape[0], -1)
         ("logits = x @ W\nlogits = logits * 2\nloss = F.cross_entropy(logits, Yb)\n", 9, "assigned twice"),
         ("logits = x @ W\nloss = logits.sum()\n", 9, "the loss is loss = F.cross_entropy"),
         ("logits = x @ Q\nloss = F.cross_entropy(logits, Yb)\n", 8, "not defined above"),
+        ("import numpy\nlogits = x @ W\nloss = F.cross_entropy(logits, Yb)\n", 8, "only `import torch`"),
+        ("logits = x @ W\nlogits.retain_grad()\nwith torch.no_grad():\n    pass\n", 10, "not a line the server reads"),
     ],
     ids=[
         "undifferentiable",
@@ -150,6 +150,8 @@ x = emb.view(emb.shape[0], -1)
         "reassigned",
         "loss_not_cross_entropy",
         "undefined",
+        "import",
+        "with_block",
     ],
 )
 def test_a_line_the_server_cannot_use_is_refused_with_its_number_and_what_to_do(tail, line, says):
@@ -204,7 +206,7 @@ def test_the_server_started_with_a_network_file_serves_it_and_every_gradient_agr
         )
         with urllib.request.urlopen(started) as response:
             run_id = json.load(response)["runs"][0]["id"]
-        run = wait_for("the run to end", lambda: (r := get(f"{url}/api/runs/{run_id}"))["status"] not in RUNNING and r)
+        run = wait_for("the run to end", lambda: (r := get(f"{url}/api/runs/{run_id}"))["status"] not in ACTIVE and r)
         assert run["status"] == "finished" and "agreed with autograd" in run["reason"], run["reason"]
         assert run["result"]["val_loss"] < 2.8  # from ln 27 ≈ 3.3, the uniform guess
 

@@ -138,7 +138,7 @@ class _Reader:
             }:
                 raise NetFileError(n, "only `import torch` and `import torch.nn.functional as F` are read")
             return
-        if isinstance(stmt, ast.For) and self._is_requires_grad_loop(stmt):
+        if _bookkeeping(stmt):
             return
         if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
             raise NetFileError(
@@ -170,15 +170,6 @@ class _Reader:
         if self.listed is None and self.params:
             raise NetFileError(n, "list the parameters (parameters = [...]) before the forward pass")
         self._forward(name, value, n, ast.get_source_segment(self.source, stmt) or "")
-
-    def _is_requires_grad_loop(self, stmt: ast.For) -> bool:
-        return (
-            isinstance(stmt.iter, ast.Name)
-            and stmt.iter.id == "parameters"
-            and all(
-                isinstance(s, ast.Assign) and ast.unparse(s.targets[0]).endswith(".requires_grad") for s in stmt.body
-            )
-        )
 
     def _param(self, name: str, value: ast.expr, n: int) -> None:
         draws = [sub for sub in ast.walk(value) if _is_randn(sub)]
@@ -473,6 +464,26 @@ def _is_shape(node: ast.expr) -> bool:
         and isinstance(node.value.value, ast.Name)
         and isinstance(node.slice, ast.Constant)
     )
+
+
+def _bookkeeping(stmt: ast.stmt) -> bool:
+    """The notebook's lines around the forward that the server does itself: the minibatch's draw (Xb, Yb), the
+    parameters' requires_grad and grad = None, retain_grad(), loss.backward(), and a value shown (`loss`, print)."""
+    if isinstance(stmt, ast.For) and isinstance(stmt.iter, ast.Name | ast.List):
+        return all(_bookkeeping(s) for s in stmt.body)
+    if isinstance(stmt, ast.Assign):
+        text = ast.unparse(stmt.targets[0])
+        if text.endswith((".requires_grad", ".grad")) or text in ("Xb, Yb", "(Xb, Yb)"):
+            return True
+        return text == "ix" and isinstance(stmt.value, ast.Call) and ast.unparse(stmt.value.func) == "torch.randint"
+    if isinstance(stmt, ast.Expr):
+        value = stmt.value
+        if isinstance(value, ast.Name):
+            return True
+        if isinstance(value, ast.Call):
+            func = ast.unparse(value.func)
+            return func == "print" or func.endswith((".backward", ".retain_grad"))
+    return False
 
 
 def _is_float_call(node: ast.AST) -> bool:

@@ -3,7 +3,7 @@
 makemore part 4's network: embedding, a linear layer, batchnorm, tanh, a linear layer and the cross-entropy, one
 atomic line each, as the notebook's Exercise 1 writes them.
 """
-# ruff: noqa: F821 -- Xb, Yb, n and vocab_size are the server's: the file is read, never run
+# ruff: noqa: F821, B018 -- Xb, Yb, n, vocab_size are the server's, the last line shows the loss: the file is read, never run
 
 import torch
 
@@ -23,6 +23,14 @@ b2 = torch.randn(vocab_size, generator=g) * 0.1
 bngain = torch.randn((1, n_hidden)) * 0.1 + 1.0
 bnbias = torch.randn((1, n_hidden)) * 0.1
 parameters = [C, W1, b1, W2, b2, bngain, bnbias]
+for p in parameters:
+    p.requires_grad = True
+
+# construct a minibatch
+ix = torch.randint(0, Xtr.shape[0], (batch_size,), generator=g)
+Xb, Yb = Xtr[ix], Ytr[ix]  # batch X,Y
+
+# forward pass, "chunkated" into smaller steps that are possible to backward one at a time
 
 emb = C[Xb]  # embed the characters into vectors
 embcat = emb.view(emb.shape[0], -1)  # concatenate the vectors
@@ -49,3 +57,31 @@ counts_sum_inv = counts_sum**-1  # if I use (1.0 / counts_sum) instead then I ca
 probs = counts * counts_sum_inv
 logprobs = probs.log()
 loss = -logprobs[range(n), Yb].mean()
+
+# PyTorch backward pass
+for p in parameters:
+    p.grad = None
+for t in [
+    logprobs,
+    probs,
+    counts,
+    counts_sum,
+    counts_sum_inv,
+    norm_logits,
+    logit_maxes,
+    logits,
+    h,
+    hpreact,
+    bnraw,
+    bnvar_inv,
+    bnvar,
+    bndiff2,
+    bndiff,
+    hprebn,
+    bnmeani,
+    embcat,
+    emb,
+]:
+    t.retain_grad()
+loss.backward()
+loss
