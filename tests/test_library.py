@@ -46,6 +46,7 @@ CASES = [
     ("mul_row", Call("mul", (t("a", N, 5), t("b", 1, 5))), {}),
     ("mul_same", Call("mul", (t("a", N, 5), t("b", N, 5))), {}),
     ("mul_const", Call("mul", (c("0.5", 0.5), t("a", N, 5))), {}),
+    ("mul_const_expression", Call("mul", (t("a", N, 5), c("1 - 0.25", 0.75))), {}),  # (1 - 0.25) * da
     ("div_column", Call("div", (t("a", N, 5), t("b", N, 1))), {"b": "pos"}),
     ("div_const_by", Call("div", (c("1.0", 1.0), t("a", N, 5))), {"a": "pos"}),
     ("div_by_const", Call("div", (t("a", N, 5), c("n", N))), {}),

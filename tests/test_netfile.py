@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "tests" / "netfiles"
 LECTURE_FILE = FILES / "lecture_forward.py"
 GATED_FILE = FILES / "gated_mlp.py"
+MIX_FILE = FILES / "attention_mix.py"  # batched @, transpose, masked_fill, softmax, cat, mean, var, sqrt, /
 F32_RTOL, F32_ATOL = 1e-5, 1e-7  # float32: the same rules, rounded in another order at most
 F64_RTOL, F64_ATOL = 1e-10, 1e-12  # float64: the declared forward against a plain PyTorch one
 
@@ -46,7 +47,7 @@ def wait_for(what: str, ready: Callable[[], object], timeout_s: float = 240.0) -
 @pytest.fixture(scope="module")
 def served():
     """The two files' nets registered beside the packs for this module's tests, then taken out again."""
-    nets = {path.stem: add_net_file(str(path), path.read_text()) for path in (LECTURE_FILE, GATED_FILE)}
+    nets = {path.stem: add_net_file(str(path), path.read_text()) for path in (LECTURE_FILE, GATED_FILE, MIX_FILE)}
     yield nets
     for name in nets:
         NETS.pop(name, None)
@@ -140,6 +141,8 @@ x = emb.view(emb.shape[0], -1)
         ("logits = x @ Q\nloss = F.cross_entropy(logits, Yb)\n", 8, "not defined above"),
         ("import numpy\nlogits = x @ W\nloss = F.cross_entropy(logits, Yb)\n", 8, "only `import torch`"),
         ("logits = x @ W\nlogits.retain_grad()\nwith torch.no_grad():\n    pass\n", 10, "not a line the server reads"),
+        ("logits = x @ W\nlp = logits.log()\nloss = F.cross_entropy(lp, Yb)\n", 9, "lp is not a number at start-up"),
+        ("t = emb.T\nlogits = x @ W\nloss = F.cross_entropy(logits, Yb)\n", 8, "write x.transpose(-2, -1)"),
     ],
     ids=[
         "undifferentiable",
@@ -152,6 +155,8 @@ x = emb.view(emb.shape[0], -1)
         "undefined",
         "import",
         "with_block",
+        "nan",
+        "T_of_3d",
     ],
 )
 def test_a_line_the_server_cannot_use_is_refused_with_its_number_and_what_to_do(tail, line, says):
@@ -240,7 +245,18 @@ def test_a_worker_started_by_hand_reads_the_file_its_environment_names():
 FD_REL = 1e-5  # float64 five-point differences against a right gradient
 
 
-@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp"])
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+def test_every_gradient_agrees_with_autograd_through_the_declared_forward(served, lecture_dataset, name):
+    bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")
+    names = [name for name in bp.completed_at if name != "loss"]
+    assert len(names) == len(served[name].nodes) - 3  # every tensor but Xb, Yb and the loss
+    for node in names:  # the engine's reference: loss.backward() through the forward the file declares
+        torch.testing.assert_close(
+            bp.grad_at(node, bp.total_steps), bp.ref_grads[node], rtol=F64_RTOL, atol=F64_ATOL, msg=node
+        )
+
+
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
 def test_finite_differences_agree_with_every_generated_gradient(served, lecture_dataset, name):
     """The finite differences re-run only a perturbed row where the file's ops keep rows apart (Op.rows)."""
     bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")

@@ -400,7 +400,12 @@ def _binary_rules(call: Call, out: Operand) -> list[Rule | None]:
             )
             rules_.append(
                 _elementwise(
-                    out, x, f"{y.text} * d{o}", lambda v, d, yv=yv: yv.get(v) * getattr(d, o), "product rule", tex
+                    out,
+                    x,
+                    f"{y.text if y.node else _paren(y)} * d{o}",
+                    lambda v, d, yv=yv: yv.get(v) * getattr(d, o),
+                    "product rule",
+                    tex,
                 )
             )
     elif k == "div":
@@ -551,7 +556,11 @@ def _spread(call: Call, out: Operand, x: Operand) -> tuple[str, Callable[[Any, A
     if call.keepdim or call.dim is None:
         return f"d{o}", _grad_of(o), dims
     code = f"d{o}" + "".join(f".unsqueeze({d})" for d in dims)
-    return code, (lambda v, d: getattr(d, o).reshape([1 if i in dims else s for i, s in enumerate(x.shape)])), dims
+
+    def spread(v: Any, d: Any) -> torch.Tensor:  # the pass's own sizes: the shapes given are only the dims' count
+        return getattr(d, o).reshape([1 if i in dims else s for i, s in enumerate(getattr(v, x.text).shape)])
+
+    return code, spread, dims
 
 
 def _reduce_note(dims: tuple[int, ...]) -> str:
@@ -699,26 +708,30 @@ def _cat_rules(call: Call, out: Operand) -> list[Rule | None]:
     dim = call.dim
     assert isinstance(dim, int)
     got: list[Rule | None] = []
-    start = 0
-    for x in call.args:
-        size = x.shape[dim]
-        begin = start
-        if x.grad:
-            tex = (
-                rf"{T(o)} = \operatorname{{cat}}(\dots, {T(x.text)}, \dots) \text{{ along dim {dim}}}",
-                r"\text{each entry is copied: derivative } 1",
-                rf"{dT(x.text)} = {dT(o)} \text{{ at the entries {begin} to {begin + size - 1} of dim {dim}}}",
+    for i, x in enumerate(call.args):
+        before = call.args[:i]
+        if not x.grad:
+            continue
+        begin = " + ".join(f"{p.text}.shape[{dim}]" for p in before) or "0"
+        tex = (
+            rf"{T(o)} = \operatorname{{cat}}(\dots, {T(x.text)}, \dots) \text{{ along dim {dim}}}",
+            r"\text{each entry is copied: derivative } 1",
+            rf"{dT(x.text)} = {dT(o)} \text{{ at }} {T(x.text)}\text{{'s entries of dim {dim}}}",
+        )
+
+        def fn(v: Any, d: Any, x: Operand = x, before: tuple[Operand, ...] = before) -> torch.Tensor:
+            start = sum(getattr(v, p.text).shape[dim] for p in before)
+            return getattr(d, o).narrow(dim, start, getattr(v, x.text).shape[dim])
+
+        got.append(
+            _rule(
+                x.text,
+                f"d{o}.narrow({dim}, {begin}, {x.text}.shape[{dim}])",
+                fn,
+                "cat places its inputs side by side: each gets its own slice of the gradient back",
+                tex,
             )
-            got.append(
-                _rule(
-                    x.text,
-                    f"d{o}.narrow({dim}, {begin}, {x.text}.shape[{dim}])",
-                    lambda v, d, b=begin, x=x: getattr(d, o).narrow(dim, b, getattr(v, x.text).shape[dim]),
-                    "cat places its inputs side by side: each gets its own slice of the gradient back",
-                    tex,
-                )
-            )
-        start += size
+        )
     return got
 
 

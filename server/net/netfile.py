@@ -268,7 +268,7 @@ class _Reader:
                 raise NetFileError(n, "a tensor as an exponent has no rule here: write the power as a number")
             return Call(kind, (a, b))
         if isinstance(v, ast.Attribute) and v.attr == "T":
-            return Call("transpose", (self._tensor(v.value, n),), dim=(0, 1))
+            return Call("transpose", (self._tensor(v.value, n),), dim=(0, 1), extra={"T": True})
         if isinstance(v, ast.Attribute) and v.attr == "values" and isinstance(v.value, ast.Call):
             inner = v.value
             if isinstance(inner.func, ast.Attribute) and inner.func.attr == "max":
@@ -709,6 +709,9 @@ def build(source: str, name: str) -> Net:
     shapes, _ = _shape_run(reader)
     if shapes["loss"] != ():
         raise NetFileError(reader.lines[-1].lineno, f"loss has shape {shapes['loss']}: it must be one number")
+    for line in reader.lines:
+        if line.call.extra.get("T") and len(shapes[line.call.args[0].text]) != 2:
+            raise NetFileError(line.lineno, ".T of a tensor that is not 2-D: write x.transpose(-2, -1)")
     axes = {k: _axes(s) for k, s in shapes.items()}
     axes["Xb"], axes["Yb"] = ("batch", "context"), ("batch",)
     used = {a.text for line in reader.lines for a in line.call.args if a.node}
@@ -794,17 +797,33 @@ def check(net: Net, reader: _Reader, shapes: Mapping[str, tuple[int, ...]]) -> N
     Yb = torch.randint(0, VOCAB, (n,), generator=g)
     ops = net.ops_for_mode("atomic")
     start = {**params, "Xb": Xb, "Yb": Yb, "vocab_size": VOCAB, **net.sizes(params, n)}
-    values = run_forward(ops, start)
-    tensors = [k for k, t in values.items() if isinstance(t, torch.Tensor) and t.requires_grad]
+    line_of = {line.out: line.lineno for line in reader.lines}
+    values: dict[str, Any] = dict(start)
+    for op in ops:  # line by line: a line that fails with real numbers is named
+        try:
+            values = run_forward([op], values)
+        except (RuntimeError, IndexError, ValueError) as e:
+            raise NetFileError(line_of[op.name], f"it fails at start-up ({str(e).splitlines()[0]})") from None
     loss = values["loss"]
     assert isinstance(loss, torch.Tensor)
-    ref = dict(zip(tensors, torch.autograd.grad(loss, [values[k] for k in tensors]), strict=True))
+    if not torch.isfinite(loss):
+        first = next((op.name for op in ops if torch.isnan(values[op.name]).any()), "loss")
+        raise NetFileError(
+            line_of[first], f"{first} is not a number at start-up (NaN: a log or sqrt of a negative number?)"
+        )
+    tensors = [k for k, t in values.items() if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads = torch.autograd.grad(loss, [values[k] for k in tensors], allow_unused=True)
+    ref = {k: g for k, g in zip(tensors, grads, strict=True) if g is not None}  # a mask's tensor: no gradient
+    tensors = list(ref)
     v = SimpleNamespace(**{k: t.detach() if isinstance(t, torch.Tensor) else t for k, t in values.items()})
     d = SimpleNamespace(loss=torch.ones_like(loss))
-    line_of = {line.out: line.lineno for line in reader.lines}
     for op in net.backward_schedule("atomic"):
-        with torch.no_grad():
-            contributions = [(rule, rule.fn(v, d)) for rule in op.rules]
+        try:
+            with torch.no_grad():
+                contributions = [(rule, rule.fn(v, d)) for rule in op.rules]
+        except (RuntimeError, IndexError, ValueError) as e:
+            why = str(e).splitlines()[0]
+            raise NetFileError(line_of[op.name], f"the library's rule fails here ({why}): split the line") from None
         for rule, c in contributions:
             previous = getattr(d, rule.target, None)
             setattr(d, rule.target, c if previous is None else previous + c)
