@@ -128,14 +128,8 @@ class _Reader:
     def _statement(self, stmt: ast.stmt) -> None:
         n = stmt.lineno
         if isinstance(stmt, ast.Import | ast.ImportFrom):
-            names = [a.name for a in stmt.names]
-            module = getattr(stmt, "module", None)
-            if module not in (None, "torch.nn", "torch") or not set(names) <= {
-                "torch",
-                "torch.nn.functional",
-                "functional",
-                "math",
-            }:
+            names = {a.name for a in stmt.names}
+            if getattr(stmt, "module", None) not in (None, "torch.nn", "torch") or not names <= _IMPORTS:
                 raise NetFileError(n, "only `import torch` and `import torch.nn.functional as F` are read")
             return
         if _bookkeeping(stmt):
@@ -151,7 +145,10 @@ class _Reader:
             raise NetFileError(n, f"{name} is assigned twice: give each line's result a new name")
         if _is_generator(value):
             self.generator = name
-            self.seed = int(_eval(value.args[0], self.constants))  # type: ignore[attr-defined]
+            try:
+                self.seed = int(_eval(value.args[0], self.constants))  # type: ignore[attr-defined]
+            except (KeyError, TypeError, ValueError) as e:
+                raise NetFileError(n, f"the generator's seed is not a number ({e})") from None
             return
         if any(_is_randn(sub) for sub in ast.walk(value)):
             self._param(name, value, n)
@@ -161,7 +158,9 @@ class _Reader:
                 raise NetFileError(n, "parameters = [...] lists the parameters by name")
             self.listed = [e.id for e in value.elts]  # type: ignore[attr-defined]
             return
-        if not self.lines and self.is_const(value):
+        if self.lines and self.is_const(value):
+            raise NetFileError(n, f"{name} is a number: define the numbers above the parameters")
+        if self.is_const(value):
             try:
                 self.constants[name] = _eval(value, {**self.constants})
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
@@ -380,6 +379,7 @@ class _Reader:
         )
 
 
+_IMPORTS = {"torch", "torch.nn.functional", "functional", "math"}  # import torch, torch.nn.functional as F
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow", ast.MatMult: "matmul"}
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: lambda a, b: a == b,
