@@ -46,6 +46,9 @@ class Settings:
     max_connections_per_client: int = 256  # open connections one client address may hold per server process;
     # more are closed at once (a trusted proxy's are not counted)
     head_timeout: float = 5.0  # seconds a connection may take to send a request's line and headers; then closed
+    net_file: str | None = None  # a network written as the lecture's forward cell (a .py file: sizes, a seeded
+    # generator, parameter lines, parameters = [...], then one op a line ending in loss), served beside the
+    # built-in networks as ?net=<the file's name>: its backward rules are written from the op library
 
 
 # the values an option may take (inclusive; None: unbounded): anything else is a usage error, not a traceback

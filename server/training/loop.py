@@ -241,7 +241,7 @@ class Training:
                 k: _finite(float(((lr * gr).std() / t.std()).log10()))
                 for k, gr, t in zip(self.param_names, grads, self.manual.params, strict=True) if k in self.weights
             }])  # fmt: skip
-            if self.tanh_outputs:  # a net without tanh (an attention head) has no saturation to plot
+            if self.tanh_outputs:  # a net without tanh (an attention head, a ReLU file) has no saturation to plot
                 # (n, units of every hidden block): a block's 3-D (n, T, units) tanh counts each position's units
                 h = torch.cat([acts[k].reshape(Xb.shape[0], -1) for k in self.tanh_outputs], 1)
                 self.saturation.append([i, float((h.abs() > SATURATED).float().mean())])

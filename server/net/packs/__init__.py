@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from ..declare import Net, Undeclared
 from . import attention, layernorm, makemore4, wavenet
 
 DEFAULT_NET = "makemore4"
 NETS: dict[str, Net] = {net.name: net for net in (makemore4.NET, layernorm.NET, wavenet.NET, attention.NET)}
+NET_FILE_ENV = "BACKPROP_EXPLORER_NET_FILE"  # a network file's path and text, for every process the server starts
 
 
 def net_of(name: str) -> Net:
@@ -19,3 +24,33 @@ def net_of(name: str) -> Net:
 def default_net() -> Net:
     """The lecture's network: what a request or a run without `net` builds."""
     return NETS[DEFAULT_NET]
+
+
+def add_net_file(path: str, source: str) -> Net:
+    """A network file's Net (server/net/netfile.py) served beside the packs; NetFileError where it cannot be."""
+    from ..netfile import NetFileError, load
+
+    net = load(path, source)
+    if net.name in NETS and NETS[net.name] is not net:
+        raise NetFileError(1, f"a network called {net.name} is already served: rename the file")
+    NETS[net.name] = net
+    return net
+
+
+def hand_over_net_file(path: str, source: str) -> None:
+    """Every process started from now on (web, check, training) reads the same file's text at its start."""
+    os.environ[NET_FILE_ENV] = json.dumps({"path": path, "source": source})
+
+
+def _net_file_from_environment(value: str) -> None:
+    """The server hands its processes the file's path and text (JSON); a worker started by hand names the path."""
+    if value.startswith("{"):
+        handed = json.loads(value)
+        add_net_file(handed["path"], handed["source"])
+    else:
+        add_net_file(value, Path(value).read_text(encoding="utf-8"))
+
+
+# the server's --net-file, read again in each of its processes: the text validated at start-up, not the file
+if os.environ.get(NET_FILE_ENV):
+    _net_file_from_environment(os.environ[NET_FILE_ENV])

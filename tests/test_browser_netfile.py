@@ -1,0 +1,77 @@
+"""A network file in a real browser: the server started with --net-file draws the file's network, steps it, opens
+its tensors, derives a generated rule in the Why drawer and grades a learner's line in challenge mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from .live_server import live_server
+from .test_browser import ARTIFACTS, act, browser, click_node, graph_nodes, open_page, page, served  # noqa: F401
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)
+
+GATED_FILE = Path(__file__).resolve().parent / "netfiles" / "gated_mlp.py"
+NET = "gated_mlp"
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with live_server("--net-file", str(GATED_FILE), "--check-workers", "1") as url:
+        yield url
+
+
+def test_the_network_files_graph_steps_and_its_tensors_open(page: Page, base_url):  # noqa: F811
+    open_page(page, f"{base_url}/?net={NET}")
+    nodes = graph_nodes(page)
+    assert {"Xb", "C", "hrelu", "gate", "h1", "h2", "logprobs", "loss"} <= set(nodes), nodes
+    total = len(served(page, f"/api/graph?net={NET}")["schedule"])
+    assert total == 13  # one backward step a line of the file's forward pass
+    expect(page.get_by_test_id("step-label")).to_have_text(f"step 0 / {total}")
+    expect(page.get_by_test_id("cfg-net")).to_have_value(NET)
+    expect(page.get_by_test_id("cfg-net").locator("option:checked")).to_contain_text("A gated MLP")
+    for k in range(1, 10):  # back through the loss, log_softmax, the output layer, the residual sum and tanh
+        act(page, lambda: page.get_by_test_id("next").click())
+        expect(page.get_by_test_id("step-label")).to_have_text(f"step {k} / {total}")
+    click_node(page, "gpre")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("gpre")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 64)")
+    expect(page.get_by_test_id("error")).to_be_hidden()
+    for width, height in ((1280, 800), (900, 800), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"netfile-{width}.png"), full_page=False)
+
+
+def test_the_why_drawer_derives_a_generated_rule(page: Page, base_url):  # noqa: F811
+    open_page(page, f"{base_url}/?net={NET}&step=9&node=gpre&pin=1&why=1")
+    drawer = page.get_by_test_id("why")
+    page.locator("#why[data-node=gpre]").wait_for()
+    rule = drawer.locator("[data-testid=why-rule][data-op=gate]")
+    expect(rule).to_be_visible()
+    assert rule.get_by_test_id("derivation").locator("li").count() == 3  # forward, local derivative, chain rule
+    expect(rule.locator(".rule-code")).to_contain_text("dgpre = gate * (1 - gate) * dgate")
+
+
+def test_challenge_grades_a_step_of_the_network_file(page: Page, base_url):  # noqa: F811
+    open_page(page, f"{base_url}/?net={NET}&step=3")
+    page.get_by_test_id("challenge-toggle").check()
+    expect(page.get_by_test_id("challenge-task")).to_contain_text("Step 4:")  # h = h1 + h2: two gradients
+    code = page.get_by_test_id("challenge-code")
+    feedback = page.get_by_test_id("challenge-feedback")
+
+    def check(text: str) -> None:
+        code.fill(text)
+        feedback.evaluate("el => el.replaceChildren()")
+        page.get_by_test_id("challenge-check").click()
+        page.wait_for_selector("[data-testid=challenge-feedback] p")
+
+    check("dh1 = dh.clone()\ndh2 = 2 * dh")  # a slip: the sum passes the gradient through unscaled
+    expect(feedback.locator(".bad")).not_to_have_count(0)
+    expect(feedback).to_contain_text("dh2")
+    check("dh1 = dh.clone()\ndh2 = dh.clone()")
+    expect(feedback.locator(".ok")).to_have_count(2)
+    expect(feedback.locator(".bad")).to_have_count(0)

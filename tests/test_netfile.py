@@ -1,0 +1,268 @@
+"""Network files (server/net/netfile.py): the lecture's forward cell read into a Net whose generated rules agree with
+the lecture's hand-written ones, a network no pack has served and trained, and the lines the server refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from server.core.config import ModelConfig
+from server.core.engine import init_params, run_backward, sample_batch
+from server.net import netfile
+from server.net.netfile import NetFileError
+from server.net.packs import NET_FILE_ENV, NETS, add_net_file
+from server.runs.store import ACTIVE
+
+from .live_server import live_server
+from .test_cli import refused_at_start  # noqa: F401 -- the fixture: main() in this process, refusing to serve
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ROOT / "tests" / "netfiles"
+LECTURE_FILE = FILES / "lecture_forward.py"
+GATED_FILE = FILES / "gated_mlp.py"
+MIX_FILE = FILES / "attention_mix.py"  # batched @, transpose, masked_fill, softmax, cat, mean, var, sqrt, /
+F32_RTOL, F32_ATOL = 1e-5, 1e-7  # float32: the same rules, rounded in another order at most
+F64_RTOL, F64_ATOL = 1e-10, 1e-12  # float64: the declared forward against a plain PyTorch one
+
+
+def wait_for(what: str, ready: Callable[[], object], timeout_s: float = 240.0) -> object:
+    """Poll `ready` until it returns something true; fail with `what` after a generous deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := ready()):
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The two files' nets registered beside the packs for this module's tests, then taken out again."""
+    nets = {path.stem: add_net_file(str(path), path.read_text()) for path in (LECTURE_FILE, GATED_FILE, MIX_FILE)}
+    yield nets
+    for name in nets:
+        NETS.pop(name, None)
+
+
+def test_the_lecture_files_generated_rules_agree_with_the_lectures_hand_written_ones(served, lecture_dataset):
+    """Every gradient of Exercise 1, from the file's generated rules and from the pack's own, in float32."""
+    generated = run_backward(ModelConfig(net="lecture_forward"), lecture_dataset, "atomic")
+    lecture = run_backward(ModelConfig(net="makemore4"), lecture_dataset, "atomic")
+    assert float(generated.loss) == float(lecture.loss)  # the same parameters, batch and forward
+    names = set(lecture.completed_at) - {"loss"}
+    assert names == set(generated.completed_at) - {"loss"}  # the same tensors: one node a line
+    for name in names:
+        ours = generated.grad_at(name, generated.total_steps)
+        theirs = lecture.grad_at(name, lecture.total_steps)
+        assert ours is not None and theirs is not None
+        torch.testing.assert_close(ours, theirs, rtol=F32_RTOL, atol=F32_ATOL, msg=name)
+
+
+def test_the_lecture_files_lines_read_as_the_notebooks(served):
+    """The learner sees the notebook's own lines for the rules the library writes as the lecture does."""
+    codes = {(op.name, rule.target): rule.code for op in served["lecture_forward"].ops for rule in op.rules}
+    assert codes[("logits", "h")] == "dh = dlogits @ W2.T"
+    assert codes[("logits", "W2")] == "dW2 = h.T @ dlogits"
+    assert codes[("bndiff2", "bndiff")] == "dbndiff += (2*bndiff) * dbndiff2"  # bndiff feeds two lines: +=
+    assert codes[("bnvar_inv", "bnvar")] == "dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv"
+    assert codes[("counts_sum", "counts")] == "dcounts += torch.ones_like(counts) * dcounts_sum"
+    assert codes[("h", "hpreact")] == "dhpreact = (1.0 - h**2) * dh"
+
+
+def gated_forward(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
+    """The gated MLP in plain PyTorch, written apart from the file: the reference for its loss and gradients."""
+    x = p["C"][Xb].flatten(1)
+    h1 = F.relu(F.linear(x, p["W1"].T, p["b1"])) * torch.sigmoid(x @ p["Wg"] + p["bg"])
+    h = h1 + torch.tanh(h1 @ p["W2"])
+    return F.cross_entropy(h @ p["W3"], Yb)
+
+
+def test_a_network_no_pack_has_gets_every_gradient_right_through_the_api(served, lecture_dataset):
+    config = ModelConfig(net="gated_mlp", dtype="float64")
+    params, g = init_params(config, lecture_dataset.vocab_size)
+    Xb, Yb = sample_batch(config, lecture_dataset, g)
+    leaves = {k: t.clone().requires_grad_(True) for k, t in params.items()}
+    loss = gated_forward(leaves, Xb, Yb)
+    ref = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+
+    bp = run_backward(config, lecture_dataset, "atomic")
+    torch.testing.assert_close(
+        torch.as_tensor(bp.loss, dtype=torch.float64), loss.detach(), rtol=F64_RTOL, atol=F64_ATOL
+    )
+    for name, grad in ref.items():  # the manual backward's parameter gradients against plain PyTorch's autograd
+        torch.testing.assert_close(bp.grad_at(name, bp.total_steps), grad, rtol=F64_RTOL, atol=F64_ATOL, msg=name)
+
+
+def test_a_network_file_trains_with_the_generic_trainer(served, lecture_dataset):
+    from server.training.config import TrainConfig
+    from server.training.generic import DeclaredBackward
+    from server.training.loop import Training
+
+    events: list[tuple[str, dict]] = []
+    config = TrainConfig(net="gated_mlp", max_steps=400, lr_decay_step=300, check_every=200)
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)))
+    assert isinstance(training.manual, DeclaredBackward)
+    assert training.run() == "finished"
+    checks = [data for kind, data in events if kind == "check"]
+    assert checks and not any(check["wrong"] for check in checks)  # the manual step agrees with autograd's
+    losses = training.losses
+    assert float(losses[-50:].mean()) < float(losses[:50].mean()) - 0.3  # from ~3.3 (27 characters) down
+
+
+LECTURE_HEAD = """import torch
+g = torch.Generator().manual_seed(1)
+C = torch.randn((vocab_size, n_embd), generator=g)
+W = torch.randn((n_embd * block_size, vocab_size), generator=g) * 0.1
+parameters = [C, W]
+emb = C[Xb]
+x = emb.view(emb.shape[0], -1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "says"),
+    [
+        ("logits = x @ W\nz = logits.abs()\nloss = F.cross_entropy(z, Yb)\n", 9, "no rule here"),
+        ("logits = torch.tanh(x @ W)\nloss = F.cross_entropy(logits, Yb)\n", 8, "one op a line"),
+        ("logits = x @ W\n", 8, "must end in loss"),
+        ("logits = x @ W\nloss = F.cross_entropy(logits Yb)\n", 9, "not Python"),
+        ("logits = x @ W\nloss = F.cross_entropy(logits, Yb)\nloss2 = logits.sum()\n", 10, "must end in loss"),
+        ("logits = x @ W\nlogits = logits * 2\nloss = F.cross_entropy(logits, Yb)\n", 9, "assigned twice"),
+        ("logits = x @ W\nloss = logits.sum()\n", 9, "the loss is loss = F.cross_entropy"),
+        ("logits = x @ Q\nloss = F.cross_entropy(logits, Yb)\n", 8, "not defined above"),
+        ("import numpy\nlogits = x @ W\nloss = F.cross_entropy(logits, Yb)\n", 8, "only `import torch`"),
+        ("logits = x @ W\nlogits.retain_grad()\nwith torch.no_grad():\n    pass\n", 10, "not a line the server reads"),
+        ("logits = x @ W\nlp = logits.log()\nloss = F.cross_entropy(lp, Yb)\n", 9, "lp is not a number at start-up"),
+        ("t = emb.T\nlogits = x @ W\nloss = F.cross_entropy(logits, Yb)\n", 8, "write x.transpose(-2, -1)"),
+    ],
+    ids=[
+        "undifferentiable",
+        "two_ops",
+        "no_loss",
+        "syntax",
+        "after_loss",
+        "reassigned",
+        "loss_not_cross_entropy",
+        "undefined",
+        "import",
+        "with_block",
+        "nan",
+        "T_of_3d",
+    ],
+)
+def test_a_line_the_server_cannot_use_is_refused_with_its_number_and_what_to_do(tail, line, says):
+    with pytest.raises(NetFileError) as refused:
+        netfile.build(LECTURE_HEAD + tail, "bad")
+    assert refused.value.line == line
+    assert str(refused.value).startswith(f"line {line}: ") and says in str(refused.value)
+
+
+def test_numbers_in_place_of_sizes_are_refused_where_the_shapes_stop_fitting():
+    source = LECTURE_HEAD.replace("x = emb.view(emb.shape[0], -1)", "x = emb.view(32, 30)")
+    source += "logits = x @ W\nloss = F.cross_entropy(logits, Yb)\n"
+    with pytest.raises(NetFileError, match=r"^line 7: the shapes do not fit .*by name"):
+        netfile.build(source, "bad")
+
+
+def test_the_server_refuses_a_bad_network_file_in_one_line_with_exit_code_2(tmp_path, refused_at_start):  # noqa: F811
+    path = tmp_path / "mynet.py"
+    path.write_text(LECTURE_HEAD + "logits = torch.tanh(x @ W)\nloss = F.cross_entropy(logits, Yb)\n")
+    code, err = refused_at_start("--net-file", str(path))
+    assert code == 2
+    assert err.strip().count("\n") == 0  # one line
+    assert f"cannot use the network file {path}: line 8: " in err and "one op a line" in err
+    assert "mynet" not in NETS
+
+
+def test_the_server_started_with_a_network_file_serves_it_and_every_gradient_agrees_with_autograd(tmp_path):
+    """The real server's processes read the file as the command line named it: /api/nets lists it, the API steps it."""
+    path = tmp_path / "mynet.py"
+    path.write_text(GATED_FILE.read_text())
+
+    def get(url: str) -> dict:
+        with urllib.request.urlopen(url) as response:
+            return json.load(response)
+
+    with live_server("--net-file", str(path), "--check-workers", "0") as url:
+        assert "mynet" in [net["name"] for net in get(f"{url}/api/nets")["nets"]]
+        graph = get(f"{url}/api/graph?net=mynet&mode=atomic")
+        assert {node["name"] for node in graph["nodes"]} >= {"C", "W1", "gate", "h", "logprobs", "loss"}
+        state = get(f"{url}/api/state?net=mynet&mode=atomic")
+        assert state["step"] == state["total_steps"] == 13  # one backward step a forward line
+        checked = {name: node["cmp"] for name, node in state["nodes"].items() if node["cmp"] is not None}
+        assert {"C", "W1", "b1", "Wg", "bg", "W2", "W3"} <= set(checked)
+        assert all(cmp["approx"] for cmp in checked.values()), checked
+        why = get(f"{url}/api/why/gpre?net=mynet&mode=atomic&step=13")  # the Why drawer: the sigmoid's rule
+        (rule,) = why["rules"]
+        assert rule["op"] == "gate" and "dgpre = gate * (1 - gate) * dgate" in json.dumps(rule)
+        # a training run: a training process of its own, which reads the file's text from the server
+        body = json.dumps({"net": "mynet", "max_steps": 400, "lr_decay_step": 300, "check_every": 100}).encode()
+        started = urllib.request.Request(
+            f"{url}/api/runs", data=body, headers={"Content-Type": "application/json", "Origin": url}
+        )
+        with urllib.request.urlopen(started) as response:
+            run_id = json.load(response)["runs"][0]["id"]
+        run = wait_for("the run to end", lambda: (r := get(f"{url}/api/runs/{run_id}"))["status"] not in ACTIVE and r)
+        assert run["status"] == "finished" and "agreed with autograd" in run["reason"], run["reason"]
+        assert run["result"]["val_loss"] < 2.8  # from ln 27 ≈ 3.3, the uniform guess
+
+
+def test_the_docs_example_loads_and_every_gradient_agrees_with_autograd(lecture_dataset):
+    """docs/your-own-network.md's example file, as a teacher would copy it."""
+    page = (ROOT / "docs" / "your-own-network.md").read_text()
+    source = page.split("```python\n", 1)[1].split("```", 1)[0]
+    net = add_net_file("/srv/relu_mlp.py", source)
+    try:
+        assert net.name == "relu_mlp" and net.title == "A ReLU MLP with log-softmax"
+        bp = run_backward(ModelConfig(net="relu_mlp", dtype="float64"), lecture_dataset, "atomic")
+        names = [name for name in bp.completed_at if name != "loss"]
+        assert {"C", "W1", "b1", "W2", "b2", "logits", "h"} <= set(names)
+        for name in names:  # the engine's reference: loss.backward() through the declared forward
+            torch.testing.assert_close(
+                bp.grad_at(name, bp.total_steps), bp.ref_grads[name], rtol=F64_RTOL, atol=F64_ATOL, msg=name
+            )
+    finally:
+        NETS.pop("relu_mlp", None)
+
+
+def test_a_worker_started_by_hand_reads_the_file_its_environment_names():
+    """A PostgreSQL training worker is started apart from the server: the variable may name the file's path."""
+    code = "from server.net.packs import NETS; print(' '.join(NETS))"
+    env = {**os.environ, NET_FILE_ENV: str(GATED_FILE)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["makemore4", "layernorm", "gated_mlp"]
+
+
+FD_REL = 1e-5  # float64 five-point differences against a right gradient
+
+
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+def test_every_gradient_agrees_with_autograd_through_the_declared_forward(served, lecture_dataset, name):
+    bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")
+    names = [name for name in bp.completed_at if name != "loss"]
+    assert len(names) == len(served[name].nodes) - 3  # every tensor but Xb, Yb and the loss
+    for node in names:  # the engine's reference: loss.backward() through the forward the file declares
+        torch.testing.assert_close(
+            bp.grad_at(node, bp.total_steps), bp.ref_grads[node], rtol=F64_RTOL, atol=F64_ATOL, msg=node
+        )
+
+
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+def test_finite_differences_agree_with_every_generated_gradient(served, lecture_dataset, name):
+    """The finite differences re-run only a perturbed row where the file's ops keep rows apart (Op.rows)."""
+    bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")
+    # a perturbed embedding moves every unit of hpre a little, and the few near 0 cross relu's kink within the
+    # stencil: differences there measure the kink, not the gradient
+    kinked = {"C", "emb", "x"} if name == "gated_mlp" else set()
+    measured = [node.name for node in served[name].nodes if node.kind != "input" and node.name not in kinked]
+    errors = {n: bp.numeric(n)["max_rel_err"] for n in measured}  # type: ignore[index]
+    assert max(errors.values()) < FD_REL, errors
