@@ -46,6 +46,7 @@ class Settings:
     max_connections_per_client: int = 256  # open connections one client address may hold per server process;
     # more are closed at once (a trusted proxy's are not counted)
     head_timeout: float = 5.0  # seconds a connection may take to send a request's line and headers; then closed
+    class_days: float = 30.0  # days a class (and what its students' checks recorded) is kept; then it is deleted
 
 
 # the values an option may take (inclusive; None: unbounded): anything else is a usage error, not a traceback
@@ -56,6 +57,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_streams": (0, None),
     "max_connections_per_client": (1, None),
     "head_timeout": (0.1, None),
+    "class_days": (0.01, 3650),
 }
 
 
