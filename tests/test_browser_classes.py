@@ -102,7 +102,8 @@ def test_a_teacher_watches_two_students_live_without_their_code(class_server, co
     step = teacher.locator("[data-testid=class-step][data-mode=atomic][data-step='1']")
     expect(step.get_by_test_id("class-step-numbers")).to_have_text("1 of 2 solved · 3 checks · median 2 to solve")
     expect(step.get_by_test_id("class-slip")).to_contain_text("factor n (2×)")
-    expect(step.get_by_test_id("class-slip")).to_contain_text("dlogprobs is 32× autograd's — n is 32: did you forget /n?")
+    slip = step.get_by_test_id("class-slip")
+    expect(slip).to_contain_text("dlogprobs is 32× autograd's — n is 32: did you forget /n?")
     expect(teacher.get_by_test_id("class-slowest")).to_contain_text("1 of 2 not solved yet")
     assert not serious_violations(teacher)
 
