@@ -26,6 +26,8 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+const plural = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
 export const stepLabel = (s) => `${s.net} · ${s.mode} · ${s.step === null ? "whole cell" : `step ${s.step}`}`;
 
 // the slip most students were told at a step: [kind, checks, the line they saw], or null
@@ -49,7 +51,7 @@ export function stepsHtml(steps) {
     return `<div class="class-step" data-testid="class-step" data-mode="${esc(s.mode)}" data-step="${s.step ?? ""}">` +
       `<span class="class-step-label">${esc(stepLabel(s))}</span>` +
       `<span class="class-bar" role="img" aria-label="${s.solved} of ${s.students} solved"><span style="width:${share.toFixed(1)}%"></span></span>` +
-      `<span class="class-step-numbers" data-testid="class-step-numbers">${s.solved} of ${s.students} solved · ${s.attempts} checks` +
+      `<span class="class-step-numbers" data-testid="class-step-numbers">${s.solved} of ${s.students} solved · ${plural(s.attempts, "check")}` +
       `${s.median_attempts_to_solve === null ? "" : ` · median ${s.median_attempts_to_solve} to solve`}</span>` +
       (slip ? `<span class="class-slip" data-testid="class-slip">most common slip: <b>${esc(slip[0])}</b> (${slip[1]}×) — ` +
         `<q>${esc(slip[2])}</q></span>` : "") +
@@ -63,7 +65,7 @@ function render(summary) {
   $("class-steps").innerHTML = stepsHtml(summary.steps);
   $("class-slowest").innerHTML = slowest(summary.steps).map((s) =>
     `<li>${esc(stepLabel(s))}: ${s.students - s.solved} of ${s.students} not solved yet` +
-    `${s.solved ? `, median ${s.median_attempts_to_solve} checks to solve` : ""}</li>`).join("");
+    `${s.solved ? `, median ${plural(s.median_attempts_to_solve, "check")} to solve` : ""}</li>`).join("");
 }
 
 async function watch(code, token) {
