@@ -102,7 +102,15 @@ def _teacher(request: Request, code: str, authorization: str | None) -> tuple[Cl
 Authorization = Annotated[str | None, Header(description="Bearer <teacher_token>")]
 
 
-@router.post("", status_code=201, response_model=ClassCreatedPublic)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ClassCreatedPublic,
+    responses={
+        400: {"model": ErrorPublic, "description": "the body is not JSON"},
+        413: {"model": ErrorPublic, "description": "the body is too large"},
+    },
+)
 def create_class(request: Request, body: ClassRequest) -> dict[str, Any]:
     """A new class: its code (for the board) and its teacher's token (a secret, shown once)."""
     code, token = _store(request).create(body.title)
