@@ -28,6 +28,28 @@ export const SHARED = "the step, the mode and the network you check, whether it 
   "feedback names, and an anonymous id made up by this browser";
 export const NOT_SHARED = "your code and your name";
 
+// a check, in the class while this browser is in one; a class deleted meanwhile (404) is left, and the check sent
+// again as anyone's
+export async function check(params, code) {
+  const fields = classFields();
+  try {
+    return await api.checkCode({ ...params, ...fields }, code);
+  } catch (e) {
+    if (!fields.class || e.status !== 404 || !/no class/.test(e.message)) throw e;
+    localStorage.removeItem(CLASS_KEY);
+    gone(fields.class);
+    return api.checkCode(params, code);
+  }
+}
+
+function gone(code) {
+  const box = $("class-notice");
+  box.innerHTML = `The class <code>${esc(code)}</code> no longer exists (its teacher deleted it): you are in no class now. ` +
+    '<button type="button" class="small" data-testid="class-dismiss">OK</button>';
+  box.hidden = false;
+  box.querySelector("[data-testid=class-dismiss]").onclick = render;
+}
+
 function render() {
   const box = $("class-notice");
   const member = joined();

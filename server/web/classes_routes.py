@@ -7,6 +7,7 @@ app's AttemptWriter, off the request path.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -46,6 +47,7 @@ def use_classes(app: Any, store: ClassStore, days: float) -> None:
     app.state.classes = store
     app.state.class_writer = AttemptWriter(store, days, digest=digest)
     app.state.known_classes = {}  # code -> until when (monotonic) it is trusted to exist
+    store.sweep(days)  # what expired while the server was down (the writer sweeps hourly from its first attempt)
 
 
 def _store(request: Request) -> ClassStore:
@@ -192,7 +194,6 @@ async def class_events(request: Request, code: str, authorization: Authorization
 
 async def _live(request: Request, store: ClassStore, code: str, client: Any) -> AsyncIterator[str]:
     feeds = request.app.state.feeds
-    sleep = getattr(request.app.state, "class_sleep", None) or _sleep
     try:
         yield "retry: 2000\n\n"
         seen, quiet = -1, 0.0
@@ -211,15 +212,9 @@ async def _live(request: Request, store: ClassStore, code: str, client: Any) -> 
                     return
                 yield ": keep-alive\n\n"
                 quiet = 0.0
-            await sleep(LIVE_POLL_S)
+            await asyncio.sleep(LIVE_POLL_S)
             quiet += LIVE_POLL_S
             if await request.is_disconnected():
                 return
     finally:
         feeds.release(client)
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
