@@ -162,3 +162,36 @@ def test_a_feedback_line_names_its_slip_and_keeps_no_code(line, kind, kept):
     assert (slip[0] if slip else None) == kind
     if slip:
         assert slip[1] == (kept or line)
+
+
+def test_a_class_checking_at_once_reads_its_code_from_the_database_once(tmp_path):
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from server.runs.store import RunStore
+    from server.web.classes_routes import class_of_check, use_classes
+
+    store = ClassStore(RunStore(tmp_path / "runs.db"))
+    code, _ = store.create("week 3")
+    app = SimpleNamespace(state=SimpleNamespace())
+    use_classes(app, store, 30)
+    reads, answer = [], threading.Event()
+    exists = store.exists
+
+    def held(asked: str) -> bool:  # the read waits until the whole class is waiting for it
+        reads.append(asked)
+        answer.wait()
+        return exists(asked)
+
+    store.exists = held  # type: ignore[method-assign]
+
+    async def class_of_fifty() -> list[str]:
+        request = SimpleNamespace(app=app)
+        asking = [asyncio.create_task(class_of_check(request, code.lower())) for _ in range(50)]
+        await asyncio.sleep(0)  # each task runs up to its wait for the read
+        answer.set()
+        return await asyncio.gather(*asking)
+
+    assert asyncio.run(class_of_fifty()) == [code] * 50
+    assert reads == [code]

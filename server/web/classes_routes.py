@@ -47,6 +47,7 @@ def use_classes(app: Any, store: ClassStore, days: float) -> None:
     app.state.classes = store
     app.state.class_writer = AttemptWriter(store, days, digest=digest)
     app.state.known_classes = {}  # code -> until when (monotonic) it is trusted to exist
+    app.state.looking_up = {}  # code -> the database read under way for it
     store.sweep(days)  # what expired while the server was down (the writer sweeps hourly from its first attempt)
 
 
@@ -69,7 +70,13 @@ async def class_of_check(request: Request, text: str) -> str:
         raise _unknown(text)
     known = request.app.state.known_classes
     if known.get(code, 0.0) < time.monotonic():
-        if not await run_in_threadpool(store.exists, code):
+        # a class checking at once asks once: the others wait for the same read (one per code at a time)
+        looking = request.app.state.looking_up
+        pending = looking.get(code)
+        if pending is None:
+            pending = looking[code] = asyncio.ensure_future(run_in_threadpool(store.exists, code))
+            pending.add_done_callback(lambda _: looking.pop(code, None))
+        if not await asyncio.shield(pending):  # a waiter that disconnects leaves the read to the others
             raise _unknown(code)
         if len(known) > 10_000:  # codes of long-gone classes are not kept for ever
             known.clear()
