@@ -15,6 +15,12 @@ HTTP/1.1 connection, asking for the same 42 URLs in the same order; latencies co
 (no per-step split, no revisit), so that the load generator takes less of the 2 cores the servers need.
 Not a test: machines are noisy.
 Usage: python bench/proxy_bench.py [--students 1000] [--api 2] [--nginx-workers auto] [--think 0] [--encoding ...]
+
+With --class-checks, the class checks too: each student, from a loopback address of its own, asks for each step's
+state and tensor and then checks step 1 (a slip or the answer, in turn), straight to the API processes; the run
+without a class and the run with a class code alternate (--rounds each) on the same servers, and the explorer's
+p99 is printed side by side (the attempts of the class are written off the request path).
+Usage: python bench/proxy_bench.py --class-checks [--students 1000] [--steps 21] [--rounds 2] [--check-workers 1]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import math
 import os
 import re
@@ -68,6 +75,142 @@ class EncodedClient(RawClient):
         if status == 304:  # no body
             return status, b"", headers.get("etag")
         return status, await self.reader.readexactly(int(headers["content-length"])), headers.get("etag")
+
+
+class CheckingClient(EncodedClient):
+    """EncodedClient from a loopback address of its own (the server's per-client bounds hold per student), which
+    also POSTs checks."""
+
+    def __init__(self, port: int, address: str) -> None:
+        super().__init__(port)
+        self.address = address
+
+    async def connect(self) -> None:
+        if self.writer is None:
+            address = (self.address, 0)
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, local_addr=address)
+
+    async def get(self, url: str, etag: str | None = None) -> tuple[int, bytes, str | None]:
+        await self.connect()
+        return await super().get(url, etag)
+
+    async def post(self, url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        await self.connect()
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(
+            f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        return int(lines[0].split()[1]), headers, await self.reader.readexactly(int(headers["content-length"]))
+
+
+# step 1's answer, and its slip (no /n): what the checking students send, in turn
+CHECKS = (
+    "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0",
+    "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n",
+)
+
+
+def student_address(i: int) -> str:
+    """Student i's own loopback address (127.1.0.1, 127.1.0.2, ...): a client of its own to the server."""
+    return f"127.1.{i // 250}.{i % 250 + 1}"
+
+
+async def lockstep_checks(ports: list[int], n: int, seed: int, nodes: list[str], steps: int, code: str | None) -> dict:
+    """n students, each from its own address, step through `steps` steps: the explorer's state and tensor, then a
+    check of step 1 (in a class when `code` is given)."""
+    explorer: list[float] = []
+    checks: list[float] = []
+    statuses: collections.Counter = collections.Counter()
+    recorded: collections.Counter = collections.Counter()
+    errors: list[str] = []
+
+    async def student(i: int) -> None:
+        client = CheckingClient(ports[i % len(ports)], student_address(i))
+        about = {"class": code, "student": f"bench-student-{i:05d}"} if code else {}
+        try:
+            for step in range(steps):
+                node = nodes[min(step, len(nodes) - 1)]
+                for url in (f"/api/state?seed={seed}&step={step}", f"/api/tensor/{node}?seed={seed}&step={step}"):
+                    t0 = time.perf_counter()
+                    status, body, _ = await asyncio.wait_for(client.get(url), TIMEOUT)
+                    explorer.append(time.perf_counter() - t0)
+                    if status != 200:
+                        errors.append(f"{status} {url} {body[:120]!r}")
+                body = json.dumps({"step": 1, "seed": seed, "code": CHECKS[(i + step) % 2], **about}).encode()
+                t0 = time.perf_counter()
+                status, headers, answer = await asyncio.wait_for(client.post("/api/check", body), TIMEOUT)
+                checks.append(time.perf_counter() - t0)
+                statuses[status] += 1
+                recorded[headers.get("x-class-attempt", "-")] += 1
+                if status not in (200, 429, 503):  # a full check queue says so (Retry-After): the student goes on
+                    errors.append(f"{status} /api/check {answer[:120]!r}")
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
+            errors.append(f"student {i}: {e!r}")
+        finally:
+            client.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(student(i) for i in range(n)))
+    return {"explorer": explorer, "checks": checks, "statuses": statuses, "recorded": recorded, "errors": errors,
+            "wall": time.perf_counter() - t0}  # fmt: skip
+
+
+def class_scenario(args: argparse.Namespace, data: list[str]) -> None:
+    """The class checks with and without a class code, in alternating rounds on the same servers: p99 side by side."""
+    state = tempfile.TemporaryDirectory()
+    db = str(Path(state.name) / "runs.sqlite3")  # one database for the API processes, as --workers shares one
+    ports = [free_port() for _ in range(args.api)]
+    servers = [start_server(p, 1, "--check-workers", str(args.check_workers), "--runs-db", db, *data) for p in ports]
+    try:
+        made = httpx.post(f"http://127.0.0.1:{ports[0]}/api/classes", json={"title": "bench"}, timeout=30).json()
+        time.sleep(args.settle)
+        load_before = os.getloadavg()
+        runs: dict[str, list[dict]] = {"without a class": [], "with a class code": []}
+        for k in range(args.rounds):  # ABBA: neither variant always runs first
+            order = list(runs) if k % 2 == 0 else list(runs)[::-1]
+            for j, name in enumerate(order):
+                code = made["code"] if name == "with a class code" else None
+                seed = 80_001 + 2 * k + j  # cold, as a class's first visit
+                runs[name].append(asyncio.run(lockstep_checks(ports, args.students, seed, SCENARIOS["ahead"],
+                                                              args.steps, code)))  # fmt: skip
+        time.sleep(2)  # the writer's last batch
+        auth = {"Authorization": f"Bearer {made['teacher_token']}"}
+        summary = httpx.get(f"http://127.0.0.1:{ports[0]}/api/classes/{made['code']}", headers=auth, timeout=30).json()
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=10)
+        state.cleanup()
+
+    print(
+        f"{args.students} students, each from its own address, {args.steps} steps x (state + tensor + a check of "
+        f"step 1), no pause; {args.api} API processes with {args.check_workers} check worker(s) each, one SQLite "
+        f"runs database; {args.rounds} rounds of each, alternating; cores: {os.cpu_count()}; load average before: "
+        f"{load_before[0]:.1f}, after: {os.getloadavg()[0]:.1f}\n"
+    )
+    print(f"{'measure':40s} {'without':>10s} {'with code':>10s} {'ratio':>7s}")
+
+    def pooled(name: str, key: str) -> list[float]:
+        return [t for r in runs[name] for t in r[key]]
+
+    for label, key, q in (("explorer p50 (ms)", "explorer", 50), ("explorer p99 (ms)", "explorer", 99),
+                          ("check p50 (ms)", "checks", 50), ("check p99 (ms)", "checks", 99)):  # fmt: skip
+        a, b = (percentile(pooled(name, key), q) for name in runs)
+        print(f"{label:40s} {a:10.2f} {b:10.2f} {b / a:7.3f}")
+    for name, rounds in runs.items():
+        p99s = ", ".join(f"{percentile(r['explorer'], 99):.0f}" for r in rounds)
+        statuses = sum((r["statuses"] for r in rounds), collections.Counter())
+        recorded = sum((r["recorded"] for r in rounds), collections.Counter())
+        errors = [e for r in rounds for e in r["errors"]]
+        print(f"{name}: explorer p99 per round {p99s} ms; checks {dict(statuses)}; X-Class-Attempt "
+              f"{dict(recorded)}; {len(errors)} errors" + (f" (first: {errors[0]})" if errors else ""))  # fmt: skip
+    attempts = sum(s["attempts"] for s in summary.get("steps", []))
+    print(f"the class's summary counts {attempts} attempts")
 
 
 def start_nginx(state_dir: Path, listen: int, api: list[int], workers: str, lock_timeout: str) -> subprocess.Popen:
@@ -204,7 +347,16 @@ def main() -> None:
     parser.add_argument("--encoding", default=BROWSER, help="the students' Accept-Encoding ('identity': none)")
     parser.add_argument("--client", choices=("python", "h2load"), default="python", help="the load generator")
     parser.add_argument("--h2load-threads", type=int, default=1, help="h2load's threads (each takes a core)")
+    parser.add_argument("--class-checks", action="store_true",
+                        help="each student also checks step 1 at each step, without and with a class code, "
+                        "straight to the API processes: the explorer's p99 side by side")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=21, help="--class-checks: steps each student takes")
+    parser.add_argument("--rounds", type=int, default=2, help="--class-checks: rounds of each variant")
+    parser.add_argument("--check-workers", type=int, default=1, help="--class-checks: sandboxes per API process")
     args = parser.parse_args()
+    if args.class_checks:
+        EncodedClient.accept_encoding = args.encoding
+        return class_scenario(args, ["--data", args.data] if args.data else [])
     if not Path(NGINX).exists():
         sys.exit("Debian's nginx is required: apt-get install -y nginx (make browser-deps)")
     if args.client == "h2load" and args.think:

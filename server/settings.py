@@ -49,6 +49,7 @@ class Settings:
     net_file: str | None = None  # a network written as the lecture's forward cell (a .py file: sizes, a seeded
     # generator, parameter lines, parameters = [...], then one op a line ending in loss), served beside the
     # built-in networks as ?net=<the file's name>: its backward rules are written from the op library
+    class_days: float = 30.0  # days a class (and what its students' checks recorded) is kept; then it is deleted
 
 
 # the values an option may take (inclusive; None: unbounded): anything else is a usage error, not a traceback
@@ -59,6 +60,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_streams": (0, None),
     "max_connections_per_client": (1, None),
     "head_timeout": (0.1, None),
+    "class_days": (0.01, 3650),
 }
 
 

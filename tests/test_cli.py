@@ -339,6 +339,7 @@ def test_ctrl_c_or_sigterm_at_any_moment_of_start_up_ends_the_server(tmp_path, s
         (["--port", "eighty"], "argument --port: invalid int value: 'eighty'"),
         (["--workers", "0"], "argument --workers: 0 is out of range: at least 1"),
         (["--head-timeout", "0"], "argument --head-timeout: 0 is out of range"),
+        (["--class-days", "0"], "argument --class-days: 0 is out of range: from 0.01 to 3650"),
     ],
 )
 def test_an_option_out_of_range_is_a_usage_error(args, message, refused_at_start):

@@ -37,6 +37,7 @@ OPTIONS = [
     ("--max-connections-per-client", "32", "max_connections_per_client", 32),
     ("--head-timeout", "2.5", "head_timeout", 2.5),
     ("--net-file", "mynet.py", "net_file", "mynet.py"),
+    ("--class-days", "7.5", "class_days", 7.5),
 ]
 
 

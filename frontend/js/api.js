@@ -120,6 +120,43 @@ export const fetchBugs = (net = "") => get("/api/bugs", net ? { net } : {});
 export const fetchHints = (params) => getPure("/api/hints", params);
 export const checkCode = (params, code) => send("POST", "/api/check", { ...params, code });
 
+// a teacher's class: the token goes in the Authorization header, never in a URL
+const classURL = (code, rest = "") => `/api/classes/${encodeURIComponent(code)}${rest}`;
+export const fetchClass = (code) => request(classURL(code, "/about"));
+export const createClass = (title) => send("POST", "/api/classes", { title });
+export const classSummary = (code, token) => request(classURL(code), { headers: owner(token) });
+export const deleteClass = (code, token) => send("DELETE", classURL(code), undefined, owner(token));
+export async function classCsv(code, token) {
+  const response = await fetch(classURL(code, "/summary.csv"), { headers: owner(token) });
+  if (!response.ok) throw new ApiError(`the CSV could not be made (${response.status})`, response.status);
+  return response.blob();
+}
+// the class's summary, again each time it changes (Server-Sent Events read with fetch: EventSource sends no
+// header); onEvent(kind, data) per event; resolves when the stream ends, rejects with the server's reason
+export async function classEvents(code, token, onEvent, signal) {
+  const response = await fetch(classURL(code, "/events"), { headers: owner(token), signal });
+  if (!response.ok) {
+    let body = null;
+    try { body = await response.json(); } catch { body = null; }
+    throw new ApiError(reason(body) || response.statusText, response.status);
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const kind = (/^event: (.*)$/m.exec(block) || [])[1];
+      const data = (/^data: (.*)$/m.exec(block) || [])[1];
+      if (kind) onEvent(kind, data ? JSON.parse(data) : null);
+    }
+  }
+}
+
 // the learner's cell or solved steps as a .py or .ipynb: {name, blob} to download
 export async function exportFile(params, body) {
   let response;

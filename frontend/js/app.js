@@ -1,6 +1,7 @@
 // Wiring: one state object, round-tripped through the URL; every change re-renders from the server.
 import * as api from "./api.js";
 import * as challenge from "./challenge.js";
+import * as classJoin from "./classjoin.js";
 import * as graphView from "./graph.js";
 import * as panelView from "./panel.js";
 import * as whyView from "./why.js";
@@ -517,6 +518,7 @@ async function start() {
   legend();
   bind();
   challenge.init(meta, () => load());
+  classJoin.init();
   await dataLine;
   await load({ fallback: true });
   loadBugs();

@@ -7,6 +7,7 @@ import { esc } from "./dom.js";
 import { newlineAt, rowsFor } from "./editor.js";
 import { absMax, as2d, identical, rangeOf, renderMain } from "./heatmaps.js";
 import { CHALLENGE_KEY as KEY, progressKey } from "./store.js";
+import { check as checkInClass } from "./classjoin.js";
 
 const $ = (id) => document.getElementById(id);
 let meta = null; // /api/meta: each mode's cell
@@ -268,7 +269,7 @@ async function check() {
   $("challenge-check").disabled = true;
   try {
     const code = $("challenge-code").value;
-    const result = await api.checkCode({ ...ctx.params, step: ctx.step }, code);
+    const result = await checkInClass({ ...ctx.params, step: ctx.step }, code);
     renderResult(result);
     if (result.correct) store((m) => { m.solved[ctx.step] = code; }); // the code travels home with the export
     renderProgress();
@@ -312,7 +313,7 @@ async function checkCell() {
   $("cell-check").disabled = true;
   const params = ctx.params;
   try {
-    const result = await api.checkCode(params, $("cell-code").value);
+    const result = await checkInClass(params, $("cell-code").value);
     if (JSON.stringify(params) !== cellKey) return; // the mode or config changed meanwhile
     $("cell-feedback").innerHTML = cellResultHtml(result);
     if (result.correct && params.mode === meta.train_mode) { // Exercise 4's block: the training page takes it

@@ -36,3 +36,5 @@ export function savedCell(net, mode, lecture) {
   const key = progressKey(net, mode, lecture);
   try { return JSON.parse(localStorage.getItem(CHALLENGE_KEY))?.modes?.[key]?.cell || ""; } catch { return ""; }
 }
+export const CLASS_KEY = "backprop-explorer:class"; // the class this browser joined: {code, title, student}
+export const CLASS_TEACHER_KEY = "backprop-explorer:class-teacher"; // {class code: teacher token} of classes made here

@@ -6,6 +6,7 @@ import ast
 import functools
 import itertools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from types import SimpleNamespace
@@ -565,3 +566,58 @@ def writes(stmt: ast.stmt) -> set[str]:
             if isinstance(target, ast.Name):
                 out.add(target.id)
     return out
+
+
+# --- the kinds of slip the feedback names (counted for a class's teacher) -------------------------------
+
+# each kind, and what its feedback line says (the lines above, and cells.py's): the first pattern that matches names
+# a line's kind; a line matching none (right, still to write) is no slip
+SLIP_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern))
+    for kind, pattern in (
+        ("accumulate", r"is only this step's contribution|holds \d+ of its \d+ contributions"),
+        ("sign", r"the sign is flipped|with the sign flipped"),
+        ("factor n", r"× autograd's —|no line divides \S+ by n"),
+        ("factor", r"× autograd's everywhere"),
+        ("transpose", r"autograd's transposed|the transpose's shape"),
+        ("chain", r"equals the local derivative alone|alone: multiply by the local derivative"),
+        ("local derivative", r"the local derivative is wrong"),
+        ("dim", r"over the wrong dimension"),
+        ("keepdim", r"keepdim=True"),
+        ("shape", r"expected \(|yours is \("),
+        ("one-hot", r"only at \[range\(n\), Yb\]"),
+        ("some entries", r"^\S+: only (rows|columns|entries) "),
+        ("zero", r"is 0 everywhere"),
+        ("undefined", r"is not defined|is not a tensor"),
+        ("dtype", r"holds integers"),
+        ("nan", r"NaN/Inf"),
+        ("other", r"differs from (autograd's|what this line should make)"),
+    )
+)
+# where a feedback line quotes code (the learner's own, on a dim slip's "line 3: x.sum(0) → x.sum(1)"), it is cut
+_QUOTES_CODE = re.compile(r"(: the line )?`|: line \d+:")
+
+
+def slip_of(line: str) -> tuple[str, str] | None:
+    """A feedback line's slip: its kind, and the line without any code it quotes; None for a line that is no slip."""
+    for kind, pattern in SLIP_KINDS:
+        if pattern.search(line):
+            cut = _QUOTES_CODE.search(line)
+            return kind, (line[: cut.start()] if cut else line).rstrip(" :,")
+    return None
+
+
+def slips_of(answer: dict[str, Any]) -> dict[str, str]:
+    """The slips an answer of POST /api/check (a step's or a whole cell's) told its learner: kind -> the line."""
+    if "results" in answer:  # a step
+        lines = [line for item in answer["results"] for line in item["feedback"]]
+    else:  # a whole cell: its first wrong line, else the cmp lines that failed
+        wrong = answer.get("first_wrong")
+        lines = (
+            wrong["feedback"] if wrong else [line for c in answer["checks"] if not c["ok"] for line in c["feedback"]]
+        )
+    slips: dict[str, str] = {}
+    for line in lines:
+        if (slip := slip_of(line)) is not None:
+            slips.setdefault(*slip)
+    return slips

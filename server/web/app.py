@@ -26,11 +26,14 @@ from starlette_compress import CompressMiddleware
 from ..assets import FRONTEND
 from ..core.cache import PassCache
 from ..core.data import Dataset
+from ..runs.classes import ClassStore
 from ..runs.scheduler import Scheduler
 from ..runs.store import RunStore
 from ..runs.stores import STORE_ERRORS
 from ..sandbox_pool import SandboxPool
 from ..settings import Settings
+from .classes_routes import router as classes_router
+from .classes_routes import use_classes
 from .fair import FairQueue
 from .feeds import RunFeeds
 from .guards import (
@@ -139,6 +142,8 @@ def create_app(
             await run_in_threadpool(scheduler.shutdown)
         if app.state.feeds is not None:
             await app.state.feeds.close()  # its listening connection
+        if app.state.classes is not None:
+            await run_in_threadpool(app.state.class_writer.close)  # what is waiting is written first
 
     app = FastAPI(
         title="Backprop Explorer",
@@ -155,6 +160,9 @@ def create_app(
         RunFeeds(runs, settings.max_streams, per_client=settings.max_streams_per_client) if runs is not None else None
     )
     app.state.feeds = feeds
+    app.state.classes = None  # a teacher's classes live in the runs database
+    if runs is not None:
+        use_classes(app, ClassStore(runs), settings.class_days)
     # started now, warm by the first request (each loads torch and the data: a few seconds)
     app.state.checks = None
     if settings.check_workers:
@@ -191,6 +199,7 @@ def create_app(
     app.include_router(router)
     if runs is not None:
         app.include_router(runs_router)
+        app.include_router(classes_router)
 
     # 4.8 MB, read once. The comment is V8's explicit compile hint: compile every function while the
     # script streams in, off the main thread, not lazily on first call (first visit with no DevTools

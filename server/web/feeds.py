@@ -138,9 +138,9 @@ class RunFeeds:
             self.listening.clear()
             await asyncio.sleep(RELISTEN_S)
 
-    def subscribe(self, run_id: int, seq: int, client: Hashable = None, owner: bool = False) -> Stream:
-        """`client` opens a stream on run `run_id`, from event `seq` (owner: the run's owner does): its feed
-        (started if none is running)."""
+    def hold(self, client: Hashable = None, owner: bool = False) -> None:
+        """Count one more stream of `client` (owner: of a run's owner, or a class's teacher); HTTPException 429
+        past the client's bound, 503 past the server's (not for an owner)."""
         mine = self.by_client.get(client, 0)
         if mine >= self.per_client:
             raise HTTPException(
@@ -151,6 +151,20 @@ class RunFeeds:
             raise HTTPException(
                 503, f"{self.open} event streams are open on this server, its most", headers={"Retry-After": "10"}
             )
+        self.open += 1
+        self.by_client[client] = mine + 1
+
+    def release(self, client: Hashable = None) -> None:
+        """A stream that hold() counted has closed."""
+        self.open -= 1
+        self.by_client[client] -= 1
+        if not self.by_client[client]:
+            del self.by_client[client]
+
+    def subscribe(self, run_id: int, seq: int, client: Hashable = None, owner: bool = False) -> Stream:
+        """`client` opens a stream on run `run_id`, from event `seq` (owner: the run's owner does): its feed
+        (started if none is running)."""
+        self.hold(client, owner)  # 429 / 503 past the bounds
         self.start()
         feed = self.feeds.get(run_id)
         if feed is None:
@@ -161,18 +175,13 @@ class RunFeeds:
             feed.owners += 1
             feed.watch_due = True
             feed.woken.set()
-        self.open += 1
-        self.by_client[client] = mine + 1
         return Stream(feed, client, owner)
 
     def unsubscribe(self, stream: Stream) -> None:
         feed = stream.feed
         feed.streams -= 1
         feed.owners -= stream.owner
-        self.open -= 1
-        self.by_client[stream.client] -= 1
-        if not self.by_client[stream.client]:
-            del self.by_client[stream.client]
+        self.release(stream.client)
         if feed.streams == 0:
             if self.feeds.get(feed.run_id) is feed:
                 del self.feeds[feed.run_id]

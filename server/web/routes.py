@@ -20,6 +20,7 @@ from ..learner.sandbox import MAX_CELL_CHARS, Refused
 from ..net.declare import Net, Undeclared
 from ..net.packs import DEFAULT_NET, NETS, net_of
 from ..training import code_backward
+from . import classes_routes
 from .fair import client_of, in_sandbox
 from .http_cache import FAST, accepted, cache_headers, compress, etag_of, not_modified
 from .query import QueryModel
@@ -343,6 +344,7 @@ async def hints(request: Request, query: Annotated[HintQuery, Depends(HINT)]) ->
         400: {"model": ErrorPublic, "description": "the body is not JSON"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
         422: {"model": ErrorPublic, "description": "the code was refused or the request is invalid; detail says why"},
+        404: {"model": ErrorPublic, "description": "no class with the code sent as class"},
         429: {"model": ErrorPublic, "description": "this client has checks waiting already (see Retry-After)"},
         503: {"model": ErrorPublic, "description": "code checks are off, or too many are waiting (Retry-After)"},
     },
@@ -357,9 +359,16 @@ async def check(request: Request, body: CheckRequest) -> Response:
     total = _steps_of(body)  # a mode the net does not have is refused here, before a worker is asked
     if body.step is not None:
         _step(body.mode, total, body.step, where="body")
+    # a class's code is known before anything is checked: a wrong one is a 404 and records nothing
+    code = await classes_routes.class_of_check(request, body.class_code) if body.class_code is not None else None
     answer = await in_sandbox(request, pool, {"config": body.to_config(), "mode": body.mode, "step": body.step,
                                               "code": body.code})  # fmt: skip
-    return Response(answer["json"], media_type="application/json")  # the worker's JSON, bounded there
+    headers = None
+    if code is not None and body.student is not None:  # written off the request path: the answer does not wait
+        recorded = classes_routes.record_check(request, code, body.student, body.net, body.mode, body.step,
+                                               answer["json"])  # fmt: skip
+        headers = {"X-Class-Attempt": recorded}
+    return Response(answer["json"], media_type="application/json", headers=headers)  # the worker's JSON, bounded there
 
 
 def _steps_of(body: PassQuery) -> int:

@@ -512,6 +512,10 @@ class NetsPublic(BaseModel):
     nets: list[NetPublic]
 
 
+CLASS_CODE_CHARS = 32  # a class code as typed (six letters and digits, with any spaces or dashes)
+STUDENT_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+
+
 class CheckRequest(PassQuery):
     """A learner's code for the gradient(s) of one backward step, or (no step) the mode's whole backward cell."""
 
@@ -529,12 +533,29 @@ class CheckRequest(PassQuery):
     )
     run: Literal[0] = Field(0, description="challenges use the initialisation")
     bug: Literal[""] = Field("", description="challenges use the right rules")
+    class_code: str | None = Field(
+        None,
+        alias="class",
+        max_length=CLASS_CODE_CHARS,
+        description="a class's code (the teacher's board): the check's verdict and slips (never the code) are "
+        "counted for the class's teacher; an unknown code is a 404 and nothing is checked",
+    )
+    student: str | None = Field(
+        None,
+        pattern=STUDENT_PATTERN,
+        description="with class: the anonymous id the student's browser made up (no name)",
+    )
 
     @model_validator(mode="after")
     def _step_code_size(self) -> CheckRequest:
         if self.step is not None and len(self.code) > MAX_SOURCE_CHARS:
             raise ValueError(f"a step's code is at most {MAX_SOURCE_CHARS} characters (a cell's {MAX_CELL_CHARS})")
+        if self.class_code is not None and self.student is None:
+            raise ValueError("a check in a class sends the student's anonymous id too (student)")
         return self
+
+    def to_config(self) -> ModelConfig:
+        return ModelConfig(**self.model_dump(exclude={"mode", "step", "code", "at", "class_code", "student"}))
 
 
 class CheckItemPublic(BaseModel):
@@ -730,3 +751,43 @@ class InstancePublic(BaseModel):
     index: list[int]
     parts: list[InstancePartPublic]  # each rule that added to the entry by this step, written out
     total: float | None  # the manual gradient's entry
+
+
+# --- a teacher's class (server/runs/classes.py) ---------------------------------------------------------------
+
+
+class ClassRequest(BaseModel):
+    """A new class: its title, as its teacher's page shows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=120, description="what the class page calls it, e.g. 'CS101 week 3'")
+
+
+class ClassCreatedPublic(BaseModel):
+    code: str  # what the students type (or open as /?class=CODE)
+    teacher_token: str  # the teacher's secret: Authorization: Bearer <token> reads and deletes the class
+    title: str
+
+
+class ClassInfoPublic(BaseModel):
+    code: str
+    title: str
+
+
+class ClassStepPublic(BaseModel):
+    net: str
+    mode: str
+    step: int | None  # null: the mode's whole backward cell
+    attempts: int
+    students: int  # distinct students who checked it
+    solved: int  # students with a right check
+    median_attempts_to_solve: float | None  # over the students who solved it: checks up to their first right one
+    slips: dict[str, int]  # kind -> checks that told it, most common first
+    slip_texts: dict[str, str]  # kind -> the line most often shown for it (without any code)
+
+
+class ClassSummaryPublic(BaseModel):
+    code: str
+    title: str
+    steps: list[ClassStepPublic]

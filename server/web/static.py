@@ -23,7 +23,7 @@ from .http_cache import Precompressed, not_modified
 IMMUTABLE = "public, max-age=31536000, immutable"  # a fingerprinted name never changes its bytes
 # an HTML page: revalidated on every visit (its ETag: a 304 sends nothing), so a new version's names arrive at once
 PAGE = "no-cache"
-PAGES = ("index.html", "train.html")
+PAGES = ("index.html", "train.html", "class.html")
 KINDS = {".js": "text/javascript", ".css": "text/css"}  # what is fingerprinted
 REFERENCE = re.compile(r'(src|href)="(/[^"?#]+)"')
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from server.assets import FRONTEND
 from server.web.app import create_app
 from server.web.http_cache import Precompressed
-from server.web.static import Fingerprints
+from server.web.static import PAGES, Fingerprints
 
 YEAR = 31536000
 
@@ -87,7 +87,7 @@ def test_an_unknown_fingerprint_is_a_clear_404(client, url):
 
 def test_an_edited_file_gets_a_new_name_and_the_old_one_still_answers(tmp_path):
     (tmp_path / "js").mkdir()
-    for name in ("index.html", "train.html"):
+    for name in PAGES:
         (tmp_path / name).write_text('<html><head>\n<link rel="stylesheet" href="/style.css">\n'
                                      '<script type="module" src="/js/app.js"></script></head></html>')  # fmt: skip
     (tmp_path / "style.css").write_text("body { color: black }")

@@ -1,0 +1,42 @@
+// Pure renderers of the teacher's class page (class.html): a summary's steps as bars, its slowest steps. No DOM
+// access: each returns a string.
+import { esc } from "./text.js";
+
+const plural = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
+export const stepLabel = (s) => `${s.net} · ${s.mode} · ${s.step === null ? "whole cell" : `step ${s.step}`}`;
+
+// the slip most students were told at a step: [kind, checks, the line they saw], or null
+export function topSlip(s) {
+  const [kind] = Object.keys(s.slips);
+  return kind ? [kind, s.slips[kind], s.slip_texts[kind] || ""] : null;
+}
+
+// the steps a class takes longest over: most checks per solve (a step nobody solved: its checks), the first `k`
+export function slowest(steps, k = 3) {
+  const cost = (s) => (s.solved ? s.median_attempts_to_solve : s.attempts);
+  const stuck = (s) => s.students - s.solved;
+  return [...steps].filter((s) => s.attempts).sort((a, b) => stuck(b) - stuck(a) || cost(b) - cost(a)).slice(0, k);
+}
+
+export function stepsHtml(steps) {
+  if (!steps.length) return '<p class="hint" data-testid="class-empty">No checks yet: the steps appear as your students check them.</p>';
+  return steps.map((s) => {
+    const share = s.students ? (100 * s.solved) / s.students : 0;
+    const slip = topSlip(s);
+    return `<div class="class-step" data-testid="class-step" data-mode="${esc(s.mode)}" data-step="${s.step ?? ""}">` +
+      `<span class="class-step-label">${esc(stepLabel(s))}</span>` +
+      `<span class="class-bar" role="img" aria-label="${s.solved} of ${s.students} solved"><span style="width:${share.toFixed(1)}%"></span></span>` +
+      `<span class="class-step-numbers" data-testid="class-step-numbers">${s.solved} of ${s.students} solved · ${plural(s.attempts, "check")}` +
+      `${s.median_attempts_to_solve === null ? "" : ` · median ${s.median_attempts_to_solve} to solve`}</span>` +
+      (slip ? `<span class="class-slip" data-testid="class-slip">most common slip: <b>${esc(slip[0])}</b> (${slip[1]}×) — ` +
+        `<q>${esc(slip[2])}</q></span>` : "") +
+      "</div>";
+  }).join("");
+}
+
+export function slowestHtml(steps) {
+  return slowest(steps).map((s) =>
+    `<li>${esc(stepLabel(s))}: ${s.students - s.solved} of ${s.students} not solved yet` +
+    `${s.solved ? `, median ${plural(s.median_attempts_to_solve, "check")} to solve` : ""}</li>`).join("");
+}
