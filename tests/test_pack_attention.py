@@ -405,9 +405,10 @@ def test_a_bugs_texts_quote_no_sizes(bug):
         assert numbers <= {"0", "1", "2", "0.5"}, (bug.name, numbers)
 
 
-def test_the_slip_the_pack_names_is_sqrt_hs(leaves):
-    (slip,) = pack.SLIPS
-    assert slip.factor(SimpleNamespace(**leaves)) == pytest.approx(math.sqrt(HS)) and "hs**-0.5" in slip.why
+def test_the_slips_the_pack_names_are_sqrt_hs_and_its_inverse(leaves):
+    forgot, twice = pack.SLIPS
+    assert forgot.factor(SimpleNamespace(**leaves)) == pytest.approx(math.sqrt(HS)) and "hs**-0.5" in forgot.why
+    assert twice.factor(SimpleNamespace(**leaves)) == pytest.approx(1 / math.sqrt(HS)) and "once" in twice.why
 
 
 # --- the API ----------------------------------------------------------------------------------------------------
@@ -619,6 +620,16 @@ def test_a_missing_one_over_sqrt_hs_is_named_with_its_factor(check_client):
     # the default head is 16 wide: the gradient is sqrt(16) = 4 times autograd's, and the feedback says why
     assert item["feedback"] == [
         "dqk is 4× autograd's — √hs is 4: did you forget the hs**-0.5 of the scores (wei = qk * hs**-0.5)?"
+    ]
+
+
+def test_a_scale_applied_twice_is_named_with_its_factor(check_client):
+    step = [op.name for op in reversed(ops_for("atomic"))].index("wei") + 1
+    body = {"net": "attention", "mode": "atomic", "step": step, "code": "dqk = dwei * hs**-1"}
+    (item,) = check_client.post("/api/check", json=body).json()["results"]
+    assert item["feedback"] == [
+        "dqk is 0.25× autograd's — 1/√hs is 0.25: did you scale twice, or by hs**-1? The forward scaled the "
+        "scores once, by hs**-0.5"
     ]
 
 
