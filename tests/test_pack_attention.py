@@ -478,6 +478,7 @@ def test_the_rule_with_numbers_writes_a_batched_product_out_entry_by_entry(clien
 # --- training -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset):
     """No hand-tuned kernel: the generic trainer runs the pack's rules, checked against autograd as it goes."""
     from server.training.config import TrainConfig
@@ -530,6 +531,7 @@ grads = [dC, dP, dWq, dWk, dWv, dW2, db2]
 """
 
 
+@pytest.mark.slow
 def test_the_heads_training_block_compiles_and_trains_as_the_declared_backward_does(lecture_dataset):
     """The compiled training block learns the head's vocabulary: transpose, batched @, masked_fill, tril, tuples of
     dims. The same seed and batches as the declared backward: the same losses, every check agreeing."""
@@ -644,6 +646,7 @@ def test_a_softmax_summed_over_the_queries_is_named_as_the_wrong_dim(check_clien
     ]
 
 
+@pytest.mark.slow
 def test_the_whole_atomic_cell_is_graded_right_and_its_export_runs_and_agrees(check_client, tmp_path):
     """Exercise 1's cell for the head, every line in the lecture's order: one check of the cell, then the .py the
     page exports, run with this project's Python on the lecture's names: every cmp line approximately right."""
