@@ -266,3 +266,18 @@ def test_finite_differences_agree_with_every_generated_gradient(served, lecture_
     measured = [node.name for node in served[name].nodes if node.kind != "input" and node.name not in kinked]
     errors = {n: bp.numeric(n)["max_rel_err"] for n in measured}  # type: ignore[index]
     assert max(errors.values()) < FD_REL, errors
+
+
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+def test_the_why_drawer_explains_every_gradient_and_writes_each_rule_with_its_numbers(served, lecture_dataset, name):
+    from server.explain.why import explain, instance
+
+    bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")
+    for node in [n for n in bp.completed_at if n != "loss"]:
+        why = explain(bp, lecture_dataset, node, bp.total_steps)
+        writers = [op.name for op in bp.schedule if any(rule.target == node for rule in op.rules)]
+        assert [rule["op"] for rule in why["rules"]] == writers, node
+        written = instance(bp, node, bp.total_steps, None)
+        # each rule written out at the first entry: its contributions add up to the gradient's entry
+        assert len(written["parts"]) == len(writers)
+        assert sum(part["value"] for part in written["parts"]) == pytest.approx(written["total"], rel=1e-9, abs=1e-12)
