@@ -23,6 +23,7 @@ from server.net.netfile import NetFileError
 from server.net.packs import NET_FILE_ENV, NETS, add_net_file
 from server.runs.store import ACTIVE
 
+from .conftest import LECTURE_DATA
 from .live_server import live_server
 from .test_cli import refused_at_start  # noqa: F401 -- the fixture: main() in this process, refusing to serve
 
@@ -266,3 +267,33 @@ def test_finite_differences_agree_with_every_generated_gradient(served, lecture_
     measured = [node.name for node in served[name].nodes if node.kind != "input" and node.name not in kinked]
     errors = {n: bp.numeric(n)["max_rel_err"] for n in measured}  # type: ignore[index]
     assert max(errors.values()) < FD_REL, errors
+
+
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+def test_the_why_drawer_explains_every_gradient_and_writes_each_rule_with_its_numbers(served, lecture_dataset, name):
+    from server.explain.why import explain, instance
+
+    bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")
+    for node in [n for n in bp.completed_at if n != "loss"]:
+        why = explain(bp, lecture_dataset, node, bp.total_steps)
+        writers = [op.name for op in bp.schedule if any(rule.target == node for rule in op.rules)]
+        assert [rule["op"] for rule in why["rules"]] == writers, node
+        written = instance(bp, node, bp.total_steps, None)
+        # each rule written out at the first entry: its contributions add up to the gradient's entry
+        assert len(written["parts"]) == len(writers)
+        assert sum(part["value"] for part in written["parts"]) == pytest.approx(written["total"], rel=1e-9, abs=1e-12)
+
+
+def test_the_export_of_every_generated_step_runs_and_its_cmp_lines_agree(served, tmp_path):
+    """The take-home file of a network file's steps, each the generated line, run as a learner runs it."""
+    from server.learner.export import export
+
+    net = served["lecture_forward"]
+    steps = {k: "\n".join(r.code for r in op.rules) for k, op in enumerate(net.backward_schedule("atomic"), 1)}
+    _, content = export("atomic", ModelConfig(net=net.name), "py", steps=steps)
+    script = tmp_path / "backprop.py"
+    script.write_bytes(content)
+    out = subprocess.run([sys.executable, str(script), str(LECTURE_DATA)], capture_output=True, text=True, check=True)
+    cmp_lines = [line for line in out.stdout.splitlines() if "| approximate:" in line]
+    assert len(cmp_lines) == len(net.cmp_order) == 26
+    assert all("approximate: True" in line for line in cmp_lines), out.stdout

@@ -294,6 +294,15 @@ def _trace(tree: ast.Module, grad: str, scope: dict[str, Any], index: list[int])
     where = "[" + ",".join(str(i) for i in index) + "]"
     lines, value = [], None
     for stmt in tree.body:
+        if (
+            isinstance(stmt, ast.AugAssign)
+            and isinstance(stmt.op, ast.Add)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.target.id == grad
+            and grad not in local
+        ):
+            # `dx += ...` adds this rule's contribution to the earlier ones: written out, the contribution alone
+            stmt = ast.fix_missing_locations(ast.Assign([ast.Name(grad, ast.Store())], stmt.value))
         exec(compile(ast.Module([stmt], []), "<rule>", "exec"), {"__builtins__": {"range": range}}, local)  # noqa: S102
         t = local.get(grad)
         if isinstance(t, torch.Tensor):

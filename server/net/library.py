@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -129,7 +129,13 @@ def _elementwise(
     if code == f"d{out.text}":  # the gradient passes through unchanged: a copy, not the same tensor
         code, fn = f"d{out.text}.clone()", (lambda v, d, o=out.text: getattr(d, o).clone())
     tex_chain = tex if not bnote else (*tex[:-1], tex[-1] + r" \quad \text{(summed over the broadcast dims)}")
-    return _rule(a.text, code, fn, "; ".join(x for x in (note, bnote) if x), tex_chain)
+    rule = _rule(a.text, code, fn, "; ".join(x for x in (note, bnote) if x), tex_chain)
+    return replace(rule, example=_sum_example(code, out.shape))
+
+
+def _sum_example(code: str, shape: tuple[int, ...]) -> str | None:
+    """The Why drawer's worked sum, where it can show one: a 2-D gradient summed over one dim."""
+    return "sum" if len(shape) == 2 and code.count(".sum(") == 1 and ".sum((" not in code else None
 
 
 # --- the forward of each op -------------------------------------------------------------------------------------
@@ -276,7 +282,9 @@ def _index_rules(call: Call, out: Operand) -> list[Rule | None]:
         rf"{dT(c)}_{{r,\dots}} = \sum_{{k}} [{T(i)}_{{k}} = r]\;{dT(o)}_{{k,\dots}}",
     )
     note = f"a row of {c} is gathered once per occurrence of its index → scatter-add every use back"
-    return [Rule(c, code, fn, note, tex=tex)]
+    # the Why drawer's worked example reads the lecture's names
+    example = "gather" if (c, i, o) == ("C", "Xb", "emb") and len(table.shape) == 2 else None
+    return [Rule(c, code, fn, note, tex=tex, example=example)]
 
 
 def _view_rules(call: Call, out: Operand) -> list[Rule | None]:
@@ -322,6 +330,7 @@ def _matmul_parts(a: Operand, b: Operand, o: str, ob_shape: tuple[int, ...]) -> 
     A, B = a.text, b.text
     t = ".T" if len(a.shape) == 2 and len(b.shape) == 2 else ".transpose(-2, -1)"
     note = "matrix multiply: the shapes dictate the transpose"
+    example = "matmul" if len(a.shape) == 2 and len(b.shape) == 2 else None  # the Why drawer's 2-D slice
     out: list[Rule | None] = []
     if a.grad:
         code, fn, bnote = unbroadcast(
@@ -332,7 +341,7 @@ def _matmul_parts(a: Operand, b: Operand, o: str, ob_shape: tuple[int, ...]) -> 
             rf"\frac{{\partial\,{T(o)}_{{ij}}}}{{\partial\,{T(A)}_{{ik}}}} = {T(B)}_{{kj}} \quad \text{{for every column }} j",
             rf"{dT(A)}_{{ik}} = \sum_j {dT(o)}_{{ij}}\;{T(B)}_{{kj}} = ({dT(o)}\;{T(B)}^{{\top}})_{{ik}}",
         )
-        out.append(Rule(A, f"d{A} = {code}", fn, "; ".join(x for x in (note, bnote) if x), tex=tex))
+        out.append(Rule(A, f"d{A} = {code}", fn, "; ".join(x for x in (note, bnote) if x), tex=tex, example=example))
     if b.grad:
         code, fn, bnote = unbroadcast(
             f"{A}{t} @ d{o}", lambda v, d: getattr(v, A).transpose(-2, -1) @ getattr(d, o), ob_shape, b.shape
@@ -342,7 +351,7 @@ def _matmul_parts(a: Operand, b: Operand, o: str, ob_shape: tuple[int, ...]) -> 
             rf"\frac{{\partial\,{T(o)}_{{ij}}}}{{\partial\,{T(B)}_{{kj}}}} = {T(A)}_{{ik}} \quad \text{{for every row }} i",
             rf"{dT(B)}_{{kj}} = \sum_i {T(A)}_{{ik}}\;{dT(o)}_{{ij}} = ({T(A)}^{{\top}}\;{dT(o)})_{{kj}}",
         )
-        out.append(Rule(B, f"d{B} = {code}", fn, "; ".join(x for x in (note, bnote) if x), tex=tex))
+        out.append(Rule(B, f"d{B} = {code}", fn, "; ".join(x for x in (note, bnote) if x), tex=tex, example=example))
     return out
 
 
@@ -536,7 +545,8 @@ def _unary_rules(call: Call, out: Operand) -> list[Rule | None]:
         rf"\frac{{\partial\,{T(o)}}}{{\partial\,{T(X)}}} = {tdx}",
         rf"{dT(X)} = {tdx}\;{dT(o)}",
     )
-    return [_rule(X, f"{expr} * d{o}", lambda v, d: local(getattr(v, X), getattr(v, o)) * getattr(d, o), why, tex)]
+    rule = _rule(X, f"{expr} * d{o}", lambda v, d: local(getattr(v, X), getattr(v, o)) * getattr(d, o), why, tex)
+    return [replace(rule, example="tanh" if call.kind == "tanh" and len(out.shape) == 2 else None)]
 
 
 def _neg_rules(call: Call, out: Operand) -> list[Rule | None]:
@@ -625,7 +635,9 @@ def _max_rules(call: Call, out: Operand) -> list[Rule | None]:
         rf"\frac{{\partial\,{T(o)}}}{{\partial\,{T(X)}}} = [\text{{the entry is the maximum}}]",
         rf"{dT(X)} = [{T(X)} = \max]\;{dT(o)}",
     )
-    return [_rule(X, code, fn, "only the maximum of each slice reaches the output: it alone gets the gradient", tex)]
+    rule = _rule(X, code, fn, "only the maximum of each slice reaches the output: it alone gets the gradient", tex)
+    shown = len(x.shape) == 2 and dim == 1 and call.keepdim  # the Why drawer's row and its maximum
+    return [replace(rule, example="max" if shown else None)]
 
 
 def _var_rules(call: Call, out: Operand) -> list[Rule | None]:
@@ -760,6 +772,7 @@ def _cross_entropy_rules(call: Call, out: Operand) -> list[Rule | None]:
         _dlogits_ce(Z, Y),
         "softmax minus one-hot of the target, divided by n",
         tex=tex,
+        example="forces" if Z == "logits" else None,  # the Why drawer's forces read the lecture's logits
         rounding="F.cross_entropy's backward takes the softmax from log_softmax in one fused kernel, where F.softmax "
         "computes exp(x - max) / sum: the same number, rounded differently",
     )
