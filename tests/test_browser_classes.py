@@ -116,7 +116,8 @@ def test_a_teacher_watches_two_students_live_without_their_code(class_server, co
     expect(elsewhere.get_by_test_id("error")).to_have_text("that is not this class's teacher token")
     elsewhere.get_by_test_id("token-input").fill(token)
     elsewhere.get_by_test_id("token-submit").click()
-    expect(elsewhere.locator(STEP_1).get_by_test_id("class-step-numbers")).to_have_text("1 of 2 solved · 3 checks · median 2 to solve")
+    numbers = elsewhere.locator(STEP_1).get_by_test_id("class-step-numbers")
+    expect(numbers).to_have_text("1 of 2 solved · 3 checks · median 2 to solve")
     assert token not in elsewhere.url
 
     # a student who left the class checks as anyone does: the class is not named
