@@ -195,3 +195,17 @@ def test_a_class_checking_at_once_reads_its_code_from_the_database_once(tmp_path
 
     assert asyncio.run(class_of_fifty()) == [code] * 50
     assert reads == [code]
+
+
+def test_a_live_page_folds_only_the_new_attempts_into_the_same_numbers(open_runs):
+    store = ClassStore(open_runs(clock=Clock()))
+    code, _ = store.create("week 3")
+    attempts = sent(code)
+    store.record(attempts[:5])
+    tally = store.tally(code)
+    store.record(attempts[5:])
+    read = []
+    fold = tally.fold
+    tally.fold = lambda rows: read.append(len(rows)) or fold(rows)  # type: ignore[method-assign]
+    assert store.tally(code, tally).public() == store.summary(code)
+    assert read == [len(attempts) - 5]  # the 5 folded before were not read again

@@ -179,16 +179,34 @@ class ClassStore:
         """Per step (of a mode of a net; step null: the whole cell): attempts, distinct students, students who
         solved it, the median of the attempts each solver took up to their first right one, and slips by kind
         (with the line most often shown for each kind)."""
+        return self.tally(code).public()
+
+    def tally(self, code: str, tally: Tally | None = None) -> Tally:
+        """`tally` (None: a new one) with the class's attempts written since it was last folded."""
+        tally = tally or Tally()
         with self._db() as db:
             rows = db.execute(
-                "SELECT net, mode, step, student, correct, slips FROM class_attempts WHERE class_code = ? ORDER BY id",
-                (code,),
+                "SELECT id, net, mode, step, student, correct, slips FROM class_attempts WHERE class_code = ? "
+                "AND id > ? ORDER BY id",
+                (code, tally.last),
             ).fetchall()
-        steps: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+        tally.fold(rows)
+        return tally
+
+
+class Tally:
+    """A class's summary, folded from its attempts in the order they were written: a live page folds only the
+    attempts written since its last look, not the whole class's each time."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+        self.last = 0  # the id of the last attempt folded in
+
+    def fold(self, rows: list[Any]) -> None:
         for row in rows:
             key = (row["net"], row["mode"], row["step"])
-            s = steps.setdefault(key, {"attempts": 0, "tries": Counter(), "solved_at": {}, "slips": Counter(),
-                                       "texts": {}})  # fmt: skip
+            s = self.steps.setdefault(key, {"attempts": 0, "tries": Counter(), "solved_at": {}, "slips": Counter(),
+                                            "texts": {}})  # fmt: skip
             s["attempts"] += 1
             student = row["student"]
             if student not in s["solved_at"]:  # attempts up to a student's first right one
@@ -198,8 +216,11 @@ class ClassStore:
             for kind, text in json.loads(row["slips"]).items():
                 s["slips"][kind] += 1
                 s["texts"].setdefault(kind, Counter())[text] += 1
+            self.last = max(self.last, int(row["id"]))
+
+    def public(self) -> dict[str, Any]:
         out = []
-        for (net, mode, step), s in sorted(steps.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 1 << 30)):
+        for (net, mode, step), s in sorted(self.steps.items(), key=lambda kv: (*kv[0][:2], kv[0][2] or 1 << 30)):
             solved = list(s["solved_at"].values())
             out.append({
                 "net": net, "mode": mode, "step": step, "attempts": s["attempts"], "students": len(s["tries"]),
