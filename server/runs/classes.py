@@ -88,6 +88,10 @@ class ClassStore:
         self.postgres = is_postgres(runs.url)
         ddl = SCHEMA.format(**(POSTGRES_TYPES if self.postgres else SQLITE_TYPES))
         with self._db(write=True) as db:
+            if self.postgres:  # two processes starting at once: one creates the tables, the other finds them
+                from .postgres import WRITE_LOCK
+
+                db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
             for statement in ddl.split(";"):
                 db.execute(statement)
 
