@@ -157,3 +157,16 @@ def test_a_server_started_deletes_the_classes_older_than_its_class_days(embedded
     create_app(embedded_dataset, Settings(check_workers=0, class_days=2), runs, schedule=False)
     store = ClassStore(runs)
     assert store.get(old) is None and store.get(recent) is not None
+
+
+def test_a_class_pages_stream_counts_toward_the_clients_streams(embedded_dataset, tmp_path):
+    runs = open_store(str(tmp_path / "runs.db"))
+    app = create_app(embedded_dataset, Settings(check_workers=0, max_streams_per_client=1), runs, schedule=False)
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        made = client.post("/api/classes", json={"title": "week 3"}).json()
+        app.state.feeds.hold("testclient")  # a run's stream of this client, open already
+        auth = {"Authorization": f"Bearer {made['teacher_token']}"}
+        r = client.get(f"/api/classes/{made['code']}/events", headers=auth)
+        assert r.status_code == 429 and "event streams open" in r.text and r.headers["Retry-After"]
+        app.state.feeds.release("testclient")
+        assert app.state.feeds.open == 0  # the refused stream holds nothing
