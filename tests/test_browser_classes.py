@@ -94,6 +94,7 @@ def test_a_teacher_watches_two_students_live_without_their_code(class_server, co
     bob.get_by_test_id("class-go").click()
     bob.get_by_test_id("class-join").click()
     expect(bob.get_by_test_id("class-notice")).to_contain_text(f"In class Backprop week 3 ({code})")
+    expect(bob.get_by_test_id("class-form")).to_be_hidden()  # one class at a time
     with bob.expect_request("**/api/check") as sent:
         check(bob, NO_N, "did you forget /n?")
     body = json.loads(sent.value.post_data or "{}")
