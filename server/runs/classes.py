@@ -238,6 +238,7 @@ class Tally:
 RATE_BURST = 20  # attempts one student may record at once
 RATE_PER_S = 1 / 6  # and then one every 6 s (a step's check takes longer to write): more are not recorded
 MAX_WAITING = 20_000  # attempts waiting for the writer; more are dropped (and counted) rather than held
+MAX_WAITING_BYTES = 64 << 20  # and the answers they carry (a large config's is megabytes), in all
 MAX_STUDENTS_TRACKED = 100_000  # rate buckets kept; a full table refuses new students' attempts until it is swept
 SWEEP_EVERY_S = 3600.0  # how often the writer deletes what is older than --class-days
 
@@ -257,6 +258,7 @@ class AttemptWriter:
         self.waiting: queue.Queue[Attempt | None] = queue.Queue(MAX_WAITING)
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (class, student) -> (tokens, when)
         self.dropped = 0
+        self.waiting_bytes = 0  # the answers queued, not yet read by the writer
         self.lock = threading.Lock()
         self.last_sweep: float | None = None
         self.thread: threading.Thread | None = None  # started by the first attempt, ended by close()
@@ -275,15 +277,20 @@ class AttemptWriter:
                 self._forget_full(now)
                 if len(self.buckets) >= MAX_STUDENTS_TRACKED:
                     return "busy"
-            self.buckets[key] = (tokens - 1.0, now)
+            size = len(attempt.answer or b"")
+            if self.waiting_bytes + size > MAX_WAITING_BYTES:
+                self.dropped += 1
+                return "busy"
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="class-attempts", daemon=True)
                 self.thread.start()
-        try:
-            self.waiting.put_nowait(attempt)
-        except queue.Full:
-            self.dropped += 1
-            return "busy"
+            try:
+                self.waiting.put_nowait(attempt)
+            except queue.Full:
+                self.dropped += 1
+                return "busy"
+            self.waiting_bytes += size
+            self.buckets[key] = (tokens - 1.0, now)  # an attempt refused as busy costs the student nothing
         return "recorded"
 
     def _forget_full(self, now: float) -> None:
@@ -317,7 +324,7 @@ class AttemptWriter:
                 except queue.Empty:
                     break
             try:
-                attempts = [self._digested(a) for a in batch if a is not None]
+                attempts = [d for a in batch if a is not None and (d := self._digested(a, log)) is not None]
                 if attempts:
                     self.store.record(attempts)
                 now = self.clock()
@@ -332,9 +339,17 @@ class AttemptWriter:
             if None in batch:
                 return
 
-    def _digested(self, attempt: Attempt) -> Attempt:
-        """The attempt with its answer read (verdict and slips) and let go."""
-        if attempt.answer is None or self.digest is None:
+    def _digested(self, attempt: Attempt, log: logging.Logger) -> Attempt | None:
+        """The attempt with its answer read (verdict and slips) and let go; None for an answer it cannot read."""
+        if attempt.answer is None:
             return attempt
-        correct, slips = self.digest(attempt.answer)
+        with self.lock:
+            self.waiting_bytes -= len(attempt.answer)
+        if self.digest is None:
+            return replace(attempt, answer=None)
+        try:
+            correct, slips = self.digest(attempt.answer)
+        except Exception:  # an answer of another shape: this attempt is not counted, the others are
+            log.exception("a check's answer could not be read for its class")
+            return None
         return replace(attempt, correct=correct, slips=slips, answer=None)
