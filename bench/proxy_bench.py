@@ -19,7 +19,8 @@ Usage: python bench/proxy_bench.py [--students 1000] [--api 2] [--nginx-workers 
 With --class-checks, the class checks too: each student, from a loopback address of its own, asks for each step's
 state and tensor and then checks step 1 (a slip or the answer, in turn), straight to the API processes; the run
 without a class and the run with a class code alternate (--rounds each) on the same servers, and the explorer's
-p99 is printed side by side (the attempts of the class are written off the request path).
+p99 is printed side by side (the attempts of the class are written off the request path; the teacher's page
+is open on the class's live stream meanwhile).
 Usage: python bench/proxy_bench.py --class-checks [--students 1000] [--steps 21] [--rounds 2] [--check-workers 1]
 """
 
@@ -120,9 +121,29 @@ def student_address(i: int) -> str:
     return f"127.1.{i // 250}.{i % 250 + 1}"
 
 
-async def lockstep_checks(ports: list[int], n: int, seed: int, nodes: list[str], steps: int, code: str | None) -> dict:
+async def teacher_page(port: int, code: str, token: str, stop: asyncio.Event) -> int:
+    """The class page's live stream, open until `stop`: how many summaries it was sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /api/classes/{code}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    received = b""
+    try:
+        while not stop.is_set():
+            try:
+                received += await asyncio.wait_for(reader.read(65536), 0.5)
+            except TimeoutError:
+                continue
+    finally:
+        writer.close()
+    return received.count(b"event: summary")
+
+
+async def lockstep_checks(
+    ports: list[int], n: int, seed: int, nodes: list[str], steps: int, code: str | None, token: str = ""
+) -> dict:
     """n students, each from its own address, step through `steps` steps: the explorer's state and tensor, then a
-    check of step 1 (in a class when `code` is given)."""
+    check of step 1 (in a class when `code` is given, its teacher's page open with `token`)."""
     explorer: list[float] = []
     checks: list[float] = []
     statuses: collections.Counter = collections.Counter()
@@ -154,10 +175,15 @@ async def lockstep_checks(ports: list[int], n: int, seed: int, nodes: list[str],
         finally:
             client.close()
 
+    stop = asyncio.Event()
+    teacher = asyncio.create_task(teacher_page(ports[0], code, token, stop)) if code else None
     t0 = time.perf_counter()
     await asyncio.gather(*(student(i) for i in range(n)))
+    wall = time.perf_counter() - t0
+    stop.set()
+    summaries = await teacher if teacher else 0
     return {"explorer": explorer, "checks": checks, "statuses": statuses, "recorded": recorded, "errors": errors,
-            "wall": time.perf_counter() - t0}  # fmt: skip
+            "wall": wall, "summaries": summaries}  # fmt: skip
 
 
 def class_scenario(args: argparse.Namespace, data: list[str]) -> None:
@@ -177,7 +203,7 @@ def class_scenario(args: argparse.Namespace, data: list[str]) -> None:
                 code = made["code"] if name == "with a class code" else None
                 seed = 80_001 + 2 * k + j  # cold, as a class's first visit
                 runs[name].append(asyncio.run(lockstep_checks(ports, args.students, seed, SCENARIOS["ahead"],
-                                                              args.steps, code)))  # fmt: skip
+                                                              args.steps, code, made["teacher_token"])))  # fmt: skip
         time.sleep(2)  # the writer's last batch
         auth = {"Authorization": f"Bearer {made['teacher_token']}"}
         summary = httpx.get(f"http://127.0.0.1:{ports[0]}/api/classes/{made['code']}", headers=auth, timeout=30).json()
@@ -207,8 +233,10 @@ def class_scenario(args: argparse.Namespace, data: list[str]) -> None:
         statuses = sum((r["statuses"] for r in rounds), collections.Counter())
         recorded = sum((r["recorded"] for r in rounds), collections.Counter())
         errors = [e for r in rounds for e in r["errors"]]
+        summaries = sum(r["summaries"] for r in rounds)
         print(f"{name}: explorer p99 per round {p99s} ms; checks {dict(statuses)}; X-Class-Attempt "
-              f"{dict(recorded)}; {len(errors)} errors" + (f" (first: {errors[0]})" if errors else ""))  # fmt: skip
+              f"{dict(recorded)}; the teacher's page got {summaries} summaries; {len(errors)} errors"
+              + (f" (first: {errors[0]})" if errors else ""))  # fmt: skip
     attempts = sum(s["attempts"] for s in summary.get("steps", []))
     print(f"the class's summary counts {attempts} attempts")
 

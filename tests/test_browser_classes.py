@@ -16,6 +16,7 @@ expect.set_options(timeout=30_000)  # a cold sandbox's first check may take many
 
 RIGHT = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"
 NO_N = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0"
+STEP_1 = "[data-testid=class-step][data-mode=atomic][data-step='1']"  # Exercise 1's first step on the class page
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -93,19 +94,32 @@ def test_a_teacher_watches_two_students_live_without_their_code(class_server, co
     bob.get_by_test_id("class-go").click()
     bob.get_by_test_id("class-join").click()
     expect(bob.get_by_test_id("class-notice")).to_contain_text(f"In class Backprop week 3 ({code})")
+    expect(bob.get_by_test_id("class-form")).to_be_hidden()  # one class at a time
     with bob.expect_request("**/api/check") as sent:
         check(bob, NO_N, "did you forget /n?")
     body = json.loads(sent.value.post_data or "{}")
     assert body["class"] == code and len(body["student"]) >= 8 and "name" not in body
 
     # the teacher's page has it, live: 2 students checked step 1, 1 solved it, after 2 checks; the slip and its line
-    step = teacher.locator("[data-testid=class-step][data-mode=atomic][data-step='1']")
+    step = teacher.locator(STEP_1)
     expect(step.get_by_test_id("class-step-numbers")).to_have_text("1 of 2 solved · 3 checks · median 2 to solve")
     expect(step.get_by_test_id("class-slip")).to_contain_text("factor n (2×)")
     slip = step.get_by_test_id("class-slip")
     expect(slip).to_contain_text("dlogprobs is 32× autograd's — n is 32: did you forget /n?")
     expect(teacher.get_by_test_id("class-slowest")).to_contain_text("1 of 2 not solved yet")
     assert not serious_violations(teacher)
+
+    # the teacher on another browser: the page asks for the token (a wrong one is refused), then shows the class
+    elsewhere = contexts(width=900)
+    elsewhere.goto(f"{base}/class.html?code={code}")
+    elsewhere.get_by_test_id("token-input").fill(token + "x")
+    elsewhere.get_by_test_id("token-submit").click()
+    expect(elsewhere.get_by_test_id("error")).to_have_text("that is not this class's teacher token")
+    elsewhere.get_by_test_id("token-input").fill(token)
+    elsewhere.get_by_test_id("token-submit").click()
+    numbers = elsewhere.locator(STEP_1).get_by_test_id("class-step-numbers")
+    expect(numbers).to_have_text("1 of 2 solved · 3 checks · median 2 to solve")
+    assert token not in elsewhere.url
 
     # a student who left the class checks as anyone does: the class is not named
     alice.get_by_test_id("class-leave").click()

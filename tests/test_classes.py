@@ -195,3 +195,43 @@ def test_a_class_checking_at_once_reads_its_code_from_the_database_once(tmp_path
 
     assert asyncio.run(class_of_fifty()) == [code] * 50
     assert reads == [code]
+
+
+def test_a_live_page_folds_only_the_new_attempts_into_the_same_numbers(open_runs):
+    store = ClassStore(open_runs(clock=Clock()))
+    code, _ = store.create("week 3")
+    attempts = sent(code)
+    store.record(attempts[:5])
+    tally = store.tally(code)
+    store.record(attempts[5:])
+    read = []
+    fold = tally.fold
+    tally.fold = lambda rows: read.append(len(rows)) or fold(rows)  # type: ignore[method-assign]
+    assert store.tally(code, tally).public() == store.summary(code)
+    assert read == [len(attempts) - 5]  # the 5 folded before were not read again
+
+
+def test_the_writer_holds_a_bounded_size_of_answers_and_skips_one_it_cannot_read(tmp_path, monkeypatch):
+    import server.runs.classes as classes
+    from server.runs.store import RunStore
+
+    store = ClassStore(RunStore(tmp_path / "runs.db"))
+    code, _ = store.create("week 3")
+
+    def digest(answer: bytes) -> tuple[bool, dict[str, str]]:
+        if answer == b"not an answer":
+            raise ValueError("unreadable")
+        return answer == b"right", {}
+
+    monkeypatch.setattr(classes, "MAX_WAITING_BYTES", 20)  # the two below fit together, whenever they are read
+    writer = AttemptWriter(store, 30, clock=Clock(), digest=digest)
+    try:
+        assert writer.offer(Attempt(code, "student-1", *A, 1, False, answer=b"x" * 21)) == "busy"  # too large
+        assert writer.offer(Attempt(code, "student-1", *A, 1, False, answer=b"not an answer")) == "recorded"
+        assert writer.offer(Attempt(code, "student-2", *A, 1, False, answer=b"right")) == "recorded"
+        writer.flush()
+        assert writer.waiting_bytes == 0 and writer.dropped == 1
+        (step,) = store.summary(code)["steps"]
+        assert (step["attempts"], step["students"], step["solved"]) == (1, 1, 1)  # the unreadable one is skipped
+    finally:
+        writer.close()

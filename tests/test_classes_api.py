@@ -66,6 +66,10 @@ def test_a_class_counts_its_students_checks_for_its_teacher_only(server):
     teacher = {"Authorization": f"Bearer {other['teacher_token']}"}
     assert client.get(f"/api/classes/{code}", headers=teacher).status_code == 403  # another class's teacher
 
+    for path in (f"/api/classes/{code}/events", f"/api/classes/{code}/summary.csv"):  # the stream, the CSV: alike
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=teacher).status_code == 403
+
     auth = {"Authorization": f"Bearer {token}"}
     r = client.get(f"/api/classes/{code}", headers=auth)
     assert r.status_code == 200, r.text
@@ -140,3 +144,29 @@ def test_a_class_needs_a_title_of_sensible_length(server, title):
     client, _, _ = server
     r = client.post("/api/classes", json={"title": title})
     assert r.status_code == 422 and "title" in r.text
+
+
+def test_a_server_started_deletes_the_classes_older_than_its_class_days(embedded_dataset, tmp_path):
+    from server.runs.store import RunStore
+
+    now = [1_000_000.0]
+    runs = RunStore(tmp_path / "runs.db", clock=lambda: now[0])
+    old, _ = ClassStore(runs).create("last term")
+    now[0] += 2.5 * 86400
+    recent, _ = ClassStore(runs).create("this week")
+    create_app(embedded_dataset, Settings(check_workers=0, class_days=2), runs, schedule=False)
+    store = ClassStore(runs)
+    assert store.get(old) is None and store.get(recent) is not None
+
+
+def test_a_class_pages_stream_counts_toward_the_clients_streams(embedded_dataset, tmp_path):
+    runs = open_store(str(tmp_path / "runs.db"))
+    app = create_app(embedded_dataset, Settings(check_workers=0, max_streams_per_client=1), runs, schedule=False)
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        made = client.post("/api/classes", json={"title": "week 3"}).json()
+        app.state.feeds.hold("testclient")  # a run's stream of this client, open already
+        auth = {"Authorization": f"Bearer {made['teacher_token']}"}
+        r = client.get(f"/api/classes/{made['code']}/events", headers=auth)
+        assert r.status_code == 429 and "event streams open" in r.text and r.headers["Retry-After"]
+        app.state.feeds.release("testclient")
+        assert app.state.feeds.open == 0  # the refused stream holds nothing

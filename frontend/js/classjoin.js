@@ -53,6 +53,7 @@ function gone(code) {
 function render() {
   const box = $("class-notice");
   const member = joined();
+  $("class-form").hidden = Boolean(member); // one class at a time: leave it to join another
   if (member) {
     box.innerHTML = `In class <b>${esc(member.title)}</b> (<code>${esc(member.code)}</code>): each check shares ` +
       `${SHARED}; never ${NOT_SHARED}. <button type="button" class="small" data-testid="class-leave">Leave the class</button>`;

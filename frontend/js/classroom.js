@@ -27,11 +27,33 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+// the nets' titles and their modes' labels, as the explorer shows them: asked for once each
+const names = { nets: {}, modes: {} };
+const asked = new Set();
+let shown = null; // the summary on screen: drawn again once names arrive
+
+async function learnNames(steps) {
+  const nets = [...new Set(steps.map((s) => s.net))].filter((net) => !asked.has(net));
+  if (!nets.length) return;
+  nets.forEach((net) => asked.add(net));
+  try {
+    if (!Object.keys(names.nets).length) {
+      for (const net of (await api.fetchNets()).nets) names.nets[net.name] = net.title;
+    }
+    for (const net of nets) {
+      for (const mode of (await api.fetchMeta(net)).modes) names.modes[`${net}/${mode.name}`] = mode.label;
+    }
+  } catch { return; } // the names stay as they are: the numbers matter more
+  if (shown) render(shown);
+}
+
 function render(summary) {
+  shown = summary;
   $("class-title").textContent = summary.title;
   document.title = `Backprop Explorer — ${summary.title}`;
-  $("class-steps").innerHTML = stepsHtml(summary.steps);
-  $("class-slowest").innerHTML = slowestHtml(summary.steps);
+  $("class-steps").innerHTML = stepsHtml(summary.steps, names);
+  $("class-slowest").innerHTML = slowestHtml(summary.steps, names);
+  learnNames(summary.steps);
 }
 
 async function watch(code, token) {

@@ -4,7 +4,15 @@ import { esc } from "./text.js";
 
 const plural = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
 
-export const stepLabel = (s) => `${s.net} · ${s.mode} · ${s.step === null ? "whole cell" : `step ${s.step}`}`;
+// a step as the teacher reads it: its mode's label (from /api/meta; its name until that is known), and its net's title
+// where the class worked on more than one net
+export function stepLabel(s, names = {}, manyNets = false) {
+  const mode = (names.modes || {})[`${s.net}/${s.mode}`] || s.mode;
+  const net = manyNets ? `${(names.nets || {})[s.net] || s.net} · ` : "";
+  return `${net}${mode} · ${s.step === null ? "whole cell" : `step ${s.step}`}`;
+}
+
+const manyNets = (steps) => new Set(steps.map((s) => s.net)).size > 1;
 
 // the slip most students were told at a step: [kind, checks, the line they saw], or null
 export function topSlip(s) {
@@ -19,13 +27,14 @@ export function slowest(steps, k = 3) {
   return [...steps].filter((s) => s.attempts).sort((a, b) => stuck(b) - stuck(a) || cost(b) - cost(a)).slice(0, k);
 }
 
-export function stepsHtml(steps) {
+export function stepsHtml(steps, names = {}) {
   if (!steps.length) return '<p class="hint" data-testid="class-empty">No checks yet: the steps appear as your students check them.</p>';
+  const many = manyNets(steps);
   return steps.map((s) => {
     const share = s.students ? (100 * s.solved) / s.students : 0;
     const slip = topSlip(s);
     return `<div class="class-step" data-testid="class-step" data-mode="${esc(s.mode)}" data-step="${s.step ?? ""}">` +
-      `<span class="class-step-label">${esc(stepLabel(s))}</span>` +
+      `<span class="class-step-label">${esc(stepLabel(s, names, many))}</span>` +
       `<span class="class-bar" role="img" aria-label="${s.solved} of ${s.students} solved"><span style="width:${share.toFixed(1)}%"></span></span>` +
       `<span class="class-step-numbers" data-testid="class-step-numbers">${s.solved} of ${s.students} solved · ${plural(s.attempts, "check")}` +
       `${s.median_attempts_to_solve === null ? "" : ` · median ${s.median_attempts_to_solve} to solve`}</span>` +
@@ -35,8 +44,8 @@ export function stepsHtml(steps) {
   }).join("");
 }
 
-export function slowestHtml(steps) {
+export function slowestHtml(steps, names = {}) {
   return slowest(steps).map((s) =>
-    `<li>${esc(stepLabel(s))}: ${s.students - s.solved} of ${s.students} not solved yet` +
+    `<li>${esc(stepLabel(s, names, manyNets(steps)))}: ${s.students - s.solved} of ${s.students} not solved yet` +
     `${s.solved ? `, median ${plural(s.median_attempts_to_solve, "check")} to solve` : ""}</li>`).join("");
 }

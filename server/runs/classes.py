@@ -88,6 +88,10 @@ class ClassStore:
         self.postgres = is_postgres(runs.url)
         ddl = SCHEMA.format(**(POSTGRES_TYPES if self.postgres else SQLITE_TYPES))
         with self._db(write=True) as db:
+            if self.postgres:  # two processes starting at once: one creates the tables, the other finds them
+                from .postgres import WRITE_LOCK
+
+                db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
             for statement in ddl.split(";"):
                 db.execute(statement)
 
@@ -179,16 +183,34 @@ class ClassStore:
         """Per step (of a mode of a net; step null: the whole cell): attempts, distinct students, students who
         solved it, the median of the attempts each solver took up to their first right one, and slips by kind
         (with the line most often shown for each kind)."""
+        return self.tally(code).public()
+
+    def tally(self, code: str, tally: Tally | None = None) -> Tally:
+        """`tally` (None: a new one) with the class's attempts written since it was last folded."""
+        tally = tally or Tally()
         with self._db() as db:
             rows = db.execute(
-                "SELECT net, mode, step, student, correct, slips FROM class_attempts WHERE class_code = ? ORDER BY id",
-                (code,),
+                "SELECT id, net, mode, step, student, correct, slips FROM class_attempts WHERE class_code = ? "
+                "AND id > ? ORDER BY id",
+                (code, tally.last),
             ).fetchall()
-        steps: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+        tally.fold(rows)
+        return tally
+
+
+class Tally:
+    """A class's summary, folded from its attempts in the order they were written: a live page folds only the
+    attempts written since its last look, not the whole class's each time."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+        self.last = 0  # the id of the last attempt folded in
+
+    def fold(self, rows: list[Any]) -> None:
         for row in rows:
             key = (row["net"], row["mode"], row["step"])
-            s = steps.setdefault(key, {"attempts": 0, "tries": Counter(), "solved_at": {}, "slips": Counter(),
-                                       "texts": {}})  # fmt: skip
+            s = self.steps.setdefault(key, {"attempts": 0, "tries": Counter(), "solved_at": {}, "slips": Counter(),
+                                            "texts": {}})  # fmt: skip
             s["attempts"] += 1
             student = row["student"]
             if student not in s["solved_at"]:  # attempts up to a student's first right one
@@ -198,8 +220,11 @@ class ClassStore:
             for kind, text in json.loads(row["slips"]).items():
                 s["slips"][kind] += 1
                 s["texts"].setdefault(kind, Counter())[text] += 1
+            self.last = max(self.last, int(row["id"]))
+
+    def public(self) -> dict[str, Any]:
         out = []
-        for (net, mode, step), s in sorted(steps.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 1 << 30)):
+        for (net, mode, step), s in sorted(self.steps.items(), key=lambda kv: (*kv[0][:2], kv[0][2] or 1 << 30)):
             solved = list(s["solved_at"].values())
             out.append({
                 "net": net, "mode": mode, "step": step, "attempts": s["attempts"], "students": len(s["tries"]),
@@ -213,6 +238,7 @@ class ClassStore:
 RATE_BURST = 20  # attempts one student may record at once
 RATE_PER_S = 1 / 6  # and then one every 6 s (a step's check takes longer to write): more are not recorded
 MAX_WAITING = 20_000  # attempts waiting for the writer; more are dropped (and counted) rather than held
+MAX_WAITING_BYTES = 64 << 20  # and the answers they carry (a large config's is megabytes), in all
 MAX_STUDENTS_TRACKED = 100_000  # rate buckets kept; a full table refuses new students' attempts until it is swept
 SWEEP_EVERY_S = 3600.0  # how often the writer deletes what is older than --class-days
 
@@ -232,6 +258,7 @@ class AttemptWriter:
         self.waiting: queue.Queue[Attempt | None] = queue.Queue(MAX_WAITING)
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (class, student) -> (tokens, when)
         self.dropped = 0
+        self.waiting_bytes = 0  # the answers queued, not yet read by the writer
         self.lock = threading.Lock()
         self.last_sweep: float | None = None
         self.thread: threading.Thread | None = None  # started by the first attempt, ended by close()
@@ -250,15 +277,20 @@ class AttemptWriter:
                 self._forget_full(now)
                 if len(self.buckets) >= MAX_STUDENTS_TRACKED:
                     return "busy"
-            self.buckets[key] = (tokens - 1.0, now)
+            size = len(attempt.answer or b"")
+            if self.waiting_bytes + size > MAX_WAITING_BYTES:
+                self.dropped += 1
+                return "busy"
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="class-attempts", daemon=True)
                 self.thread.start()
-        try:
-            self.waiting.put_nowait(attempt)
-        except queue.Full:
-            self.dropped += 1
-            return "busy"
+            try:
+                self.waiting.put_nowait(attempt)
+            except queue.Full:
+                self.dropped += 1
+                return "busy"
+            self.waiting_bytes += size
+            self.buckets[key] = (tokens - 1.0, now)  # an attempt refused as busy costs the student nothing
         return "recorded"
 
     def _forget_full(self, now: float) -> None:
@@ -292,7 +324,7 @@ class AttemptWriter:
                 except queue.Empty:
                     break
             try:
-                attempts = [self._digested(a) for a in batch if a is not None]
+                attempts = [d for a in batch if a is not None and (d := self._digested(a, log)) is not None]
                 if attempts:
                     self.store.record(attempts)
                 now = self.clock()
@@ -307,9 +339,17 @@ class AttemptWriter:
             if None in batch:
                 return
 
-    def _digested(self, attempt: Attempt) -> Attempt:
-        """The attempt with its answer read (verdict and slips) and let go."""
-        if attempt.answer is None or self.digest is None:
+    def _digested(self, attempt: Attempt, log: logging.Logger) -> Attempt | None:
+        """The attempt with its answer read (verdict and slips) and let go; None for an answer it cannot read."""
+        if attempt.answer is None:
             return attempt
-        correct, slips = self.digest(attempt.answer)
+        with self.lock:
+            self.waiting_bytes -= len(attempt.answer)
+        if self.digest is None:
+            return replace(attempt, answer=None)
+        try:
+            correct, slips = self.digest(attempt.answer)
+        except Exception:  # an answer of another shape: this attempt is not counted, the others are
+            log.exception("a check's answer could not be read for its class")
+            return None
         return replace(attempt, correct=correct, slips=slips, answer=None)

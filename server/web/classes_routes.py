@@ -29,6 +29,7 @@ router = APIRouter(prefix="/api/classes", tags=["classes"])
 KNOWN_S = 60.0  # a class code seen to exist is trusted this long by a check (no database read per check)
 LIVE_POLL_S = 1.0  # how often a class page's stream looks for new attempts
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing a quiet stream
+REFOLD_S = 30.0  # how often a live page's summary is read whole rather than from its new attempts
 TEACHER = {
     401: {"model": ErrorPublic, "description": "no Authorization: Bearer <teacher_token>"},
     403: {"model": ErrorPublic, "description": "not this class's teacher token"},
@@ -203,14 +204,20 @@ async def _live(request: Request, store: ClassStore, code: str, client: Any) -> 
     feeds = request.app.state.feeds
     try:
         yield "retry: 2000\n\n"
-        seen, quiet = -1, 0.0
+        tally, seen, quiet, since_refold = None, -1, 0.0, 0.0
         while True:
             version = await run_in_threadpool(store.version, code)
             if version != seen:
-                summary = await run_in_threadpool(_summary, store, code)
-                if not summary["title"]:
+                found = await run_in_threadpool(store.get, code)
+                if found is None:
                     yield "event: deleted\ndata: {}\n\n"
                     return
+                # only the new attempts are read; now and then all of them (attempts swept, or, with PostgreSQL, an
+                # attempt whose transaction committed after a later one's)
+                if tally is None or version < tally.last or since_refold >= REFOLD_S:
+                    tally, since_refold = None, 0.0
+                tally = await run_in_threadpool(store.tally, code, tally)
+                summary = {"code": code, "title": found["title"], **tally.public()}
                 seen, quiet = version, 0.0
                 yield f"id: {version}\nevent: summary\ndata: {orjson.dumps(summary).decode()}\n\n"
             elif quiet >= KEEPALIVE_S:
@@ -221,6 +228,7 @@ async def _live(request: Request, store: ClassStore, code: str, client: Any) -> 
                 quiet = 0.0
             await asyncio.sleep(LIVE_POLL_S)
             quiet += LIVE_POLL_S
+            since_refold += LIVE_POLL_S
             if await request.is_disconnected():
                 return
     finally:

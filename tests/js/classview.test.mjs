@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { slowest, slowestHtml, stepsHtml, topSlip } from "../../frontend/js/classview.js";
+import { slowest, slowestHtml, stepLabel, stepsHtml, topSlip } from "../../frontend/js/classview.js";
 
 const step = (s) => ({ net: "makemore4", mode: "atomic", step: 1, attempts: 0, students: 0, solved: 0,
   median_attempts_to_solve: null, slips: {}, slip_texts: {}, ...s });
@@ -18,7 +18,7 @@ test("the slowest steps: most students not solved first, then most checks to sol
   // steps 1 and 2 have 3 students each not solved yet: step 2 took more checks to solve
   assert.deepEqual(slowest(steps).map((s) => s.step), [2, 1, 3]);
   assert.deepEqual(slowest(steps, 10).map((s) => s.step), [2, 1, 3, null]);
-  assert.match(slowestHtml(steps), /^<li>makemore4 · atomic · step 2: 3 of 4 not solved yet, median 4 checks to solve<\/li>/);
+  assert.match(slowestHtml(steps), /^<li>atomic · step 2: 3 of 4 not solved yet, median 4 checks to solve<\/li>/);
 });
 
 test("a step's bar is its solved share; the commonest slip comes with the line the students saw, escaped", () => {
@@ -33,4 +33,14 @@ test("a step's bar is its solved share; the commonest slip comes with the line t
   assert.doesNotMatch(stepsHtml([step({ attempts: 2, students: 1 })]), /median|most common slip/);
   assert.match(stepsHtml([step({ step: null })]), /whole cell/);
   assert.match(stepsHtml([]), /No checks yet/);
+});
+
+test("a step is named by its mode's label, and by its net's title where the class used more than one net", () => {
+  const names = { nets: { makemore4: "The lecture's MLP" }, modes: { "makemore4/atomic": "Exercise 1: atomic" } };
+  assert.equal(stepLabel(step({ step: 3 }), names), "Exercise 1: atomic · step 3");
+  assert.equal(stepLabel(step({ step: null, mode: "fused" }), names), "fused · whole cell"); // not known yet: its name
+  assert.equal(stepLabel(step({}), names, true), "The lecture's MLP · Exercise 1: atomic · step 1");
+  const two = stepsHtml([step({ attempts: 1, students: 1 }), step({ net: "layernorm", attempts: 1, students: 1 })], names);
+  assert.match(two, /The lecture's MLP · Exercise 1: atomic · step 1/);
+  assert.match(two, /layernorm · atomic · step 1/);
 });
