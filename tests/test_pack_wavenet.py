@@ -546,6 +546,30 @@ def test_every_gradient_at_the_last_step_of_the_atomic_mode_agrees_with_autograd
         assert state["nodes"][name]["status"] == "complete", name
 
 
+@pytest.mark.parametrize("mode", ["atomic", "fused_bn"])
+def test_the_why_drawer_and_the_written_rules_answer_for_every_tensor_3_d_ones_included(client, mode):
+    last = len(ops_for(mode))
+    for name in grads_of(mode):
+        params = {"net": "wavenet", "mode": mode, "step": last}
+        why = client.get(f"/api/why/{name}", params=params)
+        assert why.status_code == 200, (name, why.text)
+        assert why.json()["rules"] and all(rule["lines"] for rule in why.json()["rules"]), name
+        written = client.get(f"/api/instance/{name}", params=params)
+        assert written.status_code == 200, (name, written.text)
+        parts = written.json()["parts"]
+        assert parts and all(part["value"] is not None for part in parts), name
+
+
+def test_the_export_rebuilds_the_wavenet_with_its_init_lines(client):
+    solved = {"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"}
+    exported = client.post("/api/export", json={"net": "wavenet", "mode": "atomic", "steps": [solved]})
+    assert exported.status_code == 200
+    for node in pack.NODE_LIST:
+        if node.init is not None:
+            assert node.init.code in exported.text, node.name
+    assert "block_size = 8 " in exported.text  # the net's own context length
+
+
 # --- training -----------------------------------------------------------------------------------------------------
 
 

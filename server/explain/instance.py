@@ -262,6 +262,9 @@ def _trace(tree: ast.Module, grad: str, scope: dict[str, Any], index: list[int])
     """A rule of several statements: the entry after each one (the statements run on copies of the tensors)."""
     local = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in scope.items()}
     local.pop(grad, None)
+    if isinstance(tree.body[0], ast.AugAssign) and isinstance(local.get(grad[1:]), torch.Tensor):
+        # a `+=` line alone: the contribution, added to nothing (zeros of the node's shape)
+        local[grad] = torch.zeros_like(local[grad[1:]])
     where = "[" + ",".join(str(i) for i in index) + "]"
     lines, value = [], None
     for stmt in tree.body:

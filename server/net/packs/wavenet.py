@@ -66,6 +66,10 @@ class _Level:
         self.bcast = BCAST_T if self.three_d else BCAST_B
         self.spread = SUM_T if self.three_d else SUM_B
 
+    def example(self, kind: str) -> str | None:
+        """The Why drawer's worked example of a rule: its examples read 2-D tensors, so a 3-D level has none."""
+        return None if self.three_d else kind
+
     def m(self, v: Any) -> int:
         """The count of entries each statistic reduces: n*T on a 3-D input, n on the last, 2-D one."""
         x = getattr(v, self.pre)
@@ -252,7 +256,7 @@ def _linear_no_bias(lv: _Level) -> Op:
                     rf"\frac{{\partial\,{_t(out)}_{{{ix},j}}}}{{\partial\,{_t(x)}_{{{ix},k}}}} = {_t(w)}_{{kj}} \quad \text{{for every column }} j",
                     rf"{_d(x)}_{{{ix},k}} = \sum_j {_d(out)}_{{{ix},j}}\;{_t(w)}_{{kj}}",
                 ),
-                example="matmul",
+                example=lv.example("matmul"),
             ),
             Rule(
                 w,
@@ -264,7 +268,7 @@ def _linear_no_bias(lv: _Level) -> Op:
                     rf"\frac{{\partial\,{_t(out)}_{{{ix},j}}}}{{\partial\,{_t(w)}_{{kj}}}} = {_t(x)}_{{{ix},k}} \quad {over}",
                     rf"{_d(w)}_{{kj}} = {sums} {_t(x)}_{{{ix},k}}\;{_d(out)}_{{{ix},j}}",
                 ),
-                example="matmul",
+                example=lv.example("matmul"),
             ),
         ),
         f"level {lv.level}: a linear layer without bias (batchnorm follows)",
@@ -330,7 +334,7 @@ def _bn_ops(lv: _Level) -> list[Op]:
                         rf"\frac{{\partial\,{_t(L.diff)}_{{{i}j}}}}{{\partial\,{_t(L.mean)}_j}} = -1",
                         rf"{_d(L.mean)}_j = -{S} {_d(L.diff)}_{{{i}j}}",
                     ),
-                    example="sum",
+                    example=lv.example("sum"),
                 ),
             ),
             f"level {lv.level} batchnorm: centre",
@@ -437,7 +441,7 @@ def _bn_ops(lv: _Level) -> list[Op]:
                         rf"\frac{{\partial\,{_t(L.raw)}_{{{i}j}}}}{{\partial\,{_t(L.var_inv)}_j}} = {_t(L.diff)}_{{{i}j}}",
                         rf"{_d(L.var_inv)}_j = {S} {_t(L.diff)}_{{{i}j}}\;{_d(L.raw)}_{{{i}j}}",
                     ),
-                    example="sum",
+                    example=lv.example("sum"),
                 ),
             ),
             f"level {lv.level} batchnorm: normalise",
@@ -472,7 +476,7 @@ def _gain_rule(lv: _Level) -> Rule:
             rf"\frac{{\partial\,{_t(lv.act)}_{{{i}j}}}}{{\partial\,{_t(lv.gain)}_j}} = {_t(lv.raw)}_{{{i}j}}",
             rf"{_d(lv.gain)}_j = {S} {_t(lv.raw)}_{{{i}j}}\;{_d(lv.act)}_{{{i}j}}",
         ),
-        example="sum",
+        example=lv.example("sum"),
     )
 
 
@@ -503,7 +507,7 @@ def _bias_rule(lv: _Level) -> Rule:
             rf"\frac{{\partial\,{_t(lv.act)}_{{{i}j}}}}{{\partial\,{_t(lv.bias)}_j}} = 1",
             rf"{_d(lv.bias)}_j = {S} {_d(lv.act)}_{{{i}j}}",
         ),
-        example="sum",
+        example=lv.example("sum"),
     )
 
 
@@ -610,7 +614,7 @@ def _tanh(lv: _Level) -> Op:
                     rf"\frac{{\partial\,{_t(lv.h)}_{{{i}j}}}}{{\partial\,{_t(lv.act)}_{{{i}j}}}} = 1 - {_t(lv.h)}_{{{i}j}}^2",
                     rf"{_d(lv.act)}_{{{i}j}} = (1 - {_t(lv.h)}_{{{i}j}}^2)\;{_d(lv.h)}_{{{i}j}}",
                 ),
-                example="tanh",
+                example=lv.example("tanh"),
                 rounding="autograd's tanh backward computes grad · (1 − y²) in one kernel; the line rounds each operation",
             ),
         ),
