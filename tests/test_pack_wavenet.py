@@ -427,6 +427,38 @@ def test_the_cells_name_gradients_of_their_mode():
     assert pack.CELLS["fused_bn"].grads == ("hprebn1",)
 
 
+def _cell_code(mode: str, swap: dict[str, str] | None = None) -> str:
+    """The mode's notebook cell written from the declared rules, from its first gradient on (`swap`: line -> line)."""
+    from server.learner.cells import cell_grads
+
+    grads, lines, started = set(cell_grads(pack.NET, mode)), [], False
+    for op in pack.NET.backward_schedule(mode):
+        started = started or any(rule.target in grads for rule in op.rules)
+        lines += [rule.code for rule in op.rules] if started else []
+    return "\n".join((swap or {}).get(line, line) for line in lines)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_modes_cell_written_from_the_rules_passes_the_cell_check(lecture_dataset, mode):
+    from server.core.engine import run_backward
+    from server.learner.cells import grade_cell
+
+    bp = run_backward(ModelConfig(net="wavenet", **pack.DEFAULTS), lecture_dataset, mode)
+    graded = grade_cell(bp, _cell_code(mode))
+    assert graded["correct"] and graded["first_wrong"] is None and len(graded["checks"]) >= 7
+
+
+def test_exercise_3s_line_copied_onto_the_3_d_batchnorm_is_the_cells_first_wrong_line(lecture_dataset):
+    from server.core.engine import run_backward
+    from server.learner.cells import grade_cell
+
+    bug = pack.NET.bugs_by_name["exercise3_verbatim"]
+    right = next(rule.code for rule in OPS["batchnorm1"].rules if rule.target == "hprebn1")
+    bp = run_backward(ModelConfig(net="wavenet", **pack.DEFAULTS), lecture_dataset, "fused_bn")
+    graded = grade_cell(bp, _cell_code("fused_bn", {right: bug.code}))
+    assert not graded["correct"] and "dhprebn1" in str(graded["first_wrong"])
+
+
 @pytest.mark.parametrize(("mode", "target", "code"), pack.WARMUP, ids=[w[1] for w in pack.WARMUP])
 def test_a_warm_up_program_computes_its_steps_gradients_right(forwards, autograd, mode, target, code):
     consumers = [op for op in ops_for(mode) if target in [r.target for r in op.rules]]
