@@ -548,7 +548,16 @@ def test_api_nets_lists_the_wavenet_with_its_defaults(client):
     assert net["defaults"] == {"block_size": 8, "n_embd": 24, "n_hidden": 128} and not net["default"]
     assert net["modes"] == ["atomic", "fused_ce", "fused_bn", "fused"]
     assert set(net["calibrated"]) == {f"bn{s}_running{i}" for s in ("mean", "var") for i in (1, 2, 3)}
-    assert nets["makemore4"]["defaults"] == {}
+    assert net["train_defaults"] == {"lr_decay_step": 150_000}  # makemore part 5's schedule
+    assert nets["makemore4"]["defaults"] == {} and nets["makemore4"]["train_defaults"] == {}
+    train = client.get("/api/meta", params={"net": "wavenet"}).json()["train"]
+    assert {k: train[k]["default"] for k in ("block_size", "n_hidden", "lr_decay_step", "lr", "lr_after")} == {
+        "block_size": 8,
+        "n_hidden": 128,
+        "lr_decay_step": 150_000,
+        "lr": 0.1,
+        "lr_after": 0.01,
+    }
     config = client.get("/api/meta", params={"net": "wavenet"}).json()["config"]
     assert {k: config[k]["default"] for k in ("block_size", "n_embd", "n_hidden")} == net["defaults"]
     assert (config["block_size"]["minimum"], config["block_size"]["maximum"]) == (8, 8)
@@ -572,9 +581,9 @@ def test_a_training_run_naming_the_wavenet_gets_its_sizes_and_refuses_another_bl
     from server.web.schemas import RunRequest
 
     (config,) = RunRequest.model_validate({"net": "wavenet", "n_hidden": 64}).to_configs()
-    assert (config.block_size, config.n_embd, config.n_hidden) == (8, 24, 64)
+    assert (config.block_size, config.n_embd, config.n_hidden, config.lr_decay_step) == (8, 24, 64, 150_000)
     (lecture,) = RunRequest.model_validate({}).to_configs()
-    assert (lecture.block_size, lecture.n_embd, lecture.n_hidden) == (3, 10, 200)  # the lecture's Exercise 4
+    assert (lecture.block_size, lecture.n_embd, lecture.n_hidden, lecture.lr_decay_step) == (3, 10, 200, 100_000)
     with pytest.raises(ValidationError, match="block_size must be in \\[8, 8\\] for the wavenet network"):
         RunRequest.model_validate({"net": "wavenet", "block_size": 4})
 
@@ -693,6 +702,8 @@ def test_the_training_form_takes_the_wavenets_sizes_when_it_is_chosen(page, base
     expect(form.locator("input[name=block_size]")).to_have_value("8")
     expect(form.locator("input[name=n_embd]")).to_have_value("24")
     expect(form.locator("input[name=n_hidden]")).to_have_value("128")
+    expect(form.locator("input[name=lr_decay_step]")).to_have_value("150000")  # makemore part 5's schedule
     page.get_by_test_id("cfg-net").select_option("makemore4")
     expect(form.locator("input[name=block_size]")).to_have_value("3")
     expect(form.locator("input[name=n_hidden]")).to_have_value("200")
+    expect(form.locator("input[name=lr_decay_step]")).to_have_value("100000")

@@ -165,6 +165,8 @@ class Net:
     data_about: str = "the lecture's names, a context of block_size characters"  # what the export's data section is
     # config fields this net sets when a request names it without them (its own sizes: makemore part 5's, say)
     defaults: Mapping[str, int] = field(default_factory=dict)
+    # the same for a training run's own fields (its lecture's learning-rate schedule, say); the sizes come from defaults
+    train_defaults: Mapping[str, int | float] = field(default_factory=dict)
 
     @functools.cached_property
     def nodes_by_name(self) -> dict[str, Node]:

@@ -34,6 +34,8 @@ TRAINED_MODE = "fused"  # the training loop's backward: every batchnorm and the 
 LEVELS = 3  # three halvings of the context: block_size must be 2**3
 # makemore part 5's final configuration: a request naming this net without these fields gets them
 DEFAULTS: dict[str, int] = {"block_size": 8, "n_embd": 24, "n_hidden": 128}
+# makemore part 5's learning-rate schedule: 0.1, then 0.01 from step 150,000 (of 200,000)
+TRAIN_DEFAULTS: dict[str, int | float] = {"lr_decay_step": 150_000}
 # the context must halve three times to one position; two entries per statistic at least (Bessel's n-1)
 BOUNDS: dict[str, tuple[int, int]] = {"block_size": (8, 8)}
 _CE = ("logit_maxes", "norm_logits", "counts", "counts_sum", "counts_sum_inv", "probs", "logprobs", "loss")
@@ -766,4 +768,5 @@ NET = Net(
     bounds=BOUNDS,
     data_about="the lecture's names, a context of block_size characters (8: three halvings to one position)",
     defaults=DEFAULTS,
+    train_defaults=TRAIN_DEFAULTS,
 )
