@@ -646,6 +646,27 @@ def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset
     assert result["train_loss"] < 2.5 and result["val_loss"] < 2.5 and len(result["samples"]) == 20
 
 
+@pytest.mark.slow  # the learner's block is checked and compiled, then trains; the evaluation takes most of it
+def test_a_learners_block_written_from_the_fused_rules_trains_the_wavenet(lecture_dataset):
+    """Exercise 4 with your own backward: the compiled block runs the 3-D lines (sums over dims (0, 1), views)."""
+    from server.training.code_backward import CodeBackward, default_grads
+    from server.training.config import TrainConfig
+    from server.training.loop import Training
+
+    lines = [rule.code for op in pack.NET.backward_schedule("fused") for rule in op.rules]
+    code = "\n".join([*lines, f"grads = [{', '.join(default_grads(pack.NET))}]"])
+    events: list[tuple[str, dict]] = []
+    config = TrainConfig(
+        net="wavenet", max_steps=200, lr_decay_step=150_000, check_every=50, backward="code", code=code, **pack.DEFAULTS
+    )
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)))
+    assert isinstance(training.manual, CodeBackward)
+    assert training.run() == "finished"
+    checks = [data for kind, data in events if kind == "check"]
+    assert len(checks) == 5 and not any(check["wrong"] for check in checks)
+    assert float(training.losses[-20:].mean()) < float(training.losses[:20].mean()) - 0.3
+
+
 @pytest.mark.long
 def test_makemore_part_5s_result(lecture_dataset):
     """makemore part 5's final run, trained with the pack's manual backward alone: train 1.769, val 1.993."""
