@@ -11,7 +11,6 @@ level folds its block with Exercise 3's closed form, n replaced by the count of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -79,15 +78,13 @@ class _Level:
 
 
 def _t(name: str) -> str:
+    """A node's name in a derivation, as the page points at it."""
     return rf"\text{{{name}}}"
 
 
 def _d(name: str) -> str:
+    """A node's gradient in a derivation."""
     return rf"\text{{d{name}}}"
-
-
-def _g(name: str) -> Callable[[Any], Any]:
-    return lambda ns: getattr(ns, name)
 
 
 # --- the nodes -------------------------------------------------------------------------------------------------
