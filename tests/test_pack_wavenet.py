@@ -380,6 +380,9 @@ def test_the_fused_batchnorm_rule_is_the_atomic_chain(forwards, level):
     for rule in fused.rules:
         got = rule.fn(vf, SimpleNamespace(**{act: dy}))
         torch.testing.assert_close(got, grads[rule.target], rtol=RULE_RTOL, atol=RULE_ATOL, msg=rule.target)
+    # the gain and bias rules are the atomic op's own, not copies that could drift
+    atomic_rules = {r.target: r for r in OPS[act].rules}
+    assert all(atomic_rules[r.target] is r for r in fused.rules[1:])
 
 
 def test_every_rule_has_a_derivation_that_names_its_gradient_and_renders_as_mathml():

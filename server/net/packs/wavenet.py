@@ -11,6 +11,7 @@ level folds its block with Exercise 3's closed form, n replaced by the count of 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -463,6 +464,7 @@ def _bn_ops(lv: _Level) -> list[Op]:
     ]
 
 
+@functools.cache  # one Rule per level: the atomic scale-and-shift line and the fused op share it
 def _gain_rule(lv: _Level) -> Rule:
     i, S = lv.idx, lv.sum_over
     return Rule(
@@ -494,6 +496,7 @@ def _raw_rule(lv: _Level) -> Rule:
     )
 
 
+@functools.cache
 def _bias_rule(lv: _Level) -> Rule:
     i, S = lv.idx, lv.sum_over
     return Rule(
