@@ -67,6 +67,7 @@ def open_runs(runs_url):
 # that started last would finish last, and the whole run would wait for it alone. The rest keep their files' order.
 LONGEST_FIRST = (
     "test_lecture_exercise_4_result",
+    "test_a_1500_step_run_trains_with_the_packs_declared_backward",
     "test_three_workers_drain_six_queued_runs_one_at_a_time_each",
     "test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line",
     "test_worked_examples_show_the_served_numbers",

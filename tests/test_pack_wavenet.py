@@ -380,6 +380,9 @@ def test_the_fused_batchnorm_rule_is_the_atomic_chain(forwards, level):
     for rule in fused.rules:
         got = rule.fn(vf, SimpleNamespace(**{act: dy}))
         torch.testing.assert_close(got, grads[rule.target], rtol=RULE_RTOL, atol=RULE_ATOL, msg=rule.target)
+    # the gain and bias rules are the atomic op's own, not copies that could drift
+    atomic_rules = {r.target: r for r in OPS[act].rules}
+    assert all(atomic_rules[r.target] is r for r in fused.rules[1:])
 
 
 def test_every_rule_has_a_derivation_that_names_its_gradient_and_renders_as_mathml():
@@ -392,6 +395,18 @@ def test_every_rule_has_a_derivation_that_names_its_gradient_and_renders_as_math
                 assert "\\" not in ml.replace("\\\\", ""), f"raw LaTeX left in {line!r}"
             assert f"<mtext>d{rule.target}</mtext>" in rendered[-1], (op.name, rule.target)
             assert not rule.tex_notes or len(rule.tex_notes) == len(rule.tex)
+
+
+@pytest.mark.parametrize("mode", ["atomic", "fused"])
+def test_the_engines_finite_differences_agree_with_every_gradient(lecture_dataset, mode):
+    """The explorer's own check (which re-runs only a perturbed row where Op.rows says rows stay apart)."""
+    from server.core.engine import run_backward
+
+    config = ModelConfig(net="wavenet", block_size=8, n_embd=N_EMBD, n_hidden=N_HIDDEN, dtype="float64")
+    bp = run_backward(config, lecture_dataset, mode)
+    worst = {name: bp.numeric(name)["max_rel_err"] for name in bp.cmp}
+    assert set(worst) >= grads_of(mode)
+    assert max(worst.values()) < 1e-5, worst
 
 
 # --- cmp order, cells, warm-up -----------------------------------------------------------------------------------
@@ -413,6 +428,38 @@ def test_the_cells_name_gradients_of_their_mode():
     for mode, cell in pack.CELLS.items():
         assert cell.exercise and cell.about and set(cell.grads) <= grads_of(mode), mode
     assert pack.CELLS["fused_bn"].grads == ("hprebn1",)
+
+
+def _cell_code(mode: str, swap: dict[str, str] | None = None) -> str:
+    """The mode's notebook cell written from the declared rules, from its first gradient on (`swap`: line -> line)."""
+    from server.learner.cells import cell_grads
+
+    grads, lines, started = set(cell_grads(pack.NET, mode)), [], False
+    for op in pack.NET.backward_schedule(mode):
+        started = started or any(rule.target in grads for rule in op.rules)
+        lines += [rule.code for rule in op.rules] if started else []
+    return "\n".join((swap or {}).get(line, line) for line in lines)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_modes_cell_written_from_the_rules_passes_the_cell_check(lecture_dataset, mode):
+    from server.core.engine import run_backward
+    from server.learner.cells import grade_cell
+
+    bp = run_backward(ModelConfig(net="wavenet", **pack.DEFAULTS), lecture_dataset, mode)
+    graded = grade_cell(bp, _cell_code(mode))
+    assert graded["correct"] and graded["first_wrong"] is None and len(graded["checks"]) >= 7
+
+
+def test_exercise_3s_line_copied_onto_the_3_d_batchnorm_is_the_cells_first_wrong_line(lecture_dataset):
+    from server.core.engine import run_backward
+    from server.learner.cells import grade_cell
+
+    bug = pack.NET.bugs_by_name["exercise3_verbatim"]
+    right = next(rule.code for rule in OPS["batchnorm1"].rules if rule.target == "hprebn1")
+    bp = run_backward(ModelConfig(net="wavenet", **pack.DEFAULTS), lecture_dataset, "fused_bn")
+    graded = grade_cell(bp, _cell_code("fused_bn", {right: bug.code}))
+    assert not graded["correct"] and "dhprebn1" in str(graded["first_wrong"])
 
 
 @pytest.mark.parametrize(("mode", "target", "code"), pack.WARMUP, ids=[w[1] for w in pack.WARMUP])
@@ -504,7 +551,16 @@ def test_api_nets_lists_the_wavenet_with_its_defaults(client):
     assert net["defaults"] == {"block_size": 8, "n_embd": 24, "n_hidden": 128} and not net["default"]
     assert net["modes"] == ["atomic", "fused_ce", "fused_bn", "fused"]
     assert set(net["calibrated"]) == {f"bn{s}_running{i}" for s in ("mean", "var") for i in (1, 2, 3)}
-    assert nets["makemore4"]["defaults"] == {}
+    assert net["train_defaults"] == {"lr_decay_step": 150_000}  # makemore part 5's schedule
+    assert nets["makemore4"]["defaults"] == {} and nets["makemore4"]["train_defaults"] == {}
+    train = client.get("/api/meta", params={"net": "wavenet"}).json()["train"]
+    assert {k: train[k]["default"] for k in ("block_size", "n_hidden", "lr_decay_step", "lr", "lr_after")} == {
+        "block_size": 8,
+        "n_hidden": 128,
+        "lr_decay_step": 150_000,
+        "lr": 0.1,
+        "lr_after": 0.01,
+    }
     config = client.get("/api/meta", params={"net": "wavenet"}).json()["config"]
     assert {k: config[k]["default"] for k in ("block_size", "n_embd", "n_hidden")} == net["defaults"]
     assert (config["block_size"]["minimum"], config["block_size"]["maximum"]) == (8, 8)
@@ -528,9 +584,9 @@ def test_a_training_run_naming_the_wavenet_gets_its_sizes_and_refuses_another_bl
     from server.web.schemas import RunRequest
 
     (config,) = RunRequest.model_validate({"net": "wavenet", "n_hidden": 64}).to_configs()
-    assert (config.block_size, config.n_embd, config.n_hidden) == (8, 24, 64)
+    assert (config.block_size, config.n_embd, config.n_hidden, config.lr_decay_step) == (8, 24, 64, 150_000)
     (lecture,) = RunRequest.model_validate({}).to_configs()
-    assert (lecture.block_size, lecture.n_embd, lecture.n_hidden) == (3, 10, 200)  # the lecture's Exercise 4
+    assert (lecture.block_size, lecture.n_embd, lecture.n_hidden, lecture.lr_decay_step) == (3, 10, 200, 100_000)
     with pytest.raises(ValidationError, match="block_size must be in \\[8, 8\\] for the wavenet network"):
         RunRequest.model_validate({"net": "wavenet", "block_size": 4})
 
@@ -544,6 +600,30 @@ def test_every_gradient_at_the_last_step_of_the_atomic_mode_agrees_with_autograd
     assert not wrong
     for name in grads_of("atomic"):
         assert state["nodes"][name]["status"] == "complete", name
+
+
+@pytest.mark.parametrize("mode", ["atomic", "fused_bn"])
+def test_the_why_drawer_and_the_written_rules_answer_for_every_tensor_3_d_ones_included(client, mode):
+    last = len(ops_for(mode))
+    for name in grads_of(mode):
+        params = {"net": "wavenet", "mode": mode, "step": last}
+        why = client.get(f"/api/why/{name}", params=params)
+        assert why.status_code == 200, (name, why.text)
+        assert why.json()["rules"] and all(rule["lines"] for rule in why.json()["rules"]), name
+        written = client.get(f"/api/instance/{name}", params=params)
+        assert written.status_code == 200, (name, written.text)
+        parts = written.json()["parts"]
+        assert parts and all(part["value"] is not None for part in parts), name
+
+
+def test_the_export_rebuilds_the_wavenet_with_its_init_lines(client):
+    solved = {"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"}
+    exported = client.post("/api/export", json={"net": "wavenet", "mode": "atomic", "steps": [solved]})
+    assert exported.status_code == 200
+    for node in pack.NODE_LIST:
+        if node.init is not None:
+            assert node.init.code in exported.text, node.name
+    assert "block_size = 8 " in exported.text  # the net's own context length
 
 
 # --- training -----------------------------------------------------------------------------------------------------
@@ -567,6 +647,27 @@ def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset
     assert float(losses[-100:].mean()) < float(losses[:100].mean()) - 0.4  # the first 100 steps average ~3
     (result,) = [data for kind, data in events if kind == "result"]
     assert result["train_loss"] < 2.5 and result["val_loss"] < 2.5 and len(result["samples"]) == 20
+
+
+@pytest.mark.slow  # the learner's block is checked and compiled, then trains; the evaluation takes most of it
+def test_a_learners_block_written_from_the_fused_rules_trains_the_wavenet(lecture_dataset):
+    """Exercise 4 with your own backward: the compiled block runs the 3-D lines (sums over dims (0, 1), views)."""
+    from server.training.code_backward import CodeBackward, default_grads
+    from server.training.config import TrainConfig
+    from server.training.loop import Training
+
+    lines = [rule.code for op in pack.NET.backward_schedule("fused") for rule in op.rules]
+    code = "\n".join([*lines, f"grads = [{', '.join(default_grads(pack.NET))}]"])
+    events: list[tuple[str, dict]] = []
+    config = TrainConfig(
+        net="wavenet", max_steps=200, lr_decay_step=150_000, check_every=50, backward="code", code=code, **pack.DEFAULTS
+    )
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)))
+    assert isinstance(training.manual, CodeBackward)
+    assert training.run() == "finished"
+    checks = [data for kind, data in events if kind == "check"]
+    assert len(checks) == 5 and not any(check["wrong"] for check in checks)
+    assert float(training.losses[-20:].mean()) < float(training.losses[:20].mean()) - 0.3
 
 
 @pytest.mark.long
@@ -625,6 +726,8 @@ def test_the_training_form_takes_the_wavenets_sizes_when_it_is_chosen(page, base
     expect(form.locator("input[name=block_size]")).to_have_value("8")
     expect(form.locator("input[name=n_embd]")).to_have_value("24")
     expect(form.locator("input[name=n_hidden]")).to_have_value("128")
+    expect(form.locator("input[name=lr_decay_step]")).to_have_value("150000")  # makemore part 5's schedule
     page.get_by_test_id("cfg-net").select_option("makemore4")
     expect(form.locator("input[name=block_size]")).to_have_value("3")
     expect(form.locator("input[name=n_hidden]")).to_have_value("200")
+    expect(form.locator("input[name=lr_decay_step]")).to_have_value("100000")

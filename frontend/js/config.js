@@ -39,6 +39,9 @@ export const AXIS_TITLE = {
   query: "query position",
   key: "key position",
   one: "",
+  time: "time position (after fusing consecutive pairs)",
+  embd2: "pair position · embedding dimension",
+  hidden2: "pair position · hidden unit",
 };
 export const BACKWARD_COLOR = { manual: "#0072B2", autograd: "#D55E00", code: "#009E73" }; // Okabe-Ito blue / vermillion / green
 export const WRONG_COLOR = "#b3261e"; // a check that disagrees with autograd

@@ -184,6 +184,8 @@ class Net:
             "n_hidden": "the number of neurons in the hidden layer of the MLP",
         }
     )
+    # the same for a training run's own fields (its lecture's learning-rate schedule, say); the sizes come from defaults
+    train_defaults: Mapping[str, int | float] = field(default_factory=dict)
 
     @functools.cached_property
     def nodes_by_name(self) -> dict[str, Node]:

@@ -123,7 +123,8 @@ async def nets(request: Request) -> Response:
     listed = [
         {"name": net.name, "title": net.title, "about": net.about, "default": net.name == DEFAULT_NET,
          "modes": list(net.mode_names), "trained_mode": net.trained_mode,
-         "calibrated": [stat for op in net.ops for stat in op.calibrated], "defaults": dict(net.defaults)}
+         "calibrated": [stat for op in net.ops for stat in op.calibrated], "defaults": dict(net.defaults),
+         "train_defaults": dict(net.train_defaults)}
         for net in NETS.values()
     ]  # fmt: skip
     return cached or _json({"nets": listed}, headers)
@@ -162,8 +163,8 @@ def _meta(name: str) -> dict[str, Any]:
     return {
         "modes": modes,
         "default_mode": net.mode_names[0],
-        "config": _net_fields(_fields(PassQuery, skip=("mode",)), net),
-        "train": _net_fields(_fields(RunRequest), net),
+        "config": _net_fields(_fields(PassQuery, skip=("mode",)), net, net.defaults),
+        "train": _net_fields(_fields(RunRequest), net, {**net.defaults, **net.train_defaults}),
         "train_mode": net.trained_mode,
         "train_code": {
             "reads": list(code_backward.reads(net)),
@@ -174,10 +175,10 @@ def _meta(name: str) -> dict[str, Any]:
     }
 
 
-def _net_fields(fields: dict[str, dict[str, Any]], net: Net) -> dict[str, dict[str, Any]]:
-    """The fields with the net's own defaults (Net.defaults) and bounds (Net.bounds) in place of every net's."""
+def _net_fields(fields: dict[str, dict[str, Any]], net: Net, defaults: Any) -> dict[str, dict[str, Any]]:
+    """The fields with the net's own defaults and bounds (Net.bounds) in place of every net's."""
     out = {name: dict(field) for name, field in fields.items()}
-    for name, value in net.defaults.items():
+    for name, value in defaults.items():
         if name in out:
             out[name]["default"] = value
     for name, (low, high) in net.bounds.items():

@@ -44,10 +44,12 @@ def _net_bounds(fields: BaseModel) -> None:
             raise ValueError(f"{name} must be in [{low}, {high}] for the {net.name} network, got {value}")
 
 
-def _with_net_defaults(data: Any) -> Any:
-    """A request naming a net without some of its sizes gets the net's own (Net.defaults), not the lecture's."""
+def _with_net_defaults(data: Any, train: bool = False) -> Any:
+    """A request naming a net without some of its sizes gets the net's own (Net.defaults), not the lecture's; a
+    training run its schedule too (Net.train_defaults)."""
     if isinstance(data, dict) and isinstance(name := data.get("net"), str) and name in NETS:
-        return {**NETS[name].defaults, **data}
+        net = NETS[name]
+        return {**net.defaults, **(net.train_defaults if train else {}), **data}
     return data
 
 
@@ -346,7 +348,7 @@ class RunRequest(BaseModel):
     keep_running: StrictBool = Field(False, description="train on when nobody watches its event stream")
     net: NetName = Field(DEFAULT_NET, description="the network to train (GET /api/nets)")
 
-    _net_defaults = model_validator(mode="before")(_with_net_defaults)
+    _net_defaults = model_validator(mode="before")(lambda data: _with_net_defaults(data, train=True))
 
     @model_validator(mode="after")
     def _code_with_code(self) -> RunRequest:
@@ -506,6 +508,7 @@ class NetPublic(BaseModel):
     trained_mode: str
     calibrated: list[str]  # the statistics set over the training split after training (batchnorm's); [] for none
     defaults: dict[str, int]  # the config fields a request naming this net without them gets ({}: the lecture's)
+    train_defaults: dict[str, int | float]  # the same for a training run's own fields (its schedule)
 
 
 class NetsPublic(BaseModel):

@@ -11,7 +11,7 @@ level folds its block with Exercise 3's closed form, n replaced by the count of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any
 
 import torch
@@ -34,6 +34,8 @@ TRAINED_MODE = "fused"  # the training loop's backward: every batchnorm and the 
 LEVELS = 3  # three halvings of the context: block_size must be 2**3
 # makemore part 5's final configuration: a request naming this net without these fields gets them
 DEFAULTS: dict[str, int] = {"block_size": 8, "n_embd": 24, "n_hidden": 128}
+# makemore part 5's learning-rate schedule: 0.1, then 0.01 from step 150,000 (of 200,000)
+TRAIN_DEFAULTS: dict[str, int | float] = {"lr_decay_step": 150_000}
 # the context must halve three times to one position; two entries per statistic at least (Bessel's n-1)
 BOUNDS: dict[str, tuple[int, int]] = {"block_size": (8, 8)}
 _CE = ("logit_maxes", "norm_logits", "counts", "counts_sum", "counts_sum_inv", "probs", "logprobs", "loss")
@@ -66,6 +68,10 @@ class _Level:
         self.bcast = BCAST_T if self.three_d else BCAST_B
         self.spread = SUM_T if self.three_d else SUM_B
 
+    def example(self, kind: str) -> str | None:
+        """The Why drawer's worked example of a rule: its examples read 2-D tensors, so a 3-D level has none."""
+        return None if self.three_d else kind
+
     def m(self, v: Any) -> int:
         """The count of entries each statistic reduces: n*T on a 3-D input, n on the last, 2-D one."""
         x = getattr(v, self.pre)
@@ -73,15 +79,13 @@ class _Level:
 
 
 def _t(name: str) -> str:
+    """A node's name in a derivation, as the page points at it."""
     return rf"\text{{{name}}}"
 
 
 def _d(name: str) -> str:
+    """A node's gradient in a derivation."""
     return rf"\text{{d{name}}}"
-
-
-def _g(name: str) -> Callable[[Any], Any]:
-    return lambda ns: getattr(ns, name)
 
 
 # --- the nodes -------------------------------------------------------------------------------------------------
@@ -252,7 +256,7 @@ def _linear_no_bias(lv: _Level) -> Op:
                     rf"\frac{{\partial\,{_t(out)}_{{{ix},j}}}}{{\partial\,{_t(x)}_{{{ix},k}}}} = {_t(w)}_{{kj}} \quad \text{{for every column }} j",
                     rf"{_d(x)}_{{{ix},k}} = \sum_j {_d(out)}_{{{ix},j}}\;{_t(w)}_{{kj}}",
                 ),
-                example="matmul",
+                example=lv.example("matmul"),
             ),
             Rule(
                 w,
@@ -264,7 +268,7 @@ def _linear_no_bias(lv: _Level) -> Op:
                     rf"\frac{{\partial\,{_t(out)}_{{{ix},j}}}}{{\partial\,{_t(w)}_{{kj}}}} = {_t(x)}_{{{ix},k}} \quad {over}",
                     rf"{_d(w)}_{{kj}} = {sums} {_t(x)}_{{{ix},k}}\;{_d(out)}_{{{ix},j}}",
                 ),
-                example="matmul",
+                example=lv.example("matmul"),
             ),
         ),
         f"level {lv.level}: a linear layer without bias (batchnorm follows)",
@@ -330,7 +334,7 @@ def _bn_ops(lv: _Level) -> list[Op]:
                         rf"\frac{{\partial\,{_t(L.diff)}_{{{i}j}}}}{{\partial\,{_t(L.mean)}_j}} = -1",
                         rf"{_d(L.mean)}_j = -{S} {_d(L.diff)}_{{{i}j}}",
                     ),
-                    example="sum",
+                    example=lv.example("sum"),
                 ),
             ),
             f"level {lv.level} batchnorm: centre",
@@ -437,7 +441,7 @@ def _bn_ops(lv: _Level) -> list[Op]:
                         rf"\frac{{\partial\,{_t(L.raw)}_{{{i}j}}}}{{\partial\,{_t(L.var_inv)}_j}} = {_t(L.diff)}_{{{i}j}}",
                         rf"{_d(L.var_inv)}_j = {S} {_t(L.diff)}_{{{i}j}}\;{_d(L.raw)}_{{{i}j}}",
                     ),
-                    example="sum",
+                    example=lv.example("sum"),
                 ),
             ),
             f"level {lv.level} batchnorm: normalise",
@@ -460,6 +464,7 @@ def _bn_ops(lv: _Level) -> list[Op]:
     ]
 
 
+@functools.cache  # one Rule per level: the atomic scale-and-shift line and the fused op share it
 def _gain_rule(lv: _Level) -> Rule:
     i, S = lv.idx, lv.sum_over
     return Rule(
@@ -472,7 +477,7 @@ def _gain_rule(lv: _Level) -> Rule:
             rf"\frac{{\partial\,{_t(lv.act)}_{{{i}j}}}}{{\partial\,{_t(lv.gain)}_j}} = {_t(lv.raw)}_{{{i}j}}",
             rf"{_d(lv.gain)}_j = {S} {_t(lv.raw)}_{{{i}j}}\;{_d(lv.act)}_{{{i}j}}",
         ),
-        example="sum",
+        example=lv.example("sum"),
     )
 
 
@@ -491,6 +496,7 @@ def _raw_rule(lv: _Level) -> Rule:
     )
 
 
+@functools.cache
 def _bias_rule(lv: _Level) -> Rule:
     i, S = lv.idx, lv.sum_over
     return Rule(
@@ -503,7 +509,7 @@ def _bias_rule(lv: _Level) -> Rule:
             rf"\frac{{\partial\,{_t(lv.act)}_{{{i}j}}}}{{\partial\,{_t(lv.bias)}_j}} = 1",
             rf"{_d(lv.bias)}_j = {S} {_d(lv.act)}_{{{i}j}}",
         ),
-        example="sum",
+        example=lv.example("sum"),
     )
 
 
@@ -610,7 +616,7 @@ def _tanh(lv: _Level) -> Op:
                     rf"\frac{{\partial\,{_t(lv.h)}_{{{i}j}}}}{{\partial\,{_t(lv.act)}_{{{i}j}}}} = 1 - {_t(lv.h)}_{{{i}j}}^2",
                     rf"{_d(lv.act)}_{{{i}j}} = (1 - {_t(lv.h)}_{{{i}j}}^2)\;{_d(lv.h)}_{{{i}j}}",
                 ),
-                example="tanh",
+                example=lv.example("tanh"),
                 rounding="autograd's tanh backward computes grad · (1 − y²) in one kernel; the line rounds each operation",
             ),
         ),
@@ -762,4 +768,5 @@ NET = Net(
     bounds=BOUNDS,
     data_about="the lecture's names, a context of block_size characters (8: three halvings to one position)",
     defaults=DEFAULTS,
+    train_defaults=TRAIN_DEFAULTS,
 )
