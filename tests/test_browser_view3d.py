@@ -171,3 +171,31 @@ def test_attention_weights_open_as_a_query_by_key_map_per_batch_row(page, base_u
     act(page, lambda: page.get_by_test_id("slice").fill("5"))
     assert_slice(page, detail, q, k, b, 5)
     assert "slice=5" in page.url and "axes=" not in page.url
+
+
+@pytest.mark.parametrize("net", [name for name in NETS if name not in ("makemore4", "layernorm")])
+def test_a_3d_gradient_of_several_ops_shows_each_contribution_on_the_same_slice(page, base_url, net):  # noqa: F811
+    page.goto(f"{base_url}/api/health")
+    mode = NETS[net].mode_names[0]
+    graph = served(page, f"/api/graph?net={net}&mode={mode}")
+    several = [n for n in graph["nodes"] if len(n["shape"]) == 3 and n["contributions"] > 1]
+    if not several:
+        pytest.skip(f"no 3-D tensor of {net} is read by several ops")
+    node = max(several, key=lambda n: numpy.prod(n["shape"]))  # the largest: asked for one slice at a time
+    last = len(graph["schedule"])
+    query = f"net={net}&mode={mode}&step={last}"
+    open_page(page, f"{base_url}/?{query}&node={node['name']}&pin=1&axes=0,2&slice=1&view=value")
+    detail = served(page, f"/api/tensor/{node['name']}?{query}")
+    want = [*(c["manual"]["data"] for c in detail["split"]), detail["grad_manual"]["data"]]
+    # opened whole (the page learns the shape with it), then a slice asked for alone
+    for index in (1, 2):
+        if index == 2:
+            act(page, lambda: page.get_by_test_id("slice").fill("2"))
+        assert_slice(page, detail, 0, 2, 1, index)
+        drawn = page.evaluate(
+            "() => [...document.querySelectorAll('[data-testid=split] figure canvas')].map((c) => c.grid.z)"
+        )
+        # each contribution, then their sum: every one cut at dim 1 where the main plot is
+        assert len(drawn) == len(want) == node["contributions"] + 1
+        for z, data in zip(drawn, want, strict=True):
+            numpy.testing.assert_array_equal(as_array(z), expected_slice(data, 0, 2, 1, index))
