@@ -399,7 +399,9 @@ export function entryOf(detail, [i, j], at) {
 function where(detail, at, i, j, grid) {
   if (!at) return `row ${i} ${esc(grid.y[i])} · col ${j} ${esc(grid.x[j])}`;
   const index = entryAt(at, at.index, i, j);
-  const named = index.map((k, d) => `${esc(axisTitle(detail.axes[d]))} ${k}${detail.labels[d][k] !== String(k) ? ` ${esc(detail.labels[d][k])}` : ""}`);
+  // a label that only repeats the index ("q7", "h5") is left out; a context ("emm→a"), a pair ("p1·e3") is said
+  const plain = (label, k) => new RegExp(`^[a-z]*${k}$`).test(label);
+  const named = index.map((k, d) => `${esc(shortTitle(detail.axes[d]))} ${k}${plain(detail.labels[d][k], k) ? "" : ` ${esc(detail.labels[d][k])}`}`);
   return `${esc(detail.name)}[${index.join(", ")}] · ${named.join(" · ")}`;
 }
 
