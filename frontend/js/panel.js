@@ -76,17 +76,19 @@ function gridOf(detail, tensor, at) {
 
 // an axis's title up to its colon ("batch row: context → target" is a "batch row"), for the controls
 const shortTitle = (axis) => axisTitle(axis).split(":")[0];
+// a dim of a node by its axis's short title, or by its number where the axis has no title (a kept dim of size 1)
+const dimName = (detail, d) => shortTitle(detail.axes[d]) || `dim ${d}`;
 
 // The slice's controls: which two axes are the map (a select of the six layouts) and where the third is cut
 // (a slider, the slice it shows beside it). Both keyboard controls with a label each.
 function sliceControls(detail, at) {
   const options = LAYOUTS.map((l) => {
-    const text = `${shortTitle(detail.axes[l.rows])} × ${shortTitle(detail.axes[l.cols])} (${detail.shape[l.rows]} × ${detail.shape[l.cols]})`;
+    const text = `${dimName(detail, l.rows)} × ${dimName(detail, l.cols)} (${detail.shape[l.rows]} × ${detail.shape[l.cols]})`;
     return `<option value="${l.rows},${l.cols}" ${l.rows === at.rows && l.cols === at.cols ? "selected" : ""}>${esc(text)}</option>`;
   }).join("");
   return `<div class="slice3d" role="group" aria-label="which 2-D slice of the 3-D tensor the heatmaps show" data-testid="slice-controls">
       <label>rows × columns <select data-testid="slice-axes">${options}</select></label>
-      <label>${esc(shortTitle(detail.axes[at.cut]))} (dim ${at.cut}) <input type="range" data-testid="slice" min="0" max="${detail.shape[at.cut] - 1}"
+      <label>${esc(shortTitle(detail.axes[at.cut]) ? `${shortTitle(detail.axes[at.cut])} (dim ${at.cut})` : `dim ${at.cut}`)} <input type="range" data-testid="slice" min="0" max="${detail.shape[at.cut] - 1}"
         step="1" value="${at.index}" aria-valuetext="${esc(sliceValue(detail, at))}"></label>
       <output data-testid="slice-label">${esc(sliceText(detail, at))}</output>
     </div>`;
@@ -102,7 +104,7 @@ function sliceText(detail, at) {
 // the slider's value in words: "batch row 3 of 32: emm→a"
 function sliceValue(detail, at) {
   const label = detail.labels[at.cut][at.index];
-  return `${shortTitle(detail.axes[at.cut])} ${at.index} of ${detail.shape[at.cut]}${label !== String(at.index) ? `: ${label}` : ""}`;
+  return `${dimName(detail, at.cut)} ${at.index} of ${detail.shape[at.cut]}${label !== String(at.index) ? `: ${label}` : ""}`;
 }
 
 // a wrong-shaped gradient is drawn in its own shape: its labels are indices where the node's do not fit
@@ -401,7 +403,7 @@ function where(detail, at, i, j, grid) {
   const index = entryAt(at, at.index, i, j);
   // a label that only repeats the index ("q7", "h5") is left out; a context ("emm→a"), a pair ("p1·e3") is said
   const plain = (label, k) => new RegExp(`^[a-z]*${k}$`).test(label);
-  const named = index.map((k, d) => `${esc(shortTitle(detail.axes[d]))} ${k}${plain(detail.labels[d][k], k) ? "" : ` ${esc(detail.labels[d][k])}`}`);
+  const named = index.map((k, d) => `${esc(dimName(detail, d))} ${k}${plain(detail.labels[d][k], k) ? "" : ` ${esc(detail.labels[d][k])}`}`);
   return `${esc(detail.name)}[${index.join(", ")}] · ${named.join(" · ")}`;
 }
 
