@@ -71,7 +71,7 @@ function gridOf(detail, tensor, at) {
   const own = tensor.shape.length === detail.shape.length && tensor.shape.every((n, i) => n === detail.shape[i]);
   // a wrong-shaped 3-D gradient is cut the same way, at an index it has
   const cut = at && tensor.shape.length === 3 ? { ...at, index: clampIndex(at.index, tensor.shape[at.cut]) } : at;
-  return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), own ? detail.axes : tensor.shape.map(() => "one"), cut);
+  return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), detail.axes, cut);
 }
 
 // an axis's title up to its colon ("batch row: context → target" is a "batch row"), for the controls
