@@ -405,9 +405,10 @@ def test_a_bugs_texts_quote_no_sizes(bug):
         assert numbers <= {"0", "1", "2", "0.5"}, (bug.name, numbers)
 
 
-def test_the_slip_the_pack_names_is_sqrt_hs(leaves):
-    (slip,) = pack.SLIPS
-    assert slip.factor(SimpleNamespace(**leaves)) == pytest.approx(math.sqrt(HS)) and "hs**-0.5" in slip.why
+def test_the_slips_the_pack_names_are_sqrt_hs_and_its_inverse(leaves):
+    forgot, twice = pack.SLIPS
+    assert forgot.factor(SimpleNamespace(**leaves)) == pytest.approx(math.sqrt(HS)) and "hs**-0.5" in forgot.why
+    assert twice.factor(SimpleNamespace(**leaves)) == pytest.approx(1 / math.sqrt(HS)) and "once" in twice.why
 
 
 # --- the API ----------------------------------------------------------------------------------------------------
@@ -477,6 +478,7 @@ def test_the_rule_with_numbers_writes_a_batched_product_out_entry_by_entry(clien
 # --- training -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_1500_step_run_trains_with_the_packs_declared_backward(lecture_dataset):
     """No hand-tuned kernel: the generic trainer runs the pack's rules, checked against autograd as it goes."""
     from server.training.config import TrainConfig
@@ -529,6 +531,7 @@ grads = [dC, dP, dWq, dWk, dWv, dW2, db2]
 """
 
 
+@pytest.mark.slow
 def test_the_heads_training_block_compiles_and_trains_as_the_declared_backward_does(lecture_dataset):
     """The compiled training block learns the head's vocabulary: transpose, batched @, masked_fill, tril, tuples of
     dims. The same seed and batches as the declared backward: the same losses, every check agreeing."""
@@ -622,6 +625,16 @@ def test_a_missing_one_over_sqrt_hs_is_named_with_its_factor(check_client):
     ]
 
 
+def test_a_scale_applied_twice_is_named_with_its_factor(check_client):
+    step = [op.name for op in reversed(ops_for("atomic"))].index("wei") + 1
+    body = {"net": "attention", "mode": "atomic", "step": step, "code": "dqk = dwei * hs**-1"}
+    (item,) = check_client.post("/api/check", json=body).json()["results"]
+    assert item["feedback"] == [
+        "dqk is 0.25× autograd's — 1/√hs is 0.25: did you scale twice, or by hs**-1? The forward scaled the "
+        "scores once, by hs**-0.5"
+    ]
+
+
 def test_a_softmax_summed_over_the_queries_is_named_as_the_wrong_dim(check_client):
     step = [op.name for op in reversed(ops_for("fused_sm"))].index("softmax") + 1
     code = "dwei_masked = att * (datt - (att * datt).sum(-2, keepdim=True))"
@@ -633,6 +646,7 @@ def test_a_softmax_summed_over_the_queries_is_named_as_the_wrong_dim(check_clien
     ]
 
 
+@pytest.mark.slow
 def test_the_whole_atomic_cell_is_graded_right_and_its_export_runs_and_agrees(check_client, tmp_path):
     """Exercise 1's cell for the head, every line in the lecture's order: one check of the cell, then the .py the
     page exports, run with this project's Python on the lecture's names: every cmp line approximately right."""

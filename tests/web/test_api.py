@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 import server.core.engine as engine
 from server.core.config import ModelConfig
 from server.explain.layout import graph_layout
+from server.net.packs import NETS
 from server.web.app import create_app
 from tests.lecture import BUGS, LAYERS, MODES, NET, PARAMS, backward_schedule, bug_modes, nodes_for_mode, ops_for_mode
 
@@ -201,7 +202,9 @@ def test_zero_bias_does_what_its_description_says(client):
         assert t["value"]["min"] == t["value"]["max"] == value, name
 
 
-MAX_STEPS = max(len(ops_for_mode(mode)) for mode in MODES)  # the atomic schedule's
+# the longest schedule of any net (the query's bound; a step past a shorter mode's end is that mode's 422)
+MAX_STEPS = max(len(net.ops_for_mode(mode)) for net in NETS.values() for mode in net.mode_names)
+LECTURE_STEPS = len(ops_for_mode("atomic"))
 FUSED = len(ops_for_mode("fused"))
 
 
@@ -219,6 +222,7 @@ FUSED = len(ops_for_mode("fused"))
         ("/api/state", {"dtype": "float16"}, 422, "dtype"),
         ("/api/state", {"init": "kaiming"}, 422, "init"),
         ("/api/state", {"step": MAX_STEPS + 1}, 422, f"less than or equal to {MAX_STEPS}"),
+        ("/api/state", {"step": LECTURE_STEPS + 1}, 422, f"past the end: mode atomic has {LECTURE_STEPS} backward"),
         ("/api/state", {"step": FUSED + 1, "mode": "fused"}, 422, f"past the end: mode fused has {FUSED} backward"),
         ("/api/state", {"step": -1}, 422, "step"),
         ("/api/state", {"data": "/etc/passwd"}, 422, "data"),

@@ -682,6 +682,11 @@ SLIPS = (
         "√hs",
         "did you forget the hs**-0.5 of the scores (wei = qk * hs**-0.5)?",
     ),
+    Slip(
+        lambda v: v.hs**-0.5,
+        "1/√hs",
+        "did you scale twice, or by hs**-1? The forward scaled the scores once, by hs**-0.5",
+    ),
 )
 
 # what a check process grades before its first learner: a first step, the scaling, the mask, the batched products,
