@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from server.net.packs import NETS
@@ -199,3 +200,11 @@ def test_a_3d_gradient_of_several_ops_shows_each_contribution_on_the_same_slice(
         assert len(drawn) == len(want) == node["contributions"] + 1
         for z, data in zip(drawn, want, strict=True):
             numpy.testing.assert_array_equal(as_array(z), expected_slice(data, 0, 2, 1, index))
+
+
+@pytest.mark.parametrize(("net", "mode", "node"), CASES, ids=[c[0] for c in CASES])
+def test_axe_finds_nothing_in_a_3d_nodes_controls(page, base_url, net, mode, node):  # noqa: F811
+    open_page(page, f"{base_url}/?net={net}&mode={mode}&step=0&node={node}&pin=1&axes=0,2&slice=1")
+    # the select, the slider and what they show: every finding, minor to critical
+    found = Axe().run(page, context="[data-testid=slice-controls]").response["violations"]
+    assert not found, [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in found]
