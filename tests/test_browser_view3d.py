@@ -129,6 +129,8 @@ def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode
     expect(page.get_by_test_id("readout")).to_contain_text(f"{node}[{', '.join(map(str, index))}]")
     a, b, c = index
     assert float(page.get_by_test_id("readout-value").text_content()) == detail["value"]["data"][a][b][c]
+    # the entry's rule written out with its numbers is the same entry's
+    expect(page.get_by_test_id("cell-rule")).to_contain_text(f"d{node}[{a},{b},{c}]")
     # the URL is a permalink: a reload draws the same slice of the same map
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
