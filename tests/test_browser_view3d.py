@@ -210,3 +210,23 @@ def test_axe_finds_nothing_in_a_3d_nodes_controls(page, base_url, net, mode, nod
     # the select, the slider and what they show: every finding, minor to critical
     found = Axe().run(page, context="[data-testid=slice-controls]").response["violations"]
     assert not found, [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in found]
+
+
+def test_a_urls_slice_past_the_dim_or_on_a_2d_node_is_said_and_fitted(page, base_url):  # noqa: F811
+    net, mode, node = CASES[0]
+    page.goto(f"{base_url}/api/health")
+    last = len(served(page, f"/api/graph?net={net}&mode={mode}")["schedule"])
+    query = f"net={net}&mode={mode}&step={last}"
+    detail = served(page, f"/api/tensor/{node}?{query}")
+    cut = detail["axes"].index("batch") if "batch" in detail["axes"] else 0
+    end = detail["shape"][cut] - 1
+    open_page(page, f"{base_url}/?{query}&node={node}&pin=1&slice=999")
+    expect(page.get_by_test_id("url-note")).to_contain_text(f"slice=999 is past {node}'s dim {cut}")
+    expect(page.get_by_test_id("slice")).to_have_value(str(end))
+    assert f"slice={end}" in page.url
+    # a 2-D node: no slice controls, and the URL drops what does not apply
+    two = next(n["name"] for n in served(page, f"/api/graph?net={net}&mode={mode}")["nodes"] if len(n["shape"]) == 2)
+    open_page(page, f"{base_url}/?{query}&node={two}&pin=1&slice=3&axes=0,2")
+    expect(page.get_by_test_id("url-note")).to_contain_text(f"{two} has 2 dims")
+    expect(page.get_by_test_id("slice-controls")).to_have_count(0)
+    assert "slice=" not in page.url and "axes=" not in page.url
