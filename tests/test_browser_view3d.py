@@ -102,14 +102,25 @@ def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode
     act(page, lambda: page.get_by_test_id("slice").fill(str(end)))
     assert_slice(page, detail, rows, cols, cut, end)
     assert f"slice={end}" in page.url
-    # a large tensor is asked for as that slice alone; a small one whole (drawn from what the page holds)
+    # a large tensor is asked for as that slice alone (the page knows its shape now); a small one whole
     large = numpy.prod(shape) > page.evaluate("import('/js/config.js').then((m) => m.SLICE_OVER)")
     sliced = [u for u in asked if "slice_dim=" in u]
     assert sliced == ([u for u in asked if f"slice_dim={cut}&slice_index={end}" in u] if large else []), asked
     assert bool(sliced) == large, asked
-    # the keyboard: an arrow key on the slider moves one slice and leaves the focus on it
-    act(page, lambda: page.get_by_test_id("slice").press("ArrowLeft"))
+    # dragging (input events alone): a tensor held whole is drawn at each slice, the URL waits for the release
+    page.get_by_test_id("slice").evaluate(f"(s) => {{ s.value = '{end - 1}'; s.dispatchEvent(new Event('input')); }}")
+    expect(page.get_by_test_id("slice-label")).to_contain_text(f"{node}[")
+    if large:  # held as one slice: the heatmaps stay until the new one is taken
+        assert shown(page)["z"] == expected_slice(detail["value"]["data"], rows, cols, cut, end).tolist()
+    else:
+        assert_slice(page, detail, rows, cols, cut, end - 1)
+    assert f"slice={end}" in page.url
+    act(page, lambda: page.get_by_test_id("slice").dispatch_event("change"))
     assert_slice(page, detail, rows, cols, cut, end - 1)
+    assert f"slice={end - 1}" in page.url
+    # the keyboard: an arrow key on the slider moves one slice and leaves the focus on it
+    act(page, lambda: page.get_by_test_id("slice").press("ArrowRight"))
+    assert_slice(page, detail, rows, cols, cut, end)
     expect(page.get_by_test_id("slice")).to_be_focused()
     # another map: the sliced axis as the rows, the first of the other two sliced
     act(page, lambda: page.get_by_test_id("slice-axes").select_option(f"{cut},{cols}"))

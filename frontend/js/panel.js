@@ -214,6 +214,7 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
       const moved = { ...at, index: Number(slider.value) };
       label.textContent = sliceText(detail, moved);
       slider.setAttribute("aria-valuetext", sliceValue(detail, moved));
+      if (!detail.value.slice) preview(el, moved); // held whole: every slice drawn while dragging
     };
     // the node's own layout stays out of the URL (null), as its defaults do
     const own = defaultLayout(detail.axes);
@@ -264,6 +265,22 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
   }
   renderSplit(el.querySelector(".split"), detail);
   return drawMain(el);
+}
+
+// A slice drawn while the slider is dragged, from the tensor the page holds whole: no request and no URL change
+// until the slider is let go (its change event), which takes the slice as any other choice.
+function preview(el, at) {
+  if (!current || !current.at) return;
+  const { detail, panels, grids } = current;
+  current.at = at;
+  for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, at);
+  for (const fig of el.querySelectorAll(".thumbs .thumb")) {
+    const p = panels[fig.dataset.view];
+    if (grids[p.key] && !p.empty) thumb(fig.querySelector("canvas"), grids[p.key], rangeOf(p), sameShape(p.key) ? cross : null);
+  }
+  renderSplit(el.querySelector(".split"), detail);
+  drawMain(el);
+  if (cross) setCross(el, cross, current.view); // the readout's numbers are the new slice's
 }
 
 // the crosshair spans panels of the node's own shape (a wrong-shaped gradient has other cells)
