@@ -86,6 +86,7 @@ bench: setup browser-deps postgres-deps bench-deps
 	$(BIN)/python bench/proxy_bench.py --client h2load
 	$(BIN)/python bench/proxy_bench.py --class-checks
 	$(BIN)/python bench/queue_bench.py
+	$(BIN)/python bench/slice_bench.py
 
 # the abuse cases of docs/reliability.md's table; BEFORE=DIR measures an older tree beside this one
 bench-attacks: setup

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from server.net.packs import NETS
@@ -101,14 +102,25 @@ def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode
     act(page, lambda: page.get_by_test_id("slice").fill(str(end)))
     assert_slice(page, detail, rows, cols, cut, end)
     assert f"slice={end}" in page.url
-    # a large tensor is asked for as that slice alone; a small one whole (drawn from what the page holds)
+    # a large tensor is asked for as that slice alone (the page knows its shape now); a small one whole
     large = numpy.prod(shape) > page.evaluate("import('/js/config.js').then((m) => m.SLICE_OVER)")
     sliced = [u for u in asked if "slice_dim=" in u]
     assert sliced == ([u for u in asked if f"slice_dim={cut}&slice_index={end}" in u] if large else []), asked
     assert bool(sliced) == large, asked
-    # the keyboard: an arrow key on the slider moves one slice and leaves the focus on it
-    act(page, lambda: page.get_by_test_id("slice").press("ArrowLeft"))
+    # dragging (input events alone): a tensor held whole is drawn at each slice, the URL waits for the release
+    page.get_by_test_id("slice").evaluate(f"(s) => {{ s.value = '{end - 1}'; s.dispatchEvent(new Event('input')); }}")
+    expect(page.get_by_test_id("slice-label")).to_contain_text(f"{node}[")
+    if large:  # held as one slice: the heatmaps stay until the new one is taken
+        assert shown(page)["z"] == expected_slice(detail["value"]["data"], rows, cols, cut, end).tolist()
+    else:
+        assert_slice(page, detail, rows, cols, cut, end - 1)
+    assert f"slice={end}" in page.url
+    act(page, lambda: page.get_by_test_id("slice").dispatch_event("change"))
     assert_slice(page, detail, rows, cols, cut, end - 1)
+    assert f"slice={end - 1}" in page.url
+    # the keyboard: an arrow key on the slider moves one slice and leaves the focus on it
+    act(page, lambda: page.get_by_test_id("slice").press("ArrowRight"))
+    assert_slice(page, detail, rows, cols, cut, end)
     expect(page.get_by_test_id("slice")).to_be_focused()
     # another map: the sliced axis as the rows, the first of the other two sliced
     act(page, lambda: page.get_by_test_id("slice-axes").select_option(f"{cut},{cols}"))
@@ -128,6 +140,8 @@ def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode
     expect(page.get_by_test_id("readout")).to_contain_text(f"{node}[{', '.join(map(str, index))}]")
     a, b, c = index
     assert float(page.get_by_test_id("readout-value").text_content()) == detail["value"]["data"][a][b][c]
+    # the entry's rule written out with its numbers is the same entry's
+    expect(page.get_by_test_id("cell-rule")).to_contain_text(f"d{node}[{a},{b},{c}]")
     # the URL is a permalink: a reload draws the same slice of the same map
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
@@ -171,3 +185,59 @@ def test_attention_weights_open_as_a_query_by_key_map_per_batch_row(page, base_u
     act(page, lambda: page.get_by_test_id("slice").fill("5"))
     assert_slice(page, detail, q, k, b, 5)
     assert "slice=5" in page.url and "axes=" not in page.url
+
+
+@pytest.mark.parametrize("net", [name for name in NETS if name not in ("makemore4", "layernorm")])
+def test_a_3d_gradient_of_several_ops_shows_each_contribution_on_the_same_slice(page, base_url, net):  # noqa: F811
+    page.goto(f"{base_url}/api/health")
+    mode = NETS[net].mode_names[0]
+    graph = served(page, f"/api/graph?net={net}&mode={mode}")
+    several = [n for n in graph["nodes"] if len(n["shape"]) == 3 and n["contributions"] > 1]
+    if not several:
+        pytest.skip(f"no 3-D tensor of {net} is read by several ops")
+    node = max(several, key=lambda n: numpy.prod(n["shape"]))  # the largest: asked for one slice at a time
+    last = len(graph["schedule"])
+    query = f"net={net}&mode={mode}&step={last}"
+    open_page(page, f"{base_url}/?{query}&node={node['name']}&pin=1&axes=0,2&slice=1&view=value")
+    detail = served(page, f"/api/tensor/{node['name']}?{query}")
+    want = [*(c["manual"]["data"] for c in detail["split"]), detail["grad_manual"]["data"]]
+    # opened whole (the page learns the shape with it), then a slice asked for alone
+    for index in (1, 2):
+        if index == 2:
+            act(page, lambda: page.get_by_test_id("slice").fill("2"))
+        assert_slice(page, detail, 0, 2, 1, index)
+        drawn = page.evaluate(
+            "() => [...document.querySelectorAll('[data-testid=split] figure canvas')].map((c) => c.grid.z)"
+        )
+        # each contribution, then their sum: every one cut at dim 1 where the main plot is
+        assert len(drawn) == len(want) == node["contributions"] + 1
+        for z, data in zip(drawn, want, strict=True):
+            numpy.testing.assert_array_equal(as_array(z), expected_slice(data, 0, 2, 1, index))
+
+
+@pytest.mark.parametrize(("net", "mode", "node"), CASES, ids=[c[0] for c in CASES])
+def test_axe_finds_nothing_in_a_3d_nodes_controls(page, base_url, net, mode, node):  # noqa: F811
+    open_page(page, f"{base_url}/?net={net}&mode={mode}&step=0&node={node}&pin=1&axes=0,2&slice=1")
+    # the select, the slider and what they show: every finding, minor to critical
+    found = Axe().run(page, context="[data-testid=slice-controls]").response["violations"]
+    assert not found, [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in found]
+
+
+def test_a_urls_slice_past_the_dim_or_on_a_2d_node_is_said_and_fitted(page, base_url):  # noqa: F811
+    net, mode, node = CASES[0]
+    page.goto(f"{base_url}/api/health")
+    last = len(served(page, f"/api/graph?net={net}&mode={mode}")["schedule"])
+    query = f"net={net}&mode={mode}&step={last}"
+    detail = served(page, f"/api/tensor/{node}?{query}")
+    cut = detail["axes"].index("batch") if "batch" in detail["axes"] else 0
+    end = detail["shape"][cut] - 1
+    open_page(page, f"{base_url}/?{query}&node={node}&pin=1&slice=999")
+    expect(page.get_by_test_id("url-note")).to_contain_text(f"slice=999 is past {node}'s dim {cut}")
+    expect(page.get_by_test_id("slice")).to_have_value(str(end))
+    assert f"slice={end}" in page.url
+    # a 2-D node: no slice controls, and the URL drops what does not apply
+    two = next(n["name"] for n in served(page, f"/api/graph?net={net}&mode={mode}")["nodes"] if len(n["shape"]) == 2)
+    open_page(page, f"{base_url}/?{query}&node={two}&pin=1&slice=3&axes=0,2")
+    expect(page.get_by_test_id("url-note")).to_contain_text(f"{two} has 2 dims")
+    expect(page.get_by_test_id("slice-controls")).to_have_count(0)
+    assert "slice=" not in page.url and "axes=" not in page.url

@@ -83,7 +83,22 @@ async function fetchView() {
     return { view, detail: null };
   }
   if (detail instanceof Error) throw detail;
+  fitSlice(detail);
   return { view, detail };
+}
+
+// The slice a URL asks for, made one the node has: an index past its dim is its last, and a node that is not 3-D
+// has no slice or map (the URL's line says so, and the URL then names what is shown)
+function fitSlice(detail) {
+  if (!detail) return;
+  const at = panelView.cutOf(detail, state);
+  if (!at && (state.slice || state.axes)) {
+    if (!renders) urlNote(`${detail.name} has ${detail.shape.length} dims: a slice and a map are for a 3-D tensor`);
+    state = { ...state, slice: 0, axes: null };
+  } else if (at && at.index !== state.slice) {
+    if (!renders) urlNote(`slice=${state.slice} is past ${detail.name}'s dim ${at.cut} (${detail.shape[at.cut]} entries): showing ${at.index}`);
+    state = { ...state, slice: at.index };
+  }
 }
 
 function openNode(name) {

@@ -71,22 +71,24 @@ function gridOf(detail, tensor, at) {
   const own = tensor.shape.length === detail.shape.length && tensor.shape.every((n, i) => n === detail.shape[i]);
   // a wrong-shaped 3-D gradient is cut the same way, at an index it has
   const cut = at && tensor.shape.length === 3 ? { ...at, index: clampIndex(at.index, tensor.shape[at.cut]) } : at;
-  return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), own ? detail.axes : tensor.shape.map(() => "one"), cut);
+  return as2d(tensor, own ? detail.labels : fallbackLabels(tensor), detail.axes, cut);
 }
 
 // an axis's title up to its colon ("batch row: context → target" is a "batch row"), for the controls
 const shortTitle = (axis) => axisTitle(axis).split(":")[0];
+// a dim of a node by its axis's short title, or by its number where the axis has no title (a kept dim of size 1)
+const dimName = (detail, d) => shortTitle(detail.axes[d]) || `dim ${d}`;
 
 // The slice's controls: which two axes are the map (a select of the six layouts) and where the third is cut
 // (a slider, the slice it shows beside it). Both keyboard controls with a label each.
 function sliceControls(detail, at) {
   const options = LAYOUTS.map((l) => {
-    const text = `${shortTitle(detail.axes[l.rows])} × ${shortTitle(detail.axes[l.cols])} (${detail.shape[l.rows]} × ${detail.shape[l.cols]})`;
+    const text = `${dimName(detail, l.rows)} × ${dimName(detail, l.cols)} (${detail.shape[l.rows]} × ${detail.shape[l.cols]})`;
     return `<option value="${l.rows},${l.cols}" ${l.rows === at.rows && l.cols === at.cols ? "selected" : ""}>${esc(text)}</option>`;
   }).join("");
   return `<div class="slice3d" role="group" aria-label="which 2-D slice of the 3-D tensor the heatmaps show" data-testid="slice-controls">
       <label>rows × columns <select data-testid="slice-axes">${options}</select></label>
-      <label>${esc(shortTitle(detail.axes[at.cut]))} (dim ${at.cut}) <input type="range" data-testid="slice" min="0" max="${detail.shape[at.cut] - 1}"
+      <label>${esc(shortTitle(detail.axes[at.cut]) ? `${shortTitle(detail.axes[at.cut])} (dim ${at.cut})` : `dim ${at.cut}`)} <input type="range" data-testid="slice" min="0" max="${detail.shape[at.cut] - 1}"
         step="1" value="${at.index}" aria-valuetext="${esc(sliceValue(detail, at))}"></label>
       <output data-testid="slice-label">${esc(sliceText(detail, at))}</output>
     </div>`;
@@ -102,7 +104,7 @@ function sliceText(detail, at) {
 // the slider's value in words: "batch row 3 of 32: emm→a"
 function sliceValue(detail, at) {
   const label = detail.labels[at.cut][at.index];
-  return `${shortTitle(detail.axes[at.cut])} ${at.index} of ${detail.shape[at.cut]}${label !== String(at.index) ? `: ${label}` : ""}`;
+  return `${dimName(detail, at.cut)} ${at.index} of ${detail.shape[at.cut]}${label !== String(at.index) ? `: ${label}` : ""}`;
 }
 
 // a wrong-shaped gradient is drawn in its own shape: its labels are indices where the node's do not fit
@@ -212,6 +214,7 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
       const moved = { ...at, index: Number(slider.value) };
       label.textContent = sliceText(detail, moved);
       slider.setAttribute("aria-valuetext", sliceValue(detail, moved));
+      if (!detail.value.slice) preview(el, moved); // held whole: every slice drawn while dragging
     };
     // the node's own layout stays out of the URL (null), as its defaults do
     const own = defaultLayout(detail.axes);
@@ -262,6 +265,22 @@ export function render(el, { detail, graph, nodeState, view, slice, axes = null,
   }
   renderSplit(el.querySelector(".split"), detail);
   return drawMain(el);
+}
+
+// A slice drawn while the slider is dragged, from the tensor the page holds whole: no request and no URL change
+// until the slider is let go (its change event), which takes the slice as any other choice.
+function preview(el, at) {
+  if (!current || !current.at) return;
+  const { detail, panels, grids } = current;
+  current.at = at;
+  for (const v of VIEWS) if (panels[v.key].tensor) grids[v.key] = gridOf(detail, panels[v.key].tensor, at);
+  for (const fig of el.querySelectorAll(".thumbs .thumb")) {
+    const p = panels[fig.dataset.view];
+    if (grids[p.key] && !p.empty) thumb(fig.querySelector("canvas"), grids[p.key], rangeOf(p), sameShape(p.key) ? cross : null);
+  }
+  renderSplit(el.querySelector(".split"), detail);
+  drawMain(el);
+  if (cross) setCross(el, cross, current.view); // the readout's numbers are the new slice's
 }
 
 // the crosshair spans panels of the node's own shape (a wrong-shaped gradient has other cells)
@@ -399,7 +418,9 @@ export function entryOf(detail, [i, j], at) {
 function where(detail, at, i, j, grid) {
   if (!at) return `row ${i} ${esc(grid.y[i])} · col ${j} ${esc(grid.x[j])}`;
   const index = entryAt(at, at.index, i, j);
-  const named = index.map((k, d) => `${esc(axisTitle(detail.axes[d]))} ${k}${detail.labels[d][k] !== String(k) ? ` ${esc(detail.labels[d][k])}` : ""}`);
+  // a label that only repeats the index ("q7", "h5") is left out; a context ("emm→a"), a pair ("p1·e3") is said
+  const plain = (label, k) => new RegExp(`^[a-z]*${k}$`).test(label);
+  const named = index.map((k, d) => `${esc(dimName(detail, d))} ${k}${plain(detail.labels[d][k], k) ? "" : ` ${esc(detail.labels[d][k])}`}`);
   return `${esc(detail.name)}[${index.join(", ")}] · ${named.join(" · ")}`;
 }
 
