@@ -136,6 +136,24 @@ def test_the_matmul_example_is_the_engines_gradient_entry_by_entry(cache):
                     assert same(m["values"][p][q], source[tuple(m["indices"][p][q])])
 
 
+@pytest.mark.parametrize("sizes", [{"n_hidden": 1}, {"batch_size": 2, "n_embd": 1}, {"n_hidden": 2, "block_size": 1}])
+def test_the_matmul_example_fits_dims_smaller_than_its_window(cache, sizes):
+    # one hidden unit, a batch of two: fewer rows, columns or inner terms than the 2×3 @ 3×2 window (it was a 500)
+    bp = cache.get(ModelConfig(**sizes), "atomic")
+    for node in ("W1", "embcat", "W2", "h"):
+        manual = bp.grad_at(node, bp.total_steps)
+        last = [size - 1 for size in manual.shape]
+        for at in ([0, 0], last):
+            ex = why.explain(bp, cache.dataset, node, bp.total_steps, at)["rules"][0]["example"]
+            assert ex["kind"] == "matmul"
+            assert [at] == [e["index"] for e in ex["entries"] if e["index"] == at]  # the asked entry is shown
+            inner = min(3, ex["inner"])
+            for entry in ex["entries"]:
+                r, c = entry["index"]
+                assert 0 <= r < manual.shape[0] and 0 <= c < manual.shape[1]
+                assert same(entry["full"], manual[r, c]) and len(entry["terms"]) == inner
+
+
 def test_the_sum_example_adds_up_to_the_gradient_entry(cache):
     bp = cache.get(ModelConfig(), "atomic")
     answer = why.explain(bp, cache.dataset, "counts_sum_inv", bp.total_steps, [4, 0])

@@ -160,14 +160,22 @@ def _operand(t: torch.Tensor, name: str, grad: bool, transposed: bool, rows: lis
     }
 
 
+def _window(i: int, size: int, width: int = 2) -> list[int]:
+    """`width` consecutive indices of a dim of `size` that hold i (all of them where the dim is smaller)."""
+    start = max(0, min(i, size - width))
+    return list(range(start, min(start + width, size)))
+
+
 def _matmul(bp: BackwardPass, op: Op, rule: Rule, scope: dict[str, Any], index: list[int]) -> dict[str, Any]:
     """out = x @ w + b: dx = dout @ w.T (target x), dw = x.T @ dout (target w), on a 2×3 @ 3×2 slice."""
     x, w = op.inputs[0], op.inputs[1]
     out = op.outputs[0]
     dout = scope[f"d{out}"]
-    r0 = min(index[0], bp.values[rule.target].shape[0] - 2)
-    c0 = min(index[1], bp.values[rule.target].shape[1] - 2)
-    rows, cols, inner = [r0, r0 + 1], [c0, c0 + 1], list(range(SHOWN))
+    # a 2×2 window of the gradient around the entry, and the first SHOWN inner terms: fewer where a dim is smaller
+    # (one hidden unit, a batch of two)
+    shape = bp.values[rule.target].shape
+    rows, cols = _window(index[0], shape[0]), _window(index[1], shape[1])
+    inner = list(range(min(SHOWN, dout.shape[1] if rule.target == x else dout.shape[0])))
     if rule.target == x:  # dx[r, c] = Σ_j dout[r, j] · w[c, j]
         wt = scope[w]
         a = _operand(dout, out, True, False, rows, inner)
