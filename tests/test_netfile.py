@@ -238,9 +238,12 @@ def test_the_docs_example_loads_and_every_gradient_agrees_with_autograd(lecture_
 def test_a_worker_started_by_hand_reads_the_file_its_environment_names():
     """A PostgreSQL training worker is started apart from the server: the variable may name the file's path."""
     code = "from server.net.packs import NETS; print(' '.join(NETS))"
-    env = {**os.environ, NET_FILE_ENV: str(GATED_FILE)}
+    env = {key: value for key, value in os.environ.items() if key != NET_FILE_ENV}
+    packs = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    env[NET_FILE_ENV] = str(GATED_FILE)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.split() == ["makemore4", "layernorm", "gated_mlp"]
+    assert "gated_mlp" not in packs.stdout.split()
+    assert out.stdout.split() == [*packs.stdout.split(), "gated_mlp"]  # the packs, then the file's network
 
 
 FD_REL = 1e-5  # float64 five-point differences against a right gradient
