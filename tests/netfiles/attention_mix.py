@@ -28,7 +28,7 @@ masked = wei.masked_fill(wei < -1.0, -1e4)  # the weakest pairs all but take no 
 p = F.softmax(masked, dim=-1)
 out = p @ v  # (n, block_size, n_embd)
 qk = torch.cat([q, k], 2)  # (n, block_size, 2 * n_embd)
-gpre = qk.mean(2, keepdim=True)
+gpre = qk.max(2, keepdim=True).values  # each position's largest query or key entry
 gate = torch.sigmoid(gpre)
 gated = out * gate
 feat = gated.view(n, -1)

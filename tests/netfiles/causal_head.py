@@ -33,6 +33,6 @@ wei_masked = wei_scaled.masked_fill(tril == 0, float("-inf"))  # the future does
 att = F.softmax(wei_masked, dim=-1)  # (B, T, T): each row sums to 1 over the positions it may see
 v = x @ Wv  # (B, T, head_size)
 out = att @ v  # (B, T, head_size)
-pooled = out.max(1).values  # (B, head_size): each channel's largest output over the positions
+pooled = out.mean(1)  # (B, head_size): every position's output, averaged
 logits = pooled @ W2 + b2  # (B, vocab_size)
 loss = F.cross_entropy(logits, Yb)
