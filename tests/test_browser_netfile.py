@@ -1,5 +1,6 @@
-"""A network file in a real browser: the server started with --net-file draws the file's network, steps it, opens
-its tensors, derives a generated rule in the Why drawer and grades a learner's line in challenge mode."""
+"""A network file in a real browser: the server started with --net-file draws the file's network at its own
+sizes, steps it, opens its tensors, derives a generated rule in the Why drawer and grades a learner's line in
+challenge mode."""
 
 from __future__ import annotations
 
@@ -36,9 +37,14 @@ def test_the_network_files_graph_steps_and_its_tensors_open(page: Page, base_url
     for k in range(1, 10):  # back through the loss, log_softmax, the output layer, the residual sum and tanh
         act(page, lambda: page.get_by_test_id("next").click())
         expect(page.get_by_test_id("step-label")).to_have_text(f"step {k} / {total}")
+    # the page opens at the file's own numbers (n_embd = 8, n_hidden = 48, its generator's seed 42), not the lecture's
+    expect(page.get_by_test_id("cfg-n_hidden")).to_have_value("48")
+    expect(page.get_by_test_id("cfg-seed")).to_have_value("42")
     click_node(page, "gpre")
     expect(page.get_by_test_id("panel-title")).to_contain_text("gpre")
-    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 64)")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 48)")
+    click_node(page, "C")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (27, 8)")
     expect(page.get_by_test_id("error")).to_be_hidden()
     for width, height in ((1280, 800), (900, 800), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})
