@@ -502,3 +502,25 @@ def test_a_buffer_used_as_other_than_a_mask_is_refused_at_its_line(line, says):
     with pytest.raises(NetFileError) as refused:
         netfile.build(source, "bad")
     assert refused.value.line == 9 and says in str(refused.value)
+
+
+def test_the_docs_head_example_loads_opens_at_its_sizes_and_every_gradient_agrees_with_autograd(lecture_dataset):
+    """docs/your-own-network.md's second example, the self-attention head with its buffer, as a teacher copies it."""
+    page = (ROOT / "docs" / "your-own-network.md").read_text()
+    source = page.split("```python\n")[2].split("```", 1)[0]
+    assert "tril = torch.tril(torch.ones(block_size, block_size))" in source
+    net = add_net_file("/srv/head.py", source)
+    try:
+        assert net.title == "A causal self-attention head"
+        assert dict(net.defaults) == {"n_embd": 16, "n_hidden": 16, "block_size": 8, "seed": 1337}  # as written there
+        config = ModelConfig(net="head", dtype="float64", **net.defaults)
+        bp = run_backward(config, lecture_dataset, "atomic")
+        assert bp.values["att"].shape == (32, 8, 8)
+        names = [name for name in bp.completed_at if name != "loss"]
+        assert {"C", "Wk", "Wq", "Wv", "W2", "b2", "wei_scaled"} <= set(names)
+        for name in names:
+            torch.testing.assert_close(
+                bp.grad_at(name, bp.total_steps), bp.ref_grads[name], rtol=F64_RTOL, atol=F64_ATOL, msg=name
+            )
+    finally:
+        NETS.pop("head", None)
