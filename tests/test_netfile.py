@@ -524,3 +524,20 @@ def test_the_docs_head_example_loads_opens_at_its_sizes_and_every_gradient_agree
             )
     finally:
         NETS.pop("head", None)
+
+
+def test_the_heads_export_makes_its_buffer_and_every_cmp_line_agrees(served, tmp_path):
+    """The take-home file of the head's generated steps: its forward makes tril before the mask reads it."""
+    from server.learner.export import export
+
+    net = served["causal_head"]
+    steps = {k: "\n".join(r.code for r in op.rules) for k, op in enumerate(net.backward_schedule("atomic"), 1)}
+    _, content = export("atomic", ModelConfig(net=net.name, **HEAD_CONFIG), "py", steps=steps)
+    text = content.decode()
+    assert text.index("tril = torch.tril(torch.ones(block_size, block_size))") < text.index("masked_fill(tril == 0")
+    script = tmp_path / "backprop.py"
+    script.write_bytes(content)
+    out = subprocess.run([sys.executable, str(script), str(LECTURE_DATA)], capture_output=True, text=True, check=True)
+    cmp_lines = [line for line in out.stdout.splitlines() if "| approximate:" in line]
+    assert len(cmp_lines) == len(net.cmp_order) == len(net.nodes) - 3  # every tensor but Xb, Yb and the loss
+    assert all("approximate: True" in line for line in cmp_lines), out.stdout

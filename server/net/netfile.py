@@ -75,6 +75,7 @@ class _Reader:
         self.tensors: set[str] = {"Xb", "Yb"}
         # constant tensors made from the sizes (a causal mask's tril): no parameter, no gradient -> line, its maker
         self.buffers: dict[str, tuple[int, Callable[[Any, torch.Tensor], torch.Tensor]]] = {}
+        self.buffer_lines: dict[str, str] = {}  # each buffer's line as written: the export's forward writes it
         self.comments = _comments(source)
         self.doc = ""
         self.vocab: dict[str, tuple[str, int]] = {}  # "at": a parameter with a vocab axis and its dim (vocab_size)
@@ -160,6 +161,7 @@ class _Reader:
             return
         if _is_buffer(value):
             self._buffer(name, value, n)
+            self.buffer_lines[name] = ast.get_source_segment(self.source, stmt) or f"{name} = {ast.unparse(value)}"
             return
         if name == "parameters":
             if not isinstance(value, ast.List) or not all(isinstance(e, ast.Name) for e in value.elts):
@@ -829,9 +831,10 @@ def build(source: str, name: str) -> Net:
             rules = lib.rules(call, out)
         except Unsupported as e:
             raise NetFileError(line.lineno, f"{e}") from None
-        forward, saves = lib.forward(call), ()
+        forward, saves, notebook = lib.forward(call), (), ""
         if "buffer" in call.extra:  # the buffer is saved beside the output: the learner's line masks with it too
             forward, saves = _saving_buffer(forward, line.out, call), (call.extra["buffer"],)
+            notebook = f"{reader.buffer_lines[call.extra['buffer']]}\n{line.source}"  # a take-home file makes it
         ops.append(
             Op(
                 line.out,
@@ -846,6 +849,7 @@ def build(source: str, name: str) -> Net:
                 rows=_rows(call, axes, line.out),
                 kernel=_KERNELS.get(call.kind),
                 saves=saves,
+                notebook=notebook,
             )
         )
     ops = _with_accumulation(ops)
