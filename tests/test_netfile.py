@@ -36,6 +36,8 @@ GATED_FILE = FILES / "gated_mlp.py"
 MIX_FILE = FILES / "attention_mix.py"  # batched @, transpose, masked_fill, softmax, cat, mean, var, sqrt, /
 HEAD_FILE = FILES / "causal_head.py"  # a causal self-attention head: the tril buffer, its -inf mask, a mean over time
 ALL_FILES = (LECTURE_FILE, GATED_FILE, MIX_FILE, HEAD_FILE)
+# a max over dim 1 of a 3-D tensor: for the check only (positions tie where contexts pad with '.': no derivative there)
+MAX_FILE = FILES / "max_pool.py"
 F32_RTOL, F32_ATOL = 1e-5, 1e-7  # float32: the same rules, rounded in another order at most
 F64_RTOL, F64_ATOL = 1e-10, 1e-12  # float64: the declared forward against a plain PyTorch one
 
@@ -335,6 +337,7 @@ FILE_SIZES = {
     GATED_FILE: {"n_embd": 8, "n_hidden": 48, "seed": 42},
     MIX_FILE: {"n_embd": 10, "seed": 1337},
     HEAD_FILE: {"n_embd": 16, "n_hidden": 16, "block_size": 8, "batch_size": 32, "seed": 1337},
+    MAX_FILE: {"n_embd": 12, "n_hidden": 40, "block_size": 5, "seed": 7},
 }
 # hand-written lines a learner may write instead of the generated one: (file, the op's output) -> the step's code
 LEARNER_LINES = {
@@ -346,15 +349,19 @@ LEARNER_LINES = {
     (HEAD_FILE, "wei_masked"): "dwei_scaled = dwei_masked.masked_fill(tril == 0, 0)",
     (HEAD_FILE, "pooled"): "dout = dpooled.unsqueeze(1).expand_as(out) / out.shape[1]",
     (MIX_FILE, "qk"): "dq = dqk[:, :, :n_embd]\ndk = dqk[:, :, n_embd:]",
+    (
+        MAX_FILE,
+        "pooled",
+    ): "dh = F.one_hot(h.max(1).indices, num_classes=h.shape[1]).transpose(1, 2) * dpooled.view(n, 1, -1)",
 }
 
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", (*ALL_FILES, MAX_FILE), ids=lambda path: path.stem)
 def test_the_page_opens_at_the_files_sizes_and_the_check_accepts_every_steps_right_line(path, served):
     """Through the real server: /api/nets and /api/meta give the file's numbers as the defaults, a pass without
     sizes runs at them, and the right lines of every step, posted to /api/check in the order written, are correct."""
     name, sizes = path.stem, FILE_SIZES[path]
-    net = served[name]
+    net = served[name] if name in served else netfile.load(path)
     with live_server("--net-file", str(path), "--check-workers", "1") as url:
         listed = {net["name"]: net for net in get(f"{url}/api/nets")["nets"]}
         assert listed[name]["defaults"] == sizes
@@ -386,6 +393,8 @@ def test_the_page_opens_at_the_files_sizes_and_the_check_accepts_every_steps_rig
                 status, answer = post(f"{url}/api/check", body)
                 assert status == 200, (op.name, code, answer)
                 assert answer["op"] == op.name and answer["correct"], (op.name, code, answer["results"])
+    if path == MAX_FILE:  # the generated line walks one_hot's classes back to dim 1, in the sandbox's vocabulary
+        assert ".transpose(1, 2) * dpooled" in net.ops_by_name["pooled"].rules[0].code
     used = {key for key in LEARNER_LINES if key[0] == path}
     assert {(path, op.name) for op in net.ops} >= used  # every hand-written line was posted
 
