@@ -1,5 +1,6 @@
-"""A network file in a real browser: the server started with --net-file draws the file's network, steps it, opens
-its tensors, derives a generated rule in the Why drawer and grades a learner's line in challenge mode."""
+"""A network file in a real browser: the server started with --net-file draws the file's network at its own
+sizes, steps it, opens its tensors, derives a generated rule in the Why drawer and grades a learner's line in
+challenge mode."""
 
 from __future__ import annotations
 
@@ -36,9 +37,14 @@ def test_the_network_files_graph_steps_and_its_tensors_open(page: Page, base_url
     for k in range(1, 10):  # back through the loss, log_softmax, the output layer, the residual sum and tanh
         act(page, lambda: page.get_by_test_id("next").click())
         expect(page.get_by_test_id("step-label")).to_have_text(f"step {k} / {total}")
+    # the page opens at the file's own numbers (n_embd = 8, n_hidden = 48, its generator's seed 42), not the lecture's
+    expect(page.get_by_test_id("cfg-n_hidden")).to_have_value("48")
+    expect(page.get_by_test_id("cfg-seed")).to_have_value("42")
     click_node(page, "gpre")
     expect(page.get_by_test_id("panel-title")).to_contain_text("gpre")
-    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 64)")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 48)")
+    click_node(page, "C")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (27, 8)")
     expect(page.get_by_test_id("error")).to_be_hidden()
     for width, height in ((1280, 800), (900, 800), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})
@@ -75,3 +81,26 @@ def test_challenge_grades_a_step_of_the_network_file(page: Page, base_url):  # n
     check("dh1 = dh.clone()\ndh2 = dh.clone()")
     expect(feedback.locator(".ok")).to_have_count(2)
     expect(feedback.locator(".bad")).to_have_count(0)
+
+
+HEAD_FILE = Path(__file__).resolve().parent / "netfiles" / "causal_head.py"
+
+
+def test_the_head_file_opens_at_its_context_of_eight_and_draws_its_masked_attention(page: Page):  # noqa: F811
+    """The causal head's file: the page at the file's sizes (block_size 8, a 16-wide head), its (B, T, T) weights a
+    slice at a time, the buffer's mask in the masked_fill step's line."""
+    with live_server("--net-file", str(HEAD_FILE), "--check-workers", "0") as url:
+        open_page(page, f"{url}/?net=causal_head")
+        expect(page.get_by_test_id("cfg-n_hidden")).to_have_value("16")
+        expect(page.get_by_test_id("cfg-seed")).to_have_value("1337")
+        total = len(served(page, "/api/graph?net=causal_head")["schedule"])
+        assert {"wei_masked", "att", "pooled"} <= set(graph_nodes(page))
+        assert "tril" not in graph_nodes(page)  # a buffer, not a tensor of the graph
+        open_page(page, f"{url}/?net=causal_head&step={total}&node=att&pin=1")
+        expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 8, 8)")
+        expect(page.get_by_test_id("thumb-value")).to_have_attribute("data-shape", "32x8x8")
+        act(page, lambda: page.get_by_test_id("slice").fill("2"))
+        assert "slice=2" in page.url
+        expect(page.get_by_test_id("error")).to_be_hidden()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "netfile-head-1280.png"), full_page=False)

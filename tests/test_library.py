@@ -72,6 +72,8 @@ CASES = [
     ("mean_negative_dim", Call("mean", (t("x", 2, N, 5),), dim=-1, keepdim=True), {}),
     ("max_1_keepdim", Call("max", (t("x", N, 5),), dim=1, keepdim=True), {}),
     ("max_0", Call("max", (t("x", N, 5),), dim=0), {}),
+    ("max_3d_1", Call("max", (t("x", 2, N, 5),), dim=1), {}),  # one_hot's classes walked back to dim 1
+    ("max_3d_0_keepdim", Call("max", (t("x", 2, N, 5),), dim=0, keepdim=True), {}),
     ("var_bessel", Call("var", (t("x", N, 5),), dim=0, keepdim=True), {}),
     ("var_biased_3d", Call("var", (t("x", 2, N, 5),), dim=(0, 1), keepdim=True, correction=0), {}),
     ("var_1", Call("var", (t("x", N, 5),), dim=1), {}),
@@ -85,6 +87,7 @@ CASES = [
     ),
     ("cat", Call("cat", (t("a", N, 2), t("b", N, 3)), dim=1), {}),
     ("cat_0", Call("cat", (t("a", 2, 5), t("b", N, 5)), dim=0), {}),
+    ("cat_3d_three", Call("cat", (t("a", 2, N, 2), t("b", 2, N, 3), t("c", 2, N, 4)), dim=-1), {}),  # a middle slice
     ("cross_entropy", Call("cross_entropy", (t("logits", N, 5), t("Yb", N, grad=False))), {"Yb": "int5"}),
     ("nll", Call("nll", (t("logprobs", N, 5), t("Yb", N, grad=False))), {"Yb": "int5"}),
 ]

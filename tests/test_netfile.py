@@ -4,10 +4,12 @@ the lecture's hand-written ones, a network no pack has served and trained, and t
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +34,31 @@ FILES = ROOT / "tests" / "netfiles"
 LECTURE_FILE = FILES / "lecture_forward.py"
 GATED_FILE = FILES / "gated_mlp.py"
 MIX_FILE = FILES / "attention_mix.py"  # batched @, transpose, masked_fill, softmax, cat, mean, var, sqrt, /
+HEAD_FILE = FILES / "causal_head.py"  # a causal self-attention head: the tril buffer, its -inf mask, a mean over time
+ALL_FILES = (LECTURE_FILE, GATED_FILE, MIX_FILE, HEAD_FILE)
+# a max over dim 1 of a 3-D tensor: for the check only (positions tie where contexts pad with '.': no derivative there)
+MAX_FILE = FILES / "max_pool.py"
 F32_RTOL, F32_ATOL = 1e-5, 1e-7  # float32: the same rules, rounded in another order at most
 F64_RTOL, F64_ATOL = 1e-10, 1e-12  # float64: the declared forward against a plain PyTorch one
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url) as response:
+        return json.load(response)
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    """POST a JSON body as the page does; (status, JSON answer), a 4xx included."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Origin": url.split("/api")[0]},
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
 
 
 def wait_for(what: str, ready: Callable[[], object], timeout_s: float = 240.0) -> object:
@@ -48,7 +73,7 @@ def wait_for(what: str, ready: Callable[[], object], timeout_s: float = 240.0) -
 @pytest.fixture(scope="module")
 def served():
     """The two files' nets registered beside the packs for this module's tests, then taken out again."""
-    nets = {path.stem: add_net_file(str(path), path.read_text()) for path in (LECTURE_FILE, GATED_FILE, MIX_FILE)}
+    nets = {path.stem: add_net_file(str(path), path.read_text()) for path in ALL_FILES}
     yield nets
     for name in nets:
         NETS.pop(name, None)
@@ -238,15 +263,18 @@ def test_the_docs_example_loads_and_every_gradient_agrees_with_autograd(lecture_
 def test_a_worker_started_by_hand_reads_the_file_its_environment_names():
     """A PostgreSQL training worker is started apart from the server: the variable may name the file's path."""
     code = "from server.net.packs import NETS; print(' '.join(NETS))"
-    env = {**os.environ, NET_FILE_ENV: str(GATED_FILE)}
+    env = {key: value for key, value in os.environ.items() if key != NET_FILE_ENV}
+    packs = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    env[NET_FILE_ENV] = str(GATED_FILE)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.split() == ["makemore4", "layernorm", "gated_mlp"]
+    assert "gated_mlp" not in packs.stdout.split()
+    assert out.stdout.split() == [*packs.stdout.split(), "gated_mlp"]  # the packs, then the file's network
 
 
 FD_REL = 1e-5  # float64 five-point differences against a right gradient
 
 
-@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix", "causal_head"])
 def test_every_gradient_agrees_with_autograd_through_the_declared_forward(served, lecture_dataset, name):
     bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")
     names = [name for name in bp.completed_at if name != "loss"]
@@ -257,19 +285,21 @@ def test_every_gradient_agrees_with_autograd_through_the_declared_forward(served
         )
 
 
-@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix", "causal_head"])
 def test_finite_differences_agree_with_every_generated_gradient(served, lecture_dataset, name):
     """The finite differences re-run only a perturbed row where the file's ops keep rows apart (Op.rows)."""
     bp = run_backward(ModelConfig(net=name, dtype="float64"), lecture_dataset, "atomic")
     # a perturbed embedding moves every unit of hpre a little, and the few near 0 cross relu's kink within the
     # stencil: differences there measure the kink, not the gradient
     kinked = {"C", "emb", "x"} if name == "gated_mlp" else set()
+    if name == "attention_mix":  # a row of qk whose two largest entries lie closer than the stencil: max's kink
+        kinked = {"qk"}
     measured = [node.name for node in served[name].nodes if node.kind != "input" and node.name not in kinked]
     errors = {n: bp.numeric(n)["max_rel_err"] for n in measured}  # type: ignore[index]
     assert max(errors.values()) < FD_REL, errors
 
 
-@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix"])
+@pytest.mark.parametrize("name", ["lecture_forward", "gated_mlp", "attention_mix", "causal_head"])
 def test_the_why_drawer_explains_every_gradient_and_writes_each_rule_with_its_numbers(served, lecture_dataset, name):
     from server.explain.why import explain, instance
 
@@ -296,4 +326,227 @@ def test_the_export_of_every_generated_step_runs_and_its_cmp_lines_agree(served,
     out = subprocess.run([sys.executable, str(script), str(LECTURE_DATA)], capture_output=True, text=True, check=True)
     cmp_lines = [line for line in out.stdout.splitlines() if "| approximate:" in line]
     assert len(cmp_lines) == len(net.cmp_order) == 26
+    assert all("approximate: True" in line for line in cmp_lines), out.stdout
+
+
+# --- the page's sizes: the file's own ------------------------------------------------------------------------------
+
+# each file's numbers as its teacher wrote them (its sizes and its generator's seed), read off the files here
+FILE_SIZES = {
+    LECTURE_FILE: {"n_embd": 10, "n_hidden": 64, "batch_size": 32, "seed": 2147483647},
+    GATED_FILE: {"n_embd": 8, "n_hidden": 48, "seed": 42},
+    MIX_FILE: {"n_embd": 10, "seed": 1337},
+    HEAD_FILE: {"n_embd": 16, "n_hidden": 16, "block_size": 8, "batch_size": 32, "seed": 1337},
+    MAX_FILE: {"n_embd": 12, "n_hidden": 40, "block_size": 5, "seed": 7},
+}
+# hand-written lines a learner may write instead of the generated one: (file, the op's output) -> the step's code
+LEARNER_LINES = {
+    (GATED_FILE, "hrelu"): "dhpre = (hpre > 0).float() * dhrelu",
+    (LECTURE_FILE, "logit_maxes"): (
+        "dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes"
+    ),
+    (HEAD_FILE, "wei"): "dq = dwei @ k\ndkT = q.transpose(1, 2) @ dwei",
+    (HEAD_FILE, "wei_masked"): "dwei_scaled = dwei_masked.masked_fill(tril == 0, 0)",
+    (HEAD_FILE, "pooled"): "dout = dpooled.unsqueeze(1).expand_as(out) / out.shape[1]",
+    (MIX_FILE, "qk"): "dq = dqk[:, :, :n_embd]\ndk = dqk[:, :, n_embd:]",
+    (
+        MAX_FILE,
+        "pooled",
+    ): "dh = F.one_hot(h.max(1).indices, num_classes=h.shape[1]).transpose(1, 2) * dpooled.view(n, 1, -1)",
+}
+
+
+@pytest.mark.parametrize("path", (*ALL_FILES, MAX_FILE), ids=lambda path: path.stem)
+def test_the_page_opens_at_the_files_sizes_and_the_check_accepts_every_steps_right_line(path, served):
+    """Through the real server: /api/nets and /api/meta give the file's numbers as the defaults, a pass without
+    sizes runs at them, and the right lines of every step, posted to /api/check in the order written, are correct."""
+    name, sizes = path.stem, FILE_SIZES[path]
+    net = served[name] if name in served else netfile.load(path)
+    with live_server("--net-file", str(path), "--check-workers", "1") as url:
+        listed = {net["name"]: net for net in get(f"{url}/api/nets")["nets"]}
+        assert listed[name]["defaults"] == sizes
+        meta = get(f"{url}/api/meta?net={name}")
+        assert {field: meta["config"][field]["default"] for field in sizes} == sizes
+        assert {field: meta["train"][field]["default"] for field in sizes} == sizes  # a run trains at them too
+        state = get(f"{url}/api/state?net={name}&mode=atomic")
+        embd = sizes["n_embd"]
+        assert state["nodes"]["C"]["cmp"]["expected_shape"] == [
+            27,
+            embd,
+        ]  # the file's embedding, not the lecture's 10 by default
+        emb = next(op.name for op in net.ops if op.inputs == ("C", "Xb"))
+        assert state["nodes"][emb]["cmp"]["expected_shape"] == [
+            sizes.get("batch_size", 32),
+            sizes.get("block_size", 3),
+            embd,
+        ]
+        steps = net.backward_schedule("atomic")
+        assert state["total_steps"] == len(steps)
+        for step, op in enumerate(steps, start=1):
+            lines = ["\n".join(rule.code for rule in op.rules)]
+            if (path, op.name) in LEARNER_LINES:
+                lines.append(LEARNER_LINES[path, op.name])
+            for code in lines:
+                # in float64: float32's rounding of the earlier steps can put a right line's near-0 entry past the
+                # lecture's allclose (attention_mix's dWv, on the server's default data); float64 leaves only the line
+                body = {"net": name, "mode": "atomic", "step": step, "code": code, "dtype": "float64"}
+                status, answer = post(f"{url}/api/check", body)
+                assert status == 200, (op.name, code, answer)
+                assert answer["op"] == op.name and answer["correct"], (op.name, code, answer["results"])
+    if path == MAX_FILE:  # the generated line walks one_hot's classes back to dim 1, in the sandbox's vocabulary
+        assert ".transpose(1, 2) * dpooled" in net.ops_by_name["pooled"].rules[0].code
+    used = {key for key in LEARNER_LINES if key[0] == path}
+    assert {(path, op.name) for op in net.ops} >= used  # every hand-written line was posted
+
+
+PINNED = """import torch
+n_embd = 6
+block_size = 4
+fan_in = n_embd * block_size  # a number computed once from two sizes: they cannot change under it
+g = torch.Generator().manual_seed(3)
+C = torch.randn((vocab_size, n_embd), generator=g)
+W = torch.randn((n_embd * block_size, vocab_size), generator=g) / fan_in**0.5
+parameters = [C, W]
+emb = C[Xb]
+x = emb.view(emb.shape[0], -1)
+logits = x @ W
+loss = F.cross_entropy(logits, Yb)
+"""
+
+
+def test_a_size_another_number_was_computed_from_is_pinned_and_a_request_for_another_is_a_422(tmp_path):
+    path = tmp_path / "pinned.py"
+    path.write_text(PINNED)
+    with live_server("--net-file", str(path), "--check-workers", "0") as url:
+        meta = get(f"{url}/api/meta?net=pinned")
+        for field, size in (("n_embd", 6), ("block_size", 4)):
+            assert (meta["config"][field]["minimum"], meta["config"][field]["maximum"]) == (size, size), field
+        assert meta["config"]["n_hidden"]["maximum"] > meta["config"]["n_hidden"]["minimum"]  # no file's n_hidden
+        assert get(f"{url}/api/state?net=pinned&mode=atomic")["nodes"]["x"]["cmp"]["expected_shape"] == [32, 24]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(f"{url}/api/state?net=pinned&mode=atomic&n_embd=7")
+        assert refused.value.code == 422
+        assert "n_embd must be in [6, 6] for the pinned network" in refused.value.read().decode()
+
+
+def test_a_size_the_explorer_cannot_take_is_refused_at_its_line():
+    from server.core.config import BOUNDS
+
+    low, high = BOUNDS["n_hidden"]
+    source = LECTURE_HEAD.replace("import torch\n", f"import torch\nn_hidden = {high + 1}\n")
+    source += "logits = x @ W\nloss = F.cross_entropy(logits, Yb)\n"
+    with pytest.raises(NetFileError) as refused:
+        netfile.build(source, "big")
+    assert refused.value.line == 2
+    assert f"n_hidden is {high + 1}: the explorer's n_hidden is between {low} and {high}" in str(refused.value)
+
+
+# --- a buffer: the causal head ------------------------------------------------------------------------------------
+
+
+def head_forward(p: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor) -> torch.Tensor:
+    """The head in plain PyTorch, as the GPT lecture's Head module computes it: the reference, written apart."""
+    x = p["C"][Xb]  # (B, T, C)
+    T = x.shape[1]
+    k, q, v = x @ p["Wk"], x @ p["Wq"], x @ p["Wv"]
+    wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    out = F.softmax(wei.masked_fill(future, float("-inf")), dim=-1) @ v
+    return F.cross_entropy(out.mean(1) @ p["W2"] + p["b2"], Yb)
+
+
+HEAD_CONFIG = {"n_embd": 16, "n_hidden": 16, "block_size": 8, "seed": 1337}  # the file's own
+
+
+def test_the_head_files_buffer_masks_and_every_parameter_gradient_agrees_with_plain_pytorch(served, lecture_dataset):
+    net = served["causal_head"]
+    assert "tril" not in net.nodes_by_name and "tril" not in net.param_names  # a buffer: no node, no gradient
+    (masking,) = [op for op in net.ops if op.saves]
+    assert masking.name == "wei_masked" and masking.saves == ("tril",)  # saved for the learner's masked_fill
+    config = ModelConfig(net="causal_head", dtype="float64", **HEAD_CONFIG)
+    params, g = init_params(config, lecture_dataset.vocab_size)
+    Xb, Yb = sample_batch(config, lecture_dataset, g)
+    leaves = {k: t.clone().requires_grad_(True) for k, t in params.items()}
+    loss = head_forward(leaves, Xb, Yb)
+    ref = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+
+    bp = run_backward(config, lecture_dataset, "atomic")
+    torch.testing.assert_close(
+        torch.as_tensor(bp.loss, dtype=torch.float64), loss.detach(), rtol=F64_RTOL, atol=F64_ATOL
+    )
+    tril = bp.values["tril"]
+    assert torch.equal(tril, torch.tril(torch.ones(8, 8, dtype=torch.float64)))
+    att = bp.values["att"]
+    assert float(att.triu(1).abs().max()) == 0.0  # no position attends to a later one
+    for name, grad in ref.items():
+        torch.testing.assert_close(bp.grad_at(name, bp.total_steps), grad, rtol=F64_RTOL, atol=F64_ATOL, msg=name)
+
+
+def test_the_head_file_trains_with_the_generic_trainer(served, lecture_dataset):
+    from server.training.config import TrainConfig
+    from server.training.loop import Training
+
+    events: list[tuple[str, dict]] = []
+    config = TrainConfig(net="causal_head", max_steps=300, lr_decay_step=250, check_every=100, **HEAD_CONFIG)
+    training = Training(config, lecture_dataset, lambda kind, data: events.append((kind, data)))
+    assert training.run() == "finished"
+    checks = [data for kind, data in events if kind == "check"]
+    assert len(checks) >= 3 and not any(check["wrong"] for check in checks)  # the manual step agrees with autograd
+    losses = training.losses
+    assert float(losses[-50:].mean()) < math.log(27) - 0.4  # well below the uniform guess over 27 characters
+    assert float(losses[-50:].mean()) < float(losses[:50].mean()) - 0.2
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("h = x * tril\n", "tril is a constant buffer"),
+        ("t = torch.tril(torch.ones(block_size, block_size), 1)\n", "a buffer is torch.tril(torch.ones("),
+    ],
+    ids=["buffer_as_operand", "buffer_options"],
+)
+def test_a_buffer_used_as_other_than_a_mask_is_refused_at_its_line(line, says):
+    source = LECTURE_HEAD + "tril = torch.tril(torch.ones(block_size, block_size))\n" + line
+    source += "loss = F.cross_entropy(logits, Yb)\n"
+    with pytest.raises(NetFileError) as refused:
+        netfile.build(source, "bad")
+    assert refused.value.line == 9 and says in str(refused.value)
+
+
+def test_the_docs_head_example_loads_opens_at_its_sizes_and_every_gradient_agrees_with_autograd(lecture_dataset):
+    """docs/your-own-network.md's second example, the self-attention head with its buffer, as a teacher copies it."""
+    page = (ROOT / "docs" / "your-own-network.md").read_text()
+    source = page.split("```python\n")[2].split("```", 1)[0]
+    assert "tril = torch.tril(torch.ones(block_size, block_size))" in source
+    net = add_net_file("/srv/head.py", source)
+    try:
+        assert net.title == "A causal self-attention head"
+        assert dict(net.defaults) == {"n_embd": 16, "n_hidden": 16, "block_size": 8, "seed": 1337}  # as written there
+        config = ModelConfig(net="head", dtype="float64", **net.defaults)
+        bp = run_backward(config, lecture_dataset, "atomic")
+        assert bp.values["att"].shape == (32, 8, 8)
+        names = [name for name in bp.completed_at if name != "loss"]
+        assert {"C", "Wk", "Wq", "Wv", "W2", "b2", "wei_scaled"} <= set(names)
+        for name in names:
+            torch.testing.assert_close(
+                bp.grad_at(name, bp.total_steps), bp.ref_grads[name], rtol=F64_RTOL, atol=F64_ATOL, msg=name
+            )
+    finally:
+        NETS.pop("head", None)
+
+
+def test_the_heads_export_makes_its_buffer_and_every_cmp_line_agrees(served, tmp_path):
+    """The take-home file of the head's generated steps: its forward makes tril before the mask reads it."""
+    from server.learner.export import export
+
+    net = served["causal_head"]
+    steps = {k: "\n".join(r.code for r in op.rules) for k, op in enumerate(net.backward_schedule("atomic"), 1)}
+    _, content = export("atomic", ModelConfig(net=net.name, **HEAD_CONFIG), "py", steps=steps)
+    text = content.decode()
+    assert text.index("tril = torch.tril(torch.ones(block_size, block_size))") < text.index("masked_fill(tril == 0")
+    script = tmp_path / "backprop.py"
+    script.write_bytes(content)
+    out = subprocess.run([sys.executable, str(script), str(LECTURE_DATA)], capture_output=True, text=True, check=True)
+    cmp_lines = [line for line in out.stdout.splitlines() if "| approximate:" in line]
+    assert len(cmp_lines) == len(net.cmp_order) == len(net.nodes) - 3  # every tensor but Xb, Yb and the loss
     assert all("approximate: True" in line for line in cmp_lines), out.stdout

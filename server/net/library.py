@@ -620,10 +620,9 @@ def _max_rules(call: Call, out: Operand) -> list[Rule | None]:
     X, o = x.text, out.text
     dim = call.dim % len(x.shape)
     spread, g, _ = _spread(call, out, x)
-    if dim == len(x.shape) - 1:
-        code = f"F.one_hot({X}.max({dim}).indices, num_classes={X}.shape[{dim}]) * {spread}"
-    else:
-        code = f"torch.zeros_like({X}).scatter_({dim}, {X}.max({dim}, keepdim=True).indices, {spread})"
+    # one_hot puts the classes last: transposes walk them back to the reduced dim (the learner's syntax, no scatter_)
+    walk = "".join(f".transpose({k - 1}, {k})" for k in range(len(x.shape) - 1, dim, -1))
+    code = f"F.one_hot({X}.max({dim}).indices, num_classes={X}.shape[{dim}]){walk} * {spread}"
 
     def fn(v: Any, d: Any) -> torch.Tensor:
         t = getattr(v, X)
@@ -735,10 +734,19 @@ def _cat_rules(call: Call, out: Operand) -> list[Rule | None]:
             start = sum(getattr(v, p.text).shape[dim] for p in before)
             return getattr(d, o).narrow(dim, start, getattr(v, x.text).shape[dim])
 
+        # the learner's slicing, not .narrow: the lecture's syntax, and what the sandbox lets a learner write
+        at = ":, " * (dim % len(out.shape))
+        width = f"{x.text}.shape[{dim}]"
+        if not before:
+            code = f"d{o}[{at}:{width}]"
+        elif i == len(call.args) - 1:
+            code = f"d{o}[{at}{begin}:]"
+        else:
+            code = f"d{o}[{at}{begin}:{begin} + {width}]"
         got.append(
             _rule(
                 x.text,
-                f"d{o}.narrow({dim}, {begin}, {x.text}.shape[{dim}])",
+                code,
                 fn,
                 "cat places its inputs side by side: each gets its own slice of the gradient back",
                 tex,

@@ -64,12 +64,18 @@ class _Reader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.constants: dict[str, float] = {}  # the file's numbers by name (sizes, eps, ...)
+        self.constant_lines: dict[str, int] = {}  # each number's line
+        self.reads: dict[str, set[str]] = {}  # the names each number's expression reads
         self.generator: str | None = None
+        self.generator_line = 1
         self.seed: int | None = None
         self.params: dict[str, tuple[int, tuple[ast.expr, ...], ast.expr, str, str]] = {}  # name -> its line's parts
         self.listed: list[str] | None = None
         self.lines: list[_Line] = []
         self.tensors: set[str] = {"Xb", "Yb"}
+        # constant tensors made from the sizes (a causal mask's tril): no parameter, no gradient -> line, its maker
+        self.buffers: dict[str, tuple[int, Callable[[Any, torch.Tensor], torch.Tensor]]] = {}
+        self.buffer_lines: dict[str, str] = {}  # each buffer's line as written: the export's forward writes it
         self.comments = _comments(source)
         self.doc = ""
         self.vocab: dict[str, tuple[str, int]] = {}  # "at": a parameter with a vocab axis and its dim (vocab_size)
@@ -92,7 +98,7 @@ class _Reader:
         if isinstance(node, ast.Constant):
             return isinstance(node.value, int | float) and not isinstance(node.value, bool)
         if isinstance(node, ast.Name):
-            return node.id not in self.tensors and node.id not in ("torch", "F")
+            return node.id not in self.tensors and node.id not in self.buffers and node.id not in ("torch", "F")
         if isinstance(node, ast.BinOp):
             return type(node.op) in _ARITH and self.is_const(node.left) and self.is_const(node.right)
         if isinstance(node, ast.UnaryOp):
@@ -141,10 +147,10 @@ class _Reader:
                 "parameters = [...], then the forward pass, one op a line)",
             )
         name, value = stmt.targets[0].id, stmt.value
-        if name in self.tensors or name in self.params or name in self.constants:
+        if name in self.tensors or name in self.params or name in self.constants or name in self.buffers:
             raise NetFileError(n, f"{name} is assigned twice: give each line's result a new name")
         if _is_generator(value):
-            self.generator = name
+            self.generator, self.generator_line = name, n
             try:
                 self.seed = int(_eval(value.args[0], self.constants))  # type: ignore[attr-defined]
             except (KeyError, TypeError, ValueError) as e:
@@ -152,6 +158,10 @@ class _Reader:
             return
         if any(_is_randn(sub) for sub in ast.walk(value)):
             self._param(name, value, n)
+            return
+        if _is_buffer(value):
+            self._buffer(name, value, n)
+            self.buffer_lines[name] = ast.get_source_segment(self.source, stmt) or f"{name} = {ast.unparse(value)}"
             return
         if name == "parameters":
             if not isinstance(value, ast.List) or not all(isinstance(e, ast.Name) for e in value.elts):
@@ -165,6 +175,8 @@ class _Reader:
                 self.constants[name] = _eval(value, {**self.constants})
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
                 raise NetFileError(n, f"{name} is not a number the server can compute ({e})") from None
+            self.constant_lines[name] = n
+            self.reads[name] = {sub.id for sub in ast.walk(value) if isinstance(sub, ast.Name)}
             return
         if self.listed is None and self.params:
             raise NetFileError(n, "list the parameters (parameters = [...]) before the forward pass")
@@ -198,6 +210,21 @@ class _Reader:
             raise NetFileError(n, f"{ast.unparse(node)}: a parameter's draw is scaled and shifted by numbers only")
         self._check_const(node, n, also=(DRAW,))
 
+    def _buffer(self, name: str, value: ast.expr, n: int) -> None:
+        """`tril = torch.tril(torch.ones(block_size, block_size))`: a constant of the sizes, made in each pass."""
+        assert isinstance(value, ast.Call) and isinstance(value.args[0], ast.Call)
+        ones = value.args[0]
+        dims = ones.args[0].elts if len(ones.args) == 1 and isinstance(ones.args[0], ast.Tuple) else ones.args
+        if len(dims) != 2 or ones.keywords or value.keywords or len(value.args) != 1:
+            raise NetFileError(n, "a buffer is torch.tril(torch.ones(block_size, block_size)): two sizes, no options")
+        rows, cols = (self.const(d, n) for d in dims)
+
+        def make(v: Any, like: torch.Tensor) -> torch.Tensor:
+            shape = (int(rows.get(v)), int(cols.get(v)))
+            return torch.tril(torch.ones(shape, dtype=like.dtype, device=like.device))
+
+        self.buffers[name] = (n, make)
+
     # --- forward lines ----------------------------------------------------------------------------------------
 
     def _forward(self, name: str, value: ast.expr, n: int, source: str) -> None:
@@ -209,6 +236,10 @@ class _Reader:
         if not isinstance(node, ast.Name):
             raise NetFileError(
                 n, f"{ast.unparse(node)} is an op of its own: one op a line, give it a name on a line above"
+            )
+        if node.id in self.buffers:
+            raise NetFileError(
+                n, f"{node.id} is a constant buffer: it masks (x.masked_fill({node.id} == 0, float('-inf'))), no more"
             )
         if node.id not in self.tensors:
             raise NetFileError(n, f"{node.id} is not a tensor defined above")
@@ -361,7 +392,7 @@ class _Reader:
             isinstance(mask, ast.Compare)
             and len(mask.ops) == 1
             and isinstance(mask.left, ast.Name)
-            and mask.left.id in self.tensors
+            and (mask.left.id in self.tensors or mask.left.id in self.buffers)
             and self.is_const(mask.comparators[0])
         ):
             raise NetFileError(n, "masked_fill's mask is a tensor compared with a number (mask == 0)")
@@ -370,6 +401,15 @@ class _Reader:
         compare = _COMPARE.get(type(mask.ops[0]))
         assert compare is not None
         text = ast.get_source_segment(self.source, mask) or ast.unparse(mask)
+        if ref in self.buffers:
+            make = self.buffers[ref][1]
+            return Call(
+                "masked_fill",
+                (x, self.const(fill, n)),
+                mask=lambda v: compare(make(v, x.get(v)), value.get(v)),
+                mask_text=text,
+                extra={"buffer": ref, "make": make},
+            )
         return Call(
             "masked_fill",
             (x, self.const(fill, n)),
@@ -501,6 +541,16 @@ def _is_randn(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.randn"
 
 
+def _is_buffer(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and ast.unparse(node.func) == "torch.tril"
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Call)
+        and ast.unparse(node.args[0].func) == "torch.ones"
+    )
+
+
 def _is_generator(node: ast.expr) -> bool:
     return (
         isinstance(node, ast.Call)
@@ -613,7 +663,7 @@ def _rows(call: Call, axes: Mapping[str, tuple[str, ...]], out: str) -> str:
         return "mixed" if 0 in [d % len(axes[out]) for d in call.dim] else "each"  # type: ignore[union-attr]
     if call.kind == "matmul" and axes[call.args[0].text][:1] != ("batch",):
         return "mixed"
-    if call.kind == "masked_fill" and axes[call.extra["mask_of"]][:1] != ("batch",):
+    if call.kind == "masked_fill" and "mask_of" in call.extra and axes[call.extra["mask_of"]][:1] != ("batch",):
         return "mixed"
     return "each"
 
@@ -629,6 +679,12 @@ _KERNELS = {
     "cross_entropy": "cross_entropy",
     "nll": "cross_entropy",
 }
+
+
+def _saving_buffer(forward: Callable[[Any], Any], out: str, call: Call) -> Callable[[Any], Any]:
+    """The op's forward, with the buffer its mask reads saved by name (as the attention pack saves tril)."""
+    name, make, x = call.extra["buffer"], call.extra["make"], call.args[0]
+    return lambda v: {out: forward(v), name: make(v, x.get(v))}
 
 
 def _with_accumulation(ops: list[Op]) -> list[Op]:
@@ -666,6 +722,54 @@ def _cmp_order(ops: list[Op]) -> tuple[str, ...]:
             if remaining[rule.target] == 0 and rule.target not in order:
                 order.append(rule.target)
     return tuple(order)
+
+
+# the file's sizes by name -> the config field the explorer's controls set them with
+CONFIG_OF_SIZE = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_size", "batch_size": "batch_size"}
+
+
+def _explorer_bounds() -> Mapping[str, tuple[int, int]] | None:
+    """The config's bounds (core/config.py); None in a process that reads the file while those are importing."""
+    try:
+        from ..core.config import BOUNDS  # late: core.config imports the packs, and they read the network file
+    except ImportError:  # a spawned process, handed a file its server already checked at start
+        return None
+    return BOUNDS
+
+
+def page_config(reader: _Reader) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """The page's defaults from the file's own numbers (its sizes and seed), and bounds pinning each size that
+    another of its numbers was computed from (that number would not follow the size's control)."""
+    sizes = {**CONFIG_OF_SIZE, "n": "batch_size"}
+    named = {name: field for name, field in sizes.items() if name in reader.constants}
+    if "batch_size" in named:
+        named.pop("n", None)  # n = batch_size: the notebook's shorter name for the same size
+    defaults: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    for name, field in named.items():
+        value = reader.constants[name]
+        if value != int(value):
+            raise NetFileError(reader.constant_lines[name], f"{name} = {value:g}: a size is a whole number")
+        defaults[field], lines[field] = int(value), reader.constant_lines[name]
+    if reader.seed is not None:
+        defaults["seed"] = reader.seed
+        lines["seed"] = reader.generator_line
+    bounds = _explorer_bounds()
+    for field, value in defaults.items():
+        low, high = bounds[field] if bounds is not None else (value, value)
+        if not low <= value <= high:
+            raise NetFileError(
+                lines[field],
+                f"{field} is {value}: the explorer's {field} is between {low} and {high}: use one of those",
+            )
+    fixed = {
+        sizes[read]
+        for name, reads in reader.reads.items()
+        if name not in sizes
+        for read in reads
+        if read in sizes and read in reader.constants
+    }
+    return defaults, {field: (defaults[field], defaults[field]) for field in sorted(fixed) if field in defaults}
 
 
 def _init_for(reader: _Reader, name: str) -> Init:
@@ -706,6 +810,7 @@ def build(source: str, name: str) -> Net:
             "the loss is loss = F.cross_entropy(logits, Yb) or loss = -logprobs[range(n), Yb].mean(): what training, "
             "evaluation and sampling read the predictions from",
         )
+    defaults, bounds = page_config(reader)
     shapes, _ = _shape_run(reader)
     if shapes["loss"] != ():
         raise NetFileError(reader.lines[-1].lineno, f"loss has shape {shapes['loss']}: it must be one number")
@@ -726,6 +831,10 @@ def build(source: str, name: str) -> Net:
             rules = lib.rules(call, out)
         except Unsupported as e:
             raise NetFileError(line.lineno, f"{e}") from None
+        forward, saves, notebook = lib.forward(call), (), ""
+        if "buffer" in call.extra:  # the buffer is saved beside the output: the learner's line masks with it too
+            forward, saves = _saving_buffer(forward, line.out, call), (call.extra["buffer"],)
+            notebook = f"{reader.buffer_lines[call.extra['buffer']]}\n{line.source}"  # a take-home file makes it
         ops.append(
             Op(
                 line.out,
@@ -733,12 +842,14 @@ def build(source: str, name: str) -> Net:
                 + ((call.extra["mask_of"],) if "mask_of" in call.extra else ()),
                 (line.out,),
                 line.source,
-                lib.forward(call),
+                forward,
                 rules,
                 line.comment or f"{call.kind} ({line.source})",
                 symbol=lib.SYMBOLS.get(call.kind, call.kind),
                 rows=_rows(call, axes, line.out),
                 kernel=_KERNELS.get(call.kind),
+                saves=saves,
+                notebook=notebook,
             )
         )
     ops = _with_accumulation(ops)
@@ -773,6 +884,8 @@ def build(source: str, name: str) -> Net:
             "atomic": Cell("atomic backward", "the whole backward pass, line by line, from dloss to the parameters")
         },
         warmup=(Warmup("atomic", ops[-1].rules[0].target, ops[-1].rules[0].code),) if ops[-1].rules else (),
+        defaults=defaults,
+        bounds=bounds,
     )
     check(net, reader, shapes)
     return net

@@ -24,11 +24,11 @@ v = emb @ Wv  # the values
 kT = k.transpose(-2, -1)  # (n, n_embd, block_size)
 att = q @ kT  # (n, block_size, block_size): each query against each key
 wei = att * n_embd**-0.5
-masked = wei.masked_fill(wei < -1.0, float("-inf"))  # the weakest pairs take no part
+masked = wei.masked_fill(wei < -1.0, -1e4)  # the weakest pairs all but take no part (a row may be all weak)
 p = F.softmax(masked, dim=-1)
 out = p @ v  # (n, block_size, n_embd)
 qk = torch.cat([q, k], 2)  # (n, block_size, 2 * n_embd)
-gpre = qk.mean(2, keepdim=True)
+gpre = qk.max(2, keepdim=True).values  # each position's largest query or key entry
 gate = torch.sigmoid(gpre)
 gated = out * gate
 feat = gated.view(n, -1)
