@@ -75,11 +75,11 @@ def renders(page: Page) -> int:
     return int(page.evaluate("document.body.dataset.renders || '0'"))
 
 
-def act(page: Page, action) -> None:
-    """Do something that re-renders, and wait until that render is finished."""
+def act(page: Page, action, timeout: float | None = None) -> None:
+    """Do something that re-renders, and wait until that render is finished (up to `timeout` ms: the default's)."""
     before = renders(page)
     action()
-    page.wait_for_function(f"Number(document.body.dataset.renders || 0) > {before}")
+    page.wait_for_function(f"Number(document.body.dataset.renders || 0) > {before}", timeout=timeout)
 
 
 def open_page(page: Page, url: str) -> None:
