@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..declare import Bug, Cell, Init, Mode, Net, Node, Op, Rule, Slip, Warmup
-from .makemore4 import BCAST_0, MATMUL, _linear
+from .makemore4 import BCAST_0, MATMUL, linear_op
 from .makemore4 import NET as LECTURE
 
 NODES, OPS_BY_NAME = LECTURE.nodes_by_name, LECTURE.ops_by_name  # the lecture's, where this net has the same
@@ -584,7 +584,7 @@ OPS: list[Op] = [
         symbol="[:, -1]",
         rows="each",
     ),
-    _linear("logits", "out_last", "W2", "b2", "the output layer: the head's output → logits"),
+    linear_op("logits", "out_last", "W2", "b2", "the output layer: the head's output → logits"),
     *(OPS_BY_NAME[name] for name in _LECTURE_CE),
     OPS_BY_NAME["cross_entropy"],
 ]

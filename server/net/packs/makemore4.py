@@ -176,7 +176,7 @@ def _linear_tex(part: str, out: str, x: str, w: str, b: str) -> tuple[str, ...]:
     return lines
 
 
-def _linear(out: str, x: str, w: str, b: str, about: str) -> Op:
+def linear_op(out: str, x: str, w: str, b: str, about: str) -> Op:
     """A linear layer `out = x @ w + b` with the lecture's three rules: dx = dout @ w.T, dw = x.T @ dout, db."""
     return Op(
         out,
@@ -335,7 +335,7 @@ OPS: list[Op] = [
         rows="each",
         kernel="view",
     ),
-    _linear("hprebn", "embcat", "W1", "b1", "linear layer 1"),
+    linear_op("hprebn", "embcat", "W1", "b1", "linear layer 1"),
     Op(
         "bnmeani",
         ("hprebn",),
@@ -580,7 +580,7 @@ hpreact = bngain * bnraw + bnbias""",
         rows="each",
         kernel="tanh",
     ),
-    _linear("logits", "h", "W2", "b2", "linear layer 2: the output layer"),
+    linear_op("logits", "h", "W2", "b2", "linear layer 2: the output layer"),
     Op(
         "logit_maxes",
         ("logits",),

@@ -18,7 +18,7 @@ import torch
 
 from ..declare import Bug, Cell, Init, Mode, Net, Node, Op, Rule, Warmup
 from .makemore4 import NET as LECTURE
-from .makemore4 import _linear
+from .makemore4 import linear_op
 
 NODES, OPS_BY_NAME = LECTURE.nodes_by_name, LECTURE.ops_by_name  # the lecture's, where this net has the same
 
@@ -630,7 +630,7 @@ def _tanh(lv: _Level) -> Op:
 OPS: list[Op] = [
     OPS_BY_NAME["emb"],
     *(op for lv in LEVEL_LIST for op in (_flatten(lv), _linear_no_bias(lv), *_bn_ops(lv), _fused_bn(lv), _tanh(lv))),
-    _linear("logits", f"h{LEVELS}", "W4", "b4", "the output layer"),
+    linear_op("logits", f"h{LEVELS}", "W4", "b4", "the output layer"),
     *(OPS_BY_NAME[name] for name in _CE),
     OPS_BY_NAME["cross_entropy"],
 ]
