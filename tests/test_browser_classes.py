@@ -107,6 +107,8 @@ def test_a_teacher_watches_two_students_live_without_their_code(class_server, co
     slip = step.get_by_test_id("class-slip")
     expect(slip).to_contain_text("dlogprobs is 32× autograd's — n is 32: did you forget /n?")
     expect(teacher.get_by_test_id("class-slowest")).to_contain_text("1 of 2 not solved yet")
+    # the step is named by the gradient it asks for, as the students' task said it ("Write dlogprobs")
+    expect(step).to_contain_text("step 1 · dlogprobs")
     assert not serious_violations(teacher)
 
     # the teacher on another browser: the page asks for the token (a wrong one is refused), then shows the class

@@ -2,7 +2,7 @@
 // is kept in this browser (localStorage) and sent in a header: it never appears in a URL.
 import * as api from "./api.js";
 import { esc } from "./dom.js";
-import { slowestHtml, stepsHtml } from "./classview.js";
+import { slowestHtml, stepAsks, stepsHtml } from "./classview.js";
 import { CLASS_TEACHER_KEY } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
@@ -28,20 +28,27 @@ function showError(message) {
 }
 
 // the nets' titles and their modes' labels, as the explorer shows them: asked for once each
-const names = { nets: {}, modes: {} };
+const names = { nets: {}, modes: {}, asks: {} };
 const asked = new Set();
+const askedSteps = new Set(); // the net/mode pairs whose steps' gradients were asked for
 let shown = null; // the summary on screen: drawn again once names arrive
 
 async function learnNames(steps) {
   const nets = [...new Set(steps.map((s) => s.net))].filter((net) => !asked.has(net));
-  if (!nets.length) return;
+  const pairs = [...new Set(steps.map((s) => `${s.net}/${s.mode}`))].filter((key) => !askedSteps.has(key));
+  if (!nets.length && !pairs.length) return;
   nets.forEach((net) => asked.add(net));
+  pairs.forEach((key) => askedSteps.add(key));
   try {
     if (!Object.keys(names.nets).length) {
       for (const net of (await api.fetchNets()).nets) names.nets[net.name] = net.title;
     }
     for (const net of nets) {
       for (const mode of (await api.fetchMeta(net)).modes) names.modes[`${net}/${mode.name}`] = mode.label;
+    }
+    for (const key of pairs) { // the net's own default sizes: a step asks for the same gradients at any size
+      const [net, mode] = key.split("/");
+      names.asks[key] = stepAsks(await api.fetchGraph({ net, mode }));
     }
   } catch { return; } // the names stay as they are: the numbers matter more
   if (shown) render(shown);

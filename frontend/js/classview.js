@@ -4,13 +4,21 @@ import { esc } from "./text.js";
 
 const plural = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
 
-// a step as the teacher reads it: its mode's label (from /api/meta; its name until that is known), and its net's title
-// where the class worked on more than one net
+// a step as the teacher reads it: its mode's label (from /api/meta; its name until that is known), the gradients the
+// step asks for (from the mode's /api/graph, once known), and its net's title where the class worked on more than one
 export function stepLabel(s, names = {}, manyNets = false) {
-  const mode = (names.modes || {})[`${s.net}/${s.mode}`] || s.mode;
+  const key = `${s.net}/${s.mode}`;
+  const mode = (names.modes || {})[key] || s.mode;
   const net = manyNets ? `${(names.nets || {})[s.net] || s.net} · ` : "";
-  return `${net}${mode} · ${s.step === null ? "whole cell" : `step ${s.step}`}`;
+  const asks = s.step === null ? null : ((names.asks || {})[key] || [])[s.step - 1];
+  return `${net}${mode} · ${s.step === null ? "whole cell" : `step ${s.step}`}${asks ? ` · ${asks}` : ""}`;
 }
+
+// what each step of a mode asks for, from its graph: "dcounts_sum_inv, dcounts" for the step through probs
+export const stepAsks = (graph) => {
+  const ops = Object.fromEntries(graph.ops.map((op) => [op.name, op]));
+  return graph.schedule.map((name) => [...new Set(ops[name].rules.map((r) => `d${r.target}`))].join(", "));
+};
 
 const manyNets = (steps) => new Set(steps.map((s) => s.net)).size > 1;
 

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { slowest, slowestHtml, stepLabel, stepsHtml, topSlip } from "../../frontend/js/classview.js";
+import { slowest, slowestHtml, stepAsks, stepLabel, stepsHtml, topSlip } from "../../frontend/js/classview.js";
 
 const step = (s) => ({ net: "makemore4", mode: "atomic", step: 1, attempts: 0, students: 0, solved: 0,
   median_attempts_to_solve: null, slips: {}, slip_texts: {}, ...s });
@@ -43,4 +43,20 @@ test("a step is named by its mode's label, and by its net's title where the clas
   const two = stepsHtml([step({ attempts: 1, students: 1 }), step({ net: "layernorm", attempts: 1, students: 1 })], names);
   assert.match(two, /The lecture's MLP · Exercise 1: atomic · step 1/);
   assert.match(two, /layernorm · atomic · step 1/);
+});
+
+test("a step names the gradients it asks for, once the mode's graph is known: both of a two-gradient step", () => {
+  const graph = {
+    schedule: ["probs", "logprobs"],
+    ops: [
+      { name: "logprobs", rules: [{ target: "probs" }] },
+      { name: "probs", rules: [{ target: "counts" }, { target: "counts_sum_inv" }, { target: "counts" }] },
+    ],
+  };
+  const names = { modes: {}, asks: { "makemore4/atomic": stepAsks(graph) } };
+  assert.deepEqual(stepAsks(graph), ["dcounts, dcounts_sum_inv", "dprobs"]);
+  assert.equal(stepLabel(step({ step: 1 }), names), "atomic · step 1 · dcounts, dcounts_sum_inv");
+  assert.equal(stepLabel(step({ step: 2 }), names), "atomic · step 2 · dprobs");
+  assert.equal(stepLabel(step({ step: null }), names), "atomic · whole cell"); // a cell asks for the whole mode
+  assert.equal(stepLabel(step({ step: 1, mode: "fused" }), names), "fused · step 1"); // not known yet
 });
