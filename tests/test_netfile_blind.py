@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from server.core.config import ModelConfig
 from server.core.engine import init_params, run_backward, sample_batch
+from server.net import netfile
+from server.net.netfile import NetFileError
 from server.net.packs import NETS, add_net_file
 
 from .live_server import live_server
@@ -191,3 +193,36 @@ def test_each_file_trains_with_its_generated_rules_and_the_loss_falls(served, le
     losses = training.losses
     assert float(losses[-50:].mean()) < float(losses[:50].mean()) - 0.2  # seeded: 0.35 to 0.5 measured
     assert float(losses[-50:].mean()) < 2.8  # well below ln 27 ≈ 3.3, the uniform guess
+
+
+ZERO_BIAS = """import torch
+g = torch.Generator().manual_seed(1)
+C = torch.randn((vocab_size, n_embd), generator=g)
+W = torch.randn((n_embd * block_size, vocab_size), generator=g) * 0.1
+b = torch.zeros(vocab_size)
+parameters = [C, W, b]
+emb = C[Xb]
+x = emb.view(emb.shape[0], -1)
+logits = x @ W + b
+loss = F.cross_entropy(logits, Yb)
+"""
+
+
+def test_a_bias_made_with_torch_zeros_is_refused_on_its_line_with_the_draw_to_write(lecture_dataset):
+    """The notebook's habit (b = torch.zeros(...)) once got "list the parameters before the forward pass"."""
+    with pytest.raises(NetFileError) as refused:
+        netfile.build(ZERO_BIAS, "zero_bias")
+    assert refused.value.line == 5
+    assert "b = torch.randn(vocab_size) * 0.0" in str(refused.value) and "parameters = [...]" not in str(refused.value)
+    # the line it suggests is read, starts at 0 and leaves the file's generator to the other parameters
+    suggested = ZERO_BIAS.replace("torch.zeros(vocab_size)", "torch.randn(vocab_size) * 0.0")
+    fixed = add_net_file("/srv/zero_bias.py", suggested)
+    try:
+        config = ModelConfig(net=fixed.name, seed=1, n_embd=4, block_size=3)  # the file's seed
+        params, _ = init_params(config, lecture_dataset.vocab_size)
+        g = torch.Generator().manual_seed(1)
+        assert torch.equal(params["C"], torch.randn((27, 4), generator=g))
+        assert torch.equal(params["W"], torch.randn((12, 27), generator=g) * 0.1)
+        assert torch.equal(params["b"], torch.zeros(27))
+    finally:
+        NETS.pop(fixed.name, None)

@@ -163,6 +163,14 @@ class _Reader:
             self._buffer(name, value, n)
             self.buffer_lines[name] = ast.get_source_segment(self.source, stmt) or f"{name} = {ast.unparse(value)}"
             return
+        if (maker := _made_from_nothing(value)) is not None:
+            sizes = ", ".join(ast.unparse(a) for a in value.args)  # type: ignore[attr-defined]
+            raise NetFileError(
+                n,
+                f"{name} = {maker}(...) is not read: a parameter is one torch.randn(...) draw, scaled and shifted by "
+                f"numbers; for one that starts at 0 write {name} = torch.randn({sizes}) * 0.0 (+ 1.0 for ones), "
+                "a draw of its own that leaves the generator's sequence as it was",
+            )
         if name == "parameters":
             if not isinstance(value, ast.List) or not all(isinstance(e, ast.Name) for e in value.elts):
                 raise NetFileError(n, "parameters = [...] lists the parameters by name")
@@ -539,6 +547,16 @@ def _literal(node: ast.expr, n: int) -> Any:
 
 def _is_randn(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.randn"
+
+
+_MAKERS = frozenset({"zeros", "ones", "full", "empty", "rand", "tensor", "zeros_like", "ones_like", "eye", "arange"})
+
+
+def _made_from_nothing(node: ast.expr) -> str | None:
+    """`torch.zeros(...)` and kin: the function's name, for a parameter line that is not a randn draw."""
+    if isinstance(node, ast.Call) and ast.unparse(node.func) in {f"torch.{m}" for m in _MAKERS}:
+        return ast.unparse(node.func)
+    return None
 
 
 def _is_buffer(node: ast.expr) -> bool:
