@@ -124,6 +124,7 @@ def test_the_file_is_read_as_written_and_its_numbers_are_the_defaults(served, na
     net = served[name]
     doc = (FILES / f"{name}.py").read_text().split('"""')[1]
     assert net.title == doc.splitlines()[0]
+    assert net.about == " ".join(doc.split("\n", 1)[1].split())  # the rest of the docstring, not the title again
     assert dict(net.defaults) == BLIND[name].sizes
     assert [node.name for node in net.nodes if node.kind == "param"] == [d[0] for d in BLIND[name].draws]
 

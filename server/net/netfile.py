@@ -889,10 +889,11 @@ def build(source: str, name: str) -> Net:
         kind = "loss" if line.out == "loss" else "intermediate"
         nodes.append(Node(line.out, kind, axes[line.out], line.comment or line.source))
     title = reader.doc.splitlines()[0] if reader.doc else f"{name} (a network file)"
+    described = " ".join(reader.doc.split("\n", 1)[1].split()) if "\n" in reader.doc else ""  # the docstring's rest
     net = Net(
         name=name,
         title=title,
-        about=reader.doc.replace("\n", " ") if reader.doc else f"the network of {name}.py, its rules from the library",
+        about=(described or title) if reader.doc else f"the network of {name}.py, its rules from the library",
         nodes=tuple(nodes),
         ops=tuple(ops),
         modes=(Mode("atomic", "atomic", "backprop through every line of the file", frozenset()),),
