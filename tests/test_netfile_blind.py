@@ -227,3 +227,22 @@ def test_a_bias_made_with_torch_zeros_is_refused_on_its_line_with_the_draw_to_wr
         assert torch.equal(params["b"], torch.zeros(27))
     finally:
         NETS.pop(fixed.name, None)
+
+
+@pytest.mark.parametrize(
+    "loss_lines",
+    ["loss = -logprobs[range(n), Yb].sum() / n\n", "picked = logprobs[range(n), Yb]\nloss = -picked.mean()\n"],
+    ids=["sum_over_n", "picked_first"],
+)
+def test_a_loss_written_another_way_is_refused_with_the_loss_lines_form(loss_lines):
+    """Once "an op of its own: give it a name" or "no rule": advice that led to the next refusal, not to a loss."""
+    source = ZERO_BIAS.replace("torch.zeros(vocab_size)", "torch.randn(vocab_size) * 0.0").replace(
+        "loss = F.cross_entropy(logits, Yb)\n", "logprobs = F.log_softmax(logits, dim=1)\n" + loss_lines
+    )
+    with pytest.raises(NetFileError) as refused:
+        netfile.build(source, "other_loss")
+    assert refused.value.line == 11
+    assert str(refused.value) == (
+        "line 11: logprobs[range(n), Yb] is read in the loss line only, as the lecture writes it: "
+        "loss = -logprobs[range(n), Yb].mean(), or loss = F.cross_entropy(logits, Yb)"
+    )

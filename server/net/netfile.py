@@ -236,7 +236,17 @@ class _Reader:
     # --- forward lines ----------------------------------------------------------------------------------------
 
     def _forward(self, name: str, value: ast.expr, n: int, source: str) -> None:
-        call = self._call(value, n)
+        try:
+            call = self._call(value, n)
+        except NetFileError:
+            picked = next((sub for sub in ast.walk(value) if _picks_targets(sub)), None)
+            if picked is None:
+                raise
+            raise NetFileError(  # a line of its own would be refused too: say the loss line's form
+                n,
+                f"{ast.unparse(picked)} is read in the loss line only, as the lecture writes it: "
+                "loss = -logprobs[range(n), Yb].mean(), or loss = F.cross_entropy(logits, Yb)",
+            ) from None
         self.lines.append(_Line(name, call, n, source, self.comments.get(n, "")))
         self.tensors.add(name)
 
@@ -576,6 +586,15 @@ def _is_generator(node: ast.expr) -> bool:
         and node.func.attr == "manual_seed"
         and ast.unparse(node.func.value) == "torch.Generator()"
         and len(node.args) == 1
+    )
+
+
+def _picks_targets(node: ast.AST) -> bool:
+    """`x[range(n), Yb]`: the targets' entries picked from each row, a part of the lecture's loss line."""
+    return (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.slice, ast.Tuple)
+        and any(isinstance(e, ast.Call) and ast.unparse(e.func) == "range" for e in node.slice.elts)
     )
 
 
