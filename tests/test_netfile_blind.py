@@ -246,3 +246,11 @@ def test_a_loss_written_another_way_is_refused_with_the_loss_lines_form(loss_lin
         "line 11: logprobs[range(n), Yb] is read in the loss line only, as the lecture writes it: "
         "loss = -logprobs[range(n), Yb].mean(), or loss = F.cross_entropy(logits, Yb)"
     )
+
+
+def test_a_bug_asked_of_a_network_file_says_it_has_no_bug_lab(served, lecture_dataset):
+    """Its rules all come from the library: the refusal once ended on an empty list ("the bugs are ")."""
+    from server.net.declare import Undeclared
+
+    with pytest.raises(Undeclared, match=r"^no bug 'bessel_n': blind_highway_gate has no bug lab, leave bug empty$"):
+        run_backward(file_config("blind_highway_gate", bug="bessel_n"), lecture_dataset, "atomic")
