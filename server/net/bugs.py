@@ -31,6 +31,8 @@ def schedule_with_bug(net: Net, mode: str, bug: str = "") -> list[Op]:
     if not bug:
         return schedule
     if bug not in net.bugs_by_name:
+        if not net.bugs_by_name:  # a network file's: its rules come from the library, none is broken on purpose
+            raise Undeclared("bug", f"no bug {bug!r}: {net.name} has no bug lab, leave bug empty")
         raise Undeclared("bug", f"no bug {bug!r} in {net.name}: the bugs are {', '.join(net.bugs_by_name)}")
     wrong = net.bugs_by_name[bug]
     modes = net.bug_modes(wrong)

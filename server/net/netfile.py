@@ -163,6 +163,14 @@ class _Reader:
             self._buffer(name, value, n)
             self.buffer_lines[name] = ast.get_source_segment(self.source, stmt) or f"{name} = {ast.unparse(value)}"
             return
+        if (maker := _made_from_nothing(value)) is not None:
+            sizes = ", ".join(ast.unparse(a) for a in value.args)  # type: ignore[attr-defined]
+            raise NetFileError(
+                n,
+                f"{name} = {maker}(...) is not read: a parameter is one torch.randn(...) draw, scaled and shifted by "
+                f"numbers; for one that starts at 0 write {name} = torch.randn({sizes}) * 0.0 (+ 1.0 for ones), "
+                "a draw of its own that leaves the generator's sequence as it was",
+            )
         if name == "parameters":
             if not isinstance(value, ast.List) or not all(isinstance(e, ast.Name) for e in value.elts):
                 raise NetFileError(n, "parameters = [...] lists the parameters by name")
@@ -228,7 +236,17 @@ class _Reader:
     # --- forward lines ----------------------------------------------------------------------------------------
 
     def _forward(self, name: str, value: ast.expr, n: int, source: str) -> None:
-        call = self._call(value, n)
+        try:
+            call = self._call(value, n)
+        except NetFileError:
+            picked = next((sub for sub in ast.walk(value) if _picks_targets(sub)), None)
+            if picked is None:
+                raise
+            raise NetFileError(  # a line of its own would be refused too: say the loss line's form
+                n,
+                f"{ast.unparse(picked)} is read in the loss line only, as the lecture writes it: "
+                "loss = -logprobs[range(n), Yb].mean(), or loss = F.cross_entropy(logits, Yb)",
+            ) from None
         self.lines.append(_Line(name, call, n, source, self.comments.get(n, "")))
         self.tensors.add(name)
 
@@ -541,6 +559,16 @@ def _is_randn(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.randn"
 
 
+_MAKERS = frozenset({"zeros", "ones", "full", "empty", "rand", "tensor", "zeros_like", "ones_like", "eye", "arange"})
+
+
+def _made_from_nothing(node: ast.expr) -> str | None:
+    """`torch.zeros(...)` and kin: the function's name, for a parameter line that is not a randn draw."""
+    if isinstance(node, ast.Call) and ast.unparse(node.func) in {f"torch.{m}" for m in _MAKERS}:
+        return ast.unparse(node.func)
+    return None
+
+
 def _is_buffer(node: ast.expr) -> bool:
     return (
         isinstance(node, ast.Call)
@@ -558,6 +586,15 @@ def _is_generator(node: ast.expr) -> bool:
         and node.func.attr == "manual_seed"
         and ast.unparse(node.func.value) == "torch.Generator()"
         and len(node.args) == 1
+    )
+
+
+def _picks_targets(node: ast.AST) -> bool:
+    """`x[range(n), Yb]`: the targets' entries picked from each row, a part of the lecture's loss line."""
+    return (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.slice, ast.Tuple)
+        and any(isinstance(e, ast.Call) and ast.unparse(e.func) == "range" for e in node.slice.elts)
     )
 
 
@@ -871,10 +908,11 @@ def build(source: str, name: str) -> Net:
         kind = "loss" if line.out == "loss" else "intermediate"
         nodes.append(Node(line.out, kind, axes[line.out], line.comment or line.source))
     title = reader.doc.splitlines()[0] if reader.doc else f"{name} (a network file)"
+    described = " ".join(reader.doc.split("\n", 1)[1].split()) if "\n" in reader.doc else ""  # the docstring's rest
     net = Net(
         name=name,
         title=title,
-        about=reader.doc.replace("\n", " ") if reader.doc else f"the network of {name}.py, its rules from the library",
+        about=(described or title) if reader.doc else f"the network of {name}.py, its rules from the library",
         nodes=tuple(nodes),
         ops=tuple(ops),
         modes=(Mode("atomic", "atomic", "backprop through every line of the file", frozenset()),),
