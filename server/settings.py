@@ -36,6 +36,8 @@ class Settings:
     max_streams_per_client: int = 20  # training runs' event streams one client address may have open; more get 429
     check_workers: int = 2  # sandboxed processes (per server process) that run learners' code for challenges;
     # 0 turns them off
+    check_timeout: float = 3.0  # seconds (wall clock) one check of learner code may take; a longer one is stopped
+    # and says so (a lecture gradient takes milliseconds: raise it only for a machine much slower than a laptop)
     max_streams: int = 200  # training runs' event streams open at once per server process; more get 503
     allowed_hosts: tuple[str, ...] = ()  # comma-separated host names the server answers to besides localhost,
     # 127.0.0.1 and ::1 (and --host): the name or address students type; '.example.org' takes its subdomains too,
@@ -60,6 +62,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_streams": (0, None),
     "max_connections_per_client": (1, None),
     "head_timeout": (0.1, None),
+    "check_timeout": (0.1, 600),
     "class_days": (0.01, 3650),
 }
 

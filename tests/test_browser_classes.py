@@ -26,7 +26,8 @@ def class_server(request, tmp_path_factory):
         db = str(tmp_path_factory.mktemp("classes") / "runs.sqlite3")
     else:
         db = request.getfixturevalue("postgres_server").new_database()
-    with live_server("--data", str(LECTURE_DATA), "--check-workers", "1", "--runs-db", db) as url:
+    options = ("--data", str(LECTURE_DATA), "--check-workers", "1", "--check-timeout", "60", "--runs-db", db)
+    with live_server(*options) as url:
         yield url
 
 

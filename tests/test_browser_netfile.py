@@ -21,7 +21,7 @@ NET = "gated_mlp"
 
 @pytest.fixture(scope="module")
 def base_url():
-    with live_server("--net-file", str(GATED_FILE), "--check-workers", "1") as url:
+    with live_server("--net-file", str(GATED_FILE), "--check-workers", "1", "--check-timeout", "60") as url:
         yield url
 
 

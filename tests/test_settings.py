@@ -36,6 +36,7 @@ OPTIONS = [
     ("--forwarded-allow-ips", "10.0.0.1,10.1.0.0/16", "forwarded_allow_ips", ("10.0.0.1", "10.1.0.0/16")),
     ("--max-connections-per-client", "32", "max_connections_per_client", 32),
     ("--head-timeout", "2.5", "head_timeout", 2.5),
+    ("--check-timeout", "30", "check_timeout", 30.0),
     ("--net-file", "mynet.py", "net_file", "mynet.py"),
     ("--class-days", "7.5", "class_days", 7.5),
 ]

@@ -166,7 +166,8 @@ def create_app(
     # started now, warm by the first request (each loads torch and the data: a few seconds)
     app.state.checks = None
     if settings.check_workers:
-        use_checks(app, SandboxPool(dataset, size=settings.check_workers), settings.check_workers)
+        pool = SandboxPool(dataset, size=settings.check_workers, timeout_s=settings.check_timeout)
+        use_checks(app, pool, settings.check_workers)
     trained = runs.params if runs else lambda run: None
     app.state.cache = PassCache(dataset, settings.cache_size, trained, settings.cache_mb << 20)
     # large configs' passes: one worker thread at a time, clients served in turn (routes.py)

@@ -124,6 +124,16 @@ def test_checks_off_is_503(lecture_dataset):
         assert c.post("/api/check", json={"step": 1, "code": DLOGPROBS}).status_code == 503
 
 
+@pytest.mark.parametrize("seconds", [3.0, 45.5])  # the default, and --check-timeout 45.5
+def test_the_check_timeout_is_the_settings(lecture_dataset, seconds):
+    settings = Settings(check_workers=1) if seconds == 3.0 else Settings(check_workers=1, check_timeout=seconds)
+    app = create_app(lecture_dataset, settings)
+    try:
+        assert app.state.checks.timeout_s == seconds
+    finally:
+        app.state.checks.close()
+
+
 @pytest.mark.slow  # sandbox processes started, killed and replaced
 def test_a_stuck_worker_is_killed_and_replaced(lecture_dataset):
     pool = SandboxPool(lecture_dataset, size=1, timeout_s=1.0)
