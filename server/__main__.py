@@ -50,6 +50,9 @@ def ready_line(host: str, port: int, data: str | None, runs_db: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .signals import note_stop_signals
+
+    note_stop_signals()
     settings = from_options(build_parser().parse_args(argv))
     try:
         return _start(settings)
@@ -134,6 +137,7 @@ def _start(settings: Settings) -> int:
         "proxy_headers": bool(settings.forwarded_allow_ips),
         "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
     }
+    from .signals import end_if_noted
     from .web.factory import hand_over
 
     handed = (data, dataset.raw, dataset.sha256)
@@ -142,6 +146,7 @@ def _start(settings: Settings) -> int:
         print(ready_line(settings.host, port, shown_data, runs_db), flush=True)
 
     setup = (hand_over, (settings, handed))
+    end_if_noted()  # a Ctrl-C during the imports above, swallowed by a library: end here, not serve for good
     return serve(settings.host, settings.port, settings.workers, options, setup=setup, on_ready=say_ready)
 
 

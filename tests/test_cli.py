@@ -494,3 +494,27 @@ def _health_from(url: str) -> int:
             return r.status
     except OSError:
         return 0
+
+
+@pytest.mark.slow  # the real server's start-up, in an interpreter of its own
+def test_a_ctrl_c_that_a_library_swallowed_during_start_up_still_ends_the_server(tmp_path):
+    # a bare `except:` around an optional import (in some library the start-up imports) can swallow the
+    # KeyboardInterrupt of a Ctrl-C; the server then started as if nothing had happened and never ended
+    swallowed = (
+        "import signal, sys\n"
+        "from server.signals import note_stop_signals\n"
+        "note_stop_signals()\n"
+        "try:\n"
+        "    signal.raise_signal(signal.SIGINT)\n"
+        "except:  # noqa: E722 -- as the library did\n"
+        "    pass\n"
+        "from server.__main__ import main\n"
+        f"sys.exit(main(['--port', '0', '--check-workers', '0', '--runs-db', {str(tmp_path / 'runs.db')!r}]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", swallowed], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=STOP_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the server served on: {proc.communicate()[0]}")
+    assert proc.returncode == 130 and "Backprop Explorer on" not in out

@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 
 from ..sandbox_pool import quiet_start
+from ..signals import end_if_noted, stop_noted
 
 RESTART_GRACE_S = 10.0  # a web process that dies sooner than this after starting is a start-up failure, not a crash
 STOP_GRACE_S = 10.0  # a web process still running this long after SIGTERM is killed
@@ -55,6 +56,8 @@ class _Server(uvicorn.Server):
 
         asyncio.get_running_loop().set_exception_handler(quiet_accept_errors)
         await super().startup(sockets)
+        if stop_noted():  # a Ctrl-C before uvicorn took the signals over, its KeyboardInterrupt swallowed on the way
+            self.should_exit = True
         if self.started and not self.should_exit:
             self.on_ready()
 
@@ -124,6 +127,7 @@ def serve(
             return 3
         if setup:
             setup[0](*setup[1])
+        end_if_noted()
         _run(sock, options, lambda: on_ready(sock.getsockname()[1]))
         return 0
     # port 0: one free port for every process, held by a socket that never listens until they all have bound it
@@ -138,6 +142,7 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    stopping = stop_noted()  # a Ctrl-C before these handlers, whatever became of its KeyboardInterrupt
 
     def start() -> tuple[multiprocessing.process.BaseProcess, float, Connection]:
         conn, child = ctx.Pipe()
