@@ -19,6 +19,9 @@ def note_stop_signals() -> None:
         _noted.append(signum)
         raise KeyboardInterrupt
 
+    # a mask is inherited across exec, and nothing here blocks them on purpose: a stop signal held back from
+    # birth would be held for good
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, noted)
 

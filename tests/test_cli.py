@@ -220,6 +220,13 @@ def test_the_settings_reach_the_web_process(tmp_path):
         assert listed() == [2]
 
 
+def as_a_shell_runs_it() -> None:
+    """Ctrl-C as a terminal's foreground job has it: caught by default, not blocked. A test process may have
+    inherited it ignored or blocked (both survive exec), and the server would keep it so: never what is tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 class Started:
     """python -m server in a process group of its own (as a terminal runs it), its output in a file."""
 
@@ -227,7 +234,14 @@ class Started:
         self.log = tmp_path / "server.log"
         cmd = [sys.executable, "-m", "server", "--port", "0", "--runs-db", str(tmp_path / "runs.sqlite3"), *args]
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=as_a_shell_runs_it,
+            )
 
     def output(self) -> str:
         return self.log.read_text()
@@ -511,7 +525,9 @@ def test_a_ctrl_c_that_a_library_swallowed_during_start_up_still_ends_the_server
         "from server.__main__ import main\n"
         f"sys.exit(main(['--port', '0', '--check-workers', '0', '--runs-db', {str(tmp_path / 'runs.db')!r}]))\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", swallowed], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", swallowed], cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=as_a_shell_runs_it
+    )
     try:
         out, _ = proc.communicate(timeout=STOP_DEADLINE_S)
     except subprocess.TimeoutExpired:
