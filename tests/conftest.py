@@ -9,6 +9,8 @@ import torch
 
 from server.core.data import DEFAULT_DATA, Dataset, load_dataset
 
+from .browser import base_url, browser, page  # noqa: F401 -- the browser tests' fixtures, one server each process
+
 ROOT = Path(__file__).resolve().parent.parent
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
 
@@ -75,6 +77,15 @@ LONGEST_FIRST = (
     "test_training_with_your_own_backward",
     "test_runs_with_the_learners_own_backward",
 )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """The call's report on the item (item.report_call): the page fixture keeps a failed test's screenshot."""
+    report = yield
+    if report.when == "call":
+        item.report_call = report  # type: ignore[attr-defined]
+    return report
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,34 +6,21 @@ import itertools
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from colorspacious import cspace_convert
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.lecture import MODES, nodes_for_mode, ops_for_mode
 
-from .live_server import live_server
+from .browser import ARTIFACTS, LECTURE_DATA, ROOT  # noqa: F401 (the browser modules import them from here)
 
 # the declared counts (the lecture's, 20 steps over 29 nodes in Exercise 1, are pinned in tests/test_graph.py)
 STEPS = {mode: len(ops_for_mode(mode)) for mode in MODES}
 NODE_COUNT = {mode: len(nodes_for_mode(mode)) for mode in MODES}
 LAST = STEPS["atomic"]  # the default mode's last step
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "artifacts"
-LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = pytest.mark.browser
 # an answer the page waits for (a sandbox check, a run's first event) may take many seconds on a busy machine:
@@ -41,36 +28,6 @@ pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)
 # a training run started from the page: seconds alone, minutes on a machine busy with other suites
 RUN_ENDS_MS = 180_000
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    # the page is what is tested, not the check's time cap (tests/web/test_check_api.py): on a CI box loaded many
-    # times over its cores, a right cell's check took past the 3 s a laptop never comes near
-    with live_server("--data", str(LECTURE_DATA), "--check-timeout", "60") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
-    assert not errors, errors
 
 
 def renders(page: Page) -> int:

@@ -6,14 +6,11 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from .test_browser import (  # noqa: F401 (fixtures)
+from .test_browser import (
     act,
-    base_url,
-    browser,
     click_node,
     graph_nodes,
     open_page,
-    page,
     served,
 )
 
@@ -23,7 +20,7 @@ expect.set_options(timeout=30_000)
 NET = "attention"
 
 
-def test_the_attention_graph_steps_to_the_end_and_its_map_opens(page, base_url):  # noqa: F811
+def test_the_attention_graph_steps_to_the_end_and_its_map_opens(page, base_url):
     open_page(page, f"{base_url}/?net={NET}")
     nodes = graph_nodes(page)
     assert {"q", "k", "v", "kT", "wei_masked", "att", "out_last"} <= set(nodes), nodes

@@ -14,14 +14,11 @@ from server.core.config import ModelConfig
 from server.core.data import load_dataset
 from server.core.engine import run_backward
 
-from .test_browser import (  # noqa: F401 (fixtures)
+from .test_browser import (
     LECTURE_DATA,
     act,
-    base_url,
-    browser,
     click_node,
     open_page,
-    page,
     serious_violations,
 )
 from .test_cells import EXERCISE_1_CMP, notebook_prints
@@ -36,7 +33,7 @@ EXERCISE_2 = "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogit
 SIGN_FLIP = EXERCISE_1.replace("dcounts_sum = (-counts_sum**-2)", "dcounts_sum = (counts_sum**-2)")
 
 
-def test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line(page, base_url):  # noqa: F811
+def test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line(page, base_url):
     open_page(page, f"{base_url}/?step=0")
     page.get_by_test_id("challenge-toggle").check()
     page.get_by_test_id("tab-cell").click()
@@ -69,7 +66,7 @@ def test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wron
     expect(page.get_by_test_id("challenge-code")).to_be_visible()
 
 
-def test_the_cell_and_the_solved_steps_download_as_files(page, base_url, tmp_path):  # noqa: F811
+def test_the_cell_and_the_solved_steps_download_as_files(page, base_url, tmp_path):
     open_page(page, f"{base_url}/?mode=fused_ce&step=0")
     page.get_by_test_id("challenge-toggle").check()
     expect(page.get_by_test_id("steps-export-py")).to_be_disabled()  # nothing solved yet
@@ -96,7 +93,7 @@ def test_the_cell_and_the_solved_steps_download_as_files(page, base_url, tmp_pat
     expect(page.get_by_test_id("export-refused")).to_contain_text("only assignments")
 
 
-def test_a_right_exercise_4_cell_goes_to_training_with_its_block(page, base_url):  # noqa: F811
+def test_a_right_exercise_4_cell_goes_to_training_with_its_block(page, base_url):
     from .test_train_code import BLOCK
 
     open_page(page, f"{base_url}/?mode=fused&step=0")
@@ -161,7 +158,7 @@ PLOTTED = """(t) => {
 }"""
 
 
-def test_challenge_walk_of_exercise_1_never_shows_an_unsolved_steps_answer(page, base_url):  # noqa: F811
+def test_challenge_walk_of_exercise_1_never_shows_an_unsolved_steps_answer(page, base_url):
     open_page(page, f"{base_url}/?step=0")
     graph = page.evaluate("() => fetch('/api/graph').then((r) => r.json())")
     steps = notebook_steps(graph)

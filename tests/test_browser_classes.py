@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .live_server import live_server
-from .test_browser import LECTURE_DATA, browser, serious_violations  # noqa: F401 (fixtures)
+from .test_browser import LECTURE_DATA, serious_violations
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)  # a cold sandbox's first check may take many seconds on a busy machine
@@ -32,7 +32,7 @@ def class_server(request, tmp_path_factory):
 
 
 @pytest.fixture
-def contexts(browser):  # noqa: F811
+def contexts(browser):
     """New browser contexts (a teacher's, each student's): no storage shared; no page error in any."""
     made, errors = [], []
 

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from .test_browser import LAST, act, base_url, browser, page  # noqa: F401 (fixtures)
+from .test_browser import LAST, act
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)
@@ -42,7 +42,7 @@ def release(pg: Page, held: list[Route]) -> None:
     pg.wait_for_selector("body[data-ready='1']")
 
 
-def test_the_graph_is_drawn_and_steppable_before_plotly_arrives(page, base_url):  # noqa: F811
+def test_the_graph_is_drawn_and_steppable_before_plotly_arrives(page, base_url):
     held = hold_plotly(page)
     page.goto(f"{base_url}/?step=3&node=counts")
     page.wait_for_selector("body[data-steppable='1']")
@@ -70,7 +70,7 @@ def test_the_graph_is_drawn_and_steppable_before_plotly_arrives(page, base_url):
     assert page.locator("[data-testid=heatmap-main] .xtick").count() > 0  # the axes, drawn around the cells
 
 
-def test_the_heatmaps_axes_arrive_without_moving_anything(page, base_url):  # noqa: F811
+def test_the_heatmaps_axes_arrive_without_moving_anything(page, base_url):
     held = hold_plotly(page)
     page.goto(f"{base_url}/?step=3&node=counts")
     page.wait_for_selector("body[data-steppable='1']")
@@ -93,7 +93,7 @@ def test_the_heatmaps_axes_arrive_without_moving_anything(page, base_url):  # no
     assert axes[:4] == pytest.approx(axes[4:], abs=0.5), axes
 
 
-def test_a_repeat_visit_fetches_no_static_file(browser, base_url):  # noqa: F811
+def test_a_repeat_visit_fetches_no_static_file(browser, base_url):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         pg = context.new_page()

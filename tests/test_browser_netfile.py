@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .live_server import live_server
-from .test_browser import ARTIFACTS, act, browser, click_node, graph_nodes, open_page, page, served  # noqa: F401
+from .test_browser import ARTIFACTS, act, click_node, graph_nodes, open_page, served  # noqa: F401
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)
@@ -25,7 +25,7 @@ def base_url():
         yield url
 
 
-def test_the_network_files_graph_steps_and_its_tensors_open(page: Page, base_url):  # noqa: F811
+def test_the_network_files_graph_steps_and_its_tensors_open(page: Page, base_url):
     open_page(page, f"{base_url}/?net={NET}")
     nodes = graph_nodes(page)
     assert {"Xb", "C", "hrelu", "gate", "h1", "h2", "logprobs", "loss"} <= set(nodes), nodes
@@ -52,7 +52,7 @@ def test_the_network_files_graph_steps_and_its_tensors_open(page: Page, base_url
         page.screenshot(path=str(ARTIFACTS / f"netfile-{width}.png"), full_page=False)
 
 
-def test_the_why_drawer_derives_a_generated_rule(page: Page, base_url):  # noqa: F811
+def test_the_why_drawer_derives_a_generated_rule(page: Page, base_url):
     open_page(page, f"{base_url}/?net={NET}&step=9&node=gpre&pin=1&why=1")
     drawer = page.get_by_test_id("why")
     page.locator("#why[data-node=gpre]").wait_for()
@@ -62,7 +62,7 @@ def test_the_why_drawer_derives_a_generated_rule(page: Page, base_url):  # noqa:
     expect(rule.locator(".rule-code")).to_contain_text("dgpre = gate * (1 - gate) * dgate")
 
 
-def test_challenge_grades_a_step_of_the_network_file(page: Page, base_url):  # noqa: F811
+def test_challenge_grades_a_step_of_the_network_file(page: Page, base_url):
     open_page(page, f"{base_url}/?net={NET}&step=3")
     page.get_by_test_id("challenge-toggle").check()
     expect(page.get_by_test_id("challenge-task")).to_contain_text("Step 4:")  # h = h1 + h2: two gradients
@@ -86,7 +86,7 @@ def test_challenge_grades_a_step_of_the_network_file(page: Page, base_url):  # n
 HEAD_FILE = Path(__file__).resolve().parent / "netfiles" / "causal_head.py"
 
 
-def test_the_head_file_opens_at_its_context_of_eight_and_draws_its_masked_attention(page: Page):  # noqa: F811
+def test_the_head_file_opens_at_its_context_of_eight_and_draws_its_masked_attention(page: Page):
     """The causal head's file: the page at the file's sizes (block_size 8, a 16-wide head), its (B, T, T) weights a
     slice at a time, the buffer's mask in the masked_fill step's line."""
     with live_server("--net-file", str(HEAD_FILE), "--check-workers", "0") as url:

@@ -9,16 +9,13 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from .test_browser import (  # noqa: F401 (fixtures)
+from .test_browser import (
     RUN_ENDS_MS,
     act,
-    base_url,
-    browser,
     click_node,
     graph_nodes,
     node_labels,
     open_page,
-    page,
     served,
 )
 
@@ -44,7 +41,7 @@ def check_step(pg: Page, code: str) -> None:
     pg.wait_for_selector("[data-testid=challenge-feedback] p")
 
 
-def test_the_layernorm_graph_steps_and_its_tensors_open(page, base_url):  # noqa: F811
+def test_the_layernorm_graph_steps_and_its_tensors_open(page, base_url):
     open_page(page, f"{base_url}/{LN}")
     nodes = graph_nodes(page)
     assert "lnvar_inv" in nodes and "lnraw" in nodes and "bnvar_inv" not in nodes, nodes
@@ -67,7 +64,7 @@ def test_the_layernorm_graph_steps_and_its_tensors_open(page, base_url):  # noqa
     expect(page.get_by_test_id("error")).to_be_hidden()
 
 
-def test_the_why_drawer_derives_the_fused_layernorm_backward(page, base_url):  # noqa: F811
+def test_the_why_drawer_derives_the_fused_layernorm_backward(page, base_url):
     page.goto(base_url)
     step = step_writing(page, "hprebn", "fused_ln")
     open_page(page, f"{base_url}/{LN}&mode=fused_ln&step={step}&node=hprebn&pin=1&why=1")
@@ -82,7 +79,7 @@ def test_the_why_drawer_derives_the_fused_layernorm_backward(page, base_url):  #
     expect(drawer.get_by_test_id("check-cell-text")).to_contain_text("hprebn")
 
 
-def test_the_bug_lab_lists_the_layernorm_bugs_and_shows_a_wrong_gradient(page, base_url):  # noqa: F811
+def test_the_bug_lab_lists_the_layernorm_bugs_and_shows_a_wrong_gradient(page, base_url):
     open_page(page, f"{base_url}/{LN}&step=0")
     bugs = served(page, f"/api/bugs?net={NET}")["bugs"]
     options = page.get_by_test_id("cfg-bug").locator("option").evaluate_all("(os) => os.map((o) => o.value)")
@@ -103,7 +100,7 @@ def test_the_bug_lab_lists_the_layernorm_bugs_and_shows_a_wrong_gradient(page, b
     expect(page.get_by_test_id("check")).to_contain_text("against autograd's (32,1)")
 
 
-def test_challenge_grades_a_layernorm_step_and_its_batchnorm_habit(page, base_url):  # noqa: F811
+def test_challenge_grades_a_layernorm_step_and_its_batchnorm_habit(page, base_url):
     page.goto(base_url)
     step = step_writing(page, "lnmeani")
     open_page(page, f"{base_url}/{LN}&step={step - 1}")
@@ -125,7 +122,7 @@ def test_challenge_grades_a_layernorm_step_and_its_batchnorm_habit(page, base_ur
     expect(page.get_by_test_id("challenge-progress")).to_contain_text("this one ✓")
 
 
-def test_challenge_accepts_the_fused_layernorm_cell(page, base_url):  # noqa: F811
+def test_challenge_accepts_the_fused_layernorm_cell(page, base_url):
     open_page(page, f"{base_url}/{LN}&mode=fused_ln")
     page.get_by_test_id("challenge-toggle").check()
     page.get_by_test_id("tab-cell").click()
@@ -149,7 +146,7 @@ def test_challenge_accepts_the_fused_layernorm_cell(page, base_url):  # noqa: F8
     expect(page.get_by_test_id("cell-cmp")).to_contain_text("hprebn")
 
 
-def test_challenge_progress_is_kept_apart_per_network(page, base_url):  # noqa: F811
+def test_challenge_progress_is_kept_apart_per_network(page, base_url):
     # progress made on the lecture's net before there were other nets: kept under the mode's name alone
     open_page(page, base_url)
     total = len(served(page, "/api/graph")["schedule"])
@@ -170,7 +167,7 @@ def test_challenge_progress_is_kept_apart_per_network(page, base_url):  # noqa: 
     expect(page.get_by_test_id("challenge-progress")).to_contain_text(f"— atomic: 1 of {total} steps solved")
 
 
-def test_the_network_select_navigates_and_an_unknown_net_is_noted(page, base_url):  # noqa: F811
+def test_the_network_select_navigates_and_an_unknown_net_is_noted(page, base_url):
     open_page(page, f"{base_url}/?mode=fused_bn&step=3&bug=")
     titles = {n["name"]: n["title"] for n in served(page, "/api/nets")["nets"]}
     options = page.get_by_test_id("cfg-net").locator("option")
@@ -201,7 +198,7 @@ def test_the_network_select_navigates_and_an_unknown_net_is_noted(page, base_url
     assert "net=" not in page.url
 
 
-def test_the_training_page_trains_the_layernorm_net(page, base_url):  # noqa: F811
+def test_the_training_page_trains_the_layernorm_net(page, base_url):
     page.goto(f"{base_url}/train.html")
     page.wait_for_selector("body[data-ready='1']")
     nets = {n["name"]: n for n in served(page, "/api/nets")["nets"]}

@@ -10,12 +10,9 @@ from playwright.sync_api import Page, expect
 
 from server.net.packs import NETS
 
-from .test_browser import (  # noqa: F401 (fixtures)
+from .test_browser import (
     act,
-    base_url,
-    browser,
     open_page,
-    page,
     served,
 )
 
@@ -81,7 +78,7 @@ def assert_slice(pg: Page, detail: dict, rows: int, cols: int, cut: int, index: 
 
 
 @pytest.mark.parametrize(("net", "mode", "node"), CASES, ids=[c[0] for c in CASES])
-def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode, node):  # noqa: F811
+def test_a_3d_node_is_drawn_one_chosen_slice_at_a_time(page, base_url, net, mode, node):
     page.goto(f"{base_url}/api/health")  # an origin to ask the API from
     graph = served(page, f"/api/graph?net={net}&mode={mode}")
     last = len(graph["schedule"])
@@ -162,7 +159,7 @@ MAPS = [attention_map(name) for name, net in NETS.items() if any({"query", "key"
 
 
 @pytest.mark.parametrize(("net", "mode", "node"), MAPS, ids=[c[0] for c in MAPS])
-def test_attention_weights_open_as_a_query_by_key_map_per_batch_row(page, base_url, net, mode, node):  # noqa: F811
+def test_attention_weights_open_as_a_query_by_key_map_per_batch_row(page, base_url, net, mode, node):
     page.goto(f"{base_url}/api/health")
     last = len(served(page, f"/api/graph?net={net}&mode={mode}")["schedule"])
     query = f"net={net}&mode={mode}&step={last}"
@@ -188,7 +185,7 @@ def test_attention_weights_open_as_a_query_by_key_map_per_batch_row(page, base_u
 
 
 @pytest.mark.parametrize("net", [name for name in NETS if name not in ("makemore4", "layernorm")])
-def test_a_3d_gradient_of_several_ops_shows_each_contribution_on_the_same_slice(page, base_url, net):  # noqa: F811
+def test_a_3d_gradient_of_several_ops_shows_each_contribution_on_the_same_slice(page, base_url, net):
     page.goto(f"{base_url}/api/health")
     mode = NETS[net].mode_names[0]
     graph = served(page, f"/api/graph?net={net}&mode={mode}")
@@ -216,14 +213,14 @@ def test_a_3d_gradient_of_several_ops_shows_each_contribution_on_the_same_slice(
 
 
 @pytest.mark.parametrize(("net", "mode", "node"), CASES, ids=[c[0] for c in CASES])
-def test_axe_finds_nothing_in_a_3d_nodes_controls(page, base_url, net, mode, node):  # noqa: F811
+def test_axe_finds_nothing_in_a_3d_nodes_controls(page, base_url, net, mode, node):
     open_page(page, f"{base_url}/?net={net}&mode={mode}&step=0&node={node}&pin=1&axes=0,2&slice=1")
     # the select, the slider and what they show: every finding, minor to critical
     found = Axe().run(page, context="[data-testid=slice-controls]").response["violations"]
     assert not found, [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in found]
 
 
-def test_a_urls_slice_past_the_dim_or_on_a_2d_node_is_said_and_fitted(page, base_url):  # noqa: F811
+def test_a_urls_slice_past_the_dim_or_on_a_2d_node_is_said_and_fitted(page, base_url):
     net, mode, node = CASES[0]
     page.goto(f"{base_url}/api/health")
     last = len(served(page, f"/api/graph?net={net}&mode={mode}")["schedule"])

@@ -16,7 +16,6 @@ from server.explain.why import mathml
 from server.net.declare import Rule
 from server.net.forward import run_forward
 from server.net.packs import wavenet as pack
-from tests.test_browser import base_url, browser, page  # noqa: F401 (fixtures of the browser tests below)
 
 N, N_EMBD, BLOCK_SIZE, N_HIDDEN = 12, 5, 8, 7  # small; n, n*T and n_hidden all differ, so a slipped dim shows
 LEAF_KINDS = ("input", "param")
@@ -692,7 +691,7 @@ def test_makemore_part_5s_result(lecture_dataset):
 
 
 @pytest.mark.browser
-def test_the_explorer_opens_the_wavenet_at_its_own_sizes_and_steps_it(page, base_url):  # noqa: F811
+def test_the_explorer_opens_the_wavenet_at_its_own_sizes_and_steps_it(page, base_url):
     from playwright.sync_api import expect
 
     from tests.test_browser import act, click_node, graph_nodes, node_labels, open_page, served
@@ -715,7 +714,7 @@ def test_the_explorer_opens_the_wavenet_at_its_own_sizes_and_steps_it(page, base
 
 
 @pytest.mark.browser
-def test_the_training_form_takes_the_wavenets_sizes_when_it_is_chosen(page, base_url):  # noqa: F811
+def test_the_training_form_takes_the_wavenets_sizes_when_it_is_chosen(page, base_url):
     from playwright.sync_api import expect
 
     page.goto(f"{base_url}/train.html")
