@@ -1,5 +1,5 @@
-"""The browser tests' shared fixtures (registered in tests/conftest.py): one lecture server and one Chromium per
-test process, shared by every browser test module, and a fresh browser context (a new visitor) per test."""
+"""The browser tests' shared fixtures (registered in tests/conftest.py): one lecture server per test process, shared
+by every browser test module; a Chromium per module; a fresh browser context (a new visitor) per test."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def base_url():
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium, per module: Playwright's sync API holds an event loop open on this thread while it runs, and a later
+    module's asyncio.run() (tests/web/test_fair.py) cannot start beside it."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
