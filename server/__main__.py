@@ -77,22 +77,25 @@ def _start(settings: Settings) -> int:
     except DataError as e:
         print(f"backprop-explorer: cannot use the data file: {e}", file=sys.stderr)
         return 2
-    if settings.net_file is not None:
+    if settings.net_file:
         from .net.netfile import NetFileError
-        from .net.packs import add_net_file, hand_over_net_file
+        from .net.packs import add_net_file, hand_over_net_files
 
-        net_file = os.path.abspath(settings.net_file)
-        try:
-            with open(net_file, encoding="utf-8") as f:
-                source = f.read()
-            add_net_file(net_file, source)
-        except (OSError, UnicodeDecodeError) as e:
-            print(f"backprop-explorer: cannot read the network file {net_file}: {e}", file=sys.stderr)
-            return 2
-        except NetFileError as e:
-            print(f"backprop-explorer: cannot use the network file {net_file}: {e}", file=sys.stderr)
-            return 2
-        hand_over_net_file(net_file, source)  # the web, check and training processes read this text, not the file
+        handed = []
+        for given in settings.net_file:
+            net_file = os.path.abspath(given)
+            try:
+                with open(net_file, encoding="utf-8") as f:
+                    source = f.read()
+                add_net_file(net_file, source)
+            except (OSError, UnicodeDecodeError) as e:
+                print(f"backprop-explorer: cannot read the network file {net_file}: {e}", file=sys.stderr)
+                return 2
+            except NetFileError as e:
+                print(f"backprop-explorer: cannot use the network file {net_file}: {e}", file=sys.stderr)
+                return 2
+            handed.append((net_file, source))
+        hand_over_net_files(handed)  # the web, check and training processes read these texts, not the files
     from .runs.store import StoreURLError, store_path
     from .runs.stores import open_store, redacted, without_password
 

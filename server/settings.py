@@ -48,9 +48,10 @@ class Settings:
     max_connections_per_client: int = 256  # open connections one client address may hold per server process;
     # more are closed at once (a trusted proxy's are not counted)
     head_timeout: float = 5.0  # seconds a connection may take to send a request's line and headers; then closed
-    net_file: str | None = None  # a network written as the lecture's forward cell (a .py file: sizes, a seeded
+    net_file: tuple[str, ...] = ()  # a network written as the lecture's forward cell (a .py file: sizes, a seeded
     # generator, parameter lines, parameters = [...], then one op a line ending in loss), served beside the
-    # built-in networks as ?net=<the file's name>: its backward rules are written from the op library
+    # built-in networks as ?net=<the file's name>: its backward rules are written from the op library; give the
+    # option once for each file to serve several
     class_days: float = 30.0  # days a class (and what its students' checks recorded) is kept; then it is deleted
 
 
@@ -65,6 +66,10 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "check_timeout": (0.1, 600),
     "class_days": (0.01, 3650),
 }
+
+
+# options given once per value (--net-file a.py --net-file b.py): tuples of every value given, in order
+REPEATED = frozenset({"net_file"})
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -116,12 +121,19 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         text = comments[f.name].replace("%", "%%")  # argparse formats help with %
         if f.default not in (None, ()):
             text += f" (default {f.default})"
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in REPEATED:  # each time it is given adds one value (a path may hold a comma)
+            parser.add_argument(flag, action="append", type=str, default=None, help=text)
+            continue
         parse = _PARSERS[hints[f.name]]
         if f.name in RANGES:
             parse = _bounded(parse, *RANGES[f.name])
-        parser.add_argument("--" + f.name.replace("_", "-"), type=parse, default=f.default, help=text)
+        parser.add_argument(flag, type=parse, default=f.default, help=text)
 
 
 def from_options(args: argparse.Namespace) -> Settings:
     """The settings a parsed command line (see add_options) names."""
-    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    values = {f.name: getattr(args, f.name) for f in fields(Settings)}
+    for name in REPEATED:
+        values[name] = tuple(values[name] or ())
+    return Settings(**values)

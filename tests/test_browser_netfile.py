@@ -16,12 +16,15 @@ pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)
 
 GATED_FILE = Path(__file__).resolve().parent / "netfiles" / "gated_mlp.py"
+HEAD_FILE = Path(__file__).resolve().parent / "netfiles" / "causal_head.py"
 NET = "gated_mlp"
 
 
 @pytest.fixture(scope="module")
 def base_url():
-    with live_server("--net-file", str(GATED_FILE), "--check-workers", "1", "--check-timeout", "60") as url:
+    """A server with two network files: the gated MLP and the causal head."""
+    files = ("--net-file", str(GATED_FILE), "--net-file", str(HEAD_FILE))
+    with live_server(*files, "--check-workers", "1", "--check-timeout", "60") as url:
         yield url
 
 
@@ -83,24 +86,20 @@ def test_challenge_grades_a_step_of_the_network_file(page: Page, base_url):
     expect(feedback.locator(".bad")).to_have_count(0)
 
 
-HEAD_FILE = Path(__file__).resolve().parent / "netfiles" / "causal_head.py"
-
-
-def test_the_head_file_opens_at_its_context_of_eight_and_draws_its_masked_attention(page: Page):
+def test_the_head_file_opens_at_its_context_of_eight_and_draws_its_masked_attention(page: Page, base_url):
     """The causal head's file: the page at the file's sizes (block_size 8, a 16-wide head), its (B, T, T) weights a
     slice at a time, the buffer's mask in the masked_fill step's line."""
-    with live_server("--net-file", str(HEAD_FILE), "--check-workers", "0") as url:
-        open_page(page, f"{url}/?net=causal_head")
-        expect(page.get_by_test_id("cfg-n_hidden")).to_have_value("16")
-        expect(page.get_by_test_id("cfg-seed")).to_have_value("1337")
-        total = len(served(page, "/api/graph?net=causal_head")["schedule"])
-        assert {"wei_masked", "att", "pooled"} <= set(graph_nodes(page))
-        assert "tril" not in graph_nodes(page)  # a buffer, not a tensor of the graph
-        open_page(page, f"{url}/?net=causal_head&step={total}&node=att&pin=1")
-        expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 8, 8)")
-        expect(page.get_by_test_id("thumb-value")).to_have_attribute("data-shape", "32x8x8")
-        act(page, lambda: page.get_by_test_id("slice").fill("2"))
-        assert "slice=2" in page.url
-        expect(page.get_by_test_id("error")).to_be_hidden()
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "netfile-head-1280.png"), full_page=False)
+    open_page(page, f"{base_url}/?net=causal_head")
+    expect(page.get_by_test_id("cfg-n_hidden")).to_have_value("16")
+    expect(page.get_by_test_id("cfg-seed")).to_have_value("1337")
+    total = len(served(page, "/api/graph?net=causal_head")["schedule"])
+    assert {"wei_masked", "att", "pooled"} <= set(graph_nodes(page))
+    assert "tril" not in graph_nodes(page)  # a buffer, not a tensor of the graph
+    open_page(page, f"{base_url}/?net=causal_head&step={total}&node=att&pin=1")
+    expect(page.get_by_test_id("panel-title")).to_contain_text("shape (32, 8, 8)")
+    expect(page.get_by_test_id("thumb-value")).to_have_attribute("data-shape", "32x8x8")
+    act(page, lambda: page.get_by_test_id("slice").fill("2"))
+    assert "slice=2" in page.url
+    expect(page.get_by_test_id("error")).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "netfile-head-1280.png"), full_page=False)

@@ -209,37 +209,29 @@ def test_the_server_refuses_a_bad_network_file_in_one_line_with_exit_code_2(tmp_
     assert "mynet" not in NETS
 
 
-def test_the_server_started_with_a_network_file_serves_it_and_every_gradient_agrees_with_autograd(tmp_path):
+def test_the_server_started_with_a_network_file_serves_it_and_every_gradient_agrees_with_autograd(url):
     """The real server's processes read the file as the command line named it: /api/nets lists it, the API steps it."""
-    path = tmp_path / "mynet.py"
-    path.write_text(GATED_FILE.read_text())
-
-    def get(url: str) -> dict:
-        with urllib.request.urlopen(url) as response:
-            return json.load(response)
-
-    with live_server("--net-file", str(path), "--check-workers", "0") as url:
-        assert "mynet" in [net["name"] for net in get(f"{url}/api/nets")["nets"]]
-        graph = get(f"{url}/api/graph?net=mynet&mode=atomic")
-        assert {node["name"] for node in graph["nodes"]} >= {"C", "W1", "gate", "h", "logprobs", "loss"}
-        state = get(f"{url}/api/state?net=mynet&mode=atomic")
-        assert state["step"] == state["total_steps"] == 13  # one backward step a forward line
-        checked = {name: node["cmp"] for name, node in state["nodes"].items() if node["cmp"] is not None}
-        assert {"C", "W1", "b1", "Wg", "bg", "W2", "W3"} <= set(checked)
-        assert all(cmp["approx"] for cmp in checked.values()), checked
-        why = get(f"{url}/api/why/gpre?net=mynet&mode=atomic&step=13")  # the Why drawer: the sigmoid's rule
-        (rule,) = why["rules"]
-        assert rule["op"] == "gate" and "dgpre = gate * (1 - gate) * dgate" in json.dumps(rule)
-        # a training run: a training process of its own, which reads the file's text from the server
-        body = json.dumps({"net": "mynet", "max_steps": 400, "lr_decay_step": 300, "check_every": 100}).encode()
-        started = urllib.request.Request(
-            f"{url}/api/runs", data=body, headers={"Content-Type": "application/json", "Origin": url}
-        )
-        with urllib.request.urlopen(started) as response:
-            run_id = json.load(response)["runs"][0]["id"]
-        run = wait_for("the run to end", lambda: (r := get(f"{url}/api/runs/{run_id}"))["status"] not in ACTIVE and r)
-        assert run["status"] == "finished" and "agreed with autograd" in run["reason"], run["reason"]
-        assert run["result"]["val_loss"] < 2.8  # from ln 27 ≈ 3.3, the uniform guess
+    assert "mynet" in [net["name"] for net in get(f"{url}/api/nets")["nets"]]
+    graph = get(f"{url}/api/graph?net=mynet&mode=atomic")
+    assert {node["name"] for node in graph["nodes"]} >= {"C", "W1", "gate", "h", "logprobs", "loss"}
+    state = get(f"{url}/api/state?net=mynet&mode=atomic")
+    assert state["step"] == state["total_steps"] == 13  # one backward step a forward line
+    checked = {name: node["cmp"] for name, node in state["nodes"].items() if node["cmp"] is not None}
+    assert {"C", "W1", "b1", "Wg", "bg", "W2", "W3"} <= set(checked)
+    assert all(cmp["approx"] for cmp in checked.values()), checked
+    why = get(f"{url}/api/why/gpre?net=mynet&mode=atomic&step=13")  # the Why drawer: the sigmoid's rule
+    (rule,) = why["rules"]
+    assert rule["op"] == "gate" and "dgpre = gate * (1 - gate) * dgate" in json.dumps(rule)
+    # a training run: a training process of its own, which reads the file's text from the server
+    body = json.dumps({"net": "mynet", "max_steps": 400, "lr_decay_step": 300, "check_every": 100}).encode()
+    started = urllib.request.Request(
+        f"{url}/api/runs", data=body, headers={"Content-Type": "application/json", "Origin": url}
+    )
+    with urllib.request.urlopen(started) as response:
+        run_id = json.load(response)["runs"][0]["id"]
+    run = wait_for("the run to end", lambda: (r := get(f"{url}/api/runs/{run_id}"))["status"] not in ACTIVE and r)
+    assert run["status"] == "finished" and "agreed with autograd" in run["reason"], run["reason"]
+    assert run["result"]["val_loss"] < 2.8  # from ln 27 ≈ 3.3, the uniform guess
 
 
 def test_the_docs_example_loads_and_every_gradient_agrees_with_autograd(lecture_dataset):
@@ -269,6 +261,20 @@ def test_a_worker_started_by_hand_reads_the_file_its_environment_names():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
     assert "gated_mlp" not in packs.stdout.split()
     assert out.stdout.split() == [*packs.stdout.split(), "gated_mlp"]  # the packs, then the file's network
+    env[NET_FILE_ENV] = f"{GATED_FILE}{os.pathsep}{HEAD_FILE}"  # several files: separated as in PATH
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == [*packs.stdout.split(), "gated_mlp", "causal_head"]
+
+
+def test_two_files_of_one_name_are_refused_at_start(tmp_path, refused_at_start):  # noqa: F811
+    (tmp_path / "other").mkdir()
+    first, second = tmp_path / "mynet.py", tmp_path / "other" / "mynet.py"
+    first.write_text(GATED_FILE.read_text())
+    second.write_text(GATED_FILE.read_text())
+    code, err = refused_at_start("--net-file", str(first), "--net-file", str(second))
+    assert code == 2
+    assert f"cannot use the network file {second}: " in err and "already served: rename the file" in err
+    NETS.pop("mynet", None)  # main() ran in this process: the first file's network was registered here
 
 
 FD_REL = 1e-5  # float64 five-point differences against a right gradient
@@ -332,6 +338,33 @@ def test_the_export_of_every_generated_step_runs_and_its_cmp_lines_agree(served,
 # --- the page's sizes: the file's own ------------------------------------------------------------------------------
 
 # each file's numbers as its teacher wrote them (its sizes and its generator's seed), read off the files here
+PINNED = """import torch
+n_embd = 6
+block_size = 4
+fan_in = n_embd * block_size  # a number computed once from two sizes: they cannot change under it
+g = torch.Generator().manual_seed(3)
+C = torch.randn((vocab_size, n_embd), generator=g)
+W = torch.randn((n_embd * block_size, vocab_size), generator=g) / fan_in**0.5
+parameters = [C, W]
+emb = C[Xb]
+x = emb.view(emb.shape[0], -1)
+logits = x @ W
+loss = F.cross_entropy(logits, Yb)
+"""
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    """One real server started with every test file (--net-file given once for each), one sandbox process: a copy
+    of the gated MLP as mynet.py (a file's name is its network's), and the pinned-size file."""
+    tmp = tmp_path_factory.mktemp("netfiles")
+    (tmp / "mynet.py").write_text(GATED_FILE.read_text())
+    (tmp / "pinned.py").write_text(PINNED)
+    files = (*ALL_FILES, MAX_FILE, tmp / "mynet.py", tmp / "pinned.py")
+    with live_server(*(arg for path in files for arg in ("--net-file", str(path))), "--check-workers", "1") as url:
+        yield url
+
+
 FILE_SIZES = {
     LECTURE_FILE: {"n_embd": 10, "n_hidden": 64, "batch_size": 32, "seed": 2147483647},
     GATED_FILE: {"n_embd": 8, "n_hidden": 48, "seed": 42},
@@ -357,76 +390,57 @@ LEARNER_LINES = {
 
 
 @pytest.mark.parametrize("path", (*ALL_FILES, MAX_FILE), ids=lambda path: path.stem)
-def test_the_page_opens_at_the_files_sizes_and_the_check_accepts_every_steps_right_line(path, served):
+def test_the_page_opens_at_the_files_sizes_and_the_check_accepts_every_steps_right_line(path, served, url):
     """Through the real server: /api/nets and /api/meta give the file's numbers as the defaults, a pass without
     sizes runs at them, and the right lines of every step, posted to /api/check in the order written, are correct."""
     name, sizes = path.stem, FILE_SIZES[path]
     net = served[name] if name in served else netfile.load(path)
-    with live_server("--net-file", str(path), "--check-workers", "1") as url:
-        listed = {net["name"]: net for net in get(f"{url}/api/nets")["nets"]}
-        assert listed[name]["defaults"] == sizes
-        meta = get(f"{url}/api/meta?net={name}")
-        assert {field: meta["config"][field]["default"] for field in sizes} == sizes
-        assert {field: meta["train"][field]["default"] for field in sizes} == sizes  # a run trains at them too
-        state = get(f"{url}/api/state?net={name}&mode=atomic")
-        embd = sizes["n_embd"]
-        assert state["nodes"]["C"]["cmp"]["expected_shape"] == [
-            27,
-            embd,
-        ]  # the file's embedding, not the lecture's 10 by default
-        emb = next(op.name for op in net.ops if op.inputs == ("C", "Xb"))
-        assert state["nodes"][emb]["cmp"]["expected_shape"] == [
-            sizes.get("batch_size", 32),
-            sizes.get("block_size", 3),
-            embd,
-        ]
-        steps = net.backward_schedule("atomic")
-        assert state["total_steps"] == len(steps)
-        for step, op in enumerate(steps, start=1):
-            lines = ["\n".join(rule.code for rule in op.rules)]
-            if (path, op.name) in LEARNER_LINES:
-                lines.append(LEARNER_LINES[path, op.name])
-            for code in lines:
-                # in float64: float32's rounding of the earlier steps can put a right line's near-0 entry past the
-                # lecture's allclose (attention_mix's dWv, on the server's default data); float64 leaves only the line
-                body = {"net": name, "mode": "atomic", "step": step, "code": code, "dtype": "float64"}
-                status, answer = post(f"{url}/api/check", body)
-                assert status == 200, (op.name, code, answer)
-                assert answer["op"] == op.name and answer["correct"], (op.name, code, answer["results"])
+    listed = {net["name"]: net for net in get(f"{url}/api/nets")["nets"]}
+    assert listed[name]["defaults"] == sizes
+    meta = get(f"{url}/api/meta?net={name}")
+    assert {field: meta["config"][field]["default"] for field in sizes} == sizes
+    assert {field: meta["train"][field]["default"] for field in sizes} == sizes  # a run trains at them too
+    state = get(f"{url}/api/state?net={name}&mode=atomic")
+    embd = sizes["n_embd"]
+    assert state["nodes"]["C"]["cmp"]["expected_shape"] == [
+        27,
+        embd,
+    ]  # the file's embedding, not the lecture's 10 by default
+    emb = next(op.name for op in net.ops if op.inputs == ("C", "Xb"))
+    assert state["nodes"][emb]["cmp"]["expected_shape"] == [
+        sizes.get("batch_size", 32),
+        sizes.get("block_size", 3),
+        embd,
+    ]
+    steps = net.backward_schedule("atomic")
+    assert state["total_steps"] == len(steps)
+    for step, op in enumerate(steps, start=1):
+        lines = ["\n".join(rule.code for rule in op.rules)]
+        if (path, op.name) in LEARNER_LINES:
+            lines.append(LEARNER_LINES[path, op.name])
+        for code in lines:
+            # in float64: float32's rounding of the earlier steps can put a right line's near-0 entry past the
+            # lecture's allclose (attention_mix's dWv, on the server's default data); float64 leaves only the line
+            body = {"net": name, "mode": "atomic", "step": step, "code": code, "dtype": "float64"}
+            status, answer = post(f"{url}/api/check", body)
+            assert status == 200, (op.name, code, answer)
+            assert answer["op"] == op.name and answer["correct"], (op.name, code, answer["results"])
     if path == MAX_FILE:  # the generated line walks one_hot's classes back to dim 1, in the sandbox's vocabulary
         assert ".transpose(1, 2) * dpooled" in net.ops_by_name["pooled"].rules[0].code
     used = {key for key in LEARNER_LINES if key[0] == path}
     assert {(path, op.name) for op in net.ops} >= used  # every hand-written line was posted
 
 
-PINNED = """import torch
-n_embd = 6
-block_size = 4
-fan_in = n_embd * block_size  # a number computed once from two sizes: they cannot change under it
-g = torch.Generator().manual_seed(3)
-C = torch.randn((vocab_size, n_embd), generator=g)
-W = torch.randn((n_embd * block_size, vocab_size), generator=g) / fan_in**0.5
-parameters = [C, W]
-emb = C[Xb]
-x = emb.view(emb.shape[0], -1)
-logits = x @ W
-loss = F.cross_entropy(logits, Yb)
-"""
-
-
-def test_a_size_another_number_was_computed_from_is_pinned_and_a_request_for_another_is_a_422(tmp_path):
-    path = tmp_path / "pinned.py"
-    path.write_text(PINNED)
-    with live_server("--net-file", str(path), "--check-workers", "0") as url:
-        meta = get(f"{url}/api/meta?net=pinned")
-        for field, size in (("n_embd", 6), ("block_size", 4)):
-            assert (meta["config"][field]["minimum"], meta["config"][field]["maximum"]) == (size, size), field
-        assert meta["config"]["n_hidden"]["maximum"] > meta["config"]["n_hidden"]["minimum"]  # no file's n_hidden
-        assert get(f"{url}/api/state?net=pinned&mode=atomic")["nodes"]["x"]["cmp"]["expected_shape"] == [32, 24]
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            get(f"{url}/api/state?net=pinned&mode=atomic&n_embd=7")
-        assert refused.value.code == 422
-        assert "n_embd must be in [6, 6] for the pinned network" in refused.value.read().decode()
+def test_a_size_another_number_was_computed_from_is_pinned_and_a_request_for_another_is_a_422(url):
+    meta = get(f"{url}/api/meta?net=pinned")
+    for field, size in (("n_embd", 6), ("block_size", 4)):
+        assert (meta["config"][field]["minimum"], meta["config"][field]["maximum"]) == (size, size), field
+    assert meta["config"]["n_hidden"]["maximum"] > meta["config"]["n_hidden"]["minimum"]  # no file's n_hidden
+    assert get(f"{url}/api/state?net=pinned&mode=atomic")["nodes"]["x"]["cmp"]["expected_shape"] == [32, 24]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(f"{url}/api/state?net=pinned&mode=atomic&n_embd=7")
+    assert refused.value.code == 422
+    assert "n_embd must be in [6, 6] for the pinned network" in refused.value.read().decode()
 
 
 def test_a_size_the_explorer_cannot_take_is_refused_at_its_line():

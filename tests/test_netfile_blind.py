@@ -164,19 +164,26 @@ def test_every_gradient_agrees_with_a_plain_pytorch_forward_in_float64(served, l
         )
 
 
+@pytest.fixture(scope="module")
+def url():
+    """The real server with the three files (--net-file once for each): the API's net field is fixed at start-up, so
+    not in this process."""
+    files = (arg for name in BLIND for arg in ("--net-file", str(FILES / f"{name}.py")))
+    with live_server(*files, "--check-workers", "0") as url:
+        yield url
+
+
 @pytest.mark.parametrize("name", list(BLIND))
-def test_the_server_started_with_the_file_lists_it_and_every_gradient_at_the_last_step_agrees(served, name):
-    """The real server with --net-file: the API's net field is fixed at start-up, so not in this process."""
-    with live_server("--net-file", str(FILES / f"{name}.py"), "--check-workers", "0") as url:
-        listed = {net["name"]: net for net in get(f"{url}/api/nets")["nets"]}
-        assert listed[name]["defaults"] == BLIND[name].sizes and listed[name]["modes"] == ["atomic"]
-        steps = get(f"{url}/api/meta?net={name}")["modes"][0]["steps"]
-        assert steps == len(served[name].ops)  # one backward step a forward line
-        state = get(f"{url}/api/state?net={name}&step={steps}&dtype=float64")
-        assert state["step"] == state["total_steps"] == steps
-        checked = {n: node["cmp"] for n, node in state["nodes"].items() if node["cmp"] is not None}
-        assert set(checked) == {node.name for node in served[name].nodes} - {"Xb", "Yb"}
-        assert all(cmp["approx"] and cmp["maxdiff"] < 1e-12 for cmp in checked.values()), checked
+def test_the_server_started_with_the_file_lists_it_and_every_gradient_at_the_last_step_agrees(served, name, url):
+    listed = {net["name"]: net for net in get(f"{url}/api/nets")["nets"]}
+    assert listed[name]["defaults"] == BLIND[name].sizes and listed[name]["modes"] == ["atomic"]
+    steps = get(f"{url}/api/meta?net={name}")["modes"][0]["steps"]
+    assert steps == len(served[name].ops)  # one backward step a forward line
+    state = get(f"{url}/api/state?net={name}&step={steps}&dtype=float64")
+    assert state["step"] == state["total_steps"] == steps
+    checked = {n: node["cmp"] for n, node in state["nodes"].items() if node["cmp"] is not None}
+    assert set(checked) == {node.name for node in served[name].nodes} - {"Xb", "Yb"}
+    assert all(cmp["approx"] and cmp["maxdiff"] < 1e-12 for cmp in checked.values()), checked
 
 
 @pytest.mark.parametrize("name", list(BLIND))

@@ -37,7 +37,7 @@ OPTIONS = [
     ("--max-connections-per-client", "32", "max_connections_per_client", 32),
     ("--head-timeout", "2.5", "head_timeout", 2.5),
     ("--check-timeout", "30", "check_timeout", 30.0),
-    ("--net-file", "mynet.py", "net_file", "mynet.py"),
+    ("--net-file", "my,net.py", "net_file", ("my,net.py",)),
     ("--class-days", "7.5", "class_days", 7.5),
 ]
 
@@ -50,6 +50,10 @@ def test_an_empty_command_line_is_the_default_settings():
     assert parse() == Settings()
     # the defaults the README documents
     assert (Settings().port, Settings().max_runs, Settings().max_queued, Settings().keep_runs) == (8000, 2, 8, 500)
+
+
+def test_net_file_may_be_given_once_for_each_file():
+    assert parse("--net-file", "a.py", "--net-file", "b.py").net_file == ("a.py", "b.py")
 
 
 def test_every_field_is_an_option_in_the_table():

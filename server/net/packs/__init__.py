@@ -11,7 +11,7 @@ from . import attention, layernorm, makemore4, wavenet
 
 DEFAULT_NET = "makemore4"
 NETS: dict[str, Net] = {net.name: net for net in (makemore4.NET, layernorm.NET, wavenet.NET, attention.NET)}
-NET_FILE_ENV = "BACKPROP_EXPLORER_NET_FILE"  # a network file's path and text, for every process the server starts
+NET_FILE_ENV = "BACKPROP_EXPLORER_NET_FILE"  # the network files' paths and texts, for every process the server starts
 
 
 def net_of(name: str) -> Net:
@@ -37,20 +37,22 @@ def add_net_file(path: str, source: str) -> Net:
     return net
 
 
-def hand_over_net_file(path: str, source: str) -> None:
-    """Every process started from now on (web, check, training) reads the same file's text at its start."""
-    os.environ[NET_FILE_ENV] = json.dumps({"path": path, "source": source})
+def hand_over_net_files(files: list[tuple[str, str]]) -> None:
+    """Every process started from now on (web, check, training) reads the same files' texts at its start."""
+    os.environ[NET_FILE_ENV] = json.dumps([{"path": path, "source": source} for path, source in files])
 
 
-def _net_file_from_environment(value: str) -> None:
-    """The server hands its processes the file's path and text (JSON); a worker started by hand names the path."""
-    if value.startswith("{"):
-        handed = json.loads(value)
-        add_net_file(handed["path"], handed["source"])
+def _net_files_from_environment(value: str) -> None:
+    """The server hands its processes the files' paths and texts (JSON); a worker started by hand names the paths,
+    separated as in PATH (mynet.py:head.py)."""
+    if value.startswith("["):
+        for handed in json.loads(value):
+            add_net_file(handed["path"], handed["source"])
     else:
-        add_net_file(value, Path(value).read_text(encoding="utf-8"))
+        for path in filter(None, value.split(os.pathsep)):
+            add_net_file(path, Path(path).read_text(encoding="utf-8"))
 
 
-# the server's --net-file, read again in each of its processes: the text validated at start-up, not the file
+# the server's --net-file, read again in each of its processes: the texts validated at start-up, not the files
 if os.environ.get(NET_FILE_ENV):
-    _net_file_from_environment(os.environ[NET_FILE_ENV])
+    _net_files_from_environment(os.environ[NET_FILE_ENV])
