@@ -1152,20 +1152,22 @@ def test_the_drawer_in_every_mode(page, base_url, mode):
 
 def test_worked_examples_show_the_served_numbers(page, base_url):
     # the matrix products, tanh, the max's row, C's scatter and log's 1/x: each number names the entry it shows
+    tensors: dict[str, dict] = {}  # each served tensor fetched once: many numbers show entries of the same one
     for node in ("W2", "h", "hpreact", "logits", "C", "probs"):
         open_page(page, f"{base_url}/?step={LAST}&node={node}&pin=1&why=1")
         expect(page.get_by_test_id("why")).to_have_attribute("data-node", node)
-        numbers = page.locator("#why .num[data-tensor]")
-        assert numbers.count() >= 1
-        for k in range(numbers.count()):
-            num = numbers.nth(k)
-            tensor, grad = num.get_attribute("data-tensor"), num.get_attribute("data-grad") == "1"
-            step = num.get_attribute("data-step") or LAST
-            index = [int(i) for i in num.get_attribute("data-index").split(",")]
-            data = served(page, f"/api/tensor/{tensor}?step={step}")["grad_manual" if grad else "value"]["data"]
+        numbers = page.locator("#why .num[data-tensor]").evaluate_all("(nums) => nums.map((n) => ({...n.dataset}))")
+        assert len(numbers) >= 1
+        for num in numbers:
+            tensor, grad, step = num["tensor"], num.get("grad") == "1", num.get("step") or LAST
+            index = [int(i) for i in num["index"].split(",")]
+            url = f"/api/tensor/{tensor}?step={step}"
+            if url not in tensors:
+                tensors[url] = served(page, url)
+            data = tensors[url]["grad_manual" if grad else "value"]["data"]
             for i in index:
                 data = data[i]
-            assert float(num.get_attribute("data-value")) == data, (node, tensor, grad, index)
+            assert float(num["value"]) == data, (node, tensor, grad, index)
     # log: the chosen entry and its row's target, where dlogprobs's -1/n meets 1/probs
     open_page(page, f"{base_url}/?step={LAST}&node=probs&pin=1&why=1")
     expect(page.get_by_test_id("example-log")).to_be_visible()

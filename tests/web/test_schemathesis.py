@@ -43,7 +43,7 @@ def _number(value: object) -> float:
 
 
 @schema.parametrize()
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms(case):
     # keep generated passes small enough for CI; the bounds themselves are tested in test_api.py
     if case.query:
