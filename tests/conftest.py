@@ -71,11 +71,14 @@ LONGEST_FIRST = (
     "test_lecture_exercise_4_result",
     "test_a_1500_step_run_trains_with_the_packs_declared_backward",
     "test_three_workers_drain_six_queued_runs_one_at_a_time_each",
+    "test_challenge_walk_of_exercise_1_never_shows_an_unsolved_steps_answer",
     "test_the_whole_cell_editor_prints_the_notebooks_cmp_lines_and_the_first_wrong_line",
-    "test_worked_examples_show_the_served_numbers",
-    "test_restart_keeps_finished_runs_and_interrupts_the_running_one",
+    "test_the_page_opens_at_the_files_sizes_and_the_check_accepts_every_steps_right_line",
     "test_training_with_your_own_backward",
     "test_runs_with_the_learners_own_backward",
+    "test_restart_keeps_finished_runs_and_interrupts_the_running_one",
+    "test_finished_run_results_and_its_net_in_the_explorer",
+    "test_a_teacher_watches_two_students_live_without_their_code",
 )
 
 
