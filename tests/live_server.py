@@ -18,6 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cmdline(pid: int | str) -> str:
+    """A process's command line, arguments joined by spaces; "" once it has ended (it may end while being read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:  # gone meanwhile: ProcessLookupError mid-read, FileNotFoundError before
+        return ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

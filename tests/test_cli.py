@@ -22,7 +22,7 @@ import pytest
 
 from tests.lecture import ops_for_mode
 
-from .live_server import live_server
+from .live_server import cmdline, live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -302,7 +302,7 @@ def spawned(server: Started) -> bool:
 
 def a_check_process_started(server: Started) -> bool:
     # a sandbox process exists: the server is handing it the names list (where a Ctrl-C once hung it for good)
-    return any("multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text() for pid in _alive(server.descendants()))
+    return any("multiprocessing" in cmdline(pid) for pid in server.descendants())
 
 
 def ready(server: Started) -> bool:
@@ -327,7 +327,7 @@ def ends_cleanly(server: Started, sig: int) -> None:
     deadline = time.monotonic() + STOP_DEADLINE_S
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in _alive(children) if "server" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert not [pid for pid in children if "server" in cmdline(pid)]
 
 
 @pytest.mark.slow  # the real server, started and stopped
@@ -411,9 +411,7 @@ def test_forwarded_addresses_from_loopback_are_not_believed(tmp_path):
     server = Started(tmp_path, "--check-workers", "1")
     try:
         url = server.ready_url()
-        sandboxes = [
-            pid for pid in server.descendants() if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text()
-        ]
+        sandboxes = [pid for pid in server.descendants() if "multiprocessing" in cmdline(pid)]
         body = json.dumps({"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)"}).encode()
 
         def check(i: int) -> int:

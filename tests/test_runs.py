@@ -20,7 +20,7 @@ from server.runs.store import HEARTBEAT_TIMEOUT_S, Limits, QueueFull, RunStore, 
 from server.training.config import TrainConfig
 
 from .conftest import LECTURE_DATA
-from .live_server import LiveServer
+from .live_server import LiveServer, cmdline
 
 SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
 
@@ -603,7 +603,7 @@ def test_runs_with_the_learners_own_backward(tmp_path):
         (pid,) = [
             pid
             for pid in os.listdir("/proc")
-            if pid.isdigit() and f"-m server.runs.train_process --db {server.db} --run {run['id']} " in _cmdline(pid)
+            if pid.isdigit() and f"-m server.runs.train_process --db {server.db} --run {run['id']} " in cmdline(pid)
         ]
         limits = [Path(f"/proc/{pid}/limits").read_text()]
         (address_space,) = [
@@ -620,10 +620,3 @@ def test_runs_with_the_learners_own_backward(tmp_path):
         assert server.api("POST", f"/api/runs/{run['id']}/cancel", headers=owner).status_code == 200
     finally:
         server.stop()
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:  # gone meanwhile
-        return ""
