@@ -32,16 +32,9 @@ from playwright.sync_api import Page, Playwright, sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_bench import ROOT, free_port, start_server  # noqa: E402
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(ROOT))
+from tests.browser import ARGS, CHROMIUM  # noqa: E402 -- the browser tests' Chromium and its flags
 
-
-CHROMIUM = "/usr/bin/chromium"
 # navigation start → the first graph drawn / → drawn with the controls enabled and the inspector filled (the
 # first load's end: steppable), and the bytes (compressed, with headers) of every response asked for before that
 MARKS = """(() => { const at = (name) => performance.getEntriesByName(name)[0]?.startTime;
@@ -187,6 +180,11 @@ def baseline_frontend(ref: str | None, into: Path) -> str:
     archive = subprocess.run(["git", "archive", ref, "frontend"], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     (into / "frontend" / "plotly-only.html").write_text(PLOTLY_ONLY)
+    # the server serves every page it knows of: the ones added since (the class view's) are copied in as they are
+    # now; only index.html is measured
+    for page in (ROOT / "frontend").glob("*.html"):
+        if not (into / "frontend" / page.name).exists():
+            (into / "frontend" / page.name).write_bytes(page.read_bytes())
     return subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
