@@ -134,7 +134,7 @@ def serve(
     held = _listen(host, port)
     port = held.getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
-    stopping = False
+    stopping = stop_noted()  # a Ctrl-C before the handlers below, whatever became of its KeyboardInterrupt
 
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -142,7 +142,6 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    stopping = stop_noted()  # a Ctrl-C before these handlers, whatever became of its KeyboardInterrupt
 
     def start() -> tuple[multiprocessing.process.BaseProcess, float, Connection]:
         conn, child = ctx.Pipe()
