@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .live_server import live_server
+from .live_server import ROOT, live_server
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
 CHROMIUM = "/usr/bin/chromium"
