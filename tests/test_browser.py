@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 
 from tests.lecture import MODES, nodes_for_mode, ops_for_mode
 
-from .browser import ARTIFACTS, LECTURE_DATA, ROOT  # noqa: F401 (the browser modules import them from here)
+from .browser import ARTIFACTS, LECTURE_DATA, ROOT, forget, origin  # noqa: F401 (the browser modules import them here)
 
 # the declared counts (the lecture's, 20 steps over 29 nodes in Exercise 1, are pinned in tests/test_graph.py)
 STEPS = {mode: len(ops_for_mode(mode)) for mode in MODES}
@@ -66,6 +66,21 @@ def click_node(page: Page, name: str) -> None:
 
 def served(page: Page, path: str) -> dict:
     return page.evaluate("(url) => fetch(url).then((r) => r.json())", path)
+
+
+def test_each_tests_page_is_a_new_visitor(profile, base_url):
+    # the page fixture's visitors share one profile's HTTP cache; what one test's visitor kept, the next has not
+    first = profile.new_page()
+    open_page(first, base_url)
+    first.evaluate("localStorage.setItem('kept', '1'); sessionStorage.setItem('kept', '1'); document.cookie = 'kept=1'")
+    assert first.evaluate("localStorage.length") == 1 and profile.cookies()
+    forget(profile, first, {origin(base_url + "/api/meta")})
+    first.close()
+    second = profile.new_page()
+    open_page(second, base_url)
+    assert second.evaluate("[localStorage.length, sessionStorage.length, document.cookie]") == [0, 0, ""]
+    assert profile.cookies() == []
+    second.close()
 
 
 def test_page_draws_every_node_op_and_arrow(page, base_url):
