@@ -7,6 +7,7 @@ The web process never runs learner code itself.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -25,6 +26,18 @@ TIMEOUT_S = 3.0  # an evaluation that takes longer is stopped (a lecture gradien
 PASSES_KEPT = 16
 CACHE_SHARE = 4  # a sandbox process's passes hold at most 1/4 of its memory limit; the rest is the learner's code's
 CHECK_NICENESS = 10
+# imported once, by the process the sandbox processes are forked from (multiprocessing's forkserver), instead of by
+# each: torch (~1.4 s of CPU) and its compiler front end, which torch imports at the first shape error on the meta
+# device (~1 s; every process has one in its warm-up, and learners make them)
+PRELOADED = ["torch", "torch._dynamo"]
+
+
+def sandbox_context() -> multiprocessing.context.BaseContext:
+    """Where sandbox processes come from: forked from a server of its own that has PRELOADED imported. It is started
+    with the first sandbox process, and again if it died; it ends when this process does."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOADED)
+    return ctx
 
 
 def failure_message(e: BaseException, memory_limit: int) -> str:
@@ -76,9 +89,10 @@ def death_message(exitcode: int | None) -> str:
 
 
 def quiet_start(start: Callable[[], None]) -> None:
-    """Run `start` (a spawn) with SIGINT and SIGTERM held back in this thread, so that the parent's own handlers run
-    once the child exists. The child does not inherit the mask (the spawn resets it): until its first lines ignore
-    SIGINT, a Ctrl-C to the process group can end it with Python's KeyboardInterrupt, which the parent survives."""
+    """Run `start` (a spawn, or a fork by the forkserver) with SIGINT and SIGTERM held back in this thread, so that
+    the parent's own handlers run once the child exists. The child does not inherit the mask (the spawn, and the
+    forkserver's start, reset it): until its first lines ignore SIGINT, a Ctrl-C to the process group can end it
+    with Python's KeyboardInterrupt, which the parent survives."""
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
@@ -88,16 +102,18 @@ def quiet_start(start: Callable[[], None]) -> None:
 
 
 def _serve(conn: Connection, memory_limit: int) -> None:
-    import os
-
     # the web process owns this process (it kills it when it stops): a Ctrl-C to the process group is not for it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        data: DataHandOver = conn.recv()  # over this pipe, not the spawn's: see SandboxProcess
+        data: DataHandOver
+        data, environment = conn.recv()  # over this pipe, not the start's arguments: see SandboxProcess
     except EOFError:  # the web process stopped before handing the data over
         return
+    # the pool's environment as it is now (the network files it serves among it), not the forkserver's at its start
+    os.environ.clear()
+    os.environ.update(environment)
 
     import torch
 
@@ -185,18 +201,21 @@ class SandboxProcess:
     """One pre-warmed process that grades learner code (_serve), talking over a pipe."""
 
     def __init__(self, data: DataHandOver, memory_limit: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
+        ctx = sandbox_context()
         self.conn, child = ctx.Pipe()
-        # the words go over this pipe, not as the spawn's arguments: multiprocessing writes those into the child
+        # the words go over this pipe, not as the start's arguments: multiprocessing writes those into the child
         # while it still holds the pipe's other end itself, so a child that dies first (a Ctrl-C reaches both)
         # leaves that write blocked for good; here a dead child is a broken pipe
         self.proc = ctx.Process(target=_serve, args=(child, memory_limit), daemon=True)
-        quiet_start(self.proc.start)
+        try:
+            quiet_start(self.proc.start)
+        except (EOFError, OSError):  # the forkserver ended while forking it (a SIGTERM to the process group ends
+            pass  # both): as a process that died at once, its pipe is broken and the slot starts a fresh one
         child.close()
         self.ready = False
         self.started: dict[str, Any] = {}  # its ready message
         try:
-            self.conn.send(data)
+            self.conn.send((data, dict(os.environ)))
         except OSError:  # it died at once: wait_ready says so, and the slot starts a fresh one
             pass
 
@@ -210,8 +229,9 @@ class SandboxProcess:
         return self.ready
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.join(timeout=5)
+        if self.proc.pid is not None:  # it started
+            self.proc.kill()
+            self.proc.join(timeout=5)
         self.conn.close()
 
 

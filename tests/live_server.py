@@ -26,6 +26,21 @@ def cmdline(pid: int | str) -> str:
         return ""
 
 
+def parent(pid: int | str) -> int:
+    """A process's parent's pid; 0 once it has ended."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def sandbox_processes(pids: list[int]) -> list[int]:
+    """The sandbox processes among `pids` (server/sandbox_pool.py): the forkserver's children, not the forkserver
+    itself, multiprocessing's resource tracker or a web process."""
+    return [pid for pid in pids if "multiprocessing.forkserver" in cmdline(parent(pid))]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ import pytest
 
 from tests.lecture import ops_for_mode
 
-from .live_server import cmdline, live_server
+from .live_server import cmdline, live_server, sandbox_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -302,7 +302,7 @@ def spawned(server: Started) -> bool:
 
 def a_check_process_started(server: Started) -> bool:
     # a sandbox process exists: the server is handing it the names list (where a Ctrl-C once hung it for good)
-    return any("multiprocessing" in cmdline(pid) for pid in server.descendants())
+    return bool(sandbox_processes(server.descendants()))
 
 
 def ready(server: Started) -> bool:
@@ -411,7 +411,8 @@ def test_forwarded_addresses_from_loopback_are_not_believed(tmp_path):
     server = Started(tmp_path, "--check-workers", "1")
     try:
         url = server.ready_url()
-        sandboxes = [pid for pid in server.descendants() if "multiprocessing" in cmdline(pid)]
+        sandboxes = sandbox_processes(server.descendants())
+        assert len(sandboxes) == 1, sandboxes  # --check-workers 1
         body = json.dumps({"step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)"}).encode()
 
         def check(i: int) -> int:

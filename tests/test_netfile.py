@@ -24,6 +24,7 @@ from server.net import netfile
 from server.net.netfile import NetFileError
 from server.net.packs import NET_FILE_ENV, NETS, add_net_file
 from server.runs.store import ACTIVE
+from server.sandbox_pool import SandboxPool
 
 from .conftest import LECTURE_DATA
 from .live_server import live_server
@@ -564,3 +565,25 @@ def test_the_heads_export_makes_its_buffer_and_every_cmp_line_agrees(served, tmp
     cmp_lines = [line for line in out.stdout.splitlines() if "| approximate:" in line]
     assert len(cmp_lines) == len(net.cmp_order) == len(net.nodes) - 3  # every tensor but Xb, Yb and the loss
     assert all("approximate: True" in line for line in cmp_lines), out.stdout
+
+
+def test_a_sandbox_process_serves_the_network_files_named_after_its_forkserver_started(
+    served, lecture_dataset, monkeypatch
+):
+    # sandbox processes are forked from a server started with the first pool, in that moment's environment: a pool
+    # made later (a network file named since) hands its own environment over, and its processes read the files there
+    SandboxPool(lecture_dataset, size=1).close()
+    monkeypatch.setenv(NET_FILE_ENV, str(GATED_FILE))
+    pool = SandboxPool(lecture_dataset, size=1)
+    try:
+        answer = pool.run({"config": ModelConfig(net="gated_mlp"), "mode": "atomic", "step": 1, "hints": True})
+        assert answer.get("hints"), answer  # the file's network, where "no network 'gated_mlp'" was refused
+    finally:
+        pool.close()
+    monkeypatch.delenv(NET_FILE_ENV)
+    pool = SandboxPool(lecture_dataset, size=1)
+    try:
+        answer = pool.run({"config": ModelConfig(net="gated_mlp"), "mode": "atomic", "step": 1, "hints": True})
+        assert "no network 'gated_mlp'" in answer.get("refused", ""), answer  # and a pool without it does not
+    finally:
+        pool.close()
