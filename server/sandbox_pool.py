@@ -154,7 +154,10 @@ def _serve(conn: Connection, memory_limit: int) -> None:
         pass
     conn.send({"ready": True, "warmed_at_niceness": warmed_at})
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except EOFError:  # the web process is gone
+            return
         try:
             if "train" in job:  # a training run's backward block, checked on the run's first batch as it will be
                 conn.send(check_training_code(dataset, job["train"]))

@@ -4,6 +4,10 @@ and a sandbox process keeps its passes unless memory ran out."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -44,5 +48,33 @@ def test_a_check_with_a_lone_surrogate_in_a_cmp_label_keeps_the_pool_and_its_pas
             assert "refused" in answer and answer["refused"].encode("utf-8")
         assert pool.run({"passes": True})["passes"] == kept  # the same process, its passes kept
         assert pool.respawns == 0
+    finally:
+        pool.close()
+
+
+def test_a_killed_sandbox_process_or_forkserver_is_replaced(lecture_dataset):
+    from multiprocessing import forkserver
+
+    pool = SandboxPool(lecture_dataset, size=1)
+    right = {"config": ModelConfig(), "mode": "atomic", "step": 1, "code": "dlogprobs = torch.zeros_like(logprobs)"}
+
+    def kill_the_sandbox_process() -> None:
+        (sandbox,) = list(pool.idle.queue)
+        sandbox.proc.kill()
+
+    try:
+        assert "json" in pool.run(right)
+        kill_the_sandbox_process()  # as the kernel's OOM killer does: the forkserver reports how it ended
+        assert "was killed (SIGKILL" in pool.run(right)["refused"]
+        assert "json" in pool.run(right)  # a new process answers
+        server = forkserver._forkserver._forkserver_pid
+        os.kill(server, signal.SIGKILL)
+        while Path(f"/proc/{server}/stat").read_text().split(") ")[1][0] != "Z":  # until it has ended (not reaped)
+            time.sleep(0.01)
+        kill_the_sandbox_process()  # now the next process needs a forkserver too
+        assert "the evaluator" in pool.run(right)["refused"]
+        assert "json" in pool.run(right), "answered by a process of a new forkserver"
+        assert forkserver._forkserver._forkserver_pid not in (None, server)
+        assert pool.respawns == 2
     finally:
         pool.close()
