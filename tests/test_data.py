@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from server.core.data import MAX_FILE_BYTES, DataError, load_dataset
 
@@ -30,8 +31,52 @@ def test_first_examples_follow_the_lecture_construction(lecture_dataset):
 
     X, Y = build_dataset(["emma"], lecture_dataset.stoi, 3)
     s = lecture_dataset.stoi
-    assert X == [[0, 0, 0], [0, 0, s["e"]], [0, s["e"], s["m"]], [s["e"], s["m"], s["m"]], [s["m"], s["m"], s["a"]]]
-    assert Y == [s["e"], s["m"], s["m"], s["a"], 0]
+    assert X.tolist() == [
+        [0, 0, 0],
+        [0, 0, s["e"]],
+        [0, s["e"], s["m"]],
+        [s["e"], s["m"], s["m"]],
+        [s["m"], s["m"], s["a"]],
+    ]
+    assert Y.tolist() == [s["e"], s["m"], s["m"], s["a"], 0]
+
+
+def lecture_build_dataset(words: list[str], stoi: dict[str, int], block_size: int) -> tuple[list, list]:
+    """The lecture's own loop, character by character."""
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            ix = stoi[ch]
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    return X, Y
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 8])
+def test_the_splits_are_the_lectures_loop_at_every_block_size(lecture_dataset, block_size):
+    import random
+
+    words = list(lecture_dataset.words)
+    random.seed(42)
+    random.shuffle(words)  # the lecture's cell, as it is written there
+    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
+    splits = lecture_dataset.splits(block_size)
+    built = [(splits.Xtr, splits.Ytr), (splits.Xdev, splits.Ydev), (splits.Xte, splits.Yte)]
+    for chunk, (X, Y) in zip((words[:n1], words[n1:n2], words[n2:]), built, strict=True):
+        X_ref, Y_ref = lecture_build_dataset(chunk, lecture_dataset.stoi, block_size)
+        assert X.dtype == Y.dtype == torch.int64 and X.shape == (len(Y_ref), block_size)
+        assert X.tolist() == X_ref and Y.tolist() == Y_ref
+
+
+def test_a_word_of_one_character_and_an_empty_list(lecture_dataset):
+    from server.core.data import build_dataset
+
+    X, Y = build_dataset(["a", "bc"], lecture_dataset.stoi, 2)
+    assert (X.tolist(), Y.tolist()) == lecture_build_dataset(["a", "bc"], lecture_dataset.stoi, 2)
+    X, Y = build_dataset([], lecture_dataset.stoi, 4)
+    assert X.shape == (0, 4) and Y.shape == (0,)
 
 
 def test_embedded_data_is_the_2017_list(embedded_dataset):

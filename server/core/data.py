@@ -66,16 +66,20 @@ class Dataset:
             return self._splits[block_size]
 
 
-def build_dataset(words: list[str], stoi: dict[str, int], block_size: int) -> tuple[list, list]:
-    """The lecture's build_dataset: every (context, next char) pair, contexts padded with '.'."""
-    X, Y = [], []
-    for w in words:
-        context = [0] * block_size
-        for ch in w + ".":
-            ix = stoi[ch]
-            X.append(context)
-            Y.append(ix)
-            context = context[1:] + [ix]
+def build_dataset(words: list[str], stoi: dict[str, int], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lecture's build_dataset: every (context, next char) pair, contexts padded with '.', as (X, Y) tensors.
+
+    Built with tensor ops rather than the lecture's loop over characters (a tenth of its time: every server, sandbox
+    and training process builds the splits): Y is every word's characters and its '.', and column block_size - k of
+    X is the character k places before each target within its word, '.' (0) before the word's start."""
+    Y = torch.tensor([stoi[ch] for w in words for ch in w + "."], dtype=torch.int64)
+    lengths = torch.tensor([len(w) + 1 for w in words], dtype=torch.int64)
+    starts = torch.cumsum(lengths, 0) - lengths  # where each word's characters start in Y
+    at = torch.arange(len(Y))
+    within = at - torch.repeat_interleave(starts, lengths)  # each target's place in its word
+    X = torch.zeros((len(Y), block_size), dtype=torch.int64)
+    for k in range(1, block_size + 1):
+        X[:, block_size - k] = torch.where(within >= k, Y[(at - k).clamp(min=0)], 0)
     return X, Y
 
 
@@ -85,11 +89,9 @@ def build_splits(words: list[str], stoi: dict[str, int], block_size: int) -> Spl
     random.Random(42).shuffle(shuffled)
     n1 = int(0.8 * len(shuffled))
     n2 = int(0.9 * len(shuffled))
-    parts = []
+    parts: list[torch.Tensor] = []
     for chunk in (shuffled[:n1], shuffled[n1:n2], shuffled[n2:]):
-        X, Y = build_dataset(chunk, stoi, block_size)
-        parts.append(torch.tensor(X, dtype=torch.int64).view(-1, block_size))
-        parts.append(torch.tensor(Y, dtype=torch.int64))
+        parts += build_dataset(chunk, stoi, block_size)
     return Splits(*parts)
 
 
