@@ -26,13 +26,20 @@ def cmdline(pid: int | str) -> str:
         return ""
 
 
-def parent(pid: int | str) -> int:
-    """A process's parent's pid; 0 once it has ended."""
+def stat(pid: int | str) -> list[str]:
+    """A process's /proc/PID/stat fields after its command name: its state ("Z": ended, not yet reaped), its parent's
+    pid, ... (proc(5)'s fields from the third on); [] once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile: ProcessLookupError mid-read, FileNotFoundError before
+        return []
+    return text[text.rindex(")") + 2 :].split()
+
+
+def parent(pid: int | str) -> int:
+    """A process's parent's pid; 0 once it is gone."""
+    fields = stat(pid)
+    return int(fields[1]) if fields else 0
 
 
 def sandbox_processes(pids: list[int]) -> list[int]:

@@ -74,7 +74,7 @@ def test_each_tests_page_is_a_new_visitor(profile, base_url):
     open_page(first, base_url)
     first.evaluate("localStorage.setItem('kept', '1'); sessionStorage.setItem('kept', '1'); document.cookie = 'kept=1'")
     assert first.evaluate("localStorage.length") == 1 and profile.cookies()
-    forget(profile, first, {origin(base_url + "/api/meta")})
+    forget(profile, first, {origin(base_url)})
     first.close()
     second = profile.new_page()
     open_page(second, base_url)

@@ -20,7 +20,7 @@ from server.runs.store import HEARTBEAT_TIMEOUT_S, Limits, QueueFull, RunStore, 
 from server.training.config import TrainConfig
 
 from .conftest import LECTURE_DATA
-from .live_server import LiveServer, cmdline
+from .live_server import LiveServer, cmdline, stat
 
 SHORT = {"max_steps": 2000, "lr_decay_step": 1000, "check_every": 500}
 
@@ -543,12 +543,7 @@ def test_a_killed_server_leaves_no_orphan_worker(tmp_path):
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
-        return f.read().split(")")[1].split()[0] != "Z"
+    return stat(pid)[:1] not in ([], ["Z"])  # a zombie has exited
 
 
 @pytest.mark.slow  # a real server trains runs
@@ -614,7 +609,7 @@ def test_runs_with_the_learners_own_backward(tmp_path):
         (cpu_time,) = [line.split()[3:5] for line in limits[0].splitlines() if line.startswith("Max cpu time")]
         assert cpu_time[0] != "unlimited" and int(cpu_time[1]) > int(cpu_time[0]) >= run["cpu_limit_s"]
         assert int(cpu_time[0]) <= run["cpu_limit_s"] + 60
-        nice = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        nice = int(stat(pid)[16])
         assert nice == min(19, os.nice(0) + 10)
         owner = {"Authorization": f"Bearer {run['owner_token']}"}
         assert server.api("POST", f"/api/runs/{run['id']}/cancel", headers=owner).status_code == 200

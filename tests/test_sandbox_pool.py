@@ -7,13 +7,14 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from server.core.config import ModelConfig
 from server.core.serialize import graded_json
 from server.sandbox_pool import SandboxPool, answer_json, escaped, is_memory_error
+
+from .live_server import stat
 
 
 def test_a_lone_surrogate_is_sent_as_its_escape():
@@ -69,7 +70,7 @@ def test_a_killed_sandbox_process_or_forkserver_is_replaced(lecture_dataset):
         assert "json" in pool.run(right)  # a new process answers
         server = forkserver._forkserver._forkserver_pid
         os.kill(server, signal.SIGKILL)
-        while Path(f"/proc/{server}/stat").read_text().split(") ")[1][0] != "Z":  # until it has ended (not reaped)
+        while stat(server)[0] != "Z":  # until it has ended (not reaped)
             time.sleep(0.01)
         kill_the_sandbox_process()  # now the next process needs a forkserver too
         assert "the evaluator" in pool.run(right)["refused"]
