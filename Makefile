@@ -9,6 +9,11 @@ BIN := $(VENV)/bin
 TORCH_INDEX ?=
 PIP_INSTALL := $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
+# Python's bytecode cache on, where the environment turns it off (PYTHONDONTWRITEBYTECODE): without it each test
+# process rewrites the asserts of ~420 modules again (6 s of CPU each), and every server, sandbox and training
+# process compiles the package's modules again
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: setup run test test-fast test-long lint format bench bench-attacks browser-deps postgres-deps bench-deps clean
 
 $(BIN)/python:

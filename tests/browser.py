@@ -53,13 +53,20 @@ def browser(playwright):
     b.close()
 
 
+@pytest.fixture(scope="session")
+def profile_dir(tmp_path_factory) -> Path:
+    """The Chromium profile's directory, one per test process: each module's Chromium opens it again, and finds the
+    HTTP cache (and V8's code cache, kept beside it) that the modules before it filled from the same server."""
+    return tmp_path_factory.mktemp("chromium-profile")
+
+
 @pytest.fixture(scope="module")
-def profile(playwright, tmp_path_factory):
+def profile(playwright, profile_dir):
     """Chromium with a profile on disk, per module, that the `page` fixture's visitors share only its HTTP cache with
     (cookies and storage are cleared after each test). A repeat visitor's cache is the product's common case, and it
     halves what a page load costs: V8 reads plotly.js's compiled code from the cache instead of compiling 4.8 MB."""
     context = playwright.chromium.launch_persistent_context(
-        tmp_path_factory.mktemp("chromium-profile"),
+        profile_dir,
         executable_path=CHROMIUM,
         args=ARGS,
         viewport={"width": 1280, "height": 800},

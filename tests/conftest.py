@@ -9,7 +9,7 @@ import torch
 
 from server.core.data import DEFAULT_DATA, Dataset, load_dataset
 
-from .browser import base_url, browser, page, playwright, profile  # noqa: F401 -- the browser tests' fixtures, one server each process
+from .browser import base_url, browser, page, playwright, profile, profile_dir  # noqa: F401 -- the browser tests' fixtures, one server each process
 
 ROOT = Path(__file__).resolve().parent.parent
 LECTURE_DATA = ROOT.parent / "shared" / "data" / "names.txt"
