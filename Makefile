@@ -48,11 +48,10 @@ bench-deps:
 	@command -v h2load >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null)
 
 # the suite in JOBS processes (pytest-xdist): most tests wait on a server, a browser or a database part of the
-# time, so three keep two cores busy; tests/conftest.py starts the longest first, and tests are handed out two at a
-# time (xdist's first hand-out is otherwise a quarter of the suite each, every long test in one process). JOBS=0:
-# one process, in order
+# time, so three keep two cores busy; tests/conftest.py starts the longest first and the short last, and keeps two
+# tests queued at each process. JOBS=0: one process, in order
 JOBS ?= 3
-PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --maxschedchunk 2)
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS))
 
 # everything CI runs: the browser, PostgreSQL, nginx and the lecture's full training run included
 test: setup browser-deps postgres-deps

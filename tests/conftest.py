@@ -92,10 +92,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first."""
+    """Tests on the PostgreSQL server are marked `postgres` (make test-fast leaves them out); the longest go first,
+    the modules of fast tests last."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         if "postgres_server" in item.fixturenames or (callspec and "postgresql" in callspec.params.values()):
             item.add_marker(pytest.mark.postgres)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order
+    # then the modules with slow or browser tests, then the rest: a run in parallel ends on the short tests, which
+    # even out how the processes finish (a module of 5-20 s tests handed out last kept one process busy alone)
+    heavy = {module(item) for item in items if item.get_closest_marker("slow") or item.get_closest_marker("browser")}
+    items.sort(key=lambda item: (rank.get(item.originalname, len(rank)), module(item) not in heavy))  # stable
+
+
+def module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """make test's processes each hold two tests, no more: xdist's own load scheduling hands a process that finishes
+    short tests many more at a time, and near the end one process was left with a queue of long ones."""
+    from xdist.scheduler import LoadScheduling
+
+    class TwoAtATime(LoadScheduling):
+        def __init__(self, config: pytest.Config, log=None) -> None:
+            super().__init__(config, log)
+            self.maxschedchunk = 2  # the first hand-out: two each
+
+        def check_schedule(self, node, duration: float = 0) -> None:
+            if node.shutting_down:
+                return
+            if not self.pending:
+                node.shutdown()
+                return
+            wanted = 2 - len(self.node2pending[node])
+            if wanted > 0:
+                self._send_tests(node, wanted)
+
+    return TwoAtATime(config, log)
