@@ -47,10 +47,11 @@ postgres-deps:
 bench-deps:
 	@command -v h2load >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null)
 
-# the suite in JOBS processes (pytest-xdist): most tests wait on a server, a browser or a database part of the
-# time, so three keep two cores busy; tests/conftest.py starts the longest first and the short last, and keeps two
-# tests queued at each process. JOBS=0: one process, in order
-JOBS ?= 3
+# the suite in JOBS processes (pytest-xdist), one per core of a 2-core machine (raise it on a bigger one):
+# tests/conftest.py starts the longest first and the short last, and keeps two tests queued at each process, so two
+# keep both cores busy to the end; three took 10 % more CPU and longer, as the servers, browsers and training
+# processes each test process starts competed for the same cores. JOBS=0: one process, in order
+JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS))
 
 # everything CI runs: the browser, PostgreSQL, nginx and the lecture's full training run included

@@ -109,6 +109,7 @@ def module(item: pytest.Item) -> str:
     return item.nodeid.split("::", 1)[0]
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: a run without xdist (-p no:xdist) does not know it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """make test's processes each hold two tests, no more: xdist's own load scheduling hands a process that finishes
     short tests many more at a time, and near the end one process was left with a queue of long ones."""
