@@ -49,7 +49,7 @@ bench-deps:
 
 # the suite in JOBS processes (pytest-xdist), one per core of a 2-core machine (raise it on a bigger one):
 # tests/conftest.py starts the longest first and the short last, and keeps two tests queued at each process, so two
-# keep both cores busy to the end; three took 10 % more CPU and longer, as the servers, browsers and training
+# keep both cores busy to the end; three took 6-11 % more CPU and longer, as the servers, browsers and training
 # processes each test process starts competed for the same cores. JOBS=0: one process, in order
 JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS))
