@@ -101,12 +101,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     # then the modules with slow or browser tests, then the rest: a run in parallel ends on the short tests, which
     # even out how the processes finish (a module of 5-20 s tests handed out last kept one process busy alone)
-    heavy = {module(item) for item in items if item.get_closest_marker("slow") or item.get_closest_marker("browser")}
-    items.sort(key=lambda item: (rank.get(item.originalname, len(rank)), module(item) not in heavy))  # stable
-
-
-def module(item: pytest.Item) -> str:
-    return item.nodeid.split("::", 1)[0]
+    heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("browser")}
+    items.sort(key=lambda item: (rank.get(item.originalname, len(rank)), item.path not in heavy))  # stable
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: a run without xdist (-p no:xdist) does not know it
